@@ -1,0 +1,52 @@
+// Package ptrace is crtools' tracer: the ptrace primitives, access to the
+// memory of other processes, and syscall injection into stopped tasks.
+//
+// # Thread rules
+//
+// Linux binds a ptrace relationship to the tracer *thread*, not to the
+// process: only the thread that seized (or forked with PTRACE_TRACEME) a task
+// may issue ptrace requests for it and wait4 for its stops. Go moves
+// goroutines between threads freely, so every ptrace call and every wait4 on
+// a traced task of a tree runs on one goroutine that locked itself to its OS
+// thread and never unlocks (the pattern of delve's execPtraceFunc). That
+// goroutine is owned by a Tracer; other goroutines hand it work with
+// Tracer.Do:
+//
+//	err := tr.Do(func() error {
+//		if err := ptrace.Seize(pid, 0); err != nil {
+//			return err
+//		}
+//		return ptrace.Interrupt(pid)
+//	})
+//
+// The plain functions of this package (Seize, Cont, GetRegs, the Injector,
+// ...) must be called from inside Do on the Tracer that owns the task; called
+// elsewhere they fail with ESRCH. Do must not be called from inside Do (it
+// would deadlock). When a Tracer is closed its thread exits, which detaches
+// (or, with PTRACE_O_EXITKILL, kills) every task it traced.
+//
+// ReadMem and WriteMem need no tracer thread: they use process_vm_readv and
+// /proc/PID/mem, and may run on any goroutine, in parallel.
+//
+// # Syscall injection
+//
+// An Injector runs one system call in a ptrace-stopped task without a
+// parasite: it saves the registers and the signal mask, blocks every signal
+// but SIGTRAP, points RIP at a `syscall` instruction that already exists in
+// the task (found in the vDSO), sets orig_rax to -1 so that the kernel's
+// syscall-restart logic leaves the injected call alone, puts the number and
+// arguments in rax, rdi, rsi, rdx, r10, r8, r9, and single-steps: the kernel
+// executes the syscall and reports the single-step trap right after it, one
+// round trip. It then reads rax and puts the saved registers and mask back.
+// A task that was interrupted inside a blocking syscall (rax = -ERESTART*,
+// orig_rax = its number) gets exactly those registers back, so the kernel
+// restarts its syscall when it resumes.
+//
+// SIGTRAP stays unblocked during an injection because the kernel forces the
+// single-step SIGTRAP: were it blocked or ignored, force_sig would reset the
+// task's SIGTRAP handler to SIG_DFL. A task that ignores SIGTRAP is therefore
+// driven through two syscall-stops (PTRACE_SYSCALL) instead, which raise no
+// signal.
+//
+// The package is x86-64 only (registers, syscall numbers, xstate).
+package ptrace

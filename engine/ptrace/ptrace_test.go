@@ -1,0 +1,187 @@
+package ptrace
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestSeizeInterruptRegsRoundTrip(t *testing.T) {
+	requireRoot(t)
+	cmd := startSleep(t)
+	pid := cmd.Process.Pid
+	tr := NewTracer()
+	defer tr.Close()
+
+	err := tr.Do(func() error {
+		if err := Seize(pid, unix.PTRACE_O_EXITKILL); err != nil {
+			return err
+		}
+		st, err := InterruptAndWait(pid)
+		if err != nil {
+			return err
+		}
+		if st.Event != unix.PTRACE_EVENT_STOP {
+			t.Errorf("stop after interrupt: %v, want PTRACE_EVENT_STOP", st)
+		}
+		regs, err := GetRegs(pid)
+		if err != nil {
+			return err
+		}
+		// sleep sits in clock_nanosleep: interrupted, the kernel left
+		// -ERESTART_RESTARTBLOCK or -ERESTARTNOHAND in rax and the
+		// syscall number in orig_rax.
+		if regs.Orig_rax != unix.SYS_CLOCK_NANOSLEEP && regs.Orig_rax != unix.SYS_NANOSLEEP {
+			t.Errorf("orig_rax = %d, want a nanosleep syscall", regs.Orig_rax)
+		}
+		if rax := int64(regs.Rax); rax != -516 && rax != -514 {
+			t.Errorf("rax = %d, want -ERESTART_RESTARTBLOCK (-516) or -ERESTARTNOHAND (-514)", rax)
+		}
+		// Round trip: change a scratch register, read it back, restore.
+		mod := regs
+		mod.R12 ^= 0x5a5a5a5a
+		if err := SetRegs(pid, &mod); err != nil {
+			return err
+		}
+		got, err := GetRegs(pid)
+		if err != nil {
+			return err
+		}
+		if got.R12 != mod.R12 {
+			t.Errorf("r12 after SetRegs = %#x, want %#x", got.R12, mod.R12)
+		}
+		if err := SetRegs(pid, &regs); err != nil {
+			return err
+		}
+
+		mask, err := GetSigmask(pid)
+		if err != nil {
+			return err
+		}
+		if err := SetSigmask(pid, mask|1<<(unix.SIGUSR2-1)); err != nil {
+			return err
+		}
+		if m2, err := GetSigmask(pid); err != nil || m2 != mask|1<<(unix.SIGUSR2-1) {
+			t.Errorf("sigmask after set = %#x, %v", m2, err)
+		}
+		if err := SetSigmask(pid, mask); err != nil {
+			return err
+		}
+
+		xs, err := GetXState(pid)
+		if err != nil {
+			return err
+		}
+		// The legacy area (512) plus the XSAVE header (64) at least.
+		if len(xs) < 576 || len(xs)%8 != 0 {
+			t.Errorf("xstate size %d", len(xs))
+		}
+		if err := SetXState(pid, xs); err != nil {
+			return err
+		}
+		fp, err := GetFPRegs(pid)
+		if err != nil {
+			return err
+		}
+		// Bytes 464..511 are software-reserved (the kernel's xsave
+		// description lives there in the xstate copy only).
+		if !bytes.Equal(fp[:464], xs[:464]) {
+			for i := range 464 {
+				if fp[i] != xs[i] {
+					t.Errorf("fxsave area differs between NT_PRFPREG and NT_X86_XSTATE at byte %d", i)
+					break
+				}
+			}
+		}
+		if _, err := GetRseqConfig(pid); err != nil {
+			return err
+		}
+		if f, err := SeccompFilters(pid); err != nil || len(f) != 0 {
+			t.Errorf("seccomp filters of sleep: %d, %v", len(f), err)
+		}
+		if _, err := PeekSiginfo(pid, true); err != nil {
+			return err
+		}
+		return Detach(pid, 0)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Detached, sleep goes back to sleeping (the syscall restarts).
+	waitState(t, pid, 'S')
+}
+
+func TestSeizeErrors(t *testing.T) {
+	requireRoot(t)
+	tr := NewTracer()
+	defer tr.Close()
+	err := tr.Do(func() error { return Seize(1<<22+12345, 0) })
+	if !errors.Is(err, unix.ESRCH) {
+		t.Errorf("seize of a missing pid: %v, want ESRCH", err)
+	}
+	if err == nil || err.Error() != "ptrace(PTRACE_SEIZE, 4206649): no such process" {
+		t.Errorf("error text %q", err)
+	}
+	// ptrace calls off the tracer thread fail: the task is not ours there.
+	cmd := startSleep(t)
+	pid := cmd.Process.Pid
+	if err := tr.Do(func() error { return Seize(pid, 0) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := Interrupt(pid); !errors.Is(err, unix.ESRCH) {
+		t.Errorf("interrupt from another thread: %v, want ESRCH", err)
+	}
+	// A second tracer cannot seize it.
+	tr2 := NewTracer()
+	defer tr2.Close()
+	if err := tr2.Do(func() error { return Seize(pid, 0) }); !errors.Is(err, unix.EPERM) {
+		t.Errorf("second seize: %v, want EPERM", err)
+	}
+}
+
+func TestReadWriteMem(t *testing.T) {
+	requireRoot(t)
+	cmd := startSleep(t)
+	pid := cmd.Process.Pid
+	tr := NewTracer()
+	defer tr.Close()
+	var regs Regs
+	err := tr.Do(func() error {
+		if err := Seize(pid, unix.PTRACE_O_EXITKILL); err != nil {
+			return err
+		}
+		if _, err := InterruptAndWait(pid); err != nil {
+			return err
+		}
+		var err error
+		regs, err = GetRegs(pid)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Below the red zone of the stopped task: free stack we may scribble on
+	// (the task is killed at the end anyway).
+	addr := uintptr(regs.Rsp) - 4096
+	want := []byte("crtools was here\x00\x01\x02")
+	if n, err := WriteMem(pid, addr, want); err != nil || n != len(want) {
+		t.Fatalf("WriteMem: %d, %v", n, err)
+	}
+	got := make([]byte, len(want))
+	if n, err := ReadMem(pid, addr, got); err != nil || n != len(got) || !bytes.Equal(got, want) {
+		t.Fatalf("ReadMem: %d, %v, %q", n, err, got)
+	}
+	var peek [8]byte
+	if err := tr.Do(func() error { _, err := PeekData(pid, addr, peek[:]); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(peek[:], want[:8]) {
+		t.Errorf("PeekData = %q", peek)
+	}
+	// Unmapped memory: an error, not a panic or a silent zero fill.
+	if _, err := ReadMem(pid, 0x1000, got); err == nil {
+		t.Errorf("ReadMem of address 0x1000 succeeded")
+	}
+}

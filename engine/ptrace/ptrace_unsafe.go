@@ -1,0 +1,177 @@
+package ptrace
+
+import (
+	"errors"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The requests of this file pass pointers to the kernel.
+// Preconditions: caller is on the tracer thread; tid is ptrace-stopped.
+
+func ptracePtr(req, tid int, addr uintptr, data unsafe.Pointer) (uintptr, error) {
+	var r uintptr
+	err := retry(func() error {
+		r1, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(tid), addr, uintptr(data), 0, 0)
+		if e != 0 {
+			return e
+		}
+		r = r1
+		return nil
+	})
+	return r, ptraceError(req, tid, err)
+}
+
+// ptracePtrs is ptracePtr for requests whose addr is a pointer as well.
+func ptracePtrs(req, tid int, addr, data unsafe.Pointer) (uintptr, error) {
+	var r uintptr
+	err := retry(func() error {
+		r1, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(tid), uintptr(addr), uintptr(data), 0, 0)
+		if e != 0 {
+			return e
+		}
+		r = r1
+		return nil
+	})
+	return r, ptraceError(req, tid, err)
+}
+
+// getRegset reads regset typ into buf and returns the bytes the kernel
+// filled (it shrinks iov_len to the regset's real size).
+func getRegset(tid, typ int, buf []byte) ([]byte, error) {
+	iov := unix.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	if _, err := ptracePtr(unix.PTRACE_GETREGSET, tid, uintptr(typ), unsafe.Pointer(&iov)); err != nil {
+		return nil, err
+	}
+	return buf[:iov.Len], nil
+}
+
+func setRegset(tid, typ int, buf []byte) error {
+	if len(buf) == 0 {
+		return ptraceError(unix.PTRACE_SETREGSET, tid, unix.EINVAL)
+	}
+	iov := unix.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	_, err := ptracePtr(unix.PTRACE_SETREGSET, tid, uintptr(typ), unsafe.Pointer(&iov))
+	return err
+}
+
+// GetFPRegs reads the 512-byte fxsave area of tid (NT_PRFPREG).
+func GetFPRegs(tid int) ([]byte, error) {
+	return getRegset(tid, ntPRFPReg, make([]byte, FPRegsSize))
+}
+
+// SetFPRegs writes the 512-byte fxsave area of tid.
+func SetFPRegs(tid int, b []byte) error {
+	return setRegset(tid, ntPRFPReg, b)
+}
+
+// GetXState reads the whole XSAVE area of tid (NT_X86_XSTATE), in the
+// standard (non-compacted) format, at the size the kernel uses for user
+// copies; SetXState wants exactly that size back.
+func GetXState(tid int) ([]byte, error) {
+	b, err := getRegset(tid, ntX86XState, make([]byte, maxXStateSize))
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(nil), b...), nil
+}
+
+// SetXState writes an XSAVE area read by GetXState.
+func SetXState(tid int, b []byte) error {
+	return setRegset(tid, ntX86XState, b)
+}
+
+// GetSigmask returns the blocked-signal mask of tid (bit n-1 = signal n).
+func GetSigmask(tid int) (uint64, error) {
+	var m uint64
+	_, err := ptracePtr(unix.PTRACE_GETSIGMASK, tid, 8, unsafe.Pointer(&m))
+	return m, err
+}
+
+// SetSigmask sets the blocked-signal mask of tid (SIGKILL and SIGSTOP are
+// dropped by the kernel).
+func SetSigmask(tid int, mask uint64) error {
+	_, err := ptracePtr(unix.PTRACE_SETSIGMASK, tid, 8, unsafe.Pointer(&mask))
+	return err
+}
+
+// GetSiginfo returns the 128-byte siginfo of the signal that caused the
+// current stop.
+func GetSiginfo(tid int) ([]byte, error) {
+	b := make([]byte, SiginfoSize)
+	_, err := ptracePtr(unix.PTRACE_GETSIGINFO, tid, 0, unsafe.Pointer(&b[0]))
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// SetSiginfo replaces the siginfo of the current signal-delivery-stop.
+func SetSiginfo(tid int, b []byte) error {
+	if len(b) != SiginfoSize {
+		return ptraceError(unix.PTRACE_SETSIGINFO, tid, unix.EINVAL)
+	}
+	_, err := ptracePtr(unix.PTRACE_SETSIGINFO, tid, 0, unsafe.Pointer(&b[0]))
+	return err
+}
+
+// PeekSiginfo returns every queued signal of tid without dequeuing it, each
+// as a 128-byte siginfo: the thread's private queue, or with shared the
+// process-wide queue.
+func PeekSiginfo(tid int, shared bool) ([][]byte, error) {
+	const batch = 32
+	var out [][]byte
+	buf := make([]byte, batch*SiginfoSize)
+	args := peekSiginfoArgs{Nr: batch}
+	if shared {
+		args.Flags = peekSiginfoShared
+	}
+	for {
+		n, err := ptracePtrs(unix.PTRACE_PEEKSIGINFO, tid, unsafe.Pointer(&args), unsafe.Pointer(&buf[0]))
+		if err != nil {
+			return nil, err
+		}
+		for i := 0; i < int(n); i++ {
+			out = append(out, append([]byte(nil), buf[i*SiginfoSize:(i+1)*SiginfoSize]...))
+		}
+		if int(n) < batch {
+			return out, nil
+		}
+		args.Off += uint64(n)
+	}
+}
+
+// GetRseqConfig returns the rseq registration of tid.
+func GetRseqConfig(tid int) (RseqConfig, error) {
+	var c RseqConfig
+	_, err := ptracePtr(unix.PTRACE_GET_RSEQ_CONFIGURATION, tid, unsafe.Sizeof(c), unsafe.Pointer(&c))
+	return c, err
+}
+
+// SeccompFilters returns the classic-BPF programs of tid's seccomp filters,
+// innermost (most recently installed) first, each as raw struct sock_filter
+// instructions. A task without filters yields none.
+func SeccompFilters(tid int) ([][]byte, error) {
+	var out [][]byte
+	for i := 0; ; i++ {
+		n, err := ptracePtr(unix.PTRACE_SECCOMP_GET_FILTER, tid, uintptr(i), nil)
+		if err != nil {
+			// ENOENT: index past the last filter. EINVAL: the task is
+			// not in filter mode at all.
+			if errors.Is(err, unix.ENOENT) || (i == 0 && errors.Is(err, unix.EINVAL)) {
+				return out, nil
+			}
+			return nil, err
+		}
+		prog := make([]byte, int(n)*sockFilterSize)
+		if n > 0 {
+			if _, err := ptracePtr(unix.PTRACE_SECCOMP_GET_FILTER, tid, uintptr(i), unsafe.Pointer(&prog[0])); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, prog)
+	}
+}

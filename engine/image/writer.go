@@ -1,0 +1,179 @@
+package image
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/crtools/crtools/engine/image/pb"
+)
+
+// Writer writes one image file: the header, then entries and payloads.
+// Writes are buffered; Close flushes, fsyncs and closes.
+type Writer struct {
+	kind *Kind
+	name string
+	f    *os.File // nil when writing to a plain io.Writer
+	w    *bufio.Writer
+	n    int
+	buf  []byte
+	err  error // first error; sticky
+}
+
+// Create creates (or truncates) the image of kind with id in dir and
+// writes its header.
+func Create(dir string, kind *Kind, id uint64) (*Writer, error) {
+	return CreatePath(kind.Path(dir, id), kind)
+}
+
+// CreatePath creates (or truncates) the file at path as an image of kind.
+func CreatePath(path string, kind *Kind) (*Writer, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create image: %w", err)
+	}
+	w := &Writer{kind: kind, name: path, f: f, w: bufio.NewWriterSize(f, 256<<10)}
+	if err := w.writeHeader(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// NewWriter writes an image of kind to w (name is used in errors). Close
+// flushes but does not close w.
+func NewWriter(w io.Writer, name string, kind *Kind) (*Writer, error) {
+	iw := &Writer{kind: kind, name: name, w: bufio.NewWriterSize(w, 64<<10)}
+	if err := iw.writeHeader(); err != nil {
+		return nil, err
+	}
+	return iw, nil
+}
+
+func (w *Writer) writeHeader() error {
+	var b [8]byte
+	switch w.kind.Header {
+	case HeaderNone:
+		return nil
+	case HeaderOwn:
+		binary.LittleEndian.PutUint32(b[:], w.kind.Magic)
+		return w.write(b[:4])
+	case HeaderService:
+		binary.LittleEndian.PutUint32(b[:], ServiceMagic)
+	default:
+		binary.LittleEndian.PutUint32(b[:], CommonMagic)
+	}
+	binary.LittleEndian.PutUint32(b[4:], w.kind.Magic)
+	return w.write(b[:])
+}
+
+func (w *Writer) write(b []byte) error {
+	if w.err != nil {
+		return w.err
+	}
+	if _, err := w.w.Write(b); err != nil {
+		w.err = fmt.Errorf("write %s: %w", w.name, err)
+	}
+	return w.err
+}
+
+// Write appends one entry. The message must be of the kind's entry type
+// (the head type for the first entry of a pagemap), so that a mix-up is
+// caught when writing rather than when restoring.
+func (w *Writer) Write(msg proto.Message) error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.kind.entry == nil {
+		return fmt.Errorf("write entry to %s: raw %s image has no entries", w.name, w.kind.Name)
+	}
+	want := w.kind.entry.Descriptor().FullName()
+	if w.n == 0 && w.kind.head != nil {
+		want = w.kind.head.Descriptor().FullName()
+	}
+	if got := msg.ProtoReflect().Descriptor().FullName(); got != want && !w.isChunk(got) {
+		return fmt.Errorf("write entry %d to %s: got a %s, want a %s", w.n, w.name, got, want)
+	}
+	var err error
+	w.buf, err = proto.MarshalOptions{}.MarshalAppend(append(w.buf[:0], 0, 0, 0, 0), msg)
+	if err != nil {
+		return fmt.Errorf("encode entry %d of %s: %w", w.n, w.name, err)
+	}
+	size := len(w.buf) - 4
+	if size > DefaultMaxEntry {
+		return fmt.Errorf("encode entry %d of %s: %d bytes is over the %d limit readers enforce", w.n, w.name, size, DefaultMaxEntry)
+	}
+	binary.LittleEndian.PutUint32(w.buf, uint32(size))
+	if err := w.write(w.buf); err != nil {
+		return err
+	}
+	w.n++
+	return nil
+}
+
+// Ghost files may carry chunk entries after their head entry.
+func (w *Writer) isChunk(got protoreflect.FullName) bool {
+	return w.kind == GhostFile && w.n > 0 && got == (&pb.GhostChunkEntry{}).ProtoReflect().Descriptor().FullName()
+}
+
+// WriteExtra appends payload bytes after the last entry (pipe data, queue
+// data, file contents); their length must be the one the entry declares.
+func (w *Writer) WriteExtra(b []byte) error { return w.write(b) }
+
+// ReadFrom copies r to the file as payload (for large ghost files).
+func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.w.ReadFrom(r)
+	if err != nil {
+		w.err = fmt.Errorf("write %s: %w", w.name, err)
+	}
+	return n, w.err
+}
+
+// Name is the file's path.
+func (w *Writer) Name() string { return w.name }
+
+// Close flushes, fsyncs and closes the file. It reports the first error of
+// any earlier write.
+func (w *Writer) Close() error {
+	err := w.err
+	if ferr := w.w.Flush(); err == nil && ferr != nil {
+		err = fmt.Errorf("write %s: %w", w.name, ferr)
+	}
+	if w.f != nil {
+		if serr := w.f.Sync(); err == nil && serr != nil {
+			err = fmt.Errorf("fsync %s: %w", w.name, serr)
+		}
+		if cerr := w.f.Close(); err == nil && cerr != nil && !errors.Is(cerr, os.ErrClosed) {
+			err = fmt.Errorf("close %s: %w", w.name, cerr)
+		}
+		w.f = nil
+	}
+	if w.err == nil {
+		w.err = errors.New("write to closed image " + w.name)
+	}
+	return err
+}
+
+// WriteFile creates the image of kind with id in dir holding msgs.
+func WriteFile(dir string, kind *Kind, id uint64, msgs ...proto.Message) error {
+	w, err := Create(dir, kind, id)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if err := w.Write(m); err != nil {
+			w.Close()
+			return err
+		}
+	}
+	return w.Close()
+}

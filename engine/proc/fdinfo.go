@@ -1,0 +1,133 @@
+package proc
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// FdInfo holds the common lines of /proc/PID/fdinfo/N. Lines specific to a
+// file type (eventfd-count, tfd, inotify wd, ...) are kept in Extra, in order.
+type FdInfo struct {
+	Pos   int64
+	Flags uint32 // file status flags (O_*), including O_CLOEXEC for the fd
+	MntID int
+	Ino   uint64
+	Extra []string
+}
+
+// ParseFdInfo parses the contents of a fdinfo file.
+func ParseFdInfo(data []byte) (*FdInfo, error) {
+	fi := &FdInfo{MntID: -1}
+	seen := 0
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		key, val, ok := strings.Cut(line, ":")
+		if !ok {
+			fi.Extra = append(fi.Extra, line)
+			continue
+		}
+		val = strings.TrimSpace(val)
+		var err error
+		switch key {
+		case "pos":
+			fi.Pos, err = strconv.ParseInt(val, 10, 64)
+			seen |= 1
+		case "flags":
+			var v uint64
+			v, err = strconv.ParseUint(val, 8, 32)
+			fi.Flags = uint32(v)
+			seen |= 2
+		case "mnt_id":
+			fi.MntID, err = strconv.Atoi(val)
+		case "ino":
+			fi.Ino, err = strconv.ParseUint(val, 10, 64)
+		default:
+			fi.Extra = append(fi.Extra, line)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("parse fdinfo: %s: %w", key, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("parse fdinfo: %w", err)
+	}
+	if seen != 3 {
+		return nil, fmt.Errorf("parse fdinfo: no pos or flags line")
+	}
+	return fi, nil
+}
+
+// ReadFdInfo reads /proc/PID/fdinfo/FD.
+func ReadFdInfo(pid, fd int) (*FdInfo, error) {
+	path := fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := ParseFdInfo(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return fi, nil
+}
+
+// ListFds returns the open descriptors of a task, sorted.
+func ListFds(pid int) ([]int, error) {
+	return listNumbers(fmt.Sprintf("/proc/%d/fd", pid))
+}
+
+// ListTasks returns the thread ids of a process, sorted.
+func ListTasks(pid int) ([]int, error) {
+	return listNumbers(fmt.Sprintf("/proc/%d/task", pid))
+}
+
+func listNumbers(dir string) ([]int, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", dir, err)
+	}
+	out := make([]int, 0, len(names))
+	for _, n := range names {
+		v, err := strconv.Atoi(n)
+		if err != nil {
+			continue
+		}
+		out = append(out, v)
+	}
+	sort.Ints(out)
+	return out, nil
+}
+
+// ParseChildren parses /proc/PID/task/TID/children: space-separated pids.
+func ParseChildren(data []byte) ([]int, error) {
+	var out []int
+	for _, f := range bytes.Fields(data) {
+		v, err := strconv.Atoi(string(f))
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("parse children: bad pid %q", f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// ReadChildren reads the children of one thread of a process.
+func ReadChildren(pid, tid int) ([]int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, tid))
+	if err != nil {
+		return nil, err
+	}
+	return ParseChildren(b)
+}

@@ -1,0 +1,197 @@
+package proc
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Status holds the fields of /proc/PID/status that crtools uses.
+type Status struct {
+	Name       string // comm, with the kernel's escapes undone
+	Umask      uint32
+	HasUmask   bool
+	State      byte
+	Tgid       int
+	Pid        int
+	PPid       int
+	TracerPid  int
+	Uid        [4]uint32 // real, effective, saved, filesystem
+	Gid        [4]uint32
+	Groups     []uint32
+	NSpid      []int
+	Threads    int
+	SigPnd     uint64 // pending for this thread
+	ShdPnd     uint64 // pending for the thread group
+	SigBlk     uint64
+	SigIgn     uint64
+	SigCgt     uint64
+	CapInh     uint64
+	CapPrm     uint64
+	CapEff     uint64
+	CapBnd     uint64
+	CapAmb     uint64
+	NoNewPrivs uint32
+	Seccomp    uint32
+}
+
+// ParseStatus parses the contents of a status file.
+func ParseStatus(data []byte) (*Status, error) {
+	s := &Status{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	seen := map[string]bool{}
+	for sc.Scan() {
+		line := sc.Text()
+		key, val, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		val = strings.TrimLeft(val, " \t")
+		var err error
+		switch key {
+		case "Name":
+			s.Name = unescapeName(val)
+		case "Umask":
+			var v uint64
+			v, err = strconv.ParseUint(val, 8, 32)
+			s.Umask, s.HasUmask = uint32(v), true
+		case "State":
+			if val == "" {
+				err = fmt.Errorf("empty")
+			} else {
+				s.State = val[0]
+			}
+		case "Tgid":
+			s.Tgid, err = strconv.Atoi(val)
+		case "Pid":
+			s.Pid, err = strconv.Atoi(val)
+		case "PPid":
+			s.PPid, err = strconv.Atoi(val)
+		case "TracerPid":
+			s.TracerPid, err = strconv.Atoi(val)
+		case "Threads":
+			s.Threads, err = strconv.Atoi(val)
+		case "Uid", "Gid":
+			f := strings.Fields(val)
+			if len(f) != 4 {
+				err = fmt.Errorf("want 4 ids, got %d", len(f))
+				break
+			}
+			dst := &s.Uid
+			if key == "Gid" {
+				dst = &s.Gid
+			}
+			for i := range f {
+				var v uint64
+				if v, err = strconv.ParseUint(f[i], 10, 32); err != nil {
+					break
+				}
+				dst[i] = uint32(v)
+			}
+		case "Groups":
+			s.Groups = []uint32{}
+			for _, g := range strings.Fields(val) {
+				var v uint64
+				if v, err = strconv.ParseUint(g, 10, 32); err != nil {
+					break
+				}
+				s.Groups = append(s.Groups, uint32(v))
+			}
+		case "NSpid":
+			for _, g := range strings.Fields(val) {
+				var v int
+				if v, err = strconv.Atoi(g); err != nil {
+					break
+				}
+				s.NSpid = append(s.NSpid, v)
+			}
+		case "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb":
+			var v uint64
+			v, err = strconv.ParseUint(val, 16, 64)
+			*map[string]*uint64{
+				"SigPnd": &s.SigPnd, "ShdPnd": &s.ShdPnd, "SigBlk": &s.SigBlk, "SigIgn": &s.SigIgn,
+				"SigCgt": &s.SigCgt, "CapInh": &s.CapInh, "CapPrm": &s.CapPrm, "CapEff": &s.CapEff,
+				"CapBnd": &s.CapBnd, "CapAmb": &s.CapAmb,
+			}[key] = v
+		case "NoNewPrivs", "Seccomp":
+			var v uint64
+			v, err = strconv.ParseUint(val, 10, 32)
+			if key == "Seccomp" {
+				s.Seccomp = uint32(v)
+			} else {
+				s.NoNewPrivs = uint32(v)
+			}
+		default:
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("parse status: %s: %w", key, err)
+		}
+		seen[key] = true
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("parse status: %w", err)
+	}
+	for _, k := range []string{"Name", "Tgid", "Pid", "PPid", "TracerPid", "Uid", "Gid", "SigBlk", "SigIgn", "SigCgt", "CapEff"} {
+		if !seen[k] {
+			return nil, fmt.Errorf("parse status: no %s line", k)
+		}
+	}
+	return s, nil
+}
+
+// unescapeName undoes the escaping of the Name line: the kernel prints the
+// comm with '\n' as "\n" and '\\' as "\\" (string_escape_mem with ESCAPE_SPACE
+// | ESCAPE_SPECIAL semantics restricted to those), so a comm holding a
+// newline cannot forge extra lines.
+func unescapeName(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 == len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		i++
+		switch s[i] {
+		case 'n':
+			b.WriteByte('\n')
+		case 't':
+			b.WriteByte('\t')
+		case '\\':
+			b.WriteByte('\\')
+		default:
+			b.WriteByte('\\')
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String()
+}
+
+// ReadStatus reads /proc/PID/status.
+func ReadStatus(pid int) (*Status, error) {
+	return readStatusFile(fmt.Sprintf("/proc/%d/status", pid))
+}
+
+// ReadTaskStatus reads /proc/PID/task/TID/status (per-thread masks and creds).
+func ReadTaskStatus(pid, tid int) (*Status, error) {
+	return readStatusFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
+}
+
+func readStatusFile(path string) (*Status, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := ParseStatus(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/crtools/crtools/spec"
+)
+
+func init() { registerCommand(newDumpCommand) }
+
+// dumpFlags are the dump options of crtools(1), plus -R.
+type dumpFlags struct {
+	Tree           int
+	LeaveStopped   bool
+	LeaveRunning   bool
+	ExtUnixSk      bool
+	Namespaces     []string
+	Root           string
+	EvasiveDevices bool
+	ActionScripts  []string
+	LinkRemap      bool
+	TCPEstablished bool
+	ShellJob       bool
+	FileLocks      bool
+	PageServer     bool
+	Address        string
+	Port           int
+}
+
+func newDumpCommand(g *globalOptions) *cobra.Command {
+	f := &dumpFlags{}
+	c := &cobra.Command{
+		Use:   "dump -t PID -D DIR [options]",
+		Short: "checkpoint a process tree into an images directory",
+		Long: `Checkpoint the process tree rooted at PID into the images directory. The
+images are written under a temporary name and renamed into place once
+complete; on any failure the tree is left running exactly as before.
+By default the tree is killed after a good dump (-s: left stopped,
+-R: left running).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			job, err := dumpJob(g, f, cmd)
+			if err != nil {
+				return err
+			}
+			return runCLIJob(cmd, g, job)
+		},
+	}
+	fl := c.Flags()
+	fl.SortFlags = false
+	fl.VarP(pidValue(&f.Tree), "tree", "t", "checkpoint the whole process tree starting from `PID`")
+	fl.BoolVarP(&f.LeaveStopped, "leave-stopped", "s", false, "leave tasks in stopped state after checkpoint instead of killing them")
+	fl.BoolVarP(&f.LeaveRunning, "leave-running", "R", false, "leave tasks running after checkpoint instead of killing them")
+	fl.BoolVarP(&f.ExtUnixSk, "ext-unix-sk", "x", false, "dump external unix sockets")
+	fl.VarP(&nsListValue{p: &f.Namespaces}, "namespaces", "n", "checkpoint namespaces `NS`, separated by comma: uts, ipc, mnt, pid, net")
+	fl.StringVarP(&f.Root, "root", "r", "", "change the root filesystem to `PATH` (when run in mount namespace)")
+	fl.BoolVar(&f.EvasiveDevices, "evasive-devices", false, "use any path to a device file if the original one is inaccessible")
+	fl.StringArrayVar(&f.ActionScripts, "action-script", nil, "add an external action script `SCR` (CRTOOL_SCRIPT_ACTION names the action)")
+	fl.BoolVar(&f.LinkRemap, "link-remap", false, "allow to link unlinked files back when possible (modifies FS till restore)")
+	fl.BoolVar(&f.TCPEstablished, "tcp-established", false, "checkpoint established TCP connections")
+	fl.BoolVarP(&f.ShellJob, "shell-job", "j", false, "allow to dump shell jobs (a process attached to a terminal)")
+	fl.BoolVarP(&f.FileLocks, "file-locks", "l", false, "allow to dump file locks")
+	fl.BoolVar(&f.PageServer, "page-server", false, "send pages to a page server (see --address, --port)")
+	fl.StringVar(&f.Address, "address", "", "page server `ADDRESS`")
+	fl.Var(portValue(&f.Port), "port", "page server `PORT` number")
+	return c
+}
+
+// dumpJob turns dump flags into the same Job a spec file would give.
+func dumpJob(g *globalOptions, f *dumpFlags, cmd *cobra.Command) (*spec.Job, error) {
+	if f.Tree == 0 {
+		return nil, usageErrorf("dump needs -t/--tree PID")
+	}
+	if g.ImagesDir == "" {
+		return nil, usageErrorf("dump needs -D/--images-dir DIR")
+	}
+	if f.LeaveStopped && f.LeaveRunning {
+		return nil, usageErrorf("-s/--leave-stopped and -R/--leave-running exclude each other")
+	}
+	fl := cmd.Flags()
+	if !f.PageServer && (fl.Changed("address") || fl.Changed("port")) {
+		return nil, usageErrorf("--address and --port need --page-server")
+	}
+	if f.PageServer && (f.Address == "" || f.Port == 0) {
+		return nil, usageErrorf("--page-server needs --address and --port")
+	}
+	dir, err := filepath.Abs(g.ImagesDir)
+	if err != nil {
+		return nil, failf("resolve images directory: %w", err)
+	}
+	cs := &spec.CheckpointSpec{
+		Target:       spec.Target{Pid: f.Tree},
+		ImagesDir:    dir,
+		LeaveRunning: f.LeaveRunning,
+		LeaveStopped: f.LeaveStopped,
+		Options: spec.Options{
+			FileLocks:      f.FileLocks,
+			TCPEstablished: f.TCPEstablished,
+			ShellJob:       f.ShellJob,
+			ExtUnixSockets: f.ExtUnixSk,
+			LinkRemap:      f.LinkRemap,
+			EvasiveDevices: f.EvasiveDevices,
+			Root:           f.Root,
+		},
+		Namespaces: f.Namespaces,
+		Hooks:      spec.Hooks{Scripts: absPaths(f.ActionScripts)},
+	}
+	if f.PageServer {
+		cs.PageServer = &spec.PageServer{Address: f.Address, Port: f.Port}
+	}
+	return &spec.Job{
+		APIVersion: spec.APIVersion,
+		Kind:       spec.KindCheckpoint,
+		Metadata:   spec.Metadata{Name: fmt.Sprintf("dump-%d", f.Tree)},
+		Checkpoint: cs,
+		Source:     "command line",
+	}, nil
+}
+
+// absPaths makes script paths absolute: hooks run with the images
+// directory's parent as working directory.
+func absPaths(ps []string) []string {
+	var out []string
+	for _, p := range ps {
+		if a, err := filepath.Abs(p); err == nil {
+			p = a
+		}
+		out = append(out, p)
+	}
+	return out
+}

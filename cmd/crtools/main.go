@@ -1,0 +1,84 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run parses args, runs the command and turns its error into one line on
+// stderr and an exit code. Tests call it in-process.
+func run(args []string, stdout, stderr io.Writer) int {
+	g := &globalOptions{}
+	root := newRootCommand(g)
+	args = reorderArgs(root, args)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+
+	// --close comes before anything else (man page). It is parsed here by
+	// hand because cobra parses flags only when it runs the command.
+	for _, fd := range closeFds(args) {
+		if fd > 2 {
+			unix.Close(fd)
+		}
+	}
+
+	err := root.Execute()
+	if err == nil || errors.Is(err, errVersionShown) {
+		return exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if !ee.quiet {
+			fmt.Fprintf(stderr, "crtools: %s\n", oneLine(ee.err.Error()))
+		}
+		return ee.code
+	}
+	// Everything else is a usage error: from cobra's parsing (unknown
+	// command or option, malformed value) or from our own checks.
+	cmdPath := "crtools"
+	if c, _, ferr := root.Find(args); ferr == nil && c != nil {
+		cmdPath = c.CommandPath()
+	}
+	fmt.Fprintf(stderr, "crtools: %s\nRun '%s --help'.\n", oneLine(err.Error()), cmdPath)
+	return exitUsage
+}
+
+// oneLine keeps a message on one line (cobra and pflag messages can carry
+// a trailing newline).
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	return strings.ReplaceAll(s, "\n", "; ")
+}
+
+// closeFds finds --close values in args without a full parse.
+func closeFds(args []string) []int {
+	var fds []int
+	for i, a := range args {
+		var v string
+		switch {
+		case a == "--":
+			return fds
+		case a == "--close" && i+1 < len(args):
+			v = args[i+1]
+		case strings.HasPrefix(a, "--close="):
+			v = strings.TrimPrefix(a, "--close=")
+		default:
+			continue
+		}
+		var fd int
+		if _, err := fmt.Sscanf(v, "%d", &fd); err == nil && fd >= 0 {
+			fds = append(fds, fd)
+		}
+	}
+	return fds
+}

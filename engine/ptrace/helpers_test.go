@@ -1,18 +1,43 @@
 package ptrace
 
 import (
+	"bufio"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
+// binDir holds the C test workloads, built once by TestMain.
+var binDir string
+
 func TestMain(m *testing.M) {
 	// Orphans of killed test children must not wait for a slow PID 1.
 	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-	os.Exit(m.Run())
+	dir, err := os.MkdirTemp("", "crtools-ptrace-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := func() int {
+		defer os.RemoveAll(dir)
+		for _, name := range []string{"counter", "blocker"} {
+			out, err := exec.Command("gcc", "-O1", "-Wall", "-o", filepath.Join(dir, name), filepath.Join("testdata", name+".c")).CombinedOutput()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "build testdata/%s.c (gcc is needed for these tests): %v\n%s", name, err, out)
+				return 1
+			}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
 }
 
 // requireRoot fails (never skips) without root: CI runs as root and every
@@ -40,6 +65,81 @@ func startSleep(t testing.TB) *exec.Cmd {
 	return cmd
 }
 
+// workload is a C test program whose stdout lines arrive on lines.
+type workload struct {
+	cmd   *exec.Cmd
+	pid   int
+	stdin io.WriteCloser
+	lines chan string
+	ready []string // fields of the "ready" line
+}
+
+// startWorkload starts testdata program name with args and waits for its
+// "ready" line.
+func startWorkload(t testing.TB, name string, args ...string) *workload {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	w := &workload{cmd: cmd, pid: cmd.Process.Pid, stdin: stdin, lines: make(chan string, 1<<16)}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			w.lines <- sc.Text()
+		}
+		close(w.lines)
+	}()
+	w.ready = strings.Fields(w.expect(t, "ready", 5*time.Second))
+	return w
+}
+
+// expect returns the next line starting with prefix, failing the test if a
+// line starting with FAIL comes, the output ends, or timeout passes.
+func (w *workload) expect(t testing.TB, prefix string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-w.lines:
+			if !ok {
+				t.Fatalf("pid %d: output ended waiting for %q", w.pid, prefix)
+			}
+			if strings.HasPrefix(l, "FAIL") {
+				t.Fatalf("pid %d: %s", w.pid, l)
+			}
+			if strings.HasPrefix(l, prefix) {
+				return l
+			}
+		case <-deadline:
+			t.Fatalf("pid %d: no %q line within %v", w.pid, prefix, timeout)
+		}
+	}
+}
+
+// quiet fails if any line arrives within d.
+func (w *workload) quiet(t testing.TB, d time.Duration) {
+	t.Helper()
+	select {
+	case l := <-w.lines:
+		t.Fatalf("pid %d: unexpected output %q", w.pid, l)
+	case <-time.After(d):
+	}
+}
+
 // waitState waits until /proc/PID/stat shows the given state letter.
 func waitState(t testing.TB, pid int, state byte) {
 	t.Helper()
@@ -54,37 +154,29 @@ func waitState(t testing.TB, pid int, state byte) {
 }
 
 func procState(pid int) byte {
-	b, err := os.ReadFile("/proc/" + itoa(pid) + "/stat")
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return '?'
 	}
 	// The state follows the last ')' (comm may contain anything).
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] == ')' && i+2 < len(b) {
-			return b[i+2]
-		}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return '?'
 	}
-	return '?'
+	return b[i+2]
 }
 
-func itoa(i int) string {
-	return string(appendInt(nil, i))
-}
-
-func appendInt(b []byte, i int) []byte {
-	if i < 0 {
-		b = append(b, '-')
-		i = -i
-	}
-	var d [20]byte
-	n := len(d)
-	for {
-		n--
-		d[n] = byte('0' + i%10)
-		i /= 10
-		if i == 0 {
-			break
+// stopped seizes pid on tr and brings it into a PTRACE_EVENT_STOP.
+func stopped(t testing.TB, tr *Tracer, pid int) {
+	t.Helper()
+	err := tr.Do(func() error {
+		if err := Seize(pid, unix.PTRACE_O_EXITKILL); err != nil {
+			return err
 		}
+		_, err := InterruptAndWait(pid)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("stop pid %d: %v", pid, err)
 	}
-	return append(b, d[n:]...)
 }

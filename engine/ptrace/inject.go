@@ -1,0 +1,468 @@
+package ptrace
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Injector runs system calls inside a ptrace-stopped task (see the package
+// documentation for how). All its methods must run on the tracer thread
+// that traces Tid, while Tid is in a ptrace-stop.
+type Injector struct {
+	Tid int
+	// SyscallAddr is the address of a `syscall` instruction (0f 05) in the
+	// task.
+	SyscallAddr uintptr
+	// Scratch is the start of memory in the task the injector may use for
+	// syscall arguments (strings, structs); 0 if none. ScratchSize is its
+	// size in bytes.
+	Scratch     uintptr
+	ScratchSize int
+	scratchUsed int
+
+	// Deferred lists the signals that arrived (signal-delivery-stops) during
+	// injections and were held back so that no handler ran with injected
+	// registers. The caller passes them on: Detach(tid, Deferred[0]) or
+	// Cont(tid, sig).
+	Deferred []int
+	// Events lists the ptrace event stops seen during the last Syscall
+	// (for example PTRACE_EVENT_CLONE of an injected clone3, whose Msg is
+	// the new tid).
+	Events []InjectEvent
+
+	// syscallStops drives the syscall through two syscall-stops instead of
+	// a single-step, for tasks that ignore SIGTRAP (see package doc).
+	syscallStops bool
+
+	session *injectSession
+}
+
+// InjectEvent is a ptrace event stop seen during an injected syscall.
+type InjectEvent struct {
+	Event int
+	Msg   uint
+}
+
+type injectSession struct {
+	regs Regs
+	mask uint64
+}
+
+// injectMask is the signal mask during injections: everything blocked
+// (SIGKILL and SIGSTOP cannot be) except SIGTRAP, which the single-step
+// trap forces; were it blocked, the kernel would reset its handler.
+const injectMask = ^uint64(0) &^ (1 << (unix.SIGTRAP - 1))
+
+// ErrNoSyscallInsn says that no `syscall` instruction was found in the task.
+var ErrNoSyscallInsn = errors.New("no syscall instruction found in the task's vDSO or code")
+
+// NewInjector prepares injections into tid without writing to it: it finds a
+// `syscall` instruction in the task's [vdso] (or, failing that, in its
+// executable mappings) and picks no scratch memory (Scratch = 0; see
+// WithScratch). tid need not be stopped yet.
+func NewInjector(tid int) (*Injector, error) {
+	maps, err := readMaps(tid)
+	if err != nil {
+		return nil, err
+	}
+	in := &Injector{Tid: tid}
+	in.syscallStops, err = ignoresSIGTRAP(tid)
+	if err != nil {
+		return nil, err
+	}
+	// The vDSO first: every task has it, it is small, and its clock
+	// fallbacks contain `syscall`.
+	var exec []mapping
+	for _, m := range maps {
+		if m.name == "[vdso]" {
+			exec = append([]mapping{m}, exec...)
+		} else if m.perms[2] == 'x' && m.name != "[vsyscall]" {
+			exec = append(exec, m)
+		}
+	}
+	for _, m := range exec {
+		addr, err := findSyscallInsn(tid, m)
+		if err != nil {
+			return nil, err
+		}
+		if addr != 0 {
+			in.SyscallAddr = addr
+			return in, nil
+		}
+	}
+	return nil, fmt.Errorf("prepare injection into task %d: %w", tid, ErrNoSyscallInsn)
+}
+
+// findSyscallInsn scans up to 1 MiB of m for 0f 05 and returns its address,
+// 0 if absent.
+func findSyscallInsn(tid int, m mapping) (uintptr, error) {
+	size := m.end - m.start
+	if size > 1<<20 {
+		size = 1 << 20
+	}
+	buf := make([]byte, size)
+	n, err := ReadMem(tid, m.start, buf)
+	if err != nil && n == 0 {
+		return 0, fmt.Errorf("find syscall instruction in %s of task %d: %w", m.name, tid, err)
+	}
+	if i := bytes.Index(buf[:n], []byte{0x0f, 0x05}); i >= 0 {
+		return m.start + uintptr(i), nil
+	}
+	return 0, nil
+}
+
+type mapping struct {
+	start, end uintptr
+	perms      string
+	name       string
+}
+
+func readMaps(tid int) ([]mapping, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(tid) + "/maps")
+	if err != nil {
+		return nil, fmt.Errorf("read maps of task %d: %w", tid, err)
+	}
+	defer f.Close()
+	var out []mapping
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// start-end perms offset dev inode [name]; the name may hold spaces.
+		fields := strings.SplitN(sc.Text(), " ", 6)
+		if len(fields) < 5 || len(fields[1]) < 4 {
+			continue
+		}
+		start, end, ok := strings.Cut(fields[0], "-")
+		if !ok {
+			continue
+		}
+		s, err1 := strconv.ParseUint(start, 16, 64)
+		e, err2 := strconv.ParseUint(end, 16, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		m := mapping{start: uintptr(s), end: uintptr(e), perms: fields[1]}
+		if len(fields) == 6 {
+			m.name = strings.TrimLeft(fields[5], " ")
+		}
+		out = append(out, m)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read maps of task %d: %w", tid, err)
+	}
+	return out, nil
+}
+
+// ignoresSIGTRAP reads SigIgn of /proc/TID/status.
+func ignoresSIGTRAP(tid int) (bool, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/status")
+	if err != nil {
+		return false, fmt.Errorf("read status of task %d: %w", tid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "SigIgn:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				return false, fmt.Errorf("parse SigIgn of task %d: %w", tid, err)
+			}
+			return mask&(1<<(unix.SIGTRAP-1)) != 0, nil
+		}
+	}
+	return false, fmt.Errorf("no SigIgn in status of task %d", tid)
+}
+
+// Begin saves the task's registers and signal mask and blocks its signals
+// for a series of Syscall calls; End puts both back. Syscall outside
+// Begin/End does the same for itself alone (4 more ptrace requests per call).
+// Preconditions: caller is on the tracer thread; Tid is ptrace-stopped.
+func (in *Injector) Begin() error {
+	if in.session != nil {
+		return fmt.Errorf("begin injection into task %d: already begun", in.Tid)
+	}
+	regs, err := GetRegs(in.Tid)
+	if err != nil {
+		return err
+	}
+	mask, err := GetSigmask(in.Tid)
+	if err != nil {
+		return err
+	}
+	if err := SetSigmask(in.Tid, injectMask); err != nil {
+		return err
+	}
+	in.session = &injectSession{regs: regs, mask: mask}
+	return nil
+}
+
+// End puts back the registers and mask saved by Begin.
+func (in *Injector) End() error {
+	s := in.session
+	if s == nil {
+		return fmt.Errorf("end injection into task %d: not begun", in.Tid)
+	}
+	in.session = nil
+	if err := SetRegs(in.Tid, &s.regs); err != nil {
+		return err
+	}
+	return SetSigmask(in.Tid, s.mask)
+}
+
+// SavedRegs returns the registers saved by Begin (the task's own).
+func (in *Injector) SavedRegs() (Regs, bool) {
+	if in.session == nil {
+		return Regs{}, false
+	}
+	return in.session.regs, true
+}
+
+// Abandon forgets the state saved by Begin without putting it back, for a
+// caller that sets the task's final registers and mask itself.
+func (in *Injector) Abandon() { in.session = nil }
+
+// Syscall runs syscall nr with up to six arguments in the task and returns
+// its raw return value. A return value in [-4095, -1] comes with the
+// matching unix.Errno as error. Other errors (the task died, a ptrace
+// request failed) are wrapped with context.
+// Preconditions: caller is on the tracer thread; Tid is ptrace-stopped.
+func (in *Injector) Syscall(nr uintptr, args ...uintptr) (ret uintptr, err error) {
+	if len(args) > 6 {
+		return 0, fmt.Errorf("inject %s into task %d: %d arguments, at most 6", syscallLabel(nr), in.Tid, len(args))
+	}
+	if in.session == nil {
+		if err := in.Begin(); err != nil {
+			return 0, fmt.Errorf("inject %s into task %d: %w", syscallLabel(nr), in.Tid, err)
+		}
+		defer func() {
+			if in.session == nil {
+				return
+			}
+			if eerr := in.End(); eerr != nil && err == nil {
+				err = fmt.Errorf("inject %s into task %d: put registers back: %w", syscallLabel(nr), in.Tid, eerr)
+			}
+		}()
+	}
+	ret, err = in.run(nr, args)
+	if err != nil {
+		return ret, fmt.Errorf("inject %s into task %d: %w", syscallLabel(nr), in.Tid, err)
+	}
+	if r := int64(ret); r < 0 && r >= -4095 {
+		return ret, unix.Errno(-r)
+	}
+	return ret, nil
+}
+
+func syscallLabel(nr uintptr) string {
+	if name := SyscallName(int(nr)); name != "" {
+		return name
+	}
+	return "syscall " + strconv.FormatUint(uint64(nr), 10)
+}
+
+func (in *Injector) run(nr uintptr, args []uintptr) (uintptr, error) {
+	in.Events = in.Events[:0]
+	// rt_sigprocmask must see and change the task's own mask, not ours.
+	ownMask := nr == unix.SYS_RT_SIGPROCMASK
+	if ownMask {
+		if err := SetSigmask(in.Tid, in.session.mask); err != nil {
+			return 0, err
+		}
+	}
+	r := in.session.regs
+	r.Rip = uint64(in.SyscallAddr)
+	r.Rax = uint64(nr)
+	// orig_rax = -1: not in a syscall, so that neither the stop we resume
+	// from nor the one we end in rewinds RIP to "restart" something.
+	r.Orig_rax = ^uint64(0)
+	var a [6]uint64
+	for i, v := range args {
+		a[i] = uint64(v)
+	}
+	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	r.Eflags &^= 0x100 // TF: the kernel manages single-stepping
+	if err := SetRegs(in.Tid, &r); err != nil {
+		return 0, err
+	}
+	var (
+		ret uintptr
+		err error
+	)
+	if in.syscallStops {
+		ret, err = in.runSyscallStops()
+	} else {
+		ret, err = in.runSingleStep()
+	}
+	if err == nil && ownMask {
+		m, gerr := GetSigmask(in.Tid)
+		if gerr != nil {
+			return ret, gerr
+		}
+		in.session.mask = m
+		err = SetSigmask(in.Tid, injectMask)
+	}
+	return ret, err
+}
+
+// after is the RIP after the `syscall` instruction.
+func (in *Injector) after() uint64 { return uint64(in.SyscallAddr) + 2 }
+
+func (in *Injector) runSingleStep() (uintptr, error) {
+	for {
+		if err := SingleStep(in.Tid, 0); err != nil {
+			return 0, err
+		}
+		st, err := WaitStopped(in.Tid)
+		if err != nil {
+			return 0, err
+		}
+		done, rax, err := in.classify(st)
+		if err != nil {
+			return 0, err
+		}
+		if done {
+			return rax, nil
+		}
+	}
+}
+
+// classify handles a stop during a single-stepped injection and reports
+// whether it is the trap right after our syscall, with rax then.
+func (in *Injector) classify(st StopInfo) (bool, uintptr, error) {
+	if st.Event != 0 {
+		return false, 0, in.noteEvent(st)
+	}
+	if st.Sig != int(unix.SIGTRAP) {
+		in.Deferred = append(in.Deferred, st.Sig)
+		return false, 0, nil
+	}
+	regs, err := GetRegs(in.Tid)
+	if err != nil {
+		return false, 0, err
+	}
+	if regs.Rip == in.after() {
+		return true, uintptr(regs.Rax), nil
+	}
+	// A SIGTRAP elsewhere: the task's own (sent by kill, pending before
+	// we came) if it was sent from user space, or the trap after a
+	// syscall that does not return to the next instruction (rt_sigreturn).
+	si, err := GetSiginfo(in.Tid)
+	if err != nil {
+		return false, 0, err
+	}
+	if code := int32(binary.LittleEndian.Uint32(si[8:])); code <= 0 {
+		in.Deferred = append(in.Deferred, st.Sig)
+		return false, 0, nil
+	}
+	return true, uintptr(regs.Rax), nil
+}
+
+func (in *Injector) noteEvent(st StopInfo) error {
+	if st.Event == unix.PTRACE_EVENT_STOP {
+		// A group-stop or interrupt trap; step on.
+		return nil
+	}
+	msg, err := GetEventMsg(in.Tid)
+	if err != nil {
+		return err
+	}
+	in.Events = append(in.Events, InjectEvent{Event: st.Event, Msg: msg})
+	return nil
+}
+
+func (in *Injector) runSyscallStops() (uintptr, error) {
+	stops := 0
+	for {
+		if err := Syscall(in.Tid, 0); err != nil {
+			return 0, err
+		}
+		st, err := WaitStopped(in.Tid)
+		if err != nil {
+			return 0, err
+		}
+		if st.Event != 0 {
+			if err := in.noteEvent(st); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		if st.Sig&0x7f != int(unix.SIGTRAP) {
+			in.Deferred = append(in.Deferred, st.Sig)
+			continue
+		}
+		if st.Sig == int(unix.SIGTRAP) {
+			// Without PTRACE_O_TRACESYSGOOD a syscall-stop looks like a
+			// SIGTRAP; its siginfo tells (si_code SIGTRAP or 0x85).
+			si, err := GetSiginfo(in.Tid)
+			if err != nil {
+				return 0, err
+			}
+			if code := binary.LittleEndian.Uint32(si[8:]); code != uint32(unix.SIGTRAP) && code != uint32(unix.SIGTRAP)|0x80 {
+				in.Deferred = append(in.Deferred, st.Sig)
+				continue
+			}
+		}
+		stops++
+		if stops == 2 {
+			regs, err := GetRegs(in.Tid)
+			if err != nil {
+				return 0, err
+			}
+			return uintptr(regs.Rax), nil
+		}
+	}
+}
+
+// WithScratch maps size bytes (rounded up to pages) of private anonymous
+// read-write memory in the task for syscall arguments and sets Scratch. The
+// cleanup unmaps it again.
+// Preconditions: caller is on the tracer thread; Tid is ptrace-stopped.
+func (in *Injector) WithScratch(size int) (cleanup func() error, err error) {
+	if in.Scratch != 0 {
+		return nil, fmt.Errorf("map scratch memory in task %d: already at %#x", in.Tid, in.Scratch)
+	}
+	page := os.Getpagesize()
+	size = (size + page - 1) / page * page
+	addr, err := in.Syscall(unix.SYS_MMAP, 0, uintptr(size), unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
+	if err != nil {
+		return nil, fmt.Errorf("map scratch memory in task %d: %w", in.Tid, err)
+	}
+	in.Scratch, in.ScratchSize, in.scratchUsed = addr, size, 0
+	return func() error {
+		if in.Scratch != addr {
+			return nil
+		}
+		in.Scratch, in.ScratchSize, in.scratchUsed = 0, 0, 0
+		if _, err := in.Syscall(unix.SYS_MUNMAP, addr, uintptr(size)); err != nil {
+			return fmt.Errorf("unmap scratch memory in task %d: %w", in.Tid, err)
+		}
+		return nil
+	}, nil
+}
+
+// PutBytes copies b into the scratch area (16-byte aligned, after what was
+// put before) and returns its address in the task.
+func (in *Injector) PutBytes(b []byte) (uintptr, error) {
+	if in.Scratch == 0 {
+		return 0, fmt.Errorf("copy %d bytes into task %d: no scratch memory", len(b), in.Tid)
+	}
+	off := (in.scratchUsed + 15) &^ 15
+	if off+len(b) > in.ScratchSize {
+		return 0, fmt.Errorf("copy %d bytes into task %d: scratch area of %d bytes is full", len(b), in.Tid, in.ScratchSize)
+	}
+	addr := in.Scratch + uintptr(off)
+	if _, err := WriteMem(in.Tid, addr, b); err != nil {
+		return 0, err
+	}
+	in.scratchUsed = off + len(b)
+	return addr, nil
+}
+
+// ResetScratch forgets what PutBytes placed, so the area can be reused.
+func (in *Injector) ResetScratch() { in.scratchUsed = 0 }

@@ -1,0 +1,49 @@
+/* Blocks in one syscall and reports how it ended, for checking that an
+ * injection into a task blocked in a syscall lets that syscall carry on.
+ *   blocker nanosleep MS   sleeps MS ms, prints "slept ELAPSED_MS rc=RC"
+ *   blocker read           reads stdin, prints "read N: DATA"
+ *   blocker pause          pause()s until SIGUSR1, prints "paused rc=RC errno=E"
+ * Prints "ready PID" before blocking. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void on_usr1(int s) { (void)s; }
+
+static long now_ms(void) {
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+int main(int argc, char **argv) {
+	if (argc < 2) return 1;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_usr1; /* no SA_RESTART */
+	sigaction(SIGUSR1, &sa, NULL);
+	printf("ready %d\n", getpid());
+	fflush(stdout);
+	if (!strcmp(argv[1], "nanosleep")) {
+		long ms = atol(argv[2]);
+		struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+		long t0 = now_ms();
+		int rc = nanosleep(&ts, NULL);
+		printf("slept %ld rc=%d\n", now_ms() - t0, rc);
+	} else if (!strcmp(argv[1], "read")) {
+		char buf[64];
+		ssize_t n = read(0, buf, sizeof buf - 1);
+		buf[n > 0 ? n : 0] = 0;
+		printf("read %zd: %s\n", n, buf);
+	} else if (!strcmp(argv[1], "pause")) {
+		int rc = pause();
+		printf("paused rc=%d errno=%d\n", rc, errno);
+	}
+	fflush(stdout);
+	return 0;
+}

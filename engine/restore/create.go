@@ -1,0 +1,271 @@
+package restore
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine/ptrace"
+)
+
+// PuppetArg is the argument the first puppet is started with. The puppet is
+// crtools' own binary, but it never runs Go code: it stops at its exec
+// (PTRACE_TRACEME) and crtools takes it over there. The command line only
+// makes it recognisable in ps.
+const PuppetArg = "__crtools_puppet"
+
+// puppetOptions are the ptrace options of every puppet: a killed crtools
+// takes its half-built tasks with it (EXITKILL), and tasks cloned by a
+// puppet become traced puppets too (TRACECLONE for exit_signal 0 and
+// threads, TRACEFORK for children with SIGCHLD).
+const puppetOptions = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
+	unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACESYSGOOD
+
+// PidInUseError says a PID the images need belongs to a live process.
+type PidInUseError struct {
+	Pid  int
+	Comm string
+}
+
+func (e *PidInUseError) Error() string {
+	return fmt.Sprintf("pid %d is in use by a running process (%s); restoring into a new PID namespace (-n pid) avoids this", e.Pid, e.Comm)
+}
+
+// zombieWait bounds how long restore waits for a zombie holding a PID it
+// needs to be reaped (some inits reap slowly, and a dump kills the task
+// just before a restore wants its PID).
+var zombieWait = 10 * time.Second
+
+// waitPidsFree waits (bounded) until none of pids exists. A zombie is
+// waited for; a live process is an error naming it.
+func (r *restorer) waitPidsFree(pids []int) error {
+	deadline := time.Now().Add(zombieWait)
+	for _, pid := range pids {
+		logged := false
+		for {
+			state, comm, err := pidState(pid)
+			if errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("check pid %d: %w", pid, err)
+			}
+			if state != "Z" && state != "X" {
+				return &PidInUseError{Pid: pid, Comm: comm}
+			}
+			if !logged {
+				r.log.Info().Int("pid", pid).Msgf("waiting for PID %d to be reaped", pid)
+				logged = true
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("pid %d is still held by a zombie (%s) after %v: its parent does not reap it", pid, comm, zombieWait)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// pidState returns the state letter and comm of /proc/PID/stat.
+func pidState(pid int) (string, string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", "", err
+	}
+	s := string(b)
+	open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || close < open || len(s) < close+3 {
+		return "", "", fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	return s[close+2 : close+3], s[open+1 : close], nil
+}
+
+// startFirstPuppet starts the first puppet and gives it the trampoline.
+// Preconditions: on the tracer thread.
+func (r *restorer) startFirstPuppet() (*puppet, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = "/proc/self/exe"
+	}
+	cmd := exec.Command(exe, PuppetArg)
+	cmd.Env = []string{}
+	// No Setpgid/Setsid: the root inherits crtools' session and group
+	// unless the image says it led its own (restoreSession).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Ptrace: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start first puppet %s: %w", exe, err)
+	}
+	pid := cmd.Process.Pid
+	r.created = append(r.created, pid)
+	st, err := ptrace.WaitStopped(pid)
+	if err != nil {
+		return nil, fmt.Errorf("wait for exec stop of first puppet %d: %w", pid, err)
+	}
+	if st.Sig != int(unix.SIGTRAP) {
+		return nil, fmt.Errorf("first puppet %d stopped by signal %d, want SIGTRAP at exec", pid, st.Sig)
+	}
+	if err := ptrace.SetOptions(pid, puppetOptions); err != nil {
+		return nil, err
+	}
+	regs, err := ptrace.GetRegs(pid)
+	if err != nil {
+		return nil, err
+	}
+	// Until the trampoline exists, inject at the exec entry point: put a
+	// syscall instruction there (/proc/PID/mem writes through the
+	// read-only text; the page is copied for this process only).
+	if _, err := ptrace.WriteMem(pid, uintptr(regs.Rip), trampolineCode); err != nil {
+		return nil, fmt.Errorf("prepare first puppet %d: %w", pid, err)
+	}
+	p := &puppet{pid: pid, tgid: pid, regs: regs, log: r.log, tr: &trampoline{addr: regs.Rip}}
+	maps, err := readMaps(pid)
+	if err != nil {
+		return nil, err
+	}
+	addr, err := r.pickTrampoline(maps)
+	if err != nil {
+		return nil, err
+	}
+	got, err := p.callf("map the trampoline", unix.SYS_MMAP, addr, trampolineSize,
+		unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0)
+	if err != nil {
+		return nil, err
+	}
+	if got != addr {
+		return nil, fmt.Errorf("map the trampoline in puppet %d: got %#x, asked for %#x", pid, got, addr)
+	}
+	if _, err := ptrace.WriteMem(pid, uintptr(addr), trampolineCode); err != nil {
+		return nil, fmt.Errorf("write the trampoline of puppet %d: %w", pid, err)
+	}
+	r.tramp = &trampoline{addr: addr, size: trampolineSize, scratch: addr + pageSize, scratchSize: trampolineScratch}
+	p.tr = r.tramp
+	return p, nil
+}
+
+type span struct{ start, end uint64 }
+
+// pickTrampoline finds an address range that is free both in the first
+// puppet and in every task of the image, so that the trampoline survives
+// the unmapping of the puppet and never collides with a restored VMA.
+func (r *restorer) pickTrampoline(puppetMaps []span) (uint64, error) {
+	used := append([]span(nil), puppetMaps...)
+	for _, t := range r.img.tasks {
+		if t.mm == nil {
+			continue
+		}
+		for _, v := range t.mm.GetVmas() {
+			used = append(used, span{v.GetStart(), v.GetEnd()})
+		}
+	}
+	sort.Slice(used, func(i, j int) bool { return used[i].start < used[j].start })
+	// Start at 1 GiB: far from the classic text/heap region and from
+	// mmap_min_addr, low enough to be under any mmap base.
+	cand := uint64(1 << 30)
+	for _, u := range used {
+		if u.end <= cand {
+			continue
+		}
+		if u.start >= cand+trampolineSize {
+			break
+		}
+		cand = (u.end + pageSize - 1) &^ (pageSize - 1)
+	}
+	if cand+trampolineSize > taskSizeMax {
+		return 0, fmt.Errorf("no free address range for the restore trampoline")
+	}
+	return cand, nil
+}
+
+// readMaps returns the address ranges of /proc/PID/maps.
+func readMaps(pid int) ([]span, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return nil, err
+	}
+	var out []span
+	for _, line := range strings.Split(string(b), "\n") {
+		rng, _, _ := strings.Cut(line, " ")
+		lo, hi, ok := strings.Cut(rng, "-")
+		if !ok {
+			continue
+		}
+		var s, e uint64
+		if _, err := fmt.Sscanf(lo+" "+hi, "%x %x", &s, &e); err != nil {
+			return nil, fmt.Errorf("parse /proc/%d/maps line %q: %w", pid, line, err)
+		}
+		out = append(out, span{s, e})
+	}
+	return out, nil
+}
+
+// clone injects clone3 with set_tid = tid into the puppet and returns the
+// new task's puppet, stopped. flags and exitSignal are clone3's.
+func (p *puppet) clone(flags, exitSignal uint64, tid int) (*puppet, error) {
+	setTid := make([]byte, 4)
+	le.PutUint32(setTid, uint32(tid))
+	tidAddr, err := p.put(setTid)
+	if err != nil {
+		return nil, err
+	}
+	ca := cloneArgs{Flags: flags, ExitSignal: exitSignal, SetTid: tidAddr, SetTidSize: 1}
+	argsAddr, err := p.put(ca.bytes())
+	if err != nil {
+		return nil, err
+	}
+	regs, err := p.prepare(unix.SYS_CLONE3, []uint64{argsAddr, cloneArgsSize})
+	if err != nil {
+		return nil, err
+	}
+	if err := ptrace.SetRegs(p.pid, &regs); err != nil {
+		return nil, err
+	}
+	if err := ptrace.Cont(p.pid, 0); err != nil {
+		return nil, err
+	}
+	for {
+		st, err := p.waitTrap()
+		if err != nil {
+			return nil, fmt.Errorf("clone3 task %d in puppet %d: %w", tid, p.pid, err)
+		}
+		if st.Event == 0 {
+			break
+		}
+		// The PTRACE_EVENT_CLONE/FORK stop comes before the syscall
+		// returns; the child is already auto-attached.
+		if err := ptrace.Cont(p.pid, 0); err != nil {
+			return nil, err
+		}
+	}
+	ret, err := p.result(unix.SYS_CLONE3)
+	if err != nil {
+		if isErrno(err, unix.EEXIST) {
+			_, comm, _ := pidState(tid)
+			return nil, &PidInUseError{Pid: tid, Comm: comm}
+		}
+		return nil, fmt.Errorf("clone3 task %d in puppet %d: %w", tid, p.pid, err)
+	}
+	if int(ret) != tid {
+		return nil, fmt.Errorf("clone3 task %d in puppet %d: got pid %d", tid, p.pid, ret)
+	}
+	// A new traced task first stops with SIGSTOP; the next injection
+	// resumes it with signal 0, which discards that SIGSTOP.
+	st, err := ptrace.WaitStopped(tid)
+	if err != nil {
+		return nil, fmt.Errorf("wait for new task %d: %w", tid, err)
+	}
+	if st.Sig != int(unix.SIGSTOP) {
+		return nil, fmt.Errorf("new task %d stopped by %v, want SIGSTOP", tid, st)
+	}
+	tgid := tid
+	if flags&unix.CLONE_THREAD != 0 {
+		tgid = p.tgid
+	}
+	return &puppet{pid: tid, tgid: tgid, tr: p.tr, regs: p.regs, log: p.log.With().Int("pid", tid).Logger()}, nil
+}

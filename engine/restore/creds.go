@@ -1,0 +1,203 @@
+package restore
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine/image/pb"
+)
+
+// Securebits and capability prctls not in x/sys/unix under these names.
+const (
+	secbitKeepCaps = 1 << 4
+)
+
+// restoreCreds gives the thread its dumped credentials. It runs last: the
+// puppet starts with crtools' (root, all capabilities) and every step
+// before may need them. When the image's credentials equal the puppet's,
+// nothing is injected.
+//
+// Order: drop bounding-set capabilities and set securebits (both need
+// CAP_SETPCAP), with SECBIT_KEEP_CAPS so the uid change keeps the permitted
+// set; groups, gids, uids; then capset to the dumped sets (only lowering),
+// ambient capabilities, KEEP_CAPS as dumped, and no_new_privs.
+func (p *puppet) restoreCreds(c *pb.CredsEntry) error {
+	if c == nil {
+		return nil
+	}
+	cur, err := readCreds(p.pid)
+	if err != nil {
+		return err
+	}
+	want := credsFromImage(c)
+	if want.equal(cur) {
+		return nil
+	}
+	for capNr := 0; capNr < 64; capNr++ {
+		bit := uint64(1) << capNr
+		if cur.bnd&bit != 0 && want.bnd&bit == 0 {
+			if _, err := p.callf(fmt.Sprintf("drop capability %d from the bounding set", capNr), unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uint64(capNr)); err != nil {
+				return err
+			}
+		}
+	}
+	if want.secbits|secbitKeepCaps != cur.secbits {
+		if _, err := p.callf("set securebits", unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, uint64(want.secbits|secbitKeepCaps)); err != nil {
+			return err
+		}
+	}
+	if c.Groups != nil || len(c.GetGroups()) != len(cur.groups) {
+		b := make([]byte, 4*len(c.GetGroups()))
+		for i, g := range c.GetGroups() {
+			le.PutUint32(b[4*i:], g)
+		}
+		a := uint64(0)
+		if len(b) > 0 {
+			if a, err = p.put(b); err != nil {
+				return err
+			}
+		}
+		if _, err := p.callf("set supplementary groups", unix.SYS_SETGROUPS, uint64(len(c.GetGroups())), a); err != nil {
+			return err
+		}
+	}
+	if _, err := p.callf("set gids", unix.SYS_SETRESGID, uint64(c.GetGid()), uint64(c.GetEgid()), uint64(c.GetSgid())); err != nil {
+		return err
+	}
+	if _, err := p.callf("set fsgid", unix.SYS_SETFSGID, uint64(c.GetFsgid())); err != nil {
+		return err
+	}
+	if _, err := p.callf("set uids", unix.SYS_SETRESUID, uint64(c.GetUid()), uint64(c.GetEuid()), uint64(c.GetSuid())); err != nil {
+		return err
+	}
+	if _, err := p.callf("set fsuid", unix.SYS_SETFSUID, uint64(c.GetFsuid())); err != nil {
+		return err
+	}
+	a, err := p.put(capBytes(int32(p.pid), want.eff, want.prm, want.inh))
+	if err != nil {
+		return err
+	}
+	if _, err := p.callf("set capabilities", unix.SYS_CAPSET, a, a+capHeaderSize); err != nil {
+		return err
+	}
+	for capNr := 0; capNr < 64; capNr++ {
+		if want.amb&(1<<capNr) != 0 {
+			if _, err := p.callf(fmt.Sprintf("raise ambient capability %d", capNr), unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, uint64(capNr), 0, 0); err != nil {
+				return err
+			}
+		}
+	}
+	if want.secbits&secbitKeepCaps == 0 {
+		if _, err := p.callf("clear keep-caps", unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0); err != nil {
+			return err
+		}
+	}
+	if want.noNewPrivs && !cur.noNewPrivs {
+		if _, err := p.callf("set no_new_privs", unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// creds is the part of a task's credentials crtools restores.
+type creds struct {
+	uid, euid, suid, fsuid  uint32
+	gid, egid, sgid, fsgid  uint32
+	groups                  []uint32
+	inh, prm, eff, bnd, amb uint64
+	secbits                 uint32
+	noNewPrivs              bool
+}
+
+func (a creds) equal(b creds) bool {
+	if len(a.groups) != len(b.groups) {
+		return false
+	}
+	for i := range a.groups {
+		if a.groups[i] != b.groups[i] {
+			return false
+		}
+	}
+	a.groups, b.groups = nil, nil
+	return fmt.Sprint(a) == fmt.Sprint(b)
+}
+
+func capsOf(v []uint32) uint64 {
+	var c uint64
+	for i, w := range v {
+		if i < 2 {
+			c |= uint64(w) << (32 * i)
+		}
+	}
+	return c
+}
+
+func credsFromImage(c *pb.CredsEntry) creds {
+	return creds{
+		uid: c.GetUid(), euid: c.GetEuid(), suid: c.GetSuid(), fsuid: c.GetFsuid(),
+		gid: c.GetGid(), egid: c.GetEgid(), sgid: c.GetSgid(), fsgid: c.GetFsgid(),
+		groups: c.GetGroups(),
+		inh:    capsOf(c.GetCapInh()), prm: capsOf(c.GetCapPrm()), eff: capsOf(c.GetCapEff()),
+		bnd: capsOf(c.GetCapBnd()), amb: capsOf(c.GetCapAmb()),
+		secbits: c.GetSecbits(), noNewPrivs: c.GetNoNewPrivs() != 0,
+	}
+}
+
+// readCreds reads a task's credentials from /proc/PID/status.
+func readCreds(pid int) (creds, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return creds{}, err
+	}
+	var c creds
+	ids := func(v string) []uint32 {
+		var out []uint32
+		for _, f := range strings.Fields(v) {
+			n, _ := strconv.ParseUint(f, 10, 32)
+			out = append(out, uint32(n))
+		}
+		return out
+	}
+	hex := func(v string) uint64 {
+		n, _ := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		return n
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "Uid":
+			if u := ids(v); len(u) == 4 {
+				c.uid, c.euid, c.suid, c.fsuid = u[0], u[1], u[2], u[3]
+			}
+		case "Gid":
+			if g := ids(v); len(g) == 4 {
+				c.gid, c.egid, c.sgid, c.fsgid = g[0], g[1], g[2], g[3]
+			}
+		case "Groups":
+			c.groups = ids(v)
+		case "CapInh":
+			c.inh = hex(v)
+		case "CapPrm":
+			c.prm = hex(v)
+		case "CapEff":
+			c.eff = hex(v)
+		case "CapBnd":
+			c.bnd = hex(v)
+		case "CapAmb":
+			c.amb = hex(v)
+		case "NoNewPrivs":
+			c.noNewPrivs = strings.TrimSpace(v) == "1"
+		}
+	}
+	// Securebits are not in /proc; crtools runs with none, and so does a
+	// puppet.
+	return c, nil
+}

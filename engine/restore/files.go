@@ -1,0 +1,111 @@
+package restore
+
+import (
+	"fmt"
+	"sort"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine"
+	"github.com/crtools/crtools/engine/image/pb"
+)
+
+// fdCloexec is FD_CLOEXEC as fdinfo_entry.flags stores it.
+const fdCloexec = 1
+
+// restoreFiles opens the task's files in the puppet and puts each on its
+// descriptor number. Descriptors that shared one open file (dup, or
+// inherited) are dup'ed from one open, so they share offset and flags
+// again.
+//
+// Files are handled one after the other: open (the kernel returns the
+// lowest free number), dup3 to every target, close the temporary one unless
+// it is a target. A temporary number can never be a target installed
+// before, since those are taken; if it is a later target, that later dup3
+// replaces it.
+func (p *puppet) restoreFiles(img *imageSet, fds []*pb.FdinfoEntry) error {
+	byID := map[uint32][]*pb.FdinfoEntry{}
+	var order []uint32
+	for _, fi := range fds {
+		if _, ok := byID[fi.GetId()]; !ok {
+			order = append(order, fi.GetId())
+		}
+		byID[fi.GetId()] = append(byID[fi.GetId()], fi)
+	}
+	sort.Slice(order, func(i, j int) bool { return byID[order[i]][0].GetFd() < byID[order[j]][0].GetFd() })
+	for _, id := range order {
+		targets := byID[id]
+		fe := img.files[id]
+		if fe == nil {
+			return fmt.Errorf("restore fd %d of task %d: file id %d is not in files.img", targets[0].GetFd(), p.pid, id)
+		}
+		var tmp uint64
+		var err error
+		switch fe.GetType() {
+		case pb.FdTypes_REG:
+			tmp, err = p.openRegFile(fe.GetReg())
+		default:
+			return fmt.Errorf("restore fd %d of task %d: file type %v: %w", targets[0].GetFd(), p.pid, fe.GetType(), engine.ErrNotSupported)
+		}
+		if err != nil {
+			return fmt.Errorf("restore fd %d of task %d: %w", targets[0].GetFd(), p.pid, err)
+		}
+		keep := false
+		for _, fi := range targets {
+			fd := uint64(fi.GetFd())
+			cloexec := fi.GetFlags()&fdCloexec != 0
+			if fd == tmp {
+				keep = true
+				if !cloexec {
+					continue
+				}
+				if _, err := p.callf(fmt.Sprintf("set close-on-exec on fd %d", fd), unix.SYS_FCNTL, fd, unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+					return err
+				}
+				continue
+			}
+			flags := uint64(0)
+			if cloexec {
+				flags = unix.O_CLOEXEC
+			}
+			if _, err := p.callf(fmt.Sprintf("dup fd %d to %d", tmp, fd), unix.SYS_DUP3, tmp, fd, flags); err != nil {
+				return err
+			}
+		}
+		if !keep {
+			if _, err := p.callf(fmt.Sprintf("close fd %d", tmp), unix.SYS_CLOSE, tmp); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// openRegFile opens a regular file, directory or device by its path with
+// the dumped flags and position, and returns the (temporary) fd.
+func (p *puppet) openRegFile(reg *pb.RegFileEntry) (uint64, error) {
+	name := reg.GetName()
+	// Creation flags did their work at the first open; O_TRUNC again
+	// would destroy the file's contents.
+	flags := uint64(reg.GetFlags()) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_CLOEXEC | unix.O_NOCTTY)
+	fd, err := p.openat(name, flags|unix.O_NOCTTY)
+	if err != nil {
+		return 0, fmt.Errorf("open %q: %w", name, err)
+	}
+	if pos := reg.GetPos(); pos != 0 {
+		if _, err := p.callf(fmt.Sprintf("seek %q to %d", name, pos), unix.SYS_LSEEK, fd, pos, unix.SEEK_SET); err != nil {
+			return 0, err
+		}
+	}
+	if fown := reg.GetFown(); fown != nil && fown.GetPid() != 0 {
+		if _, err := p.callf(fmt.Sprintf("set owner of %q", name), unix.SYS_FCNTL, fd, unix.F_SETOWN, uint64(fown.GetPid())); err != nil {
+			return 0, err
+		}
+		if sig := fown.GetSignum(); sig != 0 {
+			if _, err := p.callf(fmt.Sprintf("set signal of %q", name), unix.SYS_FCNTL, fd, unix.F_SETSIG, uint64(sig)); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return fd, nil
+}

@@ -1,0 +1,152 @@
+package restore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/crtools/crtools/engine/image"
+	"github.com/crtools/crtools/engine/image/pb"
+)
+
+// load reads and checks every image of the tree in dir. It changes nothing.
+func load(dir string) (*imageSet, error) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open images directory: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("open images directory %s: not a directory", dir)
+	}
+	img := &imageSet{dir: dir, files: map[uint32]*pb.FileEntry{}}
+	inv := &pb.InventoryEntry{}
+	if err := image.ReadOne(dir, image.Inventory, 0, inv); err != nil {
+		return nil, fmt.Errorf("read inventory: %w", err)
+	}
+	img.inventory = inv
+
+	entries, err := image.ReadFile(dir, image.Pstree, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read process tree: %w", err)
+	}
+	if len(entries) == 0 {
+		return nil, fmt.Errorf("read process tree: %s has no task", image.Pstree.FileName(0))
+	}
+	byPid := map[int]*taskImage{}
+	for _, e := range entries {
+		pe := e.Msg.(*pb.PstreeEntry)
+		t := &taskImage{pid: int(pe.GetPid()), ppid: int(pe.GetPpid()), pgid: int(pe.GetPgid()), sid: int(pe.GetSid()),
+			cores: map[int]*pb.CoreEntry{}}
+		if t.pid <= 0 {
+			return nil, fmt.Errorf("read process tree: bad pid %d", t.pid)
+		}
+		if byPid[t.pid] != nil {
+			return nil, fmt.Errorf("read process tree: pid %d appears twice", t.pid)
+		}
+		t.tids = append(t.tids, t.pid)
+		for _, tid := range pe.GetThreads() {
+			if int(tid) != t.pid {
+				t.tids = append(t.tids, int(tid))
+			}
+		}
+		byPid[t.pid] = t
+		img.tasks = append(img.tasks, t)
+	}
+	for i, t := range img.tasks {
+		if i == 0 {
+			continue
+		}
+		par := byPid[t.ppid]
+		if par == nil {
+			return nil, fmt.Errorf("read process tree: parent %d of task %d is not in the tree", t.ppid, t.pid)
+		}
+		t.parent = par
+		par.children = append(par.children, t)
+	}
+
+	if image.Exists(dir, image.Files, 0) {
+		fes, err := image.ReadFile(dir, image.Files, 0)
+		if err != nil {
+			return nil, fmt.Errorf("read files: %w", err)
+		}
+		for _, e := range fes {
+			fe := e.Msg.(*pb.FileEntry)
+			img.files[fe.GetId()] = fe
+		}
+	}
+
+	for _, t := range img.tasks {
+		if err := t.load(dir); err != nil {
+			return nil, err
+		}
+	}
+	return img, nil
+}
+
+func (t *taskImage) load(dir string) error {
+	for _, tid := range t.tids {
+		c := &pb.CoreEntry{}
+		if err := image.ReadOne(dir, image.Core, uint64(tid), c); err != nil {
+			return fmt.Errorf("read core of task %d: %w", tid, err)
+		}
+		if c.GetMtype() != pb.CoreEntry_X86_64 || c.GetThreadInfo() == nil || c.GetThreadInfo().GetGpregs() == nil {
+			return fmt.Errorf("read core of task %d: not an x86-64 task with registers", tid)
+		}
+		if m := c.GetThreadInfo().GetGpregs().GetMode(); m != pb.UserX86RegsMode_NATIVE {
+			return fmt.Errorf("read core of task %d: 32-bit (compat) tasks are not supported", tid)
+		}
+		t.cores[tid] = c
+	}
+	core := t.core()
+	if core.GetTc() == nil {
+		return fmt.Errorf("read core of task %d: no task_core entry", t.pid)
+	}
+	if core.GetTc().GetTaskState() == taskDead {
+		return nil // a zombie: nothing but its exit code
+	}
+	t.ids = core.GetIds()
+	if image.Exists(dir, image.IDs, uint64(t.pid)) {
+		ids := &pb.TaskKobjIdsEntry{}
+		if err := image.ReadOne(dir, image.IDs, uint64(t.pid), ids); err != nil {
+			return fmt.Errorf("read ids of task %d: %w", t.pid, err)
+		}
+		t.ids = ids
+	}
+	mm := &pb.MmEntry{}
+	if err := image.ReadOne(dir, image.MM, uint64(t.pid), mm); err != nil {
+		return fmt.Errorf("read memory map of task %d: %w", t.pid, err)
+	}
+	t.mm = mm
+	pm, err := image.ReadPagemap(dir, image.Pagemap, uint64(t.pid))
+	if err != nil {
+		return fmt.Errorf("read pagemap of task %d: %w", t.pid, err)
+	}
+	t.pagemap = pm
+	if image.Exists(dir, image.FS, uint64(t.pid)) {
+		fs := &pb.FsEntry{}
+		if err := image.ReadOne(dir, image.FS, uint64(t.pid), fs); err != nil {
+			return fmt.Errorf("read fs of task %d: %w", t.pid, err)
+		}
+		t.fs = fs
+	}
+	if t.ids != nil && image.Exists(dir, image.Fdinfo, uint64(t.ids.GetFilesId())) {
+		r, err := image.Open(dir, image.Fdinfo, uint64(t.ids.GetFilesId()))
+		if err != nil {
+			return fmt.Errorf("read fds of task %d: %w", t.pid, err)
+		}
+		defer r.Close()
+		for {
+			fi := &pb.FdinfoEntry{}
+			err := r.Next(fi)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("read fds of task %d: %w", t.pid, err)
+			}
+			t.fds = append(t.fds, fi)
+		}
+	}
+	return nil
+}

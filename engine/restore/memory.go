@@ -1,0 +1,319 @@
+package restore
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine/image"
+	"github.com/crtools/crtools/engine/image/pb"
+)
+
+// taskSizeMax is the top of the 47-bit user address space (TASK_SIZE with
+// 4-level paging). Nothing above it is unmapped: [vsyscall] lives there and
+// can be neither unmapped nor needs to be.
+const taskSizeMax = 0x7ffffffff000
+
+// archMapVdso64 is ARCH_MAP_VDSO_64 for arch_prctl.
+const archMapVdso64 = 0x2003
+
+// maxPreadvBytes bounds one injected preadv (the kernel caps a single read
+// at MAX_RW_COUNT, just under 2 GiB) and maxIovecs is IOV_MAX.
+const (
+	maxPreadvBytes = 1 << 30
+	maxIovecs      = 1024
+)
+
+// vmaPlan is one VMA with what restore does with it.
+type vmaPlan struct {
+	e        *pb.VmaEntry
+	mapProt  uint64 // protection while pages are filled
+	needProt bool   // mprotect to e.Prot after the fill
+}
+
+func vmaLen(e *pb.VmaEntry) uint64 { return e.GetEnd() - e.GetStart() }
+
+// unmapPuppet removes every mapping of the puppet except the trampoline:
+// the exec'ed binary, its stack, the vDSO. The puppet's own code goes too,
+// which is fine: it only ever runs the trampoline.
+func (p *puppet) unmapPuppet() error {
+	lo, hi := p.tr.addr, p.tr.addr+p.tr.size
+	if lo > 0 {
+		if _, err := p.callf("unmap below the trampoline", unix.SYS_MUNMAP, 0, lo); err != nil {
+			return err
+		}
+	}
+	if _, err := p.callf("unmap above the trampoline", unix.SYS_MUNMAP, hi, taskSizeMax-hi); err != nil {
+		return err
+	}
+	return nil
+}
+
+// mapVdso maps the vDSO of the running kernel where the dumped task had it.
+// arch_prctl(ARCH_MAP_VDSO_64) takes the start of [vvar] (the data pages
+// precede the code), returns the vDSO size, and treats the address as a
+// hint, so where it landed is checked in /proc/PID/maps.
+func (p *puppet) mapVdso(vmas []*pb.VmaEntry) error {
+	var vdso *pb.VmaEntry
+	hint := uint64(0)
+	for _, v := range vmas {
+		st := v.GetStatus()
+		if st&(vmaAreaVdso|vmaAreaVvar) == 0 {
+			continue
+		}
+		if st&vmaAreaVdso != 0 {
+			vdso = v
+		}
+		if hint == 0 || v.GetStart() < hint {
+			hint = v.GetStart()
+		}
+	}
+	if vdso == nil {
+		return nil // a task that unmapped its vDSO stays without one
+	}
+	size, err := p.callf("map the vDSO", unix.SYS_ARCH_PRCTL, archMapVdso64, hint)
+	if err != nil {
+		return err
+	}
+	got, gotSize, err := findMapping(p.pid, "[vdso]")
+	if err != nil {
+		return err
+	}
+	if got != vdso.GetStart() || gotSize != vmaLen(vdso) {
+		return fmt.Errorf("map the vDSO of task %d: landed at %#x (%d bytes, arch_prctl said %d), the image has it at %#x (%d bytes); "+
+			"the images come from a kernel with another vDSO layout", p.pid, got, gotSize, size, vdso.GetStart(), vmaLen(vdso))
+	}
+	return nil
+}
+
+// findMapping returns the start and length of the mapping named name in
+// /proc/PID/maps.
+func findMapping(pid int, name string) (uint64, uint64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 6 || fields[5] != name {
+			continue
+		}
+		lo, hi, ok := strings.Cut(fields[0], "-")
+		if !ok {
+			continue
+		}
+		s, err1 := strconv.ParseUint(lo, 16, 64)
+		e, err2 := strconv.ParseUint(hi, 16, 64)
+		if err1 != nil || err2 != nil {
+			return 0, 0, fmt.Errorf("parse /proc/%d/maps line %q", pid, sc.Text())
+		}
+		return s, e - s, nil
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, fmt.Errorf("read /proc/%d/maps: %w", pid, err)
+	}
+	return 0, 0, fmt.Errorf("no %s mapping in /proc/%d/maps", name, pid)
+}
+
+// mapVMAs creates every VMA of the image (except the vDSO/vvar and
+// vsyscall) with MAP_FIXED. Mappings that get pages are made writable for
+// the fill; mprotectVMAs sets the final protections afterwards.
+func (p *puppet) mapVMAs(img *imageSet, vmas []*pb.VmaEntry) ([]vmaPlan, error) {
+	fds := map[uint64]uint64{} // file id -> fd in the puppet, closed at the end
+	defer func() {
+		for _, fd := range fds {
+			_, _ = p.call(unix.SYS_CLOSE, fd)
+		}
+	}()
+	var plans []vmaPlan
+	for _, v := range vmas {
+		st := v.GetStatus()
+		if st&(vmaAreaVdso|vmaAreaVvar|vmaAreaVsyscall) != 0 {
+			continue
+		}
+		if st&vmaUnsupp != 0 || st&(vmaAreaSysvipc|vmaAreaSocket|vmaAreaAioring) != 0 {
+			return nil, fmt.Errorf("restore VMA %#x-%#x of task %d: kind %#x not supported yet", v.GetStart(), v.GetEnd(), p.pid, st)
+		}
+		prot := uint64(v.GetProt())
+		flags := uint64(v.GetFlags()) & (unix.MAP_SHARED | unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_GROWSDOWN | unix.MAP_NORESERVE)
+		flags |= unix.MAP_FIXED
+		plan := vmaPlan{e: v, mapProt: prot}
+		fd := ^uint64(0)
+		off := uint64(0)
+		fileBacked := st&(vmaFilePrivate|vmaFileShared) != 0
+		if fileBacked {
+			flags &^= unix.MAP_ANONYMOUS
+			var err error
+			fd, err = p.openMapFile(img, v, fds)
+			if err != nil {
+				return nil, err
+			}
+			off = v.GetPgoff()
+		} else {
+			flags |= unix.MAP_ANONYMOUS
+		}
+		// Pages are written by an injected preadv, which obeys
+		// protections: a private mapping is made readable and writable
+		// for the fill. Shared file mappings get no pages (the file holds
+		// them), so they get their final protection at once.
+		if st&vmaFileShared == 0 && prot&(unix.PROT_READ|unix.PROT_WRITE) != unix.PROT_READ|unix.PROT_WRITE {
+			plan.mapProt = prot | unix.PROT_READ | unix.PROT_WRITE
+			plan.needProt = true
+		}
+		if _, err := p.callf(fmt.Sprintf("map VMA %#x-%#x", v.GetStart(), v.GetEnd()), unix.SYS_MMAP,
+			v.GetStart(), vmaLen(v), plan.mapProt, flags, fd, off); err != nil {
+			return nil, err
+		}
+		plans = append(plans, plan)
+	}
+	return plans, nil
+}
+
+// openMapFile opens the file behind a file-backed VMA in the puppet (once
+// per file). vma_entry.shmid holds the id of its reg-file entry.
+func (p *puppet) openMapFile(img *imageSet, v *pb.VmaEntry, fds map[uint64]uint64) (uint64, error) {
+	id := v.GetShmid()
+	if fd, ok := fds[id]; ok {
+		return fd, nil
+	}
+	fe := img.files[uint32(id)]
+	if fe == nil || fe.GetReg() == nil {
+		return 0, fmt.Errorf("restore VMA %#x-%#x of task %d: no regular file with id %d in files.img", v.GetStart(), v.GetEnd(), p.pid, id)
+	}
+	mode := uint64(unix.O_RDONLY)
+	if v.Fdflags != nil {
+		mode = uint64(v.GetFdflags()) & unix.O_ACCMODE
+	} else if v.GetStatus()&vmaFileShared != 0 && v.GetProt()&unix.PROT_WRITE != 0 {
+		mode = unix.O_RDWR
+	}
+	fd, err := p.openat(fe.GetReg().GetName(), mode|unix.O_CLOEXEC)
+	if err != nil {
+		return 0, fmt.Errorf("open %q for VMA %#x-%#x: %w", fe.GetReg().GetName(), v.GetStart(), v.GetEnd(), err)
+	}
+	fds[id] = fd
+	return fd, nil
+}
+
+// openat opens path in the puppet and returns the fd.
+func (p *puppet) openat(path string, flags uint64) (uint64, error) {
+	addr, err := p.putString(path)
+	if err != nil {
+		return 0, err
+	}
+	return p.call(unix.SYS_OPENAT, atFdcwd, addr, flags, 0)
+}
+
+// fillPages reads the task's pages straight from the pages file into its
+// memory with injected preadv calls: the kernel copies from the page cache
+// into the new anonymous pages, once, with up to IOV_MAX runs per call.
+func (p *puppet) fillPages(dir string, pm *image.PageIndex) (int64, error) {
+	var runs []iovec
+	next := int64(0)
+	for _, r := range pm.Runs {
+		if r.Flags&image.PEParent != 0 {
+			return 0, fmt.Errorf("pages %#x+%d of task %d are in a parent images directory: incremental images are not supported yet", r.Vaddr, r.NrPages, p.pid)
+		}
+		if r.Offset < 0 {
+			continue // not in the pages file
+		}
+		if r.Offset != next {
+			return 0, fmt.Errorf("pagemap of task %d: run at %#x starts at offset %d of the pages file, expected %d", p.pid, r.Vaddr, r.Offset, next)
+		}
+		next += int64(r.NrPages * pageSize)
+		runs = append(runs, iovec{Base: r.Vaddr, Len: r.NrPages * pageSize})
+	}
+	pagesID := pm.PagesID
+	if len(runs) == 0 {
+		return 0, nil
+	}
+	path, err := filepath.Abs(filepath.Join(dir, fmt.Sprintf("pages-%d.img", pagesID)))
+	if err != nil {
+		return 0, err
+	}
+	fd, err := p.openat(path, unix.O_RDONLY|unix.O_CLOEXEC)
+	if err != nil {
+		return 0, fmt.Errorf("open %s in task %d: %w", path, p.pid, err)
+	}
+	defer func() { _, _ = p.call(unix.SYS_CLOSE, fd) }()
+
+	var off int64
+	for len(runs) > 0 {
+		// Take up to maxIovecs runs and maxPreadvBytes bytes.
+		var batch []iovec
+		var total uint64
+		for len(runs) > 0 && len(batch) < maxIovecs && total < maxPreadvBytes {
+			r := runs[0]
+			if total+r.Len > maxPreadvBytes {
+				take := maxPreadvBytes - total
+				batch = append(batch, iovec{Base: r.Base, Len: take})
+				runs[0] = iovec{Base: r.Base + take, Len: r.Len - take}
+				total += take
+				break
+			}
+			batch = append(batch, r)
+			total += r.Len
+			runs = runs[1:]
+		}
+		for total > 0 {
+			addr, err := p.put(putIovecs(batch))
+			if err != nil {
+				return off, err
+			}
+			n, err := p.call(unix.SYS_PREADV, fd, addr, uint64(len(batch)), uint64(off), 0)
+			if err != nil {
+				return off, fmt.Errorf("read pages of task %d from %s at offset %d: %w", p.pid, path, off, err)
+			}
+			if n == 0 {
+				return off, fmt.Errorf("read pages of task %d from %s at offset %d: pages file too short", p.pid, path, off)
+			}
+			off += int64(n)
+			total -= n
+			// A short read: drop what was filled and go on.
+			for n > 0 {
+				if batch[0].Len <= n {
+					n -= batch[0].Len
+					batch = batch[1:]
+					continue
+				}
+				batch[0].Base += n
+				batch[0].Len -= n
+				n = 0
+			}
+		}
+	}
+	return off, nil
+}
+
+// protectVMAs sets the final protections and the madvise flags.
+func (p *puppet) protectVMAs(plans []vmaPlan) error {
+	for _, pl := range plans {
+		v := pl.e
+		if pl.needProt {
+			if _, err := p.callf(fmt.Sprintf("mprotect VMA %#x-%#x", v.GetStart(), v.GetEnd()), unix.SYS_MPROTECT,
+				v.GetStart(), vmaLen(v), uint64(v.GetProt())); err != nil {
+				return err
+			}
+		}
+		// madv is a bitmap of MADV_* numbers that were in effect.
+		for adv := uint64(0); adv < 64; adv++ {
+			if v.GetMadv()&(1<<adv) == 0 {
+				continue
+			}
+			if _, err := p.callf(fmt.Sprintf("madvise(%d) VMA %#x-%#x", adv, v.GetStart(), v.GetEnd()), unix.SYS_MADVISE,
+				v.GetStart(), vmaLen(v), adv); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// atFdcwd is AT_FDCWD (-100) as a register value.
+const atFdcwd = ^uint64(99)

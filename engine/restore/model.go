@@ -1,0 +1,63 @@
+package restore
+
+import (
+	"github.com/crtools/crtools/engine/image"
+	"github.com/crtools/crtools/engine/image/pb"
+)
+
+// The images of a tree, decoded once by Load and read by the later phases.
+// Structures are per task and per thread from the start so that trees and
+// threads (issue 4) only add loops, not new shapes.
+
+// imageSet is everything Load read from an images directory.
+type imageSet struct {
+	dir       string
+	inventory *pb.InventoryEntry
+	tasks     []*taskImage // pstree order: a parent before its children; tasks[0] is the root
+	files     map[uint32]*pb.FileEntry
+}
+
+// taskImage is one process of the tree.
+type taskImage struct {
+	pid, ppid, pgid, sid int
+	tids                 []int // threads, the leader (== pid) first
+
+	cores   map[int]*pb.CoreEntry // by tid
+	ids     *pb.TaskKobjIdsEntry
+	mm      *pb.MmEntry
+	pagemap *image.PageIndex
+	fds     []*pb.FdinfoEntry
+	fs      *pb.FsEntry
+
+	parent   *taskImage
+	children []*taskImage
+}
+
+// core returns the leader's core entry.
+func (t *taskImage) core() *pb.CoreEntry { return t.cores[t.pid] }
+
+// VMA status bits of vma_entry.status (CRIU's image ABI).
+const (
+	vmaAreaRegular  = 1 << 0
+	vmaAreaStack    = 1 << 1
+	vmaAreaVsyscall = 1 << 2
+	vmaAreaVdso     = 1 << 3
+	vmaAreaHeap     = 1 << 5
+	vmaFilePrivate  = 1 << 6
+	vmaFileShared   = 1 << 7
+	vmaAnonShared   = 1 << 8
+	vmaAnonPrivate  = 1 << 9
+	vmaAreaSysvipc  = 1 << 10
+	vmaAreaSocket   = 1 << 11
+	vmaAreaVvar     = 1 << 12
+	vmaAreaAioring  = 1 << 13
+	vmaAreaMemfd    = 1 << 14
+	vmaUnsupp       = 1 << 31
+)
+
+// Task states of task_core_entry.task_state.
+const (
+	taskAlive   = 1
+	taskDead    = 2
+	taskStopped = 3
+)

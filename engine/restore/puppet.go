@@ -1,0 +1,184 @@
+package restore
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine/ptrace"
+)
+
+// A puppet is a stopped, traced task that crtools drives with injected
+// system calls until it is the dumped task (DESIGN.md, "Restore by
+// puppets").
+//
+// Every puppet has the trampoline mapped at the same address: one page of
+// code holding `syscall; int3`, followed by a scratch area for the strings
+// and structs that syscalls read. An injected call sets RIP to the syscall
+// instruction and the arguments in registers, PTRACE_CONTs, and collects
+// RAX at the SIGTRAP of the int3: one stop per syscall instead of the two
+// syscall-entry/exit stops.
+//
+// Preconditions for every method: the caller is on the tracer thread that
+// traces the puppet, and the puppet is in a ptrace-stop.
+type puppet struct {
+	pid  int // the tid of this thread (== pid for a thread-group leader)
+	tgid int // the process it belongs to
+	tr   *trampoline
+	regs ptrace.Regs // template registers (segment selectors, flags) for injections
+	log  zerolog.Logger
+
+	// scratch mirrors the part of the scratch area filled since the last
+	// call; it is copied into the puppet with one write before the call.
+	scratch []byte
+	calls   int // injected syscalls, for the cost log
+}
+
+// trampoline is where the trampoline sits in every puppet of a restore.
+type trampoline struct {
+	addr        uint64 // start of the mapping; the code is at addr
+	size        uint64 // whole mapping
+	scratch     uint64 // first byte of the scratch area
+	scratchSize uint64
+}
+
+// trampolineCode is `syscall; int3`.
+var trampolineCode = []byte{0x0f, 0x05, 0xcc}
+
+const (
+	pageSize          = 4096
+	trampolineScratch = 64 << 10 // room for 1024 iovecs of a preadv batch, paths and structs
+	trampolineSize    = pageSize + trampolineScratch
+)
+
+// put copies b into the scratch area (8-byte aligned) and returns its
+// address in the puppet. The bytes reach the puppet at the next call.
+func (p *puppet) put(b []byte) (uint64, error) {
+	off := (len(p.scratch) + 7) &^ 7
+	if uint64(off+len(b)) > p.tr.scratchSize {
+		return 0, fmt.Errorf("scratch area of puppet %d full (%d + %d bytes)", p.pid, off, len(b))
+	}
+	for len(p.scratch) < off {
+		p.scratch = append(p.scratch, 0)
+	}
+	p.scratch = append(p.scratch, b...)
+	return p.tr.scratch + uint64(off), nil
+}
+
+// putString copies s with a terminating NUL into the scratch area.
+func (p *puppet) putString(s string) (uint64, error) {
+	b := make([]byte, len(s)+1)
+	copy(b, s)
+	return p.put(b)
+}
+
+func (p *puppet) flush() error {
+	if len(p.scratch) == 0 {
+		return nil
+	}
+	// The scratch area is plain read-write memory, so one
+	// process_vm_writev does (WriteMem would open /proc/PID/mem each time).
+	n, err := unix.ProcessVMWritev(p.pid, []unix.Iovec{{Base: &p.scratch[0], Len: uint64(len(p.scratch))}},
+		[]unix.RemoteIovec{{Base: uintptr(p.tr.scratch), Len: len(p.scratch)}}, 0)
+	if err == nil && n != len(p.scratch) {
+		err = fmt.Errorf("short write: %d of %d bytes", n, len(p.scratch))
+	}
+	if err != nil {
+		return fmt.Errorf("write scratch area of puppet %d: %w", p.pid, err)
+	}
+	p.scratch = p.scratch[:0]
+	return nil
+}
+
+// prepare sets the registers for an injected syscall nr at the trampoline.
+func (p *puppet) prepare(nr int, args []uint64) (ptrace.Regs, error) {
+	if len(args) > 6 {
+		return ptrace.Regs{}, fmt.Errorf("syscall %d: %d arguments, at most 6", nr, len(args))
+	}
+	if err := p.flush(); err != nil {
+		return ptrace.Regs{}, err
+	}
+	var a [6]uint64
+	copy(a[:], args)
+	r := p.regs
+	r.Rip = p.tr.addr
+	r.Rax = uint64(nr)
+	// orig_rax = -1: the kernel must never take this for an interrupted
+	// syscall and "restart" it.
+	r.Orig_rax = ^uint64(0)
+	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	return r, nil
+}
+
+// call injects syscall nr and returns its result. A result in [-4095, -1]
+// is returned as a syscall.Errno.
+func (p *puppet) call(nr int, args ...uint64) (uint64, error) {
+	r, err := p.prepare(nr, args)
+	if err != nil {
+		return 0, err
+	}
+	if err := ptrace.SetRegs(p.pid, &r); err != nil {
+		return 0, err
+	}
+	if err := ptrace.Cont(p.pid, 0); err != nil {
+		return 0, err
+	}
+	if _, err := p.waitTrap(); err != nil {
+		return 0, fmt.Errorf("syscall %d in puppet %d: %w", nr, p.pid, err)
+	}
+	return p.result(nr)
+}
+
+// waitTrap waits for the int3 stop. Other stops are possible meanwhile: a
+// signal sent to the puppet (SIGCHLD from a puppet child) is suppressed, an
+// event stop (clone) is returned to the caller that expects it.
+func (p *puppet) waitTrap() (ptrace.StopInfo, error) {
+	for {
+		st, err := ptrace.WaitStopped(p.pid)
+		if err != nil {
+			return st, err
+		}
+		if st.Event == 0 && st.Sig == int(unix.SIGTRAP) {
+			return st, nil
+		}
+		if st.Event != 0 {
+			return st, nil
+		}
+		p.log.Debug().Int("signal", st.Sig).Msg("signal to puppet suppressed")
+		if err := ptrace.Cont(p.pid, 0); err != nil {
+			return st, err
+		}
+	}
+}
+
+func (p *puppet) result(nr int) (uint64, error) {
+	p.calls++
+	ret, err := ptrace.PeekUser(p.pid, offRax)
+	if err != nil {
+		return 0, err
+	}
+	if int64(ret) < 0 && int64(ret) >= -4095 {
+		return ret, syscall.Errno(-int64(ret))
+	}
+	return ret, nil
+}
+
+// offRax is offsetof(struct user_regs_struct, rax).
+const offRax = 10 * 8
+
+// callf is call with the error wrapped with the syscall's name.
+func (p *puppet) callf(what string, nr int, args ...uint64) (uint64, error) {
+	ret, err := p.call(nr, args...)
+	if err != nil {
+		return ret, fmt.Errorf("%s in task %d: %w", what, p.pid, err)
+	}
+	return ret, nil
+}
+
+// isErrno tells whether err wraps the errno e.
+func isErrno(err error, e syscall.Errno) bool {
+	return errors.Is(err, e)
+}

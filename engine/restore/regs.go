@@ -1,0 +1,270 @@
+package restore
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/ptrace"
+)
+
+// Kernel-internal errnos a task stopped inside a syscall has in RAX.
+const (
+	errRestartSys          = 512
+	errRestartNoIntr       = 513
+	errRestartNoHand       = 514
+	errRestartRestartBlock = 516
+)
+
+// finishProc unmaps the trampoline with its last injected syscall, stopped
+// at syscall exit, and sets every thread's dumped registers, FPU/xstate
+// and blocked mask. The threads stay stopped; Resume detaches them all.
+// Preconditions: on the tracer thread; restoreProc succeeded.
+func (r *restorer) finishProc(pr *proc) error {
+	lead := pr.threads[0]
+	// Other threads first: each must be done with the trampoline before
+	// the leader unmaps it.
+	for _, th := range pr.threads[1:] {
+		if err := th.setFinalState(pr.t.cores[th.pid]); err != nil {
+			return err
+		}
+	}
+	if err := lead.unmapTrampoline(); err != nil {
+		return err
+	}
+	return lead.setFinalState(pr.t.cores[lead.pid])
+}
+
+// unmapTrampoline runs munmap(trampoline) from the trampoline itself and
+// stops at its syscall exit (PTRACE_SYSCALL), since the int3 after it is
+// gone with the page.
+func (p *puppet) unmapTrampoline() error {
+	regs, err := p.prepare(unix.SYS_MUNMAP, []uint64{p.tr.addr, p.tr.size})
+	if err != nil {
+		return err
+	}
+	if err := ptrace.SetRegs(p.pid, &regs); err != nil {
+		return err
+	}
+	for stop := 0; stop < 2; stop++ { // syscall entry, then exit
+		if err := ptrace.Syscall(p.pid, 0); err != nil {
+			return err
+		}
+		for {
+			st, err := ptrace.WaitStopped(p.pid)
+			if err != nil {
+				return fmt.Errorf("unmap the trampoline of task %d: %w", p.pid, err)
+			}
+			if st.Sig == int(unix.SIGTRAP)|0x80 {
+				break
+			}
+			// A signal while all are blocked can only be a fatal one
+			// sent from outside; anything else is dropped.
+			p.log.Debug().Stringer("stop", st).Msg("stop while unmapping the trampoline suppressed")
+			if err := ptrace.Syscall(p.pid, 0); err != nil {
+				return err
+			}
+		}
+	}
+	ret, err := p.result(unix.SYS_MUNMAP)
+	if err != nil {
+		return fmt.Errorf("unmap the trampoline of task %d: %w", p.pid, err)
+	}
+	_ = ret
+	return nil
+}
+
+// setFinalState sets the dumped registers, xstate and blocked mask.
+func (p *puppet) setFinalState(core *pb.CoreEntry) error {
+	ti := core.GetThreadInfo()
+	regs := regsFromImage(ti.GetGpregs(), p.regs)
+	restartSyscall(&regs)
+	xs, err := ptrace.GetXState(p.pid)
+	if err != nil {
+		return err
+	}
+	if err := patchXState(xs, ti.GetFpregs()); err != nil {
+		return fmt.Errorf("build FPU state of task %d: %w", p.pid, err)
+	}
+	if err := ptrace.SetXState(p.pid, xs); err != nil {
+		return fmt.Errorf("set FPU state of task %d: %w", p.pid, err)
+	}
+	if err := ptrace.SetRegs(p.pid, &regs); err != nil {
+		return fmt.Errorf("set registers of task %d: %w", p.pid, err)
+	}
+	mask := core.GetThreadCore().GetBlkSigset()
+	if core.GetThreadCore().BlkSigset == nil {
+		mask = core.GetTc().GetBlkSigset()
+	}
+	if err := ptrace.SetSigmask(p.pid, mask); err != nil {
+		return fmt.Errorf("set blocked signals of task %d: %w", p.pid, err)
+	}
+	return nil
+}
+
+// regsFromImage converts the dumped general registers. Segment selectors
+// the image lacks keep the puppet's values.
+func regsFromImage(g *pb.UserX86RegsEntry, tmpl ptrace.Regs) ptrace.Regs {
+	r := tmpl
+	r.R15, r.R14, r.R13, r.R12 = g.GetR15(), g.GetR14(), g.GetR13(), g.GetR12()
+	r.Rbp, r.Rbx, r.R11, r.R10 = g.GetBp(), g.GetBx(), g.GetR11(), g.GetR10()
+	r.R9, r.R8, r.Rax, r.Rcx = g.GetR9(), g.GetR8(), g.GetAx(), g.GetCx()
+	r.Rdx, r.Rsi, r.Rdi = g.GetDx(), g.GetSi(), g.GetDi()
+	r.Orig_rax, r.Rip, r.Eflags, r.Rsp = g.GetOrigAx(), g.GetIp(), g.GetFlags(), g.GetSp()
+	r.Fs_base, r.Gs_base = g.GetFsBase(), g.GetGsBase()
+	if g.GetCs() != 0 {
+		r.Cs = g.GetCs()
+	}
+	if g.GetSs() != 0 {
+		r.Ss = g.GetSs()
+	}
+	r.Ds, r.Es, r.Fs, r.Gs = g.GetDs(), g.GetEs(), g.GetFs(), g.GetGs()
+	return r
+}
+
+// restartSyscall handles a task that was dumped inside a syscall (RAX holds
+// a kernel-internal -ERESTART* and orig_rax the syscall number): the
+// restored task re-issues it, as the kernel would have done when it let the
+// task go after the freeze. The syscall instruction is 2 bytes (0f 05).
+//
+// -ERESTART_RESTARTBLOCK needs the kernel's restart block, which the new
+// task does not have, so restart_syscall cannot be used. Instead:
+//   - nanosleep and relative clock_nanosleep: the kernel wrote the
+//     remaining time to *rem when the sleep was interrupted, so the sleep
+//     is re-issued for that remaining time (the time the task spent
+//     checkpointed does not count, as with a stopped task); without a rem
+//     pointer the full request is slept again (late, never early);
+//   - absolute clock_nanosleep: re-issued as is, it ends at its deadline;
+//   - other syscalls (poll, futex with timeout, ...): re-issued with their
+//     arguments, so a timeout starts again in full: late, never early;
+//   - restart_syscall itself (the task was already in a restarted syscall
+//     whose original is unknown): -EINTR, which callers of sleeping
+//     syscalls handle.
+//
+// orig_rax is then set to -1 so that the kernel does not apply its own
+// restart logic on top.
+func restartSyscall(r *ptrace.Regs) {
+	nr := int64(r.Orig_rax)
+	r.Orig_rax = ^uint64(0)
+	if nr < 0 {
+		return
+	}
+	switch -int64(r.Rax) {
+	case errRestartSys, errRestartNoIntr, errRestartNoHand:
+		r.Rax = uint64(nr)
+		r.Rip -= 2
+	case errRestartRestartBlock:
+		switch nr {
+		case unix.SYS_RESTART_SYSCALL:
+			r.Rax = ^uint64(unix.EINTR) + 1 // -EINTR
+			return
+		case unix.SYS_NANOSLEEP:
+			if r.Rsi != 0 {
+				r.Rdi = r.Rsi // req = the remaining time in *rem
+			}
+		case unix.SYS_CLOCK_NANOSLEEP:
+			if r.Rsi&unix.TIMER_ABSTIME == 0 && r.R10 != 0 {
+				r.Rdx = r.R10
+			}
+		}
+		r.Rax = uint64(nr)
+		r.Rip -= 2
+	}
+}
+
+// Offsets in the standard (non-compacted) XSAVE layout that
+// PTRACE_GETREGSET/SETREGSET NT_X86_XSTATE use. They are architectural
+// (CPUID leaf 0xD reports the same for the user components).
+const (
+	xsaveFPUSize      = 512
+	xsaveHeaderOff    = 512
+	xsaveYmmOff       = 576  // 16 x 16 bytes, XFEATURE 2
+	xsaveBndregOff    = 960  // 4 x 16 bytes, XFEATURE 3
+	xsaveBndcsrOff    = 1024 // 16 bytes, XFEATURE 4
+	xsaveOpmaskOff    = 1088 // 8 x 8 bytes, XFEATURE 5
+	xsaveZmmHi256Off  = 1152 // 16 x 32 bytes, XFEATURE 6
+	xsaveHi16ZmmOff   = 1664 // 16 x 64 bytes, XFEATURE 7
+	xsavePkruOff      = 2688 // 8 bytes, XFEATURE 9
+	fpxSwBytesOff     = 464  // struct _fpx_sw_bytes in the fxsave area's software-reserved part
+	fpXstateMagic1    = 0x46505853
+	xfeatureMaskFPSSE = 0x3
+)
+
+// patchXState writes the dumped FPU/SSE/AVX state into xs, an xstate
+// buffer read from the puppet itself: that gives the layout and size the
+// running CPU and kernel expect, and components the image lacks keep the
+// puppet's clean initial state.
+func patchXState(xs []byte, fp *pb.UserX86FpregsEntry) error {
+	if fp == nil {
+		return nil
+	}
+	if len(xs) < xsaveFPUSize {
+		return fmt.Errorf("xstate buffer of %d bytes", len(xs))
+	}
+	put16 := func(off int, v uint32) { le.PutUint16(xs[off:], uint16(v)) }
+	put16(0, fp.GetCwd())
+	put16(2, fp.GetSwd())
+	put16(4, fp.GetTwd())
+	put16(6, fp.GetFop())
+	le.PutUint64(xs[8:], fp.GetRip())
+	le.PutUint64(xs[16:], fp.GetRdp())
+	le.PutUint32(xs[24:], fp.GetMxcsr())
+	le.PutUint32(xs[28:], fp.GetMxcsrMask())
+	putU32s(xs[32:160], fp.GetStSpace())
+	putU32s(xs[160:416], fp.GetXmmSpace())
+	if len(xs) < xsaveHeaderOff+64 {
+		return nil // the kernel gave only the legacy area
+	}
+	supported := uint64(xfeatureMaskFPSSE)
+	if le.Uint32(xs[fpxSwBytesOff:]) == fpXstateMagic1 {
+		supported = le.Uint64(xs[fpxSwBytesOff+8:])
+	}
+	xsave := fp.GetXsave()
+	bv := uint64(xfeatureMaskFPSSE)
+	if xsave != nil {
+		bv |= xsave.GetXstateBv()
+		putIfRoom(xs, xsaveYmmOff, u32Bytes(xsave.GetYmmhSpace()))
+		putIfRoom(xs, xsaveBndregOff, u64Bytes(xsave.GetBndregState()))
+		putIfRoom(xs, xsaveBndcsrOff, u64Bytes(xsave.GetBndcsrState()))
+		putIfRoom(xs, xsaveOpmaskOff, u64Bytes(xsave.GetOpmaskReg()))
+		putIfRoom(xs, xsaveZmmHi256Off, u64Bytes(xsave.GetZmmUpper()))
+		putIfRoom(xs, xsaveHi16ZmmOff, u64Bytes(xsave.GetHi16Zmm()))
+		putIfRoom(xs, xsavePkruOff, u32Bytes(xsave.GetPkru()))
+	}
+	if bv&^supported != 0 {
+		return fmt.Errorf("the image uses xstate features %#x this CPU lacks (it has %#x)", bv&^supported, supported)
+	}
+	le.PutUint64(xs[xsaveHeaderOff:], bv)
+	le.PutUint64(xs[xsaveHeaderOff+8:], 0) // xcomp_bv: standard format
+	return nil
+}
+
+func putU32s(dst []byte, v []uint32) {
+	for i, w := range v {
+		if 4*i+4 > len(dst) {
+			return
+		}
+		le.PutUint32(dst[4*i:], w)
+	}
+}
+
+func u32Bytes(v []uint32) []byte {
+	b := make([]byte, 4*len(v))
+	putU32s(b, v)
+	return b
+}
+
+func u64Bytes(v []uint64) []byte {
+	b := make([]byte, 8*len(v))
+	for i, w := range v {
+		le.PutUint64(b[8*i:], w)
+	}
+	return b
+}
+
+func putIfRoom(xs []byte, off int, b []byte) {
+	if len(b) > 0 && off+len(b) <= len(xs) {
+		copy(xs[off:], b)
+	}
+}

@@ -1,0 +1,275 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine"
+	"github.com/crtools/crtools/engine/ptrace"
+)
+
+func init() {
+	engine.NewRestorer = New
+}
+
+// New returns a Restorer for opts (engine.NewRestorer).
+func New(opts engine.RestoreOptions) (engine.Restorer, error) {
+	if opts.ImagesDir == "" {
+		return nil, errors.New("restore: no images directory given (-D)")
+	}
+	return &restorer{opts: opts, log: opts.Log.With().Str("component", "restore").Logger()}, nil
+}
+
+// restorer implements engine.Restorer.
+type restorer struct {
+	opts engine.RestoreOptions
+	log  zerolog.Logger
+	img  *imageSet
+
+	tr      *ptrace.Tracer
+	tramp   *trampoline
+	procs   []*proc // in image order; procs[0] is the root
+	created []int   // every task created, puppets included, for Kill
+	rootPid int
+
+	waitOnce   sync.Once
+	waitStatus int
+	waitErr    error
+	resumed    bool
+	killed     bool
+}
+
+// proc is one restored process: its image and a puppet per thread.
+type proc struct {
+	t       *taskImage
+	threads []*puppet // the leader first
+	done    bool      // state restored; only the final registers remain
+}
+
+func (r *restorer) Load(ctx context.Context) error {
+	img, err := load(r.opts.ImagesDir)
+	if err != nil {
+		return err
+	}
+	root := img.tasks[0]
+	if r.opts.Pid != 0 && r.opts.Pid != root.pid {
+		return fmt.Errorf("restore: -t %d does not match the root of the images (pid %d)", r.opts.Pid, root.pid)
+	}
+	for _, t := range img.tasks {
+		if len(t.tids) > 1 {
+			return fmt.Errorf("restore task %d: %d threads: multi-threaded restore: %w", t.pid, len(t.tids), engine.ErrNotSupported)
+		}
+		if t.core().GetTc().GetTaskState() != taskAlive {
+			return fmt.Errorf("restore task %d: task state %d (zombie or stopped): %w", t.pid, t.core().GetTc().GetTaskState(), engine.ErrNotSupported)
+		}
+	}
+	if len(img.tasks) > 1 {
+		return fmt.Errorf("restore: a tree of %d tasks: %w", len(img.tasks), engine.ErrNotSupported)
+	}
+	r.img = img
+	r.rootPid = root.pid
+	return nil
+}
+
+func (r *restorer) RootPid() int { return r.rootPid }
+
+func (r *restorer) CreateTasks(ctx context.Context) error {
+	if r.img == nil {
+		return errors.New("restore: CreateTasks before Load")
+	}
+	var pids []int
+	for _, t := range r.img.tasks {
+		pids = append(pids, t.tids...)
+	}
+	if err := r.waitPidsFree(pids); err != nil {
+		return err
+	}
+	start := time.Now()
+	r.tr = ptrace.NewTracer()
+	err := r.tr.Do(func() error {
+		first, err := r.startFirstPuppet()
+		if err != nil {
+			return err
+		}
+		defer func() {
+			// The first puppet only served to clone the root.
+			_ = unix.Kill(first.pid, unix.SIGKILL)
+			_, _ = ptrace.Wait(first.pid)
+		}()
+		for _, t := range r.img.tasks {
+			pr := &proc{t: t}
+			var lead *puppet
+			if t.parent == nil {
+				// CLONE_PARENT makes crtools the root's parent; clone3
+				// then wants exit_signal 0 and the child gets SIGCHLD.
+				lead, err = first.clone(unix.CLONE_PARENT, 0, t.pid)
+			} else {
+				parent := r.procOf(t.parent)
+				lead, err = parent.threads[0].clone(0, uint64(unix.SIGCHLD), t.pid)
+			}
+			if err != nil {
+				return err
+			}
+			r.created = append(r.created, t.pid)
+			pr.threads = append(pr.threads, lead)
+			r.procs = append(r.procs, pr)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("create tasks: %w", err)
+	}
+	r.log.Debug().Dur("took", time.Since(start)).Int("tasks", len(r.procs)).Msg("puppets created")
+	return nil
+}
+
+func (r *restorer) procOf(t *taskImage) *proc {
+	for _, p := range r.procs {
+		if p.t == t {
+			return p
+		}
+	}
+	return nil
+}
+
+func (r *restorer) RestoreState(ctx context.Context) error {
+	for _, pr := range r.procs {
+		start := time.Now()
+		var filled int64
+		err := r.tr.Do(func() error {
+			var err error
+			filled, err = r.restoreProc(pr)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("restore task %d: %w", pr.t.pid, err)
+		}
+		pr.done = true
+		calls := 0
+		for _, th := range pr.threads {
+			calls += th.calls
+		}
+		r.log.Debug().Int("pid", pr.t.pid).Dur("took", time.Since(start)).Int64("bytes", filled).
+			Int("syscalls", calls).Msg("task state restored")
+	}
+	return nil
+}
+
+func (r *restorer) Resume(ctx context.Context) error {
+	err := r.tr.Do(func() error {
+		// Every thread of every task gets its registers first; then all
+		// are let go together, so no restored task runs while another is
+		// still a puppet.
+		for _, pr := range r.procs {
+			if err := r.finishProc(pr); err != nil {
+				return fmt.Errorf("resume task %d: %w", pr.t.pid, err)
+			}
+		}
+		for _, pr := range r.procs {
+			for _, th := range pr.threads {
+				if err := ptrace.Detach(th.pid, 0); err != nil {
+					return fmt.Errorf("resume task %d: %w", th.pid, err)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r.resumed = true
+	r.log.Info().Int("pid", r.rootPid).Msg("restored")
+	return nil
+}
+
+// Kill kills every task created so far: puppets die (they are traced with
+// PTRACE_O_EXITKILL as well), and nothing of the tree stays behind.
+func (r *restorer) Kill() error {
+	if r.killed || r.tr == nil {
+		return nil
+	}
+	r.killed = true
+	var errs []error
+	err := r.tr.Do(func() error {
+		for i := len(r.created) - 1; i >= 0; i-- {
+			pid := r.created[i]
+			if err := unix.Kill(pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("kill restored task %d: %w", pid, err))
+				continue
+			}
+		}
+		for i := len(r.created) - 1; i >= 0; i-- {
+			// Reap what is ours (the first puppet and the root are
+			// crtools' children; the others are reaped by their
+			// parents, which die too).
+			_, _ = unix.Wait4(r.created[i], nil, unix.WALL|unix.WNOHANG, nil)
+		}
+		return nil
+	})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	// Wait until the PIDs are gone so the caller can retry at once.
+	deadline := time.Now().Add(2 * time.Second)
+	for _, pid := range r.created {
+		for time.Now().Before(deadline) {
+			if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+				break
+			}
+			if pid == r.rootPid || pid == r.created[0] {
+				_, _ = unix.Wait4(pid, nil, unix.WALL|unix.WNOHANG, nil)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Wait waits for the root task to exit and returns its status as a shell
+// would: the exit code, or 128+signal.
+func (r *restorer) Wait() (int, error) {
+	r.waitOnce.Do(func() {
+		if !r.resumed {
+			r.waitErr = errors.New("restore: Wait before Resume")
+			return
+		}
+		var ws unix.WaitStatus
+		for {
+			_, err := unix.Wait4(r.rootPid, &ws, 0, nil)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				r.waitErr = fmt.Errorf("wait for restored task %d: %w", r.rootPid, err)
+				return
+			}
+			if ws.Exited() {
+				r.waitStatus = ws.ExitStatus()
+				return
+			}
+			if ws.Signaled() {
+				r.waitStatus = 128 + int(ws.Signal())
+				return
+			}
+		}
+	})
+	return r.waitStatus, r.waitErr
+}
+
+func (r *restorer) Close() error {
+	if r.tr != nil {
+		// A restored task that is still a puppet must not survive us.
+		if !r.resumed && !r.killed {
+			_ = r.Kill()
+		}
+		r.tr.Close()
+		r.tr = nil
+	}
+	return nil
+}

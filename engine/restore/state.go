@@ -1,0 +1,437 @@
+package restore
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/ptrace"
+)
+
+// restoreProc turns the puppets of one process into its dumped task, all
+// but the final registers (finishProc). It returns how many bytes of
+// memory it filled.
+// Preconditions: on the tracer thread; every puppet of pr is stopped.
+func (r *restorer) restoreProc(pr *proc) (int64, error) {
+	t := pr.t
+	lead := pr.threads[0]
+	lead.log = r.log.With().Int("pid", t.pid).Logger()
+
+	// Signals stay blocked while the puppet is driven: a signal would
+	// only cause a stop we must suppress. The dumped mask is set at the
+	// very end.
+	for _, th := range pr.threads {
+		if err := ptrace.SetSigmask(th.pid, ^uint64(0)); err != nil {
+			return 0, err
+		}
+	}
+	// The puppet inherited crtools' files.
+	if _, err := lead.callf("close inherited files", unix.SYS_CLOSE_RANGE, 0, uint64(^uint32(0)), 0); err != nil {
+		return 0, err
+	}
+
+	// Memory.
+	if err := lead.unmapPuppet(); err != nil {
+		return 0, err
+	}
+	vmas := t.mm.GetVmas()
+	if err := lead.mapVdso(vmas); err != nil {
+		return 0, err
+	}
+	plans, err := lead.mapVMAs(r.img, vmas)
+	if err != nil {
+		return 0, err
+	}
+	filled, err := lead.fillPages(r.img.dir, t.pagemap)
+	if err != nil {
+		return filled, err
+	}
+	if err := lead.protectVMAs(plans); err != nil {
+		return filled, err
+	}
+	if err := lead.restoreMM(r.img, t.mm); err != nil {
+		return filled, err
+	}
+
+	// Files, then the things that refer to files (cwd, root).
+	if err := lead.restoreFiles(r.img, t.fds); err != nil {
+		return filled, err
+	}
+	if err := lead.restoreFS(r.img, t.fs); err != nil {
+		return filled, err
+	}
+
+	// Process-wide state.
+	tc := t.core().GetTc()
+	if err := r.restoreSession(lead, t); err != nil {
+		return filled, err
+	}
+	if err := lead.restoreSigactions(tc.GetSigactions()); err != nil {
+		return filled, err
+	}
+	if err := lead.restoreItimers(tc.GetTimers()); err != nil {
+		return filled, err
+	}
+	if err := lead.restorePosixTimers(tc.GetTimers().GetPosix()); err != nil {
+		return filled, err
+	}
+	if err := r.restoreRlimits(t.pid, tc.GetRlimits()); err != nil {
+		return filled, err
+	}
+	if tc.Personality != nil {
+		if _, err := lead.callf("set personality", unix.SYS_PERSONALITY, uint64(tc.GetPersonality())); err != nil {
+			return filled, err
+		}
+	}
+	if tc.GetChildSubreaper() {
+		if _, err := lead.callf("set child subreaper", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
+			return filled, err
+		}
+	}
+	if t.mm.Dumpable != nil {
+		if _, err := lead.callf("set dumpable", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(t.mm.GetDumpable())); err != nil {
+			return filled, err
+		}
+	}
+	if tc.OomScoreAdj != nil {
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", t.pid), []byte(fmt.Sprint(tc.GetOomScoreAdj())), 0); err != nil {
+			r.log.Warn().Err(err).Int("pid", t.pid).Msg("cannot restore oom_score_adj")
+		}
+	}
+
+	// Per thread.
+	for _, th := range pr.threads {
+		if err := th.restoreThread(t.cores[th.pid], th.pid == t.pid); err != nil {
+			return filled, err
+		}
+	}
+	// Pending signals of the process (the shared queue), while all are
+	// still blocked: they stay queued until the task runs.
+	if err := lead.queueSignals(tc.GetSignalsS(), true); err != nil {
+		return filled, err
+	}
+	// Credentials last: lowering them may take away what the steps
+	// above needed.
+	for _, th := range pr.threads {
+		if err := th.restoreCreds(t.cores[th.pid].GetThreadCore().GetCreds()); err != nil {
+			return filled, err
+		}
+	}
+	return filled, nil
+}
+
+// restoreMM sets the mm fields with one PR_SET_MM_MAP: code/data/brk/stack
+// bounds, arg and env areas, the saved auxv, and the exe file (which the
+// kernel only accepts once the old executable is unmapped).
+func (p *puppet) restoreMM(img *imageSet, mm *pb.MmEntry) error {
+	m := prctlMMMap{
+		StartCode: mm.GetMmStartCode(), EndCode: mm.GetMmEndCode(),
+		StartData: mm.GetMmStartData(), EndData: mm.GetMmEndData(),
+		StartBrk: mm.GetMmStartBrk(), Brk: mm.GetMmBrk(), StartStack: mm.GetMmStartStack(),
+		ArgStart: mm.GetMmArgStart(), ArgEnd: mm.GetMmArgEnd(),
+		EnvStart: mm.GetMmEnvStart(), EnvEnd: mm.GetMmEnvEnd(),
+		ExeFd: ^uint32(0),
+	}
+	if auxv := mm.GetMmSavedAuxv(); len(auxv) > 0 {
+		b := make([]byte, 8*len(auxv))
+		for i, v := range auxv {
+			le.PutUint64(b[8*i:], v)
+		}
+		addr, err := p.put(b)
+		if err != nil {
+			return err
+		}
+		m.Auxv, m.AuxvSize = addr, uint32(len(b))
+	}
+	exeFd := ^uint64(0)
+	if fe := img.files[mm.GetExeFileId()]; fe != nil && fe.GetReg() != nil {
+		fd, err := p.openat(fe.GetReg().GetName(), unix.O_RDONLY|unix.O_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("open executable %q of task %d: %w", fe.GetReg().GetName(), p.pid, err)
+		}
+		exeFd = fd
+		m.ExeFd = uint32(fd)
+		defer func() { _, _ = p.call(unix.SYS_CLOSE, exeFd) }()
+	}
+	addr, err := p.put(m.bytes())
+	if err != nil {
+		return err
+	}
+	if _, err := p.callf("set the mm map (PR_SET_MM_MAP)", unix.SYS_PRCTL, unix.PR_SET_MM, unix.PR_SET_MM_MAP, addr, prctlMMMapSize, 0); err != nil {
+		return err
+	}
+	return nil
+}
+
+// restoreFS sets cwd, root and umask.
+func (p *puppet) restoreFS(img *imageSet, fs *pb.FsEntry) error {
+	if fs == nil {
+		return nil
+	}
+	if fe := img.files[fs.GetRootId()]; fe != nil && fe.GetReg() != nil && fe.GetReg().GetName() != "/" {
+		a, err := p.putString(fe.GetReg().GetName())
+		if err != nil {
+			return err
+		}
+		if _, err := p.callf(fmt.Sprintf("chroot to %q", fe.GetReg().GetName()), unix.SYS_CHROOT, a); err != nil {
+			return err
+		}
+	}
+	if fe := img.files[fs.GetCwdId()]; fe != nil && fe.GetReg() != nil {
+		a, err := p.putString(fe.GetReg().GetName())
+		if err != nil {
+			return err
+		}
+		if _, err := p.callf(fmt.Sprintf("chdir to %q", fe.GetReg().GetName()), unix.SYS_CHDIR, a); err != nil {
+			return err
+		}
+	}
+	if fs.Umask != nil {
+		if _, err := p.callf("set umask", unix.SYS_UMASK, uint64(fs.GetUmask())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restoreSession puts the task in its session and process group. The root
+// starts in crtools' own; it leaves them only if it led its own session
+// or group at dump time (otherwise it stays where crtools is, as a shell
+// job would).
+func (r *restorer) restoreSession(p *puppet, t *taskImage) error {
+	if t.sid == t.pid {
+		if _, err := p.callf("create session (setsid)", unix.SYS_SETSID); err != nil {
+			return err
+		}
+		return nil
+	}
+	if t.pgid == t.pid {
+		if _, err := p.callf("create process group", unix.SYS_SETPGID, 0, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restoreSigactions installs the handlers that are not in the default
+// state (SIG_DFL with no flags and no mask): most of the 64 are, and each
+// skipped one saves an injected syscall.
+func (p *puppet) restoreSigactions(sas []*pb.SaEntry) error {
+	for i, sa := range sas {
+		sig := i + 1
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			continue
+		}
+		if sa.GetSigaction() == 0 && sa.GetFlags() == 0 && sa.GetMask() == 0 && sa.GetRestorer() == 0 {
+			continue
+		}
+		ks := kernelSigaction{Handler: sa.GetSigaction(), Flags: sa.GetFlags(), Restorer: sa.GetRestorer(), Mask: sa.GetMask()}
+		a, err := p.put(ks.bytes())
+		if err != nil {
+			return err
+		}
+		if _, err := p.callf(fmt.Sprintf("set the action of signal %d", sig), unix.SYS_RT_SIGACTION, uint64(sig), a, 0, 8); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restoreItimers sets ITIMER_REAL/VIRTUAL/PROF where they were armed.
+func (p *puppet) restoreItimers(tm *pb.TaskTimersEntry) error {
+	if tm == nil {
+		return nil
+	}
+	for which, it := range []*pb.ItimerEntry{tm.GetReal(), tm.GetVirt(), tm.GetProf()} {
+		if it == nil || (it.GetIsec() == 0 && it.GetIusec() == 0 && it.GetVsec() == 0 && it.GetVusec() == 0) {
+			continue
+		}
+		v := itimerval{IntervalSec: int64(it.GetIsec()), IntervalUsec: int64(it.GetIusec()),
+			ValueSec: int64(it.GetVsec()), ValueUsec: int64(it.GetVusec())}
+		if v.ValueSec == 0 && v.ValueUsec == 0 {
+			// Armed with 0 would disarm it; the timer was about to
+			// fire, so fire it as soon as possible.
+			v.ValueUsec = 1
+		}
+		a, err := p.put(v.bytes())
+		if err != nil {
+			return err
+		}
+		if _, err := p.callf(fmt.Sprintf("set itimer %d", which), unix.SYS_SETITIMER, uint64(which), a, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restorePosixTimers recreates POSIX timers with their ids. The kernel
+// hands out ids in increasing order from 0 in a fresh process, so timers
+// are created in id order, and placeholder timers fill the gaps and are
+// deleted afterwards.
+func (p *puppet) restorePosixTimers(timers []*pb.PosixTimerEntry) error {
+	if len(timers) == 0 {
+		return nil
+	}
+	want := map[uint32]*pb.PosixTimerEntry{}
+	maxID := uint32(0)
+	for _, t := range timers {
+		want[t.GetItId()] = t
+		maxID = max(maxID, t.GetItId())
+	}
+	if maxID > 4096 {
+		return fmt.Errorf("restore POSIX timers of task %d: timer id %d is too large to reach", p.pid, maxID)
+	}
+	idAddr, err := p.put(make([]byte, 4))
+	if err != nil {
+		return err
+	}
+	var placeholders []uint32
+	for id := uint32(0); id <= maxID; id++ {
+		t := want[id]
+		se := sigevent{Signo: int32(unix.SIGALRM), Notify: 1 /* SIGEV_NONE */}
+		clock := uint64(unix.CLOCK_MONOTONIC)
+		if t != nil {
+			se = sigevent{Value: t.GetSivalPtr(), Signo: int32(t.GetSiSigno()), Notify: int32(t.GetItSigevNotify()), Tid: t.GetNotifyThreadId()}
+			clock = uint64(t.GetClockId())
+		}
+		seAddr, err := p.put(se.bytes())
+		if err != nil {
+			return err
+		}
+		if _, err := p.callf(fmt.Sprintf("create POSIX timer %d", id), unix.SYS_TIMER_CREATE, clock, seAddr, idAddr); err != nil {
+			return err
+		}
+		got := make([]byte, 4)
+		if _, err := ptrace.ReadMem(p.pid, uintptr(idAddr), got); err != nil {
+			return err
+		}
+		if gid := le.Uint32(got); gid != id {
+			return fmt.Errorf("restore POSIX timer %d of task %d: the kernel gave id %d", id, p.pid, gid)
+		}
+		if t == nil {
+			placeholders = append(placeholders, id)
+			continue
+		}
+		if t.GetVsec() == 0 && t.GetVnsec() == 0 {
+			continue // disarmed
+		}
+		ts := itimerspec{IntervalSec: int64(t.GetIsec()), IntervalNsec: int64(t.GetInsec()),
+			ValueSec: int64(t.GetVsec()), ValueNsec: int64(t.GetVnsec())}
+		tsAddr, err := p.put(ts.bytes())
+		if err != nil {
+			return err
+		}
+		if _, err := p.callf(fmt.Sprintf("arm POSIX timer %d", id), unix.SYS_TIMER_SETTIME, uint64(id), 0, tsAddr, 0); err != nil {
+			return err
+		}
+	}
+	for _, id := range placeholders {
+		if _, err := p.callf(fmt.Sprintf("delete placeholder timer %d", id), unix.SYS_TIMER_DELETE, uint64(id)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restoreRlimits sets the limits from outside with prlimit. A hard limit
+// above crtools' own cannot be raised without CAP_SYS_RESOURCE: that is
+// an error naming the resource, lowering always works.
+func (r *restorer) restoreRlimits(pid int, rl *pb.TaskRlimitsEntry) error {
+	for res, e := range rl.GetRlimits() {
+		var cur unix.Rlimit
+		if err := unix.Prlimit(pid, res, nil, &cur); err != nil {
+			return fmt.Errorf("read rlimit %d of task %d: %w", res, pid, err)
+		}
+		want := unix.Rlimit{Cur: e.GetCur(), Max: e.GetMax()}
+		if want == cur {
+			continue
+		}
+		if err := unix.Prlimit(pid, res, &want, nil); err != nil {
+			return fmt.Errorf("set rlimit %d of task %d to %d/%d (now %d/%d): %w", res, pid, want.Cur, want.Max, cur.Cur, cur.Max, err)
+		}
+	}
+	return nil
+}
+
+// restoreThread restores what is per thread, except the registers, the
+// blocked mask and the credentials.
+func (p *puppet) restoreThread(core *pb.CoreEntry, leader bool) error {
+	tc := core.GetThreadCore()
+	if sas := tc.GetSas(); sas != nil && (sas.GetSsSp() != 0 || sas.GetSsSize() != 0 || sas.GetSsFlags() != 0) {
+		flags := int32(sas.GetSsFlags())
+		// SS_ONSTACK is a state, not a flag sigaltstack accepts; only
+		// SS_DISABLE and SS_AUTODISARM may be given.
+		flags &^= 1 // SS_ONSTACK
+		st := stackT{Sp: sas.GetSsSp(), Flags: flags, Size: sas.GetSsSize()}
+		a, err := p.put(st.bytes())
+		if err != nil {
+			return err
+		}
+		if _, err := p.callf("set sigaltstack", unix.SYS_SIGALTSTACK, a, 0); err != nil {
+			return err
+		}
+	}
+	if rs := tc.GetRseqEntry(); rs != nil && rs.GetRseqAbiPointer() != 0 {
+		if _, err := p.callf("register rseq", unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature())); err != nil {
+			return err
+		}
+	}
+	if head := tc.GetFutexRla(); head != 0 {
+		if _, err := p.callf("set robust list", unix.SYS_SET_ROBUST_LIST, head, uint64(tc.GetFutexRlaLen())); err != nil {
+			return err
+		}
+	}
+	if ct := core.GetThreadInfo().GetClearTidAddr(); ct != 0 {
+		if _, err := p.callf("set clear_child_tid", unix.SYS_SET_TID_ADDRESS, ct); err != nil {
+			return err
+		}
+	}
+	comm := tc.GetComm()
+	if comm == "" && leader {
+		comm = core.GetTc().GetComm()
+	}
+	if comm != "" {
+		a, err := p.putString(comm)
+		if err != nil {
+			return err
+		}
+		if _, err := p.callf("set comm", unix.SYS_PRCTL, unix.PR_SET_NAME, a); err != nil {
+			return err
+		}
+	}
+	if sig := tc.GetPdeathSig(); sig != 0 {
+		if _, err := p.callf("set parent-death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(sig)); err != nil {
+			return err
+		}
+	}
+	// Pending signals of this thread.
+	return p.queueSignals(tc.GetSignalsP(), false)
+}
+
+// queueSignals queues saved siginfos again: rt_tgsigqueueinfo for a
+// thread's own queue, rt_sigqueueinfo for the process queue. The puppet
+// sends them to itself, which the kernel allows with any si_code.
+func (p *puppet) queueSignals(q *pb.SignalQueueEntry, shared bool) error {
+	for _, s := range q.GetSignals() {
+		si := s.GetSiginfo()
+		if len(si) < 12 {
+			return fmt.Errorf("queue signal in task %d: siginfo of %d bytes", p.pid, len(si))
+		}
+		sig := uint64(le.Uint32(si[0:]))
+		a, err := p.put(si)
+		if err != nil {
+			return err
+		}
+		if shared {
+			_, err = p.callf(fmt.Sprintf("queue signal %d", sig), unix.SYS_RT_SIGQUEUEINFO, uint64(p.pid), sig, a)
+		} else {
+			_, err = p.callf(fmt.Sprintf("queue signal %d", sig), unix.SYS_RT_TGSIGQUEUEINFO, uint64(p.tgid), uint64(p.pid), sig, a)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

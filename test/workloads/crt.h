@@ -218,7 +218,7 @@ static inline unsigned char crt_pattern(uint64_t seed, uint64_t i)
 	return (unsigned char)(x >> 56);
 }
 
-static void crt_fill(void *p, size_t len, uint64_t seed)
+__attribute__((unused)) static void crt_fill(void *p, size_t len, uint64_t seed)
 {
 	unsigned char *b = p;
 
@@ -227,7 +227,7 @@ static void crt_fill(void *p, size_t len, uint64_t seed)
 }
 
 /* crt_find_bad returns the first offset that breaks the pattern, or -1. */
-static long crt_find_bad(const void *p, size_t len, uint64_t seed)
+__attribute__((unused)) static long crt_find_bad(const void *p, size_t len, uint64_t seed)
 {
 	const unsigned char *b = p;
 

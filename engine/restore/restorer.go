@@ -204,29 +204,21 @@ func (r *restorer) Kill() error {
 				continue
 			}
 		}
+		// Reap them: crtools is the parent of the first puppet and
+		// the root, and the tracer of all, so wait4 on the tracer thread
+		// collects each (ECHILD: already reaped, or detached earlier).
 		for i := len(r.created) - 1; i >= 0; i-- {
-			// Reap what is ours (the first puppet and the root are
-			// crtools' children; the others are reaped by their
-			// parents, which die too).
-			_, _ = unix.Wait4(r.created[i], nil, unix.WALL|unix.WNOHANG, nil)
+			for {
+				_, err := unix.Wait4(r.created[i], nil, unix.WALL, nil)
+				if !errors.Is(err, unix.EINTR) {
+					break
+				}
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		errs = append(errs, err)
-	}
-	// Wait until the PIDs are gone so the caller can retry at once.
-	deadline := time.Now().Add(2 * time.Second)
-	for _, pid := range r.created {
-		for time.Now().Before(deadline) {
-			if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
-				break
-			}
-			if pid == r.rootPid || pid == r.created[0] {
-				_, _ = unix.Wait4(pid, nil, unix.WALL|unix.WNOHANG, nil)
-			}
-			time.Sleep(time.Millisecond)
-		}
 	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,160 @@
+package files
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/rs/zerolog"
+
+	"github.com/crtools/crtools/engine/image/pb"
+)
+
+// Restorer recreates the objects of a Set in crtools. Open returns, for a
+// file id, the *os.File to hand to the puppet; every object is created once
+// and shared objects (a pipe's two ends, a socket pair) are created together.
+// The returned files belong to the Restorer: Close them all with Close once
+// every puppet has taken its copies (that also closes the spare ends, so a
+// pipe whose writer was gone at dump time reads EOF after its data).
+type Restorer struct {
+	// ShellTTY is the terminal given to tasks whose terminal came from
+	// outside (-j/--shell-job); nil refuses them.
+	ShellTTY *os.File
+
+	set       *Set
+	log       zerolog.Logger
+	byID      map[uint32]*pb.FileEntry
+	unixByIno map[uint32]*pb.UnixSkEntry
+	opened    map[uint32]*os.File
+	pipes     map[uint32]*pipeObj
+	fifoKeep  map[uint32]*os.File
+	usk       map[uint32]*os.File // unix sockets by inode
+	uskBusy   map[uint32]bool
+	ghostDone map[ghostKey]map[uint32]*os.File
+	// link-remap names opened; removed by Close
+	remapNames map[string]bool
+	keep       []*os.File
+}
+
+// NewRestorer indexes set for restore.
+func NewRestorer(set *Set, log zerolog.Logger) *Restorer {
+	r := &Restorer{
+		set: set, log: log,
+		byID: map[uint32]*pb.FileEntry{}, unixByIno: map[uint32]*pb.UnixSkEntry{},
+		opened: map[uint32]*os.File{}, pipes: map[uint32]*pipeObj{}, fifoKeep: map[uint32]*os.File{},
+		usk: map[uint32]*os.File{}, uskBusy: map[uint32]bool{}, ghostDone: map[ghostKey]map[uint32]*os.File{},
+		remapNames: map[string]bool{},
+	}
+	for _, e := range set.Files {
+		r.byID[e.GetId()] = e
+		if u := e.GetUsk(); u != nil {
+			r.unixByIno[u.GetIno()] = u
+		}
+	}
+	return r
+}
+
+// NeedsTargets reports whether the file needs the owner's other descriptors
+// to exist first (epoll): open it after them, with a Resolver.
+func NeedsTargets(e *pb.FileEntry) bool { return e.GetType() == pb.FdTypes_EVENTPOLL }
+
+// Handles reports whether Open can create the file (the engine opens the
+// other regular files itself).
+func (r *Restorer) Handles(id uint32) bool {
+	e := r.byID[id]
+	if e == nil {
+		return false
+	}
+	if e.GetType() == pb.FdTypes_REG {
+		_, g := r.set.Ghosts[id]
+		_, l := r.set.LinkRemaps[id]
+		return g || l
+	}
+	switch e.GetType() {
+	case pb.FdTypes_PIPE, pb.FdTypes_FIFO, pb.FdTypes_UNIXSK, pb.FdTypes_EVENTFD, pb.FdTypes_EVENTPOLL,
+		pb.FdTypes_SIGNALFD, pb.FdTypes_TIMERFD, pb.FdTypes_INOTIFY, pb.FdTypes_TTY:
+		return true
+	}
+	return false
+}
+
+// Open returns the restored open file for file id, creating it (and what
+// must be created with it) the first time. resolve is needed only for
+// epoll (NeedsTargets); it maps the owner's fd numbers to restored files.
+func (r *Restorer) Open(id uint32, resolve Resolver) (*os.File, error) {
+	if f, ok := r.opened[id]; ok {
+		return f, nil
+	}
+	e := r.byID[id]
+	if e == nil {
+		return nil, fmt.Errorf("open file %d: %w", id, errNoEntry)
+	}
+	var f *os.File
+	var err error
+	switch e.GetType() {
+	case pb.FdTypes_PIPE:
+		f, err = r.openPipe(e)
+	case pb.FdTypes_FIFO:
+		f, err = r.openFifo(e)
+	case pb.FdTypes_UNIXSK:
+		f, err = r.openUnix(e)
+	case pb.FdTypes_EVENTFD:
+		f, err = openEventfd(e)
+	case pb.FdTypes_EVENTPOLL:
+		f, err = openEpoll(e, resolve)
+	case pb.FdTypes_SIGNALFD:
+		f, err = openSignalfd(e)
+	case pb.FdTypes_TIMERFD:
+		f, err = openTimerfd(e)
+	case pb.FdTypes_INOTIFY:
+		f, err = openInotify(e, func(format string, args ...any) { r.log.Warn().Msgf(format, args...) })
+	case pb.FdTypes_TTY:
+		f, err = r.openTTY(e)
+	case pb.FdTypes_REG:
+		if g, ok := r.set.Ghosts[id]; ok {
+			f, err = r.openGhost(e, g)
+		} else if l, ok := r.set.LinkRemaps[id]; ok {
+			f, err = r.openLinkRemap(e, l)
+		} else {
+			err = fmt.Errorf("regular file %d is not a deleted file: %w", id, ErrNotHandled)
+		}
+	default:
+		err = fmt.Errorf("file %d of kind %v: %w", id, e.GetType(), ErrUnsupported)
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.opened[id] = f
+	return f, nil
+}
+
+// Close closes every file the restorer created and removes the link-remap
+// names. Call it after the puppets have taken their copies (or on failure).
+func (r *Restorer) Close() error {
+	var errs []error
+	seen := map[*os.File]bool{}
+	closeF := func(f *os.File) {
+		if f != nil && !seen[f] {
+			seen[f] = true
+			f.Close()
+		}
+	}
+	for _, f := range r.opened {
+		closeF(f)
+	}
+	for _, f := range r.keep {
+		closeF(f)
+	}
+	for _, m := range r.ghostDone {
+		for _, f := range m {
+			closeF(f)
+		}
+	}
+	for n := range r.remapNames {
+		if err := os.Remove(n); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, fmt.Errorf("remove link-remap name: %w", err))
+		}
+	}
+	r.opened, r.keep, r.remapNames = map[uint32]*os.File{}, nil, map[string]bool{}
+	return errors.Join(errs...)
+}

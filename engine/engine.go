@@ -64,6 +64,9 @@ type DumpOptions struct {
 	PageServer     *PageServer
 	ActionScripts  []string
 	Log            zerolog.Logger
+	// PidLog, if set, gives the logger for work on one process
+	// (--log-pid: one file per process); nil: use Log.
+	PidLog func(pid int) zerolog.Logger
 	// Progress, if set, is called now and then while memory is copied.
 	Progress func(done, total int64)
 }
@@ -81,7 +84,10 @@ type RestoreOptions struct {
 	VethPairs      []VethPair
 	ActionScripts  []string
 	Log            zerolog.Logger
-	Progress       func(done, total int64)
+	// PidLog, if set, gives the logger for work on one process
+	// (--log-pid); nil: use Log.
+	PidLog   func(pid int) zerolog.Logger
+	Progress func(done, total int64)
 }
 
 // Dumper checkpoints one process tree in phases. The executor calls

@@ -22,6 +22,10 @@ const (
 	PEPresent = 1 << 2 // the pages are in pages-<pages_id>.img
 )
 
+// Runs of at least this many bytes are written to the pages file
+// directly rather than through the buffer.
+const directWrite = 64 << 10
+
 // PageRun is one pagemap entry: a run of pages starting at Vaddr.
 type PageRun struct {
 	Vaddr   uint64
@@ -191,7 +195,7 @@ func CreatePages(dir string, kind *Kind, id uint64, pagesID uint32) (*PagesWrite
 		pm.Close()
 		return nil, fmt.Errorf("create pages image: %w", err)
 	}
-	return &PagesWriter{pm: pm, pages: f, pw: bufio.NewWriterSize(f, 4<<20)}, nil
+	return &PagesWriter{pm: pm, pages: f, pw: bufio.NewWriterSize(f, 1<<20)}, nil
 }
 
 // PagesFile is the pages file, for callers that fill it themselves (e.g.
@@ -215,7 +219,17 @@ func (w *PagesWriter) AddRun(vaddr uint64, data []byte, npages uint64) error {
 		return err
 	}
 	if data != nil {
-		if _, err := w.pw.Write(data); err != nil {
+		// Big runs skip the buffer: one copy (into the kernel) instead
+		// of two.
+		var err error
+		if len(data) >= directWrite {
+			if err = w.pw.Flush(); err == nil {
+				_, err = w.pages.Write(data)
+			}
+		} else {
+			_, err = w.pw.Write(data)
+		}
+		if err != nil {
 			w.err = fmt.Errorf("write %s: %w", w.pages.Name(), err)
 			return w.err
 		}
@@ -305,7 +319,7 @@ func (w *PagesWriter) Close() error {
 // PagesReader reads page data of a pagemap from its pages file.
 type PagesReader struct {
 	Index *PageIndex
-	f       *os.File
+	f     *os.File
 }
 
 // OpenPages reads pagemap-<id>.img (or the shmem one, per kind) and opens

@@ -53,7 +53,6 @@ type Reader struct {
 	n      int // entries read so far
 	limits Limits
 	buf    []byte
-	// last entry's payload size, for ReadEntry
 }
 
 // Open opens the image of kind with the given id in dir and checks its
@@ -99,7 +98,11 @@ func NewReader(r io.Reader, name string, kind *Kind, size int64, limits Limits) 
 }
 
 func newReader(r io.Reader, c io.Closer, name string, kind *Kind, size int64, limits Limits) (*Reader, error) {
-	rd := &Reader{kind: kind, name: name, r: bufio.NewReaderSize(r, 64<<10), c: c, size: size, limits: limits}
+	bufSize := 64 << 10
+	if size >= 0 && size < int64(bufSize) {
+		bufSize = int(size) // small files are the common case: don't over-allocate
+	}
+	rd := &Reader{kind: kind, name: name, r: bufio.NewReaderSize(r, bufSize), c: c, size: size, limits: limits}
 	if err := rd.readHeader(); err != nil {
 		return nil, err
 	}

@@ -117,7 +117,7 @@ func openHandle(sdev uint32, typ int32, raw []byte) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	mfd, err := unix.Open(mnt, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	mfd, err := unix.Open(mnt, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0) // not O_PATH: open_by_handle_at refuses it (EBADF)
 	if err != nil {
 		return nil, fmt.Errorf("open mount %s: %w", mnt, err)
 	}

@@ -159,7 +159,9 @@ func (r *Restorer) openGhost(e *pb.FileEntry, g *Ghost) (*os.File, error) {
 
 // openRegAt opens path with the entry's flags and offset.
 func openRegAt(path string, reg *pb.RegFileEntry) (*os.File, error) {
-	fl := int(reg.GetFlags()) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY)
+	// O_TMPFILE (which includes O_DIRECTORY) was how the file was made,
+	// not how it can be opened again.
+	fl := int(reg.GetFlags()) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY | unix.O_TMPFILE)
 	fd, err := unix.Open(path, fl|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open %s (for %s): %w", path, reg.GetName(), os.NewSyscallError("open", err))

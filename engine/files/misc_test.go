@@ -1,0 +1,348 @@
+package files
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine/image/pb"
+)
+
+func init() {
+	// A deleted file open read-write at offset 3, twice (one dup), and a
+	// second open file description of the same deleted inode.
+	helpers["ghost"] = func(dir string) ([]int, func() error) {
+		p := filepath.Join(dir, "gone.txt")
+		fd, _ := unix.Open(p, unix.O_RDWR|unix.O_CREAT, 0o640)
+		unix.Write(fd, []byte("ghost contents"))
+		unix.Seek(fd, 3, 0)
+		fd2, _ := unix.Open(p, unix.O_RDONLY, 0)
+		unix.Unlink(p)
+		return []int{fd, fd2}, func() error {
+			b := make([]byte, 64)
+			n, _ := unix.Read(fd, b)
+			if string(b[:n]) != "st contents" {
+				return fmt.Errorf("read %q", b[:n])
+			}
+			return nil
+		}
+	}
+}
+
+func TestGhostFileContentsTravel(t *testing.T) {
+	dir := t.TempDir()
+	h := startHelper(t, "ghost", dir)
+
+	small := newTestDumper(t, Options{GhostLimit: 4})
+	if _, err := small.Dump(h.Pid, h.Fds[0]); err == nil || !strings.Contains(err.Error(), "ghost file limit") || !strings.Contains(err.Error(), "--link-remap") {
+		t.Errorf("dump over the ghost limit: %v", err)
+	}
+
+	d := newTestDumper(t, Options{})
+	cs := dumpAll(t, d, h.Pid, h.Fds)
+	reg := cs[0].Entry.GetReg()
+	if cs[0].Kind != pb.FdTypes_REG || reg.GetName() != filepath.Join(dir, "gone.txt") || reg.GetPos() != 3 {
+		t.Errorf("ghost reg entry %v", reg)
+	}
+	g := d.Set().Ghosts[cs[0].ID]
+	if g == nil || string(g.Data) != "ghost contents" || g.Entry.GetMode()&0o777 != 0o640 {
+		t.Fatalf("ghost %+v", g)
+	}
+	if d.Set().Ghosts[cs[1].ID] != g {
+		t.Error("second open of the same deleted inode did not share the ghost")
+	}
+	h.check()
+
+	rs := NewRestorer(d.Set(), d.log)
+	defer rs.Close()
+	f, err := rs.Open(cs[0].ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f2, err := rs.Open(cs[1].ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 64)
+	n, _ := unix.Read(int(f.Fd()), b)
+	if string(b[:n]) != "st contents" {
+		t.Errorf("restored ghost reads %q at its offset", b[:n])
+	}
+	var st1, st2 unix.Stat_t
+	unix.Fstat(int(f.Fd()), &st1)
+	unix.Fstat(int(f2.Fd()), &st2)
+	if st1.Nlink != 0 || st1.Ino != st2.Ino || st1.Mode&0o777 != 0o640 {
+		t.Errorf("restored ghost: nlink %d, inodes %d/%d, mode %o", st1.Nlink, st1.Ino, st2.Ino, st1.Mode)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("restore left %v in the directory", ents)
+	}
+	unix.Pwrite(int(f.Fd()), []byte("!"), 6)
+	if n, _ := unix.Pread(int(f2.Fd()), b, 0); string(b[:n]) != "ghost !ontents" {
+		t.Errorf("two opens do not share the inode: %q", b[:n])
+	}
+}
+
+func init() {
+	// An O_TMPFILE file (linkable although it has no name) for --link-remap.
+	helpers["tmpfile"] = func(dir string) ([]int, func() error) {
+		fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR, 0o600)
+		if err != nil {
+			panic(err)
+		}
+		unix.Write(fd, []byte("tmpfile data"))
+		return []int{fd}, func() error { return nil }
+	}
+}
+
+func TestLinkRemap(t *testing.T) {
+	dir := t.TempDir()
+	h := startHelper(t, "tmpfile", dir)
+	d := newTestDumper(t, Options{LinkRemap: true})
+	c := dumpAll(t, d, h.Pid, h.Fds)[0]
+	hidden := d.Set().LinkRemaps[c.ID]
+	if hidden == "" || d.Set().Ghosts[c.ID] != nil {
+		t.Fatalf("link remap %q ghost %v", hidden, d.Set().Ghosts[c.ID])
+	}
+	if b, err := os.ReadFile(hidden); err != nil || string(b) != "tmpfile data" {
+		t.Fatalf("hidden name %s: %q %v", hidden, b, err)
+	}
+	h.kill()
+	rs := NewRestorer(d.Set(), d.log)
+	f, err := rs.Open(c.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 64)
+	n, _ := unix.Pread(int(f.Fd()), b, 0)
+	if string(b[:n]) != "tmpfile data" {
+		t.Errorf("restored %q", b[:n])
+	}
+	rs.Close()
+	if _, err := os.Stat(hidden); !os.IsNotExist(err) {
+		t.Errorf("hidden name still there after restore: %v", err)
+	}
+
+	// A failed dump removes the names it created.
+	h2 := startHelper(t, "tmpfile", dir)
+	d2 := newTestDumper(t, Options{LinkRemap: true})
+	c2 := dumpAll(t, d2, h2.Pid, h2.Fds)[0]
+	if err := d2.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(d2.Set().LinkRemaps[c2.ID]); !os.IsNotExist(err) {
+		t.Errorf("rollback left the link-remap name: %v", err)
+	}
+}
+
+func init() {
+	helpers["locks"] = func(dir string) ([]int, func() error) {
+		open := func(n string) int {
+			fd, err := unix.Open(filepath.Join(dir, n), unix.O_RDWR|unix.O_CREAT, 0o644)
+			if err != nil {
+				panic(err)
+			}
+			return fd
+		}
+		a, b, c := open("flock"), open("ofd"), open("posix")
+		unix.Flock(a, unix.LOCK_EX)
+		unix.FcntlFlock(uintptr(b), unix.F_OFD_SETLK, &unix.Flock_t{Type: unix.F_RDLCK, Start: 10, Len: 5})
+		unix.FcntlFlock(uintptr(c), unix.F_SETLK, &unix.Flock_t{Type: unix.F_WRLCK, Start: 100})
+		return []int{a, b, c}, func() error { return nil }
+	}
+}
+
+func TestFileLocks(t *testing.T) {
+	dir := t.TempDir()
+	h := startHelper(t, "locks", dir)
+	d := newTestDumper(t, Options{})
+	c, err := d.Dump(h.Pid, h.Fds[0])
+	if err == nil || !strings.Contains(err.Error(), "-l/--file-locks") || !strings.Contains(err.Error(), filepath.Join(dir, "flock")) {
+		t.Fatalf("dump of a locked file without -l: %v", err)
+	}
+	d = newTestDumper(t, Options{FileLocks: true})
+	var got []string
+	for _, fd := range h.Fds {
+		c, err = d.Dump(h.Pid, fd)
+		if err == nil || c == nil || c.Kind != pb.FdTypes_REG {
+			t.Fatalf("dump regular file fd %d: %v (want ErrNotHandled with the locks)", fd, err)
+		}
+		for _, l := range c.Locks {
+			got = append(got, fmt.Sprintf("%s/%d/%d+%d/fd%d", lockKindName(l.GetFlag()), l.GetType(), l.GetStart(), l.GetLen(), l.GetFd()))
+		}
+	}
+	want := fmt.Sprintf("[flock/1/0+0/fd%d OFD/0/10+5/fd%d POSIX/1/100+0/fd%d]", h.Fds[0], h.Fds[1], h.Fds[2])
+	if fmt.Sprint(got) != want {
+		t.Fatalf("locks %v, want %s", got, want)
+	}
+	h.kill()
+
+	// Restore: the engine opens the regular files; crtools takes the
+	// flock and OFD locks on them and gets the POSIX one back to inject.
+	rs := NewRestorer(d.Set(), d.log)
+	defer rs.Close()
+	var files []*os.File
+	for i, n := range []string{"flock", "ofd", "posix"} {
+		f, err := os.OpenFile(filepath.Join(dir, n), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		files = append(files, f)
+		posix, err := rs.TakeLocks(h.Pid, h.Fds[i], f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (i == 2) != (len(posix) == 1) {
+			t.Errorf("fd %d: posix locks to inject %v", h.Fds[i], posix)
+		}
+		if i == 2 {
+			cmd, b := PosixLockArgs(posix[0])
+			if cmd != unix.F_SETLK || len(b) != FlockSize || b[0] != unix.F_WRLCK || b[8] != 100 {
+				t.Errorf("posix lock args %d %x", cmd, b)
+			}
+		}
+	}
+	other, _ := os.OpenFile(filepath.Join(dir, "flock"), os.O_RDWR, 0)
+	defer other.Close()
+	if err := unix.Flock(int(other.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != unix.EWOULDBLOCK {
+		t.Errorf("flock not held after restore: %v", err)
+	}
+	ofd, _ := os.OpenFile(filepath.Join(dir, "ofd"), os.O_RDWR, 0)
+	defer ofd.Close()
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Start: 12, Len: 1}
+	if err := unix.FcntlFlock(ofd.Fd(), unix.F_OFD_GETLK, &lk); err != nil || lk.Type != unix.F_RDLCK || lk.Start != 10 || lk.Len != 5 {
+		t.Errorf("OFD lock after restore: %v %+v", err, lk)
+	}
+}
+
+func TestPosixLockArgsLayout(t *testing.T) {
+	// struct flock on x86-64: short l_type, short l_whence, (pad), off_t
+	// l_start at 8, off_t l_len at 16, pid_t l_pid at 24, (pad) = 32.
+	if FlockSize != 32 {
+		t.Fatalf("FlockSize %d", FlockSize)
+	}
+	_, b := PosixLockArgs(&pb.FileLockEntry{Type: u32p(unix.F_RDLCK), Start: i64p(0x0102), Len: i64p(0x0304)})
+	if b[0] != 0 || b[8] != 2 || b[9] != 1 || b[16] != 4 || b[17] != 3 {
+		t.Errorf("layout %x", b)
+	}
+}
+
+func init() {
+	helpers["fifo"] = func(path string) ([]int, func() error) {
+		fd, err := unix.Open(path, unix.O_RDWR, 0)
+		if err != nil {
+			panic(err)
+		}
+		unix.Write(fd, []byte("fifo payload"))
+		w, _ := unix.Open(path, unix.O_WRONLY, 0)
+		return []int{fd, w}, func() error {
+			b, _ := readAllNonblock(fd)
+			return expectBytes("fifo", b, []byte("fifo payload"))
+		}
+	}
+}
+
+func TestFifoDataAndPath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := startHelper(t, "fifo", path)
+	d := newTestDumper(t, Options{})
+	cs := dumpAll(t, d, h.Pid, h.Fds)
+	fe := cs[0].Entry.GetFifo()
+	if cs[0].Kind != pb.FdTypes_FIFO || fe.GetPipeId() != cs[1].Entry.GetFifo().GetPipeId() {
+		t.Fatalf("fifo entries %v %v", fe, cs[1].Entry.GetFifo())
+	}
+	pd := d.Set().PipeData[fe.GetPipeId()]
+	if pd == nil || string(pd.Data) != "fifo payload" {
+		t.Fatalf("fifo data %+v", pd)
+	}
+	h.check()
+	rs := NewRestorer(d.Set(), d.log)
+	defer rs.Close()
+	rf, err := rs.Open(cs[0].ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf, err := rs.Open(cs[1].ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Write(int(wf.Fd()), []byte("+"))
+	b, _ := readAllNonblock(int(rf.Fd()))
+	if string(b) != "fifo payload+" {
+		t.Errorf("restored fifo %q", b)
+	}
+}
+
+func init() {
+	helpers["pty"] = func(string) ([]int, func() error) {
+		m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY, 0)
+		if err != nil {
+			panic(err)
+		}
+		unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0)
+		n, _ := unix.IoctlGetInt(m, unix.TIOCGPTN)
+		s, err := unix.Open(fmt.Sprintf("/dev/pts/%d", n), unix.O_RDWR|unix.O_NOCTTY, 0)
+		if err != nil {
+			panic(err)
+		}
+		return []int{m, s}, func() error { return nil }
+	}
+}
+
+func TestTerminalsRefusedWithoutShellJob(t *testing.T) {
+	h := startHelper(t, "pty", "")
+	d := newTestDumper(t, Options{})
+	_, err := d.Dump(h.Pid, h.Fds[1])
+	if err == nil || !strings.Contains(err.Error(), "-j/--shell-job") || !strings.Contains(err.Error(), fmt.Sprintf("fd %d of pid %d (/dev/pts/", h.Fds[1], h.Pid)) {
+		t.Errorf("pty slave without -j: %v", err)
+	}
+	if _, err := d.Dump(h.Pid, h.Fds[0]); err == nil || !strings.Contains(err.Error(), "not supported") {
+		t.Errorf("pty master: %v", err)
+	}
+	d = newTestDumper(t, Options{ShellJob: true})
+	c, err := d.Dump(h.Pid, h.Fds[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := d.Set().TtyInfo[c.Entry.GetTty().GetTtyInfoId()]
+	if info == nil || info.GetTermios() == nil || info.GetPty() == nil || info.GetType() != pb.TtyType_EXT_TTY {
+		t.Fatalf("tty info %v", info)
+	}
+	// Restore on "crtools' terminal": here a fresh pty of the test.
+	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(m)
+	unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0)
+	n, _ := unix.IoctlGetInt(m, unix.TIOCGPTN)
+	tty, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	rs := NewRestorer(d.Set(), d.log)
+	defer rs.Close()
+	if _, err := rs.Open(c.ID, nil); err == nil || !strings.Contains(err.Error(), "--shell-job") {
+		t.Errorf("restore of a terminal without a shell tty: %v", err)
+	}
+	rs.ShellTTY = tty
+	f, err := rs.Open(c.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b unix.Stat_t
+	unix.Fstat(int(f.Fd()), &a)
+	unix.Fstat(int(tty.Fd()), &b)
+	if a.Rdev != b.Rdev {
+		t.Errorf("restored terminal is %x, want crtools' %x", a.Rdev, b.Rdev)
+	}
+}

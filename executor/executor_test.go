@@ -1,0 +1,673 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/crtools/crtools/engine"
+	"github.com/crtools/crtools/planner"
+	"github.com/crtools/crtools/spec"
+)
+
+// events records what fake engines were asked to do, in order.
+type events struct {
+	mu  sync.Mutex
+	log []string
+}
+
+func (e *events) add(s string) {
+	e.mu.Lock()
+	e.log = append(e.log, s)
+	e.mu.Unlock()
+}
+
+func (e *events) list() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.log...)
+}
+
+func (e *events) has(s string) bool {
+	for _, x := range e.list() {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+type fakeDumper struct {
+	ev       *events
+	pid      int
+	failUndo bool          // Resume fails
+	block    chan struct{} // Freeze waits on it when set
+}
+
+func (d *fakeDumper) Freeze(ctx context.Context) error {
+	d.ev.add("freeze")
+	if d.block != nil {
+		<-d.block
+	}
+	return nil
+}
+func (d *fakeDumper) Collect(ctx context.Context) error { d.ev.add("collect"); return nil }
+func (d *fakeDumper) WriteImages(ctx context.Context, dir string) error {
+	d.ev.add("write")
+	return os.WriteFile(filepath.Join(dir, "inventory.img"), []byte("fake"), 0o644)
+}
+func (d *fakeDumper) Resume() error {
+	d.ev.add("resume")
+	if d.failUndo {
+		return errors.New("resume refused (fake)")
+	}
+	return nil
+}
+func (d *fakeDumper) Finish(m engine.FinishMode) error { d.ev.add(fmt.Sprintf("finish-%d", m)); return nil }
+func (d *fakeDumper) Pids() []int                      { return []int{d.pid} }
+func (d *fakeDumper) Close() error                     { d.ev.add("close"); return nil }
+
+type fakeRestorer struct {
+	ev   *events
+	opts engine.RestoreOptions
+}
+
+func (r *fakeRestorer) Load(ctx context.Context) error {
+	r.ev.add("load " + filepath.Base(r.opts.ImagesDir))
+	return nil
+}
+func (r *fakeRestorer) CreateTasks(ctx context.Context) error  { r.ev.add("create"); return nil }
+func (r *fakeRestorer) RestoreState(ctx context.Context) error { r.ev.add("state"); return nil }
+func (r *fakeRestorer) Resume(ctx context.Context) error       { r.ev.add("run"); return nil }
+func (r *fakeRestorer) Kill() error                            { r.ev.add("kill"); return nil }
+func (r *fakeRestorer) RootPid() int                           { return 4242 }
+func (r *fakeRestorer) Wait() (int, error)                     { r.ev.add("wait"); return 7, nil }
+func (r *fakeRestorer) Close() error                           { r.ev.add("close"); return nil }
+
+// startSleeper starts a real process to be the target's PID.
+func startSleeper(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("sleep", "300")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd.Process.Pid
+}
+
+func loadJob(t *testing.T, yaml, base string) *spec.Job {
+	t.Helper()
+	jobs, err := spec.Load("test.yaml", []byte(yaml), base)
+	if err != nil {
+		t.Fatalf("load spec: %v", err)
+	}
+	return jobs[0]
+}
+
+func buildPlan(t *testing.T, job *spec.Job, now time.Time) *planner.Plan {
+	t.Helper()
+	p, err := planner.Build(job, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func testOpts(t *testing.T, ev *events, d *fakeDumper) Options {
+	return Options{
+		Log:     zerolog.New(zerolog.NewTestWriter(t)),
+		LockDir: filepath.Join(t.TempDir(), "locks"),
+		NewDumper: func(o engine.DumpOptions) (engine.Dumper, error) {
+			d.pid = o.Pid
+			return d, nil
+		},
+		NewRestorer: func(o engine.RestoreOptions) (engine.Restorer, error) {
+			return &fakeRestorer{ev: ev, opts: o}, nil
+		},
+	}
+}
+
+func checkpointYAML(pid int, dir, marker string) string {
+	return fmt.Sprintf(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: fi}
+spec:
+  target: {pid: %d}
+  imagesDir: %s/{{ .Time }}
+  leaveRunning: true
+  hooks:
+    preDump: {run: [sh, -c, "echo pre > %s"], undo: [rm, -f, %s]}
+    postDump: [sh, -c, "test -n \"$CRTOOLS_IMAGES_DIR\""]
+  retention: {keepLast: 2}
+`, pid, dir, marker, marker)
+}
+
+// TestCheckpointFaultEachStep makes every step of a checkpoint plan fail
+// in turn and checks the world: no images directory (final or
+// temporary), the pre-dump hook's side effect undone, the tree resumed if
+// it was frozen, undos in reverse order, exit code 1.
+func TestCheckpointFaultEachStep(t *testing.T) {
+	pid := startSleeper(t)
+	root := t.TempDir()
+	snaps := filepath.Join(root, "snaps")
+	marker := filepath.Join(root, "pre-dump-ran")
+	job := loadJob(t, checkpointYAML(pid, snaps, marker), root)
+	names := []string{}
+	for _, s := range buildPlan(t, job, time.Now()).Steps {
+		names = append(names, s.Name)
+	}
+	for _, fault := range names {
+		t.Run(fault, func(t *testing.T) {
+			os.RemoveAll(snaps)
+			os.Remove(marker)
+			ev := &events{}
+			d := &fakeDumper{ev: ev}
+			opts := testOpts(t, ev, d)
+			opts.FaultStep = fault
+			p := buildPlan(t, job, time.Now())
+			j := Run(context.Background(), p, opts)
+			optional := fault == "retention"
+			if optional {
+				if j.Result != ResultDone || j.ExitCode() != 0 {
+					t.Fatalf("optional step failure: result %s, want done", j.Result)
+				}
+				if st := stepStatus(j, fault); st != StatusWarning {
+					t.Errorf("retention status %s, want warning", st)
+				}
+				return
+			}
+			if j.Result != ResultRolledBack || j.ExitCode() != 1 {
+				t.Fatalf("result %s (exit %d), want rolled-back (1); journal error %q", j.Result, j.ExitCode(), j.Error)
+			}
+			if !strings.Contains(j.Error, "fault injected") {
+				t.Errorf("journal error %q does not name the fault", j.Error)
+			}
+			if st := stepStatus(j, fault); st != StatusFailed {
+				t.Errorf("failed step status %s", st)
+			}
+			for _, s := range j.Steps {
+				if s.Status == StatusDone || s.Status == StatusUndoFailed {
+					t.Errorf("step %s left %s after rollback", s.Name, s.Status)
+				}
+			}
+			// World: no snapshot, no temporary directory.
+			if ents, err := os.ReadDir(snaps); err == nil && len(ents) > 0 {
+				var n []string
+				for _, e := range ents {
+					n = append(n, e.Name())
+				}
+				t.Errorf("images left behind: %v", n)
+			}
+			if _, err := os.Stat(marker); err == nil {
+				t.Errorf("pre-dump hook side effect left behind")
+			}
+			evs := ev.list()
+			froze := ev.has("freeze")
+			if froze != ev.has("resume") {
+				t.Errorf("freeze/resume mismatch: %v", evs)
+			}
+			if froze && ev.has("finish-2") && fault != "hook-post-dump" && fault != "unlock" {
+				t.Errorf("finish ran though %s failed before it: %v", fault, evs)
+			}
+			// The process itself is untouched by the fakes; it must still run.
+			if !alive(pid) {
+				t.Fatalf("target died")
+			}
+			// Undo ran in reverse order of the steps it undoes.
+			assertReverse(t, j)
+			// The lock is free again.
+			l, err := acquireLock(opts.LockDir, "fi")
+			if err != nil {
+				t.Errorf("lock still held after rollback: %v", err)
+			} else {
+				l.release()
+			}
+		})
+	}
+}
+
+func stepStatus(j *Journal, name string) string {
+	for _, s := range j.Steps {
+		if s.Name == name {
+			return s.Status
+		}
+	}
+	return ""
+}
+
+// assertReverse: every undone step comes before the failed one, and the
+// journal's steps keep plan order (undo order is checked through events).
+func assertReverse(t *testing.T, j *Journal) {
+	t.Helper()
+	failed := -1
+	for i, s := range j.Steps {
+		if s.Status == StatusFailed {
+			failed = i
+		}
+		if s.Status == StatusUndone && failed >= 0 {
+			t.Errorf("step %s after the failed one was undone", s.Name)
+		}
+	}
+}
+
+// TestUndoReverseOrder checks the exact order of engine calls in a
+// rollback: resume (undo freeze) after temp dir removal, hook undo after
+// resume.
+func TestUndoReverseOrder(t *testing.T) {
+	pid := startSleeper(t)
+	root := t.TempDir()
+	marker := filepath.Join(root, "m")
+	ev := &events{}
+	d := &fakeDumper{ev: ev}
+	opts := testOpts(t, ev, d)
+	opts.FaultStep = "commit"
+	job := loadJob(t, checkpointYAML(pid, filepath.Join(root, "s"), marker), root)
+	// Record hook undo into the events through a file check after.
+	j := Run(context.Background(), buildPlan(t, job, time.Now()), opts)
+	if j.Result != ResultRolledBack {
+		t.Fatalf("result %s", j.Result)
+	}
+	want := []string{"freeze", "collect", "write", "resume", "close"}
+	if got := ev.list(); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("engine calls %v, want %v", got, want)
+	}
+	var undone []string
+	for _, s := range j.Steps {
+		if s.Status == StatusUndone {
+			undone = append(undone, s.Name)
+		}
+	}
+	wantUndone := []string{"lock", "hook-pre-dump", "freeze", "create-temp-dir"}
+	if strings.Join(undone, ",") != strings.Join(wantUndone, ",") {
+		t.Errorf("undone %v, want %v", undone, wantUndone)
+	}
+}
+
+// TestRollbackIncomplete: an undo that fails gives exit 3 and says what
+// is left.
+func TestRollbackIncomplete(t *testing.T) {
+	pid := startSleeper(t)
+	root := t.TempDir()
+	ev := &events{}
+	d := &fakeDumper{ev: ev, failUndo: true}
+	opts := testOpts(t, ev, d)
+	opts.FaultStep = "write-images"
+	job := loadJob(t, checkpointYAML(pid, filepath.Join(root, "s"), filepath.Join(root, "m")), root)
+	j := Run(context.Background(), buildPlan(t, job, time.Now()), opts)
+	if j.Result != ResultRollbackIncomplete || j.ExitCode() != 3 {
+		t.Fatalf("result %s exit %d, want rollback-incomplete 3", j.Result, j.ExitCode())
+	}
+	if len(j.Left) != 1 || !strings.Contains(j.Left[0], "freeze") || !strings.Contains(j.Left[0], "resume refused") {
+		t.Errorf("left %q", j.Left)
+	}
+	if stepStatus(j, "freeze") != StatusUndoFailed {
+		t.Errorf("freeze status %s", stepStatus(j, "freeze"))
+	}
+	// The rest was still undone.
+	if stepStatus(j, "create-temp-dir") != StatusUndone || stepStatus(j, "lock") != StatusUndone {
+		t.Errorf("other undos did not run: %+v", j.Steps)
+	}
+}
+
+// TestKillIsPointOfNoReturn: after a killing finish, a failing post-dump
+// hook does not remove the images.
+func TestKillIsPointOfNoReturn(t *testing.T) {
+	pid := startSleeper(t)
+	root := t.TempDir()
+	y := fmt.Sprintf(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: kill}
+spec:
+  target: {pid: %d}
+  imagesDir: %s/img
+  hooks: {postDump: [sh, -c, "exit 3"]}
+`, pid, root)
+	ev := &events{}
+	opts := testOpts(t, ev, &fakeDumper{ev: ev})
+	j := Run(context.Background(), buildPlan(t, loadJob(t, y, root), time.Now()), opts)
+	if j.Result != ResultRolledBack {
+		t.Fatalf("result %s", j.Result)
+	}
+	if stepStatus(j, "finish") != StatusKept || stepStatus(j, "commit") != StatusKept {
+		t.Errorf("finish %s commit %s, want kept", stepStatus(j, "finish"), stepStatus(j, "commit"))
+	}
+	if _, err := os.Stat(filepath.Join(root, "img", CompleteMarker)); err != nil {
+		t.Errorf("images removed after the point of no return: %v", err)
+	}
+	if !strings.Contains(j.Error, "exit status 3") || !strings.Contains(j.Error, "point of no return") {
+		t.Errorf("error %q", j.Error)
+	}
+	if ev.has("resume") {
+		t.Errorf("a killed tree was 'resumed': %v", ev.list())
+	}
+}
+
+// TestRestoreFaultEachStep: every restore step failing in turn leaves no
+// restored task (Kill ran whenever CreateTasks had) and the images as
+// they were.
+func TestRestoreFaultEachStep(t *testing.T) {
+	root := t.TempDir()
+	snaps := filepath.Join(root, "snaps")
+	for i, name := range []string{"a", "b"} {
+		d := filepath.Join(snaps, name)
+		os.MkdirAll(d, 0o755)
+		writeMarker(d, Marker{Job: "x", Completed: time.Unix(int64(1000+i), 0)})
+	}
+	flag := filepath.Join(root, "post-restore")
+	y := fmt.Sprintf(`apiVersion: crtools/v1
+kind: Restore
+metadata: {name: r}
+spec:
+  imagesDir: {latestIn: %s}
+  hooks:
+    preRestore: [sh, -c, "test \"$CRTOOL_SCRIPT_ACTION\" = pre-restore"]
+    postRestore: {run: [touch, %s], undo: [rm, %s]}
+    postExit: ["true"]
+`, snaps, flag, flag)
+	job := loadJob(t, y, root)
+	for _, s := range buildPlan(t, job, time.Now()).Steps {
+		t.Run(s.Name, func(t *testing.T) {
+			ev := &events{}
+			opts := testOpts(t, ev, nil)
+			opts.FaultStep = s.Name
+			j := Run(context.Background(), buildPlan(t, job, time.Now()), opts)
+			if s.Name == "hook-post-exit" || s.Name == "unlock" {
+				// After the wait (point of no return) nothing is undone.
+				if j.ExitCode() != 1 || stepStatus(j, "wait") != StatusKept {
+					t.Errorf("after wait: exit %d, wait %s", j.ExitCode(), stepStatus(j, "wait"))
+				}
+				return
+			}
+			if j.Result != ResultRolledBack {
+				t.Fatalf("result %s: %s", j.Result, j.Error)
+			}
+			if ev.has("create") != ev.has("kill") {
+				t.Errorf("created tasks not killed: %v", ev.list())
+			}
+			if _, err := os.Stat(flag); err == nil {
+				t.Errorf("post-restore side effect left")
+			}
+			if _, err := os.Stat(filepath.Join(snaps, "b", CompleteMarker)); err != nil {
+				t.Errorf("images touched: %v", err)
+			}
+			if ev.has("load a") {
+				t.Errorf("picked the older snapshot: %v", ev.list())
+			}
+		})
+	}
+	// And the happy path: exit status of the restored root in the journal.
+	ev := &events{}
+	j := Run(context.Background(), buildPlan(t, job, time.Now()), testOpts(t, ev, nil))
+	if j.Result != ResultDone || j.ExitStatus == nil || *j.ExitStatus != 7 || j.RootPid != 4242 {
+		t.Fatalf("happy path: %+v", j)
+	}
+	if !ev.has("load b") {
+		t.Errorf("did not restore the newest snapshot: %v", ev.list())
+	}
+	os.Remove(flag)
+}
+
+// TestConcurrentRunsLocked: a second run of a recipe while the first
+// holds its lock ends at once with ResultLocked (exit 4) and changes
+// nothing.
+func TestConcurrentRunsLocked(t *testing.T) {
+	pid := startSleeper(t)
+	root := t.TempDir()
+	job := loadJob(t, checkpointYAML(pid, filepath.Join(root, "s"), filepath.Join(root, "m")), root)
+	ev1 := &events{}
+	block := make(chan struct{})
+	d1 := &fakeDumper{ev: ev1, block: block}
+	opts := testOpts(t, ev1, d1)
+	done := make(chan *Journal)
+	go func() { done <- Run(context.Background(), buildPlan(t, job, time.Now()), opts) }()
+	for !ev1.has("freeze") {
+		time.Sleep(5 * time.Millisecond)
+	}
+	ev2 := &events{}
+	opts2 := testOpts(t, ev2, &fakeDumper{ev: ev2})
+	opts2.LockDir = opts.LockDir
+	start := time.Now()
+	j2 := Run(context.Background(), buildPlan(t, job, time.Now()), opts2)
+	if j2.Result != ResultLocked || j2.ExitCode() != 4 {
+		t.Fatalf("second run: %s exit %d", j2.Result, j2.ExitCode())
+	}
+	if time.Since(start) > time.Second {
+		t.Errorf("second run took %s; must exit at once", time.Since(start))
+	}
+	if !strings.Contains(j2.Error, `recipe "fi" is locked by another run`) {
+		t.Errorf("message %q", j2.Error)
+	}
+	if len(ev2.list()) != 0 {
+		t.Errorf("locked run touched the engine: %v", ev2.list())
+	}
+	close(block)
+	if j1 := <-done; j1.Result != ResultDone {
+		t.Fatalf("first run: %s %s", j1.Result, j1.Error)
+	}
+}
+
+// TestRetentionManyRuns runs a recipe 12 times with keepLast 3 and checks
+// that exactly the 3 newest remain, and that other directories (another
+// recipe's snapshot, an unmarked directory, a leftover temporary one) are
+// never pruned.
+func TestRetentionManyRuns(t *testing.T) {
+	pid := startSleeper(t)
+	root := t.TempDir()
+	snaps := filepath.Join(root, "snaps")
+	os.MkdirAll(filepath.Join(snaps, "not-a-snapshot"), 0o755)
+	os.MkdirAll(filepath.Join(snaps, ".old.tmp-123"), 0o755)
+	other := filepath.Join(snaps, "other-recipe")
+	os.MkdirAll(other, 0o755)
+	writeMarker(other, Marker{Job: "someone-else", Completed: time.Unix(1, 0)})
+	y := fmt.Sprintf(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: many}
+spec:
+  target: {pid: %d}
+  imagesDir: %s/{{ .Time }}
+  leaveRunning: true
+  retention: {keepLast: 3}
+`, pid, snaps)
+	job := loadJob(t, y, root)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var made []string
+	for i := 0; i < 12; i++ {
+		now = now.Add(time.Hour)
+		ev := &events{}
+		opts := testOpts(t, ev, &fakeDumper{ev: ev})
+		n := now
+		opts.Now = func() time.Time { return n }
+		j := Run(context.Background(), buildPlan(t, job, now), opts)
+		if j.Result != ResultDone {
+			t.Fatalf("run %d: %s %s", i, j.Result, j.Error)
+		}
+		made = append(made, j.ImagesDir)
+		if i >= 3 && len(j.Pruned) != 1 || i < 3 && len(j.Pruned) != 0 {
+			t.Errorf("run %d pruned %v", i, j.Pruned)
+		}
+	}
+	s, err := Snapshots(snaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine []string
+	for _, x := range s {
+		if x.Marker.Job == "many" {
+			mine = append(mine, x.Dir)
+		}
+	}
+	if strings.Join(mine, ",") != strings.Join(made[9:], ",") {
+		t.Errorf("kept %v, want %v", mine, made[9:])
+	}
+	for _, keep := range []string{"not-a-snapshot", ".old.tmp-123", "other-recipe"} {
+		if _, err := os.Stat(filepath.Join(snaps, keep)); err != nil {
+			t.Errorf("%s was pruned", keep)
+		}
+	}
+	latest, err := LatestSnapshot(snaps)
+	if err != nil || latest != made[11] {
+		t.Errorf("latest %s %v, want %s", latest, err, made[11])
+	}
+}
+
+// TestPruneKeepWithinAndParents: keepWithin keeps young snapshots, the
+// newest is always kept, and a snapshot another kept one depends on (its
+// "parent" link) is kept.
+func TestPruneKeepWithinAndParents(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Date(2026, 1, 10, 0, 0, 0, 0, time.UTC)
+	mk := func(name string, age time.Duration) string {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(p, 0o755)
+		writeMarker(p, Marker{Job: "j", Completed: now.Add(-age)})
+		return p
+	}
+	mk("a", 72*time.Hour)
+	b := mk("b", 48*time.Hour)
+	c := mk("c", 30*time.Hour)
+	mk("d", 2*time.Hour)
+	e := mk("e", time.Hour)
+	os.Symlink("../b", filepath.Join(e, "parent"))
+	removed, err := Prune(dir, "j", 0, 24*time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(removed, ",") != filepath.Join(dir, "a")+","+c {
+		t.Errorf("removed %v, want a and c (b is e's parent)", removed)
+	}
+	if _, err := os.Stat(b); err != nil {
+		t.Errorf("parent b pruned")
+	}
+	// Everything old: the newest one stays anyway.
+	removed, err = Prune(dir, "j", 0, time.Minute, now.Add(1000*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, _ := Snapshots(dir)
+	if len(left) != 2 || left[1].Dir != e {
+		t.Errorf("after pruning all old: %v (removed %v)", left, removed)
+	}
+}
+
+// TestHookEnvAndTimeout: hooks see the action, job name and images dir;
+// a hook that outlives its timeout fails the step (and is killed).
+func TestHookEnvAndTimeout(t *testing.T) {
+	pid := startSleeper(t)
+	root := t.TempDir()
+	envFile := filepath.Join(root, "env")
+	script := filepath.Join(root, "script.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\necho \"script $CRTOOL_SCRIPT_ACTION $CRTOOLS_SCRIPT_ACTION\" >> "+envFile+"\n"), 0o755)
+	y := fmt.Sprintf(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: envjob}
+spec:
+  target: {pid: %d}
+  imagesDir: %s/img
+  leaveRunning: true
+  hooks:
+    scripts: [script.sh]
+    postDump: [sh, -c, 'echo "hook $CRTOOLS_SCRIPT_ACTION $CRTOOLS_JOB_NAME $CRTOOLS_IMAGES_DIR $CRTOOLS_INIT_PID" >> %s']
+`, pid, root, envFile)
+	ev := &events{}
+	j := Run(context.Background(), buildPlan(t, loadJob(t, y, root), time.Now()), testOpts(t, ev, &fakeDumper{ev: ev}))
+	if j.Result != ResultDone {
+		t.Fatalf("%s: %s", j.Result, j.Error)
+	}
+	b, _ := os.ReadFile(envFile)
+	want := fmt.Sprintf("script pre-dump pre-dump\nscript post-dump post-dump\nhook post-dump envjob %s/img %d\n", root, pid)
+	if string(b) != want {
+		t.Errorf("hook env:\n%s\nwant:\n%s", b, want)
+	}
+
+	y2 := fmt.Sprintf(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: slow}
+spec:
+  target: {pid: %d}
+  imagesDir: %s/img2
+  hooks:
+    preDump: {run: [sleep, "30"], timeout: 200ms}
+`, pid, root)
+	start := time.Now()
+	ev2 := &events{}
+	j2 := Run(context.Background(), buildPlan(t, loadJob(t, y2, root), time.Now()), testOpts(t, ev2, &fakeDumper{ev: ev2}))
+	if j2.Result != ResultRolledBack || !strings.Contains(j2.Error, "timed out after 200ms") {
+		t.Fatalf("%s: %s", j2.Result, j2.Error)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("timeout took %s", time.Since(start))
+	}
+	if ev2.has("freeze") {
+		t.Errorf("froze after a failed pre-dump hook")
+	}
+}
+
+// TestExecTargetKilledOnRollback: a launched program is our side effect;
+// a failed dump kills it. On success with leaveRunning it runs on.
+func TestExecTargetKilledOnRollback(t *testing.T) {
+	root := t.TempDir()
+	y := fmt.Sprintf(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: ex}
+spec:
+  target:
+    exec:
+      command: [sh, -c, "echo started; touch ready; exec sleep 300"]
+      stdout: out.txt
+      ready: {file: ready, timeout: 5s}
+  imagesDir: %s/img
+  leaveRunning: true
+`, root)
+	job := loadJob(t, y, root)
+	ev := &events{}
+	opts := testOpts(t, ev, &fakeDumper{ev: ev})
+	opts.FaultStep = "freeze"
+	j := Run(context.Background(), buildPlan(t, job, time.Now()), opts)
+	if j.Result != ResultRolledBack || j.RootPid == 0 {
+		t.Fatalf("%s %s pid %d", j.Result, j.Error, j.RootPid)
+	}
+	if alive(j.RootPid) {
+		t.Errorf("launched program %d still alive after rollback", j.RootPid)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "out.txt")); string(b) != "started\n" {
+		t.Errorf("stdout file: %q", b)
+	}
+	os.Remove(filepath.Join(root, "ready"))
+	ev2 := &events{}
+	j2 := Run(context.Background(), buildPlan(t, job, time.Now()), testOpts(t, ev2, &fakeDumper{ev: ev2}))
+	if j2.Result != ResultDone {
+		t.Fatalf("%s %s", j2.Result, j2.Error)
+	}
+	if !alive(j2.RootPid) {
+		t.Errorf("leaveRunning: launched program died")
+	}
+	p, _ := os.FindProcess(j2.RootPid)
+	p.Kill()
+	p.Wait()
+}
+
+// TestEngineMissing: without an engine the freeze step fails with a clear
+// message and nothing is left.
+func TestEngineMissing(t *testing.T) {
+	pid := startSleeper(t)
+	root := t.TempDir()
+	job := loadJob(t, checkpointYAML(pid, filepath.Join(root, "s"), filepath.Join(root, "m")), root)
+	opts := testOpts(t, &events{}, nil)
+	opts.NewDumper = nil
+	saved := engine.NewDumper
+	engine.NewDumper = nil
+	defer func() { engine.NewDumper = saved }()
+	j := Run(context.Background(), buildPlan(t, job, time.Now()), opts)
+	if j.Result != ResultRolledBack || !strings.Contains(j.Error, "dump engine not available") {
+		t.Fatalf("%s: %s", j.Result, j.Error)
+	}
+}

@@ -1,0 +1,45 @@
+package executor
+
+import (
+	"fmt"
+	"io"
+	"sync"
+)
+
+// progress draws one line on a terminal: the step and, while memory is
+// copied, a percentage. Only used when the CLI sees a terminal.
+type progress struct {
+	mu    sync.Mutex
+	w     io.Writer
+	total int
+	cur   int
+	name  string
+	last  int // last percentage drawn
+}
+
+func (p *progress) step(i int, name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cur, p.name, p.last = i, name, -1
+	fmt.Fprintf(p.w, "\r\x1b[K[%d/%d] %s", i, p.total, name)
+}
+
+func (p *progress) bytes(done, total int64) {
+	if total <= 0 {
+		return
+	}
+	pct := int(done * 100 / total)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pct == p.last {
+		return
+	}
+	p.last = pct
+	fmt.Fprintf(p.w, "\r\x1b[K[%d/%d] %s %3d%% (%d MiB)", p.cur, p.total, p.name, pct, done>>20)
+}
+
+func (p *progress) clear() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprint(p.w, "\r\x1b[K")
+}

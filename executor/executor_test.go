@@ -72,9 +72,12 @@ func (d *fakeDumper) Resume() error {
 	}
 	return nil
 }
-func (d *fakeDumper) Finish(m engine.FinishMode) error { d.ev.add(fmt.Sprintf("finish-%d", m)); return nil }
-func (d *fakeDumper) Pids() []int                      { return []int{d.pid} }
-func (d *fakeDumper) Close() error                     { d.ev.add("close"); return nil }
+func (d *fakeDumper) Finish(m engine.FinishMode) error {
+	d.ev.add(fmt.Sprintf("finish-%d", m))
+	return nil
+}
+func (d *fakeDumper) Pids() []int  { return []int{d.pid} }
+func (d *fakeDumper) Close() error { d.ev.add("close"); return nil }
 
 type fakeRestorer struct {
 	ev   *events

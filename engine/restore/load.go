@@ -76,9 +76,21 @@ func load(dir string) (*imageSet, error) {
 		}
 	}
 
+	img.shmem = map[uint64]*image.PageIndex{}
 	for _, t := range img.tasks {
 		if err := t.load(dir); err != nil {
 			return nil, err
+		}
+		for _, v := range t.mm.GetVmas() {
+			id := v.GetShmid()
+			if v.GetStatus()&vmaAnonShared == 0 || img.shmem[id] != nil || !image.Exists(dir, image.ShmemPagemap, id) {
+				continue
+			}
+			pm, err := image.ReadPagemap(dir, image.ShmemPagemap, id)
+			if err != nil {
+				return nil, fmt.Errorf("read shared memory pages of shmem %d: %w", id, err)
+			}
+			img.shmem[id] = pm
 		}
 	}
 	return img, nil

@@ -125,7 +125,7 @@ func findMapping(pid int, name string) (uint64, uint64, error) {
 // mapVMAs creates every VMA of the image (except the vDSO/vvar and
 // vsyscall) with MAP_FIXED. Mappings that get pages are made writable for
 // the fill; mprotectVMAs sets the final protections afterwards.
-func (p *puppet) mapVMAs(img *imageSet, vmas []*pb.VmaEntry) ([]vmaPlan, error) {
+func (p *puppet) mapVMAs(img *imageSet, sh *shmState, vmas []*pb.VmaEntry) ([]vmaPlan, error) {
 	fds := map[uint64]uint64{} // file id -> fd in the puppet, closed at the end
 	defer func() {
 		for _, fd := range fds {
@@ -148,6 +148,30 @@ func (p *puppet) mapVMAs(img *imageSet, vmas []*pb.VmaEntry) ([]vmaPlan, error) 
 		fd := ^uint64(0)
 		off := uint64(0)
 		fileBacked := st&(vmaFilePrivate|vmaFileShared) != 0
+		if st&vmaAnonShared != 0 {
+			fd, err := p.shmemFd(img, sh, v)
+			if err != nil {
+				return nil, err
+			}
+			if fd == noFd {
+				flags |= unix.MAP_ANONYMOUS // the first mapping creates the object
+			} else {
+				flags &^= unix.MAP_ANONYMOUS
+			}
+			plan.mapProt = prot | unix.PROT_READ | unix.PROT_WRITE
+			plan.needProt = plan.mapProt != prot
+			if _, err := p.callf(fmt.Sprintf("map shared VMA %#x-%#x", v.GetStart(), v.GetEnd()), unix.SYS_MMAP,
+				v.GetStart(), vmaLen(v), plan.mapProt, flags, fd, v.GetPgoff()*boolU64(fd != noFd)); err != nil {
+				return nil, err
+			}
+			if fd == noFd {
+				if err := p.shmemCreated(img, sh, v); err != nil {
+					return nil, err
+				}
+			}
+			plans = append(plans, plan)
+			continue
+		}
 		if fileBacked {
 			flags &^= unix.MAP_ANONYMOUS
 			var err error
@@ -229,7 +253,13 @@ func (p *puppet) fillPages(dir string, pm *image.PageIndex) (int64, error) {
 		next += int64(r.NrPages * pageSize)
 		runs = append(runs, iovec{Base: r.Vaddr, Len: r.NrPages * pageSize})
 	}
-	pagesID := pm.PagesID
+	return p.fillRuns(dir, pm.PagesID, 0, runs)
+}
+
+// fillRuns reads the pages file pages-<pagesID>.img from offset start into
+// runs, back to back, with as few preadv calls as IOV_MAX and the kernel's
+// per-call limit allow.
+func (p *puppet) fillRuns(dir string, pagesID uint32, start int64, runs []iovec) (int64, error) {
 	if len(runs) == 0 {
 		return 0, nil
 	}
@@ -243,7 +273,7 @@ func (p *puppet) fillPages(dir string, pm *image.PageIndex) (int64, error) {
 	}
 	defer func() { _, _ = p.call(unix.SYS_CLOSE, fd) }()
 
-	var off int64
+	off := start
 	for len(runs) > 0 {
 		// Take up to maxIovecs runs and maxPreadvBytes bytes.
 		var batch []iovec
@@ -264,14 +294,14 @@ func (p *puppet) fillPages(dir string, pm *image.PageIndex) (int64, error) {
 		for total > 0 {
 			addr, err := p.put(putIovecs(batch))
 			if err != nil {
-				return off, err
+				return off - start, err
 			}
 			n, err := p.call(unix.SYS_PREADV, fd, addr, uint64(len(batch)), uint64(off), 0)
 			if err != nil {
-				return off, fmt.Errorf("read pages of task %d from %s at offset %d: %w", p.pid, path, off, err)
+				return off - start, fmt.Errorf("read pages of task %d from %s at offset %d: %w", p.pid, path, off, err)
 			}
 			if n == 0 {
-				return off, fmt.Errorf("read pages of task %d from %s at offset %d: pages file too short", p.pid, path, off)
+				return off - start, fmt.Errorf("read pages of task %d from %s at offset %d: pages file too short", p.pid, path, off)
 			}
 			off += int64(n)
 			total -= n
@@ -288,7 +318,14 @@ func (p *puppet) fillPages(dir string, pm *image.PageIndex) (int64, error) {
 			}
 		}
 	}
-	return off, nil
+	return off - start, nil
+}
+
+func boolU64(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // protectVMAs sets the final protections and the madvise flags.

@@ -15,6 +15,7 @@ type imageSet struct {
 	inventory *pb.InventoryEntry
 	tasks     []*taskImage // pstree order: a parent before its children; tasks[0] is the root
 	files     map[uint32]*pb.FileEntry
+	shmem     map[uint64]*image.PageIndex // pagemap-shmem-<shmid>.img by shmid
 }
 
 // taskImage is one process of the tree.

@@ -26,7 +26,7 @@ func requireRoot(t *testing.T) {
 }
 
 // freePid returns a PID that no task uses now, above the current ones.
-func freePid(t *testing.T) int {
+func freePid(t testing.TB) int {
 	t.Helper()
 	b, err := os.ReadFile("/proc/sys/kernel/ns_last_pid")
 	if err != nil {
@@ -99,7 +99,7 @@ func TestPuppetMemory(t *testing.T) {
 		if err := p.unmapPuppet(); err != nil {
 			return err
 		}
-		plans, err := p.mapVMAs(r.img, task.mm.Vmas)
+		plans, err := p.mapVMAs(r.img, newShmState(), task.mm.Vmas)
 		if err != nil {
 			return err
 		}

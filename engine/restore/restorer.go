@@ -34,6 +34,7 @@ type restorer struct {
 
 	tr      *ptrace.Tracer
 	tramp   *trampoline
+	shm     *shmState
 	procs   []*proc // in image order; procs[0] is the root
 	created []int   // every task created, puppets included, for Kill
 	rootPid int
@@ -62,9 +63,6 @@ func (r *restorer) Load(ctx context.Context) error {
 		return fmt.Errorf("restore: -t %d does not match the root of the images (pid %d)", r.opts.Pid, root.pid)
 	}
 	for _, t := range img.tasks {
-		if len(t.tids) > 1 {
-			return fmt.Errorf("restore task %d: %d threads: multi-threaded restore: %w", t.pid, len(t.tids), engine.ErrNotSupported)
-		}
 		if t.core().GetTc().GetTaskState() != taskAlive {
 			return fmt.Errorf("restore task %d: task state %d (zombie or stopped): %w", t.pid, t.core().GetTc().GetTaskState(), engine.ErrNotSupported)
 		}
@@ -74,6 +72,7 @@ func (r *restorer) Load(ctx context.Context) error {
 	}
 	r.img = img
 	r.rootPid = root.pid
+	r.shm = newShmState()
 	return nil
 }
 
@@ -118,6 +117,14 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 			}
 			r.created = append(r.created, t.pid)
 			pr.threads = append(pr.threads, lead)
+			for _, tid := range t.tids[1:] {
+				th, err := lead.clone(threadCloneFlags, 0, tid)
+				if err != nil {
+					return fmt.Errorf("create thread %d of task %d: %w", tid, t.pid, err)
+				}
+				r.created = append(r.created, tid)
+				pr.threads = append(pr.threads, th)
+			}
 			r.procs = append(r.procs, pr)
 		}
 		return nil
@@ -128,6 +135,13 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 	r.log.Debug().Dur("took", time.Since(start)).Int("tasks", len(r.procs)).Msg("puppets created")
 	return nil
 }
+
+// threadCloneFlags make a thread that shares everything with its process,
+// as pthread_create does. The thread starts on its creator's stack pointer,
+// which is harmless: it runs nothing but the trampoline (no stack use)
+// until it gets its own registers.
+const threadCloneFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
+	unix.CLONE_THREAD | unix.CLONE_SYSVSEM
 
 func (r *restorer) procOf(t *taskImage) *proc {
 	for _, p := range r.procs {

@@ -40,11 +40,17 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	if err := lead.mapVdso(vmas); err != nil {
 		return 0, err
 	}
-	plans, err := lead.mapVMAs(r.img, vmas)
+	plans, err := lead.mapVMAs(r.img, r.shm, vmas)
 	if err != nil {
 		return 0, err
 	}
+	lead.closeShmemFds(r.shm)
 	filled, err := lead.fillPages(r.img.dir, t.pagemap)
+	if err != nil {
+		return filled, err
+	}
+	n, err := lead.fillShmem(r.img, r.shm, vmas)
+	filled += n
 	if err != nil {
 		return filled, err
 	}
@@ -219,10 +225,13 @@ func (r *restorer) restoreSession(p *puppet, t *taskImage) error {
 // state (SIG_DFL with no flags and no mask): most of the 64 are, and each
 // skipped one saves an injected syscall.
 func (p *puppet) restoreSigactions(sas []*pb.SaEntry) error {
-	for i, sa := range sas {
-		sig := i + 1
+	// CRIU's layout: one entry per signal 1..64 except SIGKILL and
+	// SIGSTOP, in signal order.
+	sig := 0
+	for _, sa := range sas {
+		sig++
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
-			continue
+			sig++
 		}
 		if sa.GetSigaction() == 0 && sa.GetFlags() == 0 && sa.GetMask() == 0 && sa.GetRestorer() == 0 {
 			continue

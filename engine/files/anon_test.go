@@ -99,7 +99,7 @@ func TestEventfdSignalfdTimerfdEpoll(t *testing.T) {
 	}
 	h.check() // counters and expirations were not consumed
 
-	rs := NewRestorer(d.Set(), d.log)
+	rs := NewRestorer(roundTrip(t, d.Set()), d.log)
 	defer rs.Close()
 	byFd := map[int]uint32{}
 	for i, c := range cs {
@@ -218,7 +218,7 @@ func TestInotifyWatchesKeepTheirNumbers(t *testing.T) {
 				w.FHandle.Path = nil
 			}
 		}
-		rs := NewRestorer(d.Set(), d.log)
+		rs := NewRestorer(roundTrip(t, d.Set()), d.log)
 		f, err := rs.Open(c.ID, nil)
 		if err != nil {
 			t.Fatalf("restore (by handle %v): %v", byHandle, err)

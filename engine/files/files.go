@@ -140,6 +140,8 @@ type Set struct {
 	// LinkRemaps maps the file id of a regular-file entry to the hidden
 	// name the file was linked to at dump time (--link-remap).
 	LinkRemaps map[uint32]string
+	// linkRemapIDs: file id → id of the REG entry of the hidden name.
+	linkRemapIDs map[uint32]uint32
 	// Icons maps a listening socket's inode to the inodes of the clients
 	// waiting to be accepted, oldest first (restore connects them in this
 	// order).
@@ -153,12 +155,13 @@ type Set struct {
 // NewSet returns an empty Set.
 func NewSet() *Set {
 	return &Set{
-		PipeData:   map[uint32]*PipeData{},
-		Queues:     map[uint32][]*Packet{},
-		Ghosts:     map[uint32]*Ghost{},
-		LinkRemaps: map[uint32]string{},
-		Icons:      map[uint32][]uint32{},
-		TtyInfo:    map[uint32]*pb.TtyInfoEntry{},
+		PipeData:     map[uint32]*PipeData{},
+		Queues:       map[uint32][]*Packet{},
+		Ghosts:       map[uint32]*Ghost{},
+		LinkRemaps:   map[uint32]string{},
+		linkRemapIDs: map[uint32]uint32{},
+		Icons:        map[uint32][]uint32{},
+		TtyInfo:      map[uint32]*pb.TtyInfoEntry{},
 	}
 }
 
@@ -188,7 +191,7 @@ type Dumper struct {
 	treeSk   map[uint32]bool // socket inodes held by tasks of the tree
 	extPeers map[uint32]bool // external peer entries already added
 	ghosts   map[ghostKey]*Ghost
-	remapped map[ghostKey]string
+	remapped map[ghostKey]remapName
 	links    []string // link-remap names created (removed by Rollback)
 }
 
@@ -206,7 +209,7 @@ func NewDumper(opts Options) *Dumper {
 		pipeSeen: map[uint64]bool{},
 		extPeers: map[uint32]bool{},
 		ghosts:   map[ghostKey]*Ghost{},
-		remapped: map[ghostKey]string{},
+		remapped: map[ghostKey]remapName{},
 	}
 }
 

@@ -34,6 +34,11 @@ type ghostKey struct {
 	dev, ino uint64
 }
 
+type remapName struct {
+	name string
+	id   uint32
+}
+
 func (d *Dumper) dumpGhost(c *Collected, e *pb.FileEntry, f *os.File, st *unix.Stat_t, link string, flags uint32, fown *pb.FownEntry, info *fdinfo, desc string) error {
 	name := strings.TrimSuffix(link, " (deleted)")
 	e.Reg = &pb.RegFileEntry{
@@ -42,8 +47,9 @@ func (d *Dumper) dumpGhost(c *Collected, e *pb.FileEntry, f *os.File, st *unix.S
 	}
 	key := ghostKey{st.Dev, st.Ino}
 	if d.opts.LinkRemap {
-		if hidden, ok := d.remapped[key]; ok {
-			d.set.LinkRemaps[c.ID] = hidden
+		if r, ok := d.remapped[key]; ok {
+			d.set.LinkRemaps[c.ID] = r.name
+			d.set.linkRemapIDs[c.ID] = r.id
 			return nil
 		}
 		hidden := filepath.Join(filepath.Dir(name), fmt.Sprintf(".crtools-link-remap.%d", st.Ino))
@@ -51,8 +57,16 @@ func (d *Dumper) dumpGhost(c *Collected, e *pb.FileEntry, f *os.File, st *unix.S
 		switch {
 		case err == nil:
 			d.links = append(d.links, hidden)
-			d.remapped[key] = hidden
+			// The hidden name is a file of its own in files.img, which the
+			// remap entry names (CRIU's LINKED remap).
+			rid := d.newID()
+			k := pb.FdTypes_REG
+			d.set.Files = append(d.set.Files, &pb.FileEntry{Type: &k, Id: u32p(rid), Reg: &pb.RegFileEntry{
+				Id: u32p(rid), Flags: u32p(0), Pos: u64p(0), Fown: fown, Name: strp(hidden),
+			}})
+			d.remapped[key] = remapName{hidden, rid}
 			d.set.LinkRemaps[c.ID] = hidden
+			d.set.linkRemapIDs[c.ID] = rid
 			return nil
 		case errors.Is(err, unix.ENOENT) && st.Nlink == 0:
 			d.log.Debug().Str("file", name).Msg("deleted file cannot be linked back (no link left); saving its contents")

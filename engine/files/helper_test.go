@@ -14,6 +14,10 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/crtools/crtools/engine/image"
+	"github.com/crtools/crtools/engine/image/pb"
 )
 
 // The test binary doubles as the workload: with CRTOOLS_FILES_HELPER set it
@@ -206,4 +210,35 @@ func commonPrefix(a, b []byte) int {
 		i++
 	}
 	return i
+}
+
+// roundTrip writes the set's images (files.img included) into a temporary
+// directory and reads them back, so every restore test also proves that the
+// images carry everything restore needs.
+func roundTrip(t *testing.T, set *Set) *Set {
+	t.Helper()
+	dir := t.TempDir()
+	var msgs []proto.Message
+	for _, e := range set.Files {
+		msgs = append(msgs, e)
+	}
+	if err := image.WriteFile(dir, image.Files, 0, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteImages(dir, set); err != nil {
+		t.Fatalf("write images: %v", err)
+	}
+	es, err := image.ReadFile(dir, image.Files, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []*pb.FileEntry
+	for _, e := range es {
+		files = append(files, e.Msg.(*pb.FileEntry))
+	}
+	out, err := ReadImages(dir, files)
+	if err != nil {
+		t.Fatalf("read images: %v", err)
+	}
+	return out
 }

@@ -57,7 +57,7 @@ func TestGhostFileContentsTravel(t *testing.T) {
 	}
 	h.check()
 
-	rs := NewRestorer(d.Set(), d.log)
+	rs := NewRestorer(roundTrip(t, d.Set()), d.log)
 	defer rs.Close()
 	f, err := rs.Open(cs[0].ID, nil)
 	if err != nil {
@@ -112,7 +112,7 @@ func TestLinkRemap(t *testing.T) {
 		t.Fatalf("hidden name %s: %q %v", hidden, b, err)
 	}
 	h.kill()
-	rs := NewRestorer(d.Set(), d.log)
+	rs := NewRestorer(roundTrip(t, d.Set()), d.log)
 	f, err := rs.Open(c.ID, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +183,7 @@ func TestFileLocks(t *testing.T) {
 
 	// Restore: the engine opens the regular files; crtools takes the
 	// flock and OFD locks on them and gets the POSIX one back to inject.
-	rs := NewRestorer(d.Set(), d.log)
+	rs := NewRestorer(roundTrip(t, d.Set()), d.log)
 	defer rs.Close()
 	var files []*os.File
 	for i, n := range []string{"flock", "ofd", "posix"} {
@@ -264,7 +264,7 @@ func TestFifoDataAndPath(t *testing.T) {
 		t.Fatalf("fifo data %+v", pd)
 	}
 	h.check()
-	rs := NewRestorer(d.Set(), d.log)
+	rs := NewRestorer(roundTrip(t, d.Set()), d.log)
 	defer rs.Close()
 	rf, err := rs.Open(cs[0].ID, nil)
 	if err != nil {
@@ -329,7 +329,7 @@ func TestTerminalsRefusedWithoutShellJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tty.Close()
-	rs := NewRestorer(d.Set(), d.log)
+	rs := NewRestorer(roundTrip(t, d.Set()), d.log)
 	defer rs.Close()
 	if _, err := rs.Open(c.ID, nil); err == nil || !strings.Contains(err.Error(), "--shell-job") {
 		t.Errorf("restore of a terminal without a shell tty: %v", err)

@@ -62,7 +62,7 @@ func TestPipeDataSavedWithoutConsumingAndRestored(t *testing.T) {
 	}
 	h.check() // the workload still reads every byte
 
-	rs := NewRestorer(set, d.log)
+	rs := NewRestorer(roundTrip(t, set), d.log)
 	defer rs.Close()
 	rf, err := rs.Open(r.ID, nil)
 	if err != nil {
@@ -113,7 +113,7 @@ func TestPipeWriteEndOnly(t *testing.T) {
 		t.Fatalf("pipe data %+v", pd)
 	}
 	h.check()
-	rs := NewRestorer(d.Set(), d.log)
+	rs := NewRestorer(roundTrip(t, d.Set()), d.log)
 	wf, err := rs.Open(c.ID, nil)
 	if err != nil {
 		t.Fatal(err)

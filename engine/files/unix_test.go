@@ -140,7 +140,7 @@ func TestUnixPairsQueuesBoundariesShutdownOptions(t *testing.T) {
 	}
 	h.check()
 
-	rs := NewRestorer(set, d.log)
+	rs := NewRestorer(roundTrip(t, set), d.log)
 	defer rs.Close()
 	var fs []*os.File
 	for _, c := range cs {
@@ -236,7 +236,7 @@ func TestUnixListenerWithPendingConnections(t *testing.T) {
 	}
 	h.kill() // the restored listener takes the path over
 
-	rs := NewRestorer(d.Set(), d.log)
+	rs := NewRestorer(roundTrip(t, d.Set()), d.log)
 	defer rs.Close()
 	var fs []*os.File
 	for _, c := range cs {
@@ -303,7 +303,7 @@ func TestUnixExternalPeerNeedsExtUnixSk(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.kill()
-	rs := NewRestorer(d.Set(), d.log)
+	rs := NewRestorer(roundTrip(t, d.Set()), d.log)
 	defer rs.Close()
 	f, err := rs.Open(c.ID, nil)
 	if err != nil {

@@ -337,7 +337,11 @@ func schemaErrors(file string, root *yaml.Node, ve *jsonschema.ValidationError) 
 			}
 			msg = "missing required field " + strings.Join(q, ", ")
 		case *kind.Type:
-			msg = fmt.Sprintf("expected %s, got %s", article(strings.Join(k.Want, " or ")), article(k.Got))
+			var want []string
+			for _, w := range k.Want {
+				want = append(want, article(w))
+			}
+			msg = fmt.Sprintf("expected %s, got %s", strings.Join(want, " or "), article(k.Got))
 			if d := schemaDescription(l.SchemaURL); d != "" {
 				msg += " (" + d + ")"
 			}

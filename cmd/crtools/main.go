@@ -38,7 +38,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
-		if !ee.quiet {
+		switch {
+		case ee.quiet:
+		case ee.multiline:
+			fmt.Fprintf(stderr, "crtools: %s\n", strings.TrimSpace(ee.err.Error()))
+		default:
 			fmt.Fprintf(stderr, "crtools: %s\n", oneLine(ee.err.Error()))
 		}
 		return ee.code

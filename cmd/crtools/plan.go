@@ -1,7 +1,13 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
+	"time"
+
 	"github.com/spf13/cobra"
+
+	"github.com/crtools/crtools/planner"
 )
 
 func init() { registerCommand(newPlanCommand) }
@@ -11,9 +17,36 @@ func newPlanCommand(g *globalOptions) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "plan JOB.yaml",
 		Short: "print the numbered steps a job spec would run",
-		Args:  cobra.ExactArgs(1),
+		Long: `Print the steps apply would run for each job of the spec file, in order,
+each with how it is undone. Nothing is changed. A field whose engine does
+not exist yet (e.g. pageServer) makes plan fail with "not supported yet".`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return failf("plan is not available yet")
+			jobs, err := loadSpec(args[0])
+			if err != nil {
+				return err
+			}
+			var plans []*planner.Plan
+			for _, j := range jobs {
+				p, err := buildPlan(j, time.Now())
+				if err != nil {
+					return err
+				}
+				plans = append(plans, p)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				b, err := json.MarshalIndent(plans, "", "  ")
+				if err != nil {
+					return failf("encode plan: %w", err)
+				}
+				fmt.Fprintln(out, string(b))
+				return nil
+			}
+			for _, p := range plans {
+				fmt.Fprint(out, p.Format())
+			}
+			return nil
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON")

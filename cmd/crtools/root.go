@@ -55,6 +55,8 @@ type exitError struct {
 	err  error
 	// quiet: the message was already printed (e.g. a journal).
 	quiet bool
+	// multiline: print the message as it is (one problem per line).
+	multiline bool
 }
 
 func (e *exitError) Error() string { return e.err.Error() }

@@ -125,7 +125,7 @@ func fakeTasks() []*fakeTask {
 	all := func(int) bool { return true }
 	tasks := []*fakeTask{
 		{kind: image.Pagemap, id: 4242, vmas: []fakeVMA{
-			{0x400000, 3, all},                                        // text
+			{0x400000, 3, all}, // text
 			{0x600000, 8, func(i int) bool { return i%3 != 1 }},       // data with holes
 			{0x7f0000000000, 40, func(i int) bool { return i < 37 }},  // heap
 			{0x7ffffffde000, 33, func(i int) bool { return i >= 30 }}, // stack

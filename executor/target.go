@@ -56,6 +56,12 @@ func (r *run) launch(ctx context.Context, e *spec.ExecTarget, log zerolog.Logger
 		}
 		defer stderr.Close()
 	}
+	// A ready file left by an earlier run must not count as ready now.
+	if e.Ready.File != "" {
+		if err := os.Remove(e.Ready.File); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("remove stale ready file: %w", err)
+		}
+	}
 	cmd := exec.Command(e.Command[0], e.Command[1:]...)
 	cmd.Dir = e.Dir
 	if cmd.Dir == "" {

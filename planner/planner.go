@@ -120,6 +120,11 @@ func Build(job *spec.Job, now time.Time) (*Plan, error) {
 func quoteCmd(words []string) string {
 	var q []string
 	for _, w := range words {
+		if n := strings.Count(strings.TrimSpace(w), "\n"); n > 0 {
+			// A script: its first line stands for it.
+			first, _, _ := strings.Cut(strings.TrimSpace(w), "\n")
+			w = fmt.Sprintf("%s ...(%d more lines)", first, n)
+		}
 		if w == "" || strings.ContainsAny(w, " \t\n'\"$\\*?;&|<>()") {
 			w = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
 		}

@@ -93,7 +93,8 @@ func Load(name string, data []byte, baseDir string) ([]*Job, error) {
 			continue
 		}
 		root := n.Content[0]
-		v, perrs := toValue(name, root, nil)
+		budget := maxNodes
+		v, perrs := toValue(name, root, nil, &budget)
 		if len(perrs) > 0 {
 			errs = append(errs, perrs...)
 			continue
@@ -169,12 +170,23 @@ func compiledSchema() (*jsonschema.Schema, error) {
 	return schemaC, schemaErr
 }
 
+// Limits on one document (a job spec is small; these stop alias bombs).
+const (
+	maxNodes = 100000
+	maxDepth = 64
+)
+
 // toValue turns a YAML node into the plain values JSON Schema validates
 // (map[string]any, []any, string, int64, float64, bool, nil). Duplicate
 // keys and non-string keys are errors here, with their position.
-func toValue(file string, n *yaml.Node, path []string) (any, Errors) {
-	for n.Kind == yaml.AliasNode {
+func toValue(file string, n *yaml.Node, path []string, budget *int) (any, Errors) {
+	for i := 0; n.Kind == yaml.AliasNode && n.Alias != nil && i < 8; i++ {
 		n = n.Alias
+	}
+	// Aliases can nest and refer to themselves: bound depth and size.
+	*budget--
+	if *budget < 0 || len(path) > maxDepth {
+		return nil, Errors{{File: file, Line: n.Line, Column: n.Column, Path: fieldPath(path), Msg: "document too large or too deeply nested (aliases?)"}}
 	}
 	switch n.Kind {
 	case yaml.MappingNode:
@@ -194,8 +206,11 @@ func toValue(file string, n *yaml.Node, path []string) (any, Errors) {
 				errs = append(errs, &Error{File: file, Line: k.Line, Column: k.Column, Path: fieldPath(append(path, k.Value)), Msg: "field given twice"})
 				continue
 			}
-			v, e := toValue(file, val, append(path, k.Value))
+			v, e := toValue(file, val, append(path, k.Value), budget)
 			errs = append(errs, e...)
+			if len(e) > 0 && *budget < 0 {
+				return m, errs
+			}
 			m[k.Value] = v
 		}
 		return m, errs
@@ -203,8 +218,11 @@ func toValue(file string, n *yaml.Node, path []string) (any, Errors) {
 		a := make([]any, 0, len(n.Content))
 		var errs Errors
 		for i, c := range n.Content {
-			v, e := toValue(file, c, append(path, strconv.Itoa(i)))
+			v, e := toValue(file, c, append(path, strconv.Itoa(i)), budget)
 			errs = append(errs, e...)
+			if len(e) > 0 && *budget < 0 {
+				return a, errs
+			}
 			a = append(a, v)
 		}
 		return a, errs
@@ -360,6 +378,10 @@ func schemaErrors(file string, root *yaml.Node, ve *jsonschema.ValidationError) 
 			if msg == "expected " {
 				msg = l.ErrorKind.LocalizedString(printer)
 			}
+		case *kind.Maximum:
+			msg = fmt.Sprintf("expected at most %s, got %s", k.Want.RatString(), k.Got.RatString())
+		case *kind.Minimum:
+			msg = fmt.Sprintf("expected at least %s, got %s", k.Want.RatString(), k.Got.RatString())
 		case *kind.MinItems:
 			msg = fmt.Sprintf("expected at least %d item(s)", k.Want)
 		case *kind.MinLength:

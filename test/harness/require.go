@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine/kernel"
 )
 
 // InCI reports whether the tests run in CI (the CI environment variable is
@@ -98,4 +100,13 @@ func parseVersion(s string) ([3]int, error) {
 		v[i] = n
 	}
 	return v, nil
+}
+
+// RequireFeature skips (fails in CI) unless the kernel feature name (as
+// `crtools check` lists it, e.g. "pagemap-scan") works here.
+func RequireFeature(t testing.TB, name string) {
+	t.Helper()
+	if err := kernel.Probe(name); err != nil {
+		skipOrFail(t, err.Error())
+	}
 }

@@ -1,0 +1,197 @@
+package kernel
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("kernel probes need root; CI runs as root")
+		}
+		t.Skip("kernel probes need root (ptrace of a child, namespaces, raw sockets)")
+	}
+}
+
+// onProbeThread runs f on a locked thread, as Check does.
+func onProbeThread(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		f()
+	}()
+	<-done
+}
+
+func TestChildELFRunsAndPauses(t *testing.T) {
+	requireRoot(t)
+	img, err := newChildImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	c, err := img.start(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.kill()
+	maps, err := readMaps(c.pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var code, scratch bool
+	for _, m := range maps {
+		code = code || (m.start == childBase && m.perms == "r-xp")
+		scratch = scratch || (m.start == childScratch && m.perms == "rw-p")
+	}
+	if !code || !scratch {
+		t.Fatalf("child maps lack code r-xp at %#x or scratch rw-p at %#x: %+v", childBase, childScratch, maps)
+	}
+	wchan, _ := os.ReadFile(filepathJoin("/proc", c.pid, "syscall"))
+	if !strings.HasPrefix(string(wchan), "34 ") {
+		t.Errorf("child is not in pause(): /proc/PID/syscall %q", wchan)
+	}
+}
+
+func filepathJoin(a string, pid int, b string) string {
+	return filepath.Join(a, itoa(pid), b)
+}
+
+func itoa(n int) string {
+	var b [20]byte
+	i := len(b)
+	for n >= 10 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	i--
+	b[i] = byte('0' + n)
+	return string(b[i:])
+}
+
+// TestInjectKeepsChildIntact injects a failing and a succeeding syscall
+// and checks return values, that registers are put back, and that the
+// child goes on pausing after it is let go.
+func TestInjectKeepsChildIntact(t *testing.T) {
+	requireRoot(t)
+	e := &env{}
+	defer e.close()
+	onProbeThread(func() {
+		c, err := e.traced()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		ret, err := c.inject(entrySyscall, unix.SYS_CLOSE, 12345)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if !errors.Is(errnoOf(ret), unix.EBADF) {
+			t.Errorf("close(12345) in the child gave %d, want -EBADF", ret)
+		}
+		ret, err = c.inject(entrySyscall, unix.SYS_GETPID)
+		if err != nil || int(ret) != c.pid {
+			t.Errorf("getpid in the child gave %d, %v; want %d", ret, err, c.pid)
+		}
+		var now unix.PtraceRegs
+		if err := unix.PtraceGetRegs(c.pid, &now); err != nil {
+			t.Error(err)
+			return
+		}
+		if now != c.saved {
+			t.Errorf("registers not put back: rip %#x rax %#x, saved rip %#x rax %#x", now.Rip, now.Rax, c.saved.Rip, c.saved.Rax)
+		}
+		if err := unix.PtraceDetach(c.pid); err != nil {
+			t.Error(err)
+			return
+		}
+	})
+	c := e.c
+	if c == nil {
+		return
+	}
+	// After detach the interrupted pause() restarts.
+	for i := 0; i < 200; i++ {
+		b, _ := os.ReadFile(filepathJoin("/proc", c.pid, "syscall"))
+		if strings.HasPrefix(string(b), "34 ") {
+			return
+		}
+		unix.Nanosleep(&unix.Timespec{Nsec: 5e6}, nil)
+	}
+	t.Fatal("child did not go back into pause() after detach")
+}
+
+func TestParseDiagReply(t *testing.T) {
+	msg := func(typ uint16, seq uint32, body []byte) []byte {
+		b := make([]byte, unix.NLMSG_HDRLEN+len(body))
+		binary.LittleEndian.PutUint32(b, uint32(len(b)))
+		binary.LittleEndian.PutUint16(b[4:], typ)
+		binary.LittleEndian.PutUint32(b[8:], seq)
+		copy(b[unix.NLMSG_HDRLEN:], body)
+		return b
+	}
+	errBody := make([]byte, 4)
+	enoent := -int32(unix.ENOENT)
+	binary.LittleEndian.PutUint32(errBody, uint32(enoent))
+	two := append(msg(unix.SOCK_DIAG_BY_FAMILY, 7, make([]byte, 12)), msg(unix.SOCK_DIAG_BY_FAMILY, 7, make([]byte, 4))...)
+	cases := []struct {
+		name    string
+		in      []byte
+		done    bool
+		n       int
+		wantErr error
+		anyErr  bool
+	}{
+		{"two sockets then more", two, false, 2, nil, false},
+		{"done", msg(unix.NLMSG_DONE, 7, make([]byte, 4)), true, 0, nil, false},
+		{"error ENOENT", msg(unix.NLMSG_ERROR, 7, errBody), false, 0, unix.ENOENT, true},
+		{"ack", msg(unix.NLMSG_ERROR, 7, make([]byte, 4)), true, 0, nil, false},
+		{"short error", msg(unix.NLMSG_ERROR, 7, nil), false, 0, nil, true},
+		{"wrong seq", msg(unix.NLMSG_DONE, 8, nil), false, 0, nil, true},
+		{"length too big", func() []byte { b := msg(unix.NLMSG_DONE, 7, nil); b[0] = 200; return b }(), false, 0, nil, true},
+		{"length too small", func() []byte { b := msg(unix.NLMSG_DONE, 7, nil); b[0] = 3; return b }(), false, 0, nil, true},
+		{"truncated header", []byte{1, 2, 3}, false, 0, nil, false},
+		{"empty", nil, false, 0, nil, false},
+	}
+	for _, c := range cases {
+		done, n, err := parseDiagReply(c.in, 7)
+		if done != c.done || n != c.n || (err != nil) != c.anyErr || (c.wantErr != nil && !errors.Is(err, c.wantErr)) {
+			t.Errorf("%s: got done=%v n=%d err=%v; want done=%v n=%d err=%v(any %v)", c.name, done, n, err, c.done, c.n, c.wantErr, c.anyErr)
+		}
+	}
+}
+
+func TestFeatureTable(t *testing.T) {
+	seen := map[string]bool{}
+	for _, f := range Features() {
+		if f.Name == "" || f.NeededBy == "" || f.MinKernel == "" || f.probe == nil {
+			t.Errorf("feature %+v is incomplete", f)
+		}
+		if seen[f.Name] {
+			t.Errorf("feature %s listed twice", f.Name)
+		}
+		seen[f.Name] = true
+	}
+	// The features issue 2 names must all be probed.
+	for _, n := range []string{"ptrace-seize", "ptrace-xstate", "ptrace-rseq", "process_vm_readv", "process_vm_writev",
+		"pidfd_open", "pidfd_getfd", "clone3-set_tid", "map_files", "pagemap", "pagemap-scan", "uffd-wp-async", "kcmp",
+		"memfd", "vdso-map", "prctl-mm-map", "tcp-repair", "sock_diag-unix", "sock_diag-inet", "sock_diag-packet",
+		"sock_diag-netlink", "ns-uts", "ns-ipc", "ns-mnt", "ns-pid", "ns-net", "netfilter"} {
+		if !seen[n] {
+			t.Errorf("no probe for %s", n)
+		}
+	}
+}

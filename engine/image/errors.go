@@ -58,11 +58,14 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 // UnknownImageError: the file's header matches no known kind.
 type UnknownImageError struct {
 	File          string
-	First, Second uint32
+	First, Second uint32 // Second is 0 if the first already ruled out an image
 }
 
 func (e *UnknownImageError) Error() string {
-	return fmt.Sprintf("%s: not a known image (header %#08x %#08x)", e.File, e.First, e.Second)
+	if e.First != CommonMagic && e.First != ServiceMagic {
+		return fmt.Sprintf("%s: not an image file (starts with %#08x, no known magic)", e.File, e.First)
+	}
+	return fmt.Sprintf("%s: not a known image kind (magic %#08x %#08x)", e.File, e.First, e.Second)
 }
 
 // LimitError: an entry or payload is larger than the reader's limit.

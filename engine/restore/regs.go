@@ -5,6 +5,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/crtools/crtools/engine/cpu"
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/engine/ptrace"
 )
@@ -173,22 +174,17 @@ func restartSyscall(r *ptrace.Regs) {
 	}
 }
 
-// Offsets in the standard (non-compacted) XSAVE layout that
-// PTRACE_GETREGSET/SETREGSET NT_X86_XSTATE use. They are architectural
-// (CPUID leaf 0xD reports the same for the user components).
+// The legacy area and header of an xstate buffer are at fixed places; the
+// other components' offsets come from CPUID (engine/cpu), since they differ
+// between CPUs (Intel leaves room for MPX, AMD does not).
 const (
 	xsaveFPUSize      = 512
 	xsaveHeaderOff    = 512
-	xsaveYmmOff       = 576  // 16 x 16 bytes, XFEATURE 2
-	xsaveBndregOff    = 960  // 4 x 16 bytes, XFEATURE 3
-	xsaveBndcsrOff    = 1024 // 16 bytes, XFEATURE 4
-	xsaveOpmaskOff    = 1088 // 8 x 8 bytes, XFEATURE 5
-	xsaveZmmHi256Off  = 1152 // 16 x 32 bytes, XFEATURE 6
-	xsaveHi16ZmmOff   = 1664 // 16 x 64 bytes, XFEATURE 7
-	xsavePkruOff      = 2688 // 8 bytes, XFEATURE 9
-	fpxSwBytesOff     = 464  // struct _fpx_sw_bytes in the fxsave area's software-reserved part
-	fpXstateMagic1    = 0x46505853
 	xfeatureMaskFPSSE = 0x3
+	// xstateFxSwOff is where PTRACE_GETREGSET puts the user xfeatures
+	// (XCR0) in the legacy area's software-reserved bytes
+	// (xstate_fx_sw_bytes[USER_XSTATE_XCR0_WORD]).
+	xstateFxSwOff = 464
 )
 
 // patchXState writes the dumped FPU/SSE/AVX state into xs, an xstate
@@ -216,21 +212,23 @@ func patchXState(xs []byte, fp *pb.UserX86FpregsEntry) error {
 	if len(xs) < xsaveHeaderOff+64 {
 		return nil // the kernel gave only the legacy area
 	}
-	supported := uint64(xfeatureMaskFPSSE)
-	if le.Uint32(xs[fpxSwBytesOff:]) == fpXstateMagic1 {
-		supported = le.Uint64(xs[fpxSwBytesOff+8:])
-	}
+	supported := le.Uint64(xs[xstateFxSwOff:]) | xfeatureMaskFPSSE
 	xsave := fp.GetXsave()
 	bv := uint64(xfeatureMaskFPSSE)
 	if xsave != nil {
 		bv |= xsave.GetXstateBv()
-		putIfRoom(xs, xsaveYmmOff, u32Bytes(xsave.GetYmmhSpace()))
-		putIfRoom(xs, xsaveBndregOff, u64Bytes(xsave.GetBndregState()))
-		putIfRoom(xs, xsaveBndcsrOff, u64Bytes(xsave.GetBndcsrState()))
-		putIfRoom(xs, xsaveOpmaskOff, u64Bytes(xsave.GetOpmaskReg()))
-		putIfRoom(xs, xsaveZmmHi256Off, u64Bytes(xsave.GetZmmUpper()))
-		putIfRoom(xs, xsaveHi16ZmmOff, u64Bytes(xsave.GetHi16Zmm()))
-		putIfRoom(xs, xsavePkruOff, u32Bytes(xsave.GetPkru()))
+		put := func(bit int, b []byte) {
+			if c, ok := cpu.XStateComponent(bit); ok && len(b) > 0 && c.Offset+min(len(b), c.Size) <= len(xs) {
+				copy(xs[c.Offset:c.Offset+min(len(b), c.Size)], b)
+			}
+		}
+		put(2, u32Bytes(xsave.GetYmmhSpace()))
+		put(3, u64Bytes(xsave.GetBndregState()))
+		put(4, u64Bytes(xsave.GetBndcsrState()))
+		put(5, u64Bytes(xsave.GetOpmaskReg()))
+		put(6, u64Bytes(xsave.GetZmmUpper()))
+		put(7, u64Bytes(xsave.GetHi16Zmm()))
+		put(9, u32Bytes(xsave.GetPkru()))
 	}
 	if bv&^supported != 0 {
 		return fmt.Errorf("the image uses xstate features %#x this CPU lacks (it has %#x)", bv&^supported, supported)
@@ -263,8 +261,3 @@ func u64Bytes(v []uint64) []byte {
 	return b
 }
 
-func putIfRoom(xs []byte, off int, b []byte) {
-	if len(b) > 0 && off+len(b) <= len(xs) {
-		copy(xs[off:], b)
-	}
-}

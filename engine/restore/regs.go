@@ -260,4 +260,3 @@ func u64Bytes(v []uint64) []byte {
 	}
 	return b
 }
-

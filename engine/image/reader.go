@@ -356,12 +356,20 @@ func (r *Reader) readGhostChunks() ([]byte, []*pb.GhostChunkEntry, error) {
 }
 
 // ReadAll reads every remaining entry with its payload.
+// Kinds that hold a single entry must hold exactly one.
 func (r *Reader) ReadAll() ([]*Entry, error) {
 	var out []*Entry
 	for {
+		start := r.off
 		e, err := r.ReadEntry()
 		if err == io.EOF {
+			if r.kind.Single && len(out) == 0 {
+				return nil, &TruncatedError{File: r.name, Offset: r.off, What: "entry 0", Want: 4}
+			}
 			return out, nil
+		}
+		if err == nil && r.kind.Single && len(out) == 1 {
+			return out, &DecodeError{File: r.name, Offset: start, Entry: 1, Type: string(r.kind.EntryName().Name()), Err: errors.New("a second entry in an image that holds one")}
 		}
 		if err != nil {
 			return out, err

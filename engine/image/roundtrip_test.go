@@ -111,7 +111,7 @@ func TestRoundTripEveryKind(t *testing.T) {
 				t.Fatal(err)
 			}
 			n := 2
-			if k.Payload == PayloadGhost || k.Payload == PayloadRest {
+			if k.Payload == PayloadGhost || k.Payload == PayloadRest || k.Single {
 				n = 1 // the payload runs to the end of the file
 			}
 			var want []*Entry
@@ -188,6 +188,32 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestSingleEntryKinds(t *testing.T) {
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, "fs", FS)
+	must(t, err)
+	fs := &pb.FsEntry{CwdId: proto.Uint32(1), RootId: proto.Uint32(2)}
+	must(t, w.Write(fs))
+	if err := w.Write(fs); err == nil {
+		t.Fatal("wrote a second entry into an fs image")
+	}
+	must(t, w.Close())
+	// An fs image with two entries (written by hand) or none is refused.
+	two := append(append([]byte(nil), buf.Bytes()...), buf.Bytes()[8:]...)
+	r, err := NewReader(bytes.NewReader(two), "fs-1.img", FS, int64(len(two)), Limits{})
+	must(t, err)
+	var de *DecodeError
+	if _, err := r.ReadAll(); !errors.As(err, &de) {
+		t.Fatalf("two entries: %v", err)
+	}
+	r, err = NewReader(bytes.NewReader(buf.Bytes()[:8]), "fs-1.img", FS, 8, Limits{})
+	must(t, err)
+	var te *TruncatedError
+	if _, err := r.ReadAll(); !errors.As(err, &te) {
+		t.Fatalf("no entry: %v", err)
 	}
 }
 

@@ -93,6 +93,9 @@ func (w *Writer) Write(msg proto.Message) error {
 	if w.kind.entry == nil {
 		return fmt.Errorf("write entry to %s: raw %s image has no entries", w.name, w.kind.Name)
 	}
+	if w.kind.Single && w.n > 0 {
+		return fmt.Errorf("write entry %d to %s: a %s image holds one entry", w.n, w.name, w.kind.Name)
+	}
 	want := w.kind.entry.Descriptor().FullName()
 	if w.n == 0 && w.kind.head != nil {
 		want = w.kind.head.Descriptor().FullName()

@@ -46,6 +46,11 @@ func TestChildELFRunsAndPauses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.kill()
+	// cmd.Start returns once exec has begun, not once the segments are
+	// mapped: wait for the child to run first.
+	if err := waitInPause(c.pid); err != nil {
+		t.Fatal(err)
+	}
 	maps, err := readMaps(c.pid)
 	if err != nil {
 		t.Fatal(err)
@@ -58,10 +63,19 @@ func TestChildELFRunsAndPauses(t *testing.T) {
 	if !code || !scratch {
 		t.Fatalf("child maps lack code r-xp at %#x or scratch rw-p at %#x: %+v", childBase, childScratch, maps)
 	}
-	wchan, _ := os.ReadFile(filepathJoin("/proc", c.pid, "syscall"))
-	if !strings.HasPrefix(string(wchan), "34 ") {
-		t.Errorf("child is not in pause(): /proc/PID/syscall %q", wchan)
+}
+
+// waitInPause waits (up to 2 s) until pid sits in pause(), syscall 34.
+func waitInPause(pid int) error {
+	var last []byte
+	for i := 0; i < 400; i++ {
+		last, _ = os.ReadFile(filepathJoin("/proc", pid, "syscall"))
+		if strings.HasPrefix(string(last), "34 ") {
+			return nil
+		}
+		unix.Nanosleep(&unix.Timespec{Nsec: 5e6}, nil)
 	}
+	return errors.New("child is not in pause(): /proc/PID/syscall " + strings.TrimSpace(string(last)))
 }
 
 func filepathJoin(a string, pid int, b string) string {
@@ -124,14 +138,9 @@ func TestInjectKeepsChildIntact(t *testing.T) {
 		return
 	}
 	// After detach the interrupted pause() restarts.
-	for i := 0; i < 200; i++ {
-		b, _ := os.ReadFile(filepathJoin("/proc", c.pid, "syscall"))
-		if strings.HasPrefix(string(b), "34 ") {
-			return
-		}
-		unix.Nanosleep(&unix.Timespec{Nsec: 5e6}, nil)
+	if err := waitInPause(c.pid); err != nil {
+		t.Fatalf("after detach: %v", err)
 	}
-	t.Fatal("child did not go back into pause() after detach")
 }
 
 func TestParseDiagReply(t *testing.T) {

@@ -1,0 +1,137 @@
+// Package e2e holds crtools' end-to-end dump and restore tests: real
+// workloads (test/workloads) dumped, killed, restored and verified with the
+// harness's ready/verify protocol.
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/crtools/crtools/test/harness"
+)
+
+// The tests drive crtools through its command line, as a user does: the
+// workload is a child of the test process, and a tracer inside the test
+// process would race with os/exec's wait for that child (wait4 reports a
+// traced child's stops to every thread of the tracer's process).
+
+// crtools runs the crtools binary with args and returns its exit code and
+// combined output.
+func crtools(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(harness.BuildCrtools(t), args...)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("run crtools %v: %v", args, err)
+		}
+		code = ee.ExitCode()
+	}
+	return code, string(out)
+}
+
+// dumpKill dumps the workload into a new images directory and kills it
+// (the man page's default), then waits until the workload is gone.
+func dumpKill(t *testing.T, w *harness.Workload) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "images")
+	start := time.Now()
+	code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir, "-v", "2", "-o", filepath.Join(w.Dir, "dump.log"))
+	if code != 0 {
+		t.Fatalf("crtools dump -t %d: exit %d\n%s\n%s", w.Pid, code, out, readLog(w, "dump.log"))
+	}
+	t.Logf("dump of %d took %v", w.Pid, time.Since(start))
+	select {
+	case <-w.Exited():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("dumped workload %d did not die", w.Pid)
+	}
+	return dir
+}
+
+func readLog(w *harness.Workload, name string) string {
+	b, _ := os.ReadFile(filepath.Join(w.Dir, name))
+	return string(b)
+}
+
+// restoreDetached runs crtools restore -d: crtools returns once the task
+// runs, and the restored task becomes the test's child (the test process
+// is a child subreaper).
+func restoreDetached(t *testing.T, w *harness.Workload, dir string) {
+	t.Helper()
+	start := time.Now()
+	code, out := crtools(t, "restore", "-D", dir, "-d", "-v", "2", "-o", filepath.Join(w.Dir, "restore.log"))
+	if code != 0 {
+		t.Fatalf("crtools restore -D %s -d: exit %d\n%s\n%s", dir, code, out, readLog(w, "restore.log"))
+	}
+	t.Logf("restore of %d took %v", w.Pid, time.Since(start))
+}
+
+// verifyRestored checks the restored workload twice (state intact, same
+// run, progress), then has it verify and exit.
+func verifyRestored(t *testing.T, w *harness.Workload) {
+	t.Helper()
+	if err := w.Verify(10 * time.Second); err != nil {
+		t.Fatalf("after restore: %v\n%s", err, readLog(w, "restore.log"))
+	}
+	time.Sleep(20 * time.Millisecond)
+	if err := w.Verify(10 * time.Second); err != nil {
+		t.Fatalf("after restore, second verify: %v", err)
+	}
+	if err := w.VerifyAndExit(10 * time.Second); err != nil {
+		t.Fatalf("after restore, verify and exit: %v", err)
+	}
+}
+
+// dumpRestoreVerify runs the whole cycle on one workload: ready, verify,
+// dump+kill, restore -d with the same PID, verify twice, verify-and-exit,
+// and the exit status collected by the test (the restored task's new
+// parent).
+func dumpRestoreVerify(t *testing.T, bin string, args ...string) {
+	t.Helper()
+	harness.RequireRoot(t)
+	rp := harness.Subreaper()
+	w := harness.StartWorkload(t, bin, args...)
+	w.MustReady(10 * time.Second)
+	w.MustVerify(10 * time.Second)
+	dir := dumpKill(t, w)
+	rp.Forget(w.Pid)
+	restoreDetached(t, w, dir)
+	if st, err := procStat(w.Pid); err != nil {
+		t.Fatalf("restored pid %d: %v", w.Pid, err)
+	} else if st.ppid != os.Getpid() {
+		t.Errorf("restored pid %d has parent %d, want the test process %d (subreaper)", w.Pid, st.ppid, os.Getpid())
+	}
+	verifyRestored(t, w)
+	ws, err := rp.WaitPid(w.Pid, 10*time.Second)
+	if err != nil {
+		t.Fatalf("wait for restored workload %d: %v", w.Pid, err)
+	}
+	if !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Fatalf("restored workload exited with %v, want 0\n%s", ws, w.Output())
+	}
+}
+
+type procStatInfo struct {
+	state string
+	ppid  int
+}
+
+func procStat(pid int) (procStatInfo, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procStatInfo{}, err
+	}
+	s := string(b)
+	var st procStatInfo
+	_, err = fmt.Sscan(s[strings.LastIndexByte(s, ')')+2:], &st.state, &st.ppid)
+	return st, err
+}

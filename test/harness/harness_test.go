@@ -200,3 +200,28 @@ func parentOf(t *testing.T, pid int) int {
 	t.Fatalf("no PPid in status of %d", pid)
 	return 0
 }
+
+// TestVerifyRefusesForeignPid checks that a workload whose PID now runs
+// something else is reported, not signalled.
+func TestVerifyRefusesForeignPid(t *testing.T) {
+	Subreaper()
+	w := StartWorkload(t, BuildC(t, "simple.c"))
+	w.MustReady(10 * time.Second)
+	other := exec.Command("sleep", "30")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { other.Process.Kill(); other.Wait() }()
+	w.Kill()
+	<-w.Exited()
+	real := w.Pid
+	w.Pid = other.Process.Pid // as if the PID had been reused
+	defer func() { w.Pid = real }()
+	if err := w.Verify(time.Second); err == nil || !strings.Contains(err.Error(), "not running it") {
+		t.Fatalf("Verify against a foreign pid: %v", err)
+	}
+	w.Kill()
+	if st, err := procState(other.Process.Pid); err != nil || st == 'Z' {
+		t.Fatalf("Kill hit a process that is not the workload (state %q, %v)", st, err)
+	}
+}

@@ -123,10 +123,31 @@ func (w *Workload) Exited() <-chan struct{} { return w.done }
 func (w *Workload) ExitErr() error { return w.waitErr }
 
 // Kill kills the workload's whole tree (whatever process now has its PID:
-// the original or a restored one) and its process group.
+// the original or a restored one) and its process group. A process that
+// holds the PID but is not this workload (its environment lacks this
+// workload's CRT_RESULT) is left alone.
 func (w *Workload) Kill() {
+	if !w.owns(w.Pid) {
+		return
+	}
 	KillTree(w.Pid)
 	_ = unix.Kill(-w.Pid, unix.SIGKILL)
+}
+
+// owns reports whether pid runs this workload (or a restored copy of it):
+// its environment names this workload's result file.
+func (w *Workload) owns(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return false // gone, or a zombie: nothing to kill
+	}
+	want := "CRT_RESULT=" + w.ResultPath
+	for _, kv := range strings.Split(string(b), "\x00") {
+		if kv == want {
+			return true
+		}
+	}
+	return false
 }
 
 // waitGone waits until pid no longer exists (zombies count as gone only
@@ -287,6 +308,13 @@ func (w *Workload) signalAndRead(sig unix.Signal, timeout time.Duration) (Result
 	name := filepath.Base(w.Bin)
 	if err := os.Remove(w.ResultPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return Result{}, fmt.Errorf("remove old result of %s: %w", name, err)
+	}
+	// PIDs come back quickly (pid_max may be 32768): never signal a
+	// process that is not this workload.
+	if !w.owns(w.Pid) {
+		st, _ := procState(w.Pid)
+		return Result{}, fmt.Errorf("workload %s: pid %d is not running it (state %q): it exited or was not restored\n%s",
+			name, w.Pid, st, w.Output())
 	}
 	if err := unix.Kill(w.Pid, sig); err != nil {
 		return Result{}, fmt.Errorf("signal workload %s (pid %d): %w", name, w.Pid, err)

@@ -73,7 +73,7 @@ func BenchmarkFill1GiB(b *testing.B) {
 			if err := p.unmapPuppet(); err != nil {
 				return err
 			}
-			if _, err := p.mapVMAs(r.img, newShmState(), task.mm.Vmas); err != nil {
+			if _, err := p.mapVMAs(r.img, newShmState(), task.mm.Vmas, pm); err != nil {
 				return err
 			}
 			_, err := p.fillPages(dir, pm)

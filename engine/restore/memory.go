@@ -125,7 +125,7 @@ func findMapping(pid int, name string) (uint64, uint64, error) {
 // mapVMAs creates every VMA of the image (except the vDSO/vvar and
 // vsyscall) with MAP_FIXED. Mappings that get pages are made writable for
 // the fill; mprotectVMAs sets the final protections afterwards.
-func (p *puppet) mapVMAs(img *imageSet, sh *shmState, vmas []*pb.VmaEntry) ([]vmaPlan, error) {
+func (p *puppet) mapVMAs(img *imageSet, sh *shmState, vmas []*pb.VmaEntry, pm *image.PageIndex) ([]vmaPlan, error) {
 	fds := map[uint64]uint64{} // file id -> fd in the puppet, closed at the end
 	defer func() {
 		for _, fd := range fds {
@@ -187,7 +187,13 @@ func (p *puppet) mapVMAs(img *imageSet, sh *shmState, vmas []*pb.VmaEntry) ([]vm
 		// protections: a private mapping is made readable and writable
 		// for the fill. Shared file mappings get no pages (the file holds
 		// them), so they get their final protection at once.
-		if st&vmaFileShared == 0 && prot&(unix.PROT_READ|unix.PROT_WRITE) != unix.PROT_READ|unix.PROT_WRITE {
+		// Only a VMA that gets pages is widened: mapping every VMA
+		// writable would also make the kernel account them all, and
+		// VMAs that differ only in that flag would merge after restore
+		// (a PROT_NONE guard next to PROT_NONE data, a RELRO page next
+		// to read-only text).
+		if st&vmaFileShared == 0 && prot&(unix.PROT_READ|unix.PROT_WRITE) != unix.PROT_READ|unix.PROT_WRITE &&
+			hasPages(pm, v.GetStart(), v.GetEnd()) {
 			plan.mapProt = prot | unix.PROT_READ | unix.PROT_WRITE
 			plan.needProt = true
 		}
@@ -354,3 +360,16 @@ func (p *puppet) protectVMAs(plans []vmaPlan) error {
 
 // atFdcwd is AT_FDCWD (-100) as a register value.
 const atFdcwd = ^uint64(99)
+
+// hasPages tells whether the pages file holds any page of [start, end).
+func hasPages(pm *image.PageIndex, start, end uint64) bool {
+	if pm == nil {
+		return false
+	}
+	for _, s := range pm.Lookup(start, end-start) {
+		if s.Offset >= 0 {
+			return true
+		}
+	}
+	return false
+}

@@ -99,7 +99,7 @@ func TestPuppetMemory(t *testing.T) {
 		if err := p.unmapPuppet(); err != nil {
 			return err
 		}
-		plans, err := p.mapVMAs(r.img, newShmState(), task.mm.Vmas)
+		plans, err := p.mapVMAs(r.img, newShmState(), task.mm.Vmas, pm)
 		if err != nil {
 			return err
 		}

@@ -40,7 +40,7 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	if err := lead.mapVdso(vmas); err != nil {
 		return 0, err
 	}
-	plans, err := lead.mapVMAs(r.img, r.shm, vmas)
+	plans, err := lead.mapVMAs(r.img, r.shm, vmas, t.pagemap)
 	if err != nil {
 		return 0, err
 	}

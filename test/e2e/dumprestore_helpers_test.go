@@ -135,3 +135,19 @@ func procStat(pid int) (procStatInfo, error) {
 	_, err = fmt.Sscan(s[strings.LastIndexByte(s, ')')+2:], &st.state, &st.ppid)
 	return st, err
 }
+
+// tracerOf returns the TracerPid of pid (0: not traced).
+func tracerOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "TracerPid:"); ok {
+			var n int
+			fmt.Sscan(strings.TrimSpace(v), &n)
+			return n
+		}
+	}
+	return -1
+}

@@ -18,9 +18,9 @@ import (
 	"github.com/crtools/crtools/engine/image"
 )
 
-// copyChunk is how much page data is received between two refreshes of
-// the idle deadline.
-const copyChunk = 64 << 20
+// recvBuffer is the size of the buffer page data is received through;
+// the idle deadline is refreshed for each fill.
+const recvBuffer = 4 << 20
 
 // session is the server side of one connection.
 type session struct {
@@ -45,6 +45,7 @@ type session struct {
 	stats        Stats
 	lastProgress time.Time
 	hdr          [HeaderSize]byte
+	buf          []byte // receive buffer, grown up to recvBuffer as runs need
 }
 
 // pmState is one pagemap being received.
@@ -291,21 +292,28 @@ func (ss *session) add(h Header) error {
 	return nil
 }
 
-// receive copies n bytes of page data from the connection to f. From a
-// *net.TCPConn, os.File.ReadFrom splices them without copying through
-// user space.
+// receive copies n bytes of page data from the connection to f through
+// a 4 MiB buffer. (Splicing socket -> pipe -> file, which os.File.ReadFrom
+// does for a *net.TCPConn, measured 1.5-2x slower over loopback here: the
+// pipe moves the socket's many small fragments one by one.)
 func (ss *session) receive(f *os.File, n int64) error {
+	if want := min(n, recvBuffer); int64(len(ss.buf)) < want {
+		ss.buf = make([]byte, want)
+	}
 	for n > 0 {
-		chunk := min(n, copyChunk)
+		b := ss.buf[:min(n, int64(len(ss.buf)))]
 		ss.refreshDeadline()
-		got, err := io.CopyN(f, ss.rw, chunk)
-		n -= got
-		if err == io.EOF {
-			return &ProtocolError{Reason: fmt.Sprintf("connection closed with %d bytes of page data missing", n)}
+		got, err := io.ReadFull(ss.rw, b)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return &ProtocolError{Reason: fmt.Sprintf("connection closed with %d bytes of page data missing", n-int64(got))}
 		}
 		if err != nil {
 			return err
 		}
+		if _, err := f.Write(b); err != nil {
+			return fmt.Errorf("write %s: %w", f.Name(), err)
+		}
+		n -= int64(got)
 	}
 	return nil
 }

@@ -1,0 +1,375 @@
+package dump
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/proc"
+	"github.com/crtools/crtools/engine/ptrace"
+)
+
+// Task states of CRIU's TaskCoreEntry.task_state.
+const (
+	taskAlive   = 1
+	taskDead    = 2
+	taskStopped = 3
+)
+
+// Task flags kept in TaskCoreEntry.flags (PF_FORKNOEXEC, PF_RANDOMIZE).
+const keptTaskFlags = 0x00000040 | 0x00400000
+
+// dumpState is everything Collect found, ready to be written.
+type dumpState struct {
+	files      fileTable
+	shmem      map[uint64]*shmemObj
+	shmemOrder []*shmemObj
+	tasks      []*taskState
+	nextKobj   uint32
+	nsIDs      map[string]uint32
+	rootIDs    *pb.TaskKobjIdsEntry
+}
+
+type taskState struct {
+	t      *task
+	pstree *pb.PstreeEntry
+	cores  []*pb.CoreEntry // one per thread, threads[0] first
+	ids    *pb.TaskKobjIdsEntry
+	mm     *pb.MmEntry
+	pages  []pageRange
+	fs     *pb.FsEntry
+	fds    []*pb.FdinfoEntry
+	// deferred signals that arrived during injections, per tid, to pass
+	// on when the task is let go.
+	deferred map[int][]int
+}
+
+// Collect reads the state of the frozen tree.
+func (d *Dumper) Collect(ctx context.Context) error {
+	start := time.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.frozen {
+		return fmt.Errorf("collect: tree is not frozen")
+	}
+	s := &dumpState{nsIDs: map[string]uint32{}}
+	for _, t := range d.tasks {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		ts, err := d.collectTask(s, t)
+		if err != nil {
+			return err
+		}
+		s.tasks = append(s.tasks, ts)
+	}
+	if len(s.tasks) > 0 {
+		s.rootIDs = s.tasks[0].ids
+	}
+	d.state = s
+	d.Timings.Collect = time.Since(start)
+	d.log.Info().Dur("took", d.Timings.Collect).Msg("state collected")
+	return nil
+}
+
+func (s *dumpState) kobjID() uint32 {
+	s.nextKobj++
+	return s.nextKobj
+}
+
+// nsID numbers namespaces by their inode, as CRIU's ns ids.
+func (s *dumpState) nsID(pid int, ns string) (uint32, error) {
+	link, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
+	if err != nil {
+		return 0, fmt.Errorf("read %s namespace of pid %d: %w", ns, pid, err)
+	}
+	if id, ok := s.nsIDs[link]; ok {
+		return id, nil
+	}
+	id := uint32(len(s.nsIDs) + 1)
+	s.nsIDs[link] = id
+	return id, nil
+}
+
+func (d *Dumper) collectTask(s *dumpState, t *task) (*taskState, error) {
+	pid := t.pid
+	ts := &taskState{t: t, deferred: map[int][]int{}}
+	st, err := proc.ReadStat(pid)
+	if err != nil {
+		return nil, fmt.Errorf("read state of pid %d: %w", pid, err)
+	}
+	t.pgid, t.sid = st.Pgrp, st.Session
+	ppid := uint32(0)
+	if t.parent != nil {
+		ppid = uint32(t.parent.pid)
+	}
+	ts.pstree = &pb.PstreeEntry{Pid: proto.Uint32(uint32(pid)), Ppid: proto.Uint32(ppid),
+		Pgid: proto.Uint32(uint32(st.Pgrp)), Sid: proto.Uint32(uint32(st.Session))}
+	for _, th := range t.threads {
+		ts.pstree.Threads = append(ts.pstree.Threads, uint32(th.tid))
+	}
+	if t.zombie {
+		ts.pstree.Threads = []uint32{uint32(pid)}
+		ts.cores = []*pb.CoreEntry{{
+			Mtype: pb.CoreEntry_X86_64.Enum(),
+			Tc: &pb.TaskCoreEntry{TaskState: proto.Uint32(taskDead), ExitCode: proto.Uint32(uint32(st.ExitCode)),
+				Personality: proto.Uint32(0), Flags: proto.Uint32(0), BlkSigset: proto.Uint64(0), Comm: proto.String(st.Comm)},
+		}}
+		return ts, nil
+	}
+	status, err := proc.ReadStatus(pid)
+	if err != nil {
+		return nil, fmt.Errorf("read status of pid %d: %w", pid, err)
+	}
+	if status.Seccomp == 2 {
+		return nil, fmt.Errorf("pid %d runs under seccomp filters; seccomp is not supported yet", pid)
+	}
+	timers, err := proc.ReadTimers(pid)
+	if err != nil {
+		return nil, fmt.Errorf("read POSIX timers of pid %d: %w", pid, err)
+	}
+
+	// Everything that needs ptrace, in one trip to the tracer thread.
+	type threadRegs struct {
+		regs    ptrace.Regs
+		xstate  []byte
+		sigmask uint64
+		sigs    [][]byte
+		rseq    ptrace.RseqConfig
+	}
+	regs := make([]threadRegs, len(t.threads))
+	var shared [][]byte
+	var inj *injected
+	err = d.tr.Do(func() error {
+		for i, th := range t.threads {
+			r := &regs[i]
+			var err error
+			if r.regs, err = ptrace.GetRegs(th.tid); err != nil {
+				return fmt.Errorf("read registers of thread %d: %w", th.tid, err)
+			}
+			if r.xstate, err = ptrace.GetXState(th.tid); err != nil {
+				return fmt.Errorf("read FPU state of thread %d: %w", th.tid, err)
+			}
+			if r.sigmask, err = ptrace.GetSigmask(th.tid); err != nil {
+				return fmt.Errorf("read signal mask of thread %d: %w", th.tid, err)
+			}
+			if r.sigs, err = ptrace.PeekSiginfo(th.tid, false); err != nil {
+				return fmt.Errorf("read pending signals of thread %d: %w", th.tid, err)
+			}
+			if r.rseq, err = ptrace.GetRseqConfig(th.tid); err != nil {
+				return fmt.Errorf("read rseq of thread %d: %w", th.tid, err)
+			}
+		}
+		var err error
+		if shared, err = ptrace.PeekSiginfo(pid, true); err != nil {
+			return fmt.Errorf("read pending signals of pid %d: %w", pid, err)
+		}
+		inj, err = injectQueries(t, status, timers)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	ts.deferred = inj.deferredSigs
+
+	// Memory.
+	vmas, pages, err := s.collectMemory(pid)
+	if err != nil {
+		return nil, err
+	}
+	ts.pages = pages
+	auxv, err := proc.ReadAuxv(pid)
+	if err != nil {
+		return nil, fmt.Errorf("read auxv of pid %d: %w", pid, err)
+	}
+	exeID, err := s.exeFileID(pid)
+	if err != nil {
+		return nil, err
+	}
+	ts.mm = &pb.MmEntry{
+		MmStartCode: proto.Uint64(st.StartCode), MmEndCode: proto.Uint64(st.EndCode),
+		MmStartData: proto.Uint64(st.StartData), MmEndData: proto.Uint64(st.EndData),
+		MmStartStack: proto.Uint64(st.StartStack), MmStartBrk: proto.Uint64(st.StartBrk),
+		MmBrk: proto.Uint64(brk(vmas, st.StartBrk)), MmArgStart: proto.Uint64(st.ArgStart),
+		MmArgEnd: proto.Uint64(st.ArgEnd), MmEnvStart: proto.Uint64(st.EnvStart),
+		MmEnvEnd: proto.Uint64(st.EnvEnd), ExeFileId: proto.Uint32(exeID),
+		MmSavedAuxv: auxv, Vmas: vmas, Dumpable: proto.Int32(inj.dumpable),
+		ThpDisabled: proto.Bool(inj.thpDisabled),
+	}
+
+	// Files and fs.
+	if ts.fds, err = s.collectFds(pid); err != nil {
+		return nil, err
+	}
+	if ts.fs, err = s.collectFS(pid, status.Umask); err != nil {
+		return nil, err
+	}
+
+	// Ids. Each task gets its own mm/files/fs/sighand until sharing
+	// (CLONE_VM/FILES/FS/SIGHAND, issue 4) is detected with kcmp.
+	ts.ids = &pb.TaskKobjIdsEntry{VmId: proto.Uint32(s.kobjID()), FilesId: proto.Uint32(s.kobjID()),
+		FsId: proto.Uint32(s.kobjID()), SighandId: proto.Uint32(s.kobjID())}
+	for _, n := range []struct {
+		name string
+		dst  **uint32
+	}{{"pid", &ts.ids.PidNsId}, {"net", &ts.ids.NetNsId}, {"ipc", &ts.ids.IpcNsId}, {"uts", &ts.ids.UtsNsId},
+		{"mnt", &ts.ids.MntNsId}, {"user", &ts.ids.UserNsId}, {"cgroup", &ts.ids.CgroupNsId}, {"time", &ts.ids.TimeNsId}} {
+		id, err := s.nsID(pid, n.name)
+		if err != nil {
+			return nil, err
+		}
+		*n.dst = proto.Uint32(id)
+	}
+
+	// Process-wide core part.
+	tc, err := taskCore(t, st, status, inj, regs[0].sigmask, shared)
+	if err != nil {
+		return nil, err
+	}
+
+	// Per-thread cores.
+	for i, th := range t.threads {
+		r := &regs[i]
+		tstatus, tstat := status, st
+		if th.tid != pid {
+			if tstatus, err = proc.ReadTaskStatus(pid, th.tid); err != nil {
+				return nil, fmt.Errorf("read status of thread %d: %w", th.tid, err)
+			}
+			if tstat, err = proc.ReadTaskStat(pid, th.tid); err != nil {
+				return nil, fmt.Errorf("read state of thread %d: %w", th.tid, err)
+			}
+		}
+		fp, err := fpregsEntry(r.xstate)
+		if err != nil {
+			return nil, fmt.Errorf("thread %d: %w", th.tid, err)
+		}
+		it := inj.perThread[th.tid]
+		head, hlen, err := getRobustList(th.tid)
+		if err != nil {
+			return nil, fmt.Errorf("read robust list of thread %d: %w", th.tid, err)
+		}
+		thc := &pb.ThreadCoreEntry{
+			FutexRla: proto.Uint64(head), FutexRlaLen: proto.Uint32(uint32(hlen)),
+			SchedNice: proto.Int32(int32(tstat.Nice)), SchedPolicy: proto.Uint32(uint32(tstat.Policy)),
+			SchedPrio: proto.Uint32(uint32(tstat.RtPriority)), BlkSigset: proto.Uint64(r.sigmask),
+			Sas: it.sas, PdeathSig: proto.Uint32(it.pdeathSig),
+			Creds:       creds(tstatus, inj.securebits),
+			SeccompMode: pb.SeccompMode(tstatus.Seccomp).Enum(),
+			Comm:        proto.String(tstatus.Name),
+		}
+		if len(r.sigs) > 0 {
+			thc.SignalsP = sigQueue(r.sigs)
+		}
+		if r.rseq.RseqAbiPointer != 0 {
+			thc.RseqEntry = &pb.RseqEntry{RseqAbiPointer: proto.Uint64(r.rseq.RseqAbiPointer),
+				RseqAbiSize: proto.Uint32(r.rseq.RseqAbiSize), Signature: proto.Uint32(r.rseq.Signature)}
+		}
+		core := &pb.CoreEntry{
+			Mtype: pb.CoreEntry_X86_64.Enum(),
+			ThreadInfo: &pb.ThreadInfoX86{ClearTidAddr: proto.Uint64(it.clearTidAddr),
+				Gpregs: regsEntry(&r.regs), Fpregs: fp},
+			ThreadCore: thc,
+		}
+		if i == 0 {
+			core.Tc = tc
+		}
+		ts.cores = append(ts.cores, core)
+	}
+	return ts, nil
+}
+
+// brk is the current program break: the end of the [heap] VMA, or the
+// start of the heap when none was ever allocated.
+func brk(vmas []*pb.VmaEntry, startBrk uint64) uint64 {
+	for _, v := range vmas {
+		if v.GetStatus()&vmaAreaHeap != 0 {
+			return v.GetEnd()
+		}
+	}
+	return startBrk
+}
+
+func sigQueue(sigs [][]byte) *pb.SignalQueueEntry {
+	q := &pb.SignalQueueEntry{}
+	for _, s := range sigs {
+		q.Signals = append(q.Signals, &pb.SiginfoEntry{Siginfo: s})
+	}
+	return q
+}
+
+func capWords(v uint64) []uint32 { return []uint32{uint32(v), uint32(v >> 32)} }
+
+func creds(s *proc.Status, secbits uint32) *pb.CredsEntry {
+	c := &pb.CredsEntry{
+		Uid: proto.Uint32(s.Uid[0]), Euid: proto.Uint32(s.Uid[1]), Suid: proto.Uint32(s.Uid[2]), Fsuid: proto.Uint32(s.Uid[3]),
+		Gid: proto.Uint32(s.Gid[0]), Egid: proto.Uint32(s.Gid[1]), Sgid: proto.Uint32(s.Gid[2]), Fsgid: proto.Uint32(s.Gid[3]),
+		CapInh: capWords(s.CapInh), CapPrm: capWords(s.CapPrm), CapEff: capWords(s.CapEff),
+		CapBnd: capWords(s.CapBnd), CapAmb: capWords(s.CapAmb),
+		Secbits: proto.Uint32(secbits), Groups: s.Groups, NoNewPrivs: proto.Uint32(s.NoNewPrivs),
+	}
+	if c.Groups == nil {
+		c.Groups = []uint32{}
+	}
+	return c
+}
+
+func itimer(v [4]uint64) *pb.ItimerEntry {
+	// struct itimerval: it_interval {sec, usec}, it_value {sec, usec}.
+	return &pb.ItimerEntry{Isec: proto.Uint64(v[0]), Iusec: proto.Uint64(v[1]), Vsec: proto.Uint64(v[2]), Vusec: proto.Uint64(v[3])}
+}
+
+func taskCore(t *task, st *proc.Stat, status *proc.Status, inj *injected, blocked uint64, shared [][]byte) (*pb.TaskCoreEntry, error) {
+	pers, err := proc.ReadPersonality(t.pid)
+	if err != nil {
+		return nil, fmt.Errorf("read personality of pid %d: %w", t.pid, err)
+	}
+	tc := &pb.TaskCoreEntry{
+		TaskState: proto.Uint32(taskAlive), ExitCode: proto.Uint32(0), Personality: proto.Uint32(pers),
+		Flags: proto.Uint32(uint32(st.Flags) & keptTaskFlags), BlkSigset: proto.Uint64(blocked),
+		Comm: proto.String(status.Name),
+		Timers: &pb.TaskTimersEntry{Real: itimer(inj.itimers[0]), Virt: itimer(inj.itimers[1]),
+			Prof: itimer(inj.itimers[2]), Posix: inj.posix},
+		ChildSubreaper: proto.Bool(inj.subreaper),
+	}
+	if t.groupStopped {
+		tc.TaskState = proto.Uint32(taskStopped)
+		tc.StopSigno = proto.Uint32(uint32(t.stopSig))
+	}
+	if len(shared) > 0 {
+		tc.SignalsS = sigQueue(shared)
+	}
+	// rlimits, read from outside with prlimit.
+	tc.Rlimits = &pb.TaskRlimitsEntry{}
+	for r := 0; r < 16; r++ {
+		var lim unix.Rlimit
+		if err := unix.Prlimit(t.pid, r, nil, &lim); err != nil {
+			return nil, fmt.Errorf("read rlimit %d of pid %d: %w", r, t.pid, err)
+		}
+		tc.Rlimits.Rlimits = append(tc.Rlimits.Rlimits, &pb.RlimitEntry{Cur: proto.Uint64(lim.Cur), Max: proto.Uint64(lim.Max)})
+	}
+	// Sigactions in CRIU's layout: signals 1..64 without SIGKILL/SIGSTOP.
+	for sig := 1; sig <= 64; sig++ {
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			continue
+		}
+		sa := inj.sigactions[sig]
+		if sa == nil {
+			sa = &pb.SaEntry{Sigaction: proto.Uint64(0), Flags: proto.Uint64(0), Restorer: proto.Uint64(0), Mask: proto.Uint64(0)}
+		}
+		tc.Sigactions = append(tc.Sigactions, sa)
+	}
+	if v, err := proc.ReadInt(fmt.Sprintf("/proc/%d/oom_score_adj", t.pid)); err == nil {
+		tc.OomScoreAdj = proto.Int32(int32(v))
+	}
+	if v, err := proc.ReadInt(fmt.Sprintf("/proc/%d/loginuid", t.pid)); err == nil {
+		tc.Loginuid = proto.Uint32(uint32(v))
+	}
+	_ = strings.TrimSpace
+	return tc, nil
+}

@@ -1,0 +1,269 @@
+package dump
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/proc"
+)
+
+// kcmp types (linux/kcmp.h).
+const (
+	kcmpFile    = 0
+	kcmpVM      = 1
+	kcmpFiles   = 2
+	kcmpFS      = 3
+	kcmpSighand = 4
+)
+
+func kcmp(pid1, pid2, typ int, idx1, idx2 uintptr) (int, error) {
+	r, _, errno := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), uintptr(typ), idx1, idx2, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
+}
+
+// openFile is one open file description already given an id, kept to find
+// other descriptors that share it (dup, fork).
+type openFile struct {
+	id       uint32
+	pid, fd  int
+	dev, ino uint64
+}
+
+// fileTable allocates the ids of files.img entries.
+type fileTable struct {
+	next    uint32
+	entries []*pb.FileEntry
+	open    []openFile
+	// pathIDs reuses one entry for every mapping of, or reference to,
+	// the same path opened the same way (exe, libraries, cwd, root).
+	pathIDs map[string]uint32
+}
+
+func (ft *fileTable) add(e *pb.FileEntry) uint32 {
+	ft.next++
+	e.Id = proto.Uint32(ft.next)
+	if e.Reg != nil {
+		e.Reg.Id = proto.Uint32(ft.next)
+	}
+	ft.entries = append(ft.entries, e)
+	return ft.next
+}
+
+func zeroFown() *pb.FownEntry {
+	return &pb.FownEntry{Uid: proto.Uint32(0), Euid: proto.Uint32(0), Signum: proto.Uint32(0),
+		PidType: proto.Uint32(0), Pid: proto.Uint32(0)}
+}
+
+// regByPath returns the id of a REG entry for path opened with flags,
+// creating it on first use. st describes the file (for size and mode).
+func (ft *fileTable) regByPath(path string, flags uint32, st *unix.Stat_t) uint32 {
+	key := fmt.Sprintf("%o:%s", flags, path)
+	if ft.pathIDs == nil {
+		ft.pathIDs = map[string]uint32{}
+	}
+	if id, ok := ft.pathIDs[key]; ok {
+		return id
+	}
+	reg := &pb.RegFileEntry{Flags: proto.Uint32(flags), Pos: proto.Uint64(0), Fown: zeroFown(), Name: proto.String(path)}
+	if st != nil {
+		reg.Mode = proto.Uint32(st.Mode)
+		if st.Mode&unix.S_IFMT == unix.S_IFREG {
+			reg.Size = proto.Uint64(uint64(st.Size))
+		}
+	}
+	id := ft.add(&pb.FileEntry{Type: pb.FdTypes_REG.Enum(), Reg: reg})
+	ft.pathIDs[key] = id
+	return id
+}
+
+// linkedPath resolves a /proc magic link (exe, cwd, root, fd/N,
+// map_files/...) and checks that the file still has a name: a deleted
+// file would need its contents in the images (ghost files, a later issue).
+func linkedPath(link, what string) (string, *unix.Stat_t, error) {
+	path, err := os.Readlink(link)
+	if err != nil {
+		return "", nil, fmt.Errorf("read link of %s: %w", what, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(link, &st); err != nil {
+		return "", nil, fmt.Errorf("stat %s (%s): %w", what, path, err)
+	}
+	if st.Nlink == 0 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return "", nil, fmt.Errorf("%s is a deleted file (%s); deleted files are not supported yet", what, path)
+	}
+	if !strings.HasPrefix(path, "/") {
+		return "", nil, fmt.Errorf("%s is %s, not a file with a path", what, path)
+	}
+	return path, &st, nil
+}
+
+// mappedFile returns the file id and open flags for a file mapping.
+func (s *dumpState) mappedFile(pid int, m *proc.Mapping) (uint32, uint32, error) {
+	what := fmt.Sprintf("mapping %#x-%#x of pid %d", m.Start, m.End, pid)
+	path, st, err := linkedPath(proc.MapFilesName(pid, m.Start, m.End), what)
+	if err != nil {
+		return 0, 0, err
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+	case unix.S_IFCHR:
+		return 0, 0, fmt.Errorf("%s maps the device %s; device mappings are not supported", what, path)
+	default:
+		return 0, 0, fmt.Errorf("%s maps %s, which is not a regular file", what, path)
+	}
+	flags := uint32(unix.O_RDONLY)
+	if m.Shared && m.Write {
+		flags = unix.O_RDWR
+	}
+	return s.files.regByPath(path, flags, st), flags, nil
+}
+
+// ttyMajors are character-device majors of terminals (Documentation/
+// admin-guide/devices.txt): those need issue 5's tty support.
+func isTTY(rdev uint64) bool {
+	maj := unix.Major(rdev)
+	return maj == 4 || maj == 5 || (maj >= 136 && maj <= 143)
+}
+
+// collectFds reads the descriptors of pid into fdinfo entries, adding
+// their open files to the table.
+func (s *dumpState) collectFds(pid int) ([]*pb.FdinfoEntry, error) {
+	fds, err := proc.ListFds(pid)
+	if err != nil {
+		return nil, fmt.Errorf("list fds of pid %d: %w", pid, err)
+	}
+	var out []*pb.FdinfoEntry
+	for _, fd := range fds {
+		e, err := s.collectFd(pid, fd)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func (s *dumpState) collectFd(pid, fd int) (*pb.FdinfoEntry, error) {
+	link := fmt.Sprintf("/proc/%d/fd/%d", pid, fd)
+	target, err := os.Readlink(link)
+	if err != nil {
+		return nil, fmt.Errorf("read fd %d of pid %d: %w", fd, pid, err)
+	}
+	kind := ""
+	switch {
+	case strings.HasPrefix(target, "pipe:"):
+		kind = "a pipe; pipes are"
+	case strings.HasPrefix(target, "socket:"):
+		kind = "a socket; sockets are"
+	case strings.HasPrefix(target, "anon_inode:"):
+		name := strings.Trim(strings.TrimPrefix(target, "anon_inode:"), "[]")
+		kind = "an " + name + " file; " + name + " files are"
+	case strings.HasPrefix(target, "/memfd:"):
+		kind = "a memfd; memfd descriptors are"
+	case !strings.HasPrefix(target, "/"):
+		kind = fmt.Sprintf("%q; such files are", target)
+	}
+	if kind != "" {
+		return nil, fmt.Errorf("fd %d of pid %d is %s not supported yet", fd, pid, kind)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(link, &st); err != nil {
+		return nil, fmt.Errorf("stat fd %d of pid %d (%s): %w", fd, pid, target, err)
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG, unix.S_IFDIR:
+		if st.Nlink == 0 && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			return nil, fmt.Errorf("fd %d of pid %d is a deleted file (%s); deleted files are not supported yet", fd, pid, target)
+		}
+	case unix.S_IFCHR:
+		if isTTY(st.Rdev) {
+			return nil, fmt.Errorf("fd %d of pid %d is a terminal (%s); terminals are not supported yet", fd, pid, target)
+		}
+	case unix.S_IFIFO:
+		return nil, fmt.Errorf("fd %d of pid %d is a FIFO (%s); FIFOs are not supported yet", fd, pid, target)
+	default:
+		return nil, fmt.Errorf("fd %d of pid %d is %s (mode %o), which is not supported yet", fd, pid, target, st.Mode)
+	}
+	fi, err := proc.ReadFdInfo(pid, fd)
+	if err != nil {
+		return nil, fmt.Errorf("read fdinfo %d of pid %d: %w", fd, pid, err)
+	}
+	fdFlags := uint32(0)
+	if fi.Flags&unix.O_CLOEXEC != 0 {
+		fdFlags = unix.FD_CLOEXEC
+	}
+	id, err := s.fileID(pid, fd, target, &st, fi)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.FdinfoEntry{Id: proto.Uint32(id), Flags: proto.Uint32(fdFlags), Type: pb.FdTypes_REG.Enum(), Fd: proto.Uint32(uint32(fd))}, nil
+}
+
+// fileID finds the open file description behind fd among those seen so far
+// (kcmp KCMP_FILE), or records a new one.
+func (s *dumpState) fileID(pid, fd int, path string, st *unix.Stat_t, fi *proc.FdInfo) (uint32, error) {
+	for _, o := range s.files.open {
+		if o.dev != st.Dev || o.ino != st.Ino {
+			continue
+		}
+		r, err := kcmp(pid, o.pid, kcmpFile, uintptr(fd), uintptr(o.fd))
+		if err != nil {
+			return 0, fmt.Errorf("compare fd %d of pid %d with fd %d of pid %d: %w", fd, pid, o.fd, o.pid, err)
+		}
+		if r == 0 {
+			return o.id, nil
+		}
+	}
+	reg := &pb.RegFileEntry{
+		Flags: proto.Uint32(fi.Flags &^ unix.O_CLOEXEC),
+		Pos:   proto.Uint64(uint64(fi.Pos)),
+		Fown:  zeroFown(),
+		Name:  proto.String(path),
+		Mode:  proto.Uint32(st.Mode),
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG {
+		reg.Size = proto.Uint64(uint64(st.Size))
+	}
+	id := s.files.add(&pb.FileEntry{Type: pb.FdTypes_REG.Enum(), Reg: reg})
+	s.files.open = append(s.files.open, openFile{id: id, pid: pid, fd: fd, dev: st.Dev, ino: st.Ino})
+	return id, nil
+}
+
+// collectFS reads cwd, root and umask of pid.
+func (s *dumpState) collectFS(pid int, umask uint32) (*pb.FsEntry, error) {
+	cwd, cst, err := linkedPath(fmt.Sprintf("/proc/%d/cwd", pid), fmt.Sprintf("cwd of pid %d", pid))
+	if err != nil {
+		return nil, err
+	}
+	root, rst, err := linkedPath(fmt.Sprintf("/proc/%d/root", pid), fmt.Sprintf("root of pid %d", pid))
+	if err != nil {
+		return nil, err
+	}
+	return &pb.FsEntry{
+		CwdId:  proto.Uint32(s.files.regByPath(cwd, 0, cst)),
+		RootId: proto.Uint32(s.files.regByPath(root, 0, rst)),
+		Umask:  proto.Uint32(umask),
+	}, nil
+}
+
+// exeFileID returns the file id of the executable of pid.
+func (s *dumpState) exeFileID(pid int) (uint32, error) {
+	path, st, err := linkedPath(fmt.Sprintf("/proc/%d/exe", pid), fmt.Sprintf("executable of pid %d", pid))
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			return 0, fmt.Errorf("pid %d has no executable (a kernel thread?)", pid)
+		}
+		return 0, err
+	}
+	return s.files.regByPath(path, unix.O_RDONLY, st), nil
+}

@@ -1,0 +1,222 @@
+package dump
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine/proc"
+	"github.com/crtools/crtools/engine/ptrace"
+)
+
+// maxFreezePasses bounds the seize loop: a tree that still grows after
+// this many passes (a fork bomb) makes the dump fail cleanly.
+const maxFreezePasses = 64
+
+// freezeTree seizes the tree. Preconditions: on the tracer thread, d.mu held.
+// On error the caller detaches whatever was seized.
+func (d *Dumper) freezeTree(ctx context.Context) error {
+	root := &task{pid: d.opts.Pid}
+	d.tasks = []*task{root}
+	d.byPid = map[int]*task{root.pid: root}
+	for pass := 0; ; pass++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if pass == maxFreezePasses {
+			return fmt.Errorf("freeze tree of pid %d: still changing after %d passes", d.opts.Pid, pass)
+		}
+		changed := false
+		// d.tasks grows while we walk it: new children are visited in
+		// the same pass.
+		for i := 0; i < len(d.tasks); i++ {
+			t := d.tasks[i]
+			if t.zombie {
+				continue
+			}
+			c, err := d.seizeThreads(t)
+			if err != nil {
+				return err
+			}
+			changed = changed || c
+			c, err = d.findChildren(t)
+			if err != nil {
+				return err
+			}
+			changed = changed || c
+		}
+		if !changed {
+			return nil
+		}
+	}
+}
+
+// seizeThreads seizes and stops every thread of t not yet seized.
+func (d *Dumper) seizeThreads(t *task) (bool, error) {
+	tids, err := proc.ListTasks(t.pid)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return false, fmt.Errorf("task %d exited while the tree was being frozen", t.pid)
+		}
+		return false, fmt.Errorf("list threads of pid %d: %w", t.pid, err)
+	}
+	known := map[int]bool{}
+	for _, th := range t.threads {
+		known[th.tid] = true
+	}
+	changed := false
+	for _, tid := range tids {
+		if known[tid] {
+			continue
+		}
+		if len(t.threads) == 0 && tid != t.pid {
+			// Seize the leader first so that threads[0] is the leader.
+			if err := d.seizeOne(t, t.pid); err != nil {
+				return false, err
+			}
+			known[t.pid] = true
+			changed = true
+			if tid == t.pid {
+				continue
+			}
+		}
+		if err := d.seizeOne(t, tid); err != nil {
+			if errors.Is(err, unix.ESRCH) && tid != t.pid {
+				// The thread exited between listing and seizing.
+				continue
+			}
+			return false, err
+		}
+		known[tid] = true
+		changed = true
+	}
+	return changed, nil
+}
+
+func (d *Dumper) seizeOne(t *task, tid int) error {
+	if tid == t.pid {
+		st, err := proc.ReadStat(t.pid)
+		if err != nil {
+			return fmt.Errorf("read state of pid %d: %w", t.pid, err)
+		}
+		if st.IsKernelThread() {
+			return fmt.Errorf("pid %d (%s) is a kernel thread; kernel threads cannot be dumped", t.pid, st.Comm)
+		}
+		if st.State == 'Z' {
+			t.zombie, t.exitCode = true, st.ExitCode
+			t.ppid, t.pgid, t.sid = st.Ppid, st.Pgrp, st.Session
+			return nil
+		}
+	}
+	// No PTRACE_O_EXITKILL: if crtools dies mid-dump the tree must carry on.
+	if err := ptrace.Seize(tid, 0); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			if s, serr := proc.ReadStatus(tid); serr == nil && s.TracerPid != 0 {
+				return fmt.Errorf("pid %d is already traced by pid %d; detach the tracer first", tid, s.TracerPid)
+			}
+		}
+		return fmt.Errorf("seize thread %d of pid %d: %w", tid, t.pid, err)
+	}
+	th := &thread{tid: tid}
+	t.threads = append(t.threads, th)
+	stop, err := ptrace.InterruptAndWait(tid)
+	if err != nil {
+		var ex *ptrace.ExitedError
+		if errors.As(err, &ex) {
+			return fmt.Errorf("thread %d of pid %d exited while being frozen", tid, t.pid)
+		}
+		return fmt.Errorf("stop thread %d of pid %d: %w", tid, t.pid, err)
+	}
+	th.stop = stop
+	if stop.GroupStop() {
+		t.groupStopped = true
+		t.stopSig = stop.Sig
+	}
+	d.log.Debug().Int("pid", t.pid).Int("tid", tid).Str("stop", stop.String()).Msg("seized")
+	return nil
+}
+
+// findChildren adds the children of every thread of t as new tasks.
+// Preconditions: every thread of t is stopped (so none can fork meanwhile).
+func (d *Dumper) findChildren(t *task) (bool, error) {
+	changed := false
+	for _, th := range t.threads {
+		kids, err := proc.ReadChildren(t.pid, th.tid)
+		if err != nil {
+			return false, fmt.Errorf("read children of thread %d of pid %d: %w", th.tid, t.pid, err)
+		}
+		for _, k := range kids {
+			if _, ok := d.byPid[k]; ok {
+				continue
+			}
+			c := &task{pid: k, parent: t}
+			t.children = append(t.children, c)
+			d.tasks = append(d.tasks, c)
+			d.byPid[k] = c
+			changed = true
+		}
+	}
+	return changed, nil
+}
+
+// detachAll lets every seized thread go on as before. A thread that was in
+// group-stop stays stopped: the kernel re-arms the group stop on detach
+// while the group is stopped. Preconditions: on the tracer thread.
+func (d *Dumper) detachAll() error {
+	var first error
+	for _, th := range d.allThreads() {
+		if err := ptrace.Detach(th.tid, 0); err != nil && !errors.Is(err, unix.ESRCH) && first == nil {
+			first = fmt.Errorf("detach thread %d: %w", th.tid, err)
+		}
+	}
+	return first
+}
+
+// detachStopped leaves every task stopped: a SIGSTOP is queued for each
+// process while it is still held, so it stops as soon as it is let go.
+func (d *Dumper) detachStopped() error {
+	var first error
+	for _, t := range d.tasks {
+		if t.zombie {
+			continue
+		}
+		if err := unix.Kill(t.pid, unix.SIGSTOP); err != nil && first == nil {
+			first = fmt.Errorf("stop pid %d: %w", t.pid, err)
+		}
+	}
+	if err := d.detachAll(); err != nil && first == nil {
+		first = err
+	}
+	return first
+}
+
+// killAll kills every task and waits until its threads are gone, so that
+// the real parents see the exits (a traced task's death is reported to its
+// tracer first).
+func (d *Dumper) killAll() error {
+	var first error
+	for _, t := range d.tasks {
+		if t.zombie {
+			continue
+		}
+		if err := unix.Kill(t.pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) && first == nil {
+			first = fmt.Errorf("kill pid %d: %w", t.pid, err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, th := range d.allThreads() {
+		for time.Now().Before(deadline) {
+			ws, err := ptrace.Wait(th.tid)
+			if err != nil || ws.Exited() || ws.Signaled() {
+				break
+			}
+			// A stop reported before the kill took effect: let it die.
+			_ = ptrace.Cont(th.tid, 0)
+		}
+	}
+	return first
+}

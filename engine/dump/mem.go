@@ -1,0 +1,311 @@
+package dump
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/proc"
+)
+
+// VMA status bits of CRIU's images (criu/include/image.h, VMA_AREA_*).
+const (
+	vmaAreaRegular  = 1 << 0
+	vmaAreaStack    = 1 << 1
+	vmaAreaVsyscall = 1 << 2
+	vmaAreaVDSO     = 1 << 3
+	vmaAreaHeap     = 1 << 5
+	vmaFilePrivate  = 1 << 6
+	vmaFileShared   = 1 << 7
+	vmaAnonShared   = 1 << 8
+	vmaAnonPrivate  = 1 << 9
+	vmaAreaSysVIPC  = 1 << 10
+	vmaAreaVVAR     = 1 << 12
+	vmaAreaMemfd    = 1 << 14
+)
+
+const pageSize = 4096
+
+// pageRange is a run of pages of a task to save.
+type pageRange struct {
+	start, end uint64
+	// viaMem: the task may not read these pages itself (PROT_NONE with
+	// contents), so process_vm_readv fails; /proc/PID/mem reads them.
+	viaMem bool
+}
+
+// shmemObj is a shared anonymous (or memfd) object mapped by the tree;
+// its pages are saved once, in pagemap-shmem-<ino>.img.
+type shmemObj struct {
+	ino    uint64
+	size   uint64 // highest offset any VMA maps
+	pid    int    // a task mapping it, and its range: how we open it
+	start  uint64
+	end    uint64
+	pgoff  uint64
+	memfd  bool
+	ranges []pageRange // offsets in the object, filled when written
+}
+
+// madvFlags maps smaps VmFlags to MADV_* bits of VmaEntry.madv.
+var madvFlags = map[string]uint{
+	"rr": unix.MADV_RANDOM, "sr": unix.MADV_SEQUENTIAL, "dc": unix.MADV_DONTFORK,
+	"mg": unix.MADV_MERGEABLE, "hg": unix.MADV_HUGEPAGE, "nh": unix.MADV_NOHUGEPAGE,
+	"dd": unix.MADV_DONTDUMP, "wf": unix.MADV_WIPEONFORK,
+}
+
+// collectMemory builds the VMA list of pid and the page ranges to save.
+func (s *dumpState) collectMemory(pid int) ([]*pb.VmaEntry, []pageRange, error) {
+	maps, err := proc.ReadSmaps(pid)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read memory map of pid %d: %w", pid, err)
+	}
+	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return nil, nil, fmt.Errorf("open pagemap of pid %d: %w", pid, err)
+	}
+	defer pm.Close()
+	scanner := &pageScanner{f: pm}
+
+	var vmas []*pb.VmaEntry
+	var pages []pageRange
+	for i := range maps {
+		m := &maps[i]
+		v := &pb.VmaEntry{
+			Start: proto.Uint64(m.Start), End: proto.Uint64(m.End),
+			Pgoff: proto.Uint64(0), Shmid: proto.Uint64(0),
+			Prot: proto.Uint32(prot(m)), Fd: proto.Int64(-1),
+		}
+		flags := uint32(unix.MAP_PRIVATE)
+		if m.Shared {
+			flags = unix.MAP_SHARED
+		}
+		if m.Flag("gd") {
+			flags |= unix.MAP_GROWSDOWN
+		}
+		if m.Flag("nr") {
+			flags |= unix.MAP_NORESERVE
+		}
+		var madv uint64
+		for f, bit := range madvFlags {
+			if m.Flag(f) {
+				madv |= 1 << bit
+			}
+		}
+		if madv != 0 {
+			v.Madv = proto.Uint64(madv)
+		}
+		var status uint32
+		dumpPrivate := false
+		switch {
+		case m.Path == "[vsyscall]":
+			status, flags = vmaAreaVsyscall|vmaAnonPrivate, flags|unix.MAP_ANONYMOUS
+		case m.Path == "[vdso]":
+			status, flags = vmaAreaRegular|vmaAreaVDSO|vmaAnonPrivate, flags|unix.MAP_ANONYMOUS
+		case m.Path == "[vvar]" || m.Path == "[vvar_vclock]":
+			status, flags = vmaAreaRegular|vmaAreaVVAR|vmaAnonPrivate, flags|unix.MAP_ANONYMOUS
+		case m.Path == "[uprobes]":
+			return nil, nil, fmt.Errorf("pid %d has a [uprobes] mapping; uprobes are not supported", pid)
+		case isSharedAnon(m):
+			obj, err := s.addShmem(pid, m)
+			if err != nil {
+				return nil, nil, err
+			}
+			status, flags = vmaAreaRegular|vmaAnonShared, flags|unix.MAP_ANONYMOUS
+			if obj.memfd {
+				status |= vmaAreaMemfd
+			}
+			v.Shmid = proto.Uint64(obj.ino)
+			v.Pgoff = proto.Uint64(m.Offset)
+		case strings.HasPrefix(m.Path, "/SYSV"):
+			return nil, nil, fmt.Errorf("pid %d maps SysV shared memory at %#x (%s); SysV IPC is not supported yet", pid, m.Start, m.Path)
+		case !m.IsFile() || (!m.Shared && m.Path == "/dev/zero"):
+			// Private anonymous memory: heap, stack, [anon:NAME], and
+			// private mappings of /dev/zero, which are anonymous too.
+			status, flags = vmaAreaRegular|vmaAnonPrivate, flags|unix.MAP_ANONYMOUS
+			if m.Path == "[heap]" {
+				status |= vmaAreaHeap
+			}
+			dumpPrivate = true
+		default:
+			id, fdflags, err := s.mappedFile(pid, m)
+			if err != nil {
+				return nil, nil, err
+			}
+			v.Shmid = proto.Uint64(uint64(id))
+			v.Pgoff = proto.Uint64(m.Offset)
+			v.Fdflags = proto.Uint32(fdflags)
+			if m.Shared {
+				status = vmaAreaRegular | vmaFileShared
+			} else {
+				status = vmaAreaRegular | vmaFilePrivate
+				dumpPrivate = true
+			}
+		}
+		v.Flags = proto.Uint32(flags)
+		v.Status = proto.Uint32(status)
+		vmas = append(vmas, v)
+		if !dumpPrivate || m.Flag("io") || m.Flag("pf") {
+			continue
+		}
+		if m.Rss == 0 && m.Swap == 0 {
+			continue // nothing there; skip the scan
+		}
+		rs, err := scanner.scan(m.Start, m.End, m.IsFile())
+		if err != nil {
+			return nil, nil, fmt.Errorf("scan pages of pid %d at %#x-%#x: %w", pid, m.Start, m.End, err)
+		}
+		for _, r := range rs {
+			r.viaMem = !m.Read
+			pages = append(pages, r)
+		}
+	}
+	return vmas, pages, nil
+}
+
+func prot(m *proc.Mapping) uint32 {
+	var p uint32
+	if m.Read {
+		p |= unix.PROT_READ
+	}
+	if m.Write {
+		p |= unix.PROT_WRITE
+	}
+	if m.Exec {
+		p |= unix.PROT_EXEC
+	}
+	return p
+}
+
+// isSharedAnon tells shared anonymous memory (and memfds) from shared file
+// mappings by the names the kernel gives shmem objects.
+func isSharedAnon(m *proc.Mapping) bool {
+	if !m.Shared {
+		return false
+	}
+	return m.Path == "/dev/zero (deleted)" || strings.HasPrefix(m.Path, "[anon_shmem:") ||
+		strings.HasPrefix(m.Path, "/memfd:")
+}
+
+func (s *dumpState) addShmem(pid int, m *proc.Mapping) (*shmemObj, error) {
+	if s.shmem == nil {
+		s.shmem = map[uint64]*shmemObj{}
+	}
+	obj := s.shmem[m.Inode]
+	if obj == nil {
+		obj = &shmemObj{ino: m.Inode, pid: pid, start: m.Start, end: m.End, pgoff: m.Offset,
+			memfd: strings.HasPrefix(m.Path, "/memfd:")}
+		s.shmem[m.Inode] = obj
+		s.shmemOrder = append(s.shmemOrder, obj)
+	}
+	if e := m.Offset + m.Size(); e > obj.size {
+		obj.size = e
+	}
+	return obj, nil
+}
+
+// pageScanner finds the pages of a private mapping that hold data of
+// their own: present or swapped, not the shared zero page, and (for file
+// mappings) not the file's page-cache page, i.e. copied-on-write.
+type pageScanner struct {
+	f        *os.File
+	vec      []pageRegion
+	noScan   bool // PAGEMAP_SCAN missing: read pagemap entries
+	entryBuf []byte
+}
+
+func (p *pageScanner) scan(start, end uint64, file bool) ([]pageRange, error) {
+	if !p.noScan {
+		rs, err := p.scanIoctl(start, end)
+		if err == nil {
+			return rs, nil
+		}
+		if !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EINVAL) {
+			return nil, err
+		}
+		p.noScan = true
+	}
+	return p.scanRead(start, end, file)
+}
+
+func (p *pageScanner) scanIoctl(start, end uint64) ([]pageRange, error) {
+	if p.vec == nil {
+		p.vec = make([]pageRegion, 1024)
+	}
+	var out []pageRange
+	// A page matches when it is present or swapped, and neither a
+	// page-cache (file) page nor the zero page. Anonymous mappings never
+	// have file pages, so one filter serves both kinds.
+	const inverted = pageIsFile | pageIsPFNZero
+	const mask = pageIsFile | pageIsPFNZero
+	const anyof = pageIsPresent | pageIsSwapped
+	for start < end {
+		n, walkEnd, err := pagemapScan(int(p.f.Fd()), start, end, p.vec, inverted, mask, anyof, pageIsPresent|pageIsSwapped)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range p.vec[:n] {
+			if k := len(out); k > 0 && out[k-1].end == r.Start {
+				out[k-1].end = r.End // present and swapped neighbours
+				continue
+			}
+			out = append(out, pageRange{start: r.Start, end: r.End})
+		}
+		if walkEnd <= start {
+			return nil, fmt.Errorf("PAGEMAP_SCAN made no progress at %#x", start)
+		}
+		start = walkEnd
+	}
+	return out, nil
+}
+
+// Bits of a /proc/PID/pagemap entry (Documentation/admin-guide/mm/pagemap.rst).
+const (
+	pmPresent   = 1 << 63
+	pmSwapped   = 1 << 62
+	pmFileShared = 1 << 61
+)
+
+func (p *pageScanner) scanRead(start, end uint64, file bool) ([]pageRange, error) {
+	var out []pageRange
+	const chunk = 4096 // entries per read
+	if p.entryBuf == nil {
+		p.entryBuf = make([]byte, chunk*8)
+	}
+	for addr := start; addr < end; {
+		n := (end - addr) / pageSize
+		if n > chunk {
+			n = chunk
+		}
+		buf := p.entryBuf[:n*8]
+		if _, err := p.f.ReadAt(buf, int64(addr/pageSize*8)); err != nil && err != io.EOF {
+			return nil, err
+		}
+		for i := uint64(0); i < n; i++ {
+			e := binary.LittleEndian.Uint64(buf[i*8:])
+			keep := e&(pmPresent|pmSwapped) != 0
+			if keep && e&pmFileShared != 0 {
+				keep = false // page cache page (file mappings) or shared
+			}
+			a := addr + i*pageSize
+			if !keep {
+				continue
+			}
+			if k := len(out); k > 0 && out[k-1].end == a {
+				out[k-1].end += pageSize
+			} else {
+				out = append(out, pageRange{start: a, end: a + pageSize})
+			}
+		}
+		addr += n * pageSize
+	}
+	_ = file
+	return out, nil
+}

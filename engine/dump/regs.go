@@ -1,0 +1,100 @@
+package dump
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/ptrace"
+)
+
+func regsEntry(r *ptrace.Regs) *pb.UserX86RegsEntry {
+	u := proto.Uint64
+	return &pb.UserX86RegsEntry{
+		R15: u(r.R15), R14: u(r.R14), R13: u(r.R13), R12: u(r.R12), Bp: u(r.Rbp), Bx: u(r.Rbx),
+		R11: u(r.R11), R10: u(r.R10), R9: u(r.R9), R8: u(r.R8), Ax: u(r.Rax), Cx: u(r.Rcx),
+		Dx: u(r.Rdx), Si: u(r.Rsi), Di: u(r.Rdi), OrigAx: u(r.Orig_rax), Ip: u(r.Rip), Cs: u(r.Cs),
+		Flags: u(r.Eflags), Sp: u(r.Rsp), Ss: u(r.Ss), FsBase: u(r.Fs_base), GsBase: u(r.Gs_base),
+		Ds: u(r.Ds), Es: u(r.Es), Fs: u(r.Fs), Gs: u(r.Gs),
+		Mode: pb.UserX86RegsMode_NATIVE.Enum(),
+	}
+}
+
+// xsaveComponent is where an XSAVE state component lives in the standard
+// (non-compacted) format that NT_X86_XSTATE uses. The offsets are
+// architectural for these components on every x86-64 CPU that has them.
+type xsaveComponent struct {
+	bit       uint
+	off, size int
+	wordsOf32 bool
+	set       func(x *pb.UserX86XsaveEntry, w32 []uint32, w64 []uint64)
+}
+
+var xsaveComponents = []xsaveComponent{
+	{bit: 2, off: 576, size: 256, wordsOf32: true, set: func(x *pb.UserX86XsaveEntry, w32 []uint32, _ []uint64) { x.YmmhSpace = w32 }},
+	{bit: 3, off: 960, size: 64, set: func(x *pb.UserX86XsaveEntry, _ []uint32, w64 []uint64) { x.BndregState = w64 }},
+	{bit: 4, off: 1024, size: 16, set: func(x *pb.UserX86XsaveEntry, _ []uint32, w64 []uint64) { x.BndcsrState = w64 }},
+	{bit: 5, off: 1088, size: 64, set: func(x *pb.UserX86XsaveEntry, _ []uint32, w64 []uint64) { x.OpmaskReg = w64 }},
+	{bit: 6, off: 1152, size: 512, set: func(x *pb.UserX86XsaveEntry, _ []uint32, w64 []uint64) { x.ZmmUpper = w64 }},
+	{bit: 7, off: 1664, size: 1024, set: func(x *pb.UserX86XsaveEntry, _ []uint32, w64 []uint64) { x.Hi16Zmm = w64 }},
+	{bit: 9, off: 2688, size: 8, wordsOf32: true, set: func(x *pb.UserX86XsaveEntry, w32 []uint32, _ []uint64) { x.Pkru = w32 }},
+}
+
+func words32(b []byte) []uint32 {
+	out := make([]uint32, len(b)/4)
+	for i := range out {
+		out[i] = binary.LittleEndian.Uint32(b[i*4:])
+	}
+	return out
+}
+
+func words64(b []byte) []uint64 {
+	out := make([]uint64, len(b)/8)
+	for i := range out {
+		out[i] = binary.LittleEndian.Uint64(b[i*8:])
+	}
+	return out
+}
+
+// fpregsEntry splits an NT_X86_XSTATE buffer (or a bare 512-byte fxsave
+// area) into CRIU's UserX86FpregsEntry.
+func fpregsEntry(xs []byte) (*pb.UserX86FpregsEntry, error) {
+	if len(xs) < 512 {
+		return nil, fmt.Errorf("fpu state is %d bytes, want at least 512", len(xs))
+	}
+	le := binary.LittleEndian
+	f := &pb.UserX86FpregsEntry{
+		Cwd:       proto.Uint32(uint32(le.Uint16(xs[0:]))),
+		Swd:       proto.Uint32(uint32(le.Uint16(xs[2:]))),
+		Twd:       proto.Uint32(uint32(le.Uint16(xs[4:]))),
+		Fop:       proto.Uint32(uint32(le.Uint16(xs[6:]))),
+		Rip:       proto.Uint64(le.Uint64(xs[8:])),
+		Rdp:       proto.Uint64(le.Uint64(xs[16:])),
+		Mxcsr:     proto.Uint32(le.Uint32(xs[24:])),
+		MxcsrMask: proto.Uint32(le.Uint32(xs[28:])),
+		StSpace:   words32(xs[32:160]),
+		XmmSpace:  words32(xs[160:416]),
+		Padding:   words32(xs[416:512]),
+	}
+	if len(xs) < 576 {
+		return f, nil
+	}
+	// sw_reserved (fx_sw_bytes at 464): xfeatures the kernel saves.
+	xfeatures := le.Uint64(xs[472:])
+	x := &pb.UserX86XsaveEntry{XstateBv: proto.Uint64(le.Uint64(xs[512:]))}
+	for _, c := range xsaveComponents {
+		if xfeatures&(1<<c.bit) == 0 || c.off+c.size > len(xs) {
+			continue
+		}
+		b := xs[c.off : c.off+c.size]
+		if c.wordsOf32 {
+			c.set(x, words32(b), nil)
+		} else {
+			c.set(x, nil, words64(b))
+		}
+	}
+	f.Xsave = x
+	return f, nil
+}

@@ -1,0 +1,404 @@
+package dump
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/crtools/crtools/engine/image"
+	"github.com/crtools/crtools/engine/image/pb"
+)
+
+// WriteImages writes the image files of the collected tree into dir.
+func (d *Dumper) WriteImages(ctx context.Context, dir string) error {
+	start := time.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.state
+	if s == nil || !d.frozen {
+		return fmt.Errorf("write images: nothing collected")
+	}
+	if err := s.writeMeta(dir); err != nil {
+		return err
+	}
+	var pagesID uint32
+	var total int64
+	for _, ts := range s.tasks {
+		if ts.t.zombie {
+			continue
+		}
+		pagesID++
+		n, err := d.writeTaskPages(ctx, dir, ts, pagesID)
+		if err != nil {
+			return err
+		}
+		total += n
+	}
+	for _, obj := range s.shmemOrder {
+		pagesID++
+		n, err := d.writeShmemPages(dir, obj, pagesID)
+		if err != nil {
+			return err
+		}
+		total += n
+	}
+	d.Timings.Pages = total
+	d.Timings.Write = time.Since(start)
+	d.log.Info().Int64("page_bytes", total).Dur("took", d.Timings.Write).Dur("copy", d.Timings.Copy).
+		Dur("sync", d.Timings.Sync).Msg("images written")
+	return nil
+}
+
+func runID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("crtools-%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// writeMeta writes every image but the page contents.
+func (s *dumpState) writeMeta(dir string) error {
+	inv := &pb.InventoryEntry{
+		ImgVersion:    proto.Uint32(2),
+		FdinfoPerId:   proto.Bool(true),
+		RootIds:       s.rootIDs,
+		NsPerId:       proto.Bool(true),
+		Lsmtype:       pb.Lsmtype_NO_LSM.Enum(),
+		DumpCriuRunId: proto.String(runID()),
+	}
+	if err := image.WriteFile(dir, image.Inventory, 0, inv); err != nil {
+		return fmt.Errorf("write inventory: %w", err)
+	}
+	var pstree []proto.Message
+	for _, ts := range s.tasks {
+		pstree = append(pstree, ts.pstree)
+	}
+	if err := image.WriteFile(dir, image.Pstree, 0, pstree...); err != nil {
+		return fmt.Errorf("write process tree: %w", err)
+	}
+	for _, ts := range s.tasks {
+		pid := uint64(ts.t.pid)
+		for i, c := range ts.cores {
+			tid := pid
+			if i > 0 {
+				tid = uint64(ts.t.threads[i].tid)
+			}
+			if err := image.WriteFile(dir, image.Core, tid, c); err != nil {
+				return fmt.Errorf("write core of thread %d: %w", tid, err)
+			}
+		}
+		if ts.t.zombie {
+			continue
+		}
+		if err := image.WriteFile(dir, image.IDs, pid, ts.ids); err != nil {
+			return fmt.Errorf("write ids of pid %d: %w", pid, err)
+		}
+		if err := image.WriteFile(dir, image.MM, pid, ts.mm); err != nil {
+			return fmt.Errorf("write memory map of pid %d: %w", pid, err)
+		}
+		if err := image.WriteFile(dir, image.FS, pid, ts.fs); err != nil {
+			return fmt.Errorf("write fs of pid %d: %w", pid, err)
+		}
+		var fds []proto.Message
+		for _, f := range ts.fds {
+			fds = append(fds, f)
+		}
+		if err := image.WriteFile(dir, image.Fdinfo, uint64(ts.ids.GetFilesId()), fds...); err != nil {
+			return fmt.Errorf("write fds of pid %d: %w", pid, err)
+		}
+	}
+	var files []proto.Message
+	for _, e := range s.files.entries {
+		files = append(files, e)
+	}
+	if err := image.WriteFile(dir, image.Files, 0, files...); err != nil {
+		return fmt.Errorf("write files: %w", err)
+	}
+	return nil
+}
+
+// Copy pipeline tuning: a batch is one process_vm_readv call, at most
+// batchBytes into one buffer from at most maxIov remote ranges (IOV_MAX).
+// Three buffers let the reader fill one while the writer drains another.
+const (
+	batchBytes = 8 << 20
+	maxIov     = 1024
+	nBuffers   = 3
+)
+
+type batch struct {
+	buf  []byte
+	runs []pageRange
+	err  error
+}
+
+// writeTaskPages copies the pages of one task into pagemap-<pid>.img and
+// pages-<pagesID>.img.
+func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, pagesID uint32) (int64, error) {
+	pid := ts.t.pid
+	pw, err := image.CreatePages(dir, image.Pagemap, uint64(pid), pagesID)
+	if err != nil {
+		return 0, fmt.Errorf("create pagemap of pid %d: %w", pid, err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			pw.Close()
+		}
+	}()
+
+	free := make(chan []byte, nBuffers)
+	for i := 0; i < nBuffers; i++ {
+		free <- make([]byte, batchBytes)
+	}
+	full := make(chan batch, nBuffers)
+	stop := make(chan struct{})
+	var copyTime time.Duration
+	go func() {
+		defer close(full)
+		copyTime = readBatches(ctx, pid, ts.pages, free, full, stop)
+	}()
+	var werr error
+	var total int64
+	for b := range full {
+		if werr == nil && b.err != nil {
+			werr = b.err
+		}
+		if werr == nil {
+			off := 0
+			for _, r := range b.runs {
+				n := int(r.end - r.start)
+				if err := pw.AddRun(r.start, b.buf[off:off+n], uint64(n/pageSize)); err != nil {
+					werr = fmt.Errorf("write pages of pid %d: %w", pid, err)
+					break
+				}
+				off += n
+				total += int64(n)
+			}
+			if d.opts.Progress != nil {
+				d.opts.Progress(total, 0)
+			}
+		}
+		if werr != nil {
+			select {
+			case <-stop:
+			default:
+				close(stop)
+			}
+		}
+		free <- b.buf[:cap(b.buf)]
+	}
+	d.Timings.Copy += copyTime
+	if werr != nil {
+		return 0, werr
+	}
+	syncStart := time.Now()
+	closed = true
+	if err := pw.Close(); err != nil {
+		return 0, fmt.Errorf("close pages of pid %d: %w", pid, err)
+	}
+	d.Timings.Sync += time.Since(syncStart)
+	return total, nil
+}
+
+// readBatches cuts ranges into batches and reads each with one
+// process_vm_readv (or /proc/PID/mem for pages the task may not read).
+// It returns the time spent reading.
+func readBatches(ctx context.Context, pid int, ranges []pageRange, free <-chan []byte, full chan<- batch, stop <-chan struct{}) time.Duration {
+	var spent time.Duration
+	var mem *os.File
+	defer func() {
+		if mem != nil {
+			mem.Close()
+		}
+	}()
+	remote := make([]unix.RemoteIovec, 0, maxIov)
+	i := 0
+	var cur pageRange
+	if len(ranges) > 0 {
+		cur = ranges[0]
+	}
+	for i < len(ranges) {
+		var buf []byte
+		select {
+		case buf = <-free:
+		case <-stop:
+			return spent
+		}
+		if err := ctx.Err(); err != nil {
+			full <- batch{err: err}
+			return spent
+		}
+		b := batch{buf: buf[:0]}
+		remote = remote[:0]
+		// Fill the batch with ranges the task can read.
+		for i < len(ranges) && len(b.buf) < batchBytes && len(remote) < maxIov {
+			if cur.viaMem {
+				if len(b.runs) > 0 {
+					break // read these on their own
+				}
+				n := cur.end - cur.start
+				if room := uint64(batchBytes); n > room {
+					n = room
+				}
+				start := time.Now()
+				if mem == nil {
+					var err error
+					if mem, err = os.Open(fmt.Sprintf("/proc/%d/mem", pid)); err != nil {
+						full <- batch{err: fmt.Errorf("open memory of pid %d: %w", pid, err)}
+						return spent
+					}
+				}
+				data := buf[:n]
+				if _, err := mem.ReadAt(data, int64(cur.start)); err != nil {
+					full <- batch{err: fmt.Errorf("read memory of pid %d at %#x: %w", pid, cur.start, err)}
+					return spent
+				}
+				spent += time.Since(start)
+				b.buf = data
+				b.runs = append(b.runs, pageRange{start: cur.start, end: cur.start + n})
+				cur.start += n
+				if cur.start == cur.end {
+					i++
+					if i < len(ranges) {
+						cur = ranges[i]
+					}
+				}
+				break
+			}
+			n := cur.end - cur.start
+			if room := uint64(batchBytes - len(b.buf)); n > room {
+				n = room
+			}
+			remote = append(remote, unix.RemoteIovec{Base: uintptr(cur.start), Len: int(n)})
+			b.runs = append(b.runs, pageRange{start: cur.start, end: cur.start + n})
+			b.buf = b.buf[:len(b.buf)+int(n)]
+			cur.start += n
+			if cur.start == cur.end {
+				i++
+				if i < len(ranges) {
+					cur = ranges[i]
+				}
+			}
+		}
+		if len(remote) > 0 {
+			start := time.Now()
+			err := readv(pid, b.buf, remote)
+			spent += time.Since(start)
+			if err != nil {
+				full <- batch{err: err}
+				return spent
+			}
+		}
+		full <- b
+	}
+	return spent
+}
+
+// readv reads remote into buf (whose length is the sum of the remote
+// lengths) with as few process_vm_readv calls as the kernel allows.
+func readv(pid int, buf []byte, remote []unix.RemoteIovec) error {
+	for len(buf) > 0 {
+		local := []unix.Iovec{{Base: &buf[0], Len: uint64(len(buf))}}
+		n, err := unix.ProcessVMReadv(pid, local, remote, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read memory of pid %d at %#x: %w", pid, remote[0].Base, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("read memory of pid %d at %#x: no progress", pid, remote[0].Base)
+		}
+		// A partial read stops at a range boundary or inside one; go on
+		// from there.
+		buf = buf[n:]
+		for n > 0 && len(remote) > 0 {
+			if n >= remote[0].Len {
+				n -= remote[0].Len
+				remote = remote[1:]
+				continue
+			}
+			remote[0].Base += uintptr(n)
+			remote[0].Len -= n
+			n = 0
+		}
+	}
+	return nil
+}
+
+// writeShmemPages saves the pages of one shared anonymous object into
+// pagemap-shmem-<ino>.img. It reads the object through the map_files link
+// of a mapping of it, finding its pages with SEEK_DATA/SEEK_HOLE, so that
+// pages only other tasks touched and swapped-out pages are included.
+func (d *Dumper) writeShmemPages(dir string, obj *shmemObj, pagesID uint32) (int64, error) {
+	path := fmt.Sprintf("/proc/%d/map_files/%x-%x", obj.pid, obj.start, obj.end)
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("open shared memory %d of pid %d: %w", obj.ino, obj.pid, err)
+	}
+	defer f.Close()
+	pw, err := image.CreatePages(dir, image.ShmemPagemap, obj.ino, pagesID)
+	if err != nil {
+		return 0, fmt.Errorf("create shared memory pagemap %d: %w", obj.ino, err)
+	}
+	var total int64
+	buf := make([]byte, batchBytes)
+	fd := int(f.Fd())
+	off := int64(0)
+	size := int64(obj.size)
+	for off < size {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break
+		}
+		if err != nil {
+			pw.Close()
+			return 0, fmt.Errorf("find pages of shared memory %d: %w", obj.ino, err)
+		}
+		if data >= size {
+			break
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			pw.Close()
+			return 0, fmt.Errorf("find pages of shared memory %d: %w", obj.ino, err)
+		}
+		if hole > size {
+			hole = size
+		}
+		data &^= pageSize - 1
+		for p := data; p < hole; {
+			n := hole - p
+			if n > int64(len(buf)) {
+				n = int64(len(buf))
+			}
+			n = (n + pageSize - 1) &^ (pageSize - 1)
+			got, err := f.ReadAt(buf[:n], p)
+			if err != nil && got < int(n) {
+				// The tail of the last page past EOF reads short.
+				for i := got; i < int(n); i++ {
+					buf[i] = 0
+				}
+			}
+			if err := pw.AddRun(uint64(p), buf[:n], uint64(n/pageSize)); err != nil {
+				pw.Close()
+				return 0, fmt.Errorf("write pages of shared memory %d: %w", obj.ino, err)
+			}
+			total += n
+			p += n
+		}
+		off = hole
+	}
+	syncStart := time.Now()
+	if err := pw.Close(); err != nil {
+		return 0, fmt.Errorf("close pages of shared memory %d: %w", obj.ino, err)
+	}
+	d.Timings.Sync += time.Since(syncStart)
+	return total, nil
+}

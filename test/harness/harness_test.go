@@ -225,3 +225,25 @@ func TestVerifyRefusesForeignPid(t *testing.T) {
 		t.Fatalf("Kill hit a process that is not the workload (state %q, %v)", st, err)
 	}
 }
+
+// TestWorkloadGetsOnlyStdio checks that a workload starts with fds 0-2
+// only, even when the test process inherited a descriptor without
+// close-on-exec.
+func TestWorkloadGetsOnlyStdio(t *testing.T) {
+	var p [2]int
+	if err := unix.Pipe(p[:]); err != nil { // no O_CLOEXEC: like a leaked fd
+		t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	closeOnExecInherited()
+	out, err := exec.Command("ls", "/proc/self/fd").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ls itself opens one descriptor for the directory it lists.
+	fds := strings.Fields(string(out))
+	if len(fds) > 4 {
+		t.Fatalf("child has descriptors %v, want 0 1 2 (and ls's own)", fds)
+	}
+}

@@ -268,8 +268,8 @@ func (p *pageScanner) scanIoctl(start, end uint64) ([]pageRange, error) {
 
 // Bits of a /proc/PID/pagemap entry (Documentation/admin-guide/mm/pagemap.rst).
 const (
-	pmPresent   = 1 << 63
-	pmSwapped   = 1 << 62
+	pmPresent    = 1 << 63
+	pmSwapped    = 1 << 62
 	pmFileShared = 1 << 61
 )
 

@@ -89,6 +89,11 @@ func DecodePagemap(r *Reader) (*PageIndex, error) {
 		if e.Blocks != nil {
 			return nil, bad("compressed pages: %w", ErrUnsupported)
 		}
+		if len(e.ProtoReflect().GetUnknown()) > 0 {
+			// A field we do not know may move the pages (as
+			// compression does): refuse rather than misplace them.
+			return nil, bad("fields unknown to crtools: %w", ErrUnsupported)
+		}
 		n := e.GetNrPages()
 		if n == 0 {
 			n = uint64(e.GetCompatNrPages())

@@ -346,8 +346,7 @@ func (x *UserX86RegsEntry) GetMode() UserX86RegsMode {
 	return Default_UserX86RegsEntry_Mode
 }
 
-// Shadow-stack (CET user) state. CRIU 4.2 writes it as field 9 of the
-// xsave entry with two uint64 fields.
+// Shadow-stack (CET user) state.
 type UserX86CetEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cet           *uint64                `protobuf:"varint,1,req,name=cet" json:"cet,omitempty"`
@@ -401,16 +400,18 @@ func (x *UserX86CetEntry) GetSsp() uint64 {
 }
 
 type UserX86XsaveEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	XstateBv      *uint64                `protobuf:"varint,1,req,name=xstate_bv,json=xstateBv" json:"xstate_bv,omitempty"`
-	YmmhSpace     []uint32               `protobuf:"varint,2,rep,name=ymmh_space,json=ymmhSpace" json:"ymmh_space,omitempty"`
-	BndregState   []uint64               `protobuf:"varint,3,rep,name=bndreg_state,json=bndregState" json:"bndreg_state,omitempty"`
-	BndcsrState   []uint64               `protobuf:"varint,4,rep,name=bndcsr_state,json=bndcsrState" json:"bndcsr_state,omitempty"`
-	OpmaskReg     []uint64               `protobuf:"varint,5,rep,name=opmask_reg,json=opmaskReg" json:"opmask_reg,omitempty"`
-	ZmmUpper      []uint64               `protobuf:"varint,6,rep,name=zmm_upper,json=zmmUpper" json:"zmm_upper,omitempty"`
-	Hi16Zmm       []uint64               `protobuf:"varint,7,rep,name=hi16_zmm,json=hi16Zmm" json:"hi16_zmm,omitempty"`
-	Pkru          []uint32               `protobuf:"varint,8,rep,name=pkru" json:"pkru,omitempty"`
-	Cet           *UserX86CetEntry       `protobuf:"bytes,9,opt,name=cet" json:"cet,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	XstateBv    *uint64                `protobuf:"varint,1,req,name=xstate_bv,json=xstateBv" json:"xstate_bv,omitempty"`
+	YmmhSpace   []uint32               `protobuf:"varint,2,rep,name=ymmh_space,json=ymmhSpace" json:"ymmh_space,omitempty"`
+	BndregState []uint64               `protobuf:"varint,3,rep,name=bndreg_state,json=bndregState" json:"bndreg_state,omitempty"`
+	BndcsrState []uint64               `protobuf:"varint,4,rep,name=bndcsr_state,json=bndcsrState" json:"bndcsr_state,omitempty"`
+	OpmaskReg   []uint64               `protobuf:"varint,5,rep,name=opmask_reg,json=opmaskReg" json:"opmask_reg,omitempty"`
+	ZmmUpper    []uint64               `protobuf:"varint,6,rep,name=zmm_upper,json=zmmUpper" json:"zmm_upper,omitempty"`
+	Hi16Zmm     []uint64               `protobuf:"varint,7,rep,name=hi16_zmm,json=hi16Zmm" json:"hi16_zmm,omitempty"`
+	Pkru        []uint32               `protobuf:"varint,8,rep,name=pkru" json:"pkru,omitempty"`
+	Cet         *UserX86CetEntry       `protobuf:"bytes,9,opt,name=cet" json:"cet,omitempty"`
+	// AMX tile configuration.
+	Xtilecfg      []uint64 `protobuf:"varint,10,rep,name=xtilecfg" json:"xtilecfg,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -504,6 +505,13 @@ func (x *UserX86XsaveEntry) GetPkru() []uint32 {
 func (x *UserX86XsaveEntry) GetCet() *UserX86CetEntry {
 	if x != nil {
 		return x.Cet
+	}
+	return nil
+}
+
+func (x *UserX86XsaveEntry) GetXtilecfg() []uint64 {
+	if x != nil {
+		return x.Xtilecfg
 	}
 	return nil
 }
@@ -654,7 +662,7 @@ type UserDescT struct {
 	ReadExecOnly  *bool                  `protobuf:"varint,7,req,name=read_exec_only,json=readExecOnly,def=1" json:"read_exec_only,omitempty"`
 	LimitInPages  *bool                  `protobuf:"varint,8,req,name=limit_in_pages,json=limitInPages" json:"limit_in_pages,omitempty"`
 	SegNotPresent *bool                  `protobuf:"varint,9,req,name=seg_not_present,json=segNotPresent,def=1" json:"seg_not_present,omitempty"`
-	Useable       *bool                  `protobuf:"varint,10,req,name=useable" json:"useable,omitempty"`
+	Usable        *bool                  `protobuf:"varint,10,req,name=usable" json:"usable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -758,9 +766,9 @@ func (x *UserDescT) GetSegNotPresent() bool {
 	return Default_UserDescT_SegNotPresent
 }
 
-func (x *UserDescT) GetUseable() bool {
-	if x != nil && x.Useable != nil {
-		return *x.Useable
+func (x *UserDescT) GetUsable() bool {
+	if x != nil && x.Usable != nil {
+		return *x.Usable
 	}
 	return false
 }
@@ -870,7 +878,7 @@ const file_core_x86_proto_rawDesc = "" +
 	"\x04mode\x18\x1c \x01(\x0e2\".crtools.images.user_x86_regs_mode:\x06NATIVER\x04mode\"8\n" +
 	"\x12user_x86_cet_entry\x12\x10\n" +
 	"\x03cet\x18\x01 \x02(\x04R\x03cet\x12\x10\n" +
-	"\x03ssp\x18\x02 \x02(\x04R\x03ssp\"\xb9\x02\n" +
+	"\x03ssp\x18\x02 \x02(\x04R\x03ssp\"\xd5\x02\n" +
 	"\x14user_x86_xsave_entry\x12\x1b\n" +
 	"\txstate_bv\x18\x01 \x02(\x04R\bxstateBv\x12\x1d\n" +
 	"\n" +
@@ -882,7 +890,9 @@ const file_core_x86_proto_rawDesc = "" +
 	"\tzmm_upper\x18\x06 \x03(\x04R\bzmmUpper\x12\x19\n" +
 	"\bhi16_zmm\x18\a \x03(\x04R\ahi16Zmm\x12\x12\n" +
 	"\x04pkru\x18\b \x03(\rR\x04pkru\x124\n" +
-	"\x03cet\x18\t \x01(\v2\".crtools.images.user_x86_cet_entryR\x03cet\"\xc6\x02\n" +
+	"\x03cet\x18\t \x01(\v2\".crtools.images.user_x86_cet_entryR\x03cet\x12\x1a\n" +
+	"\bxtilecfg\x18\n" +
+	" \x03(\x04R\bxtilecfg\"\xc6\x02\n" +
 	"\x15user_x86_fpregs_entry\x12\x10\n" +
 	"\x03cwd\x18\x01 \x02(\rR\x03cwd\x12\x10\n" +
 	"\x03swd\x18\x02 \x02(\rR\x03swd\x12\x10\n" +
@@ -897,7 +907,7 @@ const file_core_x86_proto_rawDesc = "" +
 	"\txmm_space\x18\n" +
 	" \x03(\rR\bxmmSpace\x12\x18\n" +
 	"\apadding\x18\v \x03(\rR\apadding\x12:\n" +
-	"\x05xsave\x18\r \x01(\v2$.crtools.images.user_x86_xsave_entryR\x05xsave\"\xd8\x02\n" +
+	"\x05xsave\x18\r \x01(\v2$.crtools.images.user_x86_xsave_entryR\x05xsave\"\xd6\x02\n" +
 	"\vuser_desc_t\x12!\n" +
 	"\fentry_number\x18\x01 \x02(\rR\ventryNumber\x12\x1b\n" +
 	"\tbase_addr\x18\x02 \x02(\rR\bbaseAddr\x12\x14\n" +
@@ -909,9 +919,9 @@ const file_core_x86_proto_rawDesc = "" +
 	"contents_l\x18\x06 \x02(\bR\tcontentsL\x12*\n" +
 	"\x0eread_exec_only\x18\a \x02(\b:\x04trueR\freadExecOnly\x12$\n" +
 	"\x0elimit_in_pages\x18\b \x02(\bR\flimitInPages\x12,\n" +
-	"\x0fseg_not_present\x18\t \x02(\b:\x04trueR\rsegNotPresent\x12\x18\n" +
-	"\auseable\x18\n" +
-	" \x02(\bR\auseable\"\xe2\x01\n" +
+	"\x0fseg_not_present\x18\t \x02(\b:\x04trueR\rsegNotPresent\x12\x16\n" +
+	"\x06usable\x18\n" +
+	" \x02(\bR\x06usable\"\xe2\x01\n" +
 	"\x0fthread_info_x86\x12$\n" +
 	"\x0eclear_tid_addr\x18\x01 \x02(\x04R\fclearTidAddr\x12;\n" +
 	"\x06gpregs\x18\x02 \x02(\v2#.crtools.images.user_x86_regs_entryR\x06gpregs\x12=\n" +

@@ -113,6 +113,7 @@ type NetDeviceEntry struct {
 	Conf4   []*SysctlEntry         `protobuf:"bytes,9,rep,name=conf4" json:"conf4,omitempty"`
 	Conf6   []*SysctlEntry         `protobuf:"bytes,10,rep,name=conf6" json:"conf6,omitempty"`
 	// 11 (macvlan), 15 (sit): not modelled; kept as unknown fields.
+	// 12-14: link peers and bridge masters.
 	PeerIfindex   *uint32 `protobuf:"varint,12,opt,name=peer_ifindex,json=peerIfindex" json:"peer_ifindex,omitempty"`
 	PeerNsid      *uint32 `protobuf:"varint,13,opt,name=peer_nsid,json=peerNsid" json:"peer_nsid,omitempty"`
 	Master        *uint32 `protobuf:"varint,14,opt,name=master" json:"master,omitempty"`
@@ -243,8 +244,8 @@ func (x *NetDeviceEntry) GetMaster() uint32 {
 
 type NetnsId struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	TargetNsId    *uint32                `protobuf:"varint,1,req,name=target_ns_id,json=targetNsId" json:"target_ns_id,omitempty"`
-	NetnsidValue  *uint32                `protobuf:"varint,2,req,name=netnsid_value,json=netnsidValue" json:"netnsid_value,omitempty"`
+	Id            *uint32                `protobuf:"varint,1,req,name=id" json:"id,omitempty"`
+	Nsid          *int32                 `protobuf:"varint,2,req,name=nsid" json:"nsid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -279,16 +280,16 @@ func (*NetnsId) Descriptor() ([]byte, []int) {
 	return file_netdev_proto_rawDescGZIP(), []int{1}
 }
 
-func (x *NetnsId) GetTargetNsId() uint32 {
-	if x != nil && x.TargetNsId != nil {
-		return *x.TargetNsId
+func (x *NetnsId) GetId() uint32 {
+	if x != nil && x.Id != nil {
+		return *x.Id
 	}
 	return 0
 }
 
-func (x *NetnsId) GetNetnsidValue() uint32 {
-	if x != nil && x.NetnsidValue != nil {
-		return *x.NetnsidValue
+func (x *NetnsId) GetNsid() int32 {
+	if x != nil && x.Nsid != nil {
+		return *x.Nsid
 	}
 	return 0
 }
@@ -420,11 +421,10 @@ const file_netdev_proto_rawDesc = "" +
 	" \x03(\v2\x1c.crtools.images.sysctl_entryR\x05conf6\x12!\n" +
 	"\fpeer_ifindex\x18\f \x01(\rR\vpeerIfindex\x12\x1b\n" +
 	"\tpeer_nsid\x18\r \x01(\rR\bpeerNsid\x12\x16\n" +
-	"\x06master\x18\x0e \x01(\rR\x06master\"Q\n" +
-	"\bnetns_id\x12 \n" +
-	"\ftarget_ns_id\x18\x01 \x02(\rR\n" +
-	"targetNsId\x12#\n" +
-	"\rnetnsid_value\x18\x02 \x02(\rR\fnetnsidValue\"\xb3\x03\n" +
+	"\x06master\x18\x0e \x01(\rR\x06master\".\n" +
+	"\bnetns_id\x12\x0e\n" +
+	"\x02id\x18\x01 \x02(\rR\x02id\x12\x12\n" +
+	"\x04nsid\x18\x02 \x02(\x05R\x04nsid\"\xb3\x03\n" +
 	"\vnetns_entry\x12\x19\n" +
 	"\bdef_conf\x18\x01 \x03(\x05R\adefConf\x12\x19\n" +
 	"\ball_conf\x18\x02 \x03(\x05R\aallConf\x129\n" +

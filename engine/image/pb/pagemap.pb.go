@@ -77,7 +77,10 @@ type PagemapEntry struct {
 	// PE_* flags (PE_PARENT 1, PE_LAZY 2, PE_PRESENT 4).
 	Flags   *uint32 `protobuf:"varint,4,opt,name=flags" json:"flags,omitempty"`
 	NrPages *uint64 `protobuf:"varint,5,opt,name=nr_pages,json=nrPages" json:"nr_pages,omitempty"`
-	// Compressed payload description (newer CRIU); crtools rejects it.
+	// Compressed payloads, an extension under development upstream (its
+	// names differ between branches). crtools refuses such entries, and
+	// any other field it does not know, because they change where the
+	// pages are in the pages file.
 	Blocks        *PagemapBlocks `protobuf:"bytes,6,opt,name=blocks" json:"blocks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -87,32 +87,35 @@ func (SkShutdown) EnumDescriptor() ([]byte, []int) {
 }
 
 type SkOptsEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SoSndbuf      *uint32                `protobuf:"varint,1,req,name=so_sndbuf,json=soSndbuf" json:"so_sndbuf,omitempty"`
-	SoRcvbuf      *uint32                `protobuf:"varint,2,req,name=so_rcvbuf,json=soRcvbuf" json:"so_rcvbuf,omitempty"`
-	SoSndTmoSec   *uint64                `protobuf:"varint,3,req,name=so_snd_tmo_sec,json=soSndTmoSec" json:"so_snd_tmo_sec,omitempty"`
-	SoSndTmoUsec  *uint64                `protobuf:"varint,4,req,name=so_snd_tmo_usec,json=soSndTmoUsec" json:"so_snd_tmo_usec,omitempty"`
-	SoRcvTmoSec   *uint64                `protobuf:"varint,5,req,name=so_rcv_tmo_sec,json=soRcvTmoSec" json:"so_rcv_tmo_sec,omitempty"`
-	SoRcvTmoUsec  *uint64                `protobuf:"varint,6,req,name=so_rcv_tmo_usec,json=soRcvTmoUsec" json:"so_rcv_tmo_usec,omitempty"`
-	Reuseaddr     *bool                  `protobuf:"varint,7,opt,name=reuseaddr" json:"reuseaddr,omitempty"`
-	SoPriority    *uint32                `protobuf:"varint,8,opt,name=so_priority,json=soPriority" json:"so_priority,omitempty"`
-	SoRcvlowat    *uint32                `protobuf:"varint,9,opt,name=so_rcvlowat,json=soRcvlowat" json:"so_rcvlowat,omitempty"`
-	SoMark        *uint32                `protobuf:"varint,10,opt,name=so_mark,json=soMark" json:"so_mark,omitempty"`
-	SoPasscred    *bool                  `protobuf:"varint,11,opt,name=so_passcred,json=soPasscred" json:"so_passcred,omitempty"`
-	SoPasssec     *bool                  `protobuf:"varint,12,opt,name=so_passsec,json=soPasssec" json:"so_passsec,omitempty"`
-	SoDontroute   *bool                  `protobuf:"varint,13,opt,name=so_dontroute,json=soDontroute" json:"so_dontroute,omitempty"`
-	SoNoCheck     *bool                  `protobuf:"varint,14,opt,name=so_no_check,json=soNoCheck" json:"so_no_check,omitempty"`
-	SoBoundDev    *string                `protobuf:"bytes,15,opt,name=so_bound_dev,json=soBoundDev" json:"so_bound_dev,omitempty"`
-	SoFilter      []uint64               `protobuf:"fixed64,16,rep,name=so_filter,json=soFilter" json:"so_filter,omitempty"`
-	SoReuseport   *bool                  `protobuf:"varint,17,opt,name=so_reuseport,json=soReuseport" json:"so_reuseport,omitempty"`
-	SoBroadcast   *bool                  `protobuf:"varint,18,opt,name=so_broadcast,json=soBroadcast" json:"so_broadcast,omitempty"`
-	SoKeepalive   *bool                  `protobuf:"varint,19,opt,name=so_keepalive,json=soKeepalive" json:"so_keepalive,omitempty"`
-	TcpKeepcnt    *uint32                `protobuf:"varint,20,opt,name=tcp_keepcnt,json=tcpKeepcnt" json:"tcp_keepcnt,omitempty"`
-	TcpKeepidle   *uint32                `protobuf:"varint,21,opt,name=tcp_keepidle,json=tcpKeepidle" json:"tcp_keepidle,omitempty"`
-	TcpKeepintvl  *uint32                `protobuf:"varint,22,opt,name=tcp_keepintvl,json=tcpKeepintvl" json:"tcp_keepintvl,omitempty"`
-	SoOobinline   *uint32                `protobuf:"varint,23,opt,name=so_oobinline,json=soOobinline" json:"so_oobinline,omitempty"`
-	SoLinger      *uint32                `protobuf:"varint,24,opt,name=so_linger,json=soLinger" json:"so_linger,omitempty"`
-	SoBufLock     *uint32                `protobuf:"varint,25,opt,name=so_buf_lock,json=soBufLock" json:"so_buf_lock,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	SoSndbuf     *uint32                `protobuf:"varint,1,req,name=so_sndbuf,json=soSndbuf" json:"so_sndbuf,omitempty"`
+	SoRcvbuf     *uint32                `protobuf:"varint,2,req,name=so_rcvbuf,json=soRcvbuf" json:"so_rcvbuf,omitempty"`
+	SoSndTmoSec  *uint64                `protobuf:"varint,3,req,name=so_snd_tmo_sec,json=soSndTmoSec" json:"so_snd_tmo_sec,omitempty"`
+	SoSndTmoUsec *uint64                `protobuf:"varint,4,req,name=so_snd_tmo_usec,json=soSndTmoUsec" json:"so_snd_tmo_usec,omitempty"`
+	SoRcvTmoSec  *uint64                `protobuf:"varint,5,req,name=so_rcv_tmo_sec,json=soRcvTmoSec" json:"so_rcv_tmo_sec,omitempty"`
+	SoRcvTmoUsec *uint64                `protobuf:"varint,6,req,name=so_rcv_tmo_usec,json=soRcvTmoUsec" json:"so_rcv_tmo_usec,omitempty"`
+	Reuseaddr    *bool                  `protobuf:"varint,7,opt,name=reuseaddr" json:"reuseaddr,omitempty"`
+	SoPriority   *uint32                `protobuf:"varint,8,opt,name=so_priority,json=soPriority" json:"so_priority,omitempty"`
+	SoRcvlowat   *uint32                `protobuf:"varint,9,opt,name=so_rcvlowat,json=soRcvlowat" json:"so_rcvlowat,omitempty"`
+	SoMark       *uint32                `protobuf:"varint,10,opt,name=so_mark,json=soMark" json:"so_mark,omitempty"`
+	SoPasscred   *bool                  `protobuf:"varint,11,opt,name=so_passcred,json=soPasscred" json:"so_passcred,omitempty"`
+	SoPasssec    *bool                  `protobuf:"varint,12,opt,name=so_passsec,json=soPasssec" json:"so_passsec,omitempty"`
+	SoDontroute  *bool                  `protobuf:"varint,13,opt,name=so_dontroute,json=soDontroute" json:"so_dontroute,omitempty"`
+	SoNoCheck    *bool                  `protobuf:"varint,14,opt,name=so_no_check,json=soNoCheck" json:"so_no_check,omitempty"`
+	SoBoundDev   *string                `protobuf:"bytes,15,opt,name=so_bound_dev,json=soBoundDev" json:"so_bound_dev,omitempty"`
+	SoFilter     []uint64               `protobuf:"fixed64,16,rep,name=so_filter,json=soFilter" json:"so_filter,omitempty"`
+	SoReuseport  *bool                  `protobuf:"varint,17,opt,name=so_reuseport,json=soReuseport" json:"so_reuseport,omitempty"`
+	SoBroadcast  *bool                  `protobuf:"varint,18,opt,name=so_broadcast,json=soBroadcast" json:"so_broadcast,omitempty"`
+	SoKeepalive  *bool                  `protobuf:"varint,19,opt,name=so_keepalive,json=soKeepalive" json:"so_keepalive,omitempty"`
+	// 20-22: deprecated, tcp_opts_entry holds them now.
+	TcpKeepcnt    *uint32 `protobuf:"varint,20,opt,name=tcp_keepcnt,json=tcpKeepcnt" json:"tcp_keepcnt,omitempty"`
+	TcpKeepidle   *uint32 `protobuf:"varint,21,opt,name=tcp_keepidle,json=tcpKeepidle" json:"tcp_keepidle,omitempty"`
+	TcpKeepintvl  *uint32 `protobuf:"varint,22,opt,name=tcp_keepintvl,json=tcpKeepintvl" json:"tcp_keepintvl,omitempty"`
+	SoOobinline   *uint32 `protobuf:"varint,23,opt,name=so_oobinline,json=soOobinline" json:"so_oobinline,omitempty"`
+	SoLinger      *uint32 `protobuf:"varint,24,opt,name=so_linger,json=soLinger" json:"so_linger,omitempty"`
+	SoBufLock     *uint32 `protobuf:"varint,25,opt,name=so_buf_lock,json=soBufLock" json:"so_buf_lock,omitempty"`
+	SoPasspidfd   *bool   `protobuf:"varint,26,opt,name=so_passpidfd,json=soPasspidfd" json:"so_passpidfd,omitempty"`
+	SoPassrights  *bool   `protobuf:"varint,27,opt,name=so_passrights,json=soPassrights" json:"so_passrights,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -322,11 +325,25 @@ func (x *SkOptsEntry) GetSoBufLock() uint32 {
 	return 0
 }
 
+func (x *SkOptsEntry) GetSoPasspidfd() bool {
+	if x != nil && x.SoPasspidfd != nil {
+		return *x.SoPasspidfd
+	}
+	return false
+}
+
+func (x *SkOptsEntry) GetSoPassrights() bool {
+	if x != nil && x.SoPassrights != nil {
+		return *x.SoPassrights
+	}
+	return false
+}
+
 var File_sk_opts_proto protoreflect.FileDescriptor
 
 const file_sk_opts_proto_rawDesc = "" +
 	"\n" +
-	"\rsk-opts.proto\x12\x0ecrtools.images\"\xce\x06\n" +
+	"\rsk-opts.proto\x12\x0ecrtools.images\"\x96\a\n" +
 	"\rsk_opts_entry\x12\x1b\n" +
 	"\tso_sndbuf\x18\x01 \x02(\rR\bsoSndbuf\x12\x1b\n" +
 	"\tso_rcvbuf\x18\x02 \x02(\rR\bsoRcvbuf\x12#\n" +
@@ -359,7 +376,9 @@ const file_sk_opts_proto_rawDesc = "" +
 	"\rtcp_keepintvl\x18\x16 \x01(\rR\ftcpKeepintvl\x12!\n" +
 	"\fso_oobinline\x18\x17 \x01(\rR\vsoOobinline\x12\x1b\n" +
 	"\tso_linger\x18\x18 \x01(\rR\bsoLinger\x12\x1e\n" +
-	"\vso_buf_lock\x18\x19 \x01(\rR\tsoBufLock*6\n" +
+	"\vso_buf_lock\x18\x19 \x01(\rR\tsoBufLock\x12!\n" +
+	"\fso_passpidfd\x18\x1a \x01(\bR\vsoPasspidfd\x12#\n" +
+	"\rso_passrights\x18\x1b \x01(\bR\fsoPassrights*6\n" +
 	"\vsk_shutdown\x12\b\n" +
 	"\x04NONE\x10\x00\x12\b\n" +
 	"\x04READ\x10\x01\x12\t\n" +

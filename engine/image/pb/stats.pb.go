@@ -180,6 +180,7 @@ type RestoreStatsEntry struct {
 	ForkingTime     *uint32                `protobuf:"varint,3,req,name=forking_time,json=forkingTime" json:"forking_time,omitempty"`
 	RestoreTime     *uint32                `protobuf:"varint,4,req,name=restore_time,json=restoreTime" json:"restore_time,omitempty"`
 	PagesRestored   *uint64                `protobuf:"varint,5,opt,name=pages_restored,json=pagesRestored" json:"pages_restored,omitempty"`
+	ResumeTime      *uint32                `protobuf:"varint,6,opt,name=resume_time,json=resumeTime" json:"resume_time,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -245,6 +246,13 @@ func (x *RestoreStatsEntry) GetRestoreTime() uint32 {
 func (x *RestoreStatsEntry) GetPagesRestored() uint64 {
 	if x != nil && x.PagesRestored != nil {
 		return *x.PagesRestored
+	}
+	return 0
+}
+
+func (x *RestoreStatsEntry) GetResumeTime() uint32 {
+	if x != nil && x.ResumeTime != nil {
+		return *x.ResumeTime
 	}
 	return 0
 }
@@ -324,13 +332,15 @@ const file_stats_proto_rawDesc = "" +
 	"\x0epage_pipe_bufs\x18\v \x01(\x04R\fpagePipeBufs\x12'\n" +
 	"\x0fshpages_scanned\x18\f \x01(\x04R\x0eshpagesScanned\x124\n" +
 	"\x16shpages_skipped_parent\x18\r \x01(\x04R\x14shpagesSkippedParent\x12'\n" +
-	"\x0fshpages_written\x18\x0e \x01(\x04R\x0eshpagesWritten\"\xd5\x01\n" +
+	"\x0fshpages_written\x18\x0e \x01(\x04R\x0eshpagesWritten\"\xf6\x01\n" +
 	"\x13restore_stats_entry\x12%\n" +
 	"\x0epages_compared\x18\x01 \x02(\x04R\rpagesCompared\x12*\n" +
 	"\x11pages_skipped_cow\x18\x02 \x02(\x04R\x0fpagesSkippedCow\x12!\n" +
 	"\fforking_time\x18\x03 \x02(\rR\vforkingTime\x12!\n" +
 	"\frestore_time\x18\x04 \x02(\rR\vrestoreTime\x12%\n" +
-	"\x0epages_restored\x18\x05 \x01(\x04R\rpagesRestored\"\x82\x01\n" +
+	"\x0epages_restored\x18\x05 \x01(\x04R\rpagesRestored\x12\x1f\n" +
+	"\vresume_time\x18\x06 \x01(\rR\n" +
+	"resumeTime\"\x82\x01\n" +
 	"\vstats_entry\x124\n" +
 	"\x04dump\x18\x01 \x01(\v2 .crtools.images.dump_stats_entryR\x04dump\x12=\n" +
 	"\arestore\x18\x02 \x01(\v2#.crtools.images.restore_stats_entryR\arestoreB/Z-github.com/crtools/crtools/engine/image/pb;pb"

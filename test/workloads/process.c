@@ -2,7 +2,7 @@
  * process: per-process attributes set to values that differ from the
  * defaults: lowered rlimits, umask, a working directory with a space in
  * its name, comm, personality, no_new_privs, dumpable, parent-death
- * signal, child-subreaper, timer slack, and the robust futex list head
+ * signal, child-subreaper, and the robust futex list head
  * (glibc registers one; we check it stays where it was).
  *
  * Verify reads each of them back.
@@ -17,7 +17,6 @@
 
 #define PDEATH_SIG (SIGRTMIN + 7)
 #define PERSONA (PER_LINUX | ADDR_NO_RANDOMIZE | UNAME26)
-#define SLACK_NS 123456
 
 struct rl {
 	int res;
@@ -74,8 +73,6 @@ static void verify(void)
 	v = -1;
 	prctl(PR_GET_CHILD_SUBREAPER, &v, 0, 0, 0);
 	CRT_CHECK(v == 1, "child-subreaper %d, want 1", v);
-	CRT_CHECK(prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) == SLACK_NS, "timer slack %d, want %d",
-		  prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0), SLACK_NS);
 	CRT_CHECK(syscall(SYS_get_robust_list, 0, &head, &len) == 0 && head == robust_head && len == robust_len,
 		  "robust list %p+%zu, want %p+%zu", head, len, robust_head, robust_len);
 }
@@ -119,8 +116,6 @@ int main(void)
 		crt_die("PR_SET_PDEATHSIG");
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
 		crt_die("PR_SET_CHILD_SUBREAPER");
-	if (prctl(PR_SET_TIMERSLACK, SLACK_NS, 0, 0, 0))
-		crt_die("PR_SET_TIMERSLACK");
 	if (syscall(SYS_get_robust_list, 0, &robust_head, &robust_len))
 		crt_die("get_robust_list");
 	/* Last: with dumpable 0, /proc/self files belong to root. */

@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/crtools/crtools/engine/cpu"
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/engine/ptrace"
 )
@@ -22,24 +23,23 @@ func regsEntry(r *ptrace.Regs) *pb.UserX86RegsEntry {
 	}
 }
 
-// xsaveComponent is where an XSAVE state component lives in the standard
-// (non-compacted) format that NT_X86_XSTATE uses. The offsets are
-// architectural for these components on every x86-64 CPU that has them.
-type xsaveComponent struct {
-	bit       uint
-	off, size int
+// xsaveComponents say how each XSAVE state component maps to a field of
+// UserX86XsaveEntry. Where a component sits in the NT_X86_XSTATE buffer is
+// NOT architectural (AMD packs them: opmask at 832 where Intel has 1088), so
+// offsets and sizes come from CPUID leaf 0xD (engine/cpu), which restore
+// uses too.
+var xsaveComponents = []struct {
+	bit       int
 	wordsOf32 bool
 	set       func(x *pb.UserX86XsaveEntry, w32 []uint32, w64 []uint64)
-}
-
-var xsaveComponents = []xsaveComponent{
-	{bit: 2, off: 576, size: 256, wordsOf32: true, set: func(x *pb.UserX86XsaveEntry, w32 []uint32, _ []uint64) { x.YmmhSpace = w32 }},
-	{bit: 3, off: 960, size: 64, set: func(x *pb.UserX86XsaveEntry, _ []uint32, w64 []uint64) { x.BndregState = w64 }},
-	{bit: 4, off: 1024, size: 16, set: func(x *pb.UserX86XsaveEntry, _ []uint32, w64 []uint64) { x.BndcsrState = w64 }},
-	{bit: 5, off: 1088, size: 64, set: func(x *pb.UserX86XsaveEntry, _ []uint32, w64 []uint64) { x.OpmaskReg = w64 }},
-	{bit: 6, off: 1152, size: 512, set: func(x *pb.UserX86XsaveEntry, _ []uint32, w64 []uint64) { x.ZmmUpper = w64 }},
-	{bit: 7, off: 1664, size: 1024, set: func(x *pb.UserX86XsaveEntry, _ []uint32, w64 []uint64) { x.Hi16Zmm = w64 }},
-	{bit: 9, off: 2688, size: 8, wordsOf32: true, set: func(x *pb.UserX86XsaveEntry, w32 []uint32, _ []uint64) { x.Pkru = w32 }},
+}{
+	{bit: 2, wordsOf32: true, set: func(x *pb.UserX86XsaveEntry, w32 []uint32, _ []uint64) { x.YmmhSpace = w32 }},
+	{bit: 3, set: func(x *pb.UserX86XsaveEntry, _ []uint32, w64 []uint64) { x.BndregState = w64 }},
+	{bit: 4, set: func(x *pb.UserX86XsaveEntry, _ []uint32, w64 []uint64) { x.BndcsrState = w64 }},
+	{bit: 5, set: func(x *pb.UserX86XsaveEntry, _ []uint32, w64 []uint64) { x.OpmaskReg = w64 }},
+	{bit: 6, set: func(x *pb.UserX86XsaveEntry, _ []uint32, w64 []uint64) { x.ZmmUpper = w64 }},
+	{bit: 7, set: func(x *pb.UserX86XsaveEntry, _ []uint32, w64 []uint64) { x.Hi16Zmm = w64 }},
+	{bit: 9, wordsOf32: true, set: func(x *pb.UserX86XsaveEntry, w32 []uint32, _ []uint64) { x.Pkru = w32 }},
 }
 
 func words32(b []byte) []uint32 {
@@ -81,14 +81,16 @@ func fpregsEntry(xs []byte) (*pb.UserX86FpregsEntry, error) {
 	if len(xs) < 576 {
 		return f, nil
 	}
-	// sw_reserved (fx_sw_bytes at 464): xfeatures the kernel saves.
-	xfeatures := le.Uint64(xs[472:])
+	// For ptrace the kernel puts the user xfeatures (XCR0) in the first
+	// word of sw_reserved (USER_XSTATE_XCR0_WORD, byte 464).
+	xfeatures := le.Uint64(xs[464:])
 	x := &pb.UserX86XsaveEntry{XstateBv: proto.Uint64(le.Uint64(xs[512:]))}
 	for _, c := range xsaveComponents {
-		if xfeatures&(1<<c.bit) == 0 || c.off+c.size > len(xs) {
+		comp, ok := cpu.XStateComponent(c.bit)
+		if !ok || xfeatures&(1<<c.bit) == 0 || comp.Offset+comp.Size > len(xs) {
 			continue
 		}
-		b := xs[c.off : c.off+c.size]
+		b := xs[comp.Offset : comp.Offset+comp.Size]
 		if c.wordsOf32 {
 			c.set(x, words32(b), nil)
 		} else {

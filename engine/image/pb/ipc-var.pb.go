@@ -40,9 +40,6 @@ type IpcVarEntry struct {
 	MqMsgsizeMax     *uint32                `protobuf:"varint,12,req,name=mq_msgsize_max,json=mqMsgsizeMax" json:"mq_msgsize_max,omitempty"`
 	MqMsgDefault     *uint32                `protobuf:"varint,13,opt,name=mq_msg_default,json=mqMsgDefault" json:"mq_msg_default,omitempty"`
 	MqMsgsizeDefault *uint32                `protobuf:"varint,14,opt,name=mq_msgsize_default,json=mqMsgsizeDefault" json:"mq_msgsize_default,omitempty"`
-	MsgNextId        *uint32                `protobuf:"varint,15,opt,name=msg_next_id,json=msgNextId" json:"msg_next_id,omitempty"`
-	SemNextId        *uint32                `protobuf:"varint,16,opt,name=sem_next_id,json=semNextId" json:"sem_next_id,omitempty"`
-	ShmNextId        *uint32                `protobuf:"varint,17,opt,name=shm_next_id,json=shmNextId" json:"shm_next_id,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -175,32 +172,11 @@ func (x *IpcVarEntry) GetMqMsgsizeDefault() uint32 {
 	return 0
 }
 
-func (x *IpcVarEntry) GetMsgNextId() uint32 {
-	if x != nil && x.MsgNextId != nil {
-		return *x.MsgNextId
-	}
-	return 0
-}
-
-func (x *IpcVarEntry) GetSemNextId() uint32 {
-	if x != nil && x.SemNextId != nil {
-		return *x.SemNextId
-	}
-	return 0
-}
-
-func (x *IpcVarEntry) GetShmNextId() uint32 {
-	if x != nil && x.ShmNextId != nil {
-		return *x.ShmNextId
-	}
-	return 0
-}
-
 var File_ipc_var_proto protoreflect.FileDescriptor
 
 const file_ipc_var_proto_rawDesc = "" +
 	"\n" +
-	"\ripc-var.proto\x12\x0ecrtools.images\"\xc9\x04\n" +
+	"\ripc-var.proto\x12\x0ecrtools.images\"\xe9\x03\n" +
 	"\ripc_var_entry\x12\x19\n" +
 	"\bsem_ctls\x18\x01 \x03(\rR\asemCtls\x12\x1d\n" +
 	"\n" +
@@ -224,10 +200,7 @@ const file_ipc_var_proto_rawDesc = "" +
 	"mq_msg_max\x18\v \x02(\rR\bmqMsgMax\x12$\n" +
 	"\x0emq_msgsize_max\x18\f \x02(\rR\fmqMsgsizeMax\x12$\n" +
 	"\x0emq_msg_default\x18\r \x01(\rR\fmqMsgDefault\x12,\n" +
-	"\x12mq_msgsize_default\x18\x0e \x01(\rR\x10mqMsgsizeDefault\x12\x1e\n" +
-	"\vmsg_next_id\x18\x0f \x01(\rR\tmsgNextId\x12\x1e\n" +
-	"\vsem_next_id\x18\x10 \x01(\rR\tsemNextId\x12\x1e\n" +
-	"\vshm_next_id\x18\x11 \x01(\rR\tshmNextIdB/Z-github.com/crtools/crtools/engine/image/pb;pb"
+	"\x12mq_msgsize_default\x18\x0e \x01(\rR\x10mqMsgsizeDefaultB/Z-github.com/crtools/crtools/engine/image/pb;pb"
 
 var (
 	file_ipc_var_proto_rawDescOnce sync.Once

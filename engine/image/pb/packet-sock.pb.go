@@ -197,7 +197,6 @@ type PacketSockEntry struct {
 	Fanout        *uint32                `protobuf:"varint,17,opt,name=fanout,def=4294967295" json:"fanout,omitempty"`
 	RxRing        *PacketRing            `protobuf:"bytes,18,opt,name=rx_ring,json=rxRing" json:"rx_ring,omitempty"`
 	TxRing        *PacketRing            `protobuf:"bytes,19,opt,name=tx_ring,json=txRing" json:"tx_ring,omitempty"`
-	NsId          *uint32                `protobuf:"varint,20,opt,name=ns_id,json=nsId" json:"ns_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -370,13 +369,6 @@ func (x *PacketSockEntry) GetTxRing() *PacketRing {
 	return nil
 }
 
-func (x *PacketSockEntry) GetNsId() uint32 {
-	if x != nil && x.NsId != nil {
-		return *x.NsId
-	}
-	return 0
-}
-
 var File_packet_sock_proto protoreflect.FileDescriptor
 
 const file_packet_sock_proto_rawDesc = "" +
@@ -398,7 +390,7 @@ const file_packet_sock_proto_rawDesc = "" +
 	"retire_tmo\x18\x05 \x02(\rR\tretireTmo\x12\x1f\n" +
 	"\vsizeof_priv\x18\x06 \x02(\rR\n" +
 	"sizeofPriv\x12\x1a\n" +
-	"\bfeatures\x18\a \x02(\rR\bfeatures\"\x9a\x05\n" +
+	"\bfeatures\x18\a \x02(\rR\bfeatures\"\x85\x05\n" +
 	"\x11packet_sock_entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x02(\rR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x02(\rR\x04type\x12\x1a\n" +
@@ -421,8 +413,7 @@ const file_packet_sock_proto_rawDesc = "" +
 	"\x06fanout\x18\x11 \x01(\r:\n" +
 	"4294967295R\x06fanout\x124\n" +
 	"\arx_ring\x18\x12 \x01(\v2\x1b.crtools.images.packet_ringR\x06rxRing\x124\n" +
-	"\atx_ring\x18\x13 \x01(\v2\x1b.crtools.images.packet_ringR\x06txRing\x12\x13\n" +
-	"\x05ns_id\x18\x14 \x01(\rR\x04nsIdB/Z-github.com/crtools/crtools/engine/image/pb;pb"
+	"\atx_ring\x18\x13 \x01(\v2\x1b.crtools.images.packet_ringR\x06txRingB/Z-github.com/crtools/crtools/engine/image/pb;pb"
 
 var (
 	file_packet_sock_proto_rawDescOnce sync.Once

@@ -89,9 +89,8 @@ type InetSkEntry struct {
 	V6Only  *bool        `protobuf:"varint,15,opt,name=v6only" json:"v6only,omitempty"`
 	IpOpts  *IpOptsEntry `protobuf:"bytes,16,opt,name=ip_opts,json=ipOpts" json:"ip_opts,omitempty"`
 	// For IPv6 link-local binds: the ifindex by name.
-	Ifname        *string     `protobuf:"bytes,17,opt,name=ifname" json:"ifname,omitempty"`
-	NsId          *uint32     `protobuf:"varint,18,opt,name=ns_id,json=nsId" json:"ns_id,omitempty"`
-	Shutdown      *SkShutdown `protobuf:"varint,19,opt,name=shutdown,enum=crtools.images.SkShutdown" json:"shutdown,omitempty"`
+	Ifname        *string `protobuf:"bytes,17,opt,name=ifname" json:"ifname,omitempty"`
+	NsId          *uint32 `protobuf:"varint,18,opt,name=ns_id,json=nsId" json:"ns_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -252,13 +251,6 @@ func (x *InetSkEntry) GetNsId() uint32 {
 	return 0
 }
 
-func (x *InetSkEntry) GetShutdown() SkShutdown {
-	if x != nil && x.Shutdown != nil {
-		return *x.Shutdown
-	}
-	return SkShutdown_NONE
-}
-
 var File_sk_inet_proto protoreflect.FileDescriptor
 
 const file_sk_inet_proto_rawDesc = "" +
@@ -266,7 +258,7 @@ const file_sk_inet_proto_rawDesc = "" +
 	"\rsk-inet.proto\x12\x0ecrtools.images\x1a\n" +
 	"fown.proto\x1a\rsk-opts.proto\"+\n" +
 	"\rip_opts_entry\x12\x1a\n" +
-	"\bfreebind\x18\x01 \x01(\bR\bfreebind\"\xbe\x04\n" +
+	"\bfreebind\x18\x01 \x01(\bR\bfreebind\"\x85\x04\n" +
 	"\rinet_sk_entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x02(\rR\x02id\x12\x10\n" +
 	"\x03ino\x18\x02 \x02(\rR\x03ino\x12\x16\n" +
@@ -286,8 +278,7 @@ const file_sk_inet_proto_rawDesc = "" +
 	"\x06v6only\x18\x0f \x01(\bR\x06v6only\x126\n" +
 	"\aip_opts\x18\x10 \x01(\v2\x1d.crtools.images.ip_opts_entryR\x06ipOpts\x12\x16\n" +
 	"\x06ifname\x18\x11 \x01(\tR\x06ifname\x12\x13\n" +
-	"\x05ns_id\x18\x12 \x01(\rR\x04nsId\x127\n" +
-	"\bshutdown\x18\x13 \x01(\x0e2\x1b.crtools.images.sk_shutdownR\bshutdownB/Z-github.com/crtools/crtools/engine/image/pb;pb"
+	"\x05ns_id\x18\x12 \x01(\rR\x04nsIdB/Z-github.com/crtools/crtools/engine/image/pb;pb"
 
 var (
 	file_sk_inet_proto_rawDescOnce sync.Once
@@ -307,18 +298,16 @@ var file_sk_inet_proto_goTypes = []any{
 	(*InetSkEntry)(nil), // 1: crtools.images.inet_sk_entry
 	(*FownEntry)(nil),   // 2: crtools.images.fown_entry
 	(*SkOptsEntry)(nil), // 3: crtools.images.sk_opts_entry
-	(SkShutdown)(0),     // 4: crtools.images.sk_shutdown
 }
 var file_sk_inet_proto_depIdxs = []int32{
 	2, // 0: crtools.images.inet_sk_entry.fown:type_name -> crtools.images.fown_entry
 	3, // 1: crtools.images.inet_sk_entry.opts:type_name -> crtools.images.sk_opts_entry
 	0, // 2: crtools.images.inet_sk_entry.ip_opts:type_name -> crtools.images.ip_opts_entry
-	4, // 3: crtools.images.inet_sk_entry.shutdown:type_name -> crtools.images.sk_shutdown
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_sk_inet_proto_init() }

@@ -24,6 +24,8 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// TCP options; which entry carries it upstream is not modelled here (its
+// field would be kept as an unknown field).
 type TcpOptsEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cork          *bool                  `protobuf:"varint,1,opt,name=cork" json:"cork,omitempty"`
@@ -119,13 +121,12 @@ type TcpStreamEntry struct {
 	Cork    *bool `protobuf:"varint,10,opt,name=cork" json:"cork,omitempty"`
 	Nodelay *bool `protobuf:"varint,11,opt,name=nodelay" json:"nodelay,omitempty"`
 	// Unsent data in the send queue.
-	UnsqLen       *uint32       `protobuf:"varint,12,opt,name=unsq_len,json=unsqLen" json:"unsq_len,omitempty"`
-	SndWl1        *uint32       `protobuf:"varint,13,opt,name=snd_wl1,json=sndWl1" json:"snd_wl1,omitempty"`
-	SndWnd        *uint32       `protobuf:"varint,14,opt,name=snd_wnd,json=sndWnd" json:"snd_wnd,omitempty"`
-	MaxWindow     *uint32       `protobuf:"varint,15,opt,name=max_window,json=maxWindow" json:"max_window,omitempty"`
-	RcvWnd        *uint32       `protobuf:"varint,16,opt,name=rcv_wnd,json=rcvWnd" json:"rcv_wnd,omitempty"`
-	RcvWup        *uint32       `protobuf:"varint,17,opt,name=rcv_wup,json=rcvWup" json:"rcv_wup,omitempty"`
-	TcpOpts       *TcpOptsEntry `protobuf:"bytes,18,opt,name=tcp_opts,json=tcpOpts" json:"tcp_opts,omitempty"`
+	UnsqLen       *uint32 `protobuf:"varint,12,opt,name=unsq_len,json=unsqLen" json:"unsq_len,omitempty"`
+	SndWl1        *uint32 `protobuf:"varint,13,opt,name=snd_wl1,json=sndWl1" json:"snd_wl1,omitempty"`
+	SndWnd        *uint32 `protobuf:"varint,14,opt,name=snd_wnd,json=sndWnd" json:"snd_wnd,omitempty"`
+	MaxWindow     *uint32 `protobuf:"varint,15,opt,name=max_window,json=maxWindow" json:"max_window,omitempty"`
+	RcvWnd        *uint32 `protobuf:"varint,16,opt,name=rcv_wnd,json=rcvWnd" json:"rcv_wnd,omitempty"`
+	RcvWup        *uint32 `protobuf:"varint,17,opt,name=rcv_wup,json=rcvWup" json:"rcv_wup,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -279,13 +280,6 @@ func (x *TcpStreamEntry) GetRcvWup() uint32 {
 	return 0
 }
 
-func (x *TcpStreamEntry) GetTcpOpts() *TcpOptsEntry {
-	if x != nil {
-		return x.TcpOpts
-	}
-	return nil
-}
-
 var File_tcp_stream_proto protoreflect.FileDescriptor
 
 const file_tcp_stream_proto_rawDesc = "" +
@@ -296,7 +290,7 @@ const file_tcp_stream_proto_rawDesc = "" +
 	"\anodelay\x18\x02 \x01(\bR\anodelay\x12\x18\n" +
 	"\akeepcnt\x18\x03 \x01(\rR\akeepcnt\x12\x1a\n" +
 	"\bkeepidle\x18\x04 \x01(\rR\bkeepidle\x12\x1c\n" +
-	"\tkeepintvl\x18\x05 \x01(\rR\tkeepintvl\"\x95\x04\n" +
+	"\tkeepintvl\x18\x05 \x01(\rR\tkeepintvl\"\xda\x03\n" +
 	"\x10tcp_stream_entry\x12\x17\n" +
 	"\ainq_len\x18\x01 \x02(\rR\x06inqLen\x12\x17\n" +
 	"\ainq_seq\x18\x02 \x02(\rR\x06inqSeq\x12\x19\n" +
@@ -318,8 +312,7 @@ const file_tcp_stream_proto_rawDesc = "" +
 	"\n" +
 	"max_window\x18\x0f \x01(\rR\tmaxWindow\x12\x17\n" +
 	"\arcv_wnd\x18\x10 \x01(\rR\x06rcvWnd\x12\x17\n" +
-	"\arcv_wup\x18\x11 \x01(\rR\x06rcvWup\x129\n" +
-	"\btcp_opts\x18\x12 \x01(\v2\x1e.crtools.images.tcp_opts_entryR\atcpOptsB/Z-github.com/crtools/crtools/engine/image/pb;pb"
+	"\arcv_wup\x18\x11 \x01(\rR\x06rcvWupB/Z-github.com/crtools/crtools/engine/image/pb;pb"
 
 var (
 	file_tcp_stream_proto_rawDescOnce sync.Once
@@ -339,12 +332,11 @@ var file_tcp_stream_proto_goTypes = []any{
 	(*TcpStreamEntry)(nil), // 1: crtools.images.tcp_stream_entry
 }
 var file_tcp_stream_proto_depIdxs = []int32{
-	0, // 0: crtools.images.tcp_stream_entry.tcp_opts:type_name -> crtools.images.tcp_opts_entry
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	0, // [0:0] is the sub-list for method output_type
+	0, // [0:0] is the sub-list for method input_type
+	0, // [0:0] is the sub-list for extension type_name
+	0, // [0:0] is the sub-list for extension extendee
+	0, // [0:0] is the sub-list for field type_name
 }
 
 func init() { file_tcp_stream_proto_init() }

@@ -333,3 +333,22 @@ func TestOpenErrors(t *testing.T) {
 		t.Fatalf("empty core: %v", err)
 	}
 }
+
+// TestUnknownFieldsSurvive: fields a newer CRIU writes and our .proto files
+// lack are kept and written back unchanged.
+func TestUnknownFieldsSurvive(t *testing.T) {
+	fs := &pb.FsEntry{CwdId: proto.Uint32(1), RootId: proto.Uint32(2)}
+	b, err := proto.Marshal(fs)
+	must(t, err)
+	b = append(b, 0xf8, 0x06, 0x2a) // field 111, varint 42
+	in := &pb.FsEntry{}
+	must(t, proto.Unmarshal(b, in))
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, "fs", FS)
+	must(t, err)
+	must(t, w.Write(in))
+	must(t, w.Close())
+	if !bytes.HasSuffix(buf.Bytes(), []byte{0xf8, 0x06, 0x2a}) {
+		t.Fatalf("unknown field lost: % x", buf.Bytes())
+	}
+}

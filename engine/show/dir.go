@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
@@ -266,7 +268,7 @@ func (s *imageSet) describe(id uint32) string {
 	switch {
 	case f.Reg != nil:
 		r := f.Reg
-		return fmt.Sprintf("%s (%s, pos %d)", r.GetName(), openFlags(uint64(r.GetFlags())), r.GetPos())
+		return fmt.Sprintf("%s (%s, pos %d)", pathText(r.GetName()), openFlags(uint64(r.GetFlags())), r.GetPos())
 	case f.Pipe != nil:
 		d := ""
 		if q, ok := s.pipes[f.Pipe.GetPipeId()]; ok {
@@ -308,6 +310,15 @@ func (s *imageSet) describe(id uint32) string {
 		return fmt.Sprintf("netlink socket protocol %d", f.Nlsk.GetProtocol())
 	}
 	return f.GetType().String()
+}
+
+// pathText keeps a summary line on one line: a path with control
+// characters (a newline is legal in a file name) is shown quoted.
+func pathText(p string) string {
+	if strings.IndexFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 || !utf8.ValidString(p) {
+		return strconv.Quote(p)
+	}
+	return p
 }
 
 func sockType(t uint32) string {

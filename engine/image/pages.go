@@ -224,22 +224,54 @@ func (w *PagesWriter) AddRun(vaddr uint64, data []byte, npages uint64) error {
 		return err
 	}
 	if data != nil {
-		// Big runs skip the buffer: one copy (into the kernel) instead
-		// of two.
-		var err error
-		if len(data) >= directWrite {
-			if err = w.pw.Flush(); err == nil {
-				_, err = w.pages.Write(data)
-			}
-		} else {
-			_, err = w.pw.Write(data)
-		}
-		if err != nil {
-			w.err = fmt.Errorf("write %s: %w", w.pages.Name(), err)
-			return w.err
+		if err := w.writeData(data); err != nil {
+			return err
 		}
 	}
 	w.written += int64(npages) * PageSize
+	return nil
+}
+
+// writeData appends page data to the pages file. Big writes skip the
+// buffer: one copy (into the kernel) instead of two.
+func (w *PagesWriter) writeData(data []byte) error {
+	var err error
+	if len(data) >= directWrite {
+		if err = w.pw.Flush(); err == nil {
+			_, err = w.pages.Write(data)
+		}
+	} else {
+		_, err = w.pw.Write(data)
+	}
+	if err != nil {
+		w.err = fmt.Errorf("write %s: %w", w.pages.Name(), err)
+	}
+	return w.err
+}
+
+// AddRuns records several present runs whose pages lie back to back in
+// data (as one process_vm_readv batch leaves them) and writes data with one
+// write. Only Vaddr and NrPages of each run are used.
+func (w *PagesWriter) AddRuns(data []byte, runs []PageRun) error {
+	if w.err != nil {
+		return w.err
+	}
+	var n uint64
+	for _, r := range runs {
+		n += r.NrPages
+	}
+	if n*PageSize != uint64(len(data)) {
+		return fmt.Errorf("add page runs: %d bytes for %d pages", len(data), n)
+	}
+	for _, r := range runs {
+		if err := w.add(r.Vaddr, r.NrPages, PEPresent); err != nil {
+			return err
+		}
+	}
+	if err := w.writeData(data); err != nil {
+		return err
+	}
+	w.written += int64(len(data))
 	return nil
 }
 

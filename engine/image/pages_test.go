@@ -55,6 +55,31 @@ func TestPagesWriterRoundTrip(t *testing.T) {
 	}
 }
 
+func TestPagesWriterAddRuns(t *testing.T) {
+	dir := t.TempDir()
+	w, err := CreatePages(dir, Pagemap, 5, 5)
+	must(t, err)
+	data := append(page(1, 1), page(2, 2)...)
+	must(t, w.AddRuns(data, []PageRun{{Vaddr: 0x1000, NrPages: 1}, {Vaddr: 0x5000, NrPages: 2}}))
+	if err := w.AddRuns(page(3, 1), []PageRun{{Vaddr: 0x9000, NrPages: 2}}); err == nil {
+		t.Fatal("accepted runs that do not match the data")
+	}
+	must(t, w.AddRuns(page(4, 1), []PageRun{{Vaddr: 0x7000, NrPages: 1}})) // adjacent: merged
+	must(t, w.Close())
+	pr, err := OpenPages(dir, Pagemap, 5)
+	must(t, err)
+	defer pr.Close()
+	if len(pr.Index.Runs) != 2 || pr.Index.Runs[1].NrPages != 3 {
+		t.Fatalf("runs %+v", pr.Index.Runs)
+	}
+	buf := make([]byte, 3*PageSize)
+	_, err = pr.ReadAt(buf, 0x5000)
+	must(t, err)
+	if !bytes.Equal(buf, append(page(2, 2), page(4, 1)...)) {
+		t.Error("AddRuns data read back wrong")
+	}
+}
+
 func TestPagemapRejectsBadRuns(t *testing.T) {
 	for name, entries := range map[string][]*pb.PagemapEntry{
 		"unaligned":  {{Vaddr: u64(0x1001), CompatNrPages: u32(1)}},

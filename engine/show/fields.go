@@ -25,9 +25,9 @@ var hexFields = map[string]map[string]bool{
 		"mm_start_brk", "mm_brk", "mm_arg_start", "mm_arg_end", "mm_env_start", "mm_env_end"),
 	"vma_entry":            set("start", "end", "pgoff", "prot", "flags", "status", "madv", "fdflags"),
 	"pagemap_entry":        set("vaddr", "flags"),
-	"reg_file_entry":       set("flags", "mode"),
+	"reg_file_entry":       set("flags"),
 	"memfd_file_entry":     set("flags"),
-	"memfd_inode_entry":    set("seals", "mode"),
+	"memfd_inode_entry":    set("seals"),
 	"pipe_entry":           set("flags"),
 	"fifo_entry":           set(),
 	"unix_sk_entry":        set("flags", "uflags"),
@@ -48,7 +48,6 @@ var hexFields = map[string]map[string]bool{
 	"mnt_entry":            set("flags", "sb_flags"),
 	"net_device_entry":     set("flags"),
 	"tun_link_entry":       set("flags"),
-	"ghost_file_entry":     set("mode"),
 	"posix_timer_entry":    set("sival_ptr"),
 	"creds_entry":          set("cap_inh", "cap_prm", "cap_eff", "cap_bnd", "cap_amb", "secbits"),
 	"fdinfo_entry":         set("flags"),
@@ -60,6 +59,12 @@ func set(names ...string) map[string]bool {
 		m[n] = true
 	}
 	return m
+}
+
+// isMode: file modes, shown in octal in text (and as numbers in JSON, as
+// crit does).
+func isMode(fd protoreflect.FieldDescriptor) bool {
+	return fd.Name() == "mode" && fd.Kind() == protoreflect.Uint32Kind
 }
 
 func isHex(fd protoreflect.FieldDescriptor) bool {
@@ -88,6 +93,8 @@ func flagNames(fd protoreflect.FieldDescriptor, v uint64) string {
 		}
 	case "pagemap_entry.flags":
 		table = peFlags
+	case "sa_entry.flags":
+		table = saFlags
 	case "reg_file_entry.flags", "memfd_file_entry.flags", "pipe_entry.flags", "eventfd_file_entry.flags",
 		"timerfd_entry.flags", "signalfd_entry.flags", "fdinfo_entry.flags", "tty_file_entry.flags":
 		return openFlags(v)
@@ -117,6 +124,10 @@ var protFlags = []flagName{{1, "READ"}, {2, "WRITE"}, {4, "EXEC"}}
 var mapFlags = []flagName{{0x1, "SHARED"}, {0x2, "PRIVATE"}, {0x10, "FIXED"}, {0x20, "ANONYMOUS"},
 	{0x100, "GROWSDOWN"}, {0x800, "DENYWRITE"}, {0x1000, "EXECUTABLE"}, {0x2000, "LOCKED"},
 	{0x4000, "NORESERVE"}, {0x8000, "POPULATE"}, {0x40000, "HUGETLB"}}
+
+var saFlags = []flagName{{0x1, "SA_NOCLDSTOP"}, {0x2, "SA_NOCLDWAIT"}, {0x4, "SA_SIGINFO"},
+	{0x04000000, "SA_RESTORER"}, {0x08000000, "SA_ONSTACK"}, {0x10000000, "SA_RESTART"},
+	{0x40000000, "SA_NODEFER"}, {0x80000000, "SA_RESETHAND"}}
 
 var peFlags = []flagName{{1, "PARENT"}, {2, "LAZY"}, {4, "PRESENT"}}
 

@@ -244,6 +244,9 @@ func textScalar(fd protoreflect.FieldDescriptor, v protoreflect.Value, decode bo
 		}
 		return s
 	}
+	if decode && isMode(fd) {
+		return "0" + strconv.FormatUint(v.Uint(), 8)
+	}
 	if isHex(fd) {
 		u := v.Uint()
 		s := "0x" + strconv.FormatUint(u, 16)

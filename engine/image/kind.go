@@ -130,7 +130,7 @@ var (
 	Seccomp      = &Kind{Name: "SECCOMP", Single: true, Magic: 0x64413049, Pattern: "seccomp.img", entry: mt(&pb.SeccompEntry{})}
 	EventpollTfd = &Kind{Name: "EVENTPOLL_TFD", Magic: 0x44433746, Pattern: "eventpoll-tfd.img", entry: mt(&pb.EventpollTfdEntry{})}
 	TCPStream    = &Kind{Name: "TCP_STREAM", Magic: 0x51465506, Pattern: "tcp-stream-%x.img", Payload: PayloadTCPStream, entry: mt(&pb.TcpStreamEntry{})}
-	FileLocks    = &Kind{Name: "FILE_LOCKS", Magic: 0x54323616, Pattern: "file-locks.img", entry: mt(&pb.FileLockEntry{})}
+	FileLocks    = &Kind{Name: "FILE_LOCKS", Magic: 0x54323616, Pattern: "filelocks.img", entry: mt(&pb.FileLockEntry{})}
 	TTYInfo      = &Kind{Name: "TTY_INFO", Magic: 0x59453036, Pattern: "tty-info.img", entry: mt(&pb.TtyInfoEntry{})}
 	TTYData      = &Kind{Name: "TTY_DATA", Magic: 0x59413026, Pattern: "tty-data.img", entry: mt(&pb.TtyDataEntry{})}
 	UTSNS        = &Kind{Name: "UTSNS", Single: true, Magic: 0x54473203, Pattern: "utsns-%d.img", entry: mt(&pb.UtsnsEntry{})}
@@ -145,7 +145,7 @@ var (
 	Userns       = &Kind{Name: "USERNS", Single: true, Magic: 0x55474906, Pattern: "userns-%d.img", entry: mt(&pb.UsernsEntry{})}
 	StatsDump    = &Kind{Name: "STATS", Single: true, Magic: 0x57093306, Header: HeaderService, Pattern: "stats-dump", entry: mt(&pb.StatsEntry{})}
 	StatsRestore = &Kind{Name: "STATS", Single: true, Magic: 0x57093306, Header: HeaderService, Pattern: "stats-restore", entry: mt(&pb.StatsEntry{})}
-	IrmapCache   = &Kind{Name: "IRMAP_CACHE", Magic: 0x57004059, Header: HeaderService, Pattern: "irmap-cache.img", entry: mt(&pb.IrmapCacheEntry{})}
+	IrmapCache   = &Kind{Name: "IRMAP_CACHE", Magic: 0x57004059, Header: HeaderService, Pattern: "irmap-cache", entry: mt(&pb.IrmapCacheEntry{})}
 )
 
 // Kinds lists every known kind. Where two kinds share a magic (PAGEMAP and

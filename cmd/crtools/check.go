@@ -125,7 +125,7 @@ func printCheckReport(w io.Writer, rep kernel.Report) {
 			strings.Join(rep.MissingOptional, ", "))
 	}
 	if !rep.OK {
-		fmt.Fprintf(w, "Missing required features: %s. crtools cannot dump or restore on this kernel.\n",
+		fmt.Fprintf(w, "Missing required features: %s. crtools cannot dump or restore here.\n",
 			strings.Join(rep.MissingRequired, ", "))
 		return
 	}

@@ -263,7 +263,7 @@ func probeMapFiles(e *env) (string, error) {
 		p := filepath.Join(dir, ent.Name())
 		f, err := os.Open(p)
 		if err != nil {
-			return "", fmt.Errorf("open %s: %w", p, err)
+			return "", err // says "open PATH: ..."
 		}
 		defer f.Close()
 		head := make([]byte, 4)

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/crtools/crtools/engine/files"
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/engine/proc"
 	"github.com/crtools/crtools/engine/ptrace"
@@ -34,6 +35,9 @@ type dumpState struct {
 	nextKobj   uint32
 	nsIDs      map[string]uint32
 	rootIDs    *pb.TaskKobjIdsEntry
+	// special dumps pipes, sockets, eventfd, epoll, ... (engine/files);
+	// its entries share the id space of files.
+	special *files.Dumper
 }
 
 type taskState struct {
@@ -59,12 +63,25 @@ func (d *Dumper) Collect(ctx context.Context) error {
 		return fmt.Errorf("collect: tree is not frozen")
 	}
 	s := &dumpState{nsIDs: map[string]uint32{}}
+	var tree []int
+	for _, t := range d.tasks {
+		tree = append(tree, t.pid)
+	}
+	s.special = files.NewDumper(files.Options{
+		Tree: tree, ExtUnixSk: d.opts.ExtUnixSk, FileLocks: d.opts.FileLocks, ShellJob: d.opts.ShellJob,
+		LinkRemap: d.opts.LinkRemap, GhostLimit: d.opts.GhostLimit, Log: d.log,
+		NextID: func() uint32 { s.files.next++; return s.files.next },
+	})
+	defer s.special.Close()
 	for _, t := range d.tasks {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		ts, err := d.collectTask(s, t)
 		if err != nil {
+			if rerr := s.special.Rollback(); rerr != nil {
+				d.log.Warn().Err(rerr).Msg("undo link-remap")
+			}
 			return err
 		}
 		s.tasks = append(s.tasks, ts)

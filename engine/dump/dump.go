@@ -176,6 +176,10 @@ func (d *Dumper) Resume() error {
 	err := d.tr.Do(d.detachAll)
 	d.frozen = false
 	d.finished = true
+	if d.state != nil && d.state.special != nil {
+		// A failed dump takes back the hidden names --link-remap made.
+		err = errors.Join(err, d.state.special.Rollback())
+	}
 	return err
 }
 

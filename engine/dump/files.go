@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/crtools/crtools/engine/files"
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/engine/proc"
 )
@@ -158,6 +159,14 @@ func (s *dumpState) collectFd(pid, fd int) (*pb.FdinfoEntry, error) {
 	target, err := os.Readlink(link)
 	if err != nil {
 		return nil, fmt.Errorf("read fd %d of pid %d: %w", fd, pid, err)
+	}
+	// Pipes, sockets, event/epoll/signal/timer/inotify fds, FIFOs,
+	// terminals and deleted files are engine/files' (with the refusals
+	// that name -x, -l, -j); it also records the locks of regular files.
+	if c, err := s.special.Dump(pid, fd); err == nil {
+		return c.Fdinfo(), nil
+	} else if !errors.Is(err, files.ErrNotHandled) {
+		return nil, err
 	}
 	kind := ""
 	switch {

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	specialfiles "github.com/crtools/crtools/engine/files"
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
 )
@@ -116,8 +117,14 @@ func (s *dumpState) writeMeta(dir string) error {
 	for _, e := range s.files.entries {
 		files = append(files, e)
 	}
+	for _, e := range s.special.Set().Files {
+		files = append(files, e)
+	}
 	if err := image.WriteFile(dir, image.Files, 0, files...); err != nil {
 		return fmt.Errorf("write files: %w", err)
+	}
+	if err := specialfiles.WriteImages(dir, s.special.Set()); err != nil {
+		return fmt.Errorf("write images of pipes, sockets and other files: %w", err)
 	}
 	return nil
 }

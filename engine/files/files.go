@@ -309,7 +309,9 @@ func (d *Dumper) Dump(pid, fd int) (*Collected, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dump %s: %w", desc, err)
 	}
-	if kind == pb.FdTypes_REG && !isGhost(link, &st) {
+	// memfd files look deleted; they are the engine's (memory and files).
+	memfd := strings.HasPrefix(link, "/memfd:")
+	if kind == pb.FdTypes_REG && (memfd || !isGhost(link, &st)) {
 		c.Kind = kind
 		if c.Locks, err = d.locks(pid, fd, desc, info); err != nil {
 			return c, err

@@ -128,6 +128,19 @@ func (r *Restorer) Open(id uint32, resolve Resolver) (*os.File, error) {
 	return f, nil
 }
 
+// Adopt makes the restorer close f with the files it created.
+func (r *Restorer) Adopt(f *os.File) { r.keep = append(r.keep, f) }
+
+// HasLocks reports whether task pid held a lock through descriptor fd.
+func (r *Restorer) HasLocks(pid, fd int) bool {
+	for _, l := range r.set.Locks {
+		if int(l.GetPid()) == pid && int(l.GetFd()) == fd {
+			return true
+		}
+	}
+	return false
+}
+
 // Close closes every file the restorer created and removes the link-remap
 // names. Call it after the puppets have taken their copies (or on failure).
 func (r *Restorer) Close() error {

@@ -32,7 +32,14 @@ func (p *puppet) restoreFiles(img *imageSet, fds []*pb.FdinfoEntry) error {
 		}
 		byID[fi.GetId()] = append(byID[fi.GetId()], fi)
 	}
-	sort.Slice(order, func(i, j int) bool { return byID[order[i]][0].GetFd() < byID[order[j]][0].GetFd() })
+	sort.Slice(order, func(i, j int) bool {
+		// epoll after the files it watches (special.go).
+		li, lj := specialLast(img.files[order[i]]), specialLast(img.files[order[j]])
+		if li != lj {
+			return lj
+		}
+		return byID[order[i]][0].GetFd() < byID[order[j]][0].GetFd()
+	})
 	for _, id := range order {
 		targets := byID[id]
 		fe := img.files[id]
@@ -43,8 +50,16 @@ func (p *puppet) restoreFiles(img *imageSet, fds []*pb.FdinfoEntry) error {
 		var err error
 		switch fe.GetType() {
 		case pb.FdTypes_REG:
-			tmp, err = p.openRegFile(fe.GetReg())
+			if img.special != nil && img.special.Handles(id) { // a deleted file
+				tmp, err = p.takeSpecial(img, id)
+			} else {
+				tmp, err = p.openRegFile(fe.GetReg())
+			}
 		default:
+			if img.special != nil && img.special.Handles(id) {
+				tmp, err = p.takeSpecial(img, id)
+				break
+			}
 			return fmt.Errorf("restore fd %d of task %d: file type %v: %w", targets[0].GetFd(), p.pid, fe.GetType(), engine.ErrNotSupported)
 		}
 		if err != nil {
@@ -75,6 +90,13 @@ func (p *puppet) restoreFiles(img *imageSet, fds []*pb.FdinfoEntry) error {
 		if !keep {
 			if _, err := p.callf(fmt.Sprintf("close fd %d", tmp), unix.SYS_CLOSE, tmp); err != nil {
 				return err
+			}
+		}
+		if img.special != nil {
+			for _, fi := range targets {
+				if err := p.takeLocks(img, uint64(fi.GetFd())); err != nil {
+					return fmt.Errorf("restore locks of fd %d of task %d: %w", fi.GetFd(), p.pid, err)
+				}
 			}
 		}
 	}

@@ -6,6 +6,9 @@ import (
 	"io"
 	"os"
 
+	"github.com/rs/zerolog"
+
+	"github.com/crtools/crtools/engine/files"
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
 )
@@ -70,10 +73,17 @@ func load(dir string) (*imageSet, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read files: %w", err)
 		}
+		var list []*pb.FileEntry
 		for _, e := range fes {
 			fe := e.Msg.(*pb.FileEntry)
 			img.files[fe.GetId()] = fe
+			list = append(list, fe)
 		}
+		set, err := files.ReadImages(dir, list)
+		if err != nil {
+			return nil, fmt.Errorf("read images of pipes, sockets and other files: %w", err)
+		}
+		img.special = files.NewRestorer(set, zerolog.Nop())
 	}
 
 	img.shmem = map[uint64]*image.PageIndex{}

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"github.com/crtools/crtools/engine/files"
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
 )
@@ -16,6 +17,7 @@ type imageSet struct {
 	tasks     []*taskImage // pstree order: a parent before its children; tasks[0] is the root
 	files     map[uint32]*pb.FileEntry
 	shmem     map[uint64]*image.PageIndex // pagemap-shmem-<shmid>.img by shmid
+	special   *files.Restorer             // pipes, sockets, ... (special.go)
 }
 
 // taskImage is one process of the tree.

@@ -165,6 +165,12 @@ func (r *restorer) RestoreState(ctx context.Context) error {
 			return fmt.Errorf("restore task %d: %w", pr.t.pid, err)
 		}
 		pr.done = true
+		if pr == r.procs[len(r.procs)-1] {
+			// Every task holds its own copies of the special files now.
+			if err := r.img.closeSpecial(); err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
+		}
 		calls := 0
 		for _, th := range pr.threads {
 			calls += th.calls
@@ -269,6 +275,7 @@ func (r *restorer) Wait() (int, error) {
 }
 
 func (r *restorer) Close() error {
+	_ = r.img.closeSpecial()
 	if r.tr != nil {
 		// A restored task that is still a puppet must not survive us.
 		if !r.resumed && !r.killed {

@@ -1,0 +1,105 @@
+package restore
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine/files"
+	"github.com/crtools/crtools/engine/image/pb"
+)
+
+// Special files (engine/files): pipes, unix sockets, eventfd, epoll,
+// signalfd, timerfd, inotify, FIFOs, deleted files, terminals. crtools
+// creates each object once (files.Restorer) and the puppet takes its own
+// copy with pidfd_getfd from crtools; the restore engine then places it
+// like any other file. Written by the engine/files owner (H8).
+
+// takeSpecial makes the puppet hold the object of file id and returns the
+// (temporary) fd number it got.
+func (p *puppet) takeSpecial(img *imageSet, id uint32) (uint64, error) {
+	f, err := img.special.Open(id, p.resolver(img))
+	if err != nil {
+		return 0, err
+	}
+	return p.takeFile(f)
+}
+
+// takeFile copies one of crtools' files into the puppet: pidfd_open of
+// crtools, pidfd_getfd, then clear the close-on-exec pidfd_getfd sets (the
+// caller's dup3 and F_SETFD put the dumped flag back).
+func (p *puppet) takeFile(f *os.File) (uint64, error) {
+	pidfd, err := p.callf("open pidfd of crtools", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+	if err != nil {
+		return 0, err
+	}
+	fd, err := p.callf(fmt.Sprintf("take fd %d of crtools", f.Fd()), unix.SYS_PIDFD_GETFD, pidfd, uint64(f.Fd()), 0)
+	if _, cerr := p.callf("close pidfd of crtools", unix.SYS_CLOSE, pidfd); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, err
+	}
+	if _, err := p.callf(fmt.Sprintf("clear close-on-exec of fd %d", fd), unix.SYS_FCNTL, fd, unix.F_SETFD, 0); err != nil {
+		return 0, err
+	}
+	return fd, nil
+}
+
+// resolver gives epoll the files the puppet already holds, by number.
+func (p *puppet) resolver(img *imageSet) files.Resolver {
+	return func(fd int) (*os.File, error) {
+		pidfd, err := unix.PidfdOpen(p.pid, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open pidfd of task %d: %w", p.pid, err)
+		}
+		defer unix.Close(pidfd)
+		nfd, err := unix.PidfdGetfd(pidfd, fd, 0)
+		if err != nil {
+			return nil, fmt.Errorf("copy fd %d of task %d: %w", fd, p.pid, err)
+		}
+		f := os.NewFile(uintptr(nfd), fmt.Sprintf("task%d-fd%d", p.pid, fd))
+		img.special.Adopt(f)
+		return f, nil
+	}
+}
+
+// takeLocks takes the locks the task held through fd again: flock and OFD
+// locks by crtools on a copy of the open file, POSIX ones by the task.
+func (p *puppet) takeLocks(img *imageSet, fd uint64) error {
+	if !img.special.HasLocks(p.pid, int(fd)) {
+		return nil
+	}
+	f, err := p.resolver(img)(int(fd))
+	if err != nil {
+		return err
+	}
+	posix, err := img.special.TakeLocks(p.pid, int(fd), f)
+	if err != nil {
+		return err
+	}
+	for _, l := range posix {
+		cmd, fl := files.PosixLockArgs(l)
+		addr, err := p.put(fl)
+		if err != nil {
+			return err
+		}
+		if _, err := p.callf(fmt.Sprintf("take POSIX lock on fd %d", fd), unix.SYS_FCNTL, fd, uint64(cmd), addr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// specialLast orders epoll after the files it watches.
+func specialLast(fe *pb.FileEntry) bool { return fe != nil && files.NeedsTargets(fe) }
+
+// closeSpecial drops crtools' references once every task holds its own
+// (so a pipe whose writer was gone reads EOF again).
+func (img *imageSet) closeSpecial() error {
+	if img == nil || img.special == nil {
+		return nil
+	}
+	return img.special.Close()
+}

@@ -1,5 +1,6 @@
 // Package test holds crtools' end-to-end tests. The workloads they run
-// are in test/workloads (C with crt.h, and the Go program gowork). The
+// are in test/workloads (C with crt.h, the Go program gowork and the
+// Python program pywork.py). The
 // test in this file runs each of them without any dump or restore, so
 // that a failure in an engine test is known not to be the workload's own.
 package test
@@ -65,6 +66,10 @@ func TestWorkloadsPlain(t *testing.T) {
 			runPlain(t, bin, c.args...)
 		})
 	}
+	t.Run("pywork.py", func(t *testing.T) {
+		t.Parallel()
+		runPlain(t, harness.Python3(t), harness.WorkloadFile(t, "pywork.py"))
+	})
 	t.Run("gowork", func(t *testing.T) {
 		t.Parallel()
 		bin := harness.BuildGo(t, "gowork")

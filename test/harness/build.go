@@ -327,3 +327,30 @@ func BuildCrtools(t testing.TB) string {
 	}
 	return crtoolsBin
 }
+
+// Python3 returns the python3 interpreter to run Python workloads with:
+// Debian's /usr/bin/python3 when it is there (wrappers such as pyenv's
+// shims are shell scripts that exec the real interpreter, which is not
+// what a test wants to dump), else python3 from PATH.
+func Python3(t testing.TB) string {
+	t.Helper()
+	if _, err := os.Stat("/usr/bin/python3"); err == nil {
+		return "/usr/bin/python3"
+	}
+	p, err := exec.LookPath("python3")
+	if err != nil {
+		skipOrFail(t, "python3 is not installed (apt-get install python3; .ci/run does it)")
+	}
+	return p
+}
+
+// WorkloadFile returns the path of a workload file in test/workloads (such as
+// "pywork.py"), failing the test if it does not exist.
+func WorkloadFile(t testing.TB, name string) string {
+	t.Helper()
+	p := filepath.Join(WorkloadsDir(t), name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("workload %s: %v", name, err)
+	}
+	return p
+}

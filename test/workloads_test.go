@@ -54,6 +54,7 @@ func TestWorkloadsPlain(t *testing.T) {
 		{"threads.c", []string{"8"}},
 		{"threads.c", []string{"64"}},
 		{"tree.c", nil},
+		{"forkstorm.c", nil},
 	}
 	for _, c := range cases {
 		name := c.src

@@ -182,6 +182,11 @@ func textMessage(w *bufio.Writer, m protoreflect.Message, indent string) {
 		case fd.IsList() && fd.Kind() == protoreflect.MessageKind:
 			l := v.List()
 			for i := 0; i < l.Len(); i++ {
+				if fd.FullName() == "crtools.images.task_core_entry.sigactions" {
+					fmt.Fprintf(w, "%s%s[%d]: %s\n", indent, name, i, signalName(image.SigactionSignal(i)))
+					textMessage(w, l.Get(i).Message(), indent+"  ")
+					continue
+				}
 				fmt.Fprintf(w, "%s%s[%d]:\n", indent, name, i)
 				textMessage(w, l.Get(i).Message(), indent+"  ")
 			}
@@ -258,6 +263,18 @@ func textScalar(fd protoreflect.FieldDescriptor, v protoreflect.Value, decode bo
 		return s
 	}
 	return v.String()
+}
+
+var signalNames = [...]string{1: "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS",
+	"SIGFPE", "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
+	"SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ",
+	"SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS"}
+
+func signalName(sig int) string {
+	if sig > 0 && sig < len(signalNames) {
+		return signalNames[sig]
+	}
+	return fmt.Sprintf("SIGRTMIN+%d", sig-32) // the kernel's SIGRTMIN is 32
 }
 
 func hex64(v uint64) string { return fmt.Sprintf("%016x", v) }

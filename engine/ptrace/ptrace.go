@@ -196,7 +196,10 @@ func WaitStopped(tid int) (StopInfo, error) {
 	if !ws.Stopped() {
 		return StopInfo{Status: ws}, fmt.Errorf("wait for stop of task %d: unexpected wait status %#x", tid, uint32(ws))
 	}
-	return StopInfo{Sig: int(ws>>8) & 0xff, Event: ws.TrapCause(), Status: ws}, nil
+	// Not ws.TrapCause(): it reports -1 unless the stop signal is SIGTRAP,
+	// while a group-stop of a seized task is PTRACE_EVENT_STOP with SIGSTOP
+	// (or SIGTSTP, ...).
+	return StopInfo{Sig: int(ws>>8) & 0xff, Event: int(ws>>16) & 0xff, Status: ws}, nil
 }
 
 // InterruptAndWait brings a seized, running task into a PTRACE_EVENT_STOP

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -184,4 +185,50 @@ func TestReadWriteMem(t *testing.T) {
 	if _, err := ReadMem(pid, 0x1000, got); err == nil {
 		t.Errorf("ReadMem of address 0x1000 succeeded")
 	}
+}
+
+// TestGroupStoppedStaysStopped: seizing a task stopped by SIGSTOP reports a
+// group-stop (PTRACE_EVENT_STOP with SIGSTOP), InterruptAndWait does not
+// resume it, and detaching with SIGSTOP leaves it stopped.
+func TestGroupStoppedStaysStopped(t *testing.T) {
+	requireRoot(t)
+	cmd := startSleep(t)
+	pid := cmd.Process.Pid
+	if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, pid, 'T')
+	tr := NewTracer()
+	defer tr.Close()
+	err := tr.Do(func() error {
+		if err := Seize(pid, 0); err != nil {
+			return err
+		}
+		st, err := InterruptAndWait(pid)
+		if err != nil {
+			return err
+		}
+		if !st.GroupStop() || st.Sig != int(unix.SIGSTOP) || st.Event != unix.PTRACE_EVENT_STOP {
+			t.Errorf("stop %v: want a group-stop by SIGSTOP", st)
+		}
+		in, err := NewInjector(pid)
+		if err != nil {
+			return err
+		}
+		if r, err := in.Syscall(unix.SYS_GETPID); err != nil || int(r) != pid {
+			t.Errorf("getpid = %d, %v", r, err)
+		}
+		return Detach(pid, int(unix.SIGSTOP))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if s := procState(pid); s != 'T' {
+		t.Errorf("state %c after detach, want T (still stopped)", s)
+	}
+	if err := unix.Kill(pid, unix.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, pid, 'S')
 }

@@ -1,0 +1,116 @@
+package dump
+
+import (
+	"context"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/crtools/crtools/engine"
+	"github.com/crtools/crtools/engine/image"
+	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/proc"
+)
+
+func requireRoot(t *testing.T) {
+	if os.Getuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("dump tests need root; CI runs as root")
+		}
+		t.Skip("needs root to ptrace other processes (CI runs as root)")
+	}
+}
+
+func TestFreezeRefusals(t *testing.T) {
+	requireRoot(t)
+	for _, c := range []struct {
+		pid  int
+		want string
+	}{
+		{os.Getpid(), "is crtools itself"},
+		{2, "kernel thread"},
+		{1 << 22, "does not exist"},
+	} {
+		d, err := New(engine.DumpOptions{Pid: c.pid, Log: testLog(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = d.Freeze(context.Background())
+		d.Close()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("pid %d: got %v, want %q", c.pid, err, c.want)
+		}
+	}
+	if _, err := New(engine.DumpOptions{}); err == nil {
+		t.Error("New without a pid succeeded")
+	}
+}
+
+// A tree of a parent with two threads and a child, each writing ready.
+const treeSrc = `
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <signal.h>
+#include <unistd.h>
+static void *spin(void *a) { (void)a; for (;;) pause(); return NULL; }
+int main(void) {
+	pthread_t th;
+	pthread_create(&th, NULL, spin, NULL);
+	pid_t c = fork();
+	if (c == 0) { prctl(PR_SET_PDEATHSIG, SIGKILL); for (;;) pause(); }
+	FILE *f = fopen(getenv("READY"), "w");
+	fprintf(f, "ready %d\n", c);
+	fclose(f);
+	for (;;) pause();
+}
+`
+
+// TestDumpTreeWithThreads freezes a process with a second thread and a
+// child, and checks that the images hold both tasks, both threads, and
+// that -R leaves all of them running untraced.
+func TestDumpTreeWithThreads(t *testing.T) {
+	requireRoot(t)
+	pid := startDetached(t, treeSrc)
+	kids, err := proc.ReadChildren(pid, pid)
+	if err != nil || len(kids) != 1 {
+		t.Fatalf("children of %d: %v %v", pid, kids, err)
+	}
+	defer syscall.Kill(kids[0], syscall.SIGKILL)
+	dir := t.TempDir()
+	if _, err := dumpPid(t, pid, dir, engine.FinishLeaveRunning); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := image.ReadFile(dir, image.Pstree, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 2 {
+		t.Fatalf("pstree has %d entries, want 2", len(ents))
+	}
+	root, child := ents[0].Msg.(*pb.PstreeEntry), ents[1].Msg.(*pb.PstreeEntry)
+	if int(root.GetPid()) != pid || len(root.GetThreads()) != 2 || root.GetThreads()[0] != uint32(pid) ||
+		int(child.GetPid()) != kids[0] || int(child.GetPpid()) != pid {
+		t.Errorf("pstree %v / %v", root, child)
+	}
+	for _, tid := range root.GetThreads() {
+		var c pb.CoreEntry
+		if err := image.ReadOne(dir, image.Core, uint64(tid), &c); err != nil {
+			t.Fatalf("core of thread %d: %v", tid, err)
+		}
+		if c.GetThreadInfo().GetGpregs().GetFsBase() == 0 || c.GetThreadCore() == nil {
+			t.Errorf("thread %d: core %v", tid, &c)
+		}
+		if (tid == uint32(pid)) != (c.GetTc() != nil) {
+			t.Errorf("thread %d: task core present %v", tid, c.GetTc() != nil)
+		}
+	}
+	for _, p := range []int{pid, kids[0]} {
+		s, err := proc.ReadStatus(p)
+		if err != nil || s.TracerPid != 0 || s.State == 't' {
+			t.Errorf("pid %d after -R: %+v %v", p, s, err)
+		}
+	}
+}

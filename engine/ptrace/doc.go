@@ -25,6 +25,13 @@
 // would deadlock). When a Tracer is closed its thread exits, which detaches
 // (or, with PTRACE_O_EXITKILL, kills) every task it traced.
 //
+// No other goroutine of the process may wait for a traced task while it is
+// traced: the kernel reports ptrace-stops to every thread of the tracer's
+// thread group, and os/exec's Cmd.Wait (waitid on a pidfd, WEXITED only)
+// consumes them too, so the tracer's wait4 would block forever. Start
+// tasks to be traced without a goroutine in Cmd.Wait (or trace them from
+// another process), and reap them with Wait on the tracer thread.
+//
 // ReadMem and WriteMem need no tracer thread: they use process_vm_readv and
 // /proc/PID/mem, and may run on any goroutine, in parallel.
 //

@@ -228,10 +228,33 @@ func (d *Dumper) collectTask(s *dumpState, t *task) (*taskState, error) {
 		return nil, err
 	}
 
-	// Ids. Each task gets its own mm/files/fs/sighand until sharing
-	// (CLONE_VM/FILES/FS/SIGHAND, issue 4) is detected with kcmp.
-	ts.ids = &pb.TaskKobjIdsEntry{VmId: proto.Uint32(s.kobjID()), FilesId: proto.Uint32(s.kobjID()),
-		FsId: proto.Uint32(s.kobjID()), SighandId: proto.Uint32(s.kobjID())}
+	// Ids. Tasks that share their mm, fd table, fs info or signal
+	// handlers (CLONE_VM/FILES/FS/SIGHAND without CLONE_THREAD) share the
+	// id, as kcmp tells; everyone else gets a new one.
+	ts.ids = &pb.TaskKobjIdsEntry{}
+	for _, k := range []struct {
+		typ int
+		dst **uint32
+		get func(*pb.TaskKobjIdsEntry) uint32
+	}{
+		{kcmpVM, &ts.ids.VmId, (*pb.TaskKobjIdsEntry).GetVmId},
+		{kcmpFiles, &ts.ids.FilesId, (*pb.TaskKobjIdsEntry).GetFilesId},
+		{kcmpFS, &ts.ids.FsId, (*pb.TaskKobjIdsEntry).GetFsId},
+		{kcmpSighand, &ts.ids.SighandId, (*pb.TaskKobjIdsEntry).GetSighandId},
+	} {
+		for _, o := range s.tasks {
+			if o.t.zombie || o.ids == nil {
+				continue
+			}
+			if r, err := kcmp(pid, o.t.pid, k.typ, 0, 0); err == nil && r == 0 {
+				*k.dst = proto.Uint32(k.get(o.ids))
+				break
+			}
+		}
+		if *k.dst == nil {
+			*k.dst = proto.Uint32(s.kobjID())
+		}
+	}
 	for _, n := range []struct {
 		name string
 		dst  **uint32

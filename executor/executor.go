@@ -158,11 +158,6 @@ func (r *run) execute(ctx context.Context) {
 			rec.Status = StatusDone
 			slog.Debug().Dur("took", rec.Duration).Msg("step done")
 			if s.Irreversible {
-				for j := barrier; j <= i; j++ {
-					if recs[j].Status == StatusDone {
-						recs[j].Status = StatusKept
-					}
-				}
 				barrier = i + 1
 			}
 			continue
@@ -225,11 +220,19 @@ func (r *run) rollback(steps []planner.Step, recs []*StepRecord, barrier, failed
 		r.lock = nil
 	}
 	if barrier > 0 {
+		for j := 0; j < barrier; j++ {
+			if recs[j].Status == StatusDone {
+				recs[j].Status = StatusKept
+			}
+		}
 		r.journal.Error += fmt.Sprintf(" (steps up to %s are kept: point of no return)", steps[barrier-1].Name)
 	}
-	if incomplete {
+	switch {
+	case incomplete:
 		r.journal.Result = ResultRollbackIncomplete
-	} else {
+	case barrier > 0:
+		r.journal.Result = ResultFailed
+	default:
 		r.journal.Result = ResultRolledBack
 	}
 }

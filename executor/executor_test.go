@@ -337,7 +337,7 @@ spec:
 	ev := &events{}
 	opts := testOpts(t, ev, &fakeDumper{ev: ev})
 	j := Run(context.Background(), buildPlan(t, loadJob(t, y, root), time.Now()), opts)
-	if j.Result != ResultRolledBack {
+	if j.Result != ResultFailed {
 		t.Fatalf("result %s", j.Result)
 	}
 	if stepStatus(j, "finish") != StatusKept || stepStatus(j, "commit") != StatusKept {

@@ -44,6 +44,9 @@ type Journal struct {
 const (
 	ResultDone               = "done"
 	ResultRolledBack         = "rolled-back"
+	// ResultFailed: a step failed after a point of no return; what came
+	// after it was rolled back, what came before is kept.
+	ResultFailed             = "failed"
 	ResultRollbackIncomplete = "rollback-incomplete"
 	ResultLocked             = "locked"
 )
@@ -65,7 +68,7 @@ func (j *Journal) ExitCode() int {
 	switch j.Result {
 	case ResultDone:
 		return 0
-	case ResultRolledBack:
+	case ResultRolledBack, ResultFailed:
 		return 1
 	case ResultRollbackIncomplete:
 		return 3

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/spec"
 )
@@ -61,6 +62,12 @@ func (r *run) launch(ctx context.Context, e *spec.ExecTarget, log zerolog.Logger
 		if err := os.Remove(e.Ready.File); err != nil && !os.IsNotExist(err) {
 			return fmt.Errorf("remove stale ready file: %w", err)
 		}
+	}
+	// The program gets stdin, stdout and stderr only: descriptors that
+	// crtools inherited without close-on-exec (from a shell, a CI runner)
+	// would become part of its state, and of its checkpoint.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fmt.Errorf("mark inherited descriptors close-on-exec: %w", err)
 	}
 	cmd := exec.Command(e.Command[0], e.Command[1:]...)
 	cmd.Dir = e.Dir

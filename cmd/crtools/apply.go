@@ -200,6 +200,8 @@ func runJob(cmd *cobra.Command, g *globalOptions, job *spec.Job, fromSpec bool) 
 	switch jr.Result {
 	case executor.ResultRolledBack:
 		msg += "; rolled back"
+	case executor.ResultFailed:
+		msg += "; later steps rolled back"
 	case executor.ResultRollbackIncomplete:
 		msg += "; rollback incomplete, left to fix: " + strings.Join(jr.Left, "; ")
 	}

@@ -42,8 +42,8 @@ type Journal struct {
 
 // Results of a run.
 const (
-	ResultDone               = "done"
-	ResultRolledBack         = "rolled-back"
+	ResultDone       = "done"
+	ResultRolledBack = "rolled-back"
 	// ResultFailed: a step failed after a point of no return; what came
 	// after it was rolled back, what came before is kept.
 	ResultFailed             = "failed"

@@ -49,9 +49,6 @@ type taskState struct {
 	pages  []pageRange
 	fs     *pb.FsEntry
 	fds    []*pb.FdinfoEntry
-	// deferred signals that arrived during injections, per tid, to pass
-	// on when the task is let go.
-	deferred map[int][]int
 }
 
 // Collect reads the state of the frozen tree.
@@ -116,7 +113,7 @@ func (s *dumpState) nsID(pid int, ns string) (uint32, error) {
 
 func (d *Dumper) collectTask(s *dumpState, t *task) (*taskState, error) {
 	pid := t.pid
-	ts := &taskState{t: t, deferred: map[int][]int{}}
+	ts := &taskState{t: t}
 	st, err := proc.ReadStat(pid)
 	if err != nil {
 		return nil, fmt.Errorf("read state of pid %d: %w", pid, err)
@@ -193,7 +190,6 @@ func (d *Dumper) collectTask(s *dumpState, t *task) (*taskState, error) {
 	if err != nil {
 		return nil, err
 	}
-	ts.deferred = inj.deferredSigs
 
 	// Memory.
 	vmas, pages, err := s.collectMemory(pid)

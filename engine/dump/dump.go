@@ -85,6 +85,9 @@ type task struct {
 type thread struct {
 	tid  int
 	stop ptrace.StopInfo
+	// deferred are signals that arrived while syscalls were injected
+	// and that the injector held back; they are queued again on detach.
+	deferred []int
 }
 
 // New returns a Dumper for the tree rooted at opts.Pid.

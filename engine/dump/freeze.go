@@ -168,6 +168,16 @@ func (d *Dumper) findChildren(t *task) (bool, error) {
 // while the group is stopped. Preconditions: on the tracer thread.
 func (d *Dumper) detachAll() error {
 	var first error
+	for _, t := range d.tasks {
+		for _, th := range t.threads {
+			for _, sig := range th.deferred {
+				// Queued again as it was sent to this thread; only
+				// the siginfo details of the original are lost.
+				_ = unix.Tgkill(t.pid, th.tid, unix.Signal(sig))
+			}
+			th.deferred = nil
+		}
+	}
 	for _, th := range d.allThreads() {
 		if err := ptrace.Detach(th.tid, 0); err != nil && !errors.Is(err, unix.ESRCH) && first == nil {
 			first = fmt.Errorf("detach thread %d: %w", th.tid, err)

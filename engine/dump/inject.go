@@ -33,7 +33,6 @@ type injected struct {
 	subreaper    bool
 	thpDisabled  bool
 	perThread    map[int]*injectedThread
-	deferredSigs map[int][]int // signals held back by injections, per tid
 }
 
 type injectedThread struct {
@@ -47,9 +46,12 @@ type injectedThread struct {
 // unmaps it before returning; every register and the signal mask of every
 // thread are put back (ptrace.Injector Begin/End).
 //
+// Signals that arrive during injections are held back by the injector;
+// they are kept in thread.deferred and queued again when the task is let go.
+//
 // Preconditions: on the tracer thread; every thread of t is ptrace-stopped.
 func injectQueries(t *task, status *proc.Status, timers []proc.PosixTimer) (res *injected, err error) {
-	res = &injected{sigactions: map[int]*pb.SaEntry{}, perThread: map[int]*injectedThread{}, deferredSigs: map[int][]int{}}
+	res = &injected{sigactions: map[int]*pb.SaEntry{}, perThread: map[int]*injectedThread{}}
 	leader, err := ptrace.NewInjector(t.pid)
 	if err != nil {
 		return nil, err
@@ -61,7 +63,7 @@ func injectQueries(t *task, status *proc.Status, timers []proc.PosixTimer) (res 
 		if eerr := leader.End(); eerr != nil && err == nil {
 			err = fmt.Errorf("put registers of pid %d back: %w", t.pid, eerr)
 		}
-		res.deferredSigs[t.pid] = append(res.deferredSigs[t.pid], leader.Deferred...)
+		t.threads[0].deferred = append(t.threads[0].deferred, leader.Deferred...)
 	}()
 	cleanup, err := leader.WithScratch(4096)
 	if err != nil {
@@ -189,7 +191,7 @@ func injectQueries(t *task, status *proc.Status, timers []proc.PosixTimer) (res 
 			if eerr := in.End(); eerr != nil && qerr == nil {
 				qerr = fmt.Errorf("put registers of thread %d back: %w", th.tid, eerr)
 			}
-			res.deferredSigs[th.tid] = append(res.deferredSigs[th.tid], in.Deferred...)
+			th.deferred = append(th.deferred, in.Deferred...)
 		}
 		if qerr != nil {
 			return nil, qerr

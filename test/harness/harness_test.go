@@ -247,3 +247,28 @@ func TestWorkloadGetsOnlyStdio(t *testing.T) {
 		t.Fatalf("child has descriptors %v, want 0 1 2 (and ls's own)", fds)
 	}
 }
+
+func TestBuildCrtoolsOnce(t *testing.T) {
+	a := BuildCrtools(t)
+	b := BuildCrtools(t)
+	if a != b {
+		t.Fatalf("BuildCrtools built twice: %s, %s", a, b)
+	}
+	out, err := exec.Command(a, "--version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Version:") {
+		t.Fatalf("crtools --version: %v\n%s", err, out)
+	}
+}
+
+func TestBuildGoWorkload(t *testing.T) {
+	bin := BuildGo(t, "gowork")
+	st, err := os.Stat(bin)
+	if err != nil || st.Mode()&0o111 == 0 {
+		t.Fatalf("BuildGo(gowork) = %s: %v", bin, err)
+	}
+	// Without the protocol's environment the workload refuses to run.
+	out, err := exec.Command(bin).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "CRT_READY") {
+		t.Fatalf("gowork without CRT_READY: %v\n%s", err, out)
+	}
+}

@@ -354,7 +354,7 @@ func (d *Dumper) Dump(pid, fd int) (*Collected, error) {
 	case pb.FdTypes_SIGNALFD:
 		err = dumpSignalfd(e, c.ID, fileFlags, fown, info)
 	case pb.FdTypes_TIMERFD:
-		err = dumpTimerfd(e, c.ID, fileFlags, fown, info)
+		err = dumpTimerfd(e, c.ID, fileFlags, fown, f, pid, fd)
 	case pb.FdTypes_INOTIFY:
 		err = d.dumpInotify(e, c.ID, fileFlags, fown, info)
 	case pb.FdTypes_REG: // deleted file

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -22,7 +21,20 @@ import (
 // TFD_TIMER_CANCEL_ON_SET keeps working. Unread expirations come back with
 // the TFD_IOC_SET_TICKS ioctl.
 
-func dumpTimerfd(e *pb.FileEntry, id, flags uint32, fown *pb.FownEntry, info *fdinfo) error {
+func dumpTimerfd(e *pb.FileEntry, id, flags uint32, fown *pb.FownEntry, f *os.File, pid, fd int) error {
+	// timerfd_gettime first: for a periodic timer that expired it moves
+	// the timer to its next expiry and adds the missed periods to ticks
+	// (as the task's next read or gettime would), so the remaining time
+	// and the ticks read from fdinfo afterwards are exact. fdinfo alone
+	// shows 0 remaining for such a timer.
+	var cur unix.ItimerSpec
+	if err := unix.TimerfdGettime(int(f.Fd()), &cur); err != nil {
+		return fmt.Errorf("read timer: %w", os.NewSyscallError("timerfd_gettime", err))
+	}
+	info, err := readFdinfo(pid, fd)
+	if err != nil {
+		return err
+	}
 	te := &pb.TimerfdEntry{Id: u32p(id), Flags: u32p(flags), Fown: fown}
 	get := func(k string) (string, error) {
 		v, ok := info.value(k)
@@ -54,43 +66,10 @@ func dumpTimerfd(e *pb.FileEntry, id, flags uint32, fown *pb.FownEntry, info *fd
 		return fmt.Errorf("parse settime flags %q: %w", v, err)
 	}
 	te.Clockid, te.Ticks, te.SettimeFlags = u32p(uint32(clock)), u64p(ticks), u32p(uint32(sflags))
-	if v, err = get("it_value"); err != nil {
-		return err
-	}
-	vs, vn, err := parseTimespecPair(v)
-	if err != nil {
-		return fmt.Errorf("parse it_value: %w", err)
-	}
-	if v, err = get("it_interval"); err != nil {
-		return err
-	}
-	is, in, err := parseTimespecPair(v)
-	if err != nil {
-		return fmt.Errorf("parse it_interval: %w", err)
-	}
-	te.Vsec, te.Vnsec, te.Isec, te.Insec = u64p(vs), u64p(vn), u64p(is), u64p(in)
+	te.Vsec, te.Vnsec = u64p(uint64(cur.Value.Sec)), u64p(uint64(cur.Value.Nsec))
+	te.Isec, te.Insec = u64p(uint64(cur.Interval.Sec)), u64p(uint64(cur.Interval.Nsec))
 	e.Tfd = te
 	return nil
-}
-
-// parseTimespecPair parses "(sec, nsec)".
-func parseTimespecPair(s string) (uint64, uint64, error) {
-	s = strings.TrimSpace(s)
-	s = strings.TrimPrefix(s, "(")
-	s = strings.TrimSuffix(s, ")")
-	a, b, ok := strings.Cut(s, ",")
-	if !ok {
-		return 0, 0, fmt.Errorf("%q is not (sec, nsec)", s)
-	}
-	sec, err := strconv.ParseUint(strings.TrimSpace(a), 10, 64)
-	if err != nil {
-		return 0, 0, err
-	}
-	nsec, err := strconv.ParseUint(strings.TrimSpace(b), 10, 64)
-	if err != nil {
-		return 0, 0, err
-	}
-	return sec, nsec, nil
 }
 
 // tfdIocSetTicks is TFD_IOC_SET_TICKS, _IOW('T', 0, u64).
@@ -109,6 +88,11 @@ func openTimerfd(e *pb.FileEntry) (*os.File, error) {
 		Interval: unix.Timespec{Sec: int64(te.GetIsec()), Nsec: int64(te.GetInsec())},
 	}
 	sflags := int(te.GetSettimeFlags())
+	if spec.Value.Sec == 0 && spec.Value.Nsec == 0 && (spec.Interval.Sec != 0 || spec.Interval.Nsec != 0) {
+		// A periodic timer dumped from fdinfo alone (CRIU's images) can
+		// show no remaining time: its next expiry is within a period.
+		spec.Value = spec.Interval
+	}
 	armed := spec.Value.Sec != 0 || spec.Value.Nsec != 0
 	if armed && sflags&unix.TFD_TIMER_ABSTIME != 0 {
 		var now unix.Timespec

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -104,8 +105,16 @@ func (d *Dumper) dumpUnix(c *Collected, e *pb.FileEntry, f *os.File, st *unix.St
 	if v, ok := info.value("scm_fds"); ok && v != "0" {
 		return fmt.Errorf("%s file descriptors in flight in its queue: %w", v, ErrUnsupported)
 	}
+	nameDir := ""
 	if len(s.Name) > 0 && s.Name[0] != 0 && s.Name[0] != '/' {
-		return fmt.Errorf("bound to the relative name %q: %w", s.Name, ErrUnsupported)
+		// A relative name: it was bound in the cwd of its day; look for
+		// the socket file from the task's cwd (CRIU's name_dir).
+		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", c.Pid))
+		var st unix.Stat_t
+		if err != nil || unix.Stat(filepath.Join(cwd, string(s.Name)), &st) != nil || uint32(st.Ino) != s.VFSIno {
+			return fmt.Errorf("bound to the relative name %q, which is not in the task's working directory: %w", s.Name, ErrUnsupported)
+		}
+		nameDir = cwd
 	}
 	ue := &pb.UnixSkEntry{
 		Id: u32p(c.ID), Ino: u32p(ino), Type: u32p(uint32(s.Type)), State: u32p(uint32(s.State)),
@@ -122,9 +131,12 @@ func (d *Dumper) dumpUnix(c *Collected, e *pb.FileEntry, f *os.File, st *unix.St
 		v := pb.SkShutdown(sh) // RCV_SHUTDOWN=1 is READ, SEND_SHUTDOWN=2 is WRITE
 		ue.Shutdown = &v
 	}
+	if nameDir != "" {
+		ue.NameDir = strp(nameDir)
+	}
 	if s.HasVFS {
 		var pst unix.Stat_t
-		if err := unix.Stat(string(s.Name), &pst); err != nil || uint32(pst.Ino) != s.VFSIno {
+		if err := unix.Stat(sockPath(ue), &pst); err != nil || uint32(pst.Ino) != s.VFSIno {
 			ue.Deleted = boolp(true)
 		} else {
 			ue.FilePerms = &pb.FilePermsEntry{Mode: u32p(pst.Mode), Uid: u32p(pst.Uid), Gid: u32p(pst.Gid)}
@@ -324,6 +336,47 @@ func sockaddr(name []byte) *unix.SockaddrUnix {
 	return &unix.SockaddrUnix{Name: nameString(name)}
 }
 
+// sockPath is the file system path of a socket bound to a path (a
+// relative name joined to its directory).
+func sockPath(ue *pb.UnixSkEntry) string {
+	n := string(ue.GetName())
+	if d := ue.GetNameDir(); d != "" && !strings.HasPrefix(n, "/") {
+		return filepath.Join(d, n)
+	}
+	return n
+}
+
+// peerAddr is the address to connect to ue: its name, made absolute if it
+// was relative to a directory.
+func peerAddr(ue *pb.UnixSkEntry) *unix.SockaddrUnix {
+	if len(ue.GetName()) > 0 && ue.GetName()[0] != 0 {
+		return &unix.SockaddrUnix{Name: sockPath(ue)}
+	}
+	return sockaddr(ue.GetName())
+}
+
+// bindIn binds fd to the relative name in dir: the kernel keeps the name
+// as given, so the bind runs with dir as working directory, on a thread
+// that unshared its fs struct so crtools' own cwd never changes.
+func bindIn(fd int, dir, name string) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// No UnlockOSThread: this thread's cwd is changed; it must end
+		// with the goroutine rather than serve other goroutines.
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			errc <- os.NewSyscallError("unshare(CLONE_FS)", err)
+			return
+		}
+		if err := unix.Chdir(dir); err != nil {
+			errc <- fmt.Errorf("chdir %s: %w", dir, err)
+			return
+		}
+		errc <- unix.Bind(fd, &unix.SockaddrUnix{Name: name})
+	}()
+	return <-errc
+}
+
 func newSocket(typ uint32) (*os.File, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, int(typ)|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -340,8 +393,9 @@ func (r *Restorer) bindName(f *os.File, ue *pb.UnixSkEntry) error {
 	if len(name) == 0 {
 		return nil
 	}
-	if name[0] != 0 {
-		p := string(name)
+	p := sockPath(ue)
+	// A name deleted at dump time may be someone else's by now: leave it.
+	if name[0] != 0 && !ue.GetDeleted() {
 		var st unix.Stat_t
 		if err := unix.Lstat(p, &st); err == nil {
 			if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
@@ -352,12 +406,17 @@ func (r *Restorer) bindName(f *os.File, ue *pb.UnixSkEntry) error {
 			}
 		}
 	}
-	if err := unix.Bind(int(f.Fd()), sockaddr(name)); err != nil {
+	var err error
+	if p != string(name) {
+		err = bindIn(int(f.Fd()), ue.GetNameDir(), string(name))
+	} else {
+		err = unix.Bind(int(f.Fd()), sockaddr(name))
+	}
+	if err != nil {
 		return fmt.Errorf("bind unix socket %d to %q: %w", ue.GetIno(), nameString(name), os.NewSyscallError("bind", err))
 	}
 	if name[0] != 0 {
 		if fp := ue.GetFilePerms(); fp != nil {
-			p := string(name)
 			if err := unix.Chmod(p, fp.GetMode()&0o7777); err != nil {
 				return fmt.Errorf("chmod %s: %w", p, err)
 			}
@@ -366,8 +425,8 @@ func (r *Restorer) bindName(f *os.File, ue *pb.UnixSkEntry) error {
 			}
 		}
 		if ue.GetDeleted() {
-			if err := unix.Unlink(string(name)); err != nil {
-				return fmt.Errorf("unlink deleted socket name %s: %w", name, err)
+			if err := unix.Unlink(p); err != nil {
+				return fmt.Errorf("unlink deleted socket name %s: %w", p, err)
 			}
 		}
 	}
@@ -461,7 +520,7 @@ func (r *Restorer) createUnix(ue *pb.UnixSkEntry) error {
 		if err != nil {
 			return err
 		}
-		if err := unix.Connect(int(f.Fd()), sockaddr(peer.GetName())); err != nil {
+		if err := unix.Connect(int(f.Fd()), peerAddr(peer)); err != nil {
 			return fmt.Errorf("reconnect unix socket %d to external %q: %w", ino, nameString(peer.GetName()), os.NewSyscallError("connect", err))
 		}
 		return r.finishUnix(ue, nil)
@@ -486,7 +545,7 @@ func (r *Restorer) createUnix(ue *pb.UnixSkEntry) error {
 		if err != nil {
 			return err
 		}
-		if err := unix.Connect(int(f.Fd()), sockaddr(peer.GetName())); err != nil {
+		if err := unix.Connect(int(f.Fd()), peerAddr(peer)); err != nil {
 			return fmt.Errorf("connect unix socket %d to %q: %w", ino, nameString(peer.GetName()), os.NewSyscallError("connect", err))
 		}
 		return r.finishUnix(ue, nil)
@@ -553,7 +612,7 @@ func (r *Restorer) createListener(ue *pb.UnixSkEntry) error {
 		if err := unix.SetNonblock(int(cf.Fd()), true); err != nil {
 			return err
 		}
-		if err := unix.Connect(int(cf.Fd()), sockaddr(ue.GetName())); err != nil {
+		if err := unix.Connect(int(cf.Fd()), peerAddr(ue)); err != nil {
 			return fmt.Errorf("reconnect pending client %d to %q: %w", ci, nameString(ue.GetName()), os.NewSyscallError("connect", err))
 		}
 		if err := r.finishUnix(c, nil); err != nil {
@@ -629,7 +688,7 @@ func (r *Restorer) finishUnix(ue *pb.UnixSkEntry, sender *os.File) error {
 				return err
 			}
 			defer tmp.Close()
-			if err := unix.Connect(int(tmp.Fd()), sockaddr(ue.GetName())); err != nil {
+			if err := unix.Connect(int(tmp.Fd()), peerAddr(ue)); err != nil {
 				return fmt.Errorf("connect to unix socket %d to refill its queue: %w", ue.GetIno(), os.NewSyscallError("connect", err))
 			}
 			sender = tmp

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/crtools/crtools/test/harness"
 )
 
@@ -54,6 +56,67 @@ func TestDumpRestoreFileLocks(t *testing.T) {
 	rp.Forget(w.Pid)
 	restoreDetached(t, w, dir)
 	verifyRestored(t, w)
+	if ws, err := rp.WaitPid(w.Pid, 10*time.Second); err != nil || !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Fatalf("restored workload: %v %v\n%s", ws, err, w.Output())
+	}
+}
+
+// timerfd, signalfd, inotify, a FIFO and a deleted file with data, a
+// listening socket with a connection not accepted yet, a bound datagram
+// socket with queued datagrams, and a datagram socket connected to a
+// socket of the test (outside the tree): refused without -x (naming the
+// descriptor and the option), reconnected with -x.
+func TestDumpRestoreSpecialFilesExternalSocket(t *testing.T) {
+	harness.RequireRoot(t)
+	rp := harness.Subreaper()
+	extPath := filepath.Join(t.TempDir(), "ext.sock")
+	srv, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(srv)
+	if err := unix.Bind(srv, &unix.SockaddrUnix{Name: extPath}); err != nil {
+		t.Fatal(err)
+	}
+	unix.SetsockoptTimeval(srv, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 5})
+	expect := func(want string) {
+		t.Helper()
+		buf := make([]byte, 128)
+		n, err := unix.Read(srv, buf)
+		if err != nil || string(buf[:n]) != want {
+			t.Fatalf("external socket received %q (%v), want %q", buf[:max(n, 0)], err, want)
+		}
+	}
+
+	w := harness.StartWorkload(t, harness.BuildC(t, "specialfiles2.c"), extPath)
+	w.MustReady(10 * time.Second)
+	w.MustVerify(10 * time.Second)
+	expect("hello 0")
+
+	refused := filepath.Join(t.TempDir(), "refused")
+	code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", refused)
+	if code != 1 || !strings.Contains(out, "-x/--ext-unix-sk") || !strings.Contains(out, fmt.Sprintf("fd 48 of pid %d", w.Pid)) {
+		t.Fatalf("dump without -x: exit %d\n%s", code, out)
+	}
+	w.MustVerify(10 * time.Second)
+	expect("hello 1")
+
+	dir := filepath.Join(t.TempDir(), "images")
+	code, out = crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir, "-x", "-v", "2", "-o", filepath.Join(w.Dir, "dump.log"))
+	if code != 0 {
+		t.Fatalf("crtools dump -x: exit %d\n%s\n%s", code, out, readLog(w, "dump.log"))
+	}
+	select {
+	case <-w.Exited():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("dumped workload %d did not die", w.Pid)
+	}
+	rp.Forget(w.Pid)
+	restoreDetached(t, w, dir)
+	verifyRestored(t, w)
+	for i := 2; i <= 4; i++ {
+		expect(fmt.Sprintf("hello %d", i))
+	}
 	if ws, err := rp.WaitPid(w.Pid, 10*time.Second); err != nil || !ws.Exited() || ws.ExitStatus() != 0 {
 		t.Fatalf("restored workload: %v %v\n%s", ws, err, w.Output())
 	}

@@ -1,0 +1,273 @@
+package ptrace
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// batchCode runs a table of syscalls and stops on an int3. Registers on
+// entry: rbx = the table, r12 = the number of entries. Each entry is 8
+// words: nr (bit 63 set: an error does not stop the batch), six arguments,
+// and the result, which the code stores. It stops after the last entry or
+// after the first failing one (result in [-4095, -1]) without bit 63. On the
+// int3, r12 is the number of entries not run.
+//
+//	loop:	test r12, r12
+//		jz   done
+//		mov  r13, [rbx]
+//		mov  rax, r13
+//		btr  rax, 63
+//		mov  rdi, [rbx+8]
+//		mov  rsi, [rbx+16]
+//		mov  rdx, [rbx+24]
+//		mov  r10, [rbx+32]
+//		mov  r8, [rbx+40]
+//		mov  r9, [rbx+48]
+//		syscall
+//		mov  [rbx+56], rax
+//		add  rbx, 64
+//		dec  r12
+//		cmp  rax, -4095
+//		jb   loop
+//		bt   r13, 63
+//		jc   loop
+//	done:	int3
+var batchCode = []byte{
+	0x4d, 0x85, 0xe4, // test r12, r12
+	0x74, 0x3f, // je done
+	0x4c, 0x8b, 0x2b, // mov r13, [rbx]
+	0x4c, 0x89, 0xe8, // mov rax, r13
+	0x48, 0x0f, 0xba, 0xf0, 0x3f, // btr rax, 63
+	0x48, 0x8b, 0x7b, 0x08, // mov rdi, [rbx+8]
+	0x48, 0x8b, 0x73, 0x10, // mov rsi, [rbx+16]
+	0x48, 0x8b, 0x53, 0x18, // mov rdx, [rbx+24]
+	0x4c, 0x8b, 0x53, 0x20, // mov r10, [rbx+32]
+	0x4c, 0x8b, 0x43, 0x28, // mov r8, [rbx+40]
+	0x4c, 0x8b, 0x4b, 0x30, // mov r9, [rbx+48]
+	0x0f, 0x05, // syscall
+	0x48, 0x89, 0x43, 0x38, // mov [rbx+56], rax
+	0x48, 0x83, 0xc3, 0x40, // add rbx, 64
+	0x49, 0xff, 0xcc, // dec r12
+	0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, // cmp rax, -4095
+	0x72, 0xc3, // jb loop
+	0x49, 0x0f, 0xba, 0xe5, 0x3f, // bt r13, 63
+	0x72, 0xbc, // jc loop
+	0xcc, // done: int3
+}
+
+const (
+	batchEntrySize = 64
+	batchMayFail   = 1 << 63
+)
+
+// BatchCall is one syscall of a Batch.
+type BatchCall struct {
+	Nr   uintptr
+	Args [6]uintptr
+	// MayFail: an error result does not stop the batch.
+	MayFail bool
+	// Ret and Ran are set by Run.
+	Ret uintptr
+	Ran bool
+}
+
+// Errno returns the error of a call that ran and failed, else nil.
+func (c *BatchCall) Errno() error {
+	if r := int64(c.Ret); c.Ran && r < 0 && r >= -4095 {
+		return unix.Errno(-r)
+	}
+	return nil
+}
+
+// BatchError says which call stopped a batch.
+type BatchError struct {
+	Index int
+	Nr    uintptr
+	Errno unix.Errno
+}
+
+func (e *BatchError) Error() string {
+	return fmt.Sprintf("call %d of the batch (%s): %v", e.Index, syscallLabel(e.Nr), e.Errno)
+}
+func (e *BatchError) Unwrap() error { return e.Errno }
+
+// Batch runs many syscalls in a task with one PTRACE_CONT and one stop,
+// instead of a round trip per call: a page of code (batchCode, read-execute)
+// and a table in the task.
+type Batch struct {
+	in       *Injector
+	addr     uintptr // the code page; the table follows
+	size     int
+	maxCalls int
+}
+
+// NewBatch maps the batch code and a table for maxCalls calls in the task
+// (two injected syscalls). Close unmaps them.
+// Preconditions: caller is on the tracer thread; the task is ptrace-stopped.
+func (in *Injector) NewBatch(maxCalls int) (*Batch, error) {
+	if in.syscallStops {
+		return nil, fmt.Errorf("prepare batch in task %d: the task ignores SIGTRAP, which the batch's int3 would reset; inject single calls", in.Tid)
+	}
+	page := os.Getpagesize()
+	size := page + (maxCalls*batchEntrySize+page-1)/page*page
+	addr, err := in.Syscall(unix.SYS_MMAP, 0, uintptr(size), unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
+	if err != nil {
+		return nil, fmt.Errorf("prepare batch in task %d: %w", in.Tid, err)
+	}
+	b := &Batch{in: in, addr: addr, size: size, maxCalls: maxCalls}
+	if _, err := WriteMem(in.Tid, addr, batchCode); err != nil {
+		return nil, errors.Join(fmt.Errorf("prepare batch in task %d: %w", in.Tid, err), b.Close())
+	}
+	if _, err := in.Syscall(unix.SYS_MPROTECT, addr, uintptr(page), unix.PROT_READ|unix.PROT_EXEC); err != nil {
+		return nil, errors.Join(fmt.Errorf("prepare batch in task %d: %w", in.Tid, err), b.Close())
+	}
+	return b, nil
+}
+
+// Close unmaps the batch's memory from the task.
+func (b *Batch) Close() error {
+	if b.addr == 0 {
+		return nil
+	}
+	addr := b.addr
+	b.addr = 0
+	if _, err := b.in.Syscall(unix.SYS_MUNMAP, addr, uintptr(b.size)); err != nil {
+		return fmt.Errorf("unmap batch of task %d: %w", b.in.Tid, err)
+	}
+	return nil
+}
+
+// Run runs calls in order and fills in their Ret and Ran. It stops at the
+// first failing call that is not MayFail and returns a *BatchError for it
+// (errors.Is works with its errno). Signals that arrive meanwhile are held
+// back in the Injector's Deferred, event stops noted in its Events.
+// Preconditions: caller is on the tracer thread; the task is ptrace-stopped.
+func (b *Batch) Run(calls []BatchCall) (err error) {
+	in := b.in
+	if b.addr == 0 {
+		return fmt.Errorf("run batch in task %d: batch closed", in.Tid)
+	}
+	if len(calls) > b.maxCalls {
+		return fmt.Errorf("run batch in task %d: %d calls, room for %d", in.Tid, len(calls), b.maxCalls)
+	}
+	if len(calls) == 0 {
+		return nil
+	}
+	if in.session == nil {
+		if err := in.Begin(); err != nil {
+			return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+		}
+		defer func() {
+			if eerr := in.End(); eerr != nil && err == nil {
+				err = fmt.Errorf("run batch in task %d: put registers back: %w", in.Tid, eerr)
+			}
+		}()
+	}
+	table := make([]byte, len(calls)*batchEntrySize)
+	for i, c := range calls {
+		e := table[i*batchEntrySize:]
+		nr := uint64(c.Nr)
+		if c.MayFail {
+			nr |= batchMayFail
+		}
+		binary.LittleEndian.PutUint64(e, nr)
+		for j, a := range c.Args {
+			binary.LittleEndian.PutUint64(e[8+8*j:], uint64(a))
+		}
+	}
+	tableAddr := b.addr + uintptr(os.Getpagesize())
+	if err := writeMemFast(in.Tid, tableAddr, table); err != nil {
+		return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+	}
+	r := in.session.regs
+	r.Rip = uint64(b.addr)
+	r.Rbx = uint64(tableAddr)
+	r.R12 = uint64(len(calls))
+	r.Orig_rax = ^uint64(0)
+	r.Eflags &^= 0x100
+	if err := SetRegs(in.Tid, &r); err != nil {
+		return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+	}
+	in.Events = in.Events[:0]
+	end := uint64(b.addr) + uint64(len(batchCode))
+	var left uint64
+	for {
+		if err := Cont(in.Tid, 0); err != nil {
+			return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+		}
+		st, err := WaitStopped(in.Tid)
+		if err != nil {
+			return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+		}
+		if st.Event != 0 {
+			if err := in.noteEvent(st); err != nil {
+				return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+			}
+			continue
+		}
+		if st.Sig != int(unix.SIGTRAP) {
+			in.Deferred = append(in.Deferred, st.Sig)
+			continue
+		}
+		regs, err := GetRegs(in.Tid)
+		if err != nil {
+			return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+		}
+		if regs.Rip == end {
+			left = regs.R12
+			break
+		}
+		si, err := GetSiginfo(in.Tid)
+		if err != nil {
+			return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+		}
+		if code := int32(binary.LittleEndian.Uint32(si[8:])); code <= 0 {
+			in.Deferred = append(in.Deferred, st.Sig)
+			continue
+		}
+		return fmt.Errorf("run batch in task %d: unexpected trap at %#x", in.Tid, regs.Rip)
+	}
+	ran := len(calls) - int(left)
+	if ran < 0 || ran > len(calls) {
+		return fmt.Errorf("run batch in task %d: %d of %d calls left, corrupt state", in.Tid, left, len(calls))
+	}
+	if ran == 0 {
+		return nil
+	}
+	out := make([]byte, ran*batchEntrySize)
+	if _, err := ReadMem(in.Tid, tableAddr, out); err != nil {
+		return fmt.Errorf("run batch in task %d: read results: %w", in.Tid, err)
+	}
+	for i := range ran {
+		calls[i].Ret = uintptr(binary.LittleEndian.Uint64(out[i*batchEntrySize+56:]))
+		calls[i].Ran = true
+	}
+	last := &calls[ran-1]
+	if e := last.Errno(); e != nil && !last.MayFail {
+		return &BatchError{Index: ran - 1, Nr: last.Nr, Errno: e.(unix.Errno)}
+	}
+	return nil
+}
+
+// writeMemFast writes plain writable memory with process_vm_writev (no
+// open of /proc/PID/mem), falling back to WriteMem.
+func writeMemFast(pid int, addr uintptr, buf []byte) error {
+	local := []unix.Iovec{{Base: &buf[0]}}
+	local[0].SetLen(len(buf))
+	remote := []unix.RemoteIovec{{Base: addr, Len: len(buf)}}
+	var n int
+	err := retry(func() (err error) {
+		n, err = unix.ProcessVMWritev(pid, local, remote, 0)
+		return err
+	})
+	if err == nil && n == len(buf) {
+		return nil
+	}
+	_, err = WriteMem(pid, addr, buf)
+	return err
+}

@@ -1,0 +1,167 @@
+package ptrace
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestBatch runs a batch in a live workload: results per call, MayFail
+// errors pass, the first hard error stops the batch, and the workload
+// carries on with its registers, fds and memory map as before.
+func TestBatch(t *testing.T) {
+	requireRoot(t)
+	w := startWorkload(t, "counter")
+	w.expect(t, "tick", 5*time.Second)
+	mapsBefore := countMaps(t, w.pid)
+	path := filepath.Join(t.TempDir(), "batch")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr := NewTracer()
+	defer tr.Close()
+	stopped(t, tr, w.pid)
+	err := tr.Do(func() error {
+		before, err := GetRegs(w.pid)
+		if err != nil {
+			return err
+		}
+		in, err := NewInjector(w.pid)
+		if err != nil {
+			return err
+		}
+		if err := in.Begin(); err != nil {
+			return err
+		}
+		cleanup, err := in.WithScratch(4096)
+		if err != nil {
+			return err
+		}
+		p, err := in.PutBytes(append([]byte(path), 0))
+		if err != nil {
+			return err
+		}
+		b, err := in.NewBatch(100)
+		if err != nil {
+			return err
+		}
+		calls := []BatchCall{
+			{Nr: unix.SYS_GETPID},
+			{Nr: unix.SYS_CLOSE, Args: [6]uintptr{12345}, MayFail: true},
+			{Nr: unix.SYS_OPEN, Args: [6]uintptr{p, unix.O_RDWR}},
+			{Nr: unix.SYS_GETPPID},
+		}
+		if err := b.Run(calls); err != nil {
+			return err
+		}
+		if !calls[3].Ran || int(calls[0].Ret) != w.pid || int(calls[3].Ret) != os.Getpid() {
+			t.Errorf("getpid/getppid in batch: %+v", calls)
+		}
+		if !errors.Is(calls[1].Errno(), unix.EBADF) {
+			t.Errorf("close(12345): %v, want EBADF", calls[1].Errno())
+		}
+		fd := calls[2].Ret
+		if link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", w.pid, fd)); err != nil || link != path {
+			t.Errorf("fd %d: %q, %v", fd, link, err)
+		}
+		// A hard failure stops the batch there.
+		calls = []BatchCall{
+			{Nr: unix.SYS_CLOSE, Args: [6]uintptr{fd}},
+			{Nr: unix.SYS_CLOSE, Args: [6]uintptr{fd}},
+			{Nr: unix.SYS_GETPID},
+		}
+		err = b.Run(calls)
+		var be *BatchError
+		if !errors.As(err, &be) || be.Index != 1 || !errors.Is(err, unix.EBADF) || calls[2].Ran || calls[0].Ret != 0 {
+			t.Errorf("batch with a failing close: %v, %+v", err, calls)
+		}
+		// Many calls, one stop.
+		many := make([]BatchCall, 100)
+		for i := range many {
+			many[i].Nr = unix.SYS_GETTID
+		}
+		if err := b.Run(many); err != nil {
+			return err
+		}
+		for i, c := range many {
+			if int(c.Ret) != w.pid {
+				t.Fatalf("call %d: gettid = %d", i, c.Ret)
+			}
+		}
+		if err := b.Close(); err != nil {
+			return err
+		}
+		if err := cleanup(); err != nil {
+			return err
+		}
+		if err := in.End(); err != nil {
+			return err
+		}
+		after, err := GetRegs(w.pid)
+		if err != nil {
+			return err
+		}
+		if after != before {
+			t.Errorf("registers changed by the batch")
+		}
+		return Detach(w.pid, 0)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := countMaps(t, w.pid); got != mapsBefore {
+		t.Errorf("%d mappings after the batch, %d before", got, mapsBefore)
+	}
+	checkTicking(t, w)
+}
+
+// BenchmarkBatchGetpid is the cost per syscall of a 64-call batch, to
+// compare with BenchmarkInjectGetpid.
+func BenchmarkBatchGetpid(b *testing.B) {
+	requireRoot(b)
+	cmd := startSleep(b)
+	pid := cmd.Process.Pid
+	tr := NewTracer()
+	defer tr.Close()
+	stopped(b, tr, pid)
+	const per = 64
+	err := tr.Do(func() error {
+		in, err := NewInjector(pid)
+		if err != nil {
+			return err
+		}
+		if err := in.Begin(); err != nil {
+			return err
+		}
+		bt, err := in.NewBatch(per)
+		if err != nil {
+			return err
+		}
+		calls := make([]BatchCall, per)
+		b.ResetTimer()
+		for i := 0; i < b.N; i += per {
+			for j := range calls {
+				calls[j] = BatchCall{Nr: unix.SYS_GETPID}
+			}
+			if err := bt.Run(calls); err != nil {
+				return err
+			}
+		}
+		b.StopTimer()
+		if err := bt.Close(); err != nil {
+			return err
+		}
+		if err := in.End(); err != nil {
+			return err
+		}
+		return Detach(pid, 0)
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}

@@ -71,6 +71,9 @@ func (r *restorer) Load(ctx context.Context) error {
 		return fmt.Errorf("restore: a tree of %d tasks: %w", len(img.tasks), engine.ErrNotSupported)
 	}
 	r.img = img
+	if r.opts.ShellJob && img.special != nil {
+		img.special.ShellTTY = shellTTY() // special.go
+	}
 	r.rootPid = root.pid
 	r.shm = newShmState()
 	return nil

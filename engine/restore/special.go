@@ -103,3 +103,14 @@ func (img *imageSet) closeSpecial() error {
 	}
 	return img.special.Close()
 }
+
+// shellTTY is crtools' own terminal (the first of stdin, stdout, stderr
+// that is one), which -j gives to tasks whose terminal came from outside.
+func shellTTY() *os.File {
+	for _, f := range []*os.File{os.Stdin, os.Stdout, os.Stderr} {
+		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			return f
+		}
+	}
+	return nil
+}

@@ -1,10 +1,13 @@
 package harness
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -270,5 +273,57 @@ func TestBuildGoWorkload(t *testing.T) {
 	out, err := exec.Command(bin).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "CRT_READY") {
 		t.Fatalf("gowork without CRT_READY: %v\n%s", err, out)
+	}
+}
+
+// TestReaperLeavesTracedChild traces a child from a locked thread (as the
+// engine's tracer does), lets it exit, and checks the reaper leaves its
+// zombie to the tracer.
+func TestReaperLeavesTracedChild(t *testing.T) {
+	Subreaper()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		// Started without os/exec's pidfd: only tracing protects it.
+		pid, err := syscall.ForkExec("/bin/sh", []string{"sh", "-c", "sleep 0.2; exit 3"}, &syscall.ProcAttr{})
+		if err != nil {
+			done <- err
+			return
+		}
+		if err := unix.PtraceSeize(pid); err != nil {
+			done <- err
+			return
+		}
+		// Well past the reaper's grace period before we wait.
+		time.Sleep(0.2e9 + 5*reaperGrace)
+		var ws unix.WaitStatus
+		for {
+			got, err := unix.Wait4(pid, &ws, unix.WALL, nil)
+			if err != nil || got != pid {
+				done <- fmt.Errorf("tracer's wait4: got %d, %v (the reaper took the child)", got, err)
+				return
+			}
+			if !ws.Stopped() {
+				break
+			}
+			// A signal-delivery stop (SIGCHLD from sleep): pass it on.
+			sig := ws.StopSignal()
+			if sig == unix.SIGTRAP {
+				sig = 0
+			}
+			if err := unix.PtraceCont(pid, int(sig)); err != nil {
+				done <- err
+				return
+			}
+		}
+		if !ws.Exited() || ws.ExitStatus() != 3 {
+			done <- fmt.Errorf("status %v, want exit 3", ws)
+			return
+		}
+		done <- nil
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -25,7 +25,7 @@ import (
 // it leaves alone a zombie child
 //   - for which this process holds a pidfd (os/exec keeps one for every
 //     process it started until Wait),
-//   - that this process traces (the tracer waits for it),
+//   - that a thread of this process traces (the tracer waits for it),
 //   - that was marked with Ignore,
 //   - or that became a zombie less than a grace period ago (a waiter that
 //     is already blocked in wait4 gets it first).
@@ -200,10 +200,9 @@ func (r *Reaper) scan() {
 		return
 	}
 	held := pidfdPids()
-	self := os.Getpid()
 	for _, pid := range candidates {
 		wanted := len(r.waiters[pid]) > 0
-		if !wanted && (held[pid] || tracerPid(pid) == self) {
+		if !wanted && (held[pid] || tracedByUs(pid)) {
 			continue
 		}
 		var ws unix.WaitStatus
@@ -271,6 +270,18 @@ func tracerPid(pid int) int {
 		}
 	}
 	return 0
+}
+
+// tracedByUs reports whether a thread of this process traces pid.
+// TracerPid names the tracing thread, which for a Go tracer locked to an
+// OS thread is not the process ID.
+func tracedByUs(pid int) bool {
+	tp := tracerPid(pid)
+	if tp == 0 {
+		return false
+	}
+	_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tp))
+	return err == nil
 }
 
 // pidfdPids returns the PIDs this process holds a pidfd for.

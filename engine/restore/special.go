@@ -34,7 +34,17 @@ func (p *puppet) takeFile(f *os.File) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	fd, err := p.callf(fmt.Sprintf("take fd %d of crtools", f.Fd()), unix.SYS_PIDFD_GETFD, pidfd, uint64(f.Fd()), 0)
+	// SyscallConn, not Fd: Fd would put the file in blocking mode,
+	// clearing O_NONBLOCK of the open file the task is to get.
+	ours := -1
+	if rc, err := f.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) { ours = int(fd) })
+	}
+	if ours < 0 {
+		_, _ = p.call(unix.SYS_CLOSE, pidfd)
+		return 0, fmt.Errorf("take %s from crtools: no descriptor", f.Name())
+	}
+	fd, err := p.callf(fmt.Sprintf("take fd %d of crtools", ours), unix.SYS_PIDFD_GETFD, pidfd, uint64(ours), 0)
 	if _, cerr := p.callf("close pidfd of crtools", unix.SYS_CLOSE, pidfd); err == nil && cerr != nil {
 		err = cerr
 	}

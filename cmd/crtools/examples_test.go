@@ -1,0 +1,459 @@
+package main
+
+// End-to-end tests of the job layer on the real engine: the examples as
+// written, and fault injection into each step of a checkpoint and of a
+// restore of a live workload. They run the built crtools binary, as a
+// user (or cron) would.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/executor"
+	"github.com/crtools/crtools/planner"
+	"github.com/crtools/crtools/spec"
+)
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// crtoolsBin builds the crtools binary once per test run.
+func crtoolsBin(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "crtools-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "crtools")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	// Restored detached trees are re-parented to us when crtools exits;
+	// as a subreaper we can reap them instead of leaving them to init.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatalf("become child subreaper: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("these tests checkpoint real processes and need root (CI runs as root)")
+	}
+	return binPath
+}
+
+type cliResult struct {
+	code           int
+	stdout, stderr string
+	journals       []executor.Journal
+}
+
+// crtoolsRun runs the binary with env additions and returns its result;
+// --journal is added for apply so tests can read what happened.
+func crtoolsRun(t *testing.T, env []string, args ...string) cliResult {
+	t.Helper()
+	bin := crtoolsBin(t)
+	var jf string
+	if len(args) > 0 && args[0] == "apply" {
+		jf = filepath.Join(t.TempDir(), "journal.json")
+		args = append([]string{"apply", "--journal", jf}, args[1:]...)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	r := cliResult{stdout: o.String(), stderr: e.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run crtools: %v", err)
+	}
+	if jf != "" {
+		if b, err := os.ReadFile(jf); err == nil {
+			if err := json.Unmarshal(b, &r.journals); err != nil {
+				t.Fatalf("journal: %v\n%s", err, b)
+			}
+		}
+	}
+	return r
+}
+
+// jobKillReap kills a process that is our child (directly or as subreaper)
+// and reaps it.
+func jobKillReap(pid int) {
+	if pid <= 0 {
+		return
+	}
+	unix.Kill(pid, unix.SIGKILL)
+	var ws unix.WaitStatus
+	for i := 0; i < 100; i++ {
+		wpid, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		if wpid == pid || err != nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// jobProcState is the state letter of /proc/PID/stat ("" if gone).
+func jobProcState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return ""
+	}
+	return s[i+2 : i+3]
+}
+
+// waitGrows waits until file has more lines than n (the workload carries
+// on) and returns its content.
+func waitGrows(t *testing.T, file string, n int) string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(file)
+		if strings.Count(string(b), "\n") > n {
+			return string(b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s stopped growing at %d lines:\n%s", file, n, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func lines(s string) int { return strings.Count(s, "\n") }
+
+// TestExampleDemo runs examples/demo.yaml exactly as the README says.
+func TestExampleDemo(t *testing.T) {
+	os.RemoveAll("/tmp/crtools-demo")
+	r := crtoolsRun(t, []string{lockDirEnv + "=" + t.TempDir()}, "apply", filepath.Join("..", "..", "examples", "demo.yaml"))
+	if r.code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "OK: the restored counter carried on from where it was checkpointed") {
+		t.Fatalf("no OK line:\n%s", r.stdout)
+	}
+	if len(r.journals) != 2 || r.journals[0].RootPid != r.journals[1].RootPid || *r.journals[1].ExitStatus != 0 {
+		t.Errorf("journals: %+v", r.journals)
+	}
+	out, _ := os.ReadFile("/tmp/crtools-demo/counter.out")
+	// Ticks 1..25 each exactly once: nothing repeated, nothing lost.
+	for i := 1; i <= 25; i++ {
+		if c := strings.Count(string(out), fmt.Sprintf("tick %d (pid %d)\n", i, r.journals[0].RootPid)); c != 1 {
+			t.Errorf("tick %d printed %d times", i, c)
+		}
+	}
+}
+
+// TestExamplePrebake bakes the slow program, then starts it from its
+// images: it is serving at once, without warming up again.
+func TestExamplePrebake(t *testing.T) {
+	os.RemoveAll("/tmp/crtools-prebake")
+	env := []string{lockDirEnv + "=" + t.TempDir()}
+	r := crtoolsRun(t, env, "apply", filepath.Join("..", "..", "examples", "prebake.yaml"))
+	if r.code != 0 {
+		t.Fatalf("bake: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	pid := r.journals[0].RootPid
+	if jobProcState(pid) != "" {
+		t.Fatalf("baked program %d still exists (state %s)", pid, jobProcState(pid))
+	}
+	before, _ := os.ReadFile("/tmp/crtools-prebake/app.out")
+	start := time.Now()
+	r = crtoolsRun(t, env, "apply", filepath.Join("..", "..", "examples", "prebake-start.yaml"))
+	took := time.Since(start)
+	if r.code != 0 {
+		t.Fatalf("start: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	defer jobKillReap(pid)
+	if r.journals[0].RootPid != pid {
+		t.Errorf("restored as %d, baked as %d", r.journals[0].RootPid, pid)
+	}
+	out := waitGrows(t, "/tmp/crtools-prebake/app.out", lines(string(before))+2)
+	if strings.Count(out, "warmed up") != 1 {
+		t.Errorf("warmed up again:\n%s", out)
+	}
+	if !strings.HasSuffix(out, fmt.Sprintf("(pid %d)\n", pid)) {
+		t.Errorf("not serving as %d:\n%s", pid, out)
+	}
+	t.Logf("prebaked start took %s (the warm-up takes 2s)", took)
+}
+
+// startCounter starts a perl counter as our child, in its own session,
+// printing to out; it returns the pid.
+func startCounter(t *testing.T, out string) *exec.Cmd {
+	t.Helper()
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command("perl", "-e", `$| = 1; print "started $$\n"; my $n = 0; while (1) { $n++; print "n=$n\n"; select(undef, undef, undef, 0.05); }`)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitGrows(t, out, 2)
+	return cmd
+}
+
+// TestExampleCronSnapshotsAndRestoreLatest: the cron recipe run three
+// times against a long computation, the computation "crashes", and
+// restore-latest.yaml brings it back from the newest snapshot.
+func TestExampleCronSnapshotsAndRestoreLatest(t *testing.T) {
+	d := t.TempDir()
+	out := filepath.Join(d, "calc.out")
+	calc := startCounter(t, out)
+	pid := calc.Process.Pid
+	os.WriteFile(filepath.Join(d, "calc.pid"), []byte(strconv.Itoa(pid)+"\n"), 0o644)
+	rewrite := func(name string) string {
+		b, err := os.ReadFile(filepath.Join("..", "..", "examples", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := strings.ReplaceAll(string(b), "/run/long-computation.pid", filepath.Join(d, "calc.pid"))
+		s = strings.ReplaceAll(s, "/var/lib/crtools/long-computation", filepath.Join(d, "snaps"))
+		p := filepath.Join(d, name)
+		os.WriteFile(p, []byte(s), 0o644)
+		return p
+	}
+	cron, restore := rewrite("cron-snapshots.yaml"), rewrite("restore-latest.yaml")
+	env := []string{lockDirEnv + "=" + t.TempDir()}
+	var snaps []string
+	for i := 0; i < 3; i++ {
+		r := crtoolsRun(t, env, "apply", cron)
+		if r.code != 0 {
+			t.Fatalf("snapshot %d: exit %d\n%s\n%s", i, r.code, r.stdout, r.stderr)
+		}
+		snaps = append(snaps, r.journals[0].ImagesDir)
+		if _, err := os.Stat(filepath.Join(r.journals[0].ImagesDir, "dump.log")); err != nil {
+			t.Errorf("dump.log not inside the snapshot: %v", err)
+		}
+		// leaveRunning: the computation carries on between snapshots.
+		b, _ := os.ReadFile(out)
+		waitGrows(t, out, lines(string(b))+3)
+	}
+	latest, err := executor.LatestSnapshot(filepath.Join(d, "snaps"))
+	if err != nil || latest != snaps[2] {
+		t.Fatalf("latest %s %v, want %s", latest, err, snaps[2])
+	}
+	// Crash.
+	calc.Process.Kill()
+	calc.Wait()
+	crashed, _ := os.ReadFile(out)
+	r := crtoolsRun(t, env, "apply", restore)
+	if r.code != 0 {
+		t.Fatalf("restore: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	defer jobKillReap(pid)
+	if r.journals[0].RootPid != pid || !strings.Contains(r.stdout, "restored "+snaps[2]) {
+		t.Errorf("restored pid %d (want %d); stdout %s", r.journals[0].RootPid, pid, r.stdout)
+	}
+	after := waitGrows(t, out, lines(string(crashed))+3)
+	if strings.Count(after, "started") != 1 {
+		t.Errorf("the computation started again:\n%s", after[len(crashed):])
+	}
+	// It resumed from the snapshot's count: the first new line continues
+	// a count already seen before the crash, not from n=1.
+	first := strings.SplitN(after[len(crashed):], "\n", 2)[0]
+	if !strings.HasPrefix(first, "n=") || first == "n=1" || !strings.Contains(string(crashed), first+"\n") {
+		t.Errorf("first line after restore %q does not continue the snapshot's count", first)
+	}
+}
+
+// stepNames plans a spec file and returns its step names.
+func stepNames(t *testing.T, file string) []string {
+	t.Helper()
+	jobs, err := spec.LoadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := planner.Build(jobs[0], time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range p.Steps {
+		names = append(names, s.Name)
+	}
+	return names
+}
+
+// TestRealCheckpointFaultEachStep makes each step of a checkpoint of a
+// live workload fail in turn (on the real engine) and checks the world:
+// the workload runs on with the same PID and its state (its count goes
+// on), it is not left stopped or traced, no images directory, no
+// temporary directory, no pre-dump side effect; exit code 1.
+func TestRealCheckpointFaultEachStep(t *testing.T) {
+	d := t.TempDir()
+	out := filepath.Join(d, "w.out")
+	w := startCounter(t, out)
+	pid := w.Process.Pid
+	flag := filepath.Join(d, "pre-dump-flag")
+	job := filepath.Join(d, "job.yaml")
+	os.WriteFile(job, []byte(fmt.Sprintf(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: fault}
+spec:
+  target: {pid: %d}
+  imagesDir: snaps/{{ .Time }}
+  leaveRunning: true
+  hooks:
+    preDump: {run: [touch, %s], undo: [rm, %s]}
+    postDump: ["true"]
+  retention: {keepLast: 1}
+`, pid, flag, flag)), 0o644)
+	lockDir := t.TempDir()
+	for _, step := range stepNames(t, job) {
+		t.Run(step, func(t *testing.T) {
+			before, _ := os.ReadFile(out)
+			r := crtoolsRun(t, []string{lockDirEnv + "=" + lockDir, executor.FaultEnv + "=" + step}, "apply", job)
+			if step == "retention" {
+				// Optional: a warning, the snapshot stands.
+				if r.code != 0 {
+					t.Fatalf("exit %d: %s", r.code, r.stderr)
+				}
+				os.RemoveAll(filepath.Join(d, "snaps"))
+				os.Remove(flag)
+				return
+			}
+			if r.code != 1 || !strings.Contains(r.stderr, "fault injected at step "+step) {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			if st := jobProcState(pid); st != "S" && st != "R" {
+				t.Fatalf("workload state %q after failed dump", st)
+			}
+			if tp := tracerPid(pid); tp != 0 {
+				t.Errorf("workload still traced by %d", tp)
+			}
+			after := waitGrows(t, out, lines(string(before))+3)
+			if strings.Count(after, "started") != 1 {
+				t.Errorf("workload restarted")
+			}
+			if ents, _ := os.ReadDir(filepath.Join(d, "snaps")); len(ents) != 0 {
+				t.Errorf("images left: %v", ents)
+			}
+			if _, err := os.Stat(flag); err == nil {
+				t.Errorf("pre-dump side effect left")
+			}
+		})
+	}
+}
+
+func tracerPid(pid int) int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "TracerPid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return -1
+}
+
+// TestRealRestoreFaultEachStep checkpoints a workload (killing it), then
+// makes each restore step fail in turn: no restored task may be left
+// behind and the images stay as they were; finally a restore succeeds
+// with the same PID.
+func TestRealRestoreFaultEachStep(t *testing.T) {
+	d := t.TempDir()
+	out := filepath.Join(d, "w.out")
+	lockDir := t.TempDir()
+	env := []string{lockDirEnv + "=" + lockDir}
+	ck := filepath.Join(d, "ck.yaml")
+	os.WriteFile(ck, []byte(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: ck}
+spec:
+  target:
+    exec:
+      command: [perl, -e, '$| = 1; print "started $$\n"; my $n = 0; while (1) { $n++; print "n=$n\n"; select(undef, undef, undef, 0.05); }']
+      stdout: w.out
+      ready: {delay: 300ms}
+  imagesDir: images
+`), 0o644)
+	r := crtoolsRun(t, env, "apply", ck)
+	if r.code != 0 {
+		t.Fatalf("checkpoint: exit %d\n%s", r.code, r.stderr)
+	}
+	pid := r.journals[0].RootPid
+	rs := filepath.Join(d, "rs.yaml")
+	os.WriteFile(rs, []byte(`apiVersion: crtools/v1
+kind: Restore
+metadata: {name: rs}
+spec:
+  imagesDir: images
+  detached: true
+  hooks:
+    postRestore: ["true"]
+`), 0o644)
+	sum := func() string {
+		ents, _ := os.ReadDir(filepath.Join(d, "images"))
+		var s []string
+		for _, e := range ents {
+			i, _ := e.Info()
+			s = append(s, fmt.Sprintf("%s:%d", e.Name(), i.Size()))
+		}
+		return strings.Join(s, ",")
+	}
+	images := sum()
+	for _, step := range stepNames(t, rs) {
+		t.Run(step, func(t *testing.T) {
+			r := crtoolsRun(t, append(env, executor.FaultEnv+"="+step), "apply", rs)
+			defer jobKillReap(pid)
+			if r.code != 1 {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			// Give a killed task a moment to be reaped by its new parent.
+			for i := 0; i < 50 && jobProcState(pid) != "" && jobProcState(pid) != "Z"; i++ {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if st := jobProcState(pid); st != "" && st != "Z" {
+				t.Errorf("restored task %d left behind (state %s)", pid, st)
+			}
+			if s := sum(); s != images {
+				t.Errorf("images changed: %s -> %s", images, s)
+			}
+		})
+	}
+	before, _ := os.ReadFile(out)
+	r = crtoolsRun(t, env, "apply", rs)
+	if r.code != 0 {
+		t.Fatalf("restore: exit %d\n%s", r.code, r.stderr)
+	}
+	defer jobKillReap(pid)
+	if r.journals[0].RootPid != pid {
+		t.Errorf("restored as %d, want %d", r.journals[0].RootPid, pid)
+	}
+	after := waitGrows(t, out, lines(string(before))+3)
+	if strings.Count(after, "started") != 1 {
+		t.Errorf("restarted instead of restored")
+	}
+}

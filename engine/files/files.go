@@ -67,12 +67,16 @@ const DefaultGhostLimit = 1 << 20
 type Options struct {
 	// Tree lists every task of the dumped tree. A unix socket whose peer is
 	// not held by one of them is external. Empty: only the task being dumped.
-	Tree       []int
-	ExtUnixSk  bool  // -x
-	FileLocks  bool  // -l
-	ShellJob   bool  // -j
-	LinkRemap  bool  // --link-remap
-	GhostLimit int64 // 0: DefaultGhostLimit
+	Tree      []int
+	ExtUnixSk bool // -x
+	FileLocks bool // -l
+	ShellJob  bool // -j
+	LinkRemap bool // --link-remap
+	// EvasiveDevices (--evasive-devices): a device opened through a path
+	// that no longer leads to it is saved under another path to the same
+	// device (found in /dev).
+	EvasiveDevices bool
+	GhostLimit     int64 // 0: DefaultGhostLimit
 	// NextID allocates file ids; nil: the dumper counts from 1. Give the
 	// engine's allocator so that ids do not collide with regular files.
 	NextID func() uint32
@@ -311,6 +315,13 @@ func (d *Dumper) Dump(pid, fd int) (*Collected, error) {
 	}
 	// memfd files look deleted; they are the engine's (memory and files).
 	memfd := strings.HasPrefix(link, "/memfd:")
+	if kind == pb.FdTypes_REG && st.Mode&unix.S_IFMT == unix.S_IFCHR {
+		if alt, err := d.evasiveDevice(link, &st, desc); err != nil {
+			return nil, err
+		} else if alt != "" {
+			return d.dumpDevice(c, pid, fd, alt, &st, info, fileFlags, f)
+		}
+	}
 	if kind == pb.FdTypes_REG && (memfd || !isGhost(link, &st)) {
 		c.Kind = kind
 		if c.Locks, err = d.locks(pid, fd, desc, info); err != nil {

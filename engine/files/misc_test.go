@@ -1,6 +1,7 @@
 package files
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -344,5 +345,48 @@ func TestTerminalsRefusedWithoutShellJob(t *testing.T) {
 	unix.Fstat(int(tty.Fd()), &b)
 	if a.Rdev != b.Rdev {
 		t.Errorf("restored terminal is %x, want crtools' %x", a.Rdev, b.Rdev)
+	}
+}
+
+func init() {
+	// /dev/null opened through a node that is then removed.
+	helpers["evasive"] = func(node string) ([]int, func() error) {
+		fd, err := unix.Open(node, unix.O_RDWR, 0)
+		if err != nil {
+			panic(err)
+		}
+		unix.Unlink(node)
+		return []int{fd}, func() error { return nil }
+	}
+}
+
+func TestEvasiveDevices(t *testing.T) {
+	node := filepath.Join(t.TempDir(), "mynull")
+	if err := unix.Mknod(node, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatalf("mknod: %v", err)
+	}
+	h := startHelper(t, "evasive", node)
+	d := newTestDumper(t, Options{})
+	if _, err := d.Dump(h.Pid, h.Fds[0]); err == nil || !strings.Contains(err.Error(), "--evasive-devices") || !strings.Contains(err.Error(), node) {
+		t.Fatalf("dump of a device whose node is gone: %v", err)
+	}
+	d = newTestDumper(t, Options{EvasiveDevices: true})
+	c, err := d.Dump(h.Pid, h.Fds[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := c.Entry.GetReg()
+	var st unix.Stat_t
+	if err := unix.Stat(reg.GetName(), &st); err != nil || st.Rdev != unix.Mkdev(1, 3) || reg.GetFlags()&unix.O_ACCMODE != unix.O_RDWR {
+		t.Errorf("saved as %q flags %#o: rdev %x %v", reg.GetName(), reg.GetFlags(), st.Rdev, err)
+	}
+	// A device still reachable is left to the engine.
+	null, err := os.Open("/dev/null")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	if _, err := d.Dump(os.Getpid(), int(null.Fd())); !errors.Is(err, ErrNotHandled) {
+		t.Errorf("/dev/null of the test: %v, want ErrNotHandled", err)
 	}
 }

@@ -674,3 +674,30 @@ func TestEngineMissing(t *testing.T) {
 		t.Fatalf("%s: %s", j.Result, j.Error)
 	}
 }
+
+// TestExecTargetNotReady: a program that never gets ready is killed by
+// the failing step itself (a failed step has no undo).
+func TestExecTargetNotReady(t *testing.T) {
+	root := t.TempDir()
+	y := fmt.Sprintf(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: nr}
+spec:
+  target:
+    exec:
+      command: [sh, -c, "echo $$ > pid; exec sleep 300"]
+      ready: {file: never, timeout: 300ms}
+  imagesDir: %s/img
+`, root)
+	ev := &events{}
+	j := Run(context.Background(), buildPlan(t, loadJob(t, y, root), time.Now()), testOpts(t, ev, &fakeDumper{ev: ev}))
+	if j.Result != ResultRolledBack || !strings.Contains(j.Error, "not ready after 300ms (waiting for file") {
+		t.Fatalf("%s: %s", j.Result, j.Error)
+	}
+	if j.RootPid == 0 || alive(j.RootPid) {
+		t.Errorf("program %d left running", j.RootPid)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", j.RootPid)); err == nil {
+		t.Errorf("program %d not reaped", j.RootPid)
+	}
+}

@@ -91,7 +91,14 @@ func (r *run) launch(ctx context.Context, e *spec.ExecTarget, log zerolog.Logger
 	r.launched = cmd
 	r.pid = cmd.Process.Pid
 	log.Info().Int("pid", r.pid).Str("command", strings.Join(e.Command, " ")).Msg("launched")
-	return waitReady(ctx, r.pid, e.Ready, log)
+	if err := waitReady(ctx, r.pid, e.Ready, log); err != nil {
+		// A failed step is not undone by the rollback: clean up here.
+		cmd.Process.Kill()
+		cmd.Wait()
+		r.launched = nil
+		return err
+	}
+	return nil
 }
 
 // waitReady polls until every ready condition holds, the program dies or

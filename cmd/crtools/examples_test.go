@@ -457,3 +457,45 @@ spec:
 		t.Errorf("restarted instead of restored")
 	}
 }
+
+// TestRealConcurrentApply: two applies of one recipe with the real
+// binary; the second exits at once with code 4 while the first holds the
+// lock, and the first completes.
+func TestRealConcurrentApply(t *testing.T) {
+	d := t.TempDir()
+	w := startCounter(t, filepath.Join(d, "w.out"))
+	job := filepath.Join(d, "job.yaml")
+	os.WriteFile(job, []byte(fmt.Sprintf(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: overlap}
+spec:
+  target: {pid: %d}
+  imagesDir: snaps/{{ .Time }}
+  leaveRunning: true
+  hooks:
+    preDump: [sh, -c, "touch started; sleep 1"]
+`, w.Process.Pid)), 0o644)
+	env := []string{lockDirEnv + "=" + t.TempDir()}
+	first := make(chan cliResult)
+	go func() { first <- crtoolsRun(t, env, "apply", job) }()
+	for i := 0; i < 500; i++ {
+		if _, err := os.Stat(filepath.Join(d, "started")); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	r := crtoolsRun(t, env, "apply", job)
+	if r.code != exitLocked || !strings.Contains(r.stderr, `recipe "overlap" is locked by another run (pid `) {
+		t.Errorf("second apply: exit %d: %s", r.code, r.stderr)
+	}
+	if el := time.Since(start); el > 500*time.Millisecond {
+		t.Errorf("second apply took %s", el)
+	}
+	if r1 := <-first; r1.code != 0 {
+		t.Errorf("first apply: exit %d: %s", r1.code, r1.stderr)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(d, "snaps")); len(ents) != 1 {
+		t.Errorf("snapshots: %v", ents)
+	}
+}

@@ -215,6 +215,14 @@ func TestExecErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A zombie: our child that nobody reaps until the test ends.
+	zombie := exec.Command("true")
+	if err := zombie.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = zombie.Wait() })
+	waitProcState(t, zombie.Process.Pid, 'Z')
+
 	for _, c := range []struct {
 		name string
 		args []string
@@ -225,6 +233,7 @@ func TestExecErrors(t *testing.T) {
 		{"kernel thread", []string{"exec", "-t", strconv.Itoa(kernelThread(t)), "getpid"}, 1, "is a kernel thread"},
 		{"traced", []string{"exec", "-t", strconv.Itoa(traced), "getpid"}, 1,
 			fmt.Sprintf("is already traced by pid %d", tr.Tid())},
+		{"zombie", []string{"exec", "-t", strconv.Itoa(zombie.Process.Pid), "getpid"}, 1, "is a zombie"},
 		{"unknown syscall", []string{"exec", "-t", p, "no_such_call"}, 2, `unknown system call "no_such_call"`},
 		{"bad number", []string{"exec", "-t", p, "close", "12abc"}, 2, `argument "12abc" is neither a number nor an &string`},
 		{"too many", []string{"exec", "-t", p, "getpid", "1", "2", "3", "4", "5", "6", "7"}, 2, "at most 6"},

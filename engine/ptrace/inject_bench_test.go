@@ -36,29 +36,23 @@ func benchInject(b *testing.B, pinned, session bool) {
 	tr := NewTracer()
 	defer tr.Close()
 	stopped(b, tr, pid)
+	// Pinned: both on CPU 0. Unpinned: tracer on CPU 0, target on CPU 1,
+	// what an unlucky scheduler does.
+	targetCPU := 1
 	if pinned {
-		var one unix.CPUSet
-		one.Set(0)
-		if err := unix.SchedSetaffinity(pid, &one); err != nil {
-			b.Fatal(err)
-		}
-		// Only the tracer thread: it is locked to its goroutine.
-		if err := tr.Do(func() error { return unix.SchedSetaffinity(0, &one) }); err != nil {
-			b.Fatal(err)
-		}
-	} else {
-		// Tracer on CPU 0, target on CPU 1: what an unlucky scheduler does.
-		var c0, c1 unix.CPUSet
-		c0.Set(0)
-		c1.Set(1)
-		if err := unix.SchedSetaffinity(pid, &c1); err != nil {
-			b.Fatal(err)
-		}
-		if err := tr.Do(func() error { return unix.SchedSetaffinity(0, &c0) }); err != nil {
-			b.Fatal(err)
-		}
+		targetCPU = 0
 	}
-	err := tr.Do(func() error {
+	unpinTracer, err := tr.PinTracer(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unpinTracer()
+	unpinTask, err := PinTask(pid, targetCPU)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unpinTask()
+	err = tr.Do(func() error {
 		in, err := NewInjector(pid)
 		if err != nil {
 			return err

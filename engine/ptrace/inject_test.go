@@ -328,3 +328,45 @@ func startShell(t *testing.T, script string) int {
 	t.Fatalf("%q did not reach its sleep", script)
 	return 0
 }
+
+// TestInjectPendingSignal: a signal queued while the task is stopped is not
+// delivered during the injection (no handler runs on injected registers)
+// but right after the task is let go; its mask is as before.
+func TestInjectPendingSignal(t *testing.T) {
+	requireRoot(t)
+	w := startWorkload(t, "counter")
+	w.expect(t, "tick", 5*time.Second)
+	tr := NewTracer()
+	defer tr.Close()
+	stopped(t, tr, w.pid)
+	err := tr.Do(func() error {
+		mask, err := GetSigmask(w.pid)
+		if err != nil {
+			return err
+		}
+		if err := unix.Kill(w.pid, unix.SIGUSR1); err != nil {
+			return err
+		}
+		in, err := NewInjector(w.pid)
+		if err != nil {
+			return err
+		}
+		for range 3 {
+			if r, err := in.Syscall(unix.SYS_GETPID); err != nil || int(r) != w.pid {
+				t.Errorf("getpid = %d, %v", r, err)
+			}
+		}
+		if len(in.Deferred) != 0 {
+			t.Errorf("signals stopped the injection: %v", in.Deferred)
+		}
+		if m, err := GetSigmask(w.pid); err != nil || m != mask {
+			t.Errorf("mask %#x, %v; want %#x", m, err, mask)
+		}
+		return Detach(w.pid, 0)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.expect(t, "sig", 5*time.Second)
+	checkTicking(t, w)
+}

@@ -232,3 +232,44 @@ func TestGroupStoppedStaysStopped(t *testing.T) {
 	}
 	waitState(t, pid, 'S')
 }
+
+func TestPinTaskAndTracer(t *testing.T) {
+	requireRoot(t)
+	pid := startSleep(t).Process.Pid
+	var before unix.CPUSet
+	if err := unix.SchedGetaffinity(pid, &before); err != nil {
+		t.Fatal(err)
+	}
+	restore, err := PinTask(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var now unix.CPUSet
+	if err := unix.SchedGetaffinity(pid, &now); err != nil || now.Count() != 1 || !now.IsSet(0) {
+		t.Errorf("pinned affinity: %v, %v", now, err)
+	}
+	if err := restore(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SchedGetaffinity(pid, &now); err != nil || now != before {
+		t.Errorf("affinity after restore: %v, want %v", now, before)
+	}
+	tr := NewTracer()
+	defer tr.Close()
+	unpin, err := tr.PinTracer(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Do(func() error {
+		var s unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &s); err != nil || s.Count() != 1 {
+			t.Errorf("tracer affinity %v, %v", s, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unpin(); err != nil {
+		t.Fatal(err)
+	}
+}

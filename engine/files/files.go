@@ -38,7 +38,17 @@
 //
 // Refusals name the descriptor and the option that would allow the dump:
 // an external unix peer without -x/--ext-unix-sk, a lock without
-// -l/--file-locks, a terminal without -j/--shell-job.
+// -l/--file-locks, a terminal without -j/--shell-job, a device whose node
+// is gone without --evasive-devices, a deleted file over the ghost limit
+// (--link-remap).
+//
+// What is not kept (each documented where it is handled): file
+// descriptors in flight in a socket queue (refused), credentials and
+// sender addresses of queued datagrams, data sent into a connection not
+// accepted yet (refused), queued inotify events, the time a timer spent
+// checkpointed (timers resume with the remaining time they had),
+// pseudo-terminal pairs inside the tree (refused), inet sockets (refused
+// here; another package's).
 package files
 
 import (

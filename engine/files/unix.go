@@ -634,6 +634,14 @@ func (r *Restorer) createPair(ue, peer *pb.UnixSkEntry) error {
 	r.keep = append(r.keep, a)
 	if peer == nil {
 		defer b.Close()
+		// The spare end sends the whole saved queue at once: give it room.
+		if q := r.set.Queues[ue.GetId()]; len(q) > 0 {
+			n := 0
+			for _, p := range q {
+				n += len(p.Data)
+			}
+			_ = unix.SetsockoptInt(int(b.Fd()), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 2*n+(64<<10))
+		}
 	} else {
 		r.usk[peer.GetIno()] = b
 		r.keep = append(r.keep, b)

@@ -317,3 +317,42 @@ func TestUnixExternalPeerNeedsExtUnixSk(t *testing.T) {
 		t.Errorf("external peer received %q", got)
 	}
 }
+
+func init() {
+	// A stream socket whose peer wrote 300000 bytes and closed: the data
+	// is still to be read, then EOF.
+	helpers["unix-peer-closed"] = func(string) ([]int, func() error) {
+		p, _ := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+		unix.SetsockoptInt(p[0], unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 1<<20)
+		unix.SetNonblock(p[0], true)
+		if n, err := unix.Write(p[0], pattern(300000)); n != 300000 {
+			panic(fmt.Sprint("write ", n, err))
+		}
+		unix.Close(p[0])
+		return []int{p[1]}, func() error { return nil }
+	}
+}
+
+func TestUnixPeerClosedKeepsDataThenEOF(t *testing.T) {
+	h := startHelper(t, "unix-peer-closed", "")
+	d := newTestDumper(t, Options{})
+	c := dumpAll(t, d, h.Pid, h.Fds)[0]
+	if c.Entry.GetUsk().GetPeer() != 0 {
+		t.Errorf("peer %d, want none", c.Entry.GetUsk().GetPeer())
+	}
+	h.kill()
+	rs := NewRestorer(roundTrip(t, d.Set()), d.log)
+	defer rs.Close()
+	f, err := rs.Open(c.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := readAllNonblock(int(f.Fd()))
+	if err := expectBytes("restored queue", got, pattern(300000)); err != nil {
+		t.Error(err)
+	}
+	unix.SetNonblock(int(f.Fd()), false)
+	if n, err := unix.Read(int(f.Fd()), make([]byte, 8)); n != 0 || err != nil {
+		t.Errorf("after the data: read %d %v, want EOF", n, err)
+	}
+}

@@ -13,6 +13,9 @@ import (
 	"github.com/crtools/crtools/engine/ptrace"
 )
 
+// errVanished says that a task ended while the tree was being frozen.
+var errVanished = errors.New("exited while the tree was being frozen")
+
 // maxFreezePasses bounds the seize loop: a tree that still grows after
 // this many passes (a fork bomb) makes the dump fail cleanly.
 const maxFreezePasses = 64
@@ -39,15 +42,24 @@ func (d *Dumper) freezeTree(ctx context.Context) error {
 				continue
 			}
 			c, err := d.seizeThreads(t)
+			if err == nil {
+				changed = changed || c
+				c, err = d.findChildren(t)
+				changed = changed || c
+			}
+			if errors.Is(err, errVanished) && t.parent != nil {
+				// A task of a changing tree ended (or is ending): it is
+				// no longer part of it. If it left a zombie, the next
+				// pass finds it again among its parent's children.
+				d.log.Debug().Int("pid", t.pid).Err(err).Msg("task vanished while freezing")
+				d.dropTask(t)
+				i--
+				changed = true
+				continue
+			}
 			if err != nil {
 				return err
 			}
-			changed = changed || c
-			c, err = d.findChildren(t)
-			if err != nil {
-				return err
-			}
-			changed = changed || c
 		}
 		if !changed {
 			return nil
@@ -59,8 +71,8 @@ func (d *Dumper) freezeTree(ctx context.Context) error {
 func (d *Dumper) seizeThreads(t *task) (bool, error) {
 	tids, err := proc.ListTasks(t.pid)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return false, fmt.Errorf("task %d exited while the tree was being frozen", t.pid)
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+			return false, fmt.Errorf("task %d %w", t.pid, errVanished)
 		}
 		return false, fmt.Errorf("list threads of pid %d: %w", t.pid, err)
 	}
@@ -101,6 +113,9 @@ func (d *Dumper) seizeOne(t *task, tid int) error {
 	if tid == t.pid {
 		st, err := proc.ReadStat(t.pid)
 		if err != nil {
+			if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("task %d %w", t.pid, errVanished)
+			}
 			return fmt.Errorf("read state of pid %d: %w", t.pid, err)
 		}
 		if st.IsKernelThread() {
@@ -119,6 +134,9 @@ func (d *Dumper) seizeOne(t *task, tid int) error {
 				return fmt.Errorf("pid %d is already traced by pid %d; detach the tracer first", tid, s.TracerPid)
 			}
 		}
+		if errors.Is(err, unix.ESRCH) && tid == t.pid {
+			return fmt.Errorf("task %d %w", t.pid, errVanished)
+		}
 		return fmt.Errorf("seize thread %d of pid %d: %w", tid, t.pid, err)
 	}
 	th := &thread{tid: tid}
@@ -127,6 +145,9 @@ func (d *Dumper) seizeOne(t *task, tid int) error {
 	if err != nil {
 		var ex *ptrace.ExitedError
 		if errors.As(err, &ex) {
+			if tid == t.pid || t.parent != nil {
+				return fmt.Errorf("thread %d of task %d %w", tid, t.pid, errVanished)
+			}
 			return fmt.Errorf("thread %d of pid %d exited while being frozen", tid, t.pid)
 		}
 		return fmt.Errorf("stop thread %d of pid %d: %w", tid, t.pid, err)
@@ -146,6 +167,9 @@ func (d *Dumper) findChildren(t *task) (bool, error) {
 	changed := false
 	for _, th := range t.threads {
 		kids, err := proc.ReadChildren(t.pid, th.tid)
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+			return changed, fmt.Errorf("task %d %w", t.pid, errVanished)
+		}
 		if err != nil {
 			return false, fmt.Errorf("read children of thread %d of pid %d: %w", th.tid, t.pid, err)
 		}
@@ -161,6 +185,32 @@ func (d *Dumper) findChildren(t *task) (bool, error) {
 		}
 	}
 	return changed, nil
+}
+
+// dropTask removes t and its descendants from the tree, letting go of
+// whatever was seized of them. Preconditions: on the tracer thread.
+func (d *Dumper) dropTask(t *task) {
+	for _, c := range t.children {
+		d.dropTask(c)
+	}
+	for _, th := range t.threads {
+		_ = ptrace.Detach(th.tid, 0)
+	}
+	delete(d.byPid, t.pid)
+	for i, x := range d.tasks {
+		if x == t {
+			d.tasks = append(d.tasks[:i], d.tasks[i+1:]...)
+			break
+		}
+	}
+	if p := t.parent; p != nil {
+		for i, x := range p.children {
+			if x == t {
+				p.children = append(p.children[:i], p.children[i+1:]...)
+				break
+			}
+		}
+	}
 }
 
 // detachAll lets every seized thread go on as before. A thread that was in

@@ -25,14 +25,14 @@ const (
 
 // injected is what only injected syscalls can tell about a task.
 type injected struct {
-	sigactions   map[int]*pb.SaEntry // signal -> handler, for non-default ones
-	itimers      [3][4]uint64        // per ITIMER_*: interval sec/usec, value sec/usec
-	posix        []*pb.PosixTimerEntry
-	securebits   uint32
-	dumpable     int32
-	subreaper    bool
-	thpDisabled  bool
-	perThread    map[int]*injectedThread
+	sigactions  map[int]*pb.SaEntry // signal -> handler, for non-default ones
+	itimers     [3][4]uint64        // per ITIMER_*: interval sec/usec, value sec/usec
+	posix       []*pb.PosixTimerEntry
+	securebits  uint32
+	dumpable    int32
+	subreaper   bool
+	thpDisabled bool
+	perThread   map[int]*injectedThread
 }
 
 type injectedThread struct {

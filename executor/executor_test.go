@@ -701,3 +701,19 @@ spec:
 		t.Errorf("program %d not reaped", j.RootPid)
 	}
 }
+
+// TestProgressLine: the progress display redraws one line per step and
+// per memory percentage, and clears it at the end.
+func TestProgressLine(t *testing.T) {
+	var b strings.Builder
+	p := &progress{w: &b, total: 12}
+	p.step(4, "freeze")
+	p.step(7, "write-images")
+	p.bytes(50<<20, 100<<20)
+	p.bytes(50<<20, 100<<20) // same percentage: no redraw
+	p.clear()
+	want := "\r\x1b[K[4/12] freeze\r\x1b[K[7/12] write-images\r\x1b[K[7/12] write-images  50% (50 MiB)\r\x1b[K"
+	if b.String() != want {
+		t.Errorf("got %q\nwant %q", b.String(), want)
+	}
+}

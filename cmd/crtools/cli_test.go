@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/crtools/crtools/engine"
 	"github.com/crtools/crtools/executor"
 )
@@ -370,5 +372,26 @@ func TestApplyDryRunAndJournal(t *testing.T) {
 	ents, _ := os.ReadDir(filepath.Join(d, "snaps"))
 	if len(ents) != 0 {
 		t.Errorf("snapshots left: %v", ents)
+	}
+}
+
+// TestCloseOption: --close FD closes that descriptor of crtools first.
+func TestCloseOption(t *testing.T) {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const fd = 201
+	if err := unix.Dup2(int(f.Fd()), fd); err != nil {
+		t.Fatal(err)
+	}
+	code, _, _ := runCLI(t, "--close", fmt.Sprint(fd), "-V")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if _, err := unix.FcntlInt(fd, unix.F_GETFD, 0); err != unix.EBADF {
+		t.Errorf("fd %d still open after --close (%v)", fd, err)
+		unix.Close(fd)
 	}
 }

@@ -269,3 +269,50 @@ func (p *puppet) clone(flags, exitSignal uint64, tid int) (*puppet, error) {
 	}
 	return &puppet{pid: tid, tgid: tgid, tr: p.tr, regs: p.regs, log: p.log.With().Int("pid", tid).Logger()}, nil
 }
+
+// exitAs makes the puppet exit with a wait status as /proc/PID/stat shows
+// it: exit_group(code) for a normal exit, death by the signal otherwise.
+// The tracer collects the exit here; the task stays a zombie for its real
+// parent.
+func (p *puppet) exitAs(status uint32) error {
+	sig := int(status & 0x7f)
+	nr, args := unix.SYS_EXIT_GROUP, []uint64{uint64(status>>8) & 0xff}
+	if sig != 0 {
+		// No core file from a zombie's re-enacted death.
+		if err := unix.Prlimit(p.pid, unix.RLIMIT_CORE, &unix.Rlimit{}, nil); err != nil {
+			return fmt.Errorf("disable core dumps of task %d: %w", p.pid, err)
+		}
+		if err := ptrace.SetSigmask(p.pid, 0); err != nil {
+			return err
+		}
+		nr, args = unix.SYS_TGKILL, []uint64{uint64(p.tgid), uint64(p.pid), uint64(sig)}
+	}
+	regs, err := p.prepare(nr, args)
+	if err != nil {
+		return err
+	}
+	if err := ptrace.SetRegs(p.pid, &regs); err != nil {
+		return err
+	}
+	if err := ptrace.Cont(p.pid, 0); err != nil {
+		return err
+	}
+	for {
+		st, err := ptrace.WaitStopped(p.pid)
+		var ex *ptrace.ExitedError
+		if errors.As(err, &ex) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		// Pass the fatal signal on; drop anything else.
+		pass := 0
+		if sig != 0 && st.Event == 0 && st.Sig == sig {
+			pass = sig
+		}
+		if err := ptrace.Cont(p.pid, pass); err != nil {
+			return err
+		}
+	}
+}

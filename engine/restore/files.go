@@ -52,6 +52,10 @@ func (p *puppet) restoreFiles(img *imageSet, fds []*pb.FdinfoEntry) error {
 		case pb.FdTypes_REG:
 			if img.special != nil && img.special.Handles(id) { // a deleted file
 				tmp, err = p.takeSpecial(img, id)
+			} else if o, ok := img.fdOwners[id]; ok && o.pid != p.tgid {
+				// Opened before a fork: one open file (one offset)
+				// for every task that has it.
+				tmp, err = p.takeFrom(o.pid, o.fd)
 			} else {
 				tmp, err = p.openRegFile(fe.GetReg())
 			}
@@ -71,10 +75,13 @@ func (p *puppet) restoreFiles(img *imageSet, fds []*pb.FdinfoEntry) error {
 			cloexec := fi.GetFlags()&fdCloexec != 0
 			if fd == tmp {
 				keep = true
-				if !cloexec {
-					continue
+				// openat gave no close-on-exec; pidfd_getfd sets it
+				// (and special files clear it): set it as dumped.
+				fdFlags := uint64(0)
+				if cloexec {
+					fdFlags = unix.FD_CLOEXEC
 				}
-				if _, err := p.callf(fmt.Sprintf("set close-on-exec on fd %d", fd), unix.SYS_FCNTL, fd, unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+				if _, err := p.callf(fmt.Sprintf("set fd flags of fd %d", fd), unix.SYS_FCNTL, fd, unix.F_SETFD, fdFlags); err != nil {
 					return err
 				}
 				continue
@@ -91,6 +98,9 @@ func (p *puppet) restoreFiles(img *imageSet, fds []*pb.FdinfoEntry) error {
 			if _, err := p.callf(fmt.Sprintf("close fd %d", tmp), unix.SYS_CLOSE, tmp); err != nil {
 				return err
 			}
+		}
+		if _, ok := img.fdOwners[id]; !ok {
+			img.fdOwners[id] = fdOwner{pid: p.tgid, fd: uint64(targets[0].GetFd())}
 		}
 		if img.special != nil {
 			for _, fi := range targets {
@@ -130,4 +140,22 @@ func (p *puppet) openRegFile(reg *pb.RegFileEntry) (uint64, error) {
 		}
 	}
 	return fd, nil
+}
+
+// fdOwner is the task (a puppet until Resume) that holds a restored open
+// file, and under which number.
+type fdOwner struct {
+	pid int
+	fd  uint64
+}
+
+// takeFrom copies fd of puppet pid into this puppet (pidfd_getfd).
+func (p *puppet) takeFrom(pid int, fd uint64) (uint64, error) {
+	pidfd, err := p.callf(fmt.Sprintf("open pidfd of task %d", pid), unix.SYS_PIDFD_OPEN, uint64(pid), 0)
+	if err != nil {
+		return 0, err
+	}
+	nfd, err := p.callf(fmt.Sprintf("take fd %d of task %d", fd, pid), unix.SYS_PIDFD_GETFD, pidfd, fd, 0)
+	_, _ = p.call(unix.SYS_CLOSE, pidfd)
+	return nfd, err
 }

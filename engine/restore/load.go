@@ -22,7 +22,7 @@ func load(dir string) (*imageSet, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("open images directory %s: not a directory", dir)
 	}
-	img := &imageSet{dir: dir, files: map[uint32]*pb.FileEntry{}}
+	img := &imageSet{dir: dir, files: map[uint32]*pb.FileEntry{}, fdOwners: map[uint32]fdOwner{}}
 	inv := &pb.InventoryEntry{}
 	if err := image.ReadOne(dir, image.Inventory, 0, inv); err != nil {
 		return nil, fmt.Errorf("read inventory: %w", err)

@@ -17,7 +17,11 @@ type imageSet struct {
 	tasks     []*taskImage // pstree order: a parent before its children; tasks[0] is the root
 	files     map[uint32]*pb.FileEntry
 	shmem     map[uint64]*image.PageIndex // pagemap-shmem-<shmid>.img by shmid
-	special   *files.Restorer             // pipes, sockets, ... (special.go)
+
+	// fdOwners records, during restore, which task got each open file
+	// first, so that other tasks share it (files.go).
+	fdOwners map[uint32]fdOwner
+	special  *files.Restorer // pipes, sockets, ... (special.go)
 }
 
 // taskImage is one process of the tree.
@@ -35,6 +39,9 @@ type taskImage struct {
 	parent   *taskImage
 	children []*taskImage
 }
+
+// dead tells whether the task is a zombie.
+func (t *taskImage) dead() bool { return t.core().GetTc().GetTaskState() == taskDead }
 
 // core returns the leader's core entry.
 func (t *taskImage) core() *pb.CoreEntry { return t.cores[t.pid] }

@@ -63,12 +63,15 @@ func (r *restorer) Load(ctx context.Context) error {
 		return fmt.Errorf("restore: -t %d does not match the root of the images (pid %d)", r.opts.Pid, root.pid)
 	}
 	for _, t := range img.tasks {
-		if t.core().GetTc().GetTaskState() != taskAlive {
-			return fmt.Errorf("restore task %d: task state %d (zombie or stopped): %w", t.pid, t.core().GetTc().GetTaskState(), engine.ErrNotSupported)
+		switch st := t.core().GetTc().GetTaskState(); st {
+		case taskAlive, taskStopped:
+		case taskDead:
+			if t.parent == nil {
+				return fmt.Errorf("restore task %d: the root of the tree is a zombie", t.pid)
+			}
+		default:
+			return fmt.Errorf("restore task %d: task state %d: %w", t.pid, st, engine.ErrNotSupported)
 		}
-	}
-	if len(img.tasks) > 1 {
-		return fmt.Errorf("restore: a tree of %d tasks: %w", len(img.tasks), engine.ErrNotSupported)
 	}
 	r.img = img
 	if r.opts.ShellJob && img.special != nil {
@@ -120,6 +123,13 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 			}
 			r.created = append(r.created, t.pid)
 			pr.threads = append(pr.threads, lead)
+			// A session leader starts its session before its children
+			// exist, so that they are born into it.
+			if t.sid == t.pid {
+				if _, err := lead.callf("create session (setsid)", unix.SYS_SETSID); err != nil {
+					return err
+				}
+			}
 			for _, tid := range t.tids[1:] {
 				th, err := lead.clone(threadCloneFlags, 0, tid)
 				if err != nil {
@@ -129,6 +139,18 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 				pr.threads = append(pr.threads, th)
 			}
 			r.procs = append(r.procs, pr)
+		}
+		if err := r.setProcessGroups(); err != nil {
+			return err
+		}
+		// Zombies exit now, with their status, so their parents can
+		// reap them after the restore.
+		for _, pr := range r.procs {
+			if pr.t.dead() {
+				if err := pr.threads[0].exitAs(pr.t.core().GetTc().GetExitCode()); err != nil {
+					return fmt.Errorf("make zombie %d: %w", pr.t.pid, err)
+				}
+			}
 		}
 		return nil
 	})
@@ -146,6 +168,45 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 const threadCloneFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
 	unix.CLONE_THREAD | unix.CLONE_SYSVSEM
 
+// setProcessGroups puts every task into its dumped process group: group
+// leaders first (a group must exist before others join it), then members.
+// A group whose leader is not in the tree is left as inherited (the root's
+// group, crtools' own, as for a shell job).
+func (r *restorer) setProcessGroups() error {
+	inTree := map[int]bool{}
+	for _, pr := range r.procs {
+		inTree[pr.t.pid] = true
+	}
+	for pass := 0; pass < 2; pass++ {
+		for _, pr := range r.procs {
+			t := pr.t
+			leader := t.pgid == t.pid
+			if (pass == 0) != leader || t.sid == t.pid {
+				continue // session leaders lead their group already
+			}
+			cur, err := unix.Getpgid(t.pid)
+			if err != nil {
+				return fmt.Errorf("read process group of %d: %w", t.pid, err)
+			}
+			if cur == t.pgid {
+				continue
+			}
+			if !leader && !inTree[t.pgid] {
+				r.log.Debug().Int("pid", t.pid).Int("pgid", t.pgid).Msg("process group leader not in the tree; group left as inherited")
+				continue
+			}
+			pgid := uint64(t.pgid)
+			if leader {
+				pgid = 0
+			}
+			if _, err := pr.threads[0].callf(fmt.Sprintf("join process group %d", t.pgid), unix.SYS_SETPGID, 0, pgid); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 func (r *restorer) procOf(t *taskImage) *proc {
 	for _, p := range r.procs {
 		if p.t == t {
@@ -157,6 +218,9 @@ func (r *restorer) procOf(t *taskImage) *proc {
 
 func (r *restorer) RestoreState(ctx context.Context) error {
 	for _, pr := range r.procs {
+		if pr.t.dead() {
+			continue
+		}
 		start := time.Now()
 		var filled int64
 		err := r.tr.Do(func() error {
@@ -190,13 +254,28 @@ func (r *restorer) Resume(ctx context.Context) error {
 		// are let go together, so no restored task runs while another is
 		// still a puppet.
 		for _, pr := range r.procs {
+			if pr.t.dead() {
+				continue
+			}
 			if err := r.finishProc(pr); err != nil {
 				return fmt.Errorf("resume task %d: %w", pr.t.pid, err)
 			}
 		}
 		for _, pr := range r.procs {
-			for _, th := range pr.threads {
-				if err := ptrace.Detach(th.pid, 0); err != nil {
+			if pr.t.dead() {
+				continue
+			}
+			for i, th := range pr.threads {
+				// A task that was stopped (job control) is let go
+				// with its stop signal, which stops it again at once.
+				sig := 0
+				if i == 0 && pr.t.core().GetTc().GetTaskState() == taskStopped {
+					sig = int(unix.SIGSTOP)
+					if s := pr.t.core().GetTc().GetStopSigno(); s != 0 {
+						sig = int(s)
+					}
+				}
+				if err := ptrace.Detach(th.pid, sig); err != nil {
 					return fmt.Errorf("resume task %d: %w", th.pid, err)
 				}
 			}

@@ -27,6 +27,25 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 			return 0, err
 		}
 	}
+	// Zombie children were made at CreateTasks; the SIGCHLD each sent is
+	// not the restored task's (it got those before the dump; a pending
+	// one is in the images), so drop it.
+	for _, c := range t.children {
+		if c.dead() {
+			set, err := lead.put(u64Bytes([]uint64{1 << (unix.SIGCHLD - 1)}))
+			if err != nil {
+				return 0, err
+			}
+			ts, err := lead.put(make([]byte, 16))
+			if err != nil {
+				return 0, err
+			}
+			if _, err := lead.call(unix.SYS_RT_SIGTIMEDWAIT, set, 0, ts, 8); err != nil && !isErrno(err, unix.EAGAIN) {
+				return 0, fmt.Errorf("drop SIGCHLD of zombie children in task %d: %w", t.pid, err)
+			}
+			break
+		}
+	}
 	// The puppet inherited crtools' files.
 	if _, err := lead.callf("close inherited files", unix.SYS_CLOSE_RANGE, 0, uint64(^uint32(0)), 0); err != nil {
 		return 0, err
@@ -71,9 +90,6 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 
 	// Process-wide state.
 	tc := t.core().GetTc()
-	if err := r.restoreSession(lead, t); err != nil {
-		return filled, err
-	}
 	if err := lead.restoreSigactions(tc.GetSigactions()); err != nil {
 		return filled, err
 	}
@@ -196,25 +212,6 @@ func (p *puppet) restoreFS(img *imageSet, fs *pb.FsEntry) error {
 	}
 	if fs.Umask != nil {
 		if _, err := p.callf("set umask", unix.SYS_UMASK, uint64(fs.GetUmask())); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// restoreSession puts the task in its session and process group. The root
-// starts in crtools' own; it leaves them only if it led its own session
-// or group at dump time (otherwise it stays where crtools is, as a shell
-// job would).
-func (r *restorer) restoreSession(p *puppet, t *taskImage) error {
-	if t.sid == t.pid {
-		if _, err := p.callf("create session (setsid)", unix.SYS_SETSID); err != nil {
-			return err
-		}
-		return nil
-	}
-	if t.pgid == t.pid {
-		if _, err := p.callf("create process group", unix.SYS_SETPGID, 0, 0); err != nil {
 			return err
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // modulePath is the module whose root RepoRoot looks for.
@@ -77,7 +78,45 @@ func cacheDir() (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create build cache %s: %w", dir, err)
 	}
+	pruneOnce.Do(func() { pruneCache(dir) })
 	return dir, nil
+}
+
+var pruneOnce sync.Once
+
+// cacheMaxAge is how long an unused cache entry is kept. Entries are
+// touched when used, and tests get hard links (or copies), so removing an
+// entry never pulls a binary from under a running test.
+const cacheMaxAge = 3 * 24 * time.Hour
+
+// pruneCache removes entries nobody used for cacheMaxAge, and build
+// directories that a killed build left behind.
+func pruneCache(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		age := now.Sub(info.ModTime())
+		stale := age > cacheMaxAge
+		if e.IsDir() && (strings.HasPrefix(e.Name(), "build-") || strings.HasPrefix(e.Name(), "crtools-")) {
+			stale = age > time.Hour
+		}
+		if stale {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// touch marks a cache entry as used now.
+func touch(path string) {
+	now := time.Now()
+	_ = os.Chtimes(path, now, now)
 }
 
 // buildLocks serializes builds of one cache entry inside this process.
@@ -101,6 +140,7 @@ func cached(key string, build func(out string) error) (string, error) {
 	unlock := lockKey(key)
 	defer unlock()
 	if _, err := os.Stat(final); err == nil {
+		touch(final)
 		return final, nil
 	}
 	tmpDir, err := os.MkdirTemp(dir, "build-")
@@ -319,6 +359,8 @@ func BuildCrtools(t testing.TB) string {
 				crtoolsErr = fmt.Errorf("move crtools into the build cache: %w", err)
 				return
 			}
+		} else {
+			touch(final)
 		}
 		crtoolsBin = final
 	})

@@ -49,6 +49,14 @@
 // orig_rax = its number) gets exactly those registers back, so the kernel
 // restarts its syscall when it resumes.
 //
+// The rseq_cs word of the thread's struct rseq is saved at Begin and
+// written back at End: the kernel clears it when the thread resumes outside
+// the critical section it names (at our syscall instruction), and the
+// thread, if stopped inside that section, would then not be aborted.
+//
+// For many calls, Injector.NewBatch maps a page of code that runs a table
+// of syscalls and stops on an int3: one PTRACE_CONT and one stop for all.
+//
 // SIGTRAP stays unblocked during an injection because the kernel forces the
 // single-step SIGTRAP: were it blocked or ignored, force_sig would reset the
 // task's SIGTRAP handler to SIG_DFL. A task that ignores SIGTRAP is therefore

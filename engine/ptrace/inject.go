@@ -54,6 +54,36 @@ type InjectEvent struct {
 type injectSession struct {
 	regs Regs
 	mask uint64
+	// rseqCs is the rseq_cs word of the thread's struct rseq at Begin, at
+	// rseqCsAddr, when non-zero (see saveRseqCs).
+	rseqCsAddr uintptr
+	rseqCs     uint64
+}
+
+// rseqCsOffset is offsetof(struct rseq, rseq_cs).
+const rseqCsOffset = 8
+
+// saveRseqCs reads the rseq_cs word of tid's registered struct rseq. A task
+// stopped inside an rseq critical section must still see it aborted when it
+// resumes; but the first resume for an injection runs at an address outside
+// the section, and there the kernel merely clears rseq_cs. End writes the
+// word back so that the kernel's fixup on the final resume sees the section
+// and aborts it (as it would have without us).
+func saveRseqCs(tid int, s *injectSession) error {
+	cfg, err := GetRseqConfig(tid)
+	if err != nil || cfg.RseqAbiPointer == 0 {
+		// No rseq registered (or a kernel without the request).
+		return nil
+	}
+	var b [8]byte
+	addr := uintptr(cfg.RseqAbiPointer) + rseqCsOffset
+	if _, err := ReadMem(tid, addr, b[:]); err != nil {
+		return fmt.Errorf("read rseq_cs of task %d: %w", tid, err)
+	}
+	if v := binary.LittleEndian.Uint64(b[:]); v != 0 {
+		s.rseqCsAddr, s.rseqCs = addr, v
+	}
+	return nil
 }
 
 // injectMask is the signal mask during injections: everything blocked
@@ -194,10 +224,14 @@ func (in *Injector) Begin() error {
 	if err != nil {
 		return err
 	}
+	s := &injectSession{regs: regs, mask: mask}
+	if err := saveRseqCs(in.Tid, s); err != nil {
+		return err
+	}
 	if err := SetSigmask(in.Tid, injectMask); err != nil {
 		return err
 	}
-	in.session = &injectSession{regs: regs, mask: mask}
+	in.session = s
 	return nil
 }
 
@@ -210,6 +244,13 @@ func (in *Injector) End() error {
 	in.session = nil
 	if err := SetRegs(in.Tid, &s.regs); err != nil {
 		return err
+	}
+	if s.rseqCsAddr != 0 {
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], s.rseqCs)
+		if err := writeMemFast(in.Tid, s.rseqCsAddr, b[:]); err != nil {
+			return fmt.Errorf("restore rseq_cs of task %d: %w", in.Tid, err)
+		}
 	}
 	return SetSigmask(in.Tid, s.mask)
 }

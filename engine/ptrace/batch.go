@@ -100,9 +100,11 @@ func (e *BatchError) Unwrap() error { return e.Errno }
 // and a table in the task.
 type Batch struct {
 	in       *Injector
-	addr     uintptr // the code page; the table follows
-	size     int
+	addr     uintptr // the code
+	table    uintptr // the table of calls
+	size     int     // of the mapping at addr, when we mapped it
 	maxCalls int
+	borrowed bool // BatchAt: memory the caller owns
 }
 
 // NewBatch maps the batch code and a table for maxCalls calls in the task
@@ -119,7 +121,7 @@ func (in *Injector) NewBatch(maxCalls int) (*Batch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare batch in task %d: %w", in.Tid, err)
 	}
-	b := &Batch{in: in, addr: addr, size: size, maxCalls: maxCalls}
+	b := &Batch{in: in, addr: addr, table: addr + uintptr(page), size: size, maxCalls: maxCalls}
 	if _, err := WriteMem(in.Tid, addr, batchCode); err != nil {
 		return nil, errors.Join(fmt.Errorf("prepare batch in task %d: %w", in.Tid, err), b.Close())
 	}
@@ -129,9 +131,34 @@ func (in *Injector) NewBatch(maxCalls int) (*Batch, error) {
 	return b, nil
 }
 
-// Close unmaps the batch's memory from the task.
+// BatchCodeSize is the size of the batch code that BatchAt writes.
+const BatchCodeSize = 0x45
+
+// BatchAt makes a Batch in memory the caller already has in the task (a
+// puppet's trampoline, say): the code goes to code (it must be executable;
+// it is written through /proc/PID/mem, which ignores protections), the
+// table of at most maxCalls entries (64 bytes each) to table, which must be
+// writable. Close then leaves the memory alone. The Injector needs no
+// SyscallAddr for batches: &Injector{Tid: tid} will do.
+// Preconditions: caller is on the tracer thread; the task is ptrace-stopped.
+func (in *Injector) BatchAt(code, table uintptr, maxCalls int) (*Batch, error) {
+	if in.syscallStops {
+		return nil, fmt.Errorf("prepare batch in task %d: the task ignores SIGTRAP, which the batch's int3 would reset; inject single calls", in.Tid)
+	}
+	if _, err := WriteMem(in.Tid, code, batchCode); err != nil {
+		return nil, fmt.Errorf("prepare batch in task %d: %w", in.Tid, err)
+	}
+	return &Batch{in: in, addr: code, table: table, maxCalls: maxCalls, borrowed: true}, nil
+}
+
+// Close unmaps the batch's memory from the task (unless the caller lent it,
+// see BatchAt).
 func (b *Batch) Close() error {
 	if b.addr == 0 {
+		return nil
+	}
+	if b.borrowed {
+		b.addr = 0
 		return nil
 	}
 	addr := b.addr
@@ -180,7 +207,7 @@ func (b *Batch) Run(calls []BatchCall) (err error) {
 			binary.LittleEndian.PutUint64(e[8+8*j:], uint64(a))
 		}
 	}
-	tableAddr := b.addr + uintptr(os.Getpagesize())
+	tableAddr := b.table
 	if err := writeMemFast(in.Tid, tableAddr, table); err != nil {
 		return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 	}

@@ -165,3 +165,60 @@ func BenchmarkBatchGetpid(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+func TestBatchCodeSize(t *testing.T) {
+	if len(batchCode) != BatchCodeSize {
+		t.Errorf("len(batchCode) = %#x, BatchCodeSize = %#x", len(batchCode), BatchCodeSize)
+	}
+}
+
+// TestBatchAt runs a batch in memory the caller mapped (here with single
+// injections; a puppet would use its trampoline), with an Injector that has
+// no syscall address of its own for the batch.
+func TestBatchAt(t *testing.T) {
+	requireRoot(t)
+	pid := startSleep(t).Process.Pid
+	tr := NewTracer()
+	defer tr.Close()
+	stopped(t, tr, pid)
+	err := tr.Do(func() error {
+		setup, err := NewInjector(pid)
+		if err != nil {
+			return err
+		}
+		mem, err := setup.Syscall(unix.SYS_MMAP, 0, 8192, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC,
+			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
+		if err != nil {
+			return err
+		}
+		in := &Injector{Tid: pid}
+		if err := in.Begin(); err != nil {
+			return err
+		}
+		b, err := in.BatchAt(mem, mem+4096, 8)
+		if err != nil {
+			return err
+		}
+		calls := []BatchCall{{Nr: unix.SYS_GETPID}, {Nr: unix.SYS_MUNMAP, Args: [6]uintptr{mem + 4096 + 4096, 4096}}}
+		if err := b.Run(calls); err != nil {
+			return err
+		}
+		if int(calls[0].Ret) != pid || calls[1].Ret != 0 {
+			t.Errorf("batch results %+v", calls)
+		}
+		if err := b.Close(); err != nil {
+			return err
+		}
+		if err := in.End(); err != nil {
+			return err
+		}
+		if _, err := setup.Syscall(unix.SYS_MUNMAP, mem, 8192); err != nil {
+			return err
+		}
+		return Detach(pid, 0)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, pid, 'S')
+}

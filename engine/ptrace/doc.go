@@ -21,8 +21,8 @@
 //
 // The plain functions of this package (Seize, Cont, GetRegs, the Injector,
 // ...) must be called from inside Do on the Tracer that owns the task; called
-// elsewhere they fail with ESRCH. Do must not be called from inside Do (it
-// would deadlock). When a Tracer is closed its thread exits, which detaches
+// elsewhere they fail with ESRCH. Do called from inside Do runs its function
+// directly. When a Tracer is closed its thread exits, which detaches
 // (or, with PTRACE_O_EXITKILL, kills) every task it traced.
 //
 // No other goroutine of the process may wait for a traced task while it is

@@ -273,3 +273,34 @@ func TestPinTaskAndTracer(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestTracerDo(t *testing.T) {
+	tr := NewTracer()
+	tid := 0
+	if err := tr.Do(func() error {
+		tid = unix.Gettid()
+		// Nested: runs inline instead of deadlocking.
+		return tr.Do(func() error {
+			if unix.Gettid() != tid {
+				t.Errorf("nested Do ran on thread %d, want %d", unix.Gettid(), tid)
+			}
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if tid != tr.Tid() || tid == unix.Gettid() {
+		t.Errorf("Do ran on thread %d; tracer thread %d, test thread %d", tid, tr.Tid(), unix.Gettid())
+	}
+	if err := tr.Do(func() error { panic("boom") }); err == nil {
+		t.Errorf("panic in Do not returned as an error")
+	}
+	if err := tr.Do(func() error { return nil }); err != nil {
+		t.Errorf("tracer dead after a panic: %v", err)
+	}
+	tr.Close()
+	tr.Close()
+	if err := tr.Do(func() error { return nil }); err != ErrTracerClosed {
+		t.Errorf("Do after Close: %v, want ErrTracerClosed", err)
+	}
+}

@@ -60,9 +60,14 @@ func (t *Tracer) loop(ready chan<- struct{}) {
 func (t *Tracer) Tid() int { return t.tid }
 
 // Do runs f on the tracer thread and waits for it. A panic in f is returned
-// as an error (with its stack) so the tracer thread survives it. Never call
-// Do from inside f.
+// as an error (with its stack) so the tracer thread survives it. Called from
+// inside f (on the tracer thread already), Do runs its function at once.
 func (t *Tracer) Do(f func() error) error {
+	// The tracer goroutine is locked to its thread and no other goroutine
+	// runs there, so the thread id tells whether we are it.
+	if unix.Gettid() == t.tid {
+		return f()
+	}
 	var err error
 	finished := make(chan struct{})
 	call := func() {

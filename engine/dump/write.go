@@ -14,6 +14,7 @@ import (
 	specialfiles "github.com/crtools/crtools/engine/files"
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/pageserver"
 )
 
 // WriteImages writes the image files of the collected tree into dir.
@@ -28,6 +29,12 @@ func (d *Dumper) WriteImages(ctx context.Context, dir string) error {
 	if err := s.writeMeta(dir); err != nil {
 		return err
 	}
+	ps, err := openPageServer(ctx, d.opts.PageServer, d.log)
+	if err != nil {
+		return err
+	}
+	failed := true
+	defer func() { closePageServer(ps, failed) }()
 	var pagesID uint32
 	var total int64
 	for _, ts := range s.tasks {
@@ -35,7 +42,7 @@ func (d *Dumper) WriteImages(ctx context.Context, dir string) error {
 			continue
 		}
 		pagesID++
-		n, err := d.writeTaskPages(ctx, dir, ts, pagesID)
+		n, err := d.writeTaskPages(ctx, dir, ts, pagesID, ps)
 		if err != nil {
 			return err
 		}
@@ -43,11 +50,15 @@ func (d *Dumper) WriteImages(ctx context.Context, dir string) error {
 	}
 	for _, obj := range s.shmemOrder {
 		pagesID++
-		n, err := d.writeShmemPages(dir, obj, pagesID)
+		n, err := d.writeShmemPages(dir, obj, pagesID, ps)
 		if err != nil {
 			return err
 		}
 		total += n
+	}
+	failed = false
+	if err := closePageServer(ps, false); err != nil {
+		return err
 	}
 	d.Timings.Pages = total
 	d.Timings.Write = time.Since(start)
@@ -146,9 +157,9 @@ type batch struct {
 
 // writeTaskPages copies the pages of one task into pagemap-<pid>.img and
 // pages-<pagesID>.img.
-func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, pagesID uint32) (int64, error) {
+func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, pagesID uint32, ps *pageserver.Client) (int64, error) {
 	pid := ts.t.pid
-	pw, err := image.CreatePages(dir, image.Pagemap, uint64(pid), pagesID)
+	pw, err := createPages(ps, dir, image.Pagemap, uint64(pid), pagesID)
 	if err != nil {
 		return 0, fmt.Errorf("create pagemap of pid %d: %w", pid, err)
 	}
@@ -343,14 +354,14 @@ func readv(pid int, buf []byte, remote []unix.RemoteIovec) error {
 // pagemap-shmem-<ino>.img. It reads the object through the map_files link
 // of a mapping of it, finding its pages with SEEK_DATA/SEEK_HOLE, so that
 // pages only other tasks touched and swapped-out pages are included.
-func (d *Dumper) writeShmemPages(dir string, obj *shmemObj, pagesID uint32) (int64, error) {
+func (d *Dumper) writeShmemPages(dir string, obj *shmemObj, pagesID uint32, ps *pageserver.Client) (int64, error) {
 	path := fmt.Sprintf("/proc/%d/map_files/%x-%x", obj.pid, obj.start, obj.end)
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, fmt.Errorf("open shared memory %d of pid %d: %w", obj.ino, obj.pid, err)
 	}
 	defer f.Close()
-	pw, err := image.CreatePages(dir, image.ShmemPagemap, obj.ino, pagesID)
+	pw, err := createPages(ps, dir, image.ShmemPagemap, obj.ino, pagesID)
 	if err != nil {
 		return 0, fmt.Errorf("create shared memory pagemap %d: %w", obj.ino, err)
 	}

@@ -232,18 +232,17 @@ func (r *restorer) RestoreState(ctx context.Context) error {
 			return fmt.Errorf("restore task %d: %w", pr.t.pid, err)
 		}
 		pr.done = true
-		if pr == r.procs[len(r.procs)-1] {
-			// Every task holds its own copies of the special files now.
-			if err := r.img.closeSpecial(); err != nil {
-				return fmt.Errorf("restore: %w", err)
-			}
-		}
 		calls := 0
 		for _, th := range pr.threads {
 			calls += th.calls
 		}
 		r.log.Debug().Int("pid", pr.t.pid).Dur("took", time.Since(start)).Int64("bytes", filled).
 			Int("syscalls", calls).Msg("task state restored")
+	}
+	// Every task holds its own copies of the special files now; crtools
+	// lets go of its own (a pipe whose writer was gone reads EOF again).
+	if err := r.img.closeSpecial(); err != nil {
+		return fmt.Errorf("restore: %w", err)
 	}
 	return nil
 }

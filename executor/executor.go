@@ -480,9 +480,13 @@ func (r *run) freeze(ctx context.Context, log zerolog.Logger) error {
 		ShellJob:       c.Options.ShellJob,
 		FileLocks:      c.Options.FileLocks,
 		GhostLimit:     c.Options.GhostLimit,
-		ActionScripts:  c.Hooks.Scripts,
-		Log:            log,
-		PidLog:         r.opts.PidLog,
+		// ActionScripts stay with the executor, which runs them at each
+		// hook step; the engine must not run them a second time.
+		Log:    log,
+		PidLog: r.opts.PidLog,
+	}
+	if c.PageServer != nil {
+		o.PageServer = &engine.PageServer{Address: c.PageServer.Address, Port: c.PageServer.Port}
 	}
 	if r.progress != nil {
 		o.Progress = r.progress.bytes
@@ -601,9 +605,9 @@ func (r *run) load(ctx context.Context, log zerolog.Logger) error {
 		TCPEstablished: rs.Options.TCPEstablished,
 		ShellJob:       rs.Options.ShellJob,
 		FileLocks:      rs.Options.FileLocks,
-		ActionScripts:  rs.Hooks.Scripts,
-		Log:            log,
-		PidLog:         r.opts.PidLog,
+		// ActionScripts: run by the executor's hook steps, not the engine.
+		Log:    log,
+		PidLog: r.opts.PidLog,
 	}
 	for _, v := range rs.VethPairs {
 		o.VethPairs = append(o.VethPairs, engine.VethPair{Inside: v.Inside, Outside: v.Outside})

@@ -711,8 +711,12 @@ func TestProgressLine(t *testing.T) {
 	p.step(7, "write-images")
 	p.bytes(50<<20, 100<<20)
 	p.bytes(50<<20, 100<<20) // same percentage: no redraw
+	p.step(7, "write-images")
+	p.bytes(3<<20, 0) // total unknown: MiB only
+	p.bytes(3<<20+5, 0)
 	p.clear()
-	want := "\r\x1b[K[4/12] freeze\r\x1b[K[7/12] write-images\r\x1b[K[7/12] write-images  50% (50 MiB)\r\x1b[K"
+	want := "\r\x1b[K[4/12] freeze\r\x1b[K[7/12] write-images\r\x1b[K[7/12] write-images  50% (50 MiB)" +
+		"\r\x1b[K[7/12] write-images\r\x1b[K[7/12] write-images 3 MiB\r\x1b[K"
 	if b.String() != want {
 		t.Errorf("got %q\nwant %q", b.String(), want)
 	}

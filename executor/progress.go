@@ -24,13 +24,20 @@ func (p *progress) step(i int, name string) {
 	fmt.Fprintf(p.w, "\r\x1b[K[%d/%d] %s", i, p.total, name)
 }
 
+// bytes is the engine's Progress callback; total may be 0 (unknown).
 func (p *progress) bytes(done, total int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if total <= 0 {
+		mib := int(done >> 20)
+		if mib == p.last {
+			return
+		}
+		p.last = mib
+		fmt.Fprintf(p.w, "\r\x1b[K[%d/%d] %s %d MiB", p.cur, p.total, p.name, mib)
 		return
 	}
 	pct := int(done * 100 / total)
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	if pct == p.last {
 		return
 	}

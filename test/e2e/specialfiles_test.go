@@ -121,3 +121,10 @@ func TestDumpRestoreSpecialFilesExternalSocket(t *testing.T) {
 		t.Fatalf("restored workload: %v %v\n%s", ws, err, w.Output())
 	}
 }
+
+// A pipeline producer | filter | consumer (three processes, two full
+// pipes) checkpointed mid-stream: after restore the consumer still sees
+// exactly the next number, so nothing in flight was lost or repeated.
+func TestDumpRestorePipeline(t *testing.T) {
+	dumpRestoreVerify(t, harness.BuildC(t, "pipeline.c"))
+}

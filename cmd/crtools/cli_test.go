@@ -208,15 +208,16 @@ func TestPlanCommand(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &plans) != nil || len(plans) != 1 || plans[0]["name"] != "long-computation" {
 		t.Fatalf("--json: exit %d:\n%s", code, out)
 	}
-	ps := filepath.Join(t.TempDir(), "ps.yaml")
-	os.WriteFile(ps, []byte("apiVersion: crtools/v1\nkind: Checkpoint\nmetadata: {name: x}\nspec:\n  target: {pid: 1}\n  imagesDir: /x\n  pageServer: {address: h, port: 1}\n"), 0o644)
-	code, _, errs := runCLI(t, "plan", ps)
-	if code != exitFailed || !strings.Contains(errs, "spec.pageServer: sending pages to a page server is not supported yet") {
-		t.Errorf("page server: exit %d: %s", code, errs)
+	// A valid field whose engine does not exist yet fails at plan time.
+	nl := filepath.Join(t.TempDir(), "nl.yaml")
+	os.WriteFile(nl, []byte("apiVersion: crtools/v1\nkind: Checkpoint\nmetadata: {name: x}\nspec:\n  target: {pid: 1}\n  imagesDir: /x\n  hooks: {networkLock: [\"true\"]}\n"), 0o644)
+	code, _, errs := runCLI(t, "plan", nl)
+	if code != exitFailed || !strings.Contains(errs, "spec.hooks.networkLock: locking the network (network-lock hooks) is not supported yet") {
+		t.Errorf("network lock: exit %d: %s", code, errs)
 	}
-	code, _, errs = runCLI(t, "dump", "-t", "1", "-D", t.TempDir()+"/x", "--page-server", "--address", "h", "--port", "1")
+	code, _, errs = runCLI(t, "dump", "-t", "1", "-D", t.TempDir()+"/x", "-n", "uts,net")
 	if code != exitFailed || !strings.Contains(errs, "not supported yet") {
-		t.Errorf("dump --page-server: exit %d: %s", code, errs)
+		t.Errorf("dump -n net: exit %d: %s", code, errs)
 	}
 }
 

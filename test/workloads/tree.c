@@ -177,6 +177,13 @@ int main(void)
 		crt_die("fork Z");
 	if (forked[Z] == 0)
 		_exit(7);
+	{
+		siginfo_t si;
+
+		/* Be sure Z is a zombie before we say ready; WNOWAIT keeps it one. */
+		if (waitid(P_PID, forked[Z], &si, WEXITED | WNOWAIT))
+			crt_die("wait for Z to exit");
+	}
 	forked[T] = spawn(T, NULL);
 
 	/* Wait until everyone runs, then stop T and see it stopped. */

@@ -1,6 +1,8 @@
 package kernel
 
 import (
+	"bytes"
+	"debug/elf"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -201,6 +203,46 @@ func TestFeatureTable(t *testing.T) {
 		"sock_diag-netlink", "ns-uts", "ns-ipc", "ns-mnt", "ns-pid", "ns-net", "netfilter"} {
 		if !seen[n] {
 			t.Errorf("no probe for %s", n)
+		}
+	}
+}
+
+// TestChildELFParses checks the hand-made executable with debug/elf: the
+// entry point, the two loadable segments and their protections.
+func TestChildELFParses(t *testing.T) {
+	f, err := elf.NewFile(bytes.NewReader(childELF()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Class != elf.ELFCLASS64 || f.Machine != elf.EM_X86_64 || f.Type != elf.ET_EXEC {
+		t.Fatalf("class %v machine %v type %v", f.Class, f.Machine, f.Type)
+	}
+	if f.Entry != childBase+codeOff {
+		t.Errorf("entry %#x, want %#x", f.Entry, childBase+codeOff)
+	}
+	var loads []*elf.Prog
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD {
+			loads = append(loads, p)
+		}
+	}
+	if len(loads) != 2 {
+		t.Fatalf("%d PT_LOAD segments, want 2", len(loads))
+	}
+	if loads[0].Vaddr != childBase || loads[0].Flags != elf.PF_R|elf.PF_X {
+		t.Errorf("code segment at %#x flags %v", loads[0].Vaddr, loads[0].Flags)
+	}
+	if loads[1].Vaddr != childScratch || loads[1].Flags != elf.PF_R|elf.PF_W || loads[1].Memsz != 0x1000 {
+		t.Errorf("scratch segment at %#x flags %v size %d", loads[1].Vaddr, loads[1].Flags, loads[1].Memsz)
+	}
+	code := make([]byte, len(childCode))
+	if _, err := loads[0].ReadAt(code, codeOff); err != nil || !bytes.Equal(code, childCode) {
+		t.Errorf("code at offset %d is not childCode (%v)", codeOff, err)
+	}
+	// The injection entry points hold a syscall instruction.
+	for _, off := range []int{entrySyscall, entryFork} {
+		if b := childELF()[off : off+2]; b[0] != 0x0f || b[1] != 0x05 {
+			t.Errorf("entry at %d is % x, not syscall", off, b)
 		}
 	}
 }

@@ -48,7 +48,11 @@
 // accepted yet (refused), queued inotify events, the time a timer spent
 // checkpointed (timers resume with the remaining time they had),
 // pseudo-terminal pairs inside the tree (refused), inet sockets (refused
-// here; another package's).
+// here; another package's). A pipe end held outside the tree (a shell's
+// `prog | tee log` seen from prog) is not detected: restore gives the task
+// a new pipe whose other end only crtools held, so its reader sees EOF
+// after the saved data, or its writer EPIPE, as if the outside end had
+// been closed.
 package files
 
 import (

@@ -283,6 +283,13 @@ func (r *run) runStep(ctx context.Context, s planner.Step, log zerolog.Logger) e
 			return err
 		}
 		r.lock = l
+		// create-temp-dir checks this again; checking now too means a
+		// taken images directory fails before the tree is ever frozen.
+		if r.plan.ImagesDir != "" && r.job.Checkpoint != nil {
+			if err := checkFinalDirFree(r.plan.ImagesDir); err != nil {
+				return err
+			}
+		}
 		return nil
 	case planner.KindUnlock:
 		err := r.lock.release()
@@ -506,16 +513,30 @@ func (r *run) makeTempDir() error {
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", parent, err)
 	}
-	// The final name must be free, or an empty directory (rename(2)
-	// replaces an empty directory atomically).
-	if ents, err := os.ReadDir(final); err == nil && len(ents) > 0 {
-		return fmt.Errorf("images directory %s exists and is not empty", final)
+	if err := checkFinalDirFree(final); err != nil {
+		return err
 	}
 	d, err := os.MkdirTemp(parent, "."+filepath.Base(final)+".tmp-")
 	if err != nil {
 		return fmt.Errorf("create temporary images directory: %w", err)
 	}
 	r.tmpDir = d
+	return nil
+}
+
+// checkFinalDirFree: the final images directory must not exist, or be an
+// empty directory (rename(2) replaces an empty directory atomically).
+func checkFinalDirFree(final string) error {
+	st, err := os.Stat(final)
+	if err != nil {
+		return nil
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("images directory %s exists and is not a directory", final)
+	}
+	if ents, err := os.ReadDir(final); err == nil && len(ents) > 0 {
+		return fmt.Errorf("images directory %s exists and is not empty (crtools never writes into an existing image set)", final)
+	}
 	return nil
 }
 
@@ -529,7 +550,10 @@ func (r *run) commit() error {
 	if err := syncDir(r.tmpDir); err != nil {
 		return err
 	}
-	if err := os.Rename(r.tmpDir, r.plan.ImagesDir); err != nil {
+	// unix.Rename, not os.Rename: Go refuses to rename onto an existing
+	// directory, but rename(2) atomically replaces an empty one (the
+	// user's `mkdir ckpt; crtools dump -D ckpt`).
+	if err := unix.Rename(r.tmpDir, r.plan.ImagesDir); err != nil {
 		return fmt.Errorf("rename images into place: %w", err)
 	}
 	r.tmpDir = ""

@@ -721,3 +721,35 @@ func TestProgressLine(t *testing.T) {
 		t.Errorf("got %q\nwant %q", b.String(), want)
 	}
 }
+
+// TestImagesDirTaken: an existing non-empty images directory fails the
+// job before the tree is frozen and is left untouched; an existing empty
+// one is replaced atomically.
+func TestImagesDirTaken(t *testing.T) {
+	pid := startSleeper(t)
+	root := t.TempDir()
+	dir := filepath.Join(root, "ckpt")
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "old.img"), []byte("keep"), 0o644)
+	y := fmt.Sprintf("apiVersion: crtools/v1\nkind: Checkpoint\nmetadata: {name: taken}\nspec:\n  target: {pid: %d}\n  imagesDir: %s\n  leaveRunning: true\n", pid, dir)
+	ev := &events{}
+	j := Run(context.Background(), buildPlan(t, loadJob(t, y, root), time.Now()), testOpts(t, ev, &fakeDumper{ev: ev}))
+	if j.Result != ResultRolledBack || !strings.Contains(j.Error, "step lock: images directory "+dir+" exists and is not empty") {
+		t.Fatalf("%s: %s", j.Result, j.Error)
+	}
+	if ev.has("freeze") {
+		t.Errorf("froze the tree for a taken directory")
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "old.img")); string(b) != "keep" {
+		t.Errorf("existing images touched")
+	}
+	os.Remove(filepath.Join(dir, "old.img"))
+	ev = &events{}
+	j = Run(context.Background(), buildPlan(t, loadJob(t, y, root), time.Now()), testOpts(t, ev, &fakeDumper{ev: ev}))
+	if j.Result != ResultDone {
+		t.Fatalf("empty dir: %s: %s", j.Result, j.Error)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "inventory.img")); err != nil {
+		t.Errorf("images not in the formerly empty directory: %v", err)
+	}
+}

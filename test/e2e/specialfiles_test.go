@@ -128,3 +128,24 @@ func TestDumpRestoreSpecialFilesExternalSocket(t *testing.T) {
 func TestDumpRestorePipeline(t *testing.T) {
 	dumpRestoreVerify(t, harness.BuildC(t, "pipeline.c"))
 }
+
+// A terminal is refused without -j/--shell-job, with a message naming the
+// descriptor and the option; the task carries on untouched.
+func TestDumpRefusesTerminalWithoutShellJob(t *testing.T) {
+	harness.RequireRoot(t)
+	w := harness.StartWorkload(t, harness.BuildC(t, "tty.c"))
+	w.MustReady(10 * time.Second)
+	w.MustVerify(10 * time.Second)
+	dir := filepath.Join(t.TempDir(), "images")
+	code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir)
+	if code != 1 || !strings.Contains(out, "-j/--shell-job") || !strings.Contains(out, fmt.Sprintf("fd 50 of pid %d (/dev/pts/", w.Pid)) {
+		t.Fatalf("dump of a task with a terminal: exit %d\n%s", code, out)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("refused dump left %s behind (%v)", dir, err)
+	}
+	if tr := tracerOf(w.Pid); tr != 0 {
+		t.Errorf("pid %d still traced by %d after a refused dump", w.Pid, tr)
+	}
+	w.MustVerify(10 * time.Second)
+}

@@ -7,7 +7,9 @@ package planner
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -178,11 +180,20 @@ func lockSteps(name string) (Step, Step) {
 		}
 }
 
+// writeDescription says where the images go. With a page server the
+// memory pages go there (it stores them when the dump flushes, and a
+// rollback here cannot take them back) and the other images stay local.
+func writeDescription(ps *spec.PageServer) string {
+	if ps == nil {
+		return "write the image files and memory pages into the temporary directory"
+	}
+	return fmt.Sprintf("write the image files into the temporary directory and send the memory pages to the page server at %s "+
+		"(it stores them once all are sent; a later failure does not remove them there)",
+		net.JoinHostPort(ps.Address, strconv.Itoa(ps.Port)))
+}
+
 func checkpointPlan(job *spec.Job, now time.Time) (*Plan, error) {
 	c := job.Checkpoint
-	if c.PageServer != nil {
-		return nil, &NotSupportedError{Field: "spec.pageServer", What: "sending pages to a page server"}
-	}
 	if c.Hooks.NetworkLock != nil || c.Hooks.NetworkUnlock != nil {
 		return nil, &NotSupportedError{Field: "spec.hooks.networkLock", What: "locking the network (network-lock hooks)"}
 	}
@@ -268,8 +279,7 @@ func checkpointPlan(job *spec.Job, now time.Time) (*Plan, error) {
 		Step{Name: "create-temp-dir", Kind: KindTempDir,
 			Description: fmt.Sprintf("create the temporary images directory %s", tmp),
 			Undo:        "remove the temporary images directory"},
-		Step{Name: "write-images", Kind: KindWriteImages,
-			Description: "write the image files and memory pages into the temporary directory"},
+		Step{Name: "write-images", Kind: KindWriteImages, Description: writeDescription(c.PageServer)},
 		Step{Name: "commit", Kind: KindCommit,
 			Description: fmt.Sprintf("mark the images complete, fsync them and rename the temporary directory to %s", dir),
 			Undo:        fmt.Sprintf("remove %s", dir)},

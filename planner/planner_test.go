@@ -2,7 +2,6 @@ package planner
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -78,16 +77,24 @@ func golden(t *testing.T, path, got string) {
 	}
 }
 
-// TestPageServerNotSupported: a valid field without an engine fails at
-// plan time, never silently ignored.
-func TestPageServerNotSupported(t *testing.T) {
-	_, err := loadPlans(t, "page-server.yaml")
-	var ns *NotSupportedError
-	if !errors.As(err, &ns) || ns.Field != "spec.pageServer" {
-		t.Fatalf("got %v, want NotSupportedError for spec.pageServer", err)
+// TestPageServerPlan: a checkpoint with a page server says in its
+// write step where the pages go.
+func TestPageServerPlan(t *testing.T) {
+	plans, err := loadPlans(t, "page-server.yaml")
+	if err != nil {
+		t.Fatalf("plan with a page server: %v", err)
 	}
-	if !strings.Contains(err.Error(), "not supported yet") {
-		t.Errorf("message %q lacks 'not supported yet'", err)
+	var found bool
+	for _, s := range plans[0].Steps {
+		if s.Kind == KindWriteImages {
+			found = true
+			if !strings.Contains(s.Description, "page server at 10.0.0.2:27") {
+				t.Errorf("write step %q does not name the page server", s.Description)
+			}
+		}
+	}
+	if !found {
+		t.Error("no write-images step")
 	}
 }
 

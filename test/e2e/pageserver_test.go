@@ -1,0 +1,137 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/crtools/crtools/test/harness"
+)
+
+// pageServer runs `crtools page-server` on a loopback ephemeral port and
+// returns its port and a channel with its exit error.
+func pageServer(t *testing.T, dir, log string) (string, <-chan error) {
+	t.Helper()
+	cmd := exec.Command(harness.BuildCrtools(t), "page-server", "-D", dir, "--address", "127.0.0.1", "-v", "2", "-o", log)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start page-server: %v", err)
+	}
+	done := make(chan error, 1)
+	exited := make(chan struct{})
+	line, rerr := bufio.NewReader(out).ReadString('\n')
+	go func() {
+		io.Copy(io.Discard, out)
+		done <- cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "Listening on ")
+	if rerr != nil || !ok {
+		t.Fatalf("page-server printed %q (%v), want Listening on ADDR", line, rerr)
+	}
+	i := strings.LastIndexByte(addr, ':')
+	return addr[i+1:], done
+}
+
+// A dump sends its pages to a page server in another process; the other
+// images stay in the dump's directory. Put together, they restore.
+func TestDumpToPageServer(t *testing.T) {
+	harness.RequireRoot(t)
+	rp := harness.Subreaper()
+	w := harness.StartWorkload(t, harness.BuildC(t, "memory.c"))
+	w.MustReady(10 * time.Second)
+	w.MustVerify(10 * time.Second)
+
+	srvDir := filepath.Join(t.TempDir(), "server")
+	port, srvDone := pageServer(t, srvDir, filepath.Join(w.Dir, "page-server.log"))
+
+	dumpDir := filepath.Join(t.TempDir(), "images")
+	code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dumpDir, "-v", "2", "-o", filepath.Join(w.Dir, "dump.log"),
+		"--page-server", "--address", "127.0.0.1", "--port", port)
+	if code != 0 {
+		t.Fatalf("crtools dump --page-server: exit %d\n%s\n%s", code, out, readLog(w, "dump.log"))
+	}
+	select {
+	case err := <-srvDone:
+		if err != nil {
+			t.Fatalf("page-server: %v\n%s", err, readLog(w, "page-server.log"))
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("page-server did not exit after the dump")
+	}
+	select {
+	case <-w.Exited():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("dumped workload %d did not die", w.Pid)
+	}
+	rp.Forget(w.Pid)
+
+	// Pages on the server, everything else with the dump.
+	srvFiles := names(t, srvDir)
+	for _, n := range names(t, dumpDir) {
+		if strings.HasPrefix(n, "pagemap-") || strings.HasPrefix(n, "pages-") {
+			t.Errorf("dump dir has %s: pages should have gone to the page server", n)
+		}
+	}
+	var pagemaps int
+	for _, n := range srvFiles {
+		switch {
+		case strings.HasPrefix(n, "pagemap-"):
+			pagemaps++
+		case strings.HasPrefix(n, "pages-"), strings.HasSuffix(n, ".log"):
+		default:
+			t.Errorf("page server dir has %s", n)
+		}
+	}
+	if pagemaps < 2 {
+		t.Errorf("page server stored %d pagemaps, want the task's and the shared memory's: %v", pagemaps, srvFiles)
+	}
+	for _, n := range names(t, dumpDir) {
+		if strings.HasSuffix(n, ".log") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dumpDir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(srvDir, n), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	restoreDetached(t, w, srvDir)
+	verifyRestored(t, w)
+	ws, err := rp.WaitPid(w.Pid, 10*time.Second)
+	if err != nil {
+		t.Fatalf("wait for restored workload %d: %v", w.Pid, err)
+	}
+	if !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Fatalf("restored workload exited with %v, want 0\n%s", ws, w.Output())
+	}
+}
+
+func names(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -85,8 +87,16 @@ func restoreJob(g *globalOptions, f *restoreFlags) (*spec.Job, error) {
 	return &spec.Job{
 		APIVersion: spec.APIVersion,
 		Kind:       spec.KindRestore,
-		Metadata:   spec.Metadata{Name: "restore-" + filepath.Base(dir)},
-		Restore:    rs,
-		Source:     "command line",
+		// The lock is per images directory: two restores of different
+		// directories with the same base name must not exclude each other.
+		Metadata: spec.Metadata{Name: restoreLockName(dir)},
+		Restore:  rs,
+		Source:   "command line",
 	}, nil
+}
+
+// restoreLockName names the lock of a command-line restore.
+func restoreLockName(dir string) string {
+	sum := sha256.Sum256([]byte(dir))
+	return fmt.Sprintf("restore-%s-%x", filepath.Base(dir), sum[:4])
 }

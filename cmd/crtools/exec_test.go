@@ -299,3 +299,27 @@ func TestParseExecArg(t *testing.T) {
 		}
 	}
 }
+
+// TestExecBlockedSleepers: exec into tasks blocked in nanosleep, select,
+// pause and sigsuspend; each verifies afterwards that its call went on as
+// if nothing happened (no early or lost wake-up, sigsuspend's mask back).
+func TestExecBlockedSleepers(t *testing.T) {
+	harness.RequireRoot(t)
+	bin := harness.BuildC(t, "sleepers.c")
+	for _, mode := range []string{"nanosleep", "select", "pause", "sigsuspend"} {
+		t.Run(mode, func(t *testing.T) {
+			w := harness.StartWorkload(t, bin, mode)
+			w.MustReady(10 * time.Second)
+			w.MustVerify(10 * time.Second)
+			waitProcState(t, w.Pid, 'S')
+			for range 3 {
+				if got := mustExec(t, "exec", "-t", strconv.Itoa(w.Pid), "getpid"); got != strconv.Itoa(w.Pid) {
+					t.Errorf("exec getpid printed %q", got)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			w.MustVerify(10 * time.Second)
+			w.MustVerify(10 * time.Second)
+		})
+	}
+}

@@ -49,6 +49,11 @@
 // orig_rax = its number) gets exactly those registers back, so the kernel
 // restarts its syscall when it resumes.
 //
+// The mask saved is what PTRACE_GETSIGMASK reports: for a task stopped in
+// sigsuspend, pselect6, ppoll or epoll_pwait it is the mask the kernel would
+// put back when the call ends, and PTRACE_SETSIGMASK at End makes that the
+// task's mask while the call restarts and installs its temporary mask again.
+//
 // The rseq_cs word of the thread's struct rseq is saved at Begin and
 // written back at End: the kernel clears it when the thread resumes outside
 // the critical section it names (at our syscall instruction), and the

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -15,10 +16,12 @@ import (
 )
 
 // pageServer runs `crtools page-server` on a loopback ephemeral port and
-// returns its port and a channel with its exit error.
-func pageServer(t *testing.T, dir, log string) (string, <-chan error) {
+// returns its port and a channel with its exit error; its stderr is in
+// *stderr once that has arrived.
+func pageServer(t *testing.T, dir, log string, stderr *bytes.Buffer) (string, <-chan error) {
 	t.Helper()
 	cmd := exec.Command(harness.BuildCrtools(t), "page-server", "-D", dir, "--address", "127.0.0.1", "-v", "2", "-o", log)
+	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +59,8 @@ func TestDumpToPageServer(t *testing.T) {
 	w.MustVerify(10 * time.Second)
 
 	srvDir := filepath.Join(t.TempDir(), "server")
-	port, srvDone := pageServer(t, srvDir, filepath.Join(w.Dir, "page-server.log"))
+	var srvErr bytes.Buffer
+	port, srvDone := pageServer(t, srvDir, filepath.Join(w.Dir, "page-server.log"), &srvErr)
 
 	dumpDir := filepath.Join(t.TempDir(), "images")
 	code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dumpDir, "-v", "2", "-o", filepath.Join(w.Dir, "dump.log"),
@@ -67,7 +71,7 @@ func TestDumpToPageServer(t *testing.T) {
 	select {
 	case err := <-srvDone:
 		if err != nil {
-			t.Fatalf("page-server: %v\n%s", err, readLog(w, "page-server.log"))
+			t.Fatalf("page-server: %v\n%s\n%s", err, srvErr.String(), readLog(w, "page-server.log"))
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("page-server did not exit after the dump")
@@ -134,4 +138,51 @@ func names(t *testing.T, dir string) []string {
 		out = append(out, e.Name())
 	}
 	return out
+}
+
+// A dump whose page server refuses its pages (it already holds a pagemap
+// of that PID) fails and rolls back: the workload runs on untouched, no
+// images directory appears, and the page server keeps only the old file.
+func TestDumpToPageServerRefused(t *testing.T) {
+	harness.RequireRoot(t)
+	harness.Subreaper()
+	w := harness.StartWorkload(t, harness.BuildC(t, "simple.c"))
+	w.MustReady(10 * time.Second)
+
+	srvDir := t.TempDir()
+	old := filepath.Join(srvDir, fmt.Sprintf("pagemap-%d.img", w.Pid))
+	if err := os.WriteFile(old, []byte("from an earlier dump"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var srvErr bytes.Buffer
+	port, srvDone := pageServer(t, srvDir, filepath.Join(w.Dir, "page-server.log"), &srvErr)
+	dumpDir := filepath.Join(t.TempDir(), "images")
+	code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dumpDir, "-v", "2", "-o", filepath.Join(w.Dir, "dump.log"),
+		"--page-server", "--address", "127.0.0.1", "--port", port)
+	if code != 1 || !strings.Contains(out, "page server") {
+		t.Fatalf("dump to a refusing page server: exit %d, want 1 naming the page server\n%s", code, out)
+	}
+	select {
+	case err := <-srvDone:
+		if err == nil {
+			t.Error("page-server exited 0 after refusing the dump")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("page-server did not exit")
+	}
+	if !strings.Contains(srvErr.String(), "already holds") {
+		t.Errorf("page-server does not say why it refused:\n%s", srvErr.String())
+	}
+	if _, err := os.Stat(dumpDir); !os.IsNotExist(err) {
+		t.Errorf("failed dump left %s (%v)", dumpDir, err)
+	}
+	if got := names(t, srvDir); len(got) != 1 {
+		t.Errorf("page server dir holds %v, want only the old pagemap", got)
+	}
+	if b, _ := os.ReadFile(old); string(b) != "from an earlier dump" {
+		t.Error("the old pagemap changed")
+	}
+	if err := w.VerifyAndExit(10 * time.Second); err != nil {
+		t.Fatalf("workload after the failed dump: %v", err)
+	}
 }

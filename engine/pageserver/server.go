@@ -113,7 +113,7 @@ func (s *Server) Serve(ctx context.Context) (Stats, error) {
 	s.ln.Close()
 	if err != nil {
 		if ctx.Err() != nil {
-			return Stats{}, fmt.Errorf("page server: wait for a connection: %w", ctx.Err())
+			return Stats{}, fmt.Errorf("page server stopped before a dump connected: %w", context.Cause(ctx))
 		}
 		return Stats{}, fmt.Errorf("page server: accept: %w", err)
 	}

@@ -42,6 +42,9 @@ failed and rolled back; 2 invalid spec; 3 rollback incomplete; 4 the
 recipe is locked by another run.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := noImagesDirFlag(cmd); err != nil {
+				return err
+			}
 			jobs, err := loadSpec(args[0])
 			if err != nil {
 				return err
@@ -238,4 +241,13 @@ func (l *lineClearWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return l.w.Write(p)
+}
+
+// noImagesDirFlag: a spec names its own images directory; -D next to a
+// spec would be silently ignored, so it is an error.
+func noImagesDirFlag(cmd *cobra.Command) error {
+	if cmd.Flags().Changed("images-dir") {
+		return usageErrorf("-D/--images-dir does not apply to %s: the spec names its imagesDir", cmd.Name())
+	}
+	return nil
 }

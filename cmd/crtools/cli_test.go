@@ -95,6 +95,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"dump", "-t", "1", "-D", "d", "extra"}, `unknown command "extra"`, "Run 'crtools dump --help'."},
 		{[]string{}, "no command given", "Run 'crtools --help'."},
 		{[]string{"apply"}, "accepts 1 arg(s)", "Run 'crtools apply --help'."},
+		{[]string{"-D", "x", "apply", "job.yaml"}, "-D/--images-dir does not apply to apply", "Run 'crtools apply --help'."},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, "_"), func(t *testing.T) {

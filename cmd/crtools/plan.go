@@ -22,6 +22,9 @@ each with how it is undone. Nothing is changed. A field whose engine does
 not exist yet (e.g. pageServer) makes plan fail with "not supported yet".`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := noImagesDirFlag(cmd); err != nil {
+				return err
+			}
 			jobs, err := loadSpec(args[0])
 			if err != nil {
 				return err

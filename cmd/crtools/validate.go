@@ -17,6 +17,9 @@ are printed as FILE:LINE:COLUMN: FIELD: what is wrong and what was expected;
 the exit code is 2 if any file is invalid.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := noImagesDirFlag(cmd); err != nil {
+				return err
+			}
 			var firstErr error
 			for _, a := range args {
 				jobs, err := loadSpec(a)

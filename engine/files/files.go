@@ -210,7 +210,8 @@ type Dumper struct {
 	extPeers map[uint32]bool // external peer entries already added
 	ghosts   map[ghostKey]*Ghost
 	remapped map[ghostKey]remapName
-	links    []string // link-remap names created (removed by Rollback)
+	links    []string        // link-remap names created (removed by Rollback)
+	masters  map[uint32]bool // pty masters held in the tree, by index
 }
 
 // NewDumper returns a dumper. Close it to release the pidfds it keeps.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -282,8 +283,30 @@ func TestFifoDataAndPath(t *testing.T) {
 	}
 }
 
+func openPty(t *testing.T) (master int, slavePath string) {
+	t.Helper()
+	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(m) })
+	unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0)
+	n, _ := unix.IoctlGetInt(m, unix.TIOCGPTN)
+	return m, fmt.Sprintf("/dev/pts/%d", n)
+}
+
 func init() {
-	helpers["pty"] = func(string) ([]int, func() error) {
+	// The slave of a pair whose master the test holds: a terminal from
+	// outside, like a shell's.
+	helpers["tty-slave"] = func(path string) ([]int, func() error) {
+		s, err := unix.Open(path, unix.O_RDWR|unix.O_NOCTTY, 0)
+		if err != nil {
+			panic(err)
+		}
+		return []int{s}, func() error { return nil }
+	}
+	// A pair of its own, the slave without echo and with a window size.
+	helpers["pty-pair"] = func(string) ([]int, func() error) {
 		m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY, 0)
 		if err != nil {
 			panic(err)
@@ -294,22 +317,69 @@ func init() {
 		if err != nil {
 			panic(err)
 		}
+		tio, _ := unix.IoctlGetTermios(s, unix.TCGETS)
+		tio.Lflag &^= unix.ECHO
+		unix.IoctlSetTermios(s, unix.TCSETS, tio)
+		unix.IoctlSetWinsize(m, unix.TIOCSWINSZ, &unix.Winsize{Row: 40, Col: 100})
 		return []int{m, s}, func() error { return nil }
 	}
 }
 
-func TestTerminalsRefusedWithoutShellJob(t *testing.T) {
-	h := startHelper(t, "pty", "")
+func TestPtyPairInsideTheTree(t *testing.T) {
+	h := startHelper(t, "pty-pair", "")
 	d := newTestDumper(t, Options{})
-	_, err := d.Dump(h.Pid, h.Fds[1])
-	if err == nil || !strings.Contains(err.Error(), "-j/--shell-job") || !strings.Contains(err.Error(), fmt.Sprintf("fd %d of pid %d (/dev/pts/", h.Fds[1], h.Pid)) {
-		t.Errorf("pty slave without -j: %v", err)
+	cs := dumpAll(t, d, h.Pid, h.Fds)
+	mi := d.Set().TtyInfo[cs[0].Entry.GetTty().GetTtyInfoId()]
+	si := d.Set().TtyInfo[cs[1].Entry.GetTty().GetTtyInfoId()]
+	if mi.GetType() != pb.TtyType_PTY || si.GetType() != pb.TtyType_PTY || mi.GetPty().GetIndex() != si.GetPty().GetIndex() || mi.GetId() == si.GetId() {
+		t.Fatalf("pair infos %v / %v", mi, si)
 	}
-	if _, err := d.Dump(h.Pid, h.Fds[0]); err == nil || !strings.Contains(err.Error(), "not supported") {
-		t.Errorf("pty master: %v", err)
+	h.kill()
+	rs := NewRestorer(roundTrip(t, d.Set()), d.log)
+	defer rs.Close()
+	m, err := rs.Open(cs[0].ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := rs.Open(cs[1].ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio, err := unix.IoctlGetTermios(int(s.Fd()), unix.TCGETS)
+	if err != nil || tio.Lflag&unix.ECHO != 0 || tio.Lflag&unix.ICANON == 0 {
+		t.Errorf("restored slave termios %+v %v (want ECHO off, ICANON on)", tio, err)
+	}
+	if ws, err := unix.IoctlGetWinsize(int(s.Fd()), unix.TIOCGWINSZ); err != nil || ws.Row != 40 || ws.Col != 100 {
+		t.Errorf("restored window size %+v %v", ws, err)
+	}
+	// The two ends are one pair: a line typed on the master is read on
+	// the slave.
+	unix.Write(int(m.Fd()), []byte("hello\n"))
+	unix.SetNonblock(int(s.Fd()), true)
+	var got []byte
+	buf := make([]byte, 64)
+	for i := 0; i < 100 && !strings.Contains(string(got), "\n"); i++ {
+		n, _ := unix.Read(int(s.Fd()), buf)
+		if n > 0 {
+			got = append(got, buf[:n]...)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if string(got) != "hello\n" {
+		t.Errorf("slave read %q", got)
+	}
+}
+
+func TestTerminalsRefusedWithoutShellJob(t *testing.T) {
+	_, path := openPty(t)
+	h := startHelper(t, "tty-slave", path)
+	d := newTestDumper(t, Options{})
+	_, err := d.Dump(h.Pid, h.Fds[0])
+	if err == nil || !strings.Contains(err.Error(), "-j/--shell-job") || !strings.Contains(err.Error(), fmt.Sprintf("fd %d of pid %d (%s)", h.Fds[0], h.Pid, path)) {
+		t.Errorf("terminal without -j: %v", err)
 	}
 	d = newTestDumper(t, Options{ShellJob: true})
-	c, err := d.Dump(h.Pid, h.Fds[1])
+	c, err := d.Dump(h.Pid, h.Fds[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,15 +387,9 @@ func TestTerminalsRefusedWithoutShellJob(t *testing.T) {
 	if info == nil || info.GetTermios() == nil || info.GetPty() == nil || info.GetType() != pb.TtyType_EXT_TTY {
 		t.Fatalf("tty info %v", info)
 	}
-	// Restore on "crtools' terminal": here a fresh pty of the test.
-	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(m)
-	unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0)
-	n, _ := unix.IoctlGetInt(m, unix.TIOCGPTN)
-	tty, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	// Restore on "crtools' terminal": here another pty of the test.
+	_, mine := openPty(t)
+	tty, err := os.OpenFile(mine, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

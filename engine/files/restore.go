@@ -27,6 +27,7 @@ type Restorer struct {
 	unixByIno map[uint32]*pb.UnixSkEntry
 	opened    map[uint32]*os.File
 	pipes     map[uint32]*pipeObj
+	ptys      map[uint32]*ptyPair // by dumped index
 	fifoKeep  map[uint32]*os.File
 	usk       map[uint32]*os.File // unix sockets by inode
 	uskBusy   map[uint32]bool
@@ -41,7 +42,7 @@ func NewRestorer(set *Set, log zerolog.Logger) *Restorer {
 	r := &Restorer{
 		set: set, log: log,
 		byID: map[uint32]*pb.FileEntry{}, unixByIno: map[uint32]*pb.UnixSkEntry{},
-		opened: map[uint32]*os.File{}, pipes: map[uint32]*pipeObj{}, fifoKeep: map[uint32]*os.File{},
+		opened: map[uint32]*os.File{}, pipes: map[uint32]*pipeObj{}, ptys: map[uint32]*ptyPair{}, fifoKeep: map[uint32]*os.File{},
 		usk: map[uint32]*os.File{}, uskBusy: map[uint32]bool{}, ghostDone: map[ghostKey]map[uint32]*os.File{},
 		remapNames: map[string]bool{},
 	}

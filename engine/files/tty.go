@@ -15,8 +15,16 @@ import (
 // shell's pty or console) is recorded with its settings and, on restore,
 // replaced by crtools' own terminal (Restorer.ShellTTY) with the dumped
 // termios applied, so a full-screen program keeps its raw mode. Without -j
-// the dump is refused. Pseudo-terminal pairs created inside the tree (a
-// /dev/ptmx master) are not supported yet and are refused.
+// the dump is refused.
+//
+// A pseudo-terminal pair whose master (/dev/ptmx) is held in the tree is
+// the tree's own: each end gets a TtyInfoEntry (type PTY, its rdev, the
+// pair's index) as in CRIU, and restore opens a new pair with the same
+// settings (termios, window size, packet mode, lock). The new pair has the
+// number the kernel gives (the slave's /dev/pts name may differ), one open
+// file description of the master is supported, and bytes in flight in the
+// pair are not kept (a terminal cannot be read without consuming); a slave
+// that is a session's controlling terminal is not made one again here.
 
 func isTTYDev(rdev uint64) bool {
 	maj, min := unix.Major(rdev), unix.Minor(rdev)
@@ -31,9 +39,61 @@ func isTTYDev(rdev uint64) bool {
 	return false
 }
 
+func isPtmx(rdev uint64) bool { return unix.Major(rdev) == 5 && unix.Minor(rdev) == 2 }
+
+func ptsIndex(rdev uint64) (uint32, bool) {
+	maj, min := unix.Major(rdev), unix.Minor(rdev)
+	if maj < 136 || maj > 143 {
+		return 0, false
+	}
+	return (maj-136)*256 + min, true
+}
+
+// ptyMasters finds the pseudo-terminal masters held in the tree, by index.
+func (d *Dumper) ptyMasters(pid int) map[uint32]bool {
+	if d.masters != nil {
+		return d.masters
+	}
+	d.masters = map[uint32]bool{}
+	tree := d.opts.Tree
+	if len(tree) == 0 {
+		tree = []int{pid}
+	}
+	for _, p := range tree {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p))
+		if err != nil {
+			continue
+		}
+		for _, de := range ents {
+			var st unix.Stat_t
+			if unix.Stat(fmt.Sprintf("/proc/%d/fd/%s", p, de.Name()), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || !isPtmx(st.Rdev) {
+				continue
+			}
+			fd, err := strconv.Atoi(de.Name())
+			if err != nil {
+				continue
+			}
+			f, err := d.getfd(p, fd)
+			if err != nil {
+				continue
+			}
+			if n, err := unix.IoctlGetInt(int(f.Fd()), unix.TIOCGPTN); err == nil {
+				d.masters[uint32(n)] = true
+			}
+			f.Close()
+		}
+	}
+	return d.masters
+}
+
+const ptyMasterInfo = 1 << 31 // tty info ids: master of pair N is N|ptyMasterInfo, its slave N
+
 func (d *Dumper) dumpTTY(c *Collected, e *pb.FileEntry, f *os.File, st *unix.Stat_t, link string, flags uint32, fown *pb.FownEntry, desc string) error {
-	maj, min := unix.Major(st.Rdev), unix.Minor(st.Rdev)
-	if maj == 5 && min == 2 {
+	idx, slave := ptsIndex(st.Rdev)
+	if isPtmx(st.Rdev) || (slave && d.ptyMasters(c.Pid)[idx]) {
+		return d.dumpPty(c, e, f, st, flags, fown)
+	}
+	if isPtmx(st.Rdev) {
 		return fmt.Errorf("pseudo-terminal master %s: %w", link, ErrUnsupported)
 	}
 	if !d.opts.ShellJob {
@@ -44,8 +104,8 @@ func (d *Dumper) dumpTTY(c *Collected, e *pb.FileEntry, f *os.File, st *unix.Sta
 		Id: u32p(c.ID), Type: &typ, Locked: boolp(false), Exclusive: boolp(false), PacketMode: boolp(false),
 		Sid: u32p(0), Pgrp: u32p(0), Rdev: u32p(uint32(st.Rdev)),
 	}
-	if maj >= 136 && maj <= 143 {
-		info.Pty = &pb.TtyPtyEntry{Index: u32p(uint32((maj-136)<<20 | min))}
+	if slave {
+		info.Pty = &pb.TtyPtyEntry{Index: u32p(idx)}
 	}
 	if sid, pgrp, ttyNr, err := sessionOf(c.Pid); err == nil && uint64(ttyNr) == st.Rdev {
 		info.Sid, info.Pgrp = u32p(uint32(sid)), u32p(uint32(pgrp))
@@ -105,6 +165,9 @@ func termiosEntry(t *unix.Termios) *pb.TermiosEntry {
 
 func (r *Restorer) openTTY(e *pb.FileEntry) (*os.File, error) {
 	te := e.GetTty()
+	if info := r.set.TtyInfo[te.GetTtyInfoId()]; info.GetType() == pb.TtyType_PTY {
+		return r.openPty(te, info)
+	}
 	if r.ShellTTY == nil {
 		return nil, fmt.Errorf("terminal file %d: restore with -j/--shell-job from a terminal", te.GetId())
 	}
@@ -112,18 +175,10 @@ func (r *Restorer) openTTY(e *pb.FileEntry) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if info := r.set.TtyInfo[te.GetTtyInfoId()]; info != nil && info.GetTermios() != nil {
-		ti := info.GetTermios()
-		t := unix.Termios{Iflag: ti.GetCIflag(), Oflag: ti.GetCOflag(), Cflag: ti.GetCCflag(), Lflag: ti.GetCLflag(),
-			Line: uint8(ti.GetCLine()), Ispeed: ti.GetCIspeed(), Ospeed: ti.GetCOspeed()}
-		for i, c := range ti.GetCCc() {
-			if i < len(t.Cc) {
-				t.Cc[i] = uint8(c)
-			}
-		}
-		if err := unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, &t); err != nil {
+	if info := r.set.TtyInfo[te.GetTtyInfoId()]; info != nil {
+		if err := applyTermios(f, info); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("set terminal settings: %w", os.NewSyscallError("ioctl(TCSETS)", err))
+			return nil, err
 		}
 	}
 	if err := setFileFlags(f, te.GetFlags()); err != nil {
@@ -131,4 +186,155 @@ func (r *Restorer) openTTY(e *pb.FileEntry) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// dumpPty records one end of a pair held in the tree.
+func (d *Dumper) dumpPty(c *Collected, e *pb.FileEntry, f *os.File, st *unix.Stat_t, flags uint32, fown *pb.FownEntry) error {
+	fd := int(f.Fd())
+	master := isPtmx(st.Rdev)
+	var idx uint32
+	if master {
+		n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+		if err != nil {
+			return fmt.Errorf("get pseudo-terminal number: %w", os.NewSyscallError("ioctl(TIOCGPTN)", err))
+		}
+		idx = uint32(n)
+	} else {
+		idx, _ = ptsIndex(st.Rdev)
+	}
+	infoID := idx
+	if master {
+		infoID |= ptyMasterInfo
+	}
+	if _, ok := d.set.TtyInfo[infoID]; !ok {
+		typ := pb.TtyType_PTY
+		info := &pb.TtyInfoEntry{
+			Id: u32p(infoID), Type: &typ, Locked: boolp(false), Exclusive: boolp(false), PacketMode: boolp(false),
+			Sid: u32p(0), Pgrp: u32p(0), Rdev: u32p(uint32(st.Rdev)), Pty: &pb.TtyPtyEntry{Index: u32p(idx)},
+		}
+		// Termios and window size are the pair's (ioctls on the master
+		// act on the slave side).
+		if t, err := unix.IoctlGetTermios(fd, unix.TCGETS); err == nil {
+			info.Termios = termiosEntry(t)
+		}
+		if w, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ); err == nil {
+			info.Winsize = &pb.WinsizeEntry{WsRow: u32p(uint32(w.Row)), WsCol: u32p(uint32(w.Col)), WsXpixel: u32p(uint32(w.Xpixel)), WsYpixel: u32p(uint32(w.Ypixel))}
+		}
+		if v, err := unix.IoctlGetInt(fd, unix.TIOCGEXCL); err == nil {
+			info.Exclusive = boolp(v != 0)
+		}
+		if master {
+			if v, err := unix.IoctlGetInt(fd, unix.TIOCGPTLCK); err == nil {
+				info.Locked = boolp(v != 0)
+			}
+			if v, err := unix.IoctlGetInt(fd, unix.TIOCGPKT); err == nil {
+				info.PacketMode = boolp(v != 0)
+			}
+		}
+		d.set.TtyInfo[infoID] = info
+	}
+	e.Tty = &pb.TtyFileEntry{Id: u32p(c.ID), TtyInfoId: u32p(infoID), Flags: u32p(flags), Fown: fown}
+	return nil
+}
+
+// ptyPair is a restored pseudo-terminal pair.
+type ptyPair struct {
+	master     *os.File
+	index      int
+	masterUsed bool
+}
+
+// pty creates (once) the pair for dumped index idx with the settings of
+// its infos.
+func (r *Restorer) pty(idx uint32) (*ptyPair, error) {
+	if p, ok := r.ptys[idx]; ok {
+		return p, nil
+	}
+	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open a pseudo-terminal: %w", os.NewSyscallError("open", err))
+	}
+	m := os.NewFile(uintptr(fd), "ptmx")
+	r.keep = append(r.keep, m)
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		return nil, os.NewSyscallError("ioctl(TIOCSPTLCK)", err)
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		return nil, os.NewSyscallError("ioctl(TIOCGPTN)", err)
+	}
+	p := &ptyPair{master: m, index: n}
+	r.ptys[idx] = p
+	for _, info := range []*pb.TtyInfoEntry{r.set.TtyInfo[idx], r.set.TtyInfo[idx|ptyMasterInfo]} {
+		if info == nil {
+			continue
+		}
+		if err := applyTermios(m, info); err != nil {
+			return nil, err
+		}
+		if w := info.GetWinsize(); w != nil {
+			ws := unix.Winsize{Row: uint16(w.GetWsRow()), Col: uint16(w.GetWsCol()), Xpixel: uint16(w.GetWsXpixel()), Ypixel: uint16(w.GetWsYpixel())}
+			if err := unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &ws); err != nil {
+				return nil, os.NewSyscallError("ioctl(TIOCSWINSZ)", err)
+			}
+		}
+		if info.GetPacketMode() {
+			if err := unix.IoctlSetPointerInt(fd, unix.TIOCPKT, 1); err != nil {
+				return nil, os.NewSyscallError("ioctl(TIOCPKT)", err)
+			}
+		}
+	}
+	return p, nil
+}
+
+func (r *Restorer) openPty(te *pb.TtyFileEntry, info *pb.TtyInfoEntry) (*os.File, error) {
+	p, err := r.pty(info.GetPty().GetIndex())
+	if err != nil {
+		return nil, fmt.Errorf("restore pseudo-terminal %d: %w", info.GetPty().GetIndex(), err)
+	}
+	var f *os.File
+	if isPtmx(uint64(info.GetRdev())) {
+		if p.masterUsed {
+			return nil, fmt.Errorf("second open of the master of pseudo-terminal %d: %w", info.GetPty().GetIndex(), ErrUnsupported)
+		}
+		p.masterUsed = true
+		f = p.master
+	} else {
+		path := fmt.Sprintf("/dev/pts/%d", p.index)
+		fd, err := unix.Open(path, int(te.GetFlags())&^(unix.O_CREAT|unix.O_TRUNC|unix.O_EXCL)|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", path, os.NewSyscallError("open", err))
+		}
+		f = os.NewFile(uintptr(fd), path)
+		r.keep = append(r.keep, f)
+	}
+	// The lock (unlockpt not called yet) is set last: a locked pair
+	// refuses to open its slave.
+	if isPtmx(uint64(info.GetRdev())) && info.GetLocked() {
+		if err := unix.IoctlSetPointerInt(int(p.master.Fd()), unix.TIOCSPTLCK, 1); err != nil {
+			return nil, os.NewSyscallError("ioctl(TIOCSPTLCK)", err)
+		}
+	}
+	if err := setFileFlags(f, te.GetFlags()); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func applyTermios(f *os.File, info *pb.TtyInfoEntry) error {
+	ti := info.GetTermios()
+	if ti == nil {
+		return nil
+	}
+	t := unix.Termios{Iflag: ti.GetCIflag(), Oflag: ti.GetCOflag(), Cflag: ti.GetCCflag(), Lflag: ti.GetCLflag(),
+		Line: uint8(ti.GetCLine()), Ispeed: ti.GetCIspeed(), Ospeed: ti.GetCOspeed()}
+	for i, c := range ti.GetCCc() {
+		if i < len(t.Cc) {
+			t.Cc[i] = uint8(c)
+		}
+	}
+	if err := unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, &t); err != nil {
+		return fmt.Errorf("set terminal settings: %w", os.NewSyscallError("ioctl(TCSETS)", err))
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -129,16 +130,33 @@ func TestDumpRestorePipeline(t *testing.T) {
 	dumpRestoreVerify(t, harness.BuildC(t, "pipeline.c"))
 }
 
-// A terminal is refused without -j/--shell-job, with a message naming the
-// descriptor and the option; the task carries on untouched.
-func TestDumpRefusesTerminalWithoutShellJob(t *testing.T) {
+// A terminal from outside the tree is refused without -j/--shell-job,
+// with a message naming the descriptor and the option, and the task
+// carries on untouched; with -j it is restored on crtools' own terminal
+// with the settings it had (echo off).
+func TestDumpRestoreShellJobTerminal(t *testing.T) {
 	harness.RequireRoot(t)
-	w := harness.StartWorkload(t, harness.BuildC(t, "tty.c"))
+	rp := harness.Subreaper()
+	openPty := func() (*os.File, string) {
+		m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0)
+		n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m, fmt.Sprintf("/dev/pts/%d", n)
+	}
+	_, shellPts := openPty()
+	w := harness.StartWorkload(t, harness.BuildC(t, "tty.c"), shellPts)
 	w.MustReady(10 * time.Second)
 	w.MustVerify(10 * time.Second)
 	dir := filepath.Join(t.TempDir(), "images")
 	code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir)
-	if code != 1 || !strings.Contains(out, "-j/--shell-job") || !strings.Contains(out, fmt.Sprintf("fd 50 of pid %d (/dev/pts/", w.Pid)) {
+	if code != 1 || !strings.Contains(out, "-j/--shell-job") || !strings.Contains(out, fmt.Sprintf("fd 50 of pid %d (%s)", w.Pid, shellPts)) {
 		t.Fatalf("dump of a task with a terminal: exit %d\n%s", code, out)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
@@ -148,4 +166,31 @@ func TestDumpRefusesTerminalWithoutShellJob(t *testing.T) {
 		t.Errorf("pid %d still traced by %d after a refused dump", w.Pid, tr)
 	}
 	w.MustVerify(10 * time.Second)
+
+	code, out = crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir, "-j")
+	if code != 0 {
+		t.Fatalf("crtools dump -j: exit %d\n%s", code, out)
+	}
+	select {
+	case <-w.Exited():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("dumped workload %d did not die", w.Pid)
+	}
+	rp.Forget(w.Pid)
+	// crtools restore -j runs on a terminal of its own (another pty).
+	_, crtPts := openPty()
+	tty, err := os.OpenFile(crtPts, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	cmd := exec.Command(harness.BuildCrtools(t), "restore", "-D", dir, "-d", "-j", "-v", "2", "-o", filepath.Join(w.Dir, "restore.log"))
+	cmd.Stdin = tty
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("crtools restore -j: %v\n%s\n%s", err, b, readLog(w, "restore.log"))
+	}
+	verifyRestored(t, w)
+	if ws, err := rp.WaitPid(w.Pid, 10*time.Second); err != nil || !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Fatalf("restored workload: %v %v\n%s", ws, err, w.Output())
+	}
 }

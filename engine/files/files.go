@@ -212,6 +212,9 @@ type Dumper struct {
 	remapped map[ghostKey]remapName
 	links    []string        // link-remap names created (removed by Rollback)
 	masters  map[uint32]bool // pty masters held in the tree, by index
+	// pipeModes: for each pipe inode held in the tree, 1 if a read end
+	// and 2 if a write end is (see checkOtherEnd).
+	pipeModes map[uint64]int
 }
 
 // NewDumper returns a dumper. Close it to release the pidfds it keeps.

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -15,7 +17,69 @@ import (
 
 func (d *Dumper) dumpPipe(c *Collected, e *pb.FileEntry, f *os.File, st *unix.Stat_t, flags uint32, fown *pb.FownEntry) error {
 	e.Pipe = &pb.PipeEntry{Id: u32p(c.ID), PipeId: u32p(uint32(st.Ino)), Flags: u32p(flags), Fown: fown}
+	d.checkOtherEnd(c, f, st, flags)
 	return d.pipeData(f, st, flags)
+}
+
+// checkOtherEnd warns when the other end of a pipe is held outside the
+// tree: restore cannot reconnect it (see the package doc).
+func (d *Dumper) checkOtherEnd(c *Collected, f *os.File, st *unix.Stat_t, flags uint32) {
+	if d.pipeModes == nil {
+		d.pipeModes = map[uint64]int{}
+		tree := d.opts.Tree
+		if len(tree) == 0 {
+			tree = []int{c.Pid}
+		}
+		for _, p := range tree {
+			ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p))
+			for _, de := range ents {
+				l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", p, de.Name()))
+				if err != nil || !strings.HasPrefix(l, "pipe:[") {
+					continue
+				}
+				ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(l, "pipe:["), "]"), 10, 64)
+				if err != nil {
+					continue
+				}
+				fd, _ := strconv.Atoi(de.Name())
+				if fi, err := readFdinfo(p, fd); err == nil {
+					d.pipeModes[ino] |= pipeMode(fi.Flags)
+				}
+			}
+		}
+	}
+	write := flags&unix.O_ACCMODE == unix.O_WRONLY
+	other := 1 // a reader
+	if !write {
+		other = 2
+	}
+	if d.pipeModes[st.Ino]&other != 0 {
+		return
+	}
+	// No end of the other kind in the tree: closed (fine) or outside.
+	pfd := []unix.PollFd{{Fd: int32(f.Fd()), Events: unix.POLLOUT}}
+	if !write {
+		pfd[0].Events = unix.POLLIN
+	}
+	if n, err := unix.Poll(pfd, 0); err == nil && n > 0 && pfd[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
+		return
+	}
+	what := "writer"
+	if write {
+		what = "reader"
+	}
+	d.log.Warn().Int("pid", c.Pid).Int("fd", c.Fd).Uint64("pipe", st.Ino).
+		Msgf("the %s of this pipe is outside the dumped tree; after restore the task will not be connected to it", what)
+}
+
+func pipeMode(flags uint32) int {
+	switch flags & unix.O_ACCMODE {
+	case unix.O_RDONLY:
+		return 1
+	case unix.O_WRONLY:
+		return 2
+	}
+	return 3
 }
 
 // pipeData saves the unread bytes of the pipe behind f once per pipe.

@@ -3,6 +3,7 @@ package ptrace
 import (
 	"bytes"
 	"errors"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -302,5 +303,44 @@ func TestTracerDo(t *testing.T) {
 	tr.Close()
 	if err := tr.Do(func() error { return nil }); err != ErrTracerClosed {
 		t.Errorf("Do after Close: %v, want ErrTracerClosed", err)
+	}
+}
+
+// TestStartTraced: a process started traced stops at its exec; syscalls can
+// be injected there, and it then runs to its normal end.
+func TestStartTraced(t *testing.T) {
+	requireRoot(t)
+	tr := NewTracer()
+	defer tr.Close()
+	cmd := exec.Command("sh", "-c", "exit 7")
+	pid, err := tr.StartTraced(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = tr.Do(func() error {
+		if s := procState(pid); s != 't' {
+			t.Errorf("state %c at the exec stop, want t", s)
+		}
+		in, err := NewInjector(pid)
+		if err != nil {
+			return err
+		}
+		if r, err := in.Syscall(unix.SYS_GETPID); err != nil || int(r) != pid {
+			t.Errorf("getpid = %d, %v", r, err)
+		}
+		if err := Cont(pid, 0); err != nil {
+			return err
+		}
+		ws, err := Wait(pid)
+		if err != nil {
+			return err
+		}
+		if !ws.Exited() || ws.ExitStatus() != 7 {
+			t.Errorf("wait status %#x, want exit 7", uint32(ws))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -2,6 +2,7 @@ package ptrace
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"os/exec"
 	"testing"
@@ -339,6 +340,57 @@ func TestStartTraced(t *testing.T) {
 			t.Errorf("wait status %#x, want exit 7", uint32(ws))
 		}
 		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPendingSignalsAndSeccomp reads queued signals (private and shared
+// queue) and seccomp filters of a stopped task.
+func TestPendingSignalsAndSeccomp(t *testing.T) {
+	requireRoot(t)
+	w := startWorkload(t, "blocker", "masked")
+	// SIGUSR1 to the process (shared queue), SIGUSR2 to the thread.
+	if err := unix.Kill(w.pid, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Tgkill(w.pid, w.pid, unix.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	tr := NewTracer()
+	defer tr.Close()
+	stopped(t, tr, w.pid)
+	err := tr.Do(func() error {
+		signo := func(si []byte) int { return int(int32(binary.LittleEndian.Uint32(si))) }
+		shared, err := PeekSiginfo(w.pid, true)
+		if err != nil {
+			return err
+		}
+		if len(shared) != 1 || signo(shared[0]) != int(unix.SIGUSR1) {
+			t.Errorf("shared queue: %d entries, first %v", len(shared), shared)
+		}
+		private, err := PeekSiginfo(w.pid, false)
+		if err != nil {
+			return err
+		}
+		if len(private) != 1 || signo(private[0]) != int(unix.SIGUSR2) {
+			t.Errorf("private queue: %d entries", len(private))
+		}
+		filters, err := SeccompFilters(w.pid)
+		if err != nil {
+			return err
+		}
+		// In installation order: 1 instruction, then 2.
+		if len(filters) != 2 || len(filters[0]) != 1*8 || len(filters[1]) != 2*8 {
+			t.Errorf("seccomp filters: %d, sizes %v", len(filters), func() (s []int) {
+				for _, f := range filters {
+					s = append(s, len(f))
+				}
+				return
+			}())
+		}
+		return Detach(w.pid, 0)
 	})
 	if err != nil {
 		t.Fatal(err)

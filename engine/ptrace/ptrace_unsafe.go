@@ -152,8 +152,9 @@ func GetRseqConfig(tid int) (RseqConfig, error) {
 }
 
 // SeccompFilters returns the classic-BPF programs of tid's seccomp filters,
-// innermost (most recently installed) first, each as raw struct sock_filter
-// instructions. A task without filters yields none.
+// each as raw struct sock_filter instructions, in the order they were
+// installed (index 0 is the oldest: checked on this kernel), which is the
+// order to install them again. A task without filters yields none.
 func SeccompFilters(tid int) ([][]byte, error) {
 	var out [][]byte
 	for i := 0; ; i++ {

@@ -3,6 +3,9 @@
  *   blocker nanosleep MS   sleeps MS ms, prints "slept ELAPSED_MS rc=RC"
  *   blocker read           reads stdin, prints "read N: DATA"
  *   blocker pause          pause()s until SIGUSR1, prints "paused rc=RC errno=E"
+ *   blocker masked         blocks SIGUSR1 and SIGUSR2, installs two seccomp
+ *                          filters (1 and 2 instructions, both allow all),
+ *                          then sleeps forever
  * Prints "ready PID" before blocking. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -12,6 +15,19 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
+static void install_allow(int n) {
+	struct sock_filter insns[2] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = (unsigned short)n, .filter = insns + (2 - n) };
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog)) { perror("seccomp"); exit(1); }
+}
 
 static void on_usr1(int s) { (void)s; }
 
@@ -27,6 +43,16 @@ int main(int argc, char **argv) {
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_usr1; /* no SA_RESTART */
 	sigaction(SIGUSR1, &sa, NULL);
+	if (!strcmp(argv[1], "masked")) {
+		sigset_t m;
+		sigemptyset(&m);
+		sigaddset(&m, SIGUSR1);
+		sigaddset(&m, SIGUSR2);
+		sigprocmask(SIG_BLOCK, &m, NULL);
+		prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+		install_allow(1);
+		install_allow(2);
+	}
 	printf("ready %d\n", getpid());
 	fflush(stdout);
 	if (!strcmp(argv[1], "nanosleep")) {
@@ -40,6 +66,8 @@ int main(int argc, char **argv) {
 		ssize_t n = read(0, buf, sizeof buf - 1);
 		buf[n > 0 ? n : 0] = 0;
 		printf("read %zd: %s\n", n, buf);
+	} else if (!strcmp(argv[1], "masked")) {
+		for (;;) pause();
 	} else if (!strcmp(argv[1], "pause")) {
 		int rc = pause();
 		printf("paused rc=%d errno=%d\n", rc, errno);

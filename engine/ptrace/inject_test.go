@@ -370,3 +370,38 @@ func TestInjectPendingSignal(t *testing.T) {
 	w.expect(t, "sig", 5*time.Second)
 	checkTicking(t, w)
 }
+
+// TestInjectDefersUnblockableSignal: SIGSTOP cannot be blocked, so it stops
+// the injection as a signal-delivery-stop; the injector holds it back and
+// lists it in Deferred, and ExecSyscall passes it on at detach.
+func TestInjectDefersUnblockableSignal(t *testing.T) {
+	requireRoot(t)
+	pid := startSleep(t).Process.Pid
+	tr := NewTracer()
+	defer tr.Close()
+	stopped(t, tr, pid)
+	err := tr.Do(func() error {
+		if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
+			return err
+		}
+		in, err := NewInjector(pid)
+		if err != nil {
+			return err
+		}
+		if r, err := in.Syscall(unix.SYS_GETPID); err != nil || int(r) != pid {
+			t.Errorf("getpid = %d, %v", r, err)
+		}
+		if len(in.Deferred) != 1 || in.Deferred[0] != int(unix.SIGSTOP) {
+			t.Errorf("deferred %v, want [SIGSTOP]", in.Deferred)
+		}
+		return Detach(pid, in.Deferred[0])
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, pid, 'T')
+	if err := unix.Kill(pid, unix.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, pid, 'S')
+}

@@ -179,8 +179,7 @@ func ExecSyscall(log zerolog.Logger, tr *Tracer, pid int, nr int, args []ExecArg
 }
 
 // execStopped injects into the stopped pid and puts everything back.
-func execStopped(log zerolog.Logger, pid int, nr int, args []ExecArg) (ExecResult, error) {
-	var res ExecResult
+func execStopped(log zerolog.Logger, pid int, nr int, args []ExecArg) (res ExecResult, err error) {
 	in, err := NewInjector(pid)
 	if err != nil {
 		return res, err

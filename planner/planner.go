@@ -197,10 +197,15 @@ func checkpointPlan(job *spec.Job, now time.Time) (*Plan, error) {
 	if c.Hooks.NetworkLock != nil || c.Hooks.NetworkUnlock != nil {
 		return nil, &NotSupportedError{Field: "spec.hooks.networkLock", What: "locking the network (network-lock hooks)"}
 	}
-	for _, ns := range c.Namespaces {
-		if ns == "net" {
-			return nil, &NotSupportedError{Field: "spec.namespaces", What: "checkpointing a net namespace (and locking its network)"}
-		}
+	// The engine checkpoints processes in the namespaces they share with
+	// crtools; saving namespaces themselves (and, for net, locking the
+	// network) has no engine yet. Refuse rather than write images that
+	// silently lack them.
+	if err := unsupportedOptions(c.Options); err != nil {
+		return nil, err
+	}
+	if len(c.Namespaces) > 0 {
+		return nil, &NotSupportedError{Field: "spec.namespaces", What: "checkpointing namespaces (" + strings.Join(c.Namespaces, ", ") + ")"}
 	}
 	dir, err := spec.ExpandImagesDir(c.ImagesDir, spec.TemplateData{Time: spec.SnapshotTime(now), Name: job.Name()})
 	if err != nil {
@@ -324,6 +329,9 @@ func restorePlan(job *spec.Job) (*Plan, error) {
 	if r.Hooks.NetworkUnlock != nil {
 		return nil, &NotSupportedError{Field: "spec.hooks.networkUnlock", What: "unlocking the network (network-unlock hooks)"}
 	}
+	if err := unsupportedOptions(r.Options); err != nil {
+		return nil, err
+	}
 	p := &Plan{Job: job, Kind: job.Kind, Name: job.Name()}
 	lock, unlock := lockSteps(job.Name())
 	p.Steps = append(p.Steps, lock)
@@ -349,7 +357,7 @@ func restorePlan(job *spec.Job) (*Plan, error) {
 		for _, v := range r.VethPairs {
 			vp = append(vp, v.Inside+"="+v.Outside)
 		}
-		state += "; veth pairs " + strings.Join(vp, ", ")
+		state += "; veth pairs " + strings.Join(vp, ", ") + " (for a network namespace in the images; crtools does not save one yet)"
 	}
 	p.Steps = append(p.Steps,
 		Step{Name: "load", Kind: KindLoad, Description: "read and check every image"},
@@ -406,4 +414,16 @@ func shortDuration(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// unsupportedOptions refuses options the engine does not implement yet,
+// rather than run without them.
+func unsupportedOptions(o spec.Options) error {
+	switch {
+	case o.TCPEstablished:
+		return &NotSupportedError{Field: "spec.options.tcpEstablished", What: "checkpointing established TCP connections (--tcp-established)"}
+	case o.Root != "":
+		return &NotSupportedError{Field: "spec.options.root", What: "changing the root filesystem (-r/--root)"}
+	}
+	return nil
 }

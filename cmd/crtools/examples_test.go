@@ -148,10 +148,19 @@ func waitGrows(t *testing.T, file string, n int) string {
 
 func lines(s string) int { return strings.Count(s, "\n") }
 
-// TestExampleDemo runs examples/demo.yaml exactly as the README says.
+// TestExampleDemo runs examples/demo.yaml as the README says, with one
+// change: its /tmp/crtools-demo directory is moved into the test's temp
+// directory, so that a demo someone runs by hand on the same machine
+// cannot disturb the test (nor the test the demo).
 func TestExampleDemo(t *testing.T) {
-	os.RemoveAll("/tmp/crtools-demo")
-	r := crtoolsRun(t, []string{lockDirEnv + "=" + t.TempDir()}, "apply", filepath.Join("..", "..", "examples", "demo.yaml"))
+	b, err := os.ReadFile(filepath.Join("..", "..", "examples", "demo.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := t.TempDir()
+	demo := filepath.Join(d, "demo.yaml")
+	os.WriteFile(demo, []byte(strings.ReplaceAll(string(b), "/tmp/crtools-demo", d)), 0o644)
+	r := crtoolsRun(t, []string{lockDirEnv + "=" + t.TempDir()}, "apply", demo)
 	if r.code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -161,7 +170,7 @@ func TestExampleDemo(t *testing.T) {
 	if len(r.journals) != 2 || r.journals[0].RootPid != r.journals[1].RootPid || *r.journals[1].ExitStatus != 0 {
 		t.Errorf("journals: %+v", r.journals)
 	}
-	out, _ := os.ReadFile("/tmp/crtools-demo/counter.out")
+	out, _ := os.ReadFile(filepath.Join(d, "counter.out"))
 	// Ticks 1..25 each exactly once: nothing repeated, nothing lost.
 	for i := 1; i <= 25; i++ {
 		if c := strings.Count(string(out), fmt.Sprintf("tick %d (pid %d)\n", i, r.journals[0].RootPid)); c != 1 {
@@ -173,9 +182,22 @@ func TestExampleDemo(t *testing.T) {
 // TestExamplePrebake bakes the slow program, then starts it from its
 // images: it is serving at once, without warming up again.
 func TestExamplePrebake(t *testing.T) {
-	os.RemoveAll("/tmp/crtools-prebake")
+	// As written, with /tmp/crtools-prebake moved into the test's own
+	// temp directory (see TestExampleDemo).
+	d := t.TempDir()
+	copyEx := func(name string) string {
+		b, err := os.ReadFile(filepath.Join("..", "..", "examples", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(d, name)
+		os.WriteFile(p, []byte(strings.ReplaceAll(string(b), "/tmp/crtools-prebake", d)), 0o644)
+		return p
+	}
+	bake, startSpec := copyEx("prebake.yaml"), copyEx("prebake-start.yaml")
+	appOut := filepath.Join(d, "app.out")
 	env := []string{lockDirEnv + "=" + t.TempDir()}
-	r := crtoolsRun(t, env, "apply", filepath.Join("..", "..", "examples", "prebake.yaml"))
+	r := crtoolsRun(t, env, "apply", bake)
 	if r.code != 0 {
 		t.Fatalf("bake: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -183,9 +205,9 @@ func TestExamplePrebake(t *testing.T) {
 	if jobProcState(pid) != "" {
 		t.Fatalf("baked program %d still exists (state %s)", pid, jobProcState(pid))
 	}
-	before, _ := os.ReadFile("/tmp/crtools-prebake/app.out")
+	before, _ := os.ReadFile(appOut)
 	start := time.Now()
-	r = crtoolsRun(t, env, "apply", filepath.Join("..", "..", "examples", "prebake-start.yaml"))
+	r = crtoolsRun(t, env, "apply", startSpec)
 	took := time.Since(start)
 	if r.code != 0 {
 		t.Fatalf("start: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
@@ -194,7 +216,7 @@ func TestExamplePrebake(t *testing.T) {
 	if r.journals[0].RootPid != pid {
 		t.Errorf("restored as %d, baked as %d", r.journals[0].RootPid, pid)
 	}
-	out := waitGrows(t, "/tmp/crtools-prebake/app.out", lines(string(before))+2)
+	out := waitGrows(t, appOut, lines(string(before))+2)
 	if strings.Count(out, "warmed up") != 1 {
 		t.Errorf("warmed up again:\n%s", out)
 	}

@@ -98,7 +98,7 @@ func TestPageServerCommandBrokenSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn.Write([]byte("SSH-2.0-OpenSSH_9.6\r\n\x00\x00\x00\x00"))
+	conn.Write([]byte("SSH-2.0-OpenSSH_9.6p1 Debian-5\r\n\x00\x00\x00\x00\x00\x00\x00\x00"))
 	code, stderr := waitExit(t, done)
 	conn.Close()
 	if code != "1" || !strings.Contains(stderr, "protocol error") {

@@ -261,7 +261,7 @@ func (p *remotePagemap) AddRun(vaddr uint64, data []byte, npages uint64) error {
 	for npages > 0 {
 		n := min(npages, clientFramePages)
 		chunk := data[:n*image.PageSize]
-		h := Header{Cmd: CmdAddF | image.PEPresent<<cmdBits, NrPages: uint32(n), Vaddr: vaddr, DstID: p.dst}
+		h := Header{Cmd: CmdAddF | image.PEPresent<<cmdBits, NrPages: n, Vaddr: vaddr, DstID: p.dst}
 		if err := c.sendLocked(h, chunk); err != nil {
 			return fmt.Errorf("add pages at %#x to %s: %w", vaddr, name, err)
 		}

@@ -8,10 +8,12 @@
 //
 // The protocol is CRIU's page-server protocol, so that a crtools page
 // server can receive from CRIU and a crtools dump can send to a CRIU page
-// server. It is a stream of 24-byte little-endian headers
+// server (CRIU 4.x; older CRIU used a shorter header). It is a stream of
+// 32-byte little-endian headers
 //
 //	u32 cmd       low 16 bits: command; high 16 bits: PE_* flags (ADD_F)
-//	u32 nr_pages
+//	u32 padding   (ignored)
+//	u64 nr_pages
 //	u64 vaddr
 //	u64 dst_id    pagemap id << 8 | type (1: pagemap-<pid>, 2: pagemap-shmem-<id>)
 //

@@ -506,6 +506,7 @@ func TestProtocolErrors(t *testing.T) {
 		{"too many pages", frame(Header{Cmd: CmdAdd, NrPages: MaxFramePages + 1, DstID: dst}), "over the limit"},
 		{"beyond user space", frame(Header{Cmd: CmdAdd, NrPages: 2, Vaddr: maxUserAddr - image.PageSize, DstID: dst}), "largest user address"},
 		{"wrapping", frame(Header{Cmd: CmdAdd, NrPages: 2, Vaddr: ^uint64(0) &^ (image.PageSize - 1), DstID: dst}), "largest user address"},
+		{"huge count", frame(Header{Cmd: CmdAdd, NrPages: 1 << 62, DstID: dst}), "over the limit"},
 		{"open twice", append(slices.Clone(open), open...), "opened twice"},
 		{"out of order", slices.Concat(open,
 			frame(Header{Cmd: CmdAdd, NrPages: 1, Vaddr: 0x3000, DstID: dst}), page,
@@ -533,21 +534,24 @@ func TestProtocolErrors(t *testing.T) {
 	}
 }
 
-// The wire header is CRIU's struct page_server_iov: 24 bytes, no padding,
-// little-endian fields at offsets 0, 4, 8, 16.
+// The wire header is CRIU 4.x's struct page_server_iov: 32 bytes,
+// little-endian cmd at 0, padding at 4 (ignored: C leaves it undefined),
+// nr_pages at 8, vaddr at 16, dst_id at 24.
 func TestHeaderLayout(t *testing.T) {
 	var b [HeaderSize]byte
-	h := Header{Cmd: 0x00040006, NrPages: 0x11223344, Vaddr: 0x0102030405060708, DstID: 0xa1a2a3a4a5a6a7a8}
+	h := Header{Cmd: 0x00040006, NrPages: 0x1122334455667788, Vaddr: 0x0102030405060708, DstID: 0xa1a2a3a4a5a6a7a8}
 	h.Marshal(b[:])
 	want := []byte{
 		0x06, 0x00, 0x04, 0x00,
-		0x44, 0x33, 0x22, 0x11,
+		0, 0, 0, 0,
+		0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,
 		0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,
 		0xa8, 0xa7, 0xa6, 0xa5, 0xa4, 0xa3, 0xa2, 0xa1,
 	}
 	if !bytes.Equal(b[:], want) {
 		t.Errorf("marshal % x, want % x", b, want)
 	}
+	b[4], b[7] = 0xde, 0xad // garbage padding from a C sender
 	if got := UnmarshalHeader(b[:]); got != h {
 		t.Errorf("unmarshal %+v, want %+v", got, h)
 	}

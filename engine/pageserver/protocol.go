@@ -8,10 +8,12 @@ import (
 	"github.com/crtools/crtools/engine/image"
 )
 
-// HeaderSize is the size of a header on the wire: CRIU's struct
-// page_server_iov {u32 cmd; u32 nr_pages; u64 vaddr; u64 dst_id}, which has
-// no padding.
-const HeaderSize = 24
+// HeaderSize is the size of a header on the wire: CRIU 4.x's struct
+// page_server_iov {u32 cmd; u64 nr_pages; u64 vaddr; u64 dst_id}, with the
+// 4 bytes of padding the C compiler puts after cmd. (Older CRIU had a u32
+// nr_pages and a 24-byte header; crtools does not speak that.) Senders may
+// leave garbage in the padding, so it is never read.
+const HeaderSize = 32
 
 // Commands (the low 16 bits of Header.Cmd). The values are CRIU's PS_IOV_*.
 const (
@@ -56,7 +58,7 @@ const (
 // Header is one decoded page_server_iov.
 type Header struct {
 	Cmd     uint32 // command and flags, as on the wire
-	NrPages uint32
+	NrPages uint64
 	Vaddr   uint64
 	DstID   uint64
 }
@@ -68,15 +70,16 @@ func (h Header) Command() uint32 { return h.Cmd & cmdMask }
 func (h Header) Flags() uint32 { return h.Cmd >> cmdBits }
 
 // Len is the number of page bytes the header covers.
-func (h Header) Len() uint64 { return uint64(h.NrPages) * image.PageSize }
+func (h Header) Len() uint64 { return h.NrPages * image.PageSize }
 
 // Marshal encodes h into b, which must be HeaderSize bytes long.
 func (h Header) Marshal(b []byte) {
 	_ = b[HeaderSize-1]
 	binary.LittleEndian.PutUint32(b[0:], h.Cmd)
-	binary.LittleEndian.PutUint32(b[4:], h.NrPages)
-	binary.LittleEndian.PutUint64(b[8:], h.Vaddr)
-	binary.LittleEndian.PutUint64(b[16:], h.DstID)
+	binary.LittleEndian.PutUint32(b[4:], 0) // padding
+	binary.LittleEndian.PutUint64(b[8:], h.NrPages)
+	binary.LittleEndian.PutUint64(b[16:], h.Vaddr)
+	binary.LittleEndian.PutUint64(b[24:], h.DstID)
 }
 
 // UnmarshalHeader decodes a header; b must be HeaderSize bytes long.
@@ -84,9 +87,9 @@ func UnmarshalHeader(b []byte) Header {
 	_ = b[HeaderSize-1]
 	return Header{
 		Cmd:     binary.LittleEndian.Uint32(b[0:]),
-		NrPages: binary.LittleEndian.Uint32(b[4:]),
-		Vaddr:   binary.LittleEndian.Uint64(b[8:]),
-		DstID:   binary.LittleEndian.Uint64(b[16:]),
+		NrPages: binary.LittleEndian.Uint64(b[8:]),
+		Vaddr:   binary.LittleEndian.Uint64(b[16:]),
+		DstID:   binary.LittleEndian.Uint64(b[24:]),
 	}
 }
 

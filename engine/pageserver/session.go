@@ -276,7 +276,7 @@ func (ss *session) add(h Header) error {
 	if ss.stats.Bytes+n > ss.opts.MaxBytes {
 		return &ProtocolError{Header: &h, Reason: fmt.Sprintf("session over the limit of %d bytes of pages", ss.opts.MaxBytes)}
 	}
-	if err := st.w.AddRun(h.Vaddr, nil, uint64(h.NrPages)); err != nil {
+	if err := st.w.AddRun(h.Vaddr, nil, h.NrPages); err != nil {
 		return fmt.Errorf("record run of %s: %w", st.kind.FileName(st.id), err)
 	}
 	if err := st.w.Flush(); err != nil {
@@ -286,7 +286,7 @@ func (ss *session) add(h Header) error {
 		return fmt.Errorf("receive %d pages at %#x of %s: %w", h.NrPages, h.Vaddr, st.kind.FileName(st.id), err)
 	}
 	st.end = h.Vaddr + h.Len()
-	ss.stats.Pages += uint64(h.NrPages)
+	ss.stats.Pages += h.NrPages
 	ss.stats.Bytes += n
 	ss.progress(false)
 	return nil

@@ -27,8 +27,9 @@
 //	            PE_LAZY, which crtools drops: it restores every page eagerly)
 //	PARENT(5)   "is there a parent image?": the server answers an i32 0
 //	FLUSH (0x1023)          make everything received durable; the server
-//	                        answers an i32 status (0: ok)
-//	FLUSH_N_CLOSE (0x1024)  the same, then the session ends
+//	                        answers an i32 status (0: ok). CRIU 4.x calls it
+//	                        PS_IOV_CLOSE.
+//	FLUSH_N_CLOSE (0x1024)  the same, then the session ends (PS_IOV_FORCE_CLOSE)
 //
 // HOLE (2), ADD_F with PE_PARENT (incremental dumps) and GET (7, lazy
 // pages) are refused with a clear error. There is no version handshake in

@@ -221,7 +221,11 @@ func (r *run) rollback(steps []planner.Step, recs []*StepRecord, barrier, failed
 	}
 	if barrier > 0 {
 		for j := 0; j < barrier; j++ {
-			if recs[j].Status == StatusDone {
+			switch {
+			case recs[j].Status != StatusDone:
+			case steps[j].Kind == planner.KindLock:
+				recs[j].Status = StatusUndone // released above
+			default:
 				recs[j].Status = StatusKept
 			}
 		}

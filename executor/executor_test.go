@@ -340,6 +340,9 @@ spec:
 	if j.Result != ResultFailed {
 		t.Fatalf("result %s", j.Result)
 	}
+	if stepStatus(j, "lock") != StatusUndone {
+		t.Errorf("lock %s, want undone (released)", stepStatus(j, "lock"))
+	}
 	if stepStatus(j, "finish") != StatusKept || stepStatus(j, "commit") != StatusKept {
 		t.Errorf("finish %s commit %s, want kept", stepStatus(j, "finish"), stepStatus(j, "commit"))
 	}

@@ -126,6 +126,10 @@ int main(void)
 		if (crt_pending()) {
 			CRT_CHECK(sh->error == 0, "consumer error %d: got %" PRIu64 ", want %" PRIu64, sh->error,
 				  (uint64_t)sh->bad_got, (uint64_t)sh->bad_want);
+			/* The first verify may come right after ready: give the
+			 * stream up to 3 s to move. */
+			for (int64_t end = crt_now() + 3000000000LL; sh->count <= last && crt_now() < end;)
+				crt_sleep_ms(5);
 			CRT_CHECK(sh->count > last, "stream stalled at %" PRIu64 " numbers", (uint64_t)sh->count);
 			last = sh->count;
 			crt_report();

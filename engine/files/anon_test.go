@@ -248,3 +248,35 @@ func TestInotifyWatchesKeepTheirNumbers(t *testing.T) {
 		rs.Close()
 	}
 }
+
+func init() {
+	// An eventfd owned by the helper for SIGIO with signal SIGRTMIN+1.
+	helpers["fown"] = func(string) ([]int, func() error) {
+		e, _ := unix.Eventfd(0, 0)
+		unix.FcntlInt(uintptr(e), unix.F_SETOWN, os.Getpid())
+		unix.FcntlInt(uintptr(e), unix.F_SETSIG, 35)
+		return []int{e}, func() error { return nil }
+	}
+}
+
+func TestFileOwnerAndSignal(t *testing.T) {
+	h := startHelper(t, "fown", "")
+	d := newTestDumper(t, Options{})
+	c := dumpAll(t, d, h.Pid, h.Fds)[0]
+	fo := c.Entry.GetEfd().GetFown()
+	if int(fo.GetPid()) != h.Pid || fo.GetPidType() != 1 || fo.GetSignum() != 35 {
+		t.Fatalf("owner %v, want pid %d signal 35", fo, h.Pid)
+	}
+	// Restore while the owner exists (restore runs with the puppets alive).
+	rs := NewRestorer(roundTrip(t, d.Set()), d.log)
+	defer rs.Close()
+	f, err := rs.Open(c.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, _ := unix.FcntlInt(f.Fd(), unix.F_GETOWN, 0)
+	sig, _ := unix.FcntlInt(f.Fd(), unix.F_GETSIG, 0)
+	if own != h.Pid || sig != 35 {
+		t.Errorf("restored owner %d signal %d", own, sig)
+	}
+}

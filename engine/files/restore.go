@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/engine/image/pb"
 )
@@ -125,8 +126,57 @@ func (r *Restorer) Open(id uint32, resolve Resolver) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := setFown(f, fownOf(e)); err != nil {
+		return nil, fmt.Errorf("restore owner of file %d: %w", id, err)
+	}
 	r.opened[id] = f
 	return f, nil
+}
+
+func fownOf(e *pb.FileEntry) *pb.FownEntry {
+	switch {
+	case e.GetPipe() != nil:
+		return e.GetPipe().GetFown()
+	case e.GetUsk() != nil:
+		return e.GetUsk().GetFown()
+	case e.GetEfd() != nil:
+		return e.GetEfd().GetFown()
+	case e.GetEpfd() != nil:
+		return e.GetEpfd().GetFown()
+	case e.GetSgfd() != nil:
+		return e.GetSgfd().GetFown()
+	case e.GetTfd() != nil:
+		return e.GetTfd().GetFown()
+	case e.GetIfy() != nil:
+		return e.GetIfy().GetFown()
+	case e.GetTty() != nil:
+		return e.GetTty().GetFown()
+	case e.GetReg() != nil:
+		return e.GetReg().GetFown()
+	}
+	return nil
+}
+
+// setFown gives the file the owner (the task or process group that gets
+// SIGIO) and signal it had (F_SETOWN, F_SETSIG); PIDs are restored as
+// dumped, so the owner's number is the same.
+func setFown(f *os.File, o *pb.FownEntry) error {
+	if o == nil || o.GetPid() == 0 {
+		return nil
+	}
+	own := int(o.GetPid())
+	if o.GetPidType() == 2 { // a process group: F_SETOWN takes it negated
+		own = -own
+	}
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_SETOWN, own); err != nil {
+		return os.NewSyscallError("fcntl(F_SETOWN)", err)
+	}
+	if sig := o.GetSignum(); sig != 0 {
+		if _, err := unix.FcntlInt(f.Fd(), unix.F_SETSIG, int(sig)); err != nil {
+			return os.NewSyscallError("fcntl(F_SETSIG)", err)
+		}
+	}
+	return nil
 }
 
 // Adopt makes the restorer close f with the files it created.

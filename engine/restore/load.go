@@ -112,6 +112,10 @@ func (t *taskImage) load(dir string) error {
 		if err := image.ReadOne(dir, image.Core, uint64(tid), c); err != nil {
 			return fmt.Errorf("read core of task %d: %w", tid, err)
 		}
+		if tid == t.pid && c.GetTc().GetTaskState() == taskDead {
+			t.cores[tid] = c // a zombie has nothing but its exit code
+			continue
+		}
 		if c.GetMtype() != pb.CoreEntry_X86_64 || c.GetThreadInfo() == nil || c.GetThreadInfo().GetGpregs() == nil {
 			return fmt.Errorf("read core of task %d: not an x86-64 task with registers", tid)
 		}

@@ -147,6 +147,15 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 		// reap them after the restore.
 		for _, pr := range r.procs {
 			if pr.t.dead() {
+				if comm := pr.t.core().GetTc().GetComm(); comm != "" {
+					a, err := pr.threads[0].putString(comm)
+					if err != nil {
+						return err
+					}
+					if _, err := pr.threads[0].callf("set comm", unix.SYS_PRCTL, unix.PR_SET_NAME, a); err != nil {
+						return err
+					}
+				}
 				if err := pr.threads[0].exitAs(pr.t.core().GetTc().GetExitCode()); err != nil {
 					return fmt.Errorf("make zombie %d: %w", pr.t.pid, err)
 				}

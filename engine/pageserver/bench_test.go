@@ -2,6 +2,7 @@ package pageserver
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
@@ -40,11 +41,14 @@ func (m *memcpy1GiB) time() time.Duration {
 // engine's batch size) to a page server on 127.0.0.1 and waits until it
 // has stored them, into a tmpfs directory (the transport) and into a
 // directory on disk (with the fsync a real session does). It reports GB/s
-// and the time as a multiple of a 1 GiB memcpy measured in the same run.
+// and the time as a multiple of a 1 GiB memcpy measured in the same run;
+// raw-tcp, the same bytes through a bare loopback connection, is the
+// ceiling.
 //
 //	go test -run XXX -bench Loopback1GiB -benchtime 3x ./engine/pageserver/
 func BenchmarkLoopback1GiB(b *testing.B) {
 	m := newMemcpy1GiB()
+	b.Run("raw-tcp", func(b *testing.B) { benchRawTCP(b, m) })
 	for _, where := range []string{"tmpfs", "disk"} {
 		b.Run(where, func(b *testing.B) {
 			const run = 8 << 20
@@ -103,4 +107,64 @@ func BenchmarkLoopback1GiB(b *testing.B) {
 			b.Logf("%s: 1 GiB in %v: %.2f GB/s; 1 GiB memcpy %v: ratio %.1f", where, per, gbs, mc, per.Seconds()/mc.Seconds())
 		})
 	}
+}
+
+// benchRawTCP is the ceiling: 1 GiB through a loopback TCP connection in
+// 8 MiB writes, read into a 4 MiB buffer and dropped.
+func benchRawTCP(b *testing.B, m *memcpy1GiB) {
+	const run = 8 << 20
+	buf := make([]byte, run)
+	b.SetBytes(benchBytes)
+	var total, mc time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		mc += m.time()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		ch := make(chan error, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				ch <- err
+				return
+			}
+			defer c.Close()
+			rb := make([]byte, 4<<20)
+			var n int64
+			for n < benchBytes {
+				k, err := c.Read(rb)
+				n += int64(k)
+				if err != nil {
+					ch <- err
+					return
+				}
+			}
+			ch <- nil
+		}()
+		b.StartTimer()
+		start := time.Now()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		for off := 0; off < benchBytes; off += run {
+			if _, err := c.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := <-ch; err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(start)
+		b.StopTimer()
+		c.Close()
+		ln.Close()
+	}
+	per := total / time.Duration(b.N)
+	mc /= time.Duration(b.N)
+	b.ReportMetric(benchBytes/per.Seconds()/1e9, "GB/s")
+	b.ReportMetric(per.Seconds()/mc.Seconds(), "x_memcpy")
+	b.Logf("raw-tcp: 1 GiB in %v: %.2f GB/s; 1 GiB memcpy %v: ratio %.1f", per, benchBytes/per.Seconds()/1e9, mc, per.Seconds()/mc.Seconds())
 }

@@ -31,9 +31,9 @@ var clientFramePages uint64 = MaxFramePages
 // larger ones go to the socket directly with their header in one writev.
 const smallFrame = 128 << 10
 
-// Client sends the pages of a dump to a page server. It is a PageStore:
-// the dump engine opens one sink per pagemap with CreatePages, adds runs,
-// closes the sinks, and finally calls Close, which asks the server to make
+// Client sends the pages of a dump to a page server: the dump engine
+// opens one sink per pagemap with CreatePages, adds runs, closes the
+// sinks, and finally calls Close, which asks the server to make
 // everything durable and reports whether it did. On failure call Abort:
 // the server then discards everything it received.
 //

@@ -27,29 +27,36 @@ import (
 )
 
 var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
+	binMu     sync.Mutex
+	builtBins = map[string]string{}
 )
 
-// crtoolsBin builds the crtools binary once per test run.
+// crtoolsBin builds the crtools binary into the test's temp directory
+// (removed with it; the build cache makes the second build a link).
 func crtoolsBin(t *testing.T) string {
 	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "crtools-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "crtools")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
+	binMu.Lock()
+	defer binMu.Unlock()
+	if p, ok := builtBins[t.Name()]; ok {
+		return p
 	}
+	top := t.Name()
+	if i := strings.IndexByte(top, '/'); i >= 0 {
+		top = top[:i]
+	}
+	if p, ok := builtBins[top]; ok {
+		return p
+	}
+	if top != t.Name() {
+		t.Fatal("test bug: call crtoolsBin in the top-level test before its subtests")
+	}
+	binPath := filepath.Join(t.TempDir(), "crtools")
+	out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	builtBins[top] = binPath
+	t.Cleanup(func() { binMu.Lock(); delete(builtBins, top); binMu.Unlock() })
 	// Restored detached trees are re-parented to us when crtools exits;
 	// as a subreaper we can reap them instead of leaving them to init.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
@@ -153,6 +160,7 @@ func lines(s string) int { return strings.Count(s, "\n") }
 // directory, so that a demo someone runs by hand on the same machine
 // cannot disturb the test (nor the test the demo).
 func TestExampleDemo(t *testing.T) {
+	crtoolsBin(t)
 	b, err := os.ReadFile(filepath.Join("..", "..", "examples", "demo.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -182,6 +190,7 @@ func TestExampleDemo(t *testing.T) {
 // TestExamplePrebake bakes the slow program, then starts it from its
 // images: it is serving at once, without warming up again.
 func TestExamplePrebake(t *testing.T) {
+	crtoolsBin(t)
 	// As written, with /tmp/crtools-prebake moved into the test's own
 	// temp directory (see TestExampleDemo).
 	d := t.TempDir()
@@ -250,6 +259,7 @@ func startCounter(t *testing.T, out string) *exec.Cmd {
 // times against a long computation, the computation "crashes", and
 // restore-latest.yaml brings it back from the newest snapshot.
 func TestExampleCronSnapshotsAndRestoreLatest(t *testing.T) {
+	crtoolsBin(t)
 	d := t.TempDir()
 	out := filepath.Join(d, "calc.out")
 	calc := startCounter(t, out)
@@ -334,6 +344,7 @@ func stepNames(t *testing.T, file string) []string {
 // on), it is not left stopped or traced, no images directory, no
 // temporary directory, no pre-dump side effect; exit code 1.
 func TestRealCheckpointFaultEachStep(t *testing.T) {
+	crtoolsBin(t)
 	d := t.TempDir()
 	out := filepath.Join(d, "w.out")
 	w := startCounter(t, out)
@@ -405,6 +416,7 @@ func tracerPid(pid int) int {
 // behind and the images stay as they were; finally a restore succeeds
 // with the same PID.
 func TestRealRestoreFaultEachStep(t *testing.T) {
+	crtoolsBin(t)
 	d := t.TempDir()
 	out := filepath.Join(d, "w.out")
 	lockDir := t.TempDir()
@@ -484,6 +496,7 @@ spec:
 // binary; the second exits at once with code 4 while the first holds the
 // lock, and the first completes.
 func TestRealConcurrentApply(t *testing.T) {
+	crtoolsBin(t)
 	d := t.TempDir()
 	w := startCounter(t, filepath.Join(d, "w.out"))
 	job := filepath.Join(d, "job.yaml")

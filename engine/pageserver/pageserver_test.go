@@ -441,6 +441,12 @@ func TestCRIUStream(t *testing.T) {
 	dir := t.TempDir()
 	dst := uint64(1234)<<8 | 1
 	page := func(c byte) []byte { return bytes.Repeat([]byte{c}, image.PageSize) }
+	// C senders may leave garbage in the header's padding.
+	frame := func(h Header, data ...byte) []byte {
+		b := frame(h, data...)
+		copy(b[4:8], []byte{0xde, 0xad, 0xbe, 0xef})
+		return b
+	}
 	var in []byte
 	in = append(in, frame(Header{Cmd: CmdParent, DstID: dst})...)
 	in = append(in, frame(Header{Cmd: CmdOpen2, DstID: dst})...)

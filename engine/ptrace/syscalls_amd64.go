@@ -1,6 +1,6 @@
 // Generated from the kernel's arch/x86/entry/syscalls/syscall_64.tbl (the
 // "common" and "64" entries; the x32-only numbers 512+ are left out):
-// numbers 0..469 as in Linux 6.18, plus listns (470) of Linux 6.19, which
+// numbers 0..469 as in Linux 6.18, plus listns (470) of a later kernel, which
 // 6.18 answers with ENOSYS. Regenerate the whole table rather than edit it.
 
 package ptrace

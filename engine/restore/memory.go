@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -273,6 +274,9 @@ func (p *puppet) fillRuns(dir string, pagesID uint32, start int64, runs []iovec)
 	if err != nil {
 		return 0, err
 	}
+	if !fillByPreadv {
+		return p.writeRuns(path, start, runs)
+	}
 	fd, err := p.openat(path, unix.O_RDONLY|unix.O_CLOEXEC)
 	if err != nil {
 		return 0, fmt.Errorf("open %s in task %d: %w", path, p.pid, err)
@@ -297,6 +301,10 @@ func (p *puppet) fillRuns(dir string, pagesID uint32, start int64, runs []iovec)
 			total += r.Len
 			runs = runs[1:]
 		}
+		t0 := time.Now()
+		p.populate(batch)
+		p.populateTime += time.Since(t0)
+		t0 = time.Now()
 		for total > 0 {
 			addr, err := p.put(putIovecs(batch))
 			if err != nil {
@@ -323,6 +331,7 @@ func (p *puppet) fillRuns(dir string, pagesID uint32, start int64, runs []iovec)
 				n = 0
 			}
 		}
+		p.readTime += time.Since(t0)
 	}
 	return off - start, nil
 }
@@ -372,4 +381,116 @@ func hasPages(pm *image.PageIndex, start, end uint64) bool {
 		}
 	}
 	return false
+}
+
+// madvPopulateWrite is MADV_POPULATE_WRITE (Linux 5.14).
+const madvPopulateWrite = 23
+
+// populateMin is the smallest run worth one more injected syscall.
+const populateMin = 64 << 10
+
+// populate pre-faults the bigger runs with MADV_POPULATE_WRITE before the
+// preadv fills them. Faulting page by page from copy_to_user costs one
+// exception per 4 KiB page, which virtual machines make very expensive
+// (measured here: 5-9 s per GiB against 0.2-0.5 s for the populate); the
+// kernel populates a range in one go. Failure (an old kernel) only costs
+// speed.
+func (p *puppet) populate(runs []iovec) {
+	if p.noPopulate {
+		return
+	}
+	for _, r := range runs {
+		if r.Len < populateMin {
+			continue
+		}
+		if _, err := p.call(unix.SYS_MADVISE, r.Base, r.Len, madvPopulateWrite); err != nil {
+			if isErrno(err, unix.EINVAL) {
+				p.noPopulate = true
+				return
+			}
+			p.log.Debug().Err(err).Msg("MADV_POPULATE_WRITE failed")
+		}
+	}
+}
+
+// fillByPreadv selects the in-puppet preadv fill instead of writeRuns.
+// The design's first choice (one copy, from the page cache into the task)
+// measured 2.3 s for 1 GiB on this machine against 0.5-0.8 s for
+// writeRuns, for the reason writeRuns explains; it stays for kernels and
+// machines where faulting through the task's page tables is cheap.
+var fillByPreadv = false
+
+// fillBufSize is the buffer writeRuns reads the pages file through: big
+// enough for few syscalls, small enough to stay faulted in and cached.
+const fillBufSize = 32 << 20
+
+// writeRuns copies the runs from the pages file (read from offset start,
+// back to back) into the puppet with process_vm_writev from crtools. The
+// kernel writes the puppet's pages through its own mapping of physical
+// memory (get_user_pages), so the puppet's page tables are never walked by
+// a faulting access: under a hypervisor with shadow paging (this machine
+// runs PVM) each first touch of a page through a user mapping costs a VM
+// exit, about 13 µs per 4 KiB, which made an in-puppet preadv of 1 GiB
+// take 3-9 s. The copy through crtools' buffer costs one memcpy more.
+// The pages the puppet gets are plain anonymous pages.
+func (p *puppet) writeRuns(path string, start int64, runs []iovec) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("open pages file: %w", err)
+	}
+	defer f.Close()
+	buf := make([]byte, fillBufSize)
+	off := start
+	t0 := time.Now()
+	for len(runs) > 0 {
+		// Fill the buffer with the next runs.
+		var local []unix.Iovec
+		var remote []unix.RemoteIovec
+		n := 0
+		for len(runs) > 0 && n < len(buf) && len(remote) < maxIovecs {
+			r := runs[0]
+			take := min(int(r.Len), len(buf)-n)
+			remote = append(remote, unix.RemoteIovec{Base: uintptr(r.Base), Len: take})
+			n += take
+			if uint64(take) == r.Len {
+				runs = runs[1:]
+			} else {
+				runs[0] = iovec{Base: r.Base + uint64(take), Len: r.Len - uint64(take)}
+			}
+		}
+		if _, err := f.ReadAt(buf[:n], off); err != nil {
+			return off - start, fmt.Errorf("read %s at %d: %w", path, off, err)
+		}
+		local = append(local, unix.Iovec{Base: &buf[0], Len: uint64(n)})
+		for done := 0; done < n; {
+			w, err := unix.ProcessVMWritev(p.pid, local, remote, 0)
+			if err != nil {
+				return off - start, fmt.Errorf("write pages into task %d: %w", p.pid, err)
+			}
+			if w == 0 {
+				return off - start, fmt.Errorf("write pages into task %d: no progress", p.pid)
+			}
+			done += w
+			if done >= n {
+				break
+			}
+			// Drop what was written (a short write stops at an iovec
+			// boundary or inside one).
+			local[0].Base = &buf[done]
+			local[0].Len = uint64(n - done)
+			for w > 0 && len(remote) > 0 {
+				if remote[0].Len <= w {
+					w -= remote[0].Len
+					remote = remote[1:]
+					continue
+				}
+				remote[0].Base += uintptr(w)
+				remote[0].Len -= w
+				w = 0
+			}
+		}
+		off += int64(n)
+	}
+	p.readTime += time.Since(t0)
+	return off - start, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -35,6 +36,10 @@ type puppet struct {
 	// call; it is copied into the puppet with one write before the call.
 	scratch []byte
 	calls   int // injected syscalls, for the cost log
+
+	noPopulate bool // MADV_POPULATE_WRITE is not there (kernel < 5.14)
+
+	populateTime, readTime time.Duration // memory fill, for the cost log
 }
 
 // trampoline is where the trampoline sits in every puppet of a restore.

@@ -298,6 +298,7 @@ func (r *restorer) RestoreState(ctx context.Context) error {
 			calls += th.calls
 		}
 		r.log.Debug().Int("pid", pr.t.pid).Dur("took", time.Since(start)).Int64("bytes", filled).
+			Dur("populate", pr.threads[0].populateTime).Dur("read", pr.threads[0].readTime).
 			Int("syscalls", calls).Msg("task state restored")
 	}
 	// Every task holds its own copies of the special files now; crtools

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -267,14 +266,28 @@ func (d *Dumper) killAll() error {
 			first = fmt.Errorf("kill pid %d: %w", t.pid, err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for _, th := range d.allThreads() {
-		for time.Now().Before(deadline) {
+	// Reap the other threads before the leaders: a traced thread that
+	// died stays until its tracer waits for it, and a leader is reported
+	// only once every other thread of its process is gone.
+	var order []*thread
+	for _, t := range d.tasks {
+		if len(t.threads) > 1 {
+			order = append(order, t.threads[1:]...)
+		}
+	}
+	for _, t := range d.tasks {
+		if len(t.threads) > 0 {
+			order = append(order, t.threads[0])
+		}
+	}
+	for _, th := range order {
+		for i := 0; i < 100; i++ {
 			ws, err := ptrace.Wait(th.tid)
 			if err != nil || ws.Exited() || ws.Signaled() {
 				break
 			}
-			// A stop reported before the kill took effect: let it die.
+			// A stop reported before the kill took effect (or the
+			// exit event): let it die.
 			_ = ptrace.Cont(th.tid, 0)
 		}
 	}

@@ -420,8 +420,6 @@ func shortDuration(d time.Duration) string {
 // rather than run without them.
 func unsupportedOptions(o spec.Options) error {
 	switch {
-	case o.TCPEstablished:
-		return &NotSupportedError{Field: "spec.options.tcpEstablished", What: "checkpointing established TCP connections (--tcp-established)"}
 	case o.Root != "":
 		return &NotSupportedError{Field: "spec.options.root", What: "changing the root filesystem (-r/--root)"}
 	}

@@ -194,13 +194,22 @@ func (d *Dumper) Finish(mode engine.FinishMode) error {
 		return fmt.Errorf("finish dump: tree is not frozen")
 	}
 	var err error
+	// Established TCP sockets dumped in repair mode (engine/files): a
+	// tree that lives on gets them out of repair mode first; a killed
+	// one's close silently in it (the network lock stays for restore).
+	if d.state != nil && d.state.special != nil && mode != engine.FinishKill {
+		err = d.state.special.ReleaseTCP(false)
+	}
 	switch mode {
 	case engine.FinishLeaveRunning:
-		err = d.tr.Do(d.detachAll)
+		err = errors.Join(err, d.tr.Do(d.detachAll))
 	case engine.FinishLeaveStopped:
-		err = d.tr.Do(d.detachStopped)
+		err = errors.Join(err, d.tr.Do(d.detachStopped))
 	case engine.FinishKill:
 		err = d.tr.Do(d.killAll)
+		if d.state != nil && d.state.special != nil {
+			err = errors.Join(err, d.state.special.ReleaseTCP(true))
+		}
 	default:
 		err = fmt.Errorf("finish dump: unknown mode %d", mode)
 	}

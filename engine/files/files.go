@@ -47,8 +47,8 @@
 // sender addresses of queued datagrams, data sent into a connection not
 // accepted yet (refused), queued inotify events, the time a timer spent
 // checkpointed (timers resume with the remaining time they had),
-// pseudo-terminal pairs inside the tree (refused), inet sockets (refused
-// here; another package's). A pipe end held outside the tree (a shell's
+// pseudo-terminal pairs inside the tree (refused); for inet sockets see
+// inet.go. A pipe end held outside the tree (a shell's
 // `prog | tee log` seen from prog) is not detected: restore gives the task
 // a new pipe whose other end only crtools held, so its reader sees EOF
 // after the saved data, or its writer EPIPE, as if the outside end had
@@ -91,6 +91,9 @@ type Options struct {
 	// device (found in /dev).
 	EvasiveDevices bool
 	GhostLimit     int64 // 0: DefaultGhostLimit
+	// TCPEstablished (--tcp-established): dump established TCP
+	// connections in repair mode (inet_tcp.go) instead of refusing them.
+	TCPEstablished bool
 	// NextID allocates file ids; nil: the dumper counts from 1. Give the
 	// engine's allocator so that ids do not collide with regular files.
 	NextID func() uint32
@@ -168,6 +171,8 @@ type Set struct {
 	Locks []*pb.FileLockEntry
 	// TtyInfo by tty info id.
 	TtyInfo map[uint32]*pb.TtyInfoEntry
+	// TCPStreams by socket inode: established TCP connections.
+	TCPStreams map[uint32]*TCPStream
 }
 
 // NewSet returns an empty Set.
@@ -180,6 +185,7 @@ func NewSet() *Set {
 		linkRemapIDs: map[uint32]uint32{},
 		Icons:        map[uint32][]uint32{},
 		TtyInfo:      map[uint32]*pb.TtyInfoEntry{},
+		TCPStreams:   map[uint32]*TCPStream{},
 	}
 }
 
@@ -215,6 +221,9 @@ type Dumper struct {
 	// pipeModes: for each pipe inode held in the tree, 1 if a read end
 	// and 2 if a write end is (see checkOtherEnd).
 	pipeModes map[uint64]int
+	inetTab   map[inetKey]map[uint32]*sockdiag.InetSocket
+	// repaired: established TCP sockets put in repair mode (ReleaseTCP).
+	repaired []repairedSock
 }
 
 // NewDumper returns a dumper. Close it to release the pidfds it keeps.
@@ -251,6 +260,9 @@ func (d *Dumper) Close() error {
 // --link-remap created. Call it when the dump fails.
 func (d *Dumper) Rollback() error {
 	var errs []error
+	if err := d.ReleaseTCP(false); err != nil {
+		errs = append(errs, err)
+	}
 	for _, l := range d.links {
 		if err := os.Remove(l); err != nil && !os.IsNotExist(err) {
 			errs = append(errs, fmt.Errorf("remove link-remap name: %w", err))
@@ -376,6 +388,8 @@ func (d *Dumper) Dump(pid, fd int) (*Collected, error) {
 		err = d.dumpFifo(c, e, f, &st, link, fileFlags, fown, info)
 	case pb.FdTypes_UNIXSK:
 		err = d.dumpUnix(c, e, f, &st, fileFlags, fown, info, desc)
+	case pb.FdTypes_INETSK:
+		err = d.dumpInet(c, e, f, &st, fileFlags, fown, desc)
 	case pb.FdTypes_EVENTFD:
 		err = dumpEventfd(e, c.ID, fileFlags, fown, info)
 	case pb.FdTypes_EVENTPOLL:
@@ -414,10 +428,13 @@ func classify(link string, st *unix.Stat_t, f *os.File) (pb.FdTypes, error) {
 		if err != nil {
 			return 0, fmt.Errorf("get socket domain: %w", os.NewSyscallError("getsockopt", err))
 		}
-		if dom != unix.AF_UNIX {
-			return 0, fmt.Errorf("socket of address family %d: %w", dom, ErrUnsupported)
+		switch dom {
+		case unix.AF_UNIX:
+			return pb.FdTypes_UNIXSK, nil
+		case unix.AF_INET, unix.AF_INET6:
+			return pb.FdTypes_INETSK, nil
 		}
-		return pb.FdTypes_UNIXSK, nil
+		return 0, fmt.Errorf("socket of address family %d: %w", dom, ErrUnsupported)
 	case link == "anon_inode:[eventfd]":
 		return pb.FdTypes_EVENTFD, nil
 	case link == "anon_inode:[eventpoll]":

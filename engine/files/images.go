@@ -19,6 +19,7 @@ import (
 //	remap-fpath.img                RemapFilePathEntry (GHOST or LINKED)
 //	ghost-file-<id>.img            GhostFileEntry + the contents
 //	file-locks.img, tty-info.img
+//	tcp-stream-<inode>.img         TcpStreamEntry + receive queue + send queue
 //
 // A link-remapped file is, as in CRIU, a REG entry for the hidden name
 // (added to Set.Files at dump time) named by remap_id. The order of pending
@@ -149,6 +150,9 @@ func WriteImages(dir string, set *Set) error {
 			return err
 		}
 	}
+	if err := writeTCPStreams(dir, set); err != nil {
+		return err
+	}
 	if len(set.TtyInfo) > 0 {
 		var tids []uint32
 		for id := range set.TtyInfo {
@@ -238,6 +242,9 @@ func ReadImages(dir string, files []*pb.FileEntry) (*Set, error) {
 	}
 	for _, e := range es {
 		set.Locks = append(set.Locks, e.Msg.(*pb.FileLockEntry))
+	}
+	if err := readTCPStreams(dir, set); err != nil {
+		return nil, err
 	}
 	if es, err = read(image.TTYInfo, 0); err != nil {
 		return nil, err

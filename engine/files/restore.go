@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/netlock"
 )
 
 // Restorer recreates the objects of a Set in crtools. Open returns, for a
@@ -36,6 +37,8 @@ type Restorer struct {
 	// link-remap names opened; removed by Close
 	remapNames map[string]bool
 	keep       []*os.File
+	// tcpConns: established connections restored (and unlocked).
+	tcpConns []netlock.Conn
 }
 
 // NewRestorer indexes set for restore.
@@ -74,7 +77,7 @@ func (r *Restorer) Handles(id uint32) bool {
 	}
 	switch e.GetType() {
 	case pb.FdTypes_PIPE, pb.FdTypes_FIFO, pb.FdTypes_UNIXSK, pb.FdTypes_EVENTFD, pb.FdTypes_EVENTPOLL,
-		pb.FdTypes_SIGNALFD, pb.FdTypes_TIMERFD, pb.FdTypes_INOTIFY, pb.FdTypes_TTY:
+		pb.FdTypes_SIGNALFD, pb.FdTypes_TIMERFD, pb.FdTypes_INOTIFY, pb.FdTypes_TTY, pb.FdTypes_INETSK:
 		return true
 	}
 	return false
@@ -100,6 +103,8 @@ func (r *Restorer) Open(id uint32, resolve Resolver) (*os.File, error) {
 		f, err = r.openFifo(e)
 	case pb.FdTypes_UNIXSK:
 		f, err = r.openUnix(e)
+	case pb.FdTypes_INETSK:
+		f, err = r.openInet(e)
 	case pb.FdTypes_EVENTFD:
 		f, err = openEventfd(e)
 	case pb.FdTypes_EVENTPOLL:
@@ -139,6 +144,8 @@ func fownOf(e *pb.FileEntry) *pb.FownEntry {
 		return e.GetPipe().GetFown()
 	case e.GetUsk() != nil:
 		return e.GetUsk().GetFown()
+	case e.GetIsk() != nil:
+		return e.GetIsk().GetFown()
 	case e.GetEfd() != nil:
 		return e.GetEfd().GetFown()
 	case e.GetEpfd() != nil:

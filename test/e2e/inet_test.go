@@ -1,0 +1,108 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/crtools/crtools/engine/netlock"
+	"github.com/crtools/crtools/test/harness"
+)
+
+// TCP and IPv6 listeners with options, a bound UDP socket: dumped without
+// --tcp-established (nothing established), restored on the same ports.
+func TestInetListenersAndUDP(t *testing.T) {
+	dumpRestoreVerify(t, harness.BuildC(t, "inet.c"))
+}
+
+// A connection to a peer outside the tree (the test) and one inside the
+// tree: refused without --tcp-established (naming the descriptor, the
+// addresses and the option), dumped with it; while the dumped side is
+// gone the peer sends, the connection is locked; after restore the stream
+// goes on with nothing lost or repeated and the lock is gone.
+func TestInetEstablishedConnections(t *testing.T) {
+	harness.RequireRoot(t)
+	rp := harness.Subreaper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	w := harness.StartWorkload(t, harness.BuildC(t, "inet.c"), fmt.Sprint(ln.Addr().(*net.TCPAddr).Port))
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Second))
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("accept the workload's connection: %v", err)
+	}
+	defer conn.Close()
+	rd := bufio.NewReader(conn)
+	next := 0
+	// verify has the workload read the previous ack and send its next
+	// seq; the test checks the number and, unless told not to, acks.
+	verify := func(ack bool) {
+		t.Helper()
+		w.MustVerify(15 * time.Second)
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		line, err := rd.ReadString('\n')
+		if err != nil || line != fmt.Sprintf("seq %d\n", next) {
+			t.Fatalf("peer read %q (%v), want seq %d", line, err, next)
+		}
+		if ack {
+			if _, err := fmt.Fprintf(conn, "ack %d\n", next); err != nil {
+				t.Fatalf("peer write: %v", err)
+			}
+		}
+		next++
+	}
+	w.MustReady(10 * time.Second)
+	verify(true)
+
+	refused := filepath.Join(t.TempDir(), "refused")
+	code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", refused)
+	local := conn.RemoteAddr().String()
+	if code != 1 || !strings.Contains(out, "--tcp-established") || !strings.Contains(out, fmt.Sprintf("fd 53 of pid %d", w.Pid)) ||
+		!strings.Contains(out, local) || !strings.Contains(out, conn.LocalAddr().String()) {
+		t.Fatalf("dump without --tcp-established: exit %d\n%s", code, out)
+	}
+	verify(false)
+
+	dir := filepath.Join(t.TempDir(), "images")
+	code, out = crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir, "--tcp-established", "-v", "2", "-o", filepath.Join(w.Dir, "dump.log"))
+	if code != 0 {
+		t.Fatalf("crtools dump --tcp-established: exit %d\n%s\n%s", code, out, readLog(w, "dump.log"))
+	}
+	select {
+	case <-w.Exited():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("dumped workload %d did not die", w.Pid)
+	}
+	rp.Forget(w.Pid)
+	lc := netlock.Conn{Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(conn.LocalAddr().String())}
+	defer netlock.Unlock(lc)
+	if ok, err := netlock.Locked(lc); err != nil || !ok {
+		t.Fatalf("connection %s is not locked after the dump (%v)", lc, err)
+	}
+	// The ack of the last seq goes out while the workload is gone.
+	if _, err := fmt.Fprintf(conn, "ack %d\n", next-1); err != nil {
+		t.Fatalf("peer write while locked: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+
+	restoreDetached(t, w, dir)
+	if ok, err := netlock.Locked(lc); err != nil || ok {
+		t.Errorf("connection %s still locked after restore (%v)", lc, err)
+	}
+	verify(true)
+	verify(true)
+	if err := w.VerifyAndExit(15 * time.Second); err != nil {
+		t.Fatalf("after restore, verify and exit: %v\n%s", err, readLog(w, "restore.log"))
+	}
+	if ws, err := rp.WaitPid(w.Pid, 10*time.Second); err != nil || !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Fatalf("restored workload: %v %v\n%s", ws, err, w.Output())
+	}
+}

@@ -17,7 +17,9 @@ import (
 	"github.com/crtools/crtools/engine/pageserver"
 )
 
-// WriteImages writes the image files of the collected tree into dir.
+// WriteImages writes the image files of the collected tree into dir. The
+// pages files are fsynced; the small images are not (see writeImage): the
+// executor's commit step fsyncs the whole directory before renaming it.
 func (d *Dumper) WriteImages(ctx context.Context, dir string) error {
 	start := time.Now()
 	d.mu.Lock()
@@ -83,14 +85,14 @@ func (s *dumpState) writeMeta(dir string) error {
 		Lsmtype:       pb.Lsmtype_NO_LSM.Enum(),
 		DumpCriuRunId: proto.String(runID()),
 	}
-	if err := image.WriteFile(dir, image.Inventory, 0, inv); err != nil {
+	if err := writeImage(dir, image.Inventory, 0, inv); err != nil {
 		return fmt.Errorf("write inventory: %w", err)
 	}
 	var pstree []proto.Message
 	for _, ts := range s.tasks {
 		pstree = append(pstree, ts.pstree)
 	}
-	if err := image.WriteFile(dir, image.Pstree, 0, pstree...); err != nil {
+	if err := writeImage(dir, image.Pstree, 0, pstree...); err != nil {
 		return fmt.Errorf("write process tree: %w", err)
 	}
 	for _, ts := range s.tasks {
@@ -100,27 +102,27 @@ func (s *dumpState) writeMeta(dir string) error {
 			if i > 0 {
 				tid = uint64(ts.t.threads[i].tid)
 			}
-			if err := image.WriteFile(dir, image.Core, tid, c); err != nil {
+			if err := writeImage(dir, image.Core, tid, c); err != nil {
 				return fmt.Errorf("write core of thread %d: %w", tid, err)
 			}
 		}
 		if ts.t.zombie {
 			continue
 		}
-		if err := image.WriteFile(dir, image.IDs, pid, ts.ids); err != nil {
+		if err := writeImage(dir, image.IDs, pid, ts.ids); err != nil {
 			return fmt.Errorf("write ids of pid %d: %w", pid, err)
 		}
-		if err := image.WriteFile(dir, image.MM, pid, ts.mm); err != nil {
+		if err := writeImage(dir, image.MM, pid, ts.mm); err != nil {
 			return fmt.Errorf("write memory map of pid %d: %w", pid, err)
 		}
-		if err := image.WriteFile(dir, image.FS, pid, ts.fs); err != nil {
+		if err := writeImage(dir, image.FS, pid, ts.fs); err != nil {
 			return fmt.Errorf("write fs of pid %d: %w", pid, err)
 		}
 		var fds []proto.Message
 		for _, f := range ts.fds {
 			fds = append(fds, f)
 		}
-		if err := image.WriteFile(dir, image.Fdinfo, uint64(ts.ids.GetFilesId()), fds...); err != nil {
+		if err := writeImage(dir, image.Fdinfo, uint64(ts.ids.GetFilesId()), fds...); err != nil {
 			return fmt.Errorf("write fds of pid %d: %w", pid, err)
 		}
 	}
@@ -131,7 +133,7 @@ func (s *dumpState) writeMeta(dir string) error {
 	for _, e := range s.special.Set().Files {
 		files = append(files, e)
 	}
-	if err := image.WriteFile(dir, image.Files, 0, files...); err != nil {
+	if err := writeImage(dir, image.Files, 0, files...); err != nil {
 		return fmt.Errorf("write files: %w", err)
 	}
 	if err := specialfiles.WriteImages(dir, s.special.Set()); err != nil {
@@ -147,6 +149,8 @@ const (
 	batchBytes = 8 << 20
 	maxIov     = 1024
 	nBuffers   = 3
+	// writebackEvery bytes of pages, writeback of the pages file starts.
+	writebackEvery = 64 << 20
 )
 
 type batch struct {
@@ -182,7 +186,7 @@ func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, 
 		copyTime = readBatches(ctx, pid, ts.pages, free, full, stop)
 	}()
 	var werr error
-	var total int64
+	var total, kicked int64
 	for b := range full {
 		if werr == nil && b.err != nil {
 			werr = b.err
@@ -200,6 +204,15 @@ func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, 
 			}
 			if d.opts.Progress != nil {
 				d.opts.Progress(total, 0)
+			}
+			// Start writeback of what is written so far, so that the
+			// disk works while we copy and the final fsync has little
+			// left to do (no effect on tmpfs).
+			if total-kicked >= writebackEvery {
+				if lw, ok := pw.(*image.PagesWriter); ok {
+					_ = unix.SyncFileRange(int(lw.PagesFile().Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+				}
+				kicked = total
 			}
 		}
 		if werr != nil {

@@ -373,6 +373,9 @@ func restoreSkOpts(fd int, o *pb.SkOptsEntry) error {
 // openInet creates the socket of entry e in crtools.
 func (r *Restorer) openInet(e *pb.FileEntry) (*os.File, error) {
 	ie := e.GetIsk()
+	if err := r.checkInet(ie); err != nil {
+		return nil, err
+	}
 	fd, err := unix.Socket(int(ie.GetFamily()), int(ie.GetType())|unix.SOCK_CLOEXEC, int(ie.GetProto()))
 	if err != nil {
 		return nil, fmt.Errorf("restore inet socket %d: %w", ie.GetIno(), os.NewSyscallError("socket", err))
@@ -447,4 +450,28 @@ func b2int(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// CheckOptions refuses, before anything is created, images that need an
+// option the restore was not given: established TCP connections need
+// --tcp-established.
+func (r *Restorer) CheckOptions() error {
+	if r.TCPEstablished {
+		return nil
+	}
+	for _, e := range r.set.Files {
+		if err := r.checkInet(e.GetIsk()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Restorer) checkInet(ie *pb.InetSkEntry) error {
+	if r.TCPEstablished || ie == nil || ie.GetProto() != unix.IPPROTO_TCP || ie.GetState() != tcpEstablished {
+		return nil
+	}
+	_, lap := wordsAddr(ie.GetSrcAddr(), ie.GetSrcPort(), ie.GetFamily())
+	_, pap := wordsAddr(ie.GetDstAddr(), ie.GetDstPort(), ie.GetFamily())
+	return fmt.Errorf("restore inet socket %d: established TCP connection %s -> %s: restore it with --tcp-established", ie.GetIno(), lap, pap)
 }

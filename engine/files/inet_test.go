@@ -84,6 +84,7 @@ func inetRoundTrip(t *testing.T, opts Options, fds ...int) (*Restorer, []*Collec
 		t.Fatal(err)
 	}
 	r := NewRestorer(set, zerolog.Nop())
+	r.TCPEstablished = opts.TCPEstablished
 	t.Cleanup(func() { r.Close() })
 	return r, cs, d
 }
@@ -287,6 +288,11 @@ func TestInetEstablishedRoundTrip(t *testing.T) {
 		t.Fatalf("tcp stream %v", s.Entry)
 	}
 	t.Logf("dumped: %d bytes in the receive queue, %d in the send queue", s.Entry.GetInqLen(), s.Entry.GetOutqLen())
+	r.TCPEstablished = false
+	if err := r.CheckOptions(); err == nil || !strings.Contains(err.Error(), "--tcp-established") || !strings.Contains(err.Error(), local.String()) {
+		t.Fatalf("restore check without TCPEstablished: %v", err)
+	}
+	r.TCPEstablished = true
 	if ok, err := netlock.Locked(conn); err != nil || !ok {
 		t.Fatalf("connection %s not locked after dump (%v)", conn, err)
 	}

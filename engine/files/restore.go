@@ -22,6 +22,9 @@ type Restorer struct {
 	// ShellTTY is the terminal given to tasks whose terminal came from
 	// outside (-j/--shell-job); nil refuses them.
 	ShellTTY *os.File
+	// TCPEstablished (--tcp-established) allows restoring established
+	// TCP connections; without it CheckOptions and Open refuse them.
+	TCPEstablished bool
 
 	set       *Set
 	log       zerolog.Logger

@@ -80,6 +80,13 @@ func (r *restorer) Load(ctx context.Context) error {
 			return fmt.Errorf("restore task %d: task state %d: %w", t.pid, st, engine.ErrNotSupported)
 		}
 	}
+	if img.special != nil {
+		// Established TCP connections need --tcp-established (inet.go).
+		img.special.TCPEstablished = r.opts.TCPEstablished
+		if err := img.special.CheckOptions(); err != nil {
+			return err
+		}
+	}
 	r.img = img
 	if r.opts.ShellJob && img.special != nil {
 		img.special.ShellTTY = shellTTY() // special.go

@@ -23,8 +23,9 @@ func TestInetListenersAndUDP(t *testing.T) {
 // A connection to a peer outside the tree (the test) and one inside the
 // tree: refused without --tcp-established (naming the descriptor, the
 // addresses and the option), dumped with it; while the dumped side is
-// gone the peer sends, the connection is locked; after restore the stream
-// goes on with nothing lost or repeated and the lock is gone.
+// gone the peer sends, the connection is locked; restore refuses the
+// images without --tcp-established and, with it, the stream goes on with
+// nothing lost or repeated and the lock is gone.
 func TestInetEstablishedConnections(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
@@ -93,7 +94,14 @@ func TestInetEstablishedConnections(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 
-	restoreDetached(t, w, dir)
+	code, out = crtools(t, "restore", "-D", dir, "-d")
+	if code != 1 || !strings.Contains(out, "--tcp-established") || !strings.Contains(out, local) {
+		t.Fatalf("restore without --tcp-established: exit %d\n%s", code, out)
+	}
+	code, out = crtools(t, "restore", "-D", dir, "-d", "--tcp-established", "-v", "2", "-o", filepath.Join(w.Dir, "restore.log"))
+	if code != 0 {
+		t.Fatalf("crtools restore --tcp-established: exit %d\n%s\n%s", code, out, readLog(w, "restore.log"))
+	}
 	if ok, err := netlock.Locked(lc); err != nil || ok {
 		t.Errorf("connection %s still locked after restore (%v)", lc, err)
 	}

@@ -246,12 +246,28 @@ func (p *pageScanner) scanIoctl(start, end uint64) ([]pageRange, error) {
 	const inverted = pageIsFile | pageIsPFNZero
 	const mask = pageIsFile | pageIsPFNZero
 	const anyof = pageIsPresent | pageIsSwapped
+	start0 := start
 	for start < end {
 		n, walkEnd, err := pagemapScan(int(p.f.Fd()), start, end, p.vec, inverted, mask, anyof, pageIsPresent|pageIsSwapped)
 		if err != nil {
 			return nil, err
 		}
 		for _, r := range p.vec[:n] {
+			// A walk that stopped because vec was full may report
+			// again, on the next call, pages it already reported
+			// (huge pages are walked whole): keep each page once.
+			if k := len(out); k > 0 && r.Start < out[k-1].end {
+				r.Start = out[k-1].end
+			}
+			if r.Start < start0 {
+				r.Start = start0
+			}
+			if r.End > end {
+				r.End = end
+			}
+			if r.End <= r.Start {
+				continue
+			}
 			if k := len(out); k > 0 && out[k-1].end == r.Start {
 				out[k-1].end = r.End // present and swapped neighbours
 				continue
@@ -262,6 +278,9 @@ func (p *pageScanner) scanIoctl(start, end uint64) ([]pageRange, error) {
 			return nil, fmt.Errorf("PAGEMAP_SCAN made no progress at %#x", start)
 		}
 		start = walkEnd
+		if k := len(out); k > 0 && out[k-1].end > start {
+			start = out[k-1].end
+		}
 	}
 	return out, nil
 }

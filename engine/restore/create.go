@@ -208,6 +208,24 @@ func readMaps(pid int) ([]span, error) {
 // clone injects clone3 with set_tid = tid into the puppet and returns the
 // new task's puppet, stopped. flags and exitSignal are clone3's.
 func (p *puppet) clone(flags, exitSignal uint64, tid int) (*puppet, error) {
+	// A PID that was checked free can still be busy for a moment: the
+	// last thread of a killed process, a zombie being released. Retry
+	// while no live process holds it.
+	deadline := time.Now().Add(zombieWait)
+	for {
+		c, err := p.clone1(flags, exitSignal, tid)
+		var inUse *PidInUseError
+		if !errors.As(err, &inUse) || time.Now().After(deadline) {
+			return c, err
+		}
+		if state, _, serr := pidState(tid); serr == nil && state != "Z" && state != "X" {
+			return c, err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (p *puppet) clone1(flags, exitSignal uint64, tid int) (*puppet, error) {
 	setTid := make([]byte, 4)
 	le.PutUint32(setTid, uint32(tid))
 	tidAddr, err := p.put(setTid)

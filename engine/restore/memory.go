@@ -439,7 +439,11 @@ func (p *puppet) writeRuns(path string, start int64, runs []iovec) (int64, error
 		return 0, fmt.Errorf("open pages file: %w", err)
 	}
 	defer f.Close()
-	buf := make([]byte, fillBufSize)
+	var total uint64
+	for _, r := range runs {
+		total += r.Len
+	}
+	buf := p.tr.fillBuffer(int(min(total, fillBufSize)))
 	off := start
 	t0 := time.Now()
 	for len(runs) > 0 {
@@ -493,4 +497,15 @@ func (p *puppet) writeRuns(path string, start int64, runs []iovec) (int64, error
 	}
 	p.readTime += time.Since(t0)
 	return off - start, nil
+}
+
+// fillBuffer returns a buffer of at least n bytes, shared by every puppet
+// of the restore (they are filled one after the other on the tracer
+// thread): allocating and faulting in a fresh one per task cost more than
+// a small task's whole restore.
+func (t *trampoline) fillBuffer(n int) []byte {
+	if len(t.fillBuf) < n {
+		t.fillBuf = make([]byte, n)
+	}
+	return t.fillBuf[:n]
 }

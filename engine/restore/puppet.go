@@ -48,6 +48,8 @@ type trampoline struct {
 	size        uint64 // whole mapping
 	scratch     uint64 // first byte of the scratch area
 	scratchSize uint64
+
+	fillBuf []byte // crtools-side buffer for page copies (fillBuffer)
 }
 
 // trampolineCode is `syscall; int3`.

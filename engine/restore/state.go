@@ -21,9 +21,11 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 
 	// Signals stay blocked while the puppet is driven: a signal would
 	// only cause a stop we must suppress. The dumped mask is set at the
-	// very end.
+	// very end. SIGTRAP stays unblocked: the int3 of every injection
+	// forces one, and a forced signal that is blocked resets its handler
+	// to SIG_DFL (a Go program's SIGTRAP handler was lost that way).
 	for _, th := range pr.threads {
-		if err := ptrace.SetSigmask(th.pid, ^uint64(0)); err != nil {
+		if err := ptrace.SetSigmask(th.pid, ^uint64(0)&^(1<<(unix.SIGTRAP-1))); err != nil {
 			return 0, err
 		}
 	}

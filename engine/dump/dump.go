@@ -65,6 +65,7 @@ type Dumper struct {
 	frozen   bool
 	finished bool
 	state    *dumpState // what Collect found
+	bufs     [][]byte   // batch buffers for page copies, reused across tasks
 
 	Timings Timings
 }

@@ -174,10 +174,33 @@ func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, 
 		}
 	}()
 
-	free := make(chan []byte, nBuffers)
-	for i := 0; i < nBuffers; i++ {
-		free <- make([]byte, batchBytes)
+	// Buffers: full-size ones are kept for the next task (a tree of
+	// small tasks must not allocate 24 MiB each); a task with little
+	// memory gets one buffer of its size.
+	var need uint64
+	for _, r := range ts.pages {
+		need += r.end - r.start
 	}
+	free := make(chan []byte, nBuffers)
+	if need < batchBytes {
+		free <- make([]byte, max(need, pageSize))
+	} else {
+		for i := 0; i < nBuffers; i++ {
+			free <- d.getBuf()
+		}
+	}
+	defer func() {
+		for {
+			select {
+			case b := <-free:
+				if cap(b) == batchBytes {
+					d.bufs = append(d.bufs, b)
+				}
+			default:
+				return
+			}
+		}
+	}()
 	full := make(chan batch, nBuffers)
 	stop := make(chan struct{})
 	var copyTime time.Duration
@@ -379,7 +402,8 @@ func (d *Dumper) writeShmemPages(dir string, obj *shmemObj, pagesID uint32, ps *
 		return 0, fmt.Errorf("create shared memory pagemap %d: %w", obj.ino, err)
 	}
 	var total int64
-	buf := make([]byte, batchBytes)
+	buf := d.getBuf()
+	defer func() { d.bufs = append(d.bufs, buf) }()
 	fd := int(f.Fd())
 	off := int64(0)
 	size := int64(obj.size)
@@ -432,4 +456,15 @@ func (d *Dumper) writeShmemPages(dir string, obj *shmemObj, pagesID uint32, ps *
 	}
 	d.Timings.Sync += time.Since(syncStart)
 	return total, nil
+}
+
+// getBuf returns a batch buffer, reusing one of an earlier task.
+// Preconditions: d.mu held.
+func (d *Dumper) getBuf() []byte {
+	if n := len(d.bufs); n > 0 {
+		b := d.bufs[n-1]
+		d.bufs = d.bufs[:n-1]
+		return b
+	}
+	return make([]byte, batchBytes)
 }

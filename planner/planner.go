@@ -194,7 +194,9 @@ func writeDescription(ps *spec.PageServer) string {
 
 func checkpointPlan(job *spec.Job, now time.Time) (*Plan, error) {
 	c := job.Checkpoint
-	if c.Hooks.NetworkLock != nil || c.Hooks.NetworkUnlock != nil {
+	// The network lock crtools implements is the one of established TCP
+	// connections (engine/netlock); without them there is nothing to lock.
+	if (c.Hooks.NetworkLock != nil || c.Hooks.NetworkUnlock != nil) && !c.Options.TCPEstablished {
 		return nil, &NotSupportedError{Field: "spec.hooks.networkLock", What: "locking the network (network-lock hooks)"}
 	}
 	// The engine checkpoints processes in the namespaces they share with
@@ -279,6 +281,16 @@ func checkpointPlan(job *spec.Job, now time.Time) (*Plan, error) {
 		Step{Name: "freeze", Kind: KindFreeze,
 			Description: "freeze the process tree: seize and stop every thread of every task",
 			Undo:        "resume every task exactly as it was"},
+	)
+	if c.Options.TCPEstablished {
+		// As CRIU: the network-lock action runs once the tree is frozen,
+		// before its sockets are read (the engine locks each connection
+		// as it dumps it).
+		if s, ok := hookStep(ActionNetworkLock, c.Hooks.NetworkLock, c.Hooks); ok {
+			p.Steps = append(p.Steps, s)
+		}
+	}
+	p.Steps = append(p.Steps,
 		Step{Name: "collect", Kind: KindCollect,
 			Description: "collect the state of the frozen tree" + with},
 		Step{Name: "create-temp-dir", Kind: KindTempDir,
@@ -304,6 +316,12 @@ func checkpointPlan(job *spec.Job, now time.Time) (*Plan, error) {
 		fin.Irreversible = true
 	}
 	p.Steps = append(p.Steps, fin)
+	if c.Options.TCPEstablished && p.Finish != FinishKill {
+		// The tree goes on: its connections are unlocked again.
+		if s, ok := hookStep(ActionNetworkUnlock, c.Hooks.NetworkUnlock, c.Hooks); ok {
+			p.Steps = append(p.Steps, s)
+		}
+	}
 	if s, ok := hookStep(ActionPostDump, c.Hooks.PostDump, c.Hooks); ok {
 		p.Steps = append(p.Steps, s)
 	}
@@ -326,7 +344,7 @@ func checkpointPlan(job *spec.Job, now time.Time) (*Plan, error) {
 
 func restorePlan(job *spec.Job) (*Plan, error) {
 	r := job.Restore
-	if r.Hooks.NetworkUnlock != nil {
+	if r.Hooks.NetworkUnlock != nil && !r.Options.TCPEstablished {
 		return nil, &NotSupportedError{Field: "spec.hooks.networkUnlock", What: "unlocking the network (network-unlock hooks)"}
 	}
 	if err := unsupportedOptions(r.Options); err != nil {
@@ -366,6 +384,13 @@ func restorePlan(job *spec.Job) (*Plan, error) {
 		Step{Name: "restore-state", Kind: KindRestoreState, Description: state},
 		Step{Name: "resume", Kind: KindResume, Description: "let every restored task run"},
 	)
+	if r.Options.TCPEstablished {
+		// The engine unlocked each connection as it restored it; the
+		// network-unlock action follows once every task runs.
+		if s, ok := hookStep(ActionNetworkUnlock, r.Hooks.NetworkUnlock, r.Hooks); ok {
+			p.Steps = append(p.Steps, s)
+		}
+	}
 	if s, ok := hookStep(ActionPostRestore, r.Hooks.PostRestore, r.Hooks); ok {
 		p.Steps = append(p.Steps, s)
 	}

@@ -58,8 +58,21 @@ func TestDumpLeaveRunning(t *testing.T) {
 	w := harness.StartWorkload(t, harness.BuildC(t, "simple.c"))
 	w.MustReady(10 * time.Second)
 	w.MustVerify(10 * time.Second)
+	before, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", w.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < 2; i++ {
 		dumpDir(t, w, "-R")
+		// The injections' scratch page is gone again: the address
+		// space is exactly as before.
+		after, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", w.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(after) != string(before) {
+			t.Errorf("dump %d changed the memory map:\nbefore:\n%s\nafter:\n%s", i, before, after)
+		}
 		if tr := tracerOf(w.Pid); tr != 0 {
 			t.Fatalf("dump %d: pid %d still traced by %d", i, w.Pid, tr)
 		}

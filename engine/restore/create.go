@@ -90,10 +90,9 @@ func pidState(pid int) (string, string, error) {
 // startFirstPuppet starts the first puppet and gives it the trampoline.
 // Preconditions: on the tracer thread.
 func (r *restorer) startFirstPuppet() (*puppet, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		exe = "/proc/self/exe"
-	}
+	// /proc/self/exe works even when crtools' file was replaced or
+	// removed since it started; the puppet never runs it anyway.
+	exe := "/proc/self/exe"
 	cmd := exec.Command(exe, PuppetArg)
 	cmd.Env = []string{}
 	// No Setpgid/Setsid: the root inherits crtools' session and group

@@ -338,3 +338,48 @@ func applyTermios(f *os.File, info *pb.TtyInfoEntry) error {
 	}
 	return nil
 }
+
+// ShellForeground gives crtools' terminal (-j) back to the process group
+// that had the dumped terminal in the foreground, so that a full-screen
+// program keeps getting its input and SIGWINCH. With -j the tree lives in
+// crtools' session (crtools(1): it inherits session and process group), so
+// the group can own crtools' terminal; live says whether a group was
+// restored (a foreground group outside the tree, or crtools' own, is left
+// as it is). The caller runs this while the tasks are still stopped, before
+// they run: a job started in the background would be stopped by SIGTTOU at
+// its first terminal setting. It returns the group it made foreground (0:
+// none). If the restored window size differs from the terminal's, the group
+// gets a SIGWINCH (delivered once it runs) to redraw for the new size.
+func (r *Restorer) ShellForeground(live func(pgid int) bool) (int, error) {
+	if r.ShellTTY == nil || r.set == nil {
+		return 0, nil
+	}
+	for _, info := range r.set.TtyInfo {
+		if info.GetType() != pb.TtyType_EXT_TTY || info.GetPgrp() == 0 {
+			continue
+		}
+		pgrp := int(info.GetPgrp())
+		if !live(pgrp) {
+			continue
+		}
+		fd := int(r.ShellTTY.Fd())
+		cur, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
+		if err != nil {
+			// Not crtools' controlling terminal: nobody's foreground
+			// can be set on it.
+			return 0, fmt.Errorf("read the foreground process group of crtools' terminal (is it crtools' controlling terminal?): %w", os.NewSyscallError("ioctl(TIOCGPGRP)", err))
+		}
+		if cur != pgrp {
+			if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPGRP, pgrp); err != nil {
+				return 0, fmt.Errorf("make process group %d the foreground of crtools' terminal: %w", pgrp, os.NewSyscallError("ioctl(TIOCSPGRP)", err))
+			}
+		}
+		if w := info.GetWinsize(); w != nil {
+			if ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ); err == nil && (uint32(ws.Row) != w.GetWsRow() || uint32(ws.Col) != w.GetWsCol()) {
+				_ = unix.Kill(-pgrp, unix.SIGWINCH)
+			}
+		}
+		return pgrp, nil
+	}
+	return 0, nil
+}

@@ -91,6 +91,12 @@ func (r *restorer) Load(ctx context.Context) error {
 	if r.opts.ShellJob && img.special != nil {
 		img.special.ShellTTY = shellTTY() // special.go
 	}
+	if r.opts.ShellJob {
+		// -j: the tree's session is crtools' own (crtools(1)): no task
+		// of the root's session starts one, and group leaders lead
+		// their group inside crtools' session (shelljob.go).
+		shellJobSession(img.tasks)
+	}
 	r.rootPid = root.pid
 	r.shm = newShmState()
 	return nil
@@ -332,6 +338,7 @@ func (r *restorer) Resume(ctx context.Context) error {
 		if err := r.unpin(); err != nil {
 			return err
 		}
+		r.shellForeground() // shelljob.go
 		for _, pr := range r.procs {
 			if pr.t.dead() {
 				continue

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,7 +23,8 @@ func TestInetListenersAndUDP(t *testing.T) {
 
 // A connection to a peer outside the tree (the test) and one inside the
 // tree: refused without --tcp-established (naming the descriptor, the
-// addresses and the option), dumped with it; while the dumped side is
+// addresses and the option); dumped with -R (the tree runs on, unlocked);
+// dumped with it and killed, with action scripts; while the dumped side is
 // gone the peer sends, the connection is locked; restore refuses the
 // images without --tcp-established and, with it, the stream goes on with
 // nothing lost or repeated and the lock is gone.
@@ -70,10 +72,29 @@ func TestInetEstablishedConnections(t *testing.T) {
 		!strings.Contains(out, local) || !strings.Contains(out, conn.LocalAddr().String()) {
 		t.Fatalf("dump without --tcp-established: exit %d\n%s", code, out)
 	}
+	verify(true)
+	lc := netlock.Conn{Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(conn.LocalAddr().String())}
+	defer netlock.Unlock(lc)
+
+	// -R: the tree runs on, its connections leave repair mode, unlocked.
+	code, out = crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", filepath.Join(t.TempDir(), "running"), "-R", "--tcp-established")
+	if code != 0 {
+		t.Fatalf("crtools dump -R --tcp-established: exit %d\n%s", code, out)
+	}
+	if ok, err := netlock.Locked(lc); err != nil || ok {
+		t.Fatalf("connection %s still locked after dump -R (%v)", lc, err)
+	}
 	verify(false)
 
+	// The action scripts see network-lock and network-unlock.
+	actions := filepath.Join(t.TempDir(), "actions")
+	script := filepath.Join(t.TempDir(), "action.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$CRTOOL_SCRIPT_ACTION\" >> '"+actions+"'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	dir := filepath.Join(t.TempDir(), "images")
-	code, out = crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir, "--tcp-established", "-v", "2", "-o", filepath.Join(w.Dir, "dump.log"))
+	code, out = crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir, "--tcp-established", "--action-script", script,
+		"-v", "2", "-o", filepath.Join(w.Dir, "dump.log"))
 	if code != 0 {
 		t.Fatalf("crtools dump --tcp-established: exit %d\n%s\n%s", code, out, readLog(w, "dump.log"))
 	}
@@ -83,8 +104,6 @@ func TestInetEstablishedConnections(t *testing.T) {
 		t.Fatalf("dumped workload %d did not die", w.Pid)
 	}
 	rp.Forget(w.Pid)
-	lc := netlock.Conn{Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(conn.LocalAddr().String())}
-	defer netlock.Unlock(lc)
 	if ok, err := netlock.Locked(lc); err != nil || !ok {
 		t.Fatalf("connection %s is not locked after the dump (%v)", lc, err)
 	}
@@ -98,12 +117,17 @@ func TestInetEstablishedConnections(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "--tcp-established") || !strings.Contains(out, local) {
 		t.Fatalf("restore without --tcp-established: exit %d\n%s", code, out)
 	}
-	code, out = crtools(t, "restore", "-D", dir, "-d", "--tcp-established", "-v", "2", "-o", filepath.Join(w.Dir, "restore.log"))
+	code, out = crtools(t, "restore", "-D", dir, "-d", "--tcp-established", "--action-script", script,
+		"-v", "2", "-o", filepath.Join(w.Dir, "restore.log"))
 	if code != 0 {
 		t.Fatalf("crtools restore --tcp-established: exit %d\n%s\n%s", code, out, readLog(w, "restore.log"))
 	}
 	if ok, err := netlock.Locked(lc); err != nil || ok {
 		t.Errorf("connection %s still locked after restore (%v)", lc, err)
+	}
+	b, _ := os.ReadFile(actions)
+	if got, want := strings.Fields(string(b)), []string{"pre-dump", "network-lock", "post-dump", "pre-restore", "network-unlock", "post-restore"}; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("action scripts ran for %v, want %v", got, want)
 	}
 	verify(true)
 	verify(true)

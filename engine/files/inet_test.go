@@ -326,3 +326,27 @@ func TestInetEstablishedRoundTrip(t *testing.T) {
 		t.Fatalf("restored client read %q", got)
 	}
 }
+
+// Dumping does not change the target's socket: a non-blocking socket stays
+// non-blocking (a tree dumped with -R runs on with it).
+func TestInetDumpKeepsNonblock(t *testing.T) {
+	requireRootInet(t)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+	d := NewDumper(Options{Log: zerolog.Nop()})
+	defer d.Close()
+	c, err := d.Dump(os.Getpid(), fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Entry.GetIsk().GetFlags()&unix.O_NONBLOCK == 0 {
+		t.Errorf("entry flags %#x lack O_NONBLOCK", c.Entry.GetIsk().GetFlags())
+	}
+	if fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); fl&unix.O_NONBLOCK == 0 {
+		t.Errorf("dump cleared O_NONBLOCK of the socket (flags %#x)", fl)
+	}
+}

@@ -104,7 +104,9 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	if err := r.restoreRlimits(t.pid, tc.GetRlimits()); err != nil {
 		return filled, err
 	}
-	if tc.Personality != nil {
+	// A puppet starts with personality 0 and dumpable 1 (crtools runs
+	// them with no exec of a setuid file): skip what is already so.
+	if tc.GetPersonality() != 0 {
 		if _, err := lead.callf("set personality", unix.SYS_PERSONALITY, uint64(tc.GetPersonality())); err != nil {
 			return filled, err
 		}
@@ -114,7 +116,7 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 			return filled, err
 		}
 	}
-	if t.mm.Dumpable != nil {
+	if t.mm.Dumpable != nil && t.mm.GetDumpable() != 1 {
 		if _, err := lead.callf("set dumpable", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(t.mm.GetDumpable())); err != nil {
 			return filled, err
 		}

@@ -1,0 +1,43 @@
+// Package restore turns images back into running tasks by driving
+// "puppets" (DESIGN.md, "Restore by puppets"). It implements
+// engine.Restorer and registers itself as engine.NewRestorer.
+//
+// # Algorithm
+//
+// Load decodes every image once (model.go). CreateTasks starts the first
+// puppet — crtools' own binary (/proc/self/exe) with PTRACE_TRACEME, which
+// stops at its exec before any Go code runs — writes `syscall; int3` at its
+// entry point and maps the trampoline (one code page and a scratch area)
+// at an address free in the puppet and in every task of the images. From
+// then on every syscall is injected at the trampoline: set the registers,
+// PTRACE_CONT, collect RAX at the int3 (puppet.go). clone3 with set_tid
+// creates each task in its parent's puppet (the root in the first puppet,
+// with CLONE_PARENT, so crtools is its parent) and each thread with
+// CLONE_THREAD in its process's puppet; PTRACE_O_TRACECLONE/TRACEFORK make
+// them puppets too. Sessions are created before children, process groups
+// leaders first, zombies exit with their status.
+//
+// RestoreState, per task (state.go): block all signals, close crtools'
+// inherited files, unmap everything but the trampoline, map the vDSO where
+// it was (ARCH_MAP_VDSO_64), mmap(MAP_FIXED) every VMA, copy the pages from
+// the pages file with process_vm_writev from crtools (memory.go explains
+// why not an injected preadv), set protections, PR_SET_MM_MAP with the exe
+// file, files (open/dup3, special files from engine/files by pidfd_getfd,
+// files shared with another task by pidfd_getfd from it), cwd/root/umask,
+// sigactions, itimers, POSIX timers, rlimits (prlimit from outside),
+// per-thread sigaltstack, rseq, robust list, clear_child_tid, comm,
+// pdeath signal, pending signals, and credentials last.
+//
+// Resume (regs.go) unmaps the trampoline with its own last syscall,
+// stopping at syscall exit, sets every thread's registers and xstate (the
+// -ERESTART* of a task dumped inside a syscall is turned into re-issuing
+// it), puts back crtools' CPU mask (tracer and puppets are pinned to one
+// CPU while injecting), and detaches every thread of every task.
+//
+// # Threads
+//
+// Every ptrace call and wait4 runs on the ptrace.Tracer's locked thread;
+// the phases hand it whole per-task closures. Kill kills every task
+// created so far; the puppets are traced with PTRACE_O_EXITKILL, so a
+// killed crtools leaves none behind.
+package restore

@@ -148,8 +148,10 @@ func (d *Dumper) dumpTCPStream(fd int, conn netlock.Conn) (*TCPStream, error) {
 		s.Timestamp = u32p(uint32(ts))
 	}
 	win := make([]byte, tcpRepairWindowSz)
-	if _, err := getsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, win); err != nil {
+	if n, err := getsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, win); err != nil {
 		return nil, fmt.Errorf("get TCP_REPAIR_WINDOW: %w", err)
+	} else if n != tcpRepairWindowSz {
+		return nil, fmt.Errorf("get TCP_REPAIR_WINDOW: %d bytes, want %d (struct tcp_repair_window)", n, tcpRepairWindowSz)
 	}
 	le := binary.LittleEndian
 	s.SndWl1, s.SndWnd, s.MaxWindow = u32p(le.Uint32(win[0:])), u32p(le.Uint32(win[4:])), u32p(le.Uint32(win[8:]))

@@ -205,15 +205,24 @@ func TestInetListenerAndUDPOptions(t *testing.T) {
 	}
 }
 
-// tcpPair returns a connected client and the accepted server side.
-func tcpPair(t *testing.T) (cl, srv int) {
+// tcpPair returns a connected client and the accepted server side on the
+// loopback address of family.
+func tcpPair(t *testing.T, family int) (cl, srv int) {
 	t.Helper()
-	ln := tcpSocket(t, unix.AF_INET)
+	ln := tcpSocket(t, family)
 	defer unix.Close(ln)
-	unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+	var addr func(port int) unix.Sockaddr
+	if family == unix.AF_INET6 {
+		addr = func(port int) unix.Sockaddr { return &unix.SockaddrInet6{Addr: netip.IPv6Loopback().As16(), Port: port} }
+	} else {
+		addr = func(port int) unix.Sockaddr { return &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port} }
+	}
+	if err := unix.Bind(ln, addr(0)); err != nil {
+		t.Fatal(err)
+	}
 	unix.Listen(ln, 1)
-	cl = tcpSocket(t, unix.AF_INET)
-	if err := unix.Connect(cl, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: localPort(t, ln)}); err != nil {
+	cl = tcpSocket(t, family)
+	if err := unix.Connect(cl, addr(localPort(t, ln))); err != nil {
 		t.Fatal(err)
 	}
 	srv, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
@@ -240,7 +249,7 @@ func readN(t *testing.T, fd, n int) []byte {
 
 func TestInetEstablishedRefusedWithoutOption(t *testing.T) {
 	requireRootInet(t)
-	cl, srv := tcpPair(t)
+	cl, srv := tcpPair(t, unix.AF_INET)
 	defer unix.Close(cl)
 	defer unix.Close(srv)
 	d := NewDumper(Options{Log: zerolog.Nop()})
@@ -264,7 +273,12 @@ func TestInetEstablishedRefusedWithoutOption(t *testing.T) {
 // once, and can send.
 func TestInetEstablishedRoundTrip(t *testing.T) {
 	requireRootInet(t)
-	cl, srv := tcpPair(t)
+	t.Run("IPv4", func(t *testing.T) { testEstablishedRoundTrip(t, unix.AF_INET) })
+	t.Run("IPv6", func(t *testing.T) { testEstablishedRoundTrip(t, unix.AF_INET6) })
+}
+
+func testEstablishedRoundTrip(t *testing.T, family int) {
+	cl, srv := tcpPair(t, family)
 	defer unix.Close(srv)
 	local, peer, _ := sockAddrs(cl)
 	conn := netlock.Conn{Local: local, Remote: peer}
@@ -348,5 +362,44 @@ func TestInetDumpKeepsNonblock(t *testing.T) {
 	}
 	if fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); fl&unix.O_NONBLOCK == 0 {
 		t.Errorf("dump cleared O_NONBLOCK of the socket (flags %#x)", fl)
+	}
+}
+
+// A dump that fails after an established connection was read (Rollback)
+// leaves the connection as it was: out of repair mode, unlocked, working
+// with its queued data.
+func TestInetEstablishedRollback(t *testing.T) {
+	requireRootInet(t)
+	cl, srv := tcpPair(t, unix.AF_INET)
+	defer unix.Close(cl)
+	defer unix.Close(srv)
+	local, peer, _ := sockAddrs(cl)
+	conn := netlock.Conn{Local: local, Remote: peer}
+	defer netlock.Unlock(conn)
+	unix.Write(srv, []byte("queued"))
+	time.Sleep(20 * time.Millisecond)
+	d := NewDumper(Options{TCPEstablished: true, Log: zerolog.Nop()})
+	defer d.Close()
+	if _, err := d.Dump(os.Getpid(), cl); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := unix.GetsockoptInt(cl, unix.IPPROTO_TCP, unix.TCP_REPAIR); v != 1 {
+		t.Fatalf("TCP_REPAIR %d after dump, want 1", v)
+	}
+	if err := d.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := unix.GetsockoptInt(cl, unix.IPPROTO_TCP, unix.TCP_REPAIR); v != 0 {
+		t.Errorf("TCP_REPAIR %d after rollback, want 0", v)
+	}
+	if ok, _ := netlock.Locked(conn); ok {
+		t.Errorf("connection still locked after rollback")
+	}
+	if got := readN(t, cl, 6); string(got) != "queued" {
+		t.Fatalf("read %q after rollback", got)
+	}
+	unix.Write(cl, []byte("on"))
+	if got := readN(t, srv, 2); string(got) != "on" {
+		t.Fatalf("server read %q after rollback", got)
 	}
 }

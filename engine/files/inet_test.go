@@ -213,7 +213,9 @@ func tcpPair(t *testing.T, family int) (cl, srv int) {
 	defer unix.Close(ln)
 	var addr func(port int) unix.Sockaddr
 	if family == unix.AF_INET6 {
-		addr = func(port int) unix.Sockaddr { return &unix.SockaddrInet6{Addr: netip.IPv6Loopback().As16(), Port: port} }
+		addr = func(port int) unix.Sockaddr {
+			return &unix.SockaddrInet6{Addr: netip.IPv6Loopback().As16(), Port: port}
+		}
 	} else {
 		addr = func(port int) unix.Sockaddr { return &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port} }
 	}

@@ -103,6 +103,15 @@ func New(opts engine.DumpOptions) (*Dumper, error) {
 	}, nil
 }
 
+// taskLog is the logger for the work on one task: its own file with
+// --log-pid (opts.PidLog), else the dump's log.
+func (d *Dumper) taskLog(pid int) zerolog.Logger {
+	if d.opts.PidLog != nil {
+		return d.opts.PidLog(pid).With().Str("component", "dump").Logger()
+	}
+	return d.log.With().Int("pid", pid).Logger()
+}
+
 // Pids lists the tasks of the frozen tree.
 func (d *Dumper) Pids() []int {
 	d.mu.Lock()
@@ -166,6 +175,10 @@ func (d *Dumper) Freeze(ctx context.Context) error {
 	}
 	d.frozen = true
 	d.Timings.Freeze = time.Since(start)
+	for _, t := range d.tasks {
+		tl := d.taskLog(t.pid)
+		tl.Info().Int("threads", len(t.threads)).Bool("zombie", t.zombie).Msg("task frozen")
+	}
 	d.log.Info().Int("tasks", len(d.tasks)).Dur("took", d.Timings.Freeze).Msg("tree frozen")
 	return nil
 }

@@ -156,7 +156,8 @@ func (d *Dumper) seizeOne(t *task, tid int) error {
 		t.groupStopped = true
 		t.stopSig = stop.Sig
 	}
-	d.log.Debug().Int("pid", t.pid).Int("tid", tid).Str("stop", stop.String()).Msg("seized")
+	tl := d.taskLog(t.pid)
+	tl.Debug().Int("tid", tid).Str("stop", stop.String()).Msg("seized")
 	return nil
 }
 

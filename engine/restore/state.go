@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/engine/image/pb"
@@ -17,7 +18,7 @@ import (
 func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	t := pr.t
 	lead := pr.threads[0]
-	lead.log = r.log.With().Int("pid", t.pid).Logger()
+	lead.log = r.taskLog(t.pid)
 
 	// Signals stay blocked while the puppet is driven: a signal would
 	// only cause a stop we must suppress. The dumped mask is set at the
@@ -145,7 +146,17 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 			return filled, err
 		}
 	}
+	lead.log.Info().Int("threads", len(pr.threads)).Int64("bytes", filled).Msg("task state restored")
 	return filled, nil
+}
+
+// taskLog is the logger for the work on one task: its own file with
+// --log-pid (opts.PidLog), else the restore's log.
+func (r *restorer) taskLog(pid int) zerolog.Logger {
+	if r.opts.PidLog != nil {
+		return r.opts.PidLog(pid).With().Str("component", "restore").Logger()
+	}
+	return r.log.With().Int("pid", pid).Logger()
 }
 
 // restoreMM sets the mm fields with one PR_SET_MM_MAP: code/data/brk/stack

@@ -23,6 +23,9 @@ const (
 	taskStopped = 3
 )
 
+// pfExiting is the PF_EXITING task flag (stat field 9).
+const pfExiting = 0x00000004
+
 // Task flags kept in TaskCoreEntry.flags (PF_FORKNOEXEC, PF_RANDOMIZE).
 const keptTaskFlags = 0x00000040 | 0x00400000
 
@@ -119,6 +122,13 @@ func (d *Dumper) collectTask(s *dumpState, t *task) (*taskState, error) {
 		return nil, fmt.Errorf("read state of pid %d: %w", pid, err)
 	}
 	t.pgid, t.sid = st.Pgrp, st.Session
+	// A task that was seized while already exiting (PF_EXITING: it
+	// cannot stop, and its namespaces and files are going away) is
+	// dumped as the zombie it is about to become; its exit code is set
+	// already.
+	if (st.State == 'Z' || st.Flags&pfExiting != 0) && t.parent != nil {
+		t.zombie, t.exitCode = true, st.ExitCode
+	}
 	ppid := uint32(0)
 	if t.parent != nil {
 		ppid = uint32(t.parent.pid)

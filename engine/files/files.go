@@ -1,6 +1,7 @@
 // Package files dumps and restores the kinds of open files that are more than
-// a path and an offset: pipes, FIFOs, unix sockets, eventfd, epoll, signalfd,
-// timerfd, inotify, deleted ("ghost") files, file locks and terminals.
+// a path and an offset: pipes, FIFOs, unix and inet (TCP, UDP) sockets,
+// eventfd, epoll, signalfd, timerfd, inotify, deleted ("ghost") files, file
+// locks and terminals.
 //
 // # Model
 //

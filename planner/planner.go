@@ -199,15 +199,20 @@ func checkpointPlan(job *spec.Job, now time.Time) (*Plan, error) {
 	if (c.Hooks.NetworkLock != nil || c.Hooks.NetworkUnlock != nil) && !c.Options.TCPEstablished {
 		return nil, &NotSupportedError{Field: "spec.hooks.networkLock", What: "locking the network (network-lock hooks)"}
 	}
-	// The engine checkpoints processes in the namespaces they share with
-	// crtools; saving namespaces themselves (and, for net, locking the
-	// network) has no engine yet. Refuse rather than write images that
-	// silently lack them.
+	// Refuse what the engine does not implement rather than write images
+	// that silently lack it.
 	if err := unsupportedOptions(c.Options); err != nil {
 		return nil, err
 	}
-	if len(c.Namespaces) > 0 {
-		return nil, &NotSupportedError{Field: "spec.namespaces", What: "checkpointing namespaces (" + strings.Join(c.Namespaces, ", ") + ")"}
+	// engine/ns checkpoints the uts and ipc namespaces only.
+	var nsBad []string
+	for _, n := range c.Namespaces {
+		if n != "uts" && n != "ipc" {
+			nsBad = append(nsBad, n)
+		}
+	}
+	if len(nsBad) > 0 {
+		return nil, &NotSupportedError{Field: "spec.namespaces", What: "checkpointing namespaces (" + strings.Join(nsBad, ", ") + ")"}
 	}
 	dir, err := spec.ExpandImagesDir(c.ImagesDir, spec.TemplateData{Time: spec.SnapshotTime(now), Name: job.Name()})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/crtools/crtools/engine/files"
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/ns"
 	"github.com/crtools/crtools/engine/proc"
 	"github.com/crtools/crtools/engine/ptrace"
 )
@@ -38,6 +39,7 @@ type dumpState struct {
 	nextKobj   uint32
 	nsIDs      map[string]uint32
 	rootIDs    *pb.TaskKobjIdsEntry
+	ns         *ns.Dump // namespaces (-n), engine/ns
 	// special dumps pipes, sockets, eventfd, epoll, ... (engine/files);
 	// its entries share the id space of files.
 	special *files.Dumper
@@ -88,6 +90,24 @@ func (d *Dumper) Collect(ctx context.Context) error {
 	}
 	if len(s.tasks) > 0 {
 		s.rootIDs = s.tasks[0].ids
+		// Namespaces (engine/ns): refuse foreign ones not asked for with
+		// -n, read the asked ones of the root.
+		var pids []int
+		var ids []*pb.TaskKobjIdsEntry
+		for _, ts := range s.tasks {
+			if ts.t.zombie {
+				continue // a zombie has no namespaces left to read
+			}
+			pids, ids = append(pids, ts.t.pid), append(ids, ts.ids)
+		}
+		nsd, err := ns.Collect(pids, ids, d.opts.Namespaces)
+		if err != nil {
+			if rerr := s.special.Rollback(); rerr != nil {
+				d.log.Warn().Err(rerr).Msg("undo link-remap")
+			}
+			return err
+		}
+		s.ns = nsd
 	}
 	d.state = s
 	d.Timings.Collect = time.Since(start)

@@ -88,6 +88,9 @@ func (s *dumpState) writeMeta(dir string) error {
 	if err := writeImage(dir, image.Inventory, 0, inv); err != nil {
 		return fmt.Errorf("write inventory: %w", err)
 	}
+	if err := s.ns.Write(dir); err != nil { // engine/ns
+		return err
+	}
 	var pstree []proto.Message
 	for _, ts := range s.tasks {
 		pstree = append(pstree, ts.pstree)

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/engine"
+	"github.com/crtools/crtools/engine/ns"
 	"github.com/crtools/crtools/engine/ptrace"
 )
 
@@ -51,6 +52,8 @@ type restorer struct {
 	// back crtools' own mask, on the tracer and on every restored thread.
 	noPin    bool
 	origMask *unix.CPUSet
+
+	ns *ns.Root // namespaces of the root task (ns.go)
 }
 
 // proc is one restored process: its image and a puppet per thread.
@@ -86,6 +89,9 @@ func (r *restorer) Load(ctx context.Context) error {
 		if err := img.special.CheckOptions(); err != nil {
 			return err
 		}
+	}
+	if err := r.loadNamespaces(img); err != nil { // ns.go
+		return err
 	}
 	r.img = img
 	if r.opts.ShellJob && img.special != nil {
@@ -134,7 +140,7 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 			if t.parent == nil {
 				// CLONE_PARENT makes crtools the root's parent; clone3
 				// then wants exit_signal 0 and the child gets SIGCHLD.
-				lead, err = first.clone(unix.CLONE_PARENT, 0, t.pid)
+				lead, err = first.clone(unix.CLONE_PARENT|r.nsCloneFlags(), 0, t.pid) // ns.go
 			} else {
 				parent := r.procOf(t.parent)
 				lead, err = parent.threads[0].clone(0, uint64(unix.SIGCHLD), t.pid)
@@ -144,6 +150,12 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 			}
 			r.created = append(r.created, t.pid)
 			pr.threads = append(pr.threads, lead)
+			if t.parent == nil {
+				// Before any child is cloned into them (ns.go).
+				if err := r.restoreNamespaces(lead); err != nil {
+					return err
+				}
+			}
 			// A session leader starts its session before its children
 			// exist, so that they are born into it.
 			if t.sid == t.pid {

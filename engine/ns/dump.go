@@ -1,0 +1,202 @@
+package ns
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/crtools/crtools/engine"
+	"github.com/crtools/crtools/engine/image"
+	"github.com/crtools/crtools/engine/image/pb"
+)
+
+// Dump is the namespace state of a tree, ready to be written.
+type Dump struct {
+	uts   *pb.UtsnsEntry
+	utsID uint32
+	ipc   *pb.IpcVarEntry
+	ipcID uint32
+}
+
+// Collect checks the namespaces of every task of the tree against
+// crtools' own and the requested ones, and reads the requested namespaces
+// of the root. pids[0] is the root; ids[i] are the kobj ids of pids[i]
+// (their *_ns_id fields name the images).
+func Collect(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string) (*Dump, error) {
+	if len(pids) == 0 || len(ids) != len(pids) {
+		return nil, fmt.Errorf("collect namespaces: %d tasks, %d ids", len(pids), len(ids))
+	}
+	if err := CheckRequested(requested); err != nil {
+		return nil, err
+	}
+	req := map[string]bool{}
+	for _, n := range requested {
+		req[n] = true
+	}
+	root := pids[0]
+	for _, name := range Known {
+		self, err := nsLink("self", name)
+		if err != nil {
+			return nil, err
+		}
+		rootLink, err := nsLink(strconv.Itoa(root), name)
+		if err != nil {
+			return nil, err
+		}
+		if req[name] && rootLink == self {
+			return nil, fmt.Errorf("checkpoint %s namespace (-n %s): the root task %d shares crtools' %s namespace %s, it has none of its own to checkpoint", name, name, root, name, self)
+		}
+		for _, pid := range pids {
+			link, err := nsLink(strconv.Itoa(pid), name)
+			if err != nil {
+				return nil, err
+			}
+			switch {
+			case !req[name] && link != self && Supported[name]:
+				return nil, fmt.Errorf("task %d is in a %s namespace of its own (%s, crtools is in %s): checkpoint it with -n %s", pid, name, link, self, name)
+			case !req[name] && link != self:
+				return nil, fmt.Errorf("task %d is in a %s namespace of its own (%s): checkpointing %s namespaces (-n %s): %w", pid, name, link, name, name, engine.ErrNotSupported)
+			case req[name] && link != rootLink:
+				return nil, fmt.Errorf("task %d is in another %s namespace (%s) than the root task %d (%s): nested %s namespaces: %w", pid, name, link, root, rootLink, name, engine.ErrNotSupported)
+			}
+		}
+	}
+	d := &Dump{}
+	if req["uts"] {
+		d.utsID = idOf(ids[0], "uts")
+		err := inNamespace(root, "uts", func() error {
+			var u unix.Utsname
+			if err := unix.Uname(&u); err != nil {
+				return fmt.Errorf("uname: %w", err)
+			}
+			d.uts = &pb.UtsnsEntry{Nodename: proto.String(unix.ByteSliceToString(u.Nodename[:])),
+				Domainname: proto.String(unix.ByteSliceToString(u.Domainname[:]))}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read uts namespace of pid %d: %w", root, err)
+		}
+	}
+	if req["ipc"] {
+		d.ipcID = idOf(ids[0], "ipc")
+		err := inNamespace(root, "ipc", func() error {
+			if err := noSysVObjects(); err != nil {
+				return err
+			}
+			v, err := readIPCVars()
+			d.ipc = v
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read ipc namespace of pid %d: %w", root, err)
+		}
+	}
+	return d, nil
+}
+
+// Write writes the namespace images into dir.
+func (d *Dump) Write(dir string) error {
+	if d == nil {
+		return nil
+	}
+	if d.uts != nil {
+		if err := image.WriteFile(dir, image.UTSNS, uint64(d.utsID), d.uts); err != nil {
+			return fmt.Errorf("write uts namespace: %w", err)
+		}
+	}
+	if d.ipc != nil {
+		if err := image.WriteFile(dir, image.IPCVar, uint64(d.ipcID), d.ipc); err != nil {
+			return fmt.Errorf("write ipc namespace: %w", err)
+		}
+	}
+	return nil
+}
+
+// noSysVObjects refuses an IPC namespace holding SysV objects: their
+// contents are not saved yet. Preconditions: the calling thread is in the
+// namespace (/proc/sysvipc lists the opener's namespace).
+func noSysVObjects() error {
+	for _, kind := range []string{"shm", "msg", "sem"} {
+		f, err := os.Open("/proc/sysvipc/" + kind)
+		if err != nil {
+			return fmt.Errorf("list SysV %s objects: %w", kind, err)
+		}
+		sc := bufio.NewScanner(f)
+		n := 0
+		for sc.Scan() {
+			if strings.TrimSpace(sc.Text()) != "" {
+				n++
+			}
+		}
+		f.Close()
+		if n > 1 { // the first line is the header
+			return fmt.Errorf("the ipc namespace holds %d SysV %s object(s): saving SysV IPC objects: %w", n-1, kind, engine.ErrNotSupported)
+		}
+	}
+	return nil
+}
+
+// ipcSysctls are the per-IPC-namespace sysctls, in IpcVarEntry's order.
+var ipcSysctls = []string{
+	"kernel/msgmax", "kernel/msgmnb", "kernel/msgmni", "kernel/auto_msgmni",
+	"kernel/shmmax", "kernel/shmall", "kernel/shmmni", "kernel/shm_rmid_forced",
+	"fs/mqueue/queues_max", "fs/mqueue/msg_max", "fs/mqueue/msgsize_max",
+	"fs/mqueue/msg_default", "fs/mqueue/msgsize_default",
+}
+
+func readSysctl(name string) (string, error) {
+	b, err := os.ReadFile("/proc/sys/" + name)
+	if err != nil {
+		return "", fmt.Errorf("read sysctl %s: %w", name, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func readUint(name string) (uint64, error) {
+	s, err := readSysctl(name)
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse sysctl %s %q: %w", name, s, err)
+	}
+	return v, nil
+}
+
+// readIPCVars reads the IPC sysctls of the calling thread's namespace.
+func readIPCVars() (*pb.IpcVarEntry, error) {
+	v := map[string]uint64{}
+	for _, n := range ipcSysctls {
+		x, err := readUint(n)
+		if err != nil {
+			return nil, err
+		}
+		v[n] = x
+	}
+	sem, err := readSysctl("kernel/sem")
+	if err != nil {
+		return nil, err
+	}
+	var sems []uint32
+	for _, f := range strings.Fields(sem) {
+		x, err := strconv.ParseUint(f, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("parse sysctl kernel/sem %q: %w", sem, err)
+		}
+		sems = append(sems, uint32(x))
+	}
+	u32 := func(n string) *uint32 { return proto.Uint32(uint32(v[n])) }
+	return &pb.IpcVarEntry{
+		SemCtls: sems, MsgCtlmax: u32("kernel/msgmax"), MsgCtlmnb: u32("kernel/msgmnb"), MsgCtlmni: u32("kernel/msgmni"),
+		AutoMsgmni: u32("kernel/auto_msgmni"), ShmCtlmax: proto.Uint64(v["kernel/shmmax"]), ShmCtlall: proto.Uint64(v["kernel/shmall"]),
+		ShmCtlmni: u32("kernel/shmmni"), ShmRmidForced: u32("kernel/shm_rmid_forced"),
+		MqQueuesMax: u32("fs/mqueue/queues_max"), MqMsgMax: u32("fs/mqueue/msg_max"), MqMsgsizeMax: u32("fs/mqueue/msgsize_max"),
+		MqMsgDefault: u32("fs/mqueue/msg_default"), MqMsgsizeDefault: u32("fs/mqueue/msgsize_default"),
+	}, nil
+}

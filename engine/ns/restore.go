@@ -1,0 +1,133 @@
+package ns
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/crtools/crtools/engine"
+	"github.com/crtools/crtools/engine/image"
+	"github.com/crtools/crtools/engine/image/pb"
+)
+
+// Root is what restore needs to give the root task its namespaces.
+type Root struct {
+	// Flags are the CLONE_NEW* flags to clone the root task with.
+	Flags uint64
+	UTS   *pb.UtsnsEntry  // nil: the root shares crtools' UTS namespace
+	IPC   *pb.IpcVarEntry // nil: the root shares crtools' IPC namespace
+}
+
+// unsupportedImages are images of namespaces restore cannot rebuild yet.
+var unsupportedImages = []struct{ glob, what string }{
+	{"netns-*.img", "network namespaces"},
+	{"netdev-*.img", "network devices"},
+	{"mountpoints-*.img", "mount namespaces"},
+	{"ipcns-shm-*.img", "SysV shared memory"},
+	{"ipcns-msg-*.img", "SysV message queues"},
+	{"ipcns-sem-*.img", "SysV semaphores"},
+}
+
+// Load reads the namespace images of dir. ids are the kobj ids of every
+// task, the root's first.
+func Load(dir string, ids []*pb.TaskKobjIdsEntry) (*Root, error) {
+	for _, u := range unsupportedImages {
+		m, err := filepath.Glob(filepath.Join(dir, u.glob))
+		if err != nil {
+			return nil, fmt.Errorf("look for %s images: %w", u.glob, err)
+		}
+		if len(m) > 0 {
+			return nil, fmt.Errorf("restore %s (%s): %w", u.what, filepath.Base(m[0]), engine.ErrNotSupported)
+		}
+	}
+	r := &Root{}
+	if len(ids) == 0 || ids[0] == nil {
+		return r, nil
+	}
+	for _, n := range []struct {
+		name string
+		kind *image.Kind
+		flag uint64
+		msg  proto.Message
+	}{
+		{"uts", image.UTSNS, unix.CLONE_NEWUTS, &pb.UtsnsEntry{}},
+		{"ipc", image.IPCVar, unix.CLONE_NEWIPC, &pb.IpcVarEntry{}},
+	} {
+		id := idOf(ids[0], n.name)
+		if id == 0 || !image.Exists(dir, n.kind, uint64(id)) {
+			continue
+		}
+		for i, t := range ids[1:] {
+			// A zombie may carry no ids: it has no namespaces left.
+			if x := idOf(t, n.name); x != 0 && x != id {
+				return nil, fmt.Errorf("restore task #%d in another %s namespace than the root: nested %s namespaces: %w", i+1, n.name, n.name, engine.ErrNotSupported)
+			}
+		}
+		rd, err := image.Open(dir, n.kind, uint64(id))
+		if err != nil {
+			return nil, fmt.Errorf("open %s namespace image: %w", n.name, err)
+		}
+		err = rd.Next(n.msg)
+		rd.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read %s namespace image: %w", n.name, err)
+		}
+		r.Flags |= n.flag
+		switch m := n.msg.(type) {
+		case *pb.UtsnsEntry:
+			r.UTS = m
+		case *pb.IpcVarEntry:
+			r.IPC = m
+		}
+	}
+	return r, nil
+}
+
+// ApplyIPC writes the dumped IPC sysctls into the IPC namespace of pid
+// (the restored root, already in its new namespace).
+func (r *Root) ApplyIPC(pid int) error {
+	if r == nil || r.IPC == nil {
+		return nil
+	}
+	v := r.IPC
+	u := func(x uint64) string { return strconv.FormatUint(x, 10) }
+	var sem []string
+	for _, s := range v.GetSemCtls() {
+		sem = append(sem, u(uint64(s)))
+	}
+	sets := []struct {
+		name, val string
+	}{
+		{"kernel/msgmax", u(uint64(v.GetMsgCtlmax()))}, {"kernel/msgmnb", u(uint64(v.GetMsgCtlmnb()))},
+		{"kernel/msgmni", u(uint64(v.GetMsgCtlmni()))},
+		{"kernel/shmmax", u(v.GetShmCtlmax())}, {"kernel/shmall", u(v.GetShmCtlall())},
+		{"kernel/shmmni", u(uint64(v.GetShmCtlmni()))}, {"kernel/shm_rmid_forced", u(uint64(v.GetShmRmidForced()))},
+		{"fs/mqueue/queues_max", u(uint64(v.GetMqQueuesMax()))}, {"fs/mqueue/msg_max", u(uint64(v.GetMqMsgMax()))},
+		{"fs/mqueue/msgsize_max", u(uint64(v.GetMqMsgsizeMax()))},
+	}
+	if len(sem) > 0 {
+		sets = append(sets, struct{ name, val string }{"kernel/sem", strings.Join(sem, " ")})
+	}
+	// The defaults must not exceed the maxima: write them last.
+	if v.MqMsgDefault != nil {
+		sets = append(sets, struct{ name, val string }{"fs/mqueue/msg_default", u(uint64(v.GetMqMsgDefault()))})
+	}
+	if v.MqMsgsizeDefault != nil {
+		sets = append(sets, struct{ name, val string }{"fs/mqueue/msgsize_default", u(uint64(v.GetMqMsgsizeDefault()))})
+	}
+	return inNamespace(pid, "ipc", func() error {
+		var errs []error
+		for _, s := range sets {
+			if err := os.WriteFile("/proc/sys/"+s.name, []byte(s.val), 0); err != nil {
+				errs = append(errs, fmt.Errorf("set sysctl %s to %s: %w", s.name, s.val, err))
+			}
+		}
+		return errors.Join(errs...)
+	})
+}

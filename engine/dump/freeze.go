@@ -126,6 +126,10 @@ func (d *Dumper) seizeOne(t *task, tid int) error {
 			return nil
 		}
 	}
+	if t.pid == unix.Getpid() {
+		// Seizing ourselves fails with a bare EPERM; say why.
+		return fmt.Errorf("the tree of pid %d contains crtools itself (pid %d); dump a tree crtools does not run in", d.opts.Pid, t.pid)
+	}
 	// No PTRACE_O_EXITKILL: if crtools dies mid-dump the tree must carry on.
 	if err := ptrace.Seize(tid, 0); err != nil {
 		if errors.Is(err, unix.EPERM) {

@@ -250,6 +250,52 @@ func cycle(b *testing.B, pid int, dir string) (dump, restore time.Duration) {
 	return dump, restore
 }
 
+// cycleSplit is cycle with debug logs (in logDir), from which it also
+// returns each step's time ("dump/freeze": 12ms, "restore/restore-state":
+// ...) and the dump's copy and sync times.
+func cycleSplit(b *testing.B, pid int, dir, logDir string) (dump, restore time.Duration, split string) {
+	b.Helper()
+	dl, rl := filepath.Join(logDir, "dump.log"), filepath.Join(logDir, "restore.log")
+	dump = run(b, "dump", "-t", strconv.Itoa(pid), "-D", dir, "-v", "2", "-o", dl)
+	gone(b, pid)
+	restore = run(b, "restore", "-D", dir, "-d", "-v", "2", "-o", rl)
+	return dump, restore, "dump: " + stepTimes(dl) + "; restore: " + stepTimes(rl)
+}
+
+// stepTimes reads "step done ... step=NAME took=MS" lines (and copy= and
+// sync= of the images written line) from a crtools log.
+func stepTimes(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	var parts []string
+	for _, l := range strings.Split(string(data), "\n") {
+		f := map[string]string{}
+		for _, w := range strings.Fields(l) {
+			if k, v, ok := strings.Cut(w, "="); ok {
+				f[k] = v
+			}
+		}
+		ms := func(v string) string {
+			x, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return v
+			}
+			return fmt.Sprintf("%.0fms", x)
+		}
+		switch {
+		case strings.Contains(l, "step done") && f["took"] != "":
+			if x, _ := strconv.ParseFloat(f["took"], 64); x >= 1 {
+				parts = append(parts, f["step"]+" "+ms(f["took"]))
+			}
+		case strings.Contains(l, "images written") && f["copy"] != "":
+			parts = append(parts, "(copy "+ms(f["copy"])+", sync "+ms(f["sync"])+")")
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
 // memcpyTime is the best of three copies of n bytes between two buffers
 // that are already faulted in.
 func memcpyTime(n int) time.Duration {
@@ -292,7 +338,7 @@ func BenchmarkDumpRestore1GiB(b *testing.B) {
 		pid := start(b, wd, bin, "1024")
 		dir := filepath.Join(base, strconv.Itoa(i))
 		b.StartTimer()
-		d, r := cycle(b, pid, dir)
+		d, r, split := cycleSplit(b, pid, dir, wd)
 		b.StopTimer()
 		size := dirSize(dir)
 		// The restored memory is the dumped one.
@@ -313,6 +359,7 @@ func BenchmarkDumpRestore1GiB(b *testing.B) {
 		dumps, restores = append(dumps, d), append(restores, r)
 		b.Logf("run %d: dump %v (%.2f GB/s, %.1fx memcpy), restore %v (%.2f GB/s, %.1fx memcpy), image %.1f MiB, memcpy 1 GiB %v",
 			i, d, size1(d), ratio(d, mc), r, size1(r), ratio(r, mc), float64(size)/(1<<20), mc)
+		b.Logf("run %d: where the time goes: %s", i, split)
 		b.StartTimer()
 	}
 	b.StopTimer()

@@ -550,6 +550,7 @@ func TestIssue4FailedRestore(t *testing.T) {
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 			t.Errorf("restore %v: %v, want exit 1\n%s", env, err, lastLines(string(out), 15))
 		}
+		t.Logf("restore failed as wanted: %s", lastLines(string(out), 1))
 		for _, pid := range pids {
 			rp.Forget(pid)
 		}

@@ -102,10 +102,24 @@ type Plan struct {
 type NotSupportedError struct {
 	Field string
 	What  string
+	// Flag is the command-line option that sets Field ("" if none), so
+	// that a job built from flags names the option, not the spec path.
+	Flag string
+	// Hint says what to do instead ("" if nothing).
+	Hint string
 }
 
 func (e *NotSupportedError) Error() string {
-	return fmt.Sprintf("%s: %s is not supported yet", e.Field, e.What)
+	return fmt.Sprintf("%s: %s", e.Field, e.Message())
+}
+
+// Message is the error without the spec field.
+func (e *NotSupportedError) Message() string {
+	m := e.What + " is not supported yet"
+	if e.Hint != "" {
+		m += "; " + e.Hint
+	}
+	return m
 }
 
 // Build plans one job. now fills {{ .Time }}.
@@ -212,7 +226,8 @@ func checkpointPlan(job *spec.Job, now time.Time) (*Plan, error) {
 		}
 	}
 	if len(nsBad) > 0 {
-		return nil, &NotSupportedError{Field: "spec.namespaces", What: "checkpointing namespaces (" + strings.Join(nsBad, ", ") + ")"}
+		return nil, &NotSupportedError{Field: "spec.namespaces", Flag: "-n/--namespaces",
+			What: "checkpointing namespaces (" + strings.Join(nsBad, ", ") + ")", Hint: "uts and ipc are supported"}
 	}
 	dir, err := spec.ExpandImagesDir(c.ImagesDir, spec.TemplateData{Time: spec.SnapshotTime(now), Name: job.Name()})
 	if err != nil {
@@ -451,7 +466,7 @@ func shortDuration(d time.Duration) string {
 func unsupportedOptions(o spec.Options) error {
 	switch {
 	case o.Root != "":
-		return &NotSupportedError{Field: "spec.options.root", What: "changing the root filesystem (-r/--root)"}
+		return &NotSupportedError{Field: "spec.options.root", Flag: "-r/--root", What: "changing the root filesystem (-r/--root)"}
 	}
 	return nil
 }

@@ -109,12 +109,18 @@ func buildPlan(j *spec.Job, now time.Time) (*planner.Plan, error) {
 	if err != nil {
 		var ns *planner.NotSupportedError
 		if errors.As(err, &ns) {
+			if j.Source == cliSource && ns.Flag != "" {
+				return nil, &exitError{code: exitFailed, err: fmt.Errorf("%s: %s", ns.Flag, ns.Message())}
+			}
 			return nil, &exitError{code: exitFailed, err: fmt.Errorf("%s: %w", j.Source, err)}
 		}
 		return nil, &exitError{code: exitUsage, err: fmt.Errorf("%s: %w", j.Source, err)}
 	}
 	return p, nil
 }
+
+// cliSource is the Source of a job built from command-line flags.
+const cliSource = "command line"
 
 // runCLIJob runs a job built from command-line flags (dump, restore).
 func runCLIJob(cmd *cobra.Command, g *globalOptions, job *spec.Job) error {

@@ -28,6 +28,7 @@ type dumpFlags struct {
 	PageServer     bool
 	Address        string
 	Port           int
+	VethPairs      [][2]string // refused: restore only
 }
 
 func newDumpCommand(g *globalOptions) *cobra.Command {
@@ -66,6 +67,11 @@ By default the tree is killed after a good dump (-s: left stopped,
 	fl.BoolVar(&f.PageServer, "page-server", false, "send pages to a page server (see --address, --port)")
 	fl.StringVar(&f.Address, "address", "", "page server `ADDRESS`")
 	fl.Var(portValue(&f.Port), "port", "page server `PORT` number")
+	// The man page lists --veth-pair among the common options; it only
+	// means something to restore, so dump names that instead of calling
+	// it an unknown flag.
+	fl.Var(&vethValue{p: &f.VethPairs}, "veth-pair", "restore only: correspondence of veth device names (IN=OUT)")
+	fl.Lookup("veth-pair").DefValue = ""
 	return c
 }
 
@@ -81,6 +87,14 @@ func dumpJob(g *globalOptions, f *dumpFlags, cmd *cobra.Command) (*spec.Job, err
 		return nil, usageErrorf("-s/--leave-stopped and -R/--leave-running exclude each other")
 	}
 	fl := cmd.Flags()
+	if fl.Changed("veth-pair") {
+		return nil, usageErrorf("--veth-pair applies to restore only (it maps veth device names when a network namespace is restored)")
+	}
+	if g.LogFile != "" && !filepath.IsAbs(g.LogFile) && filepath.Base(g.LogFile) != g.LogFile {
+		// A relative log file goes inside the images directory, which a
+		// dump creates only at its end: a sub-directory there cannot exist.
+		return nil, usageErrorf("-o %s: a relative log file of dump must be a plain file name (it is written inside the images directory); give an absolute path to log elsewhere", g.LogFile)
+	}
 	if !f.PageServer && (fl.Changed("address") || fl.Changed("port")) {
 		return nil, usageErrorf("--address and --port need --page-server")
 	}
@@ -116,7 +130,7 @@ func dumpJob(g *globalOptions, f *dumpFlags, cmd *cobra.Command) (*spec.Job, err
 		Kind:       spec.KindCheckpoint,
 		Metadata:   spec.Metadata{Name: fmt.Sprintf("dump-%d", f.Tree)},
 		Checkpoint: cs,
-		Source:     "command line",
+		Source:     cliSource,
 	}, nil
 }
 

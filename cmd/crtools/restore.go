@@ -50,6 +50,7 @@ failed restore leaves no restored task behind.`,
 	fl.StringVarP(&f.Root, "root", "r", "", "change the root filesystem to `PATH` (when run in mount namespace)")
 	fl.BoolVar(&f.EvasiveDevices, "evasive-devices", false, "use any path to a device file if the original one is inaccessible")
 	fl.Var(&vethValue{p: &f.VethPairs}, "veth-pair", "correspondence between inside and outside names of veth devices (repeatable)")
+	fl.Lookup("veth-pair").DefValue = ""
 	fl.StringArrayVar(&f.ActionScripts, "action-script", nil, "add an external action script `SCR` (CRTOOL_SCRIPT_ACTION names the action)")
 	fl.BoolVar(&f.TCPEstablished, "tcp-established", false, "restore established TCP connections")
 	fl.BoolVarP(&f.ShellJob, "shell-job", "j", false, "restore a shell job: inherit session and process group from crtools")
@@ -91,7 +92,7 @@ func restoreJob(g *globalOptions, f *restoreFlags) (*spec.Job, error) {
 		// directories with the same base name must not exclude each other.
 		Metadata: spec.Metadata{Name: restoreLockName(dir)},
 		Restore:  rs,
-		Source:   "command line",
+		Source:   cliSource,
 	}, nil
 }
 

@@ -111,3 +111,23 @@ func TestCLIRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestQuietFailureOneLine: with -v 0 and no log file, a failed dump or
+// restore prints exactly one line on stderr (what failed, why, and that it
+// was rolled back), not the same error again as log lines.
+func TestQuietFailureOneLine(t *testing.T) {
+	t.Setenv(lockDirEnv, t.TempDir())
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"dump", "-v", "0", "-t", "4194000", "-D", filepath.Join(dir, "img")}, "process 4194000: no such process; rolled back"},
+		{[]string{"restore", "-v", "0", "-D", filepath.Join(dir, "missing")}, "missing: no such file or directory; rolled back"},
+	} {
+		code, _, errs := runCLI(t, tc.args...)
+		if code != exitFailed || strings.Count(errs, "\n") != 1 || !strings.HasPrefix(errs, "crtools: ") || !strings.Contains(errs, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 1 and one line with %q", tc.args, code, errs, tc.want)
+		}
+	}
+}

@@ -61,6 +61,12 @@ func zerologLevel(v int) zerolog.Level {
 // openLogs opens the main log. Lines carry the time since start.
 func openLogs(cfg logConfig, start time.Time, stderr io.Writer) (*logs, error) {
 	l := &logs{cfg: cfg, start: start, level: zerologLevel(cfg.Level), stderr: stderr, files: map[string]*os.File{}}
+	if cfg.File == "" && cfg.Level <= 0 {
+		// -v 0 on stderr: a failure is reported by crtools' own final
+		// "crtools: ..." line (with what was rolled back); error log
+		// lines there would only say the same thing again.
+		l.level = zerolog.Disabled
+	}
 	var w io.Writer = stderr
 	if cfg.File != "" {
 		path := cfg.File

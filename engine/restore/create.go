@@ -35,7 +35,7 @@ type PidInUseError struct {
 }
 
 func (e *PidInUseError) Error() string {
-	return fmt.Sprintf("pid %d is in use by a running process (%s); restoring into a new PID namespace (-n pid) avoids this", e.Pid, e.Comm)
+	return fmt.Sprintf("pid %d is in use by a running process (%s); stop it, or restore on a machine where the PID is free (restoring into a new PID namespace would avoid this, but crtools cannot do that yet)", e.Pid, e.Comm)
 }
 
 // zombieWait bounds how long restore waits for a zombie holding a PID it

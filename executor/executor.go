@@ -498,7 +498,9 @@ func (r *run) freeze(ctx context.Context, log zerolog.Logger) error {
 		GhostLimit:     c.Options.GhostLimit,
 		// ActionScripts stay with the executor, which runs them at each
 		// hook step; the engine must not run them a second time.
-		Log:    log,
+		// The engine logs in later steps too: the job's logger, not
+		// this step's (its lines would all say step=freeze).
+		Log:    r.log,
 		PidLog: r.opts.PidLog,
 	}
 	if c.PageServer != nil {
@@ -639,7 +641,8 @@ func (r *run) load(ctx context.Context, log zerolog.Logger) error {
 		ShellJob:       rs.Options.ShellJob,
 		FileLocks:      rs.Options.FileLocks,
 		// ActionScripts: run by the executor's hook steps, not the engine.
-		Log:    log,
+		// The job's logger: the engine logs in later steps too.
+		Log:    r.log,
 		PidLog: r.opts.PidLog,
 	}
 	for _, v := range rs.VethPairs {

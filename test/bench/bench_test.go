@@ -189,6 +189,16 @@ func start(b *testing.B, dir, bin string, args ...string) int {
 	}
 	pid := p.Pid
 	_ = p.Release()
+	// Whatever runs with this PID at the end (the original or the restored
+	// task) goes, also when the benchmark fails halfway.
+	// Only if it still runs this program (its environment names our ready
+	// file): PIDs come back quickly.
+	b.Cleanup(func() {
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err == nil && strings.Contains(string(env), "CRT_READY="+ready+"\x00") {
+			harness.KillTree(pid)
+		}
+	})
 	deadline := time.Now().Add(120 * time.Second)
 	for {
 		if s, err := os.ReadFile(ready); err == nil && strings.TrimSpace(string(s)) == strconv.Itoa(pid) {

@@ -1,0 +1,73 @@
+package ns
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine"
+)
+
+func TestCheckRequested(t *testing.T) {
+	if err := CheckRequested([]string{"uts", "ipc"}); err != nil {
+		t.Errorf("uts,ipc: %v", err)
+	}
+	err := CheckRequested([]string{"uts", "net", "pid"})
+	if !errors.Is(err, engine.ErrNotSupported) || !strings.Contains(err.Error(), "net, pid") {
+		t.Errorf("uts,net,pid: %v, want not supported naming net, pid", err)
+	}
+}
+
+// TestInNamespace reads the hostname of a child in its own UTS namespace
+// from a crtools thread that joins it, and checks that no thread of the
+// test process is left in that namespace (the hostname seen afterwards,
+// from many goroutines, is the test's own).
+func TestInNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (setns); CI runs as root")
+	}
+	own, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", "hostname crt-ns-unit && exec sleep 100")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWUTS}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	var got string
+	for i := 0; i < 200 && got != "crt-ns-unit"; i++ {
+		err := inNamespace(cmd.Process.Pid, "uts", func() error {
+			var u unix.Utsname
+			if err := unix.Uname(&u); err != nil {
+				return err
+			}
+			got = unix.ByteSliceToString(u.Nodename[:])
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got != "crt-ns-unit" {
+		t.Fatalf("hostname inside the child's namespace: %q, want crt-ns-unit", got)
+	}
+	done := make(chan string, 32)
+	for i := 0; i < cap(done); i++ {
+		go func() { h, _ := os.Hostname(); done <- h }()
+	}
+	for i := 0; i < cap(done); i++ {
+		if h := <-done; h != own {
+			t.Fatalf("a goroutine sees hostname %q after inNamespace, want the test's %q", h, own)
+		}
+	}
+	if err := inNamespace(cmd.Process.Pid, "mnt", func() error { return nil }); err == nil {
+		t.Error("inNamespace mnt: no error for a namespace it does not handle")
+	}
+}

@@ -172,6 +172,9 @@ type Set struct {
 	Locks []*pb.FileLockEntry
 	// TtyInfo by tty info id.
 	TtyInfo map[uint32]*pb.TtyInfoEntry
+	// TtyData by tty info id: bytes in flight in a pseudo-terminal pair
+	// of the tree, waiting to be read at that end (tty.go).
+	TtyData map[uint32][]byte
 	// TCPStreams by socket inode: established TCP connections.
 	TCPStreams map[uint32]*TCPStream
 }
@@ -186,6 +189,7 @@ func NewSet() *Set {
 		linkRemapIDs: map[uint32]uint32{},
 		Icons:        map[uint32][]uint32{},
 		TtyInfo:      map[uint32]*pb.TtyInfoEntry{},
+		TtyData:      map[uint32][]byte{},
 		TCPStreams:   map[uint32]*TCPStream{},
 	}
 }

@@ -167,7 +167,7 @@ func WriteImages(dir string, set *Set) error {
 			return err
 		}
 	}
-	return nil
+	return writeTtyData(dir, set) // tty.go
 }
 
 // ReadImages reads the extra images from dir into a Set whose Files are
@@ -252,6 +252,9 @@ func ReadImages(dir string, files []*pb.FileEntry) (*Set, error) {
 	for _, e := range es {
 		t := e.Msg.(*pb.TtyInfoEntry)
 		set.TtyInfo[t.GetId()] = t
+	}
+	if err := readTtyData(dir, set); err != nil { // tty.go
+		return nil, err
 	}
 	return set, nil
 }

@@ -3,11 +3,15 @@ package files
 import (
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
 )
 
@@ -232,6 +236,11 @@ func (d *Dumper) dumpPty(c *Collected, e *pb.FileEntry, f *os.File, st *unix.Sta
 			}
 		}
 		d.set.TtyInfo[infoID] = info
+		if master {
+			if err := d.dumpPtyData(f, idx); err != nil {
+				return err
+			}
+		}
 	}
 	e.Tty = &pb.TtyFileEntry{Id: u32p(c.ID), TtyInfoId: u32p(infoID), Flags: u32p(flags), Fown: fown}
 	return nil
@@ -283,6 +292,9 @@ func (r *Restorer) pty(idx uint32) (*ptyPair, error) {
 				return nil, os.NewSyscallError("ioctl(TIOCPKT)", err)
 			}
 		}
+	}
+	if err := r.restorePtyData(p, idx); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -382,4 +394,216 @@ func (r *Restorer) ShellForeground(live func(pgid int) bool) (int, error) {
 		return pgrp, nil
 	}
 	return 0, nil
+}
+
+// Bytes in flight in a pair of the tree. A terminal cannot be read without
+// consuming, so the dump reads what waits at each end (the slave's input
+// queue, the master's input queue) while the tree is frozen and writes it
+// straight back into the same pair; restore writes it into the new pair.
+// Writing back goes through the other end with the slave in a raw mode (no
+// echo, no signals, no input or output translation) so the bytes arrive
+// as they were, then the pair's settings are put back. In canonical mode
+// the slave's pending lines come back as one pushed chunk: no byte is lost,
+// but a reader may get several lines in one read.
+
+// rawTermios is t with every translation off: non-canonical, no echo, no
+// signals, no CR/NL mapping, no output processing; reads return at once.
+func rawTermios(t unix.Termios) unix.Termios {
+	t.Lflag &^= unix.ICANON | unix.ECHO | unix.ECHOE | unix.ECHOK | unix.ECHONL | unix.ECHOCTL | unix.ECHOKE | unix.ISIG | unix.IEXTEN
+	t.Iflag &^= unix.ICRNL | unix.INLCR | unix.IGNCR | unix.ISTRIP | unix.IUCLC | unix.IXON | unix.IXOFF | unix.PARMRK
+	t.Oflag &^= unix.OPOST
+	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 0, 0
+	return t
+}
+
+// drainTTY reads what waits in f's input queue (TIOCINQ says how much; the
+// flip buffers are given a moment to land).
+func drainTTY(f *os.File, packet bool) ([]byte, error) {
+	fd := int(f.Fd())
+	var out []byte
+	buf := make([]byte, 4096)
+	for quiet := 0; quiet < 3; {
+		n, err := unix.IoctlGetInt(fd, unix.TIOCINQ)
+		if err != nil {
+			return nil, os.NewSyscallError("ioctl(TIOCINQ)", err)
+		}
+		if n == 0 {
+			quiet++
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		quiet = 0
+		if n > len(buf) {
+			n = len(buf)
+		}
+		got, err := unix.Read(fd, buf[:n])
+		if err != nil {
+			return nil, os.NewSyscallError("read", err)
+		}
+		b := buf[:got]
+		if packet && len(b) > 0 {
+			b = b[1:] // the packet-mode status byte
+		}
+		out = append(out, b...)
+	}
+	return out, nil
+}
+
+// injectTTY writes data into the pair at w and waits (bounded) until the
+// other end r has it in its input queue.
+func injectTTY(w, r *os.File, data []byte, had int) error {
+	for off := 0; off < len(data); {
+		n, err := unix.Write(int(w.Fd()), data[off:])
+		if err == unix.EAGAIN || err == unix.EINTR {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if err != nil {
+			return os.NewSyscallError("write", err)
+		}
+		off += n
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		n, err := unix.IoctlGetInt(int(r.Fd()), unix.TIOCINQ)
+		if err != nil {
+			return os.NewSyscallError("ioctl(TIOCINQ)", err)
+		}
+		if n >= had+len(data) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d bytes arrived", n-had, len(data))
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// ptyData moves the queued bytes of a pair: from (dump) reads them
+// out first, then data[0] (the slave's input) and data[1] (the master's)
+// are written in. slave may be nil (no slave open: only the master's
+// queue). The slave's settings are restored at the end.
+func ptyData(master, slave *os.File, packet, read bool, data *[2][]byte) error {
+	if slave == nil {
+		if read {
+			b, err := drainTTY(master, packet)
+			if err != nil {
+				return fmt.Errorf("read the master's queue: %w", err)
+			}
+			data[1] = b
+		}
+		if len(data[1]) > 0 {
+			return fmt.Errorf("%d bytes for the master's queue but no slave to write them from", len(data[1]))
+		}
+		return nil
+	}
+	orig, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err != nil {
+		return os.NewSyscallError("ioctl(TCGETS)", err)
+	}
+	raw := rawTermios(*orig)
+	if err := unix.IoctlSetTermios(int(slave.Fd()), unix.TCSETS, &raw); err != nil {
+		return os.NewSyscallError("ioctl(TCSETS)", err)
+	}
+	err = func() error {
+		if read {
+			var err error
+			if data[0], err = drainTTY(slave, false); err != nil {
+				return fmt.Errorf("read the slave's queue: %w", err)
+			}
+			if data[1], err = drainTTY(master, packet); err != nil {
+				return fmt.Errorf("read the master's queue: %w", err)
+			}
+		}
+		if len(data[0]) > 0 {
+			if err := injectTTY(master, slave, data[0], 0); err != nil {
+				return fmt.Errorf("write the slave's queue: %w", err)
+			}
+		}
+		if len(data[1]) > 0 {
+			if err := injectTTY(slave, master, data[1], 0); err != nil {
+				return fmt.Errorf("write the master's queue: %w", err)
+			}
+		}
+		return nil
+	}()
+	if serr := unix.IoctlSetTermios(int(slave.Fd()), unix.TCSETS, orig); err == nil && serr != nil {
+		err = os.NewSyscallError("ioctl(TCSETS)", serr)
+	}
+	return err
+}
+
+// dumpPtyData saves (and puts back) the queued bytes of pair idx, whose
+// master the tree holds as f. crtools opens the slave by its name (a
+// locked pair, whose slave was never opened, has nothing queued; a slave
+// closed before is closed again, which the master sees as before).
+func (d *Dumper) dumpPtyData(f *os.File, idx uint32) error {
+	var slave *os.File
+	if s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", idx), os.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK, 0); err == nil {
+		defer s.Close()
+		slave = s
+	}
+	packet := false
+	if v, err := unix.IoctlGetInt(int(f.Fd()), unix.TIOCGPKT); err == nil {
+		packet = v != 0
+	}
+	var data [2][]byte
+	if err := ptyData(f, slave, packet, true, &data); err != nil {
+		return fmt.Errorf("queued bytes of pseudo-terminal %d: %w", idx, err)
+	}
+	if len(data[0]) > 0 {
+		d.set.TtyData[idx] = data[0]
+	}
+	if len(data[1]) > 0 {
+		d.set.TtyData[idx|ptyMasterInfo] = data[1]
+	}
+	return nil
+}
+
+// restorePtyData writes the saved queues into the new pair p (dumped index
+// idx), before any task holds it.
+func (r *Restorer) restorePtyData(p *ptyPair, idx uint32) error {
+	data := [2][]byte{r.set.TtyData[idx], r.set.TtyData[idx|ptyMasterInfo]}
+	if len(data[0]) == 0 && len(data[1]) == 0 {
+		return nil
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", p.index), os.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("open the slave of the new pseudo-terminal: %w", err)
+	}
+	// Kept open until the tasks hold the slave: closing the only slave
+	// would hang the pair up for the master.
+	r.keep = append(r.keep, s)
+	return ptyData(p.master, s, false, false, &data)
+}
+
+func writeTtyData(dir string, set *Set) error {
+	if len(set.TtyData) == 0 {
+		return nil
+	}
+	var ids []uint32
+	for id := range set.TtyData {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	var m []proto.Message
+	for _, id := range ids {
+		m = append(m, &pb.TtyDataEntry{TtyId: u32p(id), Data: set.TtyData[id]})
+	}
+	return image.WriteFile(dir, image.TTYData, 0, m...)
+}
+
+func readTtyData(dir string, set *Set) error {
+	if !image.Exists(dir, image.TTYData, 0) {
+		return nil
+	}
+	es, err := image.ReadFile(dir, image.TTYData, 0)
+	if err != nil {
+		return err
+	}
+	for _, e := range es {
+		t := e.Msg.(*pb.TtyDataEntry)
+		set.TtyData[t.GetTtyId()] = append(set.TtyData[t.GetTtyId()], t.GetData()...)
+	}
+	return nil
 }

@@ -281,6 +281,9 @@ func (d *Dumper) collectTask(s *dumpState, t *task) (*taskState, error) {
 			*k.dst = proto.Uint32(s.kobjID())
 		}
 	}
+	if err := s.checkSharedKobjs(pid, ts.ids); err != nil { // files.go
+		return nil, err
+	}
 	for _, n := range []struct {
 		name string
 		dst  **uint32

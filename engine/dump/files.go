@@ -276,3 +276,25 @@ func (s *dumpState) exeFileID(pid int) (uint32, error) {
 	}
 	return s.files.regByPath(path, unix.O_RDONLY, st), nil
 }
+
+// checkSharedKobjs refuses processes that share their memory (CLONE_VM) or
+// their signal handler table (CLONE_SIGHAND, which the kernel allows only
+// with CLONE_VM) with another process of the tree: restore creates every
+// process with its own mm and handler table, so the sharing would be lost
+// silently. Shared fd tables and fs info are restored (engine/restore,
+// create.go). ids are pid's, just computed; s.tasks holds the processes
+// collected before it.
+func (s *dumpState) checkSharedKobjs(pid int, ids *pb.TaskKobjIdsEntry) error {
+	for _, o := range s.tasks {
+		if o.t.zombie || o.ids == nil {
+			continue
+		}
+		if o.ids.GetSighandId() == ids.GetSighandId() {
+			return fmt.Errorf("pid %d shares its signal handler table with pid %d (clone with CLONE_SIGHAND without CLONE_THREAD); processes sharing signal handlers are not supported", pid, o.t.pid)
+		}
+		if o.ids.GetVmId() == ids.GetVmId() {
+			return fmt.Errorf("pid %d shares its memory with pid %d (clone with CLONE_VM, e.g. vfork, without CLONE_THREAD); processes sharing an address space are not supported", pid, o.t.pid)
+		}
+	}
+	return nil
+}

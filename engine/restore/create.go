@@ -333,3 +333,113 @@ func (p *puppet) exitAs(status uint32) error {
 		}
 	}
 }
+
+// Fd tables (CLONE_FILES) and fs info (CLONE_FS: cwd, root, umask) shared
+// between processes are shared again by creating the later task with
+// those flags from the earlier one. clone can only make a task share with
+// its creator, and the creator must end up as the parent (plain clone) or
+// as a sibling (CLONE_PARENT), so a task may share with its parent or with
+// a sibling created before it; the table or fs info is restored once, by
+// the task that got it first.
+
+// shareSource is where a task's puppet is cloned from and with which
+// sharing flags.
+type shareSource struct {
+	from    *taskImage // the parent, or a sibling (then CLONE_PARENT)
+	flags   uint64     // CLONE_FILES and/or CLONE_FS
+	files   bool       // the fd table is the one from already has
+	fs      bool       // the fs info is the one from already has
+	sibling bool
+}
+
+// shareSourceOf decides how to create t (not the root, not a zombie) so
+// that it shares what it shared at dump. done is the set of tasks created
+// before t, in image order.
+func shareSourceOf(t *taskImage, done []*taskImage) (shareSource, error) {
+	src := shareSource{from: t.parent}
+	if t.ids == nil {
+		return src, nil
+	}
+	// The first earlier live task with the same id: the one t must be
+	// cloned from for that resource.
+	find := func(get func(*taskImage) uint32) *taskImage {
+		id := get(t)
+		if id == 0 {
+			return nil
+		}
+		// The parent first: the usual case, and no CLONE_PARENT.
+		if p := t.parent; p != nil && p.ids != nil && !p.dead() && get(p) == id {
+			return p
+		}
+		for _, o := range done {
+			if o != t && o.ids != nil && !o.dead() && get(o) == id {
+				return o
+			}
+		}
+		return nil
+	}
+	filesOf := find(func(x *taskImage) uint32 { return x.ids.GetFilesId() })
+	fsOf := find(func(x *taskImage) uint32 { return x.ids.GetFsId() })
+	if filesOf != nil && fsOf != nil && filesOf != fsOf {
+		return src, fmt.Errorf("task %d shares its fd table with task %d and its fs info with task %d; crtools can only restore sharing with one task: %w",
+			t.pid, filesOf.pid, fsOf.pid, errNotYet)
+	}
+	with := filesOf
+	if with == nil {
+		with = fsOf
+	}
+	if with == nil {
+		return src, nil
+	}
+	what := "fd table"
+	if filesOf == nil {
+		what = "fs info (cwd, root, umask)"
+	}
+	switch {
+	case with == t.parent:
+	case with.parent == t.parent:
+		src.sibling = true
+	default:
+		return src, fmt.Errorf("task %d shares its %s with task %d, which is neither its parent nor a sibling; crtools cannot create such a task: %w",
+			t.pid, what, with.pid, errNotYet)
+	}
+	src.from = with
+	if filesOf != nil {
+		src.files, src.flags = true, src.flags|unix.CLONE_FILES
+	}
+	if fsOf != nil {
+		src.fs, src.flags = true, src.flags|unix.CLONE_FS
+	}
+	// What the source has but t did not share is copied by the clone
+	// (no flag) and restored by t itself.
+	return src, nil
+}
+
+// cloneChild creates the puppet of t (not the root) from its parent, or
+// from the task it shares its fd table or fs info with (shareSourceOf).
+// Preconditions: on the tracer thread; every task before t is created.
+func (r *restorer) cloneChild(pr *proc) (*puppet, error) {
+	t := pr.t
+	var done []*taskImage
+	for _, p := range r.procs {
+		done = append(done, p.t)
+	}
+	src := shareSource{from: t.parent}
+	if !t.dead() {
+		var err error
+		if src, err = shareSourceOf(t, done); err != nil {
+			return nil, err
+		}
+	}
+	from := r.procOf(src.from)
+	if from == nil {
+		return nil, fmt.Errorf("create task %d: task %d it is cloned from is not created", t.pid, src.from.pid)
+	}
+	pr.sharedFiles, pr.sharedFS = src.files, src.fs
+	if src.sibling {
+		// CLONE_PARENT: the sibling's parent becomes t's; clone3 wants
+		// exit_signal 0 then, and t inherits the sibling's (SIGCHLD).
+		return from.threads[0].clone(src.flags|unix.CLONE_PARENT, 0, t.pid)
+	}
+	return from.threads[0].clone(src.flags, uint64(unix.SIGCHLD), t.pid)
+}

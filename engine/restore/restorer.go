@@ -61,6 +61,10 @@ type proc struct {
 	t       *taskImage
 	threads []*puppet // the leader first
 	done    bool      // state restored; only the final registers remain
+
+	// The fd table / fs info is shared with a task restored before
+	// (CLONE_FILES / CLONE_FS, create.go): it is restored there, once.
+	sharedFiles, sharedFS bool
 }
 
 func (r *restorer) Load(ctx context.Context) error {
@@ -142,8 +146,9 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 				// then wants exit_signal 0 and the child gets SIGCHLD.
 				lead, err = first.clone(unix.CLONE_PARENT|r.nsCloneFlags(), 0, t.pid) // ns.go
 			} else {
-				parent := r.procOf(t.parent)
-				lead, err = parent.threads[0].clone(0, uint64(unix.SIGCHLD), t.pid)
+				// From its parent, or from the task it shares its fd
+				// table or fs info with (create.go).
+				lead, err = r.cloneChild(pr)
 			}
 			if err != nil {
 				return err

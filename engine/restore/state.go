@@ -49,9 +49,12 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 			break
 		}
 	}
-	// The puppet inherited crtools' files.
-	if _, err := lead.callf("close inherited files", unix.SYS_CLOSE_RANGE, 0, uint64(^uint32(0)), 0); err != nil {
-		return 0, err
+	// The puppet inherited crtools' files; a table shared with a task
+	// restored before holds that task's restored files instead.
+	if !pr.sharedFiles {
+		if _, err := lead.callf("close inherited files", unix.SYS_CLOSE_RANGE, 0, uint64(^uint32(0)), 0); err != nil {
+			return 0, err
+		}
 	}
 
 	// Memory.
@@ -84,11 +87,17 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	}
 
 	// Files, then the things that refer to files (cwd, root).
-	if err := lead.restoreFiles(r.img, t.fds); err != nil {
-		return filled, err
+	// A shared fd table or fs info was restored by the task it is shared
+	// with (create.go).
+	if !pr.sharedFiles {
+		if err := lead.restoreFiles(r.img, t.fds); err != nil {
+			return filled, err
+		}
 	}
-	if err := lead.restoreFS(r.img, t.fs); err != nil {
-		return filled, err
+	if !pr.sharedFS {
+		if err := lead.restoreFS(r.img, t.fs); err != nil {
+			return filled, err
+		}
 	}
 
 	// Process-wide state.

@@ -1,17 +1,12 @@
-//go:build acceptance
-
-// Known failure (recorded in the acceptance notes of issue 4): after
-// restore the CLONE_FILES fd table and the CLONE_FS fs info of two
-// processes are no longer shared. Kept out of the default run until
-// engine/restore creates such tasks sharing them; run it with
-// go test -tags acceptance ./test/e2e -run TestIssue4SharedResources
-
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/crtools/crtools/test/harness"
 )
@@ -24,18 +19,20 @@ import (
 //	C2 (clone CLONE_FILES|CLONE_FS)     shares root's fd table and fs info
 //	                                    (umask, cwd) and the memfd page.
 //
-// Verify asks each child, through the shared page, to act and checks the
-// effect from the root: a write by C1 moves root's offset of F; an fd
-// opened by C2 is open in root; a umask set by root is the one C2 sees;
-// both children's counters move.
+// Verify (before the dump and after the restore) asks each child, through
+// the shared page, to act and checks the effect from the root: a write by
+// C1 moves root's offset of F; an fd opened by C2 is open in root and one
+// opened by root is open in C2; a umask and a cwd set by root are the ones
+// C2 sees (and set back); both children's counters move.
 const sharedSrc = `#include "crt.h"
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
 struct shared {
-	volatile int req, ack, fd, mask;
+	volatile int req, ack, fd, mask, ok;
 	volatile uint64_t count[3];
+	char cwd[512];
 };
 static struct shared *sh;
 static int F;
@@ -62,6 +59,13 @@ static void child(int me, pid_t parent)
 
 				umask(m);
 				sh->mask = m;
+				sh->ack = r;
+			} else if (me == 2 && r == 5) {
+				if (!getcwd(sh->cwd, sizeof(sh->cwd)))
+					strcpy(sh->cwd, "?");
+				sh->ack = r;
+			} else if (me == 2 && r == 6) {
+				sh->ok = fcntl(sh->fd, F_GETFD) >= 0;
 				sh->ack = r;
 			}
 		}
@@ -96,6 +100,8 @@ int main(void)
 		crt_die("mmap");
 	/* The mapping is what is shared; a memfd descriptor is issue 5's. */
 	close(memfd);
+	if (mkdir("cwdsub", 0755) && errno != EEXIST)
+		crt_die("mkdir cwdsub");
 	F = open("shared.dat", O_RDWR | O_CREAT | O_TRUNC, 0644);
 	if (F < 0 || write(F, "start", 5) != 5)
 		crt_die("open shared.dat");
@@ -131,6 +137,24 @@ int main(void)
 			CRT_CHECK(ask(3) && sh->mask == 027, "C2 sees umask %o after root set 027: fs not shared", sh->mask);
 			umask(022);
 			CRT_CHECK(ask(4) && sh->mask == 022, "C2 sees umask %o after root set 022: fs not shared", sh->mask);
+			{
+				char here[512], want[600];
+
+				CRT_CHECK(getcwd(here, sizeof(here)) != NULL, "getcwd");
+				snprintf(want, sizeof(want), "%s/cwdsub", here);
+				CRT_CHECK(chdir("cwdsub") == 0, "chdir cwdsub");
+				CRT_CHECK(ask(5) && strcmp(sh->cwd, want) == 0,
+					  "C2 is in %s after root went to %s: fs not shared", sh->cwd, want);
+				CRT_CHECK(chdir(here) == 0, "chdir back");
+				CRT_CHECK(ask(5) && strcmp(sh->cwd, here) == 0,
+					  "C2 is in %s after root went back to %s: fs not shared", sh->cwd, here);
+			}
+			sh->fd = open("/dev/null", O_WRONLY);
+			CRT_CHECK(sh->fd > 2, "open /dev/null");
+			CRT_CHECK(ask(6) && sh->ok, "fd %d opened by root is not open in C2: fd table not shared", sh->fd);
+			close(sh->fd);
+			sh->ok = 1;
+			CRT_CHECK(ask(6) && !sh->ok, "fd %d closed by root is still open in C2: fd table not shared", sh->fd);
 			for (end = crt_now() + 3000000000LL; (sh->count[1] == b1 || sh->count[2] == b2) && crt_now() < end;)
 				crt_sleep_ms(1);
 			CRT_CHECK(sh->count[1] > b1 && sh->count[2] > b2, "children stuck at %" PRIu64 " %" PRIu64,
@@ -158,4 +182,87 @@ func TestIssue4SharedResources(t *testing.T) {
 		t.Fatal(err)
 	}
 	dumpRestoreVerify(t, harness.BuildC(t, src, "-I"+harness.WorkloadsDir(t)))
+}
+
+// sighandSrc: a root and a child made with CLONE_VM|CLONE_SIGHAND (not a
+// thread): restore cannot give them one handler table, so dump refuses.
+const sighandSrc = `#include "crt.h"
+#include <sched.h>
+
+static char stack[64 << 10] __attribute__((aligned(16)));
+static volatile int started;
+
+static int child(void *arg)
+{
+	(void)arg;
+	started = 1;
+	for (;;)
+		syscall(SYS_pause);
+	return 0;
+}
+
+int main(void)
+{
+	pid_t c;
+
+	crt_init();
+	c = clone(child, stack + sizeof(stack), CLONE_VM | CLONE_SIGHAND | SIGCHLD, NULL);
+	if (c < 0)
+		crt_die("clone");
+	while (!started)
+		crt_sleep_ms(1);
+	{
+		FILE *f = fopen("child", "w");
+
+		if (!f || fprintf(f, "%d\n", c) < 0 || fclose(f))
+			crt_die("write child pid");
+	}
+	crt_ready();
+	for (;;) {
+		if (crt_pending()) {
+			CRT_CHECK(kill(c, 0) == 0, "child %d gone", c);
+			if (crt_usr2)
+				kill(c, SIGKILL);
+			crt_report();
+		}
+		crt_tick();
+		crt_sleep_ms(2);
+	}
+}
+`
+
+// TestIssue4SharedSighandRefused: a process sharing its signal handler
+// table with another process (CLONE_SIGHAND without CLONE_THREAD) cannot be
+// restored, so dump refuses, naming both pids, and leaves the tree running.
+func TestIssue4SharedSighandRefused(t *testing.T) {
+	harness.RequireRoot(t)
+	src := filepath.Join(t.TempDir(), "sighand.c")
+	if err := os.WriteFile(src, []byte(sighandSrc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w := harness.StartWorkload(t, harness.BuildC(t, src, "-I"+harness.WorkloadsDir(t)))
+	w.MustReady(10 * time.Second)
+	w.MustVerify(10 * time.Second)
+	b, err := os.ReadFile(filepath.Join(w.Dir, "child"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := strings.TrimSpace(string(b))
+	dir := filepath.Join(t.TempDir(), "images")
+	code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir)
+	if code != 1 {
+		t.Fatalf("dump of a tree sharing signal handlers: exit %d, want 1\n%s", code, out)
+	}
+	for _, want := range []string{"signal handler", fmt.Sprint(w.Pid), child} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dump refusal %q lacks %q", out, want)
+		}
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("refused dump left %s behind", dir)
+	}
+	if tr := tracerOf(w.Pid); tr != 0 {
+		t.Errorf("pid %d still traced by %d after a refused dump", w.Pid, tr)
+	}
+	w.MustVerify(10 * time.Second)
 }

@@ -29,9 +29,11 @@
 // pdeath signal, pending signals, and credentials last.
 //
 // Resume (regs.go) unmaps the trampoline with its own last syscall,
-// stopping at syscall exit, sets every thread's registers and xstate (the
-// -ERESTART* of a task dumped inside a syscall is turned into re-issuing
-// it), puts back crtools' CPU mask (tracer and puppets are pinned to one
+// single-stepped so that the task stops in a SIGTRAP signal-delivery-stop
+// like the other threads at their int3, sets every thread's registers and
+// xstate (a task dumped inside a syscall keeps its -ERESTART*, and the
+// kernel's signal code, still ahead of the detached thread, restarts the
+// syscall or makes it return -EINTR exactly as it would have), puts back crtools' CPU mask (tracer and puppets are pinned to one
 // CPU while injecting), and detaches every thread of every task.
 //
 // # Threads

@@ -18,16 +18,27 @@ const (
 	errRestartRestartBlock = 516
 )
 
-// finishProc unmaps the trampoline with its last injected syscall, stopped
-// at syscall exit, and sets every thread's dumped registers, FPU/xstate
-// and blocked mask. The threads stay stopped; Resume detaches them all.
+// finishProc unmaps the trampoline with its last injected syscall and sets
+// every thread's dumped registers, FPU/xstate and blocked mask. The threads
+// stay stopped, each in a signal-delivery-stop for SIGTRAP (the int3 of
+// the trampoline, or the single-step trap after the leader's munmap): the
+// kernel's signal code is still ahead of them when Resume detaches them,
+// which restartSyscall relies on.
 // Preconditions: on the tracer thread; restoreProc succeeded.
 func (r *restorer) finishProc(pr *proc) error {
 	lead := pr.threads[0]
 	// Other threads first: each must be done with the trampoline before
 	// the leader unmaps it.
 	for _, th := range pr.threads[1:] {
-		if err := th.setFinalState(pr.t.cores[th.pid]); err != nil {
+		core := pr.t.cores[th.pid]
+		if inRestartableSyscall(core.GetThreadInfo().GetGpregs()) {
+			// Make sure the thread sits at the int3 (its last stop
+			// could have been another kind).
+			if _, err := th.callf("stop at the trampoline", unix.SYS_GETPID); err != nil {
+				return err
+			}
+		}
+		if err := th.setFinalState(core); err != nil {
 			return err
 		}
 	}
@@ -37,9 +48,10 @@ func (r *restorer) finishProc(pr *proc) error {
 	return lead.setFinalState(pr.t.cores[lead.pid])
 }
 
-// unmapTrampoline runs munmap(trampoline) from the trampoline itself and
-// stops at its syscall exit (PTRACE_SYSCALL), since the int3 after it is
-// gone with the page.
+// unmapTrampoline runs munmap(trampoline) from the trampoline itself with
+// PTRACE_SINGLESTEP: the int3 after the syscall is gone with the page, and
+// the single-step trap raised as the syscall returns stops the task in a
+// signal-delivery-stop (SIGTRAP) before it runs any instruction.
 func (p *puppet) unmapTrampoline() error {
 	regs, err := p.prepare(unix.SYS_MUNMAP, []uint64{p.tr.addr, p.tr.size})
 	if err != nil {
@@ -48,31 +60,27 @@ func (p *puppet) unmapTrampoline() error {
 	if err := ptrace.SetRegs(p.pid, &regs); err != nil {
 		return err
 	}
-	for stop := 0; stop < 2; stop++ { // syscall entry, then exit
-		if err := ptrace.Syscall(p.pid, 0); err != nil {
+	if err := ptrace.SingleStep(p.pid, 0); err != nil {
+		return err
+	}
+	for {
+		st, err := ptrace.WaitStopped(p.pid)
+		if err != nil {
+			return fmt.Errorf("unmap the trampoline of task %d: %w", p.pid, err)
+		}
+		if st.Event == 0 && st.Sig == int(unix.SIGTRAP) {
+			break
+		}
+		// A signal while all are blocked can only be a fatal one
+		// sent from outside; anything else is dropped.
+		p.log.Debug().Stringer("stop", st).Msg("stop while unmapping the trampoline suppressed")
+		if err := ptrace.SingleStep(p.pid, 0); err != nil {
 			return err
 		}
-		for {
-			st, err := ptrace.WaitStopped(p.pid)
-			if err != nil {
-				return fmt.Errorf("unmap the trampoline of task %d: %w", p.pid, err)
-			}
-			if st.Sig == int(unix.SIGTRAP)|0x80 {
-				break
-			}
-			// A signal while all are blocked can only be a fatal one
-			// sent from outside; anything else is dropped.
-			p.log.Debug().Stringer("stop", st).Msg("stop while unmapping the trampoline suppressed")
-			if err := ptrace.Syscall(p.pid, 0); err != nil {
-				return err
-			}
-		}
 	}
-	ret, err := p.result(unix.SYS_MUNMAP)
-	if err != nil {
+	if _, err := p.result(unix.SYS_MUNMAP); err != nil {
 		return fmt.Errorf("unmap the trampoline of task %d: %w", p.pid, err)
 	}
-	_ = ret
 	return nil
 }
 
@@ -124,13 +132,37 @@ func regsFromImage(g *pb.UserX86RegsEntry, tmpl ptrace.Regs) ptrace.Regs {
 	return r
 }
 
-// restartSyscall handles a task that was dumped inside a syscall (RAX holds
-// a kernel-internal -ERESTART* and orig_rax the syscall number): the
-// restored task re-issues it, as the kernel would have done when it let the
-// task go after the freeze. The syscall instruction is 2 bytes (0f 05).
+// inRestartableSyscall tells whether the thread was dumped inside a
+// syscall that the kernel was going to finish on its way back to user
+// space: orig_rax holds the syscall number and RAX a kernel-internal
+// -ERESTART*.
+func inRestartableSyscall(g *pb.UserX86RegsEntry) bool {
+	if int64(g.GetOrigAx()) < 0 {
+		return false
+	}
+	switch -int64(g.GetAx()) {
+	case errRestartSys, errRestartNoIntr, errRestartNoHand, errRestartRestartBlock:
+		return true
+	}
+	return false
+}
+
+// restartSyscall prepares the registers of a thread dumped inside a
+// syscall (RAX holds a kernel-internal -ERESTART*, orig_rax the syscall
+// number). The thread is let go from a signal-delivery-stop (finishProc),
+// so the kernel's signal code runs before it returns to user space and
+// finishes the syscall as it would have for the dumped task: a signal with
+// a handler (pending in the images, or sent right after the restore) makes
+// it return -EINTR (-ERESTARTSYS with SA_RESTART: re-issued after the
+// handler), otherwise the kernel re-issues it. Re-issuing it here instead
+// (RIP back on the syscall instruction) loses such a signal: its handler
+// runs first and the syscall is entered again afterwards, so a pause()
+// woken by that very signal sleeps on.
 //
 // -ERESTART_RESTARTBLOCK needs the kernel's restart block, which the new
-// task does not have, so restart_syscall cannot be used. Instead:
+// task does not have, so the kernel cannot restart it with restart_syscall.
+// It is handed to the kernel as -ERESTARTNOHAND (same rule: -EINTR when a
+// handler runs), with arguments for re-issuing it:
 //   - nanosleep and relative clock_nanosleep: the kernel wrote the
 //     remaining time to *rem when the sleep was interrupted, so the sleep
 //     is re-issued for that remaining time (the time the task spent
@@ -143,21 +175,21 @@ func regsFromImage(g *pb.UserX86RegsEntry, tmpl ptrace.Regs) ptrace.Regs {
 //     whose original is unknown): -EINTR, which callers of sleeping
 //     syscalls handle.
 //
-// orig_rax is then set to -1 so that the kernel does not apply its own
-// restart logic on top.
+// Anything else gets orig_rax -1 so that the kernel applies no restart
+// logic at all.
 func restartSyscall(r *ptrace.Regs) {
 	nr := int64(r.Orig_rax)
-	r.Orig_rax = ^uint64(0)
 	if nr < 0 {
+		r.Orig_rax = ^uint64(0)
 		return
 	}
 	switch -int64(r.Rax) {
 	case errRestartSys, errRestartNoIntr, errRestartNoHand:
-		r.Rax = uint64(nr)
-		r.Rip -= 2
+		// The kernel finishes it.
 	case errRestartRestartBlock:
 		switch nr {
 		case unix.SYS_RESTART_SYSCALL:
+			r.Orig_rax = ^uint64(0)
 			r.Rax = ^uint64(unix.EINTR) + 1 // -EINTR
 			return
 		case unix.SYS_NANOSLEEP:
@@ -169,8 +201,9 @@ func restartSyscall(r *ptrace.Regs) {
 				r.Rdx = r.R10
 			}
 		}
-		r.Rax = uint64(nr)
-		r.Rip -= 2
+		r.Rax = ^uint64(errRestartNoHand) + 1 // -ERESTARTNOHAND
+	default:
+		r.Orig_rax = ^uint64(0)
 	}
 }
 

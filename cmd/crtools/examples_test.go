@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -158,7 +159,9 @@ func lines(s string) int { return strings.Count(s, "\n") }
 // TestExampleDemo runs examples/demo.yaml as the README says, with one
 // change: its /tmp/crtools-demo directory is moved into the test's temp
 // directory, so that a demo someone runs by hand on the same machine
-// cannot disturb the test (nor the test the demo).
+// cannot disturb the test (nor the test the demo). The bundled counter
+// (examples/counter) is copied next to it: the spec names it relative to
+// its own directory.
 func TestExampleDemo(t *testing.T) {
 	crtoolsBin(t)
 	b, err := os.ReadFile(filepath.Join("..", "..", "examples", "demo.yaml"))
@@ -168,23 +171,52 @@ func TestExampleDemo(t *testing.T) {
 	d := t.TempDir()
 	demo := filepath.Join(d, "demo.yaml")
 	os.WriteFile(demo, []byte(strings.ReplaceAll(string(b), "/tmp/crtools-demo", d)), 0o644)
+	os.Mkdir(filepath.Join(d, "counter"), 0o755)
+	for _, f := range []string{"counter.pl", "check.pl"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "examples", "counter", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(d, "counter", f), b, 0o755)
+	}
+	start := time.Now()
 	r := crtoolsRun(t, []string{lockDirEnv + "=" + t.TempDir()}, "apply", demo)
+	took := time.Since(start)
 	if r.code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
-	if !strings.Contains(r.stdout, "OK: the restored counter carried on from where it was checkpointed") {
-		t.Fatalf("no OK line:\n%s", r.stdout)
-	}
 	if len(r.journals) != 2 || r.journals[0].RootPid != r.journals[1].RootPid || *r.journals[1].ExitStatus != 0 {
-		t.Errorf("journals: %+v", r.journals)
+		t.Fatalf("journals: %+v", r.journals)
 	}
+	pid := r.journals[0].RootPid
+	if !strings.Contains(r.stdout, fmt.Sprintf("OK: the restored counter carried on from where it was checkpointed: pid %d, ", pid)) {
+		t.Errorf("no OK line for pid %d:\n%s", pid, r.stdout)
+	}
+	// The log goes to files: stderr (not a terminal) stays empty.
+	if r.stderr != "" {
+		t.Errorf("stderr: %q", r.stderr)
+	}
+	// Independently of check.pl: ticks 1..15 each exactly once, by the
+	// same pid with the same in-memory token, one start, and the pause
+	// after the checkpoint.
 	out, _ := os.ReadFile(filepath.Join(d, "counter.out"))
-	// Ticks 1..25 each exactly once: nothing repeated, nothing lost.
-	for i := 1; i <= 25; i++ {
-		if c := strings.Count(string(out), fmt.Sprintf("tick %d (pid %d)\n", i, r.journals[0].RootPid)); c != 1 {
-			t.Errorf("tick %d printed %d times", i, c)
-		}
+	if strings.Count(string(out), " started ") != 1 {
+		t.Errorf("started %d times:\n%s", strings.Count(string(out), " started "), out)
 	}
+	tokens := map[string]bool{}
+	for i := 1; i <= 15; i++ {
+		re := regexp.MustCompile(fmt.Sprintf(`(?m)^tick %d \(pid %d, token (\w+), sum %d\)`, i, pid, i*(i+1)/2))
+		m := re.FindAllStringSubmatch(string(out), -1)
+		if len(m) != 1 {
+			t.Errorf("tick %d printed %d times", i, len(m))
+			continue
+		}
+		tokens[m[0][1]] = true
+	}
+	if len(tokens) != 1 || !strings.Contains(string(out), "pause") {
+		t.Errorf("tokens %v; output:\n%s", tokens, out)
+	}
+	t.Logf("demo took %s", took)
 }
 
 // TestExamplePrebake bakes the slow program, then starts it from its
@@ -533,5 +565,38 @@ spec:
 	}
 	if ents, _ := os.ReadDir(filepath.Join(d, "snaps")); len(ents) != 1 {
 		t.Errorf("snapshots: %v", ents)
+	}
+}
+
+// TestCounterCheck: the demo's checker accepts a run that carried on and
+// names what is wrong with one that was restarted, lost its memory or
+// was never paused.
+func TestCounterCheck(t *testing.T) {
+	good := "counter 7 started (memory token abc123)\n" +
+		"tick 1 (pid 7, token abc123, sum 1)\n" +
+		"tick 2 (pid 7, token abc123, sum 3)   <- went on after a 1.2s pause\n" +
+		"tick 3 (pid 7, token abc123, sum 6)\n" +
+		"counter 7 done: 3 ticks, sum 6, token abc123\n"
+	cases := []struct{ name, out, want string }{
+		{"carried on", good, "OK: the restored counter carried on from where it was checkpointed: pid 7, memory token abc123, ticks 1-3 once each, resumed at tick 2"},
+		{"restarted", strings.Replace(good, "tick 2 (pid 7, token abc123, sum 3)", "counter 7 started (memory token abc123)\ntick 2 (pid 7, token abc123, sum 3)", 1),
+			"FAIL: the counter started more than once"},
+		{"counted again", strings.Replace(good, "tick 3 (", "tick 1 (", 1), "FAIL: tick 1 where tick 3 was due"},
+		{"other pid", strings.Replace(good, "tick 3 (pid 7", "tick 3 (pid 8", 1), "FAIL: tick 3 printed by pid 8, the counter is pid 7"},
+		{"memory lost", strings.Replace(good, "tick 3 (pid 7, token abc123", "tick 3 (pid 7, token ffffff", 1), "FAIL: tick 3 has memory token ffffff"},
+		{"sum lost", strings.Replace(good, "sum 6)", "sum 3)", 1), "FAIL: tick 3 says sum 3, the ticks add up to 6"},
+		{"no pause", strings.Replace(good, "   <- went on after a 1.2s pause", "", 1), "FAIL: no pause"},
+		{"unfinished", strings.Replace(good, "counter 7 done: 3 ticks, sum 6, token abc123\n", "", 1), "FAIL: the counter did not finish"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := filepath.Join(t.TempDir(), "out")
+			os.WriteFile(f, []byte(c.out), 0o644)
+			out, err := exec.Command(filepath.Join("..", "..", "examples", "counter", "check.pl"), f).CombinedOutput()
+			ok := strings.HasPrefix(c.want, "OK")
+			if (err == nil) != ok || !strings.HasPrefix(string(out), c.want) || strings.Count(string(out), "\n") != 1 {
+				t.Errorf("check.pl: %v\n%s\nwant %q", err, out, c.want)
+			}
+		})
 	}
 }

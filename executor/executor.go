@@ -32,9 +32,15 @@ import (
 )
 
 // FaultEnv names a hidden environment variable that makes the step of
-// that name fail before it does anything (tests: make each step fail in
-// turn and check the world). The CLI copies it into Options.FaultStep.
+// that name fail (tests: make each step fail in turn and check the
+// world). "NAME" fails the step before it does anything; "NAME:after"
+// lets it do all its work and then fails it, so that its own undo runs
+// too (a step whose last act fails). The CLI copies it into
+// Options.FaultStep.
 const FaultEnv = "CRTOOLS_FAULT_STEP"
+
+// FaultAfter is the suffix of a FaultStep that fails a step after its work.
+const FaultAfter = ":after"
 
 // ErrInjected is the error of a step failed by fault injection.
 var ErrInjected = errors.New("fault injected")
@@ -53,7 +59,7 @@ type Options struct {
 	Stdout, Stderr io.Writer
 	// Progress, if set, gets a one-line progress display (a terminal).
 	Progress io.Writer
-	// FaultStep names a step to fail (tests).
+	// FaultStep names a step to fail (tests): NAME or NAME:after (FaultEnv).
 	FaultStep string
 	// NewDumper and NewRestorer default to the engine's factories.
 	NewDumper   func(engine.DumpOptions) (engine.Dumper, error)
@@ -160,7 +166,25 @@ func (r *run) execute(ctx context.Context) {
 			if s.Irreversible {
 				barrier = i + 1
 			}
-			continue
+			if r.opts.FaultStep != s.Name+FaultAfter {
+				continue
+			}
+			// Injected after the step's work: it is done, so the
+			// rollback undoes it too.
+			err = fmt.Errorf("%w after step %s (%s)", ErrInjected, s.Name, FaultEnv)
+			rec.Error = err.Error()
+			if s.Optional {
+				rec.Status = StatusWarning
+				slog.Warn().Err(err).Msg("optional step failed; carrying on")
+				continue
+			}
+			r.journal.Error = fmt.Sprintf("step %s: %v", s.Name, err)
+			slog.Error().Err(err).Msg("step failed; rolling back")
+			r.rollback(steps, recs, barrier, i+1)
+			if recs[i].Status == StatusDone {
+				recs[i].Status = StatusFailed
+			}
+			return
 		}
 		rec.Error = err.Error()
 		var le *LockedError

@@ -168,73 +168,93 @@ func TestCheckpointFaultEachStep(t *testing.T) {
 	for _, s := range buildPlan(t, job, time.Now()).Steps {
 		names = append(names, s.Name)
 	}
-	for _, fault := range names {
-		t.Run(fault, func(t *testing.T) {
-			os.RemoveAll(snaps)
-			os.Remove(marker)
-			ev := &events{}
-			d := &fakeDumper{ev: ev}
-			opts := testOpts(t, ev, d)
-			opts.FaultStep = fault
-			p := buildPlan(t, job, time.Now())
-			j := Run(context.Background(), p, opts)
-			optional := fault == "retention"
-			if optional {
-				if j.Result != ResultDone || j.ExitCode() != 0 {
-					t.Fatalf("optional step failure: result %s, want done", j.Result)
-				}
-				if st := stepStatus(j, fault); st != StatusWarning {
-					t.Errorf("retention status %s, want warning", st)
-				}
-				return
+	finishAt := -1
+	for i, n := range names {
+		if n == "finish" {
+			finishAt = i
+		}
+	}
+	for i, fault := range names {
+		for _, after := range []bool{false, true} {
+			run := fault
+			if after {
+				run += FaultAfter
 			}
-			if j.Result != ResultRolledBack || j.ExitCode() != 1 {
-				t.Fatalf("result %s (exit %d), want rolled-back (1); journal error %q", j.Result, j.ExitCode(), j.Error)
-			}
-			if !strings.Contains(j.Error, "fault injected") {
-				t.Errorf("journal error %q does not name the fault", j.Error)
-			}
-			if st := stepStatus(j, fault); st != StatusFailed {
-				t.Errorf("failed step status %s", st)
-			}
-			for _, s := range j.Steps {
-				if s.Status == StatusDone || s.Status == StatusUndoFailed {
-					t.Errorf("step %s left %s after rollback", s.Name, s.Status)
-				}
-			}
-			// World: no snapshot, no temporary directory.
-			if ents, err := os.ReadDir(snaps); err == nil && len(ents) > 0 {
-				var n []string
-				for _, e := range ents {
-					n = append(n, e.Name())
-				}
-				t.Errorf("images left behind: %v", n)
-			}
-			if _, err := os.Stat(marker); err == nil {
-				t.Errorf("pre-dump hook side effect left behind")
-			}
-			evs := ev.list()
-			froze := ev.has("freeze")
-			if froze != ev.has("resume") {
-				t.Errorf("freeze/resume mismatch: %v", evs)
-			}
-			if froze && ev.has("finish-2") && fault != "hook-post-dump" && fault != "unlock" {
-				t.Errorf("finish ran though %s failed before it: %v", fault, evs)
-			}
-			// The process itself is untouched by the fakes; it must still run.
-			if !alive(pid) {
-				t.Fatalf("target died")
-			}
-			// Undo ran in reverse order of the steps it undoes.
-			assertReverse(t, j)
-			// The lock is free again.
-			l, err := acquireLock(opts.LockDir, "fi")
-			if err != nil {
-				t.Errorf("lock still held after rollback: %v", err)
-			} else {
-				l.release()
-			}
-		})
+			t.Run(run, func(t *testing.T) { checkpointFault(t, fault, after, i >= finishAt, pid, snaps, marker, job) })
+		}
+	}
+}
+
+// checkpointFault runs one fault of TestCheckpointFaultEachStep; after:
+// the step did its work before failing; pastFinish: the step is finish
+// or a later one.
+func checkpointFault(t *testing.T, fault string, after, pastFinish bool, pid int, snaps, marker string, job *spec.Job) {
+	os.RemoveAll(snaps)
+	os.Remove(marker)
+	ev := &events{}
+	d := &fakeDumper{ev: ev}
+	opts := testOpts(t, ev, d)
+	opts.FaultStep = fault
+	if after {
+		opts.FaultStep += FaultAfter
+	}
+	p := buildPlan(t, job, time.Now())
+	j := Run(context.Background(), p, opts)
+	optional := fault == "retention"
+	if optional {
+		if j.Result != ResultDone || j.ExitCode() != 0 {
+			t.Fatalf("optional step failure: result %s, want done", j.Result)
+		}
+		if st := stepStatus(j, fault); st != StatusWarning {
+			t.Errorf("retention status %s, want warning", st)
+		}
+		return
+	}
+	if j.Result != ResultRolledBack || j.ExitCode() != 1 {
+		t.Fatalf("result %s (exit %d), want rolled-back (1); journal error %q", j.Result, j.ExitCode(), j.Error)
+	}
+	if !strings.Contains(j.Error, "fault injected") {
+		t.Errorf("journal error %q does not name the fault", j.Error)
+	}
+	if st := stepStatus(j, fault); !after && st != StatusFailed || after && st != StatusUndone && st != StatusNoUndo {
+		t.Errorf("failed step status %s", st)
+	}
+	for _, s := range j.Steps {
+		if s.Status == StatusDone || s.Status == StatusUndoFailed {
+			t.Errorf("step %s left %s after rollback", s.Name, s.Status)
+		}
+	}
+	// World: no snapshot, no temporary directory.
+	if ents, err := os.ReadDir(snaps); err == nil && len(ents) > 0 {
+		var n []string
+		for _, e := range ents {
+			n = append(n, e.Name())
+		}
+		t.Errorf("images left behind: %v", n)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Errorf("pre-dump hook side effect left behind")
+	}
+	evs := ev.list()
+	froze := ev.has("freeze")
+	if froze != ev.has("resume") {
+		t.Errorf("freeze/resume mismatch: %v", evs)
+	}
+	if ran := pastFinish && (after || fault != "finish"); ev.has("finish-2") != ran {
+		t.Errorf("finish ran: %v, want %v (fault at %s): %v", ev.has("finish-2"), ran, fault, evs)
+	}
+	// The process itself is untouched by the fakes; it must still run.
+	if !alive(pid) {
+		t.Fatalf("target died")
+	}
+	// Undo ran in reverse order of the steps it undoes.
+	assertReverse(t, j)
+	// The lock is free again.
+	l, err := acquireLock(opts.LockDir, "fi")
+	if err != nil {
+		t.Errorf("lock still held after rollback: %v", err)
+	} else {
+		l.release()
 	}
 }
 
@@ -380,13 +400,17 @@ spec:
     postExit: ["true"]
 `, snaps, flag, flag)
 	job := loadJob(t, y, root)
+	var faults []string
 	for _, s := range buildPlan(t, job, time.Now()).Steps {
-		t.Run(s.Name, func(t *testing.T) {
+		faults = append(faults, s.Name, s.Name+FaultAfter)
+	}
+	for _, fault := range faults {
+		t.Run(fault, func(t *testing.T) {
 			ev := &events{}
 			opts := testOpts(t, ev, nil)
-			opts.FaultStep = s.Name
+			opts.FaultStep = fault
 			j := Run(context.Background(), buildPlan(t, job, time.Now()), opts)
-			if s.Name == "hook-post-exit" || s.Name == "unlock" {
+			if name, after := strings.CutSuffix(fault, FaultAfter); name == "hook-post-exit" || name == "unlock" || after && name == "wait" {
 				// After the wait (point of no return) nothing is undone.
 				if j.ExitCode() != 1 || stepStatus(j, "wait") != StatusKept {
 					t.Errorf("after wait: exit %d, wait %s", j.ExitCode(), stepStatus(j, "wait"))

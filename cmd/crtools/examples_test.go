@@ -370,18 +370,45 @@ func stepNames(t *testing.T, file string) []string {
 	return names
 }
 
+// faultsOf lists every step of a spec file twice: failing before it does
+// anything, and failing after its work (its own undo runs too).
+func faultsOf(t *testing.T, file string) []string {
+	var f []string
+	for _, n := range stepNames(t, file) {
+		f = append(f, n, n+executor.FaultAfter)
+	}
+	return f
+}
+
+// countsInOrder checks that a counter's output (started, n=1, n=2, ...)
+// has every count exactly once and in order: the process kept its state
+// through whatever happened, nothing repeated, nothing restarted.
+func countsInOrder(t *testing.T, out string) {
+	t.Helper()
+	ls := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(ls) < 2 || !strings.HasPrefix(ls[0], "started ") {
+		t.Fatalf("output does not start with one start line:\n%s", out)
+	}
+	for i, l := range ls[1:] {
+		if l != fmt.Sprintf("n=%d", i+1) {
+			t.Fatalf("line %d is %q, want n=%d (state lost or restarted)", i+2, l, i+1)
+		}
+	}
+}
+
 // TestRealCheckpointFaultEachStep makes each step of a checkpoint of a
-// live workload fail in turn (on the real engine) and checks the world:
-// the workload runs on with the same PID and its state (its count goes
-// on), it is not left stopped or traced, no images directory, no
-// temporary directory, no pre-dump side effect; exit code 1.
+// live workload fail in turn, before and after its work (on the real
+// engine), and checks the world: the workload runs on with the same PID
+// and its state (its count goes on, every number once and in order), it
+// is not left stopped or traced, no images directory, no temporary
+// directory, no hook side effect whose hook has an undo; exit code 1.
 func TestRealCheckpointFaultEachStep(t *testing.T) {
 	crtoolsBin(t)
 	d := t.TempDir()
 	out := filepath.Join(d, "w.out")
 	w := startCounter(t, out)
 	pid := w.Process.Pid
-	flag := filepath.Join(d, "pre-dump-flag")
+	flag, postFlag := filepath.Join(d, "pre-dump-flag"), filepath.Join(d, "post-dump-flag")
 	job := filepath.Join(d, "job.yaml")
 	os.WriteFile(job, []byte(fmt.Sprintf(`apiVersion: crtools/v1
 kind: Checkpoint
@@ -392,24 +419,28 @@ spec:
   leaveRunning: true
   hooks:
     preDump: {run: [touch, %s], undo: [rm, %s]}
-    postDump: ["true"]
+    postDump: {run: [touch, %s], undo: [rm, %s]}
   retention: {keepLast: 1}
-`, pid, flag, flag)), 0o644)
+`, pid, flag, flag, postFlag, postFlag)), 0o644)
 	lockDir := t.TempDir()
-	for _, step := range stepNames(t, job) {
-		t.Run(step, func(t *testing.T) {
+	for _, fault := range faultsOf(t, job) {
+		t.Run(fault, func(t *testing.T) {
 			before, _ := os.ReadFile(out)
-			r := crtoolsRun(t, []string{lockDirEnv + "=" + lockDir, executor.FaultEnv + "=" + step}, "apply", job)
-			if step == "retention" {
+			r := crtoolsRun(t, []string{lockDirEnv + "=" + lockDir, executor.FaultEnv + "=" + fault}, "apply", job)
+			if strings.HasPrefix(fault, "retention") {
 				// Optional: a warning, the snapshot stands.
 				if r.code != 0 {
 					t.Fatalf("exit %d: %s", r.code, r.stderr)
 				}
+				if ents, _ := os.ReadDir(filepath.Join(d, "snaps")); len(ents) != 1 {
+					t.Errorf("snapshots after a failed retention: %v", ents)
+				}
 				os.RemoveAll(filepath.Join(d, "snaps"))
 				os.Remove(flag)
+				os.Remove(postFlag)
 				return
 			}
-			if r.code != 1 || !strings.Contains(r.stderr, "fault injected at step "+step) {
+			if r.code != 1 || !strings.Contains(r.stderr, "fault injected") || !strings.Contains(r.stderr, "step "+strings.TrimSuffix(fault, executor.FaultAfter)) {
 				t.Fatalf("exit %d: %s", r.code, r.stderr)
 			}
 			if st := jobProcState(pid); st != "S" && st != "R" {
@@ -418,17 +449,21 @@ spec:
 			if tp := tracerPid(pid); tp != 0 {
 				t.Errorf("workload still traced by %d", tp)
 			}
-			after := waitGrows(t, out, lines(string(before))+3)
-			if strings.Count(after, "started") != 1 {
-				t.Errorf("workload restarted")
-			}
+			countsInOrder(t, waitGrows(t, out, lines(string(before))+3))
 			if ents, _ := os.ReadDir(filepath.Join(d, "snaps")); len(ents) != 0 {
 				t.Errorf("images left: %v", ents)
 			}
-			if _, err := os.Stat(flag); err == nil {
-				t.Errorf("pre-dump side effect left")
+			for _, f := range []string{flag, postFlag} {
+				if _, err := os.Stat(f); err == nil {
+					t.Errorf("hook side effect %s left", filepath.Base(f))
+				}
 			}
 		})
+	}
+	// Afterwards the recipe still works: the lock is free, the workload
+	// can be checkpointed.
+	if r := crtoolsRun(t, []string{lockDirEnv + "=" + lockDir}, "apply", job); r.code != 0 {
+		t.Fatalf("apply after the faults: exit %d: %s", r.code, r.stderr)
 	}
 }
 
@@ -444,9 +479,10 @@ func tracerPid(pid int) int {
 }
 
 // TestRealRestoreFaultEachStep checkpoints a workload (killing it), then
-// makes each restore step fail in turn: no restored task may be left
-// behind and the images stay as they were; finally a restore succeeds
-// with the same PID.
+// makes each restore step fail in turn, before and after its work: no
+// restored task may be left behind, no side effect of a hook with an
+// undo, and the images stay as they were; finally a restore succeeds
+// with the same PID and the count carries on.
 func TestRealRestoreFaultEachStep(t *testing.T) {
 	crtoolsBin(t)
 	d := t.TempDir()
@@ -470,16 +506,18 @@ spec:
 		t.Fatalf("checkpoint: exit %d\n%s", r.code, r.stderr)
 	}
 	pid := r.journals[0].RootPid
+	preFlag, postFlag := filepath.Join(d, "pre-restore-flag"), filepath.Join(d, "post-restore-flag")
 	rs := filepath.Join(d, "rs.yaml")
-	os.WriteFile(rs, []byte(`apiVersion: crtools/v1
+	os.WriteFile(rs, []byte(fmt.Sprintf(`apiVersion: crtools/v1
 kind: Restore
 metadata: {name: rs}
 spec:
   imagesDir: images
   detached: true
   hooks:
-    postRestore: ["true"]
-`), 0o644)
+    preRestore: {run: [touch, %s], undo: [rm, %s]}
+    postRestore: {run: [touch, %s], undo: [rm, %s]}
+`, preFlag, preFlag, postFlag, postFlag)), 0o644)
 	sum := func() string {
 		ents, _ := os.ReadDir(filepath.Join(d, "images"))
 		var s []string
@@ -490,11 +528,12 @@ spec:
 		return strings.Join(s, ",")
 	}
 	images := sum()
-	for _, step := range stepNames(t, rs) {
-		t.Run(step, func(t *testing.T) {
-			r := crtoolsRun(t, append(env, executor.FaultEnv+"="+step), "apply", rs)
+	outBefore, _ := os.ReadFile(out)
+	for _, fault := range faultsOf(t, rs) {
+		t.Run(fault, func(t *testing.T) {
+			r := crtoolsRun(t, append(env, executor.FaultEnv+"="+fault), "apply", rs)
 			defer jobKillReap(pid)
-			if r.code != 1 {
+			if r.code != 1 || !strings.Contains(r.stderr, "fault injected") {
 				t.Fatalf("exit %d: %s", r.code, r.stderr)
 			}
 			// Give a killed task a moment to be reaped by its new parent.
@@ -507,9 +546,17 @@ spec:
 			if s := sum(); s != images {
 				t.Errorf("images changed: %s -> %s", images, s)
 			}
+			for _, f := range []string{preFlag, postFlag} {
+				if _, err := os.Stat(f); err == nil {
+					t.Errorf("hook side effect %s left", filepath.Base(f))
+				}
+			}
 		})
 	}
-	before, _ := os.ReadFile(out)
+	// A restore that failed after resume ran the workload for a moment
+	// before killing it: its output may have grown. Put the file back as
+	// it was at the checkpoint so the final check sees one history.
+	os.WriteFile(out, outBefore, 0o644)
 	r = crtoolsRun(t, env, "apply", rs)
 	if r.code != 0 {
 		t.Fatalf("restore: exit %d\n%s", r.code, r.stderr)
@@ -518,10 +565,7 @@ spec:
 	if r.journals[0].RootPid != pid {
 		t.Errorf("restored as %d, want %d", r.journals[0].RootPid, pid)
 	}
-	after := waitGrows(t, out, lines(string(before))+3)
-	if strings.Count(after, "started") != 1 {
-		t.Errorf("restarted instead of restored")
-	}
+	countsInOrder(t, waitGrows(t, out, lines(string(outBefore))+3))
 }
 
 // TestRealConcurrentApply: two applies of one recipe with the real

@@ -310,11 +310,33 @@ func TestExampleCronSnapshotsAndRestoreLatest(t *testing.T) {
 	}
 	cron, restore := rewrite("cron-snapshots.yaml"), rewrite("restore-latest.yaml")
 	env := []string{lockDirEnv + "=" + t.TempDir()}
+	// The first snapshot is taken by the crontab line, the second by the
+	// systemd service, as written (only the installed paths differ).
+	installed := strings.NewReplacer("/usr/local/bin/crtools", crtoolsBin(t), "/etc/crtools/cron-snapshots.yaml", cron,
+		"/var/log/crtools-snapshot.log", filepath.Join(d, "cron.log"))
+	byCron := installed.Replace(cronCommand(t))
+	byTimer := installed.Replace(systemdExecStart(t))
 	var snaps []string
 	for i := 0; i < 3; i++ {
-		r := crtoolsRun(t, env, "apply", cron)
+		var r cliResult
+		switch i {
+		case 0:
+			r = runShell(t, env, byCron)
+		case 1:
+			r = runShell(t, env, byTimer)
+		default:
+			r = crtoolsRun(t, env, "apply", cron)
+		}
 		if r.code != 0 {
 			t.Fatalf("snapshot %d: exit %d\n%s\n%s", i, r.code, r.stdout, r.stderr)
+		}
+		if i < 2 {
+			// Run without --journal: find the new snapshot.
+			all, err := executor.Snapshots(filepath.Join(d, "snaps"))
+			if err != nil || len(all) != i+1 {
+				t.Fatalf("after snapshot %d: %v %v", i, all, err)
+			}
+			r.journals = []executor.Journal{{ImagesDir: all[i].Dir}}
 		}
 		snaps = append(snaps, r.journals[0].ImagesDir)
 		if _, err := os.Stat(filepath.Join(r.journals[0].ImagesDir, "dump.log")); err != nil {
@@ -343,6 +365,9 @@ func TestExampleCronSnapshotsAndRestoreLatest(t *testing.T) {
 	after := waitGrows(t, out, lines(string(crashed))+3)
 	if strings.Count(after, "started") != 1 {
 		t.Errorf("the computation started again:\n%s", after[len(crashed):])
+	}
+	if b, _ := os.ReadFile(filepath.Join(d, "cron.log")); !strings.Contains(string(b), `Journal of Checkpoint "long-computation": done`) {
+		t.Errorf("the crontab line's log has no journal:\n%s", b)
 	}
 	// It resumed from the snapshot's count: the first new line continues
 	// a count already seen before the crash, not from n=1.
@@ -643,4 +668,97 @@ func TestCounterCheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+// cronCommand returns the command of the one job line of
+// examples/cron/crtools-snapshot.cron after checking the line's form
+// (five schedule fields, a user, a command).
+func cronCommand(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "examples", "cron", "crtools-snapshot.cron"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var jobs []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			jobs = append(jobs, l)
+		}
+	}
+	if len(jobs) != 1 {
+		t.Fatalf("want one job line, got %q", jobs)
+	}
+	f := strings.Fields(jobs[0])
+	field := regexp.MustCompile(`^(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?(,(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?)*$`)
+	if len(f) < 7 {
+		t.Fatalf("cron line %q: want 5 schedule fields, a user and a command", jobs[0])
+	}
+	for _, x := range f[:5] {
+		if !field.MatchString(x) {
+			t.Fatalf("cron line %q: bad schedule field %q", jobs[0], x)
+		}
+	}
+	if f[5] != "root" || f[6] != "/usr/local/bin/crtools" || f[7] != "apply" {
+		t.Fatalf("cron line %q: want root running /usr/local/bin/crtools apply", jobs[0])
+	}
+	return strings.Join(f[6:], " ")
+}
+
+// systemdExecStart checks examples/systemd/crtools-snapshot.{service,timer}
+// (a oneshot service that takes exit 4 as success, a repeating timer
+// that starts it) and returns the service's ExecStart.
+func systemdExecStart(t *testing.T) string {
+	t.Helper()
+	unit := func(name string) map[string]string {
+		b, err := os.ReadFile(filepath.Join("..", "..", "examples", "systemd", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kv := map[string]string{}
+		section := ""
+		for _, l := range strings.Split(string(b), "\n") {
+			l = strings.TrimSpace(l)
+			switch {
+			case l == "" || strings.HasPrefix(l, "#"):
+			case strings.HasPrefix(l, "[") && strings.HasSuffix(l, "]"):
+				section = l
+			default:
+				k, v, ok := strings.Cut(l, "=")
+				if !ok || section == "" {
+					t.Fatalf("%s: bad line %q", name, l)
+				}
+				kv[section+k] = v
+			}
+		}
+		return kv
+	}
+	svc, tmr := unit("crtools-snapshot.service"), unit("crtools-snapshot.timer")
+	if svc["[Service]Type"] != "oneshot" || svc["[Service]SuccessExitStatus"] != "4" || !strings.HasPrefix(svc["[Service]ExecStart"], "/usr/local/bin/crtools apply ") {
+		t.Fatalf("service: %v", svc)
+	}
+	// The timer starts the service of its own name (no Unit= needed) and
+	// repeats.
+	span := regexp.MustCompile(`^([0-9]+ ?(usec|us|msec|ms|seconds?|sec|s|minutes?|min|m|hours?|hr|h|days?|d|weeks?|w) ?)+$`)
+	if !span.MatchString(tmr["[Timer]OnUnitActiveSec"]) || tmr["[Install]WantedBy"] != "timers.target" || tmr["[Timer]Unit"] != "" {
+		t.Fatalf("timer: %v", tmr)
+	}
+	return svc["[Service]ExecStart"]
+}
+
+// runShell runs a command line with sh, as cron does (systemd's ExecStart
+// has no shell syntax here, so sh runs it the same way).
+func runShell(t *testing.T, env []string, line string) cliResult {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", line)
+	cmd.Env = append(os.Environ(), env...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	r := cliResult{stdout: o.String(), stderr: e.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("sh -c %s: %v", line, err)
+	}
+	return r
 }

@@ -45,6 +45,10 @@ type fileTable struct {
 	next    uint32
 	entries []*pb.FileEntry
 	open    []openFile
+	// memfdOpen are the memfd open file descriptions seen so far, and
+	// memfdInodes counts memfd objects (memfd.go).
+	memfdOpen   []openFile
+	memfdInodes uint32
 	// pathIDs reuses one entry for every mapping of, or reference to,
 	// the same path opened the same way (exe, libraries, cwd, root).
 	pathIDs map[string]uint32
@@ -168,6 +172,9 @@ func (s *dumpState) collectFd(pid, fd int) (*pb.FdinfoEntry, error) {
 	} else if !errors.Is(err, files.ErrNotHandled) {
 		return nil, err
 	}
+	if strings.HasPrefix(target, "/memfd:") {
+		return s.collectMemfd(pid, fd, target) // memfd.go
+	}
 	kind := ""
 	switch {
 	case strings.HasPrefix(target, "pipe:"):
@@ -177,8 +184,6 @@ func (s *dumpState) collectFd(pid, fd int) (*pb.FdinfoEntry, error) {
 	case strings.HasPrefix(target, "anon_inode:"):
 		name := strings.Trim(strings.TrimPrefix(target, "anon_inode:"), "[]")
 		kind = "an " + name + " file; " + name + " files are"
-	case strings.HasPrefix(target, "/memfd:"):
-		kind = "a memfd; memfd descriptors are"
 	case !strings.HasPrefix(target, "/"):
 		kind = fmt.Sprintf("%q; such files are", target)
 	}

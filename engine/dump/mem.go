@@ -52,6 +52,11 @@ type shmemObj struct {
 	pgoff  uint64
 	memfd  bool
 	ranges []pageRange // offsets in the object, filled when written
+
+	// A memfd's inode entry (memfd.go), and the link it is read through
+	// when no mapping was seen first.
+	inode    *pb.MemfdInodeEntry
+	openPath string
 }
 
 // madvFlags maps smaps VmFlags to MADV_* bits of VmaEntry.madv.
@@ -124,6 +129,8 @@ func (s *dumpState) collectMemory(pid int) ([]*pb.VmaEntry, []pageRange, error) 
 			}
 			v.Shmid = proto.Uint64(obj.ino)
 			v.Pgoff = proto.Uint64(m.Offset)
+		case strings.HasPrefix(m.Path, "/memfd:"):
+			return nil, nil, fmt.Errorf("pid %d maps the memfd %q privately at %#x; private memfd mappings are not supported yet", pid, memfdName(m.Path), m.Start)
 		case strings.HasPrefix(m.Path, "/SYSV"):
 			return nil, nil, fmt.Errorf("pid %d maps SysV shared memory at %#x (%s); SysV IPC is not supported yet", pid, m.Start, m.Path)
 		case !m.IsFile() || (!m.Shared && m.Path == "/dev/zero"):
@@ -204,6 +211,13 @@ func (s *dumpState) addShmem(pid int, m *proc.Mapping) (*shmemObj, error) {
 			memfd: strings.HasPrefix(m.Path, "/memfd:")}
 		s.shmem[m.Inode] = obj
 		s.shmemOrder = append(s.shmemOrder, obj)
+	}
+	if strings.HasPrefix(m.Path, "/memfd:") {
+		// The same object as any descriptor of it (memfd.go).
+		if err := s.memfdInode(obj, proc.MapFilesName(pid, m.Start, m.End), m.Path,
+			fmt.Sprintf("mapping %#x-%#x of pid %d", m.Start, m.End, pid)); err != nil {
+			return nil, err
+		}
 	}
 	if e := m.Offset + m.Size(); e > obj.size {
 		obj.size = e

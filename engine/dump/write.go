@@ -139,6 +139,9 @@ func (s *dumpState) writeMeta(dir string) error {
 	if err := writeImage(dir, image.Files, 0, files...); err != nil {
 		return fmt.Errorf("write files: %w", err)
 	}
+	if err := s.writeMemfds(dir); err != nil { // memfd.go
+		return err
+	}
 	if err := specialfiles.WriteImages(dir, s.special.Set()); err != nil {
 		return fmt.Errorf("write images of pipes, sockets and other files: %w", err)
 	}
@@ -394,7 +397,7 @@ func readv(pid int, buf []byte, remote []unix.RemoteIovec) error {
 // of a mapping of it, finding its pages with SEEK_DATA/SEEK_HOLE, so that
 // pages only other tasks touched and swapped-out pages are included.
 func (d *Dumper) writeShmemPages(dir string, obj *shmemObj, pagesID uint32, ps *pageserver.Client) (int64, error) {
-	path := fmt.Sprintf("/proc/%d/map_files/%x-%x", obj.pid, obj.start, obj.end)
+	path := obj.path() // a mapping or, for a memfd, maybe a descriptor (memfd.go)
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, fmt.Errorf("open shared memory %d of pid %d: %w", obj.ino, obj.pid, err)

@@ -59,6 +59,9 @@ func (p *puppet) restoreFiles(img *imageSet, fds []*pb.FdinfoEntry) error {
 			} else {
 				tmp, err = p.openRegFile(fe.GetReg())
 			}
+		case pb.FdTypes_MEMFD:
+			// One object with its mappings, in every task (memfd.go).
+			tmp, err = p.takeMemfd(img, fe.GetMemfd())
 		default:
 			if img.special != nil && img.special.Handles(id) {
 				tmp, err = p.takeSpecial(img, id)

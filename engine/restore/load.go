@@ -121,6 +121,9 @@ func load(dir string) (*imageSet, error) {
 			img.shmem[id] = pm
 		}
 	}
+	if err := img.loadMemfds(); err != nil { // memfd.go
+		return nil, err
+	}
 	return img, nil
 }
 

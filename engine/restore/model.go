@@ -22,6 +22,7 @@ type imageSet struct {
 	// first, so that other tasks share it (files.go).
 	fdOwners map[uint32]fdOwner
 	special  *files.Restorer // pipes, sockets, ... (special.go)
+	memfds   *memfdSet       // memfd.img (memfd.go)
 }
 
 // taskImage is one process of the tree.

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -107,11 +108,17 @@ func specialLast(fe *pb.FileEntry) bool { return fe != nil && files.NeedsTargets
 
 // closeSpecial drops crtools' references once every task holds its own
 // (so a pipe whose writer was gone reads EOF again).
+// memfds are sealed then (memfd.go).
 func (img *imageSet) closeSpecial() error {
-	if img == nil || img.special == nil {
+	if img == nil {
 		return nil
 	}
-	return img.special.Close()
+	err := img.sealMemfds()
+	img.closeMemfds()
+	if img.special == nil {
+		return err
+	}
+	return errors.Join(err, img.special.Close())
 }
 
 // shellTTY is crtools' own terminal (the first of stdin, stdout, stderr

@@ -49,6 +49,7 @@ type fileTable struct {
 	// memfdInodes counts memfd objects (memfd.go).
 	memfdOpen   []openFile
 	memfdInodes uint32
+	memfdMaps   map[[2]uint64]uint32 // MEMFD entries of mappings by inode id and flags
 	// pathIDs reuses one entry for every mapping of, or reference to,
 	// the same path opened the same way (exe, libraries, cwd, root).
 	pathIDs map[string]uint32

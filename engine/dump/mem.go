@@ -50,7 +50,6 @@ type shmemObj struct {
 	start  uint64
 	end    uint64
 	pgoff  uint64
-	memfd  bool
 	ranges []pageRange // offsets in the object, filled when written
 
 	// A memfd's inode entry (memfd.go), and the link it is read through
@@ -118,19 +117,31 @@ func (s *dumpState) collectMemory(pid int) ([]*pb.VmaEntry, []pageRange, error) 
 			status, flags = vmaAreaRegular|vmaAreaVVAR|vmaAnonPrivate, flags|unix.MAP_ANONYMOUS
 		case m.Path == "[uprobes]":
 			return nil, nil, fmt.Errorf("pid %d has a [uprobes] mapping; uprobes are not supported", pid)
+		case strings.HasPrefix(m.Path, "/memfd:"):
+			// As CRIU: a file mapping of a MEMFD file entry, whose
+			// memfd object (contents, seals) is saved once (memfd.go).
+			id, fdflags, err := s.mappedMemfd(pid, m)
+			if err != nil {
+				return nil, nil, err
+			}
+			v.Shmid = proto.Uint64(uint64(id))
+			v.Pgoff = proto.Uint64(m.Offset)
+			v.Fdflags = proto.Uint32(fdflags)
+			if m.Shared {
+				status = vmaAreaRegular | vmaFileShared | vmaAreaMemfd
+			} else {
+				// Copied-on-write pages are the task's own.
+				status = vmaAreaRegular | vmaFilePrivate | vmaAreaMemfd
+				dumpPrivate = true
+			}
 		case isSharedAnon(m):
 			obj, err := s.addShmem(pid, m)
 			if err != nil {
 				return nil, nil, err
 			}
 			status, flags = vmaAreaRegular|vmaAnonShared, flags|unix.MAP_ANONYMOUS
-			if obj.memfd {
-				status |= vmaAreaMemfd
-			}
 			v.Shmid = proto.Uint64(obj.ino)
 			v.Pgoff = proto.Uint64(m.Offset)
-		case strings.HasPrefix(m.Path, "/memfd:"):
-			return nil, nil, fmt.Errorf("pid %d maps the memfd %q privately at %#x; private memfd mappings are not supported yet", pid, memfdName(m.Path), m.Start)
 		case strings.HasPrefix(m.Path, "/SYSV"):
 			return nil, nil, fmt.Errorf("pid %d maps SysV shared memory at %#x (%s); SysV IPC is not supported yet", pid, m.Start, m.Path)
 		case !m.IsFile() || (!m.Shared && m.Path == "/dev/zero"):
@@ -191,14 +202,13 @@ func prot(m *proc.Mapping) uint32 {
 	return p
 }
 
-// isSharedAnon tells shared anonymous memory (and memfds) from shared file
-// mappings by the names the kernel gives shmem objects.
+// isSharedAnon tells shared anonymous memory from shared file mappings by
+// the names the kernel gives shmem objects (memfds are told apart before).
 func isSharedAnon(m *proc.Mapping) bool {
 	if !m.Shared {
 		return false
 	}
-	return m.Path == "/dev/zero (deleted)" || strings.HasPrefix(m.Path, "[anon_shmem:") ||
-		strings.HasPrefix(m.Path, "/memfd:")
+	return m.Path == "/dev/zero (deleted)" || strings.HasPrefix(m.Path, "[anon_shmem:")
 }
 
 func (s *dumpState) addShmem(pid int, m *proc.Mapping) (*shmemObj, error) {
@@ -207,17 +217,9 @@ func (s *dumpState) addShmem(pid int, m *proc.Mapping) (*shmemObj, error) {
 	}
 	obj := s.shmem[m.Inode]
 	if obj == nil {
-		obj = &shmemObj{ino: m.Inode, pid: pid, start: m.Start, end: m.End, pgoff: m.Offset,
-			memfd: strings.HasPrefix(m.Path, "/memfd:")}
+		obj = &shmemObj{ino: m.Inode, pid: pid, start: m.Start, end: m.End, pgoff: m.Offset}
 		s.shmem[m.Inode] = obj
 		s.shmemOrder = append(s.shmemOrder, obj)
-	}
-	if strings.HasPrefix(m.Path, "/memfd:") {
-		// The same object as any descriptor of it (memfd.go).
-		if err := s.memfdInode(obj, proc.MapFilesName(pid, m.Start, m.End), m.Path,
-			fmt.Sprintf("mapping %#x-%#x of pid %d", m.Start, m.End, pid)); err != nil {
-			return nil, err
-		}
 	}
 	if e := m.Offset + m.Size(); e > obj.size {
 		obj.size = e

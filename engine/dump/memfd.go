@@ -57,16 +57,61 @@ func (s *dumpState) memfdInode(obj *shmemObj, path, link, what string) error {
 		return fmt.Errorf("read seals of memfd %q of %s: %w", memfdName(link), what, err)
 	}
 	s.files.memfdInodes++
-	obj.memfd = true
 	obj.openPath = path
 	obj.inode = &pb.MemfdInodeEntry{
 		Name: proto.String(memfdName(link)), Uid: proto.Uint32(st.Uid), Gid: proto.Uint32(st.Gid),
 		Size: proto.Uint64(uint64(st.Size)), Shmid: proto.Uint32(uint32(obj.ino)), Seals: proto.Uint32(uint32(seals)),
-		InodeId: proto.Uint64(uint64(s.files.memfdInodes)), Mode: proto.Uint32(st.Mode & 0o7777),
+		InodeId: proto.Uint64(uint64(s.files.memfdInodes)), Mode: proto.Uint32(st.Mode),
 	}
 	// Pages are read up to the larger of the file size and the mappings.
 	obj.size = max(obj.size, uint64(st.Size))
 	return nil
+}
+
+// memfdObj returns the shmem object of the memfd with inode ino, seen
+// through path (a descriptor or map_files link of pid), recording it the
+// first time.
+func (s *dumpState) memfdObj(ino uint64, pid int, path, link, what string) (*shmemObj, error) {
+	if s.shmem == nil {
+		s.shmem = map[uint64]*shmemObj{}
+	}
+	obj := s.shmem[ino]
+	if obj == nil {
+		obj = &shmemObj{ino: ino, pid: pid}
+		s.shmem[ino] = obj
+		s.shmemOrder = append(s.shmemOrder, obj)
+	}
+	if err := s.memfdInode(obj, path, link, what); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// mappedMemfd returns the MEMFD file entry a memfd VMA maps (one per
+// object and open mode, as CRIU's vma_entry.shmid) and the open flags.
+func (s *dumpState) mappedMemfd(pid int, m *proc.Mapping) (uint32, uint32, error) {
+	what := fmt.Sprintf("mapping %#x-%#x of pid %d", m.Start, m.End, pid)
+	obj, err := s.memfdObj(m.Inode, pid, proc.MapFilesName(pid, m.Start, m.End), m.Path, what)
+	if err != nil {
+		return 0, 0, err
+	}
+	flags := uint32(unix.O_RDONLY)
+	if m.Shared && m.Write {
+		flags = unix.O_RDWR
+	}
+	if s.files.memfdMaps == nil {
+		s.files.memfdMaps = map[[2]uint64]uint32{}
+	}
+	key := [2]uint64{obj.inode.GetInodeId(), uint64(flags)}
+	if id, ok := s.files.memfdMaps[key]; ok {
+		return id, flags, nil
+	}
+	e := &pb.MemfdFileEntry{Flags: proto.Uint32(flags), Pos: proto.Uint64(0), Fown: zeroFown(),
+		InodeId: proto.Uint32(uint32(obj.inode.GetInodeId()))}
+	id := s.files.add(&pb.FileEntry{Type: pb.FdTypes_MEMFD.Enum(), Memfd: e})
+	e.Id = proto.Uint32(id)
+	s.files.memfdMaps[key] = id
+	return id, flags, nil
 }
 
 // collectMemfd records fd of pid, an open memfd: its inode (once per
@@ -79,16 +124,8 @@ func (s *dumpState) collectMemfd(pid, fd int, link string) (*pb.FdinfoEntry, err
 	if err := unix.Stat(path, &st); err != nil {
 		return nil, fmt.Errorf("stat %s (%s): %w", what, link, err)
 	}
-	if s.shmem == nil {
-		s.shmem = map[uint64]*shmemObj{}
-	}
-	obj := s.shmem[st.Ino]
-	if obj == nil {
-		obj = &shmemObj{ino: st.Ino, pid: pid}
-		s.shmem[st.Ino] = obj
-		s.shmemOrder = append(s.shmemOrder, obj)
-	}
-	if err := s.memfdInode(obj, path, link, what); err != nil {
+	obj, err := s.memfdObj(st.Ino, pid, path, link, what)
+	if err != nil {
 		return nil, err
 	}
 	fi, err := proc.ReadFdInfo(pid, fd)

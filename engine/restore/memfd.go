@@ -15,16 +15,17 @@ import (
 // memfds (memfd.img): crtools creates each memfd object once, with its
 // name, size, owner, mode and contents, and every task gets it with
 // pidfd_getfd from crtools: an open file description per MEMFD file entry
-// (one offset for every descriptor that shared it) and, for each shared
-// mapping of it, a temporary descriptor to mmap, so that fds and mappings
-// in every task are one object again, shown as /memfd:NAME in maps.
+// of a descriptor (one offset for every descriptor that shared it) and,
+// for each mapping of it (a file VMA whose shmid is a MEMFD entry, as
+// CRIU writes them), a temporary descriptor to mmap, so that fds and
+// mappings in every task are one object again, shown as /memfd:NAME in
+// maps. Its contents are written by crtools before any task maps it.
 // Seals are added last, once every task has mapped it (F_SEAL_WRITE
 // would refuse the writable mappings, and F_SEAL_GROW the ftruncate).
 
 // memfdSet is the memfds of an image set and crtools' own files on them.
 type memfdSet struct {
 	byInode map[uint64]*pb.MemfdInodeEntry // by inode_id
-	byShmid map[uint64]*pb.MemfdInodeEntry // by shmid (the VMAs' shmid)
 	objs    map[uint64]*os.File            // created objects, by inode_id
 	descs   map[uint32]*os.File            // open file descriptions, by file id
 }
@@ -38,7 +39,7 @@ func (img *imageSet) loadMemfds() error {
 	if err != nil {
 		return fmt.Errorf("read memfds: %w", err)
 	}
-	ms := &memfdSet{byInode: map[uint64]*pb.MemfdInodeEntry{}, byShmid: map[uint64]*pb.MemfdInodeEntry{},
+	ms := &memfdSet{byInode: map[uint64]*pb.MemfdInodeEntry{},
 		objs: map[uint64]*os.File{}, descs: map[uint32]*os.File{}}
 	for _, e := range es {
 		m := e.Msg.(*pb.MemfdInodeEntry)
@@ -46,7 +47,6 @@ func (img *imageSet) loadMemfds() error {
 			return fmt.Errorf("read memfds: memfd %q is a hugetlb memfd, which crtools cannot restore", m.GetName())
 		}
 		ms.byInode[m.GetInodeId()] = m
-		ms.byShmid[uint64(m.GetShmid())] = m
 		id := uint64(m.GetShmid())
 		if img.shmem[id] == nil && image.Exists(img.dir, image.ShmemPagemap, id) {
 			pm, err := image.ReadPagemap(img.dir, image.ShmemPagemap, id)
@@ -171,13 +171,21 @@ func (p *puppet) takeMemfd(img *imageSet, fe *pb.MemfdFileEntry) (uint64, error)
 	return p.takeFile(f)
 }
 
-// memfdOf returns the memfd object a shared VMA maps, or nil when it is
-// plain shared anonymous memory (or images without memfd.img).
-func (img *imageSet) memfdOf(v *pb.VmaEntry) *pb.MemfdInodeEntry {
-	if img.memfds == nil || v.GetStatus()&vmaAreaMemfd == 0 {
-		return nil
+// memfdMapFd gives the puppet a descriptor to map the memfd object of fe
+// (a MEMFD entry named by a VMA's shmid); mapVMAs closes it.
+func (p *puppet) memfdMapFd(img *imageSet, fe *pb.MemfdFileEntry) (uint64, error) {
+	var m *pb.MemfdInodeEntry
+	if img.memfds != nil {
+		m = img.memfds.byInode[uint64(fe.GetInodeId())]
 	}
-	return img.memfds.byShmid[v.GetShmid()]
+	if m == nil {
+		return 0, fmt.Errorf("memfd file %d: inode %d is not in memfd.img", fe.GetId(), fe.GetInodeId())
+	}
+	f, err := img.memfdObject(m)
+	if err != nil {
+		return 0, err
+	}
+	return p.takeFile(f)
 }
 
 // sealMemfds adds the dumped seals once every task has mapped its memfds.

@@ -215,6 +215,15 @@ func (p *puppet) openMapFile(img *imageSet, v *pb.VmaEntry, fds map[uint64]uint6
 		return fd, nil
 	}
 	fe := img.files[uint32(id)]
+	if fe.GetMemfd() != nil {
+		// A memfd mapping (CRIU's encoding): crtools' object (memfd.go).
+		fd, err := p.memfdMapFd(img, fe.GetMemfd())
+		if err != nil {
+			return 0, fmt.Errorf("restore VMA %#x-%#x of task %d: %w", v.GetStart(), v.GetEnd(), p.pid, err)
+		}
+		fds[id] = fd
+		return fd, nil
+	}
 	if fe == nil || fe.GetReg() == nil {
 		return 0, fmt.Errorf("restore VMA %#x-%#x of task %d: no regular file with id %d in files.img", v.GetStart(), v.GetEnd(), p.pid, id)
 	}

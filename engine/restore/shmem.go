@@ -10,8 +10,8 @@ import (
 	"github.com/crtools/crtools/engine/image/pb"
 )
 
-// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, and memfd mappings of
-// images without memfd.img) is one shmem object however many VMAs, in however many tasks, map
+// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS; memfds are memfd.go's)
+// is one shmem object however many VMAs, in however many tasks, map
 // it; the images name it by vma_entry.shmid and hold its pages once, in
 // pagemap-shmem-<shmid>.img with object offsets as addresses.
 //
@@ -25,9 +25,6 @@ const noFd = ^uint64(0)
 // shmState tracks the shmem objects created during one restore.
 type shmState struct {
 	objs map[uint64]*shmObj
-	// memfdFds are the descriptors on memfds taken for mapping, by task
-	// and memfd inode id, closed by closeShmemFds.
-	memfdFds map[[2]uint64]uint64
 }
 
 type shmObj struct {
@@ -40,9 +37,7 @@ type shmObj struct {
 	filled     bool
 }
 
-func newShmState() *shmState {
-	return &shmState{objs: map[uint64]*shmObj{}, memfdFds: map[[2]uint64]uint64{}}
-}
+func newShmState() *shmState { return &shmState{objs: map[uint64]*shmObj{}} }
 
 // shmemSize is the largest end offset of any VMA of shmid in the images.
 func (img *imageSet) shmemSize(shmid uint64) uint64 {
@@ -62,24 +57,6 @@ func (img *imageSet) shmemSize(shmid uint64) uint64 {
 func (p *puppet) shmemFd(img *imageSet, sh *shmState, v *pb.VmaEntry) (uint64, error) {
 	if sh == nil {
 		return 0, fmt.Errorf("restore shared VMA %#x-%#x of task %d: no shmem state", v.GetStart(), v.GetEnd(), p.pid)
-	}
-	if m := img.memfdOf(v); m != nil {
-		// A memfd: map crtools' object (memfd.go), made and filled
-		// already, never by this VMA.
-		key := [2]uint64{uint64(p.pid), m.GetInodeId()}
-		if fd, ok := sh.memfdFds[key]; ok {
-			return fd, nil
-		}
-		f, err := img.memfdObject(m)
-		if err != nil {
-			return 0, fmt.Errorf("restore shared VMA %#x-%#x of task %d: %w", v.GetStart(), v.GetEnd(), p.pid, err)
-		}
-		fd, err := p.takeFile(f)
-		if err != nil {
-			return 0, fmt.Errorf("restore shared VMA %#x-%#x of task %d: %w", v.GetStart(), v.GetEnd(), p.pid, err)
-		}
-		sh.memfdFds[key] = fd
-		return fd, nil
 	}
 	o := sh.objs[v.GetShmid()]
 	if o == nil {
@@ -129,12 +106,6 @@ func (p *puppet) shmemCreated(img *imageSet, sh *shmState, v *pb.VmaEntry) error
 
 // closeShmemFds closes the fds shmemFd opened in this puppet.
 func (p *puppet) closeShmemFds(sh *shmState) {
-	for key, fd := range sh.memfdFds {
-		if key[0] == uint64(p.pid) {
-			_, _ = p.call(unix.SYS_CLOSE, fd)
-			delete(sh.memfdFds, key)
-		}
-	}
 	for _, o := range sh.objs {
 		if o.fd != noFd && o.fdPid == p.pid {
 			_, _ = p.call(unix.SYS_CLOSE, o.fd)

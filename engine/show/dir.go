@@ -48,14 +48,16 @@ type task struct {
 }
 
 type imageSet struct {
-	dir   string
-	tasks []*task
-	files map[uint32]*pb.FileEntry
-	pipes map[uint32][]byte // pipe_id -> queued data
+	dir    string
+	tasks  []*task
+	files  map[uint32]*pb.FileEntry
+	pipes  map[uint32][]byte              // pipe_id -> queued data
+	memfds map[uint64]*pb.MemfdInodeEntry // inode_id -> memfd (memfd.img)
 }
 
 func loadSet(dir string) (*imageSet, error) {
-	s := &imageSet{dir: dir, files: map[uint32]*pb.FileEntry{}, pipes: map[uint32][]byte{}}
+	s := &imageSet{dir: dir, files: map[uint32]*pb.FileEntry{}, pipes: map[uint32][]byte{},
+		memfds: map[uint64]*pb.MemfdInodeEntry{}}
 	inv := &pb.InventoryEntry{}
 	if err := image.ReadOne(dir, image.Inventory, 0, inv); err != nil {
 		return nil, err
@@ -127,6 +129,16 @@ func loadSet(dir string) (*imageSet, error) {
 		for _, e := range es {
 			f := e.Msg.(*pb.FileEntry)
 			s.files[f.GetId()] = f
+		}
+	}
+	if image.Exists(dir, image.MemfdInode, 0) {
+		es, err := image.ReadFile(dir, image.MemfdInode, 0)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range es {
+			m := e.Msg.(*pb.MemfdInodeEntry)
+			s.memfds[m.GetInodeId()] = m
 		}
 	}
 	if image.Exists(dir, image.PipesData, 0) {
@@ -221,6 +233,18 @@ func (s *imageSet) memory(w *bufio.Writer) {
 		}
 		fmt.Fprintf(w, "  %-8d %6d %12s %12d %12s  %s\n", t.ps.GetPid(), len(t.mm.GetVmas()), size(mapped), saved, size(saved*image.PageSize), file)
 	}
+	// memfds are objects of their own, shared by the tasks' fds and
+	// mappings (memfd.img).
+	ids := make([]uint64, 0, len(s.memfds))
+	for id := range s.memfds {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		m := s.memfds[id]
+		fmt.Fprintf(w, "  memfd %d %s: %s, seals %s, mode %o, contents in %s\n", id, pathText("memfd:"+m.GetName()), size(m.GetSize()),
+			sealsText(m.GetSeals()), m.GetMode()&0o7777, image.ShmemPagemap.FileName(uint64(m.GetShmid())))
+	}
 }
 
 func size(b uint64) string {
@@ -299,7 +323,12 @@ func (s *imageSet) describe(id uint32) string {
 	case f.Ify != nil:
 		return fmt.Sprintf("inotify, %d watches", len(f.Ify.GetWd()))
 	case f.Memfd != nil:
-		return fmt.Sprintf("memfd inode %d (pos %d)", f.Memfd.GetInodeId(), f.Memfd.GetPos())
+		m := s.memfds[uint64(f.Memfd.GetInodeId())]
+		if m == nil {
+			return fmt.Sprintf("memfd inode %d (not in memfd.img) (%s, pos %d)", f.Memfd.GetInodeId(), openFlags(uint64(f.Memfd.GetFlags())), f.Memfd.GetPos())
+		}
+		return fmt.Sprintf("%s (%s, pos %d), memfd %d", pathText("memfd:"+m.GetName()), openFlags(uint64(f.Memfd.GetFlags())),
+			f.Memfd.GetPos(), f.Memfd.GetInodeId())
 	case f.Tty != nil:
 		return fmt.Sprintf("tty info %d", f.Tty.GetTtyInfoId())
 	case f.Nsf != nil:
@@ -331,4 +360,25 @@ func sockType(t uint32) string {
 		return "seqpacket"
 	}
 	return fmt.Sprintf("type %d", t)
+}
+
+// sealsText names memfd seals (F_SEAL_*, linux/fcntl.h).
+func sealsText(seals uint32) string {
+	if seals == 0 {
+		return "none"
+	}
+	var out []string
+	for _, b := range []struct {
+		bit  uint32
+		name string
+	}{{0x1, "SEAL"}, {0x2, "SHRINK"}, {0x4, "GROW"}, {0x8, "WRITE"}, {0x10, "FUTURE_WRITE"}, {0x20, "EXEC"}} {
+		if seals&b.bit != 0 {
+			out = append(out, b.name)
+			seals &^= b.bit
+		}
+	}
+	if seals != 0 {
+		out = append(out, fmt.Sprintf("%#x", seals))
+	}
+	return strings.Join(out, "|")
 }

@@ -54,6 +54,8 @@ func TestGoldenFiles(t *testing.T) {
 		{"pagemap-11215-c.txt", "pagemap-11215.img", Options{Pages: true}},
 		{"pagemap-shmem-13637-c.txt", "pagemap-shmem-13637.img", Options{Pages: true}},
 		{"inventory.json", "inventory.img", Options{JSON: true}},
+		{"memfd.txt", "memfd.img", Options{}},
+		{"memfd.json", "memfd.img", Options{JSON: true}},
 		{"stats-dump.txt", "stats-dump", Options{}},
 	}
 	for _, c := range cases {
@@ -78,7 +80,8 @@ func TestGoldenDir(t *testing.T) {
 	s := out.String()
 	// The facts of the fixture, independent of layout.
 	for _, want := range []string{"11215,11217", "11218  11215", "/srv/crfx/data.txt (O_RDWR|O_LARGEFILE, pos 7)",
-		"eventfd count 5", "interval 60.000000000s", "9 bytes queued", "pages-2.img"} {
+		"eventfd count 5", "interval 60.000000000s", "9 bytes queued", "pages-2.img",
+		"memfd 1 memfd:/dev/zero: 4.0 KiB, seals SEAL, mode 777, contents in pagemap-shmem-13637.img"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("summary lacks %q", want)
 		}

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/crtools/crtools/test/harness"
 )
@@ -10,9 +12,41 @@ import (
 // by a parent and its child comes back as one object: name (fd link and
 // /proc/PID/maps), size, contents, seals (F_SEAL_GROW|F_SEAL_SHRINK, which
 // still hold), the offsets of a shared and of a second open file
-// description, and writes after the restore through the fd, a mapping or
-// the child's write(2) seen by the other task (memfd.c checks them before
-// the dump and after the restore).
+// description, a private mapping (a copied-on-write page of its own, the
+// others still the memfd's), and writes after the restore through the fd,
+// a mapping or the child's write(2) seen by the other task (memfd.c checks
+// them before the dump and after the restore). crtools show lists it.
 func TestDumpRestoreMemfd(t *testing.T) {
-	dumpRestoreVerify(t, harness.BuildC(t, "memfd.c"))
+	harness.RequireRoot(t)
+	rp := harness.Subreaper()
+	w := harness.StartWorkload(t, harness.BuildC(t, "memfd.c"))
+	w.MustReady(10 * time.Second)
+	w.MustVerify(10 * time.Second)
+	dir := dumpKill(t, w)
+	rp.Forget(w.Pid)
+
+	code, out := crtools(t, "show", "-D", dir)
+	if code != 0 {
+		t.Fatalf("crtools show -D: exit %d\n%s", code, out)
+	}
+	// One object: one memfd line, however many fds and mappings.
+	if n := strings.Count(out, "memfd 1 memfd:crt-memfd.test: 12.0 KiB, seals SHRINK|GROW"); n != 1 {
+		t.Errorf("show lists the memfd %d times, want once:\n%s", n, out)
+	}
+	if strings.Contains(out, "memfd 2 ") {
+		t.Errorf("show lists a second memfd object:\n%s", out)
+	}
+	if !strings.Contains(out, "memfd:crt-memfd.test (O_RDONLY|O_LARGEFILE, pos 100), memfd 1") {
+		t.Errorf("show lacks the second open file description (O_RDONLY, pos 100):\n%s", out)
+	}
+
+	restoreDetached(t, w, dir)
+	verifyRestored(t, w)
+	ws, err := rp.WaitPid(w.Pid, 10*time.Second)
+	if err != nil {
+		t.Fatalf("wait for restored workload %d: %v", w.Pid, err)
+	}
+	if !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Fatalf("restored workload exited with %v, want 0\n%s", ws, w.Output())
+	}
 }

@@ -2,7 +2,8 @@
  * memfd.c - one memfd, open as a descriptor and mapped MAP_SHARED, in a
  * parent and its child (inherited: one object, one open file description),
  * with contents, F_SEAL_GROW|F_SEAL_SHRINK, a second open file description
- * of its own offset, and a distinct name.
+ * of its own offset, a distinct name, and a private mapping of it with one
+ * page copied-on-write (its own) and one not (the memfd's).
  *
  * Verify checks, in the parent: the name (fd link and both tasks' maps),
  * the size, the seals (and that they hold: ftruncate fails), the contents
@@ -28,7 +29,7 @@ struct ctl {
 };
 
 static int M, M2;
-static unsigned char *map;
+static unsigned char *map, *priv;
 static struct ctl *ctl;
 
 static unsigned char pattern(size_t i) { return (unsigned char)(i * 7 + 3); }
@@ -110,6 +111,11 @@ int main(void)
 	if (map == MAP_FAILED)
 		crt_die("mmap");
 	ctl = (struct ctl *)map; /* page 0: the control block */
+	/* A private mapping too: page 1 copied-on-write, page 2 not. */
+	priv = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE, M, 0);
+	if (priv == MAP_FAILED)
+		crt_die("mmap private");
+	priv[4097] = 0xAA;
 	memset(map + TOKOFF, 0, 16);
 	if (fcntl(M, F_ADD_SEALS, SEALS))
 		crt_die("seal");
@@ -145,6 +151,9 @@ int main(void)
 			CRT_CHECK(!strcmp(link, "/memfd:" NAME " (deleted)"), "fd %d links to %s", M, link);
 			CRT_CHECK(maps_has_memfd(getpid(), (unsigned long)map), "own maps lack /memfd:" NAME " at %p", map);
 			CRT_CHECK(maps_has_memfd(c, (unsigned long)map), "child's maps lack /memfd:" NAME " at %p", map);
+			CRT_CHECK(maps_has_memfd(getpid(), (unsigned long)priv), "own maps lack the private /memfd:" NAME " at %p", priv);
+			CRT_CHECK(priv[4097] == 0xAA && priv[4098] == pattern(4098) && map[4097] == pattern(4097),
+				  "private copy of page 1 has %#x %#x, shared %#x", priv[4097], priv[4098], map[4097]);
 			CRT_CHECK(fstat(M, &st) == 0 && st.st_size == SIZE, "size %ld, want %d", (long)st.st_size, SIZE);
 			CRT_CHECK(fcntl(M, F_GET_SEALS) == SEALS, "seals %#x, want %#x", fcntl(M, F_GET_SEALS), SEALS);
 			CRT_CHECK(ftruncate(M, 2 * SIZE) < 0 && errno == EPERM, "ftruncate grew a memfd sealed against growing");
@@ -167,6 +176,8 @@ int main(void)
 			tok = crt_now() ^ 0x5eed;
 			CRT_CHECK(pwrite(M, &tok, 8, TOKOFF) == 8, "pwrite token");
 			CRT_CHECK(*(volatile uint64_t *)(map + TOKOFF) == tok, "own mapping misses the token written through the fd");
+			CRT_CHECK(*(volatile uint64_t *)(priv + TOKOFF) == tok,
+				  "private mapping, page never copied, misses the token written through the fd");
 			CRT_CHECK(ask(++req * 3 - 2) && ctl->seen == tok,
 				  "child's mapping has %#" PRIx64 ", the fd wrote %#" PRIx64 ": not one memfd", ctl->seen, tok);
 			/* One written by the child through its mapping is in our fd. */

@@ -27,7 +27,9 @@ const archMapVdso64 = 0x2003
 // at MAX_RW_COUNT, just under 2 GiB) and maxIovecs is IOV_MAX.
 const (
 	maxPreadvBytes = 1 << 30
-	maxIovecs      = 1024
+	// progressBatchBytes caps a preadv when progress is reported.
+	progressBatchBytes = 64 << 20
+	maxIovecs          = 1024
 )
 
 // vmaPlan is one VMA with what restore does with it.
@@ -292,15 +294,21 @@ func (p *puppet) fillRuns(dir string, pagesID uint32, start int64, runs []iovec)
 	}
 	defer func() { _, _ = p.call(unix.SYS_CLOSE, fd) }()
 
+	// With a progress display, smaller batches let it move (a preadv
+	// per 64 MiB costs nothing measurable).
+	limit := uint64(maxPreadvBytes)
+	if p.filled != nil {
+		limit = progressBatchBytes
+	}
 	off := start
 	for len(runs) > 0 {
-		// Take up to maxIovecs runs and maxPreadvBytes bytes.
+		// Take up to maxIovecs runs and limit bytes.
 		var batch []iovec
 		var total uint64
-		for len(runs) > 0 && len(batch) < maxIovecs && total < maxPreadvBytes {
+		for len(runs) > 0 && len(batch) < maxIovecs && total < limit {
 			r := runs[0]
-			if total+r.Len > maxPreadvBytes {
-				take := maxPreadvBytes - total
+			if total+r.Len > limit {
+				take := limit - total
 				batch = append(batch, iovec{Base: r.Base, Len: take})
 				runs[0] = iovec{Base: r.Base + take, Len: r.Len - take}
 				total += take
@@ -328,6 +336,9 @@ func (p *puppet) fillRuns(dir string, pagesID uint32, start int64, runs []iovec)
 			}
 			off += int64(n)
 			total -= n
+			if p.filled != nil {
+				p.filled(int64(n))
+			}
 			// A short read: drop what was filled and go on.
 			for n > 0 {
 				if batch[0].Len <= n {
@@ -503,6 +514,9 @@ func (p *puppet) writeRuns(path string, start int64, runs []iovec) (int64, error
 			}
 		}
 		off += int64(n)
+		if p.filled != nil {
+			p.filled(int64(n))
+		}
 	}
 	p.readTime += time.Since(t0)
 	return off - start, nil

@@ -40,6 +40,9 @@ type puppet struct {
 	noPopulate bool // MADV_POPULATE_WRITE is not there (kernel < 5.14)
 
 	populateTime, readTime time.Duration // memory fill, for the cost log
+
+	// filled, if set, is told every chunk of pages filled (progress).
+	filled func(n int64)
 }
 
 // trampoline is where the trampoline sits in every puppet of a restore.

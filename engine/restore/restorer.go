@@ -54,6 +54,15 @@ type restorer struct {
 	origMask *unix.CPUSet
 
 	ns *ns.Root // namespaces of the root task (ns.go)
+
+	// Memory filled so far and in all, for opts.Progress.
+	fillDone, fillTotal int64
+}
+
+// addFilled counts n more bytes of memory filled and reports progress.
+func (r *restorer) addFilled(n int64) {
+	r.fillDone += n
+	r.opts.Progress(r.fillDone, r.fillTotal)
 }
 
 // proc is one restored process: its image and a puppet per thread.
@@ -308,6 +317,14 @@ func (r *restorer) procOf(t *taskImage) *proc {
 }
 
 func (r *restorer) RestoreState(ctx context.Context) error {
+	if r.opts.Progress != nil {
+		r.fillDone, r.fillTotal = 0, 0
+		for _, pr := range r.procs {
+			if !pr.t.dead() && pr.t.pagemap != nil {
+				r.fillTotal += pr.t.pagemap.PagesSize
+			}
+		}
+	}
 	for _, pr := range r.procs {
 		if pr.t.dead() {
 			continue

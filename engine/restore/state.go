@@ -70,7 +70,11 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 		return 0, err
 	}
 	lead.closeShmemFds(r.shm)
+	if r.opts.Progress != nil {
+		lead.filled = r.addFilled
+	}
 	filled, err := lead.fillPages(r.img.dir, t.pagemap)
+	lead.filled = nil
 	if err != nil {
 		return filled, err
 	}

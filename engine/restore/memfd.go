@@ -172,16 +172,12 @@ func (p *puppet) takeMemfd(img *imageSet, fe *pb.MemfdFileEntry) (uint64, error)
 }
 
 // memfdMapFd gives the puppet a descriptor to map the memfd object of fe
-// (a MEMFD entry named by a VMA's shmid); mapVMAs closes it.
+// (a MEMFD entry named by a VMA's shmid); mapVMAs closes it. The
+// descriptor has the entry's access mode: a read-only shared mapping made
+// through a read-write one could be mprotect'ed writable, and would keep
+// F_SEAL_WRITE from being added again.
 func (p *puppet) memfdMapFd(img *imageSet, fe *pb.MemfdFileEntry) (uint64, error) {
-	var m *pb.MemfdInodeEntry
-	if img.memfds != nil {
-		m = img.memfds.byInode[uint64(fe.GetInodeId())]
-	}
-	if m == nil {
-		return 0, fmt.Errorf("memfd file %d: inode %d is not in memfd.img", fe.GetId(), fe.GetInodeId())
-	}
-	f, err := img.memfdObject(m)
+	f, err := img.memfdDesc(fe)
 	if err != nil {
 		return 0, err
 	}

@@ -15,7 +15,9 @@ import (
 // description, a private mapping (a copied-on-write page of its own, the
 // others still the memfd's), and writes after the restore through the fd,
 // a mapping or the child's write(2) seen by the other task (memfd.c checks
-// them before the dump and after the restore). crtools show lists it.
+// them before the dump and after the restore). A second memfd sealed with
+// F_SEAL_WRITE and mapped read-only shared keeps its seal. crtools show
+// lists both objects once.
 func TestDumpRestoreMemfd(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
@@ -29,15 +31,20 @@ func TestDumpRestoreMemfd(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("crtools show -D: exit %d\n%s", code, out)
 	}
-	// One object: one memfd line, however many fds and mappings.
-	if n := strings.Count(out, "memfd 1 memfd:crt-memfd.test: 12.0 KiB, seals SHRINK|GROW"); n != 1 {
-		t.Errorf("show lists the memfd %d times, want once:\n%s", n, out)
+	// One object per memfd, however many fds and mappings: crt-memfd.test
+	// and crt-sealed (memfd.c).
+	if n := strings.Count(out, " memfd:crt-memfd.test: 12.0 KiB, seals SHRINK|GROW,"); n != 1 {
+		t.Errorf("show lists memfd crt-memfd.test %d times, want once:\n%s", n, out)
 	}
-	if strings.Contains(out, "memfd 2 ") {
-		t.Errorf("show lists a second memfd object:\n%s", out)
+	if n := strings.Count(out, " memfd:crt-sealed: 7 B, seals SEAL|WRITE,"); n != 1 {
+		t.Errorf("show lists memfd crt-sealed %d times, want once:\n%s", n, out)
 	}
-	if !strings.Contains(out, "memfd:crt-memfd.test (O_RDONLY|O_LARGEFILE, pos 100), memfd 1") {
-		t.Errorf("show lacks the second open file description (O_RDONLY, pos 100):\n%s", out)
+	if n := strings.Count(out, "\n  memfd "); n != 2 {
+		t.Errorf("show lists %d memfd objects, want 2:\n%s", n, out)
+	}
+	// The second open file description, in both tasks.
+	if n := strings.Count(out, "memfd:crt-memfd.test (O_RDONLY|O_LARGEFILE, pos 100)"); n != 2 {
+		t.Errorf("show has the second open file description (O_RDONLY, pos 100) %d times, want 2:\n%s", n, out)
 	}
 
 	restoreDetached(t, w, dir)

@@ -28,7 +28,8 @@ struct ctl {
 	volatile uint64_t count;
 };
 
-static int M, M2;
+static int M, M2, W;
+static const unsigned char *wmap; /* a memfd sealed against writes, mapped read-only shared */
 static unsigned char *map, *priv;
 static struct ctl *ctl;
 
@@ -129,6 +130,14 @@ int main(void)
 		if (M2 < 0 || lseek(M2, pos2, SEEK_SET) != pos2)
 			crt_die("reopen memfd");
 	}
+	W = memfd_create("crt-sealed", MFD_ALLOW_SEALING | MFD_CLOEXEC);
+	if (W < 0 || pwrite(W, "sealed!", 7, 0) != 7)
+		crt_die("memfd crt-sealed");
+	if (fcntl(W, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SEAL))
+		crt_die("seal crt-sealed");
+	wmap = mmap(NULL, 4096, PROT_READ, MAP_SHARED, W, 0);
+	if (wmap == MAP_FAILED)
+		crt_die("mmap crt-sealed");
 	c = fork();
 	if (c < 0)
 		crt_die("fork");
@@ -158,6 +167,11 @@ int main(void)
 			CRT_CHECK(fcntl(M, F_GET_SEALS) == SEALS, "seals %#x, want %#x", fcntl(M, F_GET_SEALS), SEALS);
 			CRT_CHECK(ftruncate(M, 2 * SIZE) < 0 && errno == EPERM, "ftruncate grew a memfd sealed against growing");
 			CRT_CHECK(ftruncate(M, 4096) < 0 && errno == EPERM, "ftruncate shrank a memfd sealed against shrinking");
+			CRT_CHECK(fcntl(W, F_GET_SEALS) == (F_SEAL_WRITE | F_SEAL_SEAL), "crt-sealed has seals %#x",
+				  fcntl(W, F_GET_SEALS));
+			CRT_CHECK(pwrite(W, "x", 1, 0) < 0 && errno == EPERM, "wrote to a memfd sealed against writes");
+			CRT_CHECK(!memcmp(wmap, "sealed!", 7), "crt-sealed mapping has %.7s", (const char *)wmap);
+			CRT_CHECK(fcntl(W, F_GETFD) == FD_CLOEXEC, "crt-sealed lost close-on-exec");
 			for (i = 4096; i < TOKOFF && bad < 0; i++)
 				if (map[i] != pattern(i))
 					bad = (int)i;

@@ -339,8 +339,8 @@ func (p *puppet) exitAs(status uint32) error {
 // those flags from the earlier one. clone can only make a task share with
 // its creator, and the creator must end up as the parent (plain clone) or
 // as a sibling (CLONE_PARENT), so a task may share with its parent or with
-// a sibling created before it; the table or fs info is restored once, by
-// the task that got it first.
+// a sibling created before it. The table is restored once, by the task
+// that got it first; the fs info once, by the last (cloneChild).
 
 // shareSource is where a task's puppet is cloned from and with which
 // sharing flags.
@@ -435,7 +435,14 @@ func (r *restorer) cloneChild(pr *proc) (*puppet, error) {
 	if from == nil {
 		return nil, fmt.Errorf("create task %d: task %d it is cloned from is not created", t.pid, src.from.pid)
 	}
-	pr.sharedFiles, pr.sharedFS = src.files, src.fs
+	pr.sharedFiles = src.files
+	if src.fs {
+		// The fs info is restored by the group's last task instead of
+		// its first: a chroot there would make every path a later task
+		// of the group opens while being restored resolve inside the
+		// new root. All of them dumped the same cwd, root and umask.
+		from.sharedFS = true
+	}
 	if src.sibling {
 		// CLONE_PARENT: the sibling's parent becomes t's; clone3 wants
 		// exit_signal 0 then, and t inherits the sibling's (SIGCHLD).

@@ -71,8 +71,8 @@ type proc struct {
 	threads []*puppet // the leader first
 	done    bool      // state restored; only the final registers remain
 
-	// The fd table / fs info is shared with a task restored before
-	// (CLONE_FILES / CLONE_FS, create.go): it is restored there, once.
+	// The fd table / fs info is shared with another task (CLONE_FILES /
+	// CLONE_FS) that restores it, once (create.go).
 	sharedFiles, sharedFS bool
 }
 

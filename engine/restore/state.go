@@ -91,8 +91,8 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	}
 
 	// Files, then the things that refer to files (cwd, root).
-	// A shared fd table or fs info was restored by the task it is shared
-	// with (create.go).
+	// A shared fd table or fs info is restored by one task of those that
+	// share it (create.go).
 	if !pr.sharedFiles {
 		if err := lead.restoreFiles(r.img, t.fds); err != nil {
 			return filled, err

@@ -780,3 +780,79 @@ func TestImagesDirTaken(t *testing.T) {
 		t.Errorf("images not in the formerly empty directory: %v", err)
 	}
 }
+
+// TestRetentionCronRecipe runs the retention of examples/cron-snapshots.yaml
+// (keepLast 6 and keepWithin 24h) every two hours for three days, with a
+// failed run now and then: after every run exactly the snapshots younger
+// than 24h or among the newest 6 remain, a failed run prunes nothing and
+// leaves nothing, and the newest complete one is always there.
+func TestRetentionCronRecipe(t *testing.T) {
+	pid := startSleeper(t)
+	root := t.TempDir()
+	b, err := os.ReadFile(filepath.Join("..", "examples", "cron-snapshots.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps := filepath.Join(root, "snaps")
+	pidFile := filepath.Join(root, "pid")
+	os.WriteFile(pidFile, []byte(fmt.Sprint(pid)), 0o644)
+	y := strings.NewReplacer("/run/long-computation.pid", pidFile, "/var/lib/crtools/long-computation", snaps,
+		"log: {file: dump.log, level: 2}", "").Replace(string(b))
+	if !strings.Contains(y, "retention: {keepLast: 6, keepWithin: 24h}") {
+		t.Fatalf("the recipe's retention changed; update this test:\n%s", y)
+	}
+	job := loadJob(t, y, root)
+	now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	type snap struct {
+		dir string
+		at  time.Time
+	}
+	var made []snap
+	var pruneAt time.Time // the last successful run prunes as of its time
+	for i := 0; i < 36; i++ {
+		now = now.Add(2 * time.Hour)
+		ev := &events{}
+		opts := testOpts(t, ev, &fakeDumper{ev: ev})
+		n := now
+		opts.Now = func() time.Time { return n }
+		failed := i%7 == 6
+		if failed {
+			opts.FaultStep = "commit"
+		}
+		j := Run(context.Background(), buildPlan(t, job, now), opts)
+		if failed {
+			if j.Result != ResultRolledBack || len(j.Pruned) != 0 {
+				t.Fatalf("run %d: failed run: %s, pruned %v", i, j.Result, j.Pruned)
+			}
+		} else {
+			if j.Result != ResultDone {
+				t.Fatalf("run %d: %s %s", i, j.Result, j.Error)
+			}
+			made = append(made, snap{j.ImagesDir, now})
+			pruneAt = now
+		}
+		var want []string
+		for k, s := range made {
+			if pruneAt.Sub(s.at) <= 24*time.Hour || k >= len(made)-6 {
+				want = append(want, s.dir)
+			}
+		}
+		all, err := Snapshots(snaps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, s := range all {
+			got = append(got, s.Dir)
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Fatalf("after run %d (%s):\nkept %v\nwant %v", i, now, got, want)
+		}
+		if ents, _ := os.ReadDir(snaps); len(ents) != len(want) {
+			t.Fatalf("after run %d: %d entries in %s, want %d snapshots only", i, len(ents), snaps, len(want))
+		}
+		if l, err := LatestSnapshot(snaps); err != nil || l != made[len(made)-1].dir {
+			t.Fatalf("after run %d: latest %s %v", i, l, err)
+		}
+	}
+}

@@ -81,6 +81,11 @@ func LatestSnapshot(dir string) (string, error) {
 // keepWithin of now (0: no age rule), always the newest one, and any
 // snapshot a kept one depends on (its "parent" link, CRIU's convention
 // for incremental images). Other recipes' snapshots are not touched.
+//
+// crtools itself writes no incremental snapshots yet (no pre-dump, and
+// restore refuses pages that live in a parent), so its own snapshots
+// never depend on each other; the parent rule protects image sets made
+// by other tools, or by a later crtools, in the same directory.
 func Prune(dir, job string, keepLast int, keepWithin time.Duration, now time.Time) ([]string, error) {
 	all, err := Snapshots(dir)
 	if err != nil {

@@ -1,0 +1,204 @@
+package main
+
+// Job specs that use engine features beyond plain dump and restore: a
+// page server and the network lock with its hooks, applied for real.
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/crtools/crtools/executor"
+)
+
+// counterCmd is a YAML flow list running a perl counter that prints
+// "started PID" then n=1, n=2, ... every 50 ms.
+const counterCmd = `[perl, -e, '$| = 1; print "started $$\n"; my $n = 0; while (1) { $n++; print "n=$n\n"; select(undef, undef, undef, 0.05); }']`
+
+// TestApplyPageServer: a Checkpoint spec with pageServer sends the memory
+// pages to `crtools page-server` and keeps the other images locally;
+// together they restore the program, which carries on.
+func TestApplyPageServer(t *testing.T) {
+	crtoolsBin(t)
+	d := t.TempDir()
+	srvDir := filepath.Join(d, "server")
+	addr, done := startPageServer(t, "-D", srvDir, "--address", "127.0.0.1")
+	host, port, _ := net.SplitHostPort(addr)
+	job := filepath.Join(d, "job.yaml")
+	os.WriteFile(job, []byte(fmt.Sprintf(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: ps}
+spec:
+  target:
+    exec:
+      command: %s
+      stdout: w.out
+      ready: {delay: 300ms}
+  imagesDir: images
+  pageServer: {address: "%s", port: %s}
+`, counterCmd, host, port)), 0o644)
+	env := []string{lockDirEnv + "=" + t.TempDir()}
+	r := crtoolsRun(t, env, "apply", job)
+	if r.code != 0 {
+		t.Fatalf("apply: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	pid := r.journals[0].RootPid
+	if code, stderr := waitExit(t, done); code != "0" {
+		t.Fatalf("page-server exit %s: %s", code, stderr)
+	}
+	var srvPages, localPages int
+	for _, n := range names(t, srvDir) {
+		if strings.HasPrefix(n, "pages-") {
+			srvPages++
+		}
+	}
+	local := filepath.Join(d, "images")
+	for _, n := range names(t, local) {
+		if strings.HasPrefix(n, "pages-") || strings.HasPrefix(n, "pagemap-") {
+			localPages++
+		}
+	}
+	if srvPages == 0 || localPages != 0 {
+		t.Fatalf("pages files: %d on the server, %d local (want some, none)", srvPages, localPages)
+	}
+	if _, err := os.Stat(filepath.Join(local, executor.CompleteMarker)); err != nil {
+		t.Fatalf("local images not complete: %v", err)
+	}
+	// Put the two halves together and restore.
+	for _, n := range names(t, local) {
+		b, _ := os.ReadFile(filepath.Join(local, n))
+		os.WriteFile(filepath.Join(srvDir, n), b, 0o600)
+	}
+	before, _ := os.ReadFile(filepath.Join(d, "w.out"))
+	rs := filepath.Join(d, "rs.yaml")
+	os.WriteFile(rs, []byte("apiVersion: crtools/v1\nkind: Restore\nmetadata: {name: ps-restore}\nspec: {imagesDir: server, detached: true}\n"), 0o644)
+	r = crtoolsRun(t, env, "apply", rs)
+	if r.code != 0 {
+		t.Fatalf("restore: exit %d\n%s", r.code, r.stderr)
+	}
+	defer jobKillReap(pid)
+	if r.journals[0].RootPid != pid {
+		t.Errorf("restored as %d, want %d", r.journals[0].RootPid, pid)
+	}
+	countsInOrder(t, waitGrows(t, filepath.Join(d, "w.out"), lines(string(before))+3))
+}
+
+// names lists a directory.
+func names(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// TestApplyNetworkLockHooks: a Checkpoint spec with tcpEstablished and
+// network-lock hooks, on a program streaming over an established TCP
+// connection to the test: the hooks run in order (network-lock once the
+// tree is frozen, network-unlock once it runs on), and the stream carries
+// on with every number once and in order, both after a good checkpoint
+// (leaveRunning) and after checkpoints that failed at each step from the
+// network lock on and rolled back.
+func TestApplyNetworkLockHooks(t *testing.T) {
+	crtoolsBin(t)
+	d := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	prog := exec.Command("perl", "-MIO::Socket::INET", "-e", fmt.Sprintf(`$| = 1; my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:%d") or die "connect: $!"; $s->autoflush(1); my $n = 0; while (1) { $n++; print $s "n=$n\n" or die "write: $!"; select(undef, undef, undef, 0.02); }`, port))
+	prog.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := prog.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { prog.Process.Kill(); prog.Wait() }()
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Second))
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("the program did not connect: %v", err)
+	}
+	defer conn.Close()
+	rd := bufio.NewReader(conn)
+	next := 0
+	// readOn reads k more lines and checks they continue the count.
+	readOn := func(k int) {
+		t.Helper()
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for i := 0; i < k; i++ {
+			l, err := rd.ReadString('\n')
+			if err != nil {
+				t.Fatalf("connection after n=%d: %v", next, err)
+			}
+			next++
+			if l != fmt.Sprintf("n=%d\n", next) {
+				t.Fatalf("got %q, want n=%d", l, next)
+			}
+		}
+	}
+	readOn(5)
+
+	hooksLog := filepath.Join(d, "hooks.log")
+	hook := fmt.Sprintf(`[sh, -c, 'echo "$CRTOOLS_SCRIPT_ACTION" >> %s']`, hooksLog)
+	job := filepath.Join(d, "job.yaml")
+	os.WriteFile(job, []byte(fmt.Sprintf(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: netlock}
+spec:
+  target: {pid: %d}
+  imagesDir: snaps/{{ .Time }}
+  leaveRunning: true
+  options: {tcpEstablished: true}
+  hooks:
+    preDump: %s
+    networkLock: %s
+    networkUnlock: %s
+    postDump: %s
+`, prog.Process.Pid, hook, hook, hook, hook)), 0o644)
+	env := []string{lockDirEnv + "=" + t.TempDir()}
+	r := crtoolsRun(t, env, "apply", job)
+	if r.code != 0 {
+		t.Fatalf("apply: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	readOn(20)
+	if b, _ := os.ReadFile(hooksLog); string(b) != "pre-dump\nnetwork-lock\nnetwork-unlock\npost-dump\n" {
+		t.Errorf("hooks ran:\n%s", b)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(d, "snaps")); len(ents) != 1 {
+		t.Errorf("snapshots: %v", ents)
+	}
+
+	// Failures once the network is locked: the rollback unlocks it.
+	locked := false
+	for _, step := range stepNames(t, job) {
+		if step == "hook-network-lock" {
+			locked = true
+		}
+		if !locked || step == "unlock" || step == "hook-post-dump" {
+			continue
+		}
+		t.Run(step, func(t *testing.T) {
+			r := crtoolsRun(t, append(env, executor.FaultEnv+"="+step+executor.FaultAfter), "apply", job)
+			if r.code != 1 {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			readOn(20)
+			if ents, _ := os.ReadDir(filepath.Join(d, "snaps")); len(ents) != 1 {
+				t.Errorf("snapshots: %v", ents)
+			}
+		})
+	}
+}

@@ -51,7 +51,8 @@ func (r *restorer) waitPidsFree(pids []int) error {
 		logged := false
 		for {
 			state, comm, err := pidState(pid)
-			if errors.Is(err, os.ErrNotExist) {
+			// ESRCH: the task was released while its stat was read.
+			if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
 				break
 			}
 			if err != nil {

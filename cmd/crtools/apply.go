@@ -87,15 +87,31 @@ recipe is locked by another run.`,
 	return c
 }
 
-// loadSpec loads a spec file; a bad spec is a usage error (exit 2) with
-// every problem on its own line.
+// maxSpecErrors bounds the problems listed for one file: a file that is
+// no spec at all (a passwd file, a README) would list every line.
+const maxSpecErrors = 10
+
+// loadSpec loads a spec file; a bad spec is a usage error (exit 2): one
+// line for one problem, else a count and every problem (up to
+// maxSpecErrors) on its own line.
 func loadSpec(path string) ([]*spec.Job, error) {
 	jobs, err := spec.LoadFile(path)
 	if err != nil {
 		var es spec.Errors
 		var e *spec.Error
-		if errors.As(err, &es) || errors.As(err, &e) {
-			return nil, &exitError{code: exitUsage, err: fmt.Errorf("invalid spec:\n%s", err), multiline: true}
+		switch {
+		case errors.As(err, &es) && len(es) > 1:
+			var lines []string
+			for i, x := range es {
+				if i == maxSpecErrors {
+					lines = append(lines, fmt.Sprintf("... and %d more", len(es)-maxSpecErrors))
+					break
+				}
+				lines = append(lines, x.Error())
+			}
+			return nil, &exitError{code: exitUsage, err: fmt.Errorf("invalid spec (%d problems):\n%s", len(es), strings.Join(lines, "\n")), multiline: true}
+		case errors.As(err, &es) || errors.As(err, &e):
+			return nil, &exitError{code: exitUsage, err: fmt.Errorf("invalid spec: %s", err)}
 		}
 		return nil, &exitError{code: exitUsage, err: err}
 	}

@@ -221,8 +221,9 @@ type Dumper struct {
 	extPeers map[uint32]bool // external peer entries already added
 	ghosts   map[ghostKey]*Ghost
 	remapped map[ghostKey]remapName
-	links    []string        // link-remap names created (removed by Rollback)
-	masters  map[uint32]bool // pty masters held in the tree, by index
+	links    []string          // link-remap names created (removed by Rollback)
+	masters  map[uint32]bool   // pty masters held in the tree, by index
+	cttys    map[uint64][2]int // controlling terminals of the tree's sessions: tty_nr -> sid, foreground group
 	// pipeModes: for each pipe inode held in the tree, 1 if a read end
 	// and 2 if a write end is (see checkOtherEnd).
 	pipeModes map[uint64]int

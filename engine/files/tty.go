@@ -25,10 +25,14 @@ import (
 // the tree's own: each end gets a TtyInfoEntry (type PTY, its rdev, the
 // pair's index) as in CRIU, and restore opens a new pair with the same
 // settings (termios, window size, packet mode, lock). The new pair has the
-// number the kernel gives (the slave's /dev/pts name may differ), one open
-// file description of the master is supported, and bytes in flight in the
-// pair are not kept (a terminal cannot be read without consuming); a slave
-// that is a session's controlling terminal is not made one again here.
+// number the kernel gives (the slave's /dev/pts name may differ: the
+// kernel hands out numbers, and a task can only see its terminal's number
+// change), and one open file description of the master is supported. Bytes
+// in flight in the pair are kept (tty-data.img, below). A slave that is the
+// controlling terminal of a session led by a task of the tree is recorded
+// in the slave's info (sid, foreground group); restore makes it the
+// session's controlling terminal again, with that foreground group
+// (SessionTerminal, used by the restore engine in the session leader).
 
 func isTTYDev(rdev uint64) bool {
 	maj, min := unix.Major(rdev), unix.Minor(rdev)
@@ -235,6 +239,9 @@ func (d *Dumper) dumpPty(c *Collected, e *pb.FileEntry, f *os.File, st *unix.Sta
 				info.PacketMode = boolp(v != 0)
 			}
 		}
+		if sid, pgrp := d.ptySession(c.Pid, idx); sid != 0 {
+			info.Sid, info.Pgrp = u32p(uint32(sid)), u32p(uint32(pgrp))
+		}
 		d.set.TtyInfo[infoID] = info
 		if master {
 			if err := d.dumpPtyData(f, idx); err != nil {
@@ -244,6 +251,74 @@ func (d *Dumper) dumpPty(c *Collected, e *pb.FileEntry, f *os.File, st *unix.Sta
 	}
 	e.Tty = &pb.TtyFileEntry{Id: u32p(c.ID), TtyInfoId: u32p(infoID), Flags: u32p(flags), Fown: fown}
 	return nil
+}
+
+// ptySlaveRdev is the device number of the slave of pair idx.
+func ptySlaveRdev(idx uint32) uint64 { return unix.Mkdev(136+idx/256, idx%256) }
+
+// ptySession tells which session of the tree has the slave of pair idx as
+// its controlling terminal (tty_nr of /proc/PID/stat), and the terminal's
+// foreground process group. Only a session whose leader is in the tree
+// counts: restore can only give the terminal to a leader it creates.
+func (d *Dumper) ptySession(pid int, idx uint32) (sid, pgrp int) {
+	if d.cttys == nil {
+		d.cttys = map[uint64][2]int{}
+		tree := d.opts.Tree
+		if len(tree) == 0 {
+			tree = []int{pid}
+		}
+		inTree := map[int]bool{}
+		for _, p := range tree {
+			inTree[p] = true
+		}
+		for _, p := range tree {
+			s, tpgid, ttyNr, err := sessionOf(p)
+			if err != nil || ttyNr == 0 || !inTree[s] {
+				continue
+			}
+			d.cttys[uint64(ttyNr)] = [2]int{s, tpgid}
+		}
+	}
+	v := d.cttys[ptySlaveRdev(idx)]
+	if v[1] < 0 {
+		v[1] = 0 // no foreground group
+	}
+	return v[0], v[1]
+}
+
+// SessionTerminal gives, for the session led by sid, a new open file of the
+// restored slave that was its controlling terminal and the foreground
+// process group it had (0: none); nil if the session had no terminal of
+// the tree. The restore engine has the session leader make it its
+// controlling terminal (TIOCSCTTY) and set the foreground (TIOCSPGRP)
+// before the tasks run.
+func (r *Restorer) SessionTerminal(sid int) (*os.File, int, error) {
+	if r.set == nil || sid <= 0 {
+		return nil, 0, nil
+	}
+	var ids []uint32
+	for id := range r.set.TtyInfo {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		info := r.set.TtyInfo[id]
+		if info.GetType() != pb.TtyType_PTY || int(info.GetSid()) != sid {
+			continue
+		}
+		p, err := r.pty(info.GetPty().GetIndex())
+		if err != nil {
+			return nil, 0, fmt.Errorf("restore pseudo-terminal %d: %w", info.GetPty().GetIndex(), err)
+		}
+		path := fmt.Sprintf("/dev/pts/%d", p.index)
+		f, err := os.OpenFile(path, os.O_RDWR|unix.O_NOCTTY, 0)
+		if err != nil {
+			return nil, 0, fmt.Errorf("open the controlling terminal of session %d: %w", sid, err)
+		}
+		r.keep = append(r.keep, f)
+		return f, int(info.GetPgrp()), nil
+	}
+	return nil, 0, nil
 }
 
 // ptyPair is a restored pseudo-terminal pair.

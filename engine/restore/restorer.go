@@ -176,6 +176,9 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 				if _, err := lead.callf("create session (setsid)", unix.SYS_SETSID); err != nil {
 					return err
 				}
+				if err := r.sessionTerminal(lead, t.pid, false); err != nil { // special.go
+					return err
+				}
 			}
 			for _, tid := range t.tids[1:] {
 				th, err := lead.clone(threadCloneFlags, 0, tid)

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -101,6 +102,65 @@ func (p *puppet) takeLocks(img *imageSet, fd uint64) error {
 		}
 	}
 	return nil
+}
+
+// Controlling terminals. A session leader of the tree whose controlling
+// terminal was a pseudo-terminal of the tree takes the new pair's slave
+// (TIOCSCTTY on a fresh open) right after its setsid, before any task of
+// its session is created: a task's controlling terminal is inherited at
+// fork, and only a session leader can acquire one. The foreground group
+// (TIOCSPGRP) is set once the groups exist, after the leader's files.
+
+// sessionTerminal runs the TIOCSCTTY (and with fg, the TIOCSPGRP) in the
+// session leader pr of session sid; it does nothing if the session had no
+// terminal of the tree. Preconditions: on the tracer thread.
+func (r *restorer) sessionTerminal(lead *puppet, sid int, fg bool) error {
+	if r.img.special == nil {
+		return nil
+	}
+	f, pgrp, err := r.img.special.SessionTerminal(sid)
+	if err != nil {
+		return fmt.Errorf("controlling terminal of session %d: %w", sid, err)
+	}
+	if f == nil || (fg && (pgrp == 0 || pgrp == sid)) {
+		return nil
+	}
+	fd, err := lead.takeFile(f)
+	if err != nil {
+		return err
+	}
+	if !fg {
+		_, err = lead.callf(fmt.Sprintf("make %s the controlling terminal of session %d", f.Name(), sid), unix.SYS_IOCTL, fd, unix.TIOCSCTTY, 0)
+	} else if cur, gerr := unix.Getpgid(pgrp); gerr != nil || cur != pgrp {
+		r.log.Warn().Int("sid", sid).Int("pgrp", pgrp).Msg("foreground process group of the terminal not restored: no such group")
+	} else {
+		// Right after TIOCSCTTY the leader's group is the foreground,
+		// so the leader may hand it over.
+		var b [4]byte
+		binary.LittleEndian.PutUint32(b[:], uint32(pgrp))
+		var addr uint64
+		if addr, err = lead.put(b[:]); err == nil {
+			_, err = lead.callf(fmt.Sprintf("make process group %d the foreground of %s", pgrp, f.Name()), unix.SYS_IOCTL, fd, unix.TIOCSPGRP, addr)
+		}
+	}
+	if _, cerr := lead.callf(fmt.Sprintf("close fd %d", fd), unix.SYS_CLOSE, fd); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		r.log.Debug().Int("sid", sid).Int("pgrp", pgrp).Bool("foreground", fg).Str("tty", f.Name()).Msg("controlling terminal restored")
+	}
+	return err
+}
+
+// restoreSessionTerminal gives the terminal of pr's session (if pr leads
+// one with a terminal of the tree) to the foreground group it had.
+// Preconditions: on the tracer thread; before credentials are lowered
+// (pidfd_getfd of crtools needs them).
+func (r *restorer) restoreSessionTerminal(pr *proc) error {
+	if pr.t.dead() || pr.t.sid != pr.t.pid {
+		return nil
+	}
+	return r.sessionTerminal(pr.threads[0], pr.t.sid, true)
 }
 
 // specialLast orders epoll after the files it watches.

@@ -103,6 +103,9 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 			return filled, err
 		}
 	}
+	if err := r.restoreSessionTerminal(pr); err != nil { // special.go
+		return filled, err
+	}
 
 	// Process-wide state.
 	tc := t.core().GetTc()

@@ -48,3 +48,13 @@ func mustAbs(t *testing.T, p string) string {
 	}
 	return a
 }
+
+// TestPtyControllingTerminal: a pair of the tree is the controlling
+// terminal of a session of the tree (a child that called setsid), with a
+// job of its own as the foreground group. After dump and restore the new
+// pair is again that session's terminal with that foreground group:
+// ^C typed on the master interrupts the job and not the session leader
+// (testdata/shelljob_ctty.c).
+func TestPtyControllingTerminal(t *testing.T) {
+	dumpRestoreVerify(t, harness.BuildC(t, mustAbs(t, "testdata/shelljob_ctty.c")))
+}

@@ -202,3 +202,74 @@ spec:
 		})
 	}
 }
+
+// TestApplyInterrupted: SIGINT or SIGTERM while apply runs (here in a slow
+// post-dump hook) cancels the job and rolls it back: exit 1, the journal
+// says so, the workload runs on with its state, no snapshot, the
+// pre-dump hook undone; the lock is free for the next run.
+func TestApplyInterrupted(t *testing.T) {
+	bin := crtoolsBin(t)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			d := t.TempDir()
+			out := filepath.Join(d, "w.out")
+			w := startCounter(t, out)
+			flag, slow := filepath.Join(d, "pre-dump-flag"), filepath.Join(d, "post-dump-started")
+			job := filepath.Join(d, "job.yaml")
+			os.WriteFile(job, []byte(fmt.Sprintf(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: interrupted}
+spec:
+  target: {pid: %d}
+  imagesDir: snaps/{{ .Time }}
+  leaveRunning: true
+  hooks:
+    preDump: {run: [touch, %s], undo: [rm, %s]}
+    postDump: [sh, -c, 'touch %s; sleep 30']
+`, w.Process.Pid, flag, flag, slow)), 0o644)
+			lockDir := t.TempDir()
+			cmd := exec.Command(bin, "apply", job)
+			cmd.Env = append(os.Environ(), lockDirEnv+"="+lockDir)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 1000; i++ {
+				if _, err := os.Stat(slow); err == nil {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			before, _ := os.ReadFile(out)
+			start := time.Now()
+			cmd.Process.Signal(sig)
+			err := cmd.Wait()
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+				t.Fatalf("apply: %v\n%s\n%s", err, stdout.String(), stderr.String())
+			}
+			if el := time.Since(start); el > 10*time.Second {
+				t.Errorf("apply took %s to stop", el)
+			}
+			if !strings.Contains(stdout.String(), `Journal of Checkpoint "interrupted": rolled-back`) {
+				t.Errorf("journal:\n%s", stdout.String())
+			}
+			if ents, _ := os.ReadDir(filepath.Join(d, "snaps")); len(ents) != 0 {
+				t.Errorf("images left: %v", ents)
+			}
+			if _, err := os.Stat(flag); err == nil {
+				t.Errorf("pre-dump side effect left")
+			}
+			countsInOrder(t, waitGrows(t, out, lines(string(before))+3))
+			if tp := tracerPid(w.Process.Pid); tp != 0 {
+				t.Errorf("workload traced by %d", tp)
+			}
+			// The lock is free: the same recipe runs to the end.
+			job2, _ := os.ReadFile(job)
+			os.WriteFile(job, []byte(strings.Replace(string(job2), "sleep 30", "true", 1)), 0o644)
+			if r := crtoolsRun(t, []string{lockDirEnv + "=" + lockDir}, "apply", job); r.code != 0 {
+				t.Errorf("next run: exit %d: %s", r.code, r.stderr)
+			}
+		})
+	}
+}

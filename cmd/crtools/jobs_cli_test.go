@@ -1,11 +1,15 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/crtools/crtools/executor"
 )
 
 // TestJobCommandsBadInput: validate, plan and apply answer every bad
@@ -72,5 +76,42 @@ func TestJobCommandsBadInput(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestApplyRollbackIncompleteExit3: an undo that fails makes apply exit 3
+// and say, in its one-line error and in the journal, what is left to fix.
+func TestApplyRollbackIncompleteExit3(t *testing.T) {
+	sl := exec.Command("sleep", "60")
+	if err := sl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sl.Process.Kill(); sl.Wait() }()
+	d := t.TempDir()
+	job := filepath.Join(d, "job.yaml")
+	os.WriteFile(job, []byte(fmt.Sprintf(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: incomplete}
+spec:
+  target: {pid: %d}
+  imagesDir: snaps/{{ .Time }}
+  hooks:
+    preDump: {run: ["true"], undo: [sh, -c, "echo cannot undo >&2; exit 3"]}
+`, sl.Process.Pid)), 0o644)
+	t.Setenv(lockDirEnv, t.TempDir())
+	t.Setenv(executor.FaultEnv, "freeze")
+	jf := filepath.Join(d, "journal.json")
+	code, out, errs := runCLI(t, "apply", "-v", "0", "--journal", jf, job)
+	want := `crtools: checkpoint "incomplete" failed: step freeze: fault injected at step freeze (CRTOOLS_FAULT_STEP); rollback incomplete, left to fix: hook-pre-dump: run sh -c 'echo cannot undo >&2; exit 3' failed: sh: exit status 3`
+	if code != exitIncomplete || !strings.Contains(errs, want+"\n") {
+		t.Errorf("exit %d, stderr:\n%s\nwant a line %q", code, errs, want)
+	}
+	if !strings.Contains(out, "hook-pre-dump     undo-failed") {
+		t.Errorf("journal on stdout:\n%s", out)
+	}
+	var js []executor.Journal
+	b, _ := os.ReadFile(jf)
+	if err := json.Unmarshal(b, &js); err != nil || len(js) != 1 || len(js[0].Left) != 1 || js[0].Result != executor.ResultRollbackIncomplete {
+		t.Errorf("journal file: %v\n%s", err, b)
 	}
 }

@@ -454,8 +454,13 @@ func b2int(b bool) int {
 
 // CheckOptions refuses, before anything is created, images that need an
 // option the restore was not given: established TCP connections need
-// --tcp-established.
+// --tcp-established, file locks -l/--file-locks.
 func (r *Restorer) CheckOptions() error {
+	if !r.FileLocks && len(r.set.Locks) > 0 {
+		l := r.set.Locks[0]
+		return fmt.Errorf("the images hold file locks (%d; the first a %s lock of pid %d through fd %d): restore them with -l/--file-locks",
+			len(r.set.Locks), lockKindName(l.GetFlag()), l.GetPid(), l.GetFd())
+	}
 	if r.TCPEstablished {
 		return nil
 	}

@@ -187,6 +187,13 @@ func TestFileLocks(t *testing.T) {
 	// flock and OFD locks on them and gets the POSIX one back to inject.
 	rs := NewRestorer(roundTrip(t, d.Set()), d.log)
 	defer rs.Close()
+	if err := rs.CheckOptions(); err == nil || !strings.Contains(err.Error(), "-l/--file-locks") || !strings.Contains(err.Error(), fmt.Sprintf("flock lock of pid %d through fd %d", h.Pid, h.Fds[0])) {
+		t.Errorf("restore check without FileLocks: %v", err)
+	}
+	rs.FileLocks = true
+	if err := rs.CheckOptions(); err != nil {
+		t.Errorf("restore check with FileLocks: %v", err)
+	}
 	var files []*os.File
 	for i, n := range []string{"flock", "ofd", "posix"} {
 		f, err := os.OpenFile(filepath.Join(dir, n), os.O_RDWR, 0)

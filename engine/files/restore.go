@@ -25,6 +25,10 @@ type Restorer struct {
 	// TCPEstablished (--tcp-established) allows restoring established
 	// TCP connections; without it CheckOptions and Open refuse them.
 	TCPEstablished bool
+	// FileLocks (-l/--file-locks) allows restoring file locks; without
+	// it CheckOptions refuses images that hold some (crtools(1): -l
+	// allows to dump and restore file locks).
+	FileLocks bool
 
 	set       *Set
 	log       zerolog.Logger

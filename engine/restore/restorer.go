@@ -99,6 +99,7 @@ func (r *restorer) Load(ctx context.Context) error {
 	if img.special != nil {
 		// Established TCP connections need --tcp-established (inet.go).
 		img.special.TCPEstablished = r.opts.TCPEstablished
+		img.special.FileLocks = r.opts.FileLocks
 		if err := img.special.CheckOptions(); err != nil {
 			return err
 		}

@@ -25,8 +25,10 @@ func TestDumpRestoreSpecialFiles(t *testing.T) {
 
 // File locks (flock, OFD, POSIX): without -l the dump is refused with a
 // message naming the file and the option, and the workload carries on
-// untouched; with -l the locks are held again after restore (flock and OFD
-// taken by crtools on the open file, POSIX injected into the task).
+// untouched; restore refuses the images without -l; with -l the locks are
+// held again after restore (flock and OFD taken by crtools on the open
+// file, POSIX injected into the task): another process cannot take them,
+// the owner can release and take them again.
 func TestDumpRestoreFileLocks(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
@@ -55,8 +57,46 @@ func TestDumpRestoreFileLocks(t *testing.T) {
 		t.Fatalf("dumped workload %d did not die", w.Pid)
 	}
 	rp.Forget(w.Pid)
-	restoreDetached(t, w, dir)
-	verifyRestored(t, w)
+
+	// The images hold locks: restore without -l refuses them, naming
+	// the option, and leaves no task behind.
+	code, out = crtools(t, "restore", "-D", dir, "-d")
+	if code != 1 || !strings.Contains(out, "-l/--file-locks") || !strings.Contains(out, fmt.Sprintf("pid %d through fd 30", w.Pid)) {
+		t.Fatalf("restore without -l: exit %d\n%s", code, out)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", w.Pid)); !os.IsNotExist(err) {
+		t.Fatalf("refused restore left pid %d behind (%v)", w.Pid, err)
+	}
+
+	code, out = crtools(t, "restore", "-D", dir, "-d", "-l", "-v", "2", "-o", filepath.Join(w.Dir, "restore.log"))
+	if code != 0 {
+		t.Fatalf("crtools restore -l: exit %d\n%s\n%s", code, out, readLog(w, "restore.log"))
+	}
+	// Another process (the test) cannot take any of the three locks.
+	probe := func(name string) *os.File {
+		f, err := os.OpenFile(filepath.Join(w.Dir, name), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	fl := probe("flock.dat")
+	if err := unix.Flock(int(fl.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != unix.EWOULDBLOCK {
+		t.Errorf("another process took the restored flock lock: %v", err)
+	}
+	fl.Close()
+	for _, c := range []struct {
+		name       string
+		start, len int64
+	}{{"ofd.dat", 12, 1}, {"posix.dat", 100, 0}} {
+		f := probe(c.name)
+		lk := unix.Flock_t{Type: unix.F_WRLCK, Start: c.start, Len: c.len}
+		if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk); err != unix.EAGAIN && err != unix.EACCES {
+			t.Errorf("another process took a write lock on %s at %d: %v", c.name, c.start, err)
+		}
+		f.Close()
+	}
+	verifyRestored(t, w) // the owner still holds them, releases and retakes them
 	if ws, err := rp.WaitPid(w.Pid, 10*time.Second); err != nil || !ws.Exited() || ws.ExitStatus() != 0 {
 		t.Fatalf("restored workload: %v %v\n%s", ws, err, w.Output())
 	}

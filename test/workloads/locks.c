@@ -7,7 +7,8 @@
  * Verify proves each lock is held by looking from a fresh open file
  * description (which conflicts with all three kinds): flock LOCK_NB fails
  * with EWOULDBLOCK, and F_OFD_GETLK reports the OFD lock and the POSIX lock
- * (the latter with this process's pid) with their ranges.
+ * (the latter with this process's pid) with their ranges. Then it releases
+ * each lock (they are its own), sees it free, and takes it again.
  */
 #include "crt.h"
 
@@ -61,6 +62,51 @@ static void check_locks(void)
 		  (long long)fl.l_len, (int)fl.l_pid);
 }
 
+/* release_retake proves the restored locks belong to this process: it
+ * releases each one, sees from a fresh open file description that it is
+ * free, and takes it again. */
+static void release_retake(void)
+{
+	struct flock fl;
+	int fd;
+
+	CRT_CHECK(flock(FD_FLOCK, LOCK_UN) == 0, "release flock: errno %d", errno);
+	fd = open("flock.dat", O_RDWR);
+	CRT_CHECK(flock(fd, LOCK_EX | LOCK_NB) == 0, "flock still held after its owner released it (errno %d)", errno);
+	close(fd);
+	CRT_CHECK(flock(FD_FLOCK, LOCK_EX | LOCK_NB) == 0, "take flock again: errno %d", errno);
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_UNLCK;
+	fl.l_start = 10;
+	fl.l_len = 5;
+	CRT_CHECK(fcntl(FD_OFD, F_OFD_SETLK, &fl) == 0, "release OFD lock: errno %d", errno);
+	fd = open("ofd.dat", O_RDWR);
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	CRT_CHECK(fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type == F_UNLCK, "OFD lock still there after release: type %d", fl.l_type);
+	close(fd);
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_RDLCK;
+	fl.l_start = 10;
+	fl.l_len = 5;
+	CRT_CHECK(fcntl(FD_OFD, F_OFD_SETLK, &fl) == 0, "take OFD lock again: errno %d", errno);
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_UNLCK;
+	fl.l_start = 100;
+	CRT_CHECK(fcntl(FD_POSIX, F_SETLK, &fl) == 0, "release POSIX lock: errno %d", errno);
+	fd = open("posix.dat", O_RDWR);
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	CRT_CHECK(fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type == F_UNLCK, "POSIX lock still there after release: type %d", fl.l_type);
+	close(fd); /* before taking it again: any close of the file drops our POSIX locks */
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_start = 100;
+	CRT_CHECK(fcntl(FD_POSIX, F_SETLK, &fl) == 0, "take POSIX lock again: errno %d", errno);
+}
+
 int main(void)
 {
 	struct flock fl;
@@ -84,6 +130,8 @@ int main(void)
 	crt_ready();
 	for (;;) {
 		if (crt_pending()) {
+			check_locks();
+			release_retake();
 			check_locks();
 			crt_report();
 		}

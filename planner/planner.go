@@ -218,16 +218,16 @@ func checkpointPlan(job *spec.Job, now time.Time) (*Plan, error) {
 	if err := unsupportedOptions(c.Options); err != nil {
 		return nil, err
 	}
-	// engine/ns checkpoints the uts and ipc namespaces only.
+	// engine/ns checkpoints the uts, ipc and pid namespaces.
 	var nsBad []string
 	for _, n := range c.Namespaces {
-		if n != "uts" && n != "ipc" {
+		if n != "uts" && n != "ipc" && n != "pid" {
 			nsBad = append(nsBad, n)
 		}
 	}
 	if len(nsBad) > 0 {
 		return nil, &NotSupportedError{Field: "spec.namespaces", Flag: "-n/--namespaces",
-			What: "checkpointing namespaces (" + strings.Join(nsBad, ", ") + ")", Hint: "uts and ipc are supported"}
+			What: "checkpointing namespaces (" + strings.Join(nsBad, ", ") + ")", Hint: "uts, ipc and pid are supported"}
 	}
 	dir, err := spec.ExpandImagesDir(c.ImagesDir, spec.TemplateData{Time: spec.SnapshotTime(now), Name: job.Name()})
 	if err != nil {

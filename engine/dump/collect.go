@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,7 +47,10 @@ type dumpState struct {
 }
 
 type taskState struct {
-	t      *task
+	t *task
+	// vtids are the tids in the images, the leader's first: t's own
+	// unless the tree is dumped with its pid namespace (innerPids).
+	vtids  []int
 	pstree *pb.PstreeEntry
 	cores  []*pb.CoreEntry // one per thread, threads[0] first
 	ids    *pb.TaskKobjIdsEntry
@@ -108,6 +112,14 @@ func (d *Dumper) Collect(ctx context.Context) error {
 			return err
 		}
 		s.ns = nsd
+		if slices.Contains(d.opts.Namespaces, "pid") {
+			if err := s.innerPids(); err != nil {
+				if rerr := s.special.Rollback(); rerr != nil {
+					d.log.Warn().Err(rerr).Msg("undo link-remap")
+				}
+				return err
+			}
+		}
 	}
 	d.state = s
 	d.Timings.Collect = time.Since(start)
@@ -441,4 +453,56 @@ func taskCore(t *task, st *proc.Stat, status *proc.Status, inj *injected, blocke
 	}
 	_ = strings.TrimSpace
 	return tc, nil
+}
+
+// innerPids renumbers the tree with the pids seen inside its pid
+// namespace (-n pid, engine/ns): pstree entries and image names.
+func (s *dumpState) innerPids() error {
+	inner := map[*task]ns.InnerIDs{}
+	for _, ts := range s.tasks {
+		in, err := ns.ReadInner(ts.t.pid, ts.t.pid)
+		if err != nil {
+			return err
+		}
+		inner[ts.t] = in
+	}
+	for _, ts := range s.tasks {
+		t, in := ts.t, inner[ts.t]
+		ppid := 0
+		if t.parent != nil {
+			ppid = inner[t.parent].Pid
+		}
+		ts.pstree.Pid, ts.pstree.Ppid = proto.Uint32(uint32(in.Pid)), proto.Uint32(uint32(ppid))
+		ts.pstree.Pgid, ts.pstree.Sid = proto.Uint32(uint32(in.Pgid)), proto.Uint32(uint32(in.Sid))
+		ts.vtids = []int{in.Pid}
+		if t.zombie {
+			ts.pstree.Threads = []uint32{uint32(in.Pid)}
+			continue
+		}
+		ts.pstree.Threads = ts.pstree.Threads[:0]
+		for i, th := range t.threads {
+			v := in.Pid
+			if i > 0 {
+				x, err := ns.ReadInner(t.pid, th.tid)
+				if err != nil {
+					return err
+				}
+				v = x.Pid
+				ts.vtids = append(ts.vtids, v)
+			}
+			ts.pstree.Threads = append(ts.pstree.Threads, uint32(v))
+		}
+	}
+	return nil
+}
+
+// imgTid is the tid of thread i of ts in the images.
+func (ts *taskState) imgTid(i int) int {
+	if i < len(ts.vtids) {
+		return ts.vtids[i]
+	}
+	if i == 0 {
+		return ts.t.pid
+	}
+	return ts.t.threads[i].tid
 }

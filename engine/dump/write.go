@@ -99,12 +99,9 @@ func (s *dumpState) writeMeta(dir string) error {
 		return fmt.Errorf("write process tree: %w", err)
 	}
 	for _, ts := range s.tasks {
-		pid := uint64(ts.t.pid)
+		pid := uint64(ts.imgTid(0))
 		for i, c := range ts.cores {
-			tid := pid
-			if i > 0 {
-				tid = uint64(ts.t.threads[i].tid)
-			}
+			tid := uint64(ts.imgTid(i))
 			if err := writeImage(dir, image.Core, tid, c); err != nil {
 				return fmt.Errorf("write core of thread %d: %w", tid, err)
 			}
@@ -168,7 +165,7 @@ type batch struct {
 // writeTaskPages copies the pages of one task into pagemap-<pid>.img and
 // pages-<pagesID>.img.
 func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, pagesID uint32, ps *pageserver.Client) (int64, error) {
-	pid := ts.t.pid
+	pid := ts.imgTid(0)
 	pw, err := createPages(ps, dir, image.Pagemap, uint64(pid), pagesID)
 	if err != nil {
 		return 0, fmt.Errorf("create pagemap of pid %d: %w", pid, err)
@@ -212,7 +209,7 @@ func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, 
 	var copyTime time.Duration
 	go func() {
 		defer close(full)
-		copyTime = readBatches(ctx, pid, ts.pages, free, full, stop)
+		copyTime = readBatches(ctx, ts.t.pid, ts.pages, free, full, stop)
 	}()
 	var werr error
 	var total, kicked int64

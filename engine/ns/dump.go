@@ -66,6 +66,15 @@ func Collect(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string) (*Dump,
 			}
 		}
 	}
+	if req["pid"] {
+		in, err := ReadInner(root, root)
+		if err != nil {
+			return nil, err
+		}
+		if in.Pid != 1 {
+			return nil, fmt.Errorf("checkpoint pid namespace (-n pid): the root task %d is PID %d in its pid namespace; crtools checkpoints a pid namespace from its init (PID 1), dump that process instead", root, in.Pid)
+		}
+	}
 	d := &Dump{}
 	if req["uts"] {
 		d.utsID = idOf(ids[0], "uts")

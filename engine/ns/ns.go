@@ -6,12 +6,17 @@
 //   - uts: hostname and domainname of the root task's UTS namespace
 //     (utsns-ID.img); restore clones the root task with CLONE_NEWUTS and
 //     sets both names by injected syscalls in it (engine/restore/ns.go).
+//
 //   - ipc: the IPC sysctls of the root's IPC namespace (ipcns-var-ID.img);
 //     restore clones the root with CLONE_NEWIPC and writes the sysctls from
 //     a crtools thread that joined the new namespace. SysV objects (shm,
 //     msg, sem) are refused at dump time.
 //
-// Everything else (net, mnt, pid, nested namespaces inside the tree) is
+//   - pid: the root is the init of its own pid namespace; images keep the
+//     pids seen inside (pid.go) and restore clones the root with
+//     CLONE_NEWPID and every task with its inner pid.
+//
+// Everything else (net, mnt, nested namespaces inside the tree) is
 // refused with engine.ErrNotSupported rather than dumped incompletely.
 //
 // Dump rule: a task whose namespace differs from crtools' own must have
@@ -39,7 +44,7 @@ import (
 var Known = []string{"uts", "ipc", "mnt", "pid", "net"}
 
 // Supported are the namespaces this package dumps and restores.
-var Supported = map[string]bool{"uts": true, "ipc": true}
+var Supported = map[string]bool{"uts": true, "ipc": true, "pid": true}
 
 // CheckRequested refuses namespaces crtools cannot checkpoint yet.
 func CheckRequested(requested []string) error {

@@ -17,9 +17,12 @@ func TestCheckRequested(t *testing.T) {
 	if err := CheckRequested([]string{"uts", "ipc"}); err != nil {
 		t.Errorf("uts,ipc: %v", err)
 	}
-	err := CheckRequested([]string{"uts", "net", "pid"})
-	if !errors.Is(err, engine.ErrNotSupported) || !strings.Contains(err.Error(), "net, pid") {
-		t.Errorf("uts,net,pid: %v, want not supported naming net, pid", err)
+	if err := CheckRequested([]string{"uts", "pid"}); err != nil {
+		t.Errorf("uts,pid: %v", err)
+	}
+	err := CheckRequested([]string{"uts", "net", "mnt"})
+	if !errors.Is(err, engine.ErrNotSupported) || !strings.Contains(err.Error(), "mnt, net") {
+		t.Errorf("uts,net,mnt: %v, want not supported naming mnt, net", err)
 	}
 }
 

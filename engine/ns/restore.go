@@ -22,6 +22,10 @@ type Root struct {
 	Flags uint64
 	UTS   *pb.UtsnsEntry  // nil: the root shares crtools' UTS namespace
 	IPC   *pb.IpcVarEntry // nil: the root shares crtools' IPC namespace
+	// PidNS: the tree had a pid namespace of its own, whose init is the
+	// root (image pid 1); it is restored into a new one (CLONE_NEWPID),
+	// every task with its image pid inside.
+	PidNS bool
 }
 
 // unsupportedImages are images of namespaces restore cannot rebuild yet.
@@ -34,9 +38,9 @@ var unsupportedImages = []struct{ glob, what string }{
 	{"ipcns-sem-*.img", "SysV semaphores"},
 }
 
-// Load reads the namespace images of dir. ids are the kobj ids of every
-// task, the root's first.
-func Load(dir string, ids []*pb.TaskKobjIdsEntry) (*Root, error) {
+// Load reads the namespace images of dir. rootPid is the root's pid in
+// the images; ids are the kobj ids of every task, the root's first.
+func Load(dir string, rootPid int, ids []*pb.TaskKobjIdsEntry) (*Root, error) {
 	for _, u := range unsupportedImages {
 		m, err := filepath.Glob(filepath.Join(dir, u.glob))
 		if err != nil {
@@ -47,8 +51,23 @@ func Load(dir string, ids []*pb.TaskKobjIdsEntry) (*Root, error) {
 		}
 	}
 	r := &Root{}
+	// As CRIU's images, a tree dumped with its pid namespace keeps the
+	// pids seen inside it, so its root, the namespace's init, is pid 1;
+	// no other tree can have a root with pid 1 (crtools' own init cannot
+	// be dumped), so that alone marks it.
+	if rootPid == 1 {
+		r.PidNS, r.Flags = true, r.Flags|unix.CLONE_NEWPID
+	}
 	if len(ids) == 0 || ids[0] == nil {
 		return r, nil
+	}
+	if r.PidNS {
+		id := ids[0].GetPidNsId()
+		for i, t := range ids[1:] {
+			if x := t.GetPidNsId(); x != 0 && x != id {
+				return nil, fmt.Errorf("restore task #%d in another pid namespace than the root: nested pid namespaces: %w", i+1, engine.ErrNotSupported)
+			}
+		}
 	}
 	for _, n := range []struct {
 		name string

@@ -35,7 +35,7 @@ type PidInUseError struct {
 }
 
 func (e *PidInUseError) Error() string {
-	return fmt.Sprintf("pid %d is in use by a running process (%s); stop it, or restore on a machine where the PID is free (restoring into a new PID namespace would avoid this, but crtools cannot do that yet)", e.Pid, e.Comm)
+	return fmt.Sprintf("pid %d is in use by a running process (%s); stop it, or restore on a machine where the PID is free, or dump the tree in a PID namespace of its own (dump -n pid of a tree whose root is PID 1 there), whose restore creates a new PID namespace where the PIDs are free", e.Pid, e.Comm)
 }
 
 // zombieWait bounds how long restore waits for a zombie holding a PID it
@@ -124,7 +124,7 @@ func (r *restorer) startFirstPuppet() (*puppet, error) {
 	if _, err := ptrace.WriteMem(pid, uintptr(regs.Rip), trampolineCode); err != nil {
 		return nil, fmt.Errorf("prepare first puppet %d: %w", pid, err)
 	}
-	p := &puppet{pid: pid, tgid: pid, regs: regs, log: r.log, tr: &trampoline{addr: regs.Rip}}
+	p := &puppet{pid: pid, vpid: pid, tgid: pid, vtgid: pid, crtoolsFd: -1, regs: regs, log: r.log, tr: &trampoline{addr: regs.Rip}}
 	maps, err := readMaps(pid)
 	if err != nil {
 		return nil, err
@@ -247,6 +247,10 @@ func (p *puppet) clone1(flags, exitSignal uint64, tid int) (*puppet, error) {
 	if err := ptrace.Cont(p.pid, 0); err != nil {
 		return nil, err
 	}
+	// The new task's pid as crtools sees it: the event message of the
+	// clone stop. It differs from tid when the task is in a pid
+	// namespace of its own (ns.go).
+	real := 0
 	for {
 		st, err := p.waitTrap()
 		if err != nil {
@@ -257,6 +261,9 @@ func (p *puppet) clone1(flags, exitSignal uint64, tid int) (*puppet, error) {
 		}
 		// The PTRACE_EVENT_CLONE/FORK stop comes before the syscall
 		// returns; the child is already auto-attached.
+		if msg, err := ptrace.GetEventMsg(p.pid); err == nil && msg != 0 {
+			real = int(msg)
+		}
 		if err := ptrace.Cont(p.pid, 0); err != nil {
 			return nil, err
 		}
@@ -269,23 +276,33 @@ func (p *puppet) clone1(flags, exitSignal uint64, tid int) (*puppet, error) {
 		}
 		return nil, fmt.Errorf("clone3 task %d in puppet %d: %w", tid, p.pid, err)
 	}
-	if int(ret) != tid {
+	newNS := flags&unix.CLONE_NEWPID != 0
+	if real == 0 {
+		real = int(ret)
+	}
+	// clone3 returns the pid in the caller's namespace: tid, unless the
+	// caller is outside the new pid namespace it creates.
+	if (!newNS && int(ret) != tid) || (newNS && int(ret) != real) {
 		return nil, fmt.Errorf("clone3 task %d in puppet %d: got pid %d", tid, p.pid, ret)
 	}
 	// A new traced task first stops with SIGSTOP; the next injection
 	// resumes it with signal 0, which discards that SIGSTOP.
-	st, err := ptrace.WaitStopped(tid)
+	st, err := ptrace.WaitStopped(real)
 	if err != nil {
 		return nil, fmt.Errorf("wait for new task %d: %w", tid, err)
 	}
 	if st.Sig != int(unix.SIGSTOP) {
 		return nil, fmt.Errorf("new task %d stopped by %v, want SIGSTOP", tid, st)
 	}
-	tgid := tid
+	tgid, vtgid := real, tid
 	if flags&unix.CLONE_THREAD != 0 {
-		tgid = p.tgid
+		tgid, vtgid = p.tgid, p.vtgid
 	}
-	return &puppet{pid: tid, tgid: tgid, tr: p.tr, regs: p.regs, log: p.log.With().Int("pid", tid).Logger()}, nil
+	lg := p.log.With().Int("pid", tid).Logger()
+	if real != tid {
+		lg = p.log.With().Int("pid", tid).Int("real_pid", real).Logger()
+	}
+	return &puppet{pid: real, vpid: tid, tgid: tgid, vtgid: vtgid, crtoolsFd: p.crtoolsFd, tr: p.tr, regs: p.regs, log: lg}, nil
 }
 
 // exitAs makes the puppet exit with a wait status as /proc/PID/stat shows
@@ -303,7 +320,7 @@ func (p *puppet) exitAs(status uint32) error {
 		if err := ptrace.SetSigmask(p.pid, 0); err != nil {
 			return err
 		}
-		nr, args = unix.SYS_TGKILL, []uint64{uint64(p.tgid), uint64(p.pid), uint64(sig)}
+		nr, args = unix.SYS_TGKILL, []uint64{uint64(p.vtgid), uint64(p.vpid), uint64(sig)}
 	}
 	regs, err := p.prepare(nr, args)
 	if err != nil {

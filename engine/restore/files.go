@@ -55,7 +55,7 @@ func (p *puppet) restoreFiles(img *imageSet, fds []*pb.FdinfoEntry) error {
 			} else if o, ok := img.fdOwners[id]; ok && o.pid != p.tgid {
 				// Opened before a fork: one open file (one offset)
 				// for every task that has it.
-				tmp, err = p.takeFrom(o.pid, o.fd)
+				tmp, err = p.takeFrom(o.vpid, o.fd)
 			} else {
 				tmp, err = p.openRegFile(fe.GetReg())
 			}
@@ -103,7 +103,7 @@ func (p *puppet) restoreFiles(img *imageSet, fds []*pb.FdinfoEntry) error {
 			}
 		}
 		if _, ok := img.fdOwners[id]; !ok {
-			img.fdOwners[id] = fdOwner{pid: p.tgid, fd: uint64(targets[0].GetFd())}
+			img.fdOwners[id] = fdOwner{pid: p.tgid, vpid: p.vtgid, fd: uint64(targets[0].GetFd())}
 		}
 		if img.special != nil {
 			for _, fi := range targets {
@@ -148,8 +148,11 @@ func (p *puppet) openRegFile(reg *pb.RegFileEntry) (uint64, error) {
 // fdOwner is the task (a puppet until Resume) that holds a restored open
 // file, and under which number.
 type fdOwner struct {
-	pid int
-	fd  uint64
+	pid int // in crtools' pid namespace
+	// vpid is pid as the puppets see it (the images' pid): the one to
+	// name in a syscall injected into another puppet.
+	vpid int
+	fd   uint64
 }
 
 // takeFrom copies fd of puppet pid into this puppet (pidfd_getfd).

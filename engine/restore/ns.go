@@ -2,6 +2,7 @@ package restore
 
 import (
 	"fmt"
+	"os"
 
 	"golang.org/x/sys/unix"
 
@@ -19,14 +20,14 @@ func (r *restorer) loadNamespaces(img *imageSet) error {
 	for _, t := range img.tasks {
 		ids = append(ids, t.ids)
 	}
-	root, err := ns.Load(r.opts.ImagesDir, ids)
+	root, err := ns.Load(r.opts.ImagesDir, img.tasks[0].pid, ids)
 	if err != nil {
 		return err
 	}
 	r.ns = root
 	if root.Flags != 0 {
 		r.log.Info().Str("hostname", root.UTS.GetNodename()).Bool("uts", root.UTS != nil).Bool("ipc", root.IPC != nil).
-			Msg("the root task gets namespaces of its own")
+			Bool("pid", root.PidNS).Msg("the root task gets namespaces of its own")
 	}
 	return nil
 }
@@ -66,4 +67,80 @@ func (r *restorer) restoreNamespaces(root *puppet) error {
 		return fmt.Errorf("restore ipc namespace of task %d: %w", root.pid, err)
 	}
 	return nil
+}
+
+// newPidNS tells whether the tree is restored into a new pid namespace:
+// the root is PID 1 there and every task gets its image PID inside it
+// (clone3 set_tid from a puppet inside the namespace), so the PIDs of
+// crtools' namespace need not be free.
+func (r *restorer) newPidNS() bool { return r.ns != nil && r.ns.PidNS }
+
+// pgidOf returns the process group of pr's leader as the images number
+// it: read from outside in crtools' pid namespace, by an injected
+// getpgid inside the tree's own.
+// Preconditions: on the tracer thread; the leader puppet is stopped.
+func (r *restorer) pgidOf(pr *proc) (int, error) {
+	if !r.newPidNS() {
+		return unix.Getpgid(pr.threads[0].pid)
+	}
+	g, err := pr.threads[0].callf("read process group (getpgid)", unix.SYS_GETPGID, 0)
+	return int(g), err
+}
+
+// giveCrtoolsFd opens, in the first puppet (still in crtools' pid
+// namespace), a pidfd of crtools above every fd number of the images.
+// Every puppet cloned from it inherits it, so that puppets in the new pid
+// namespace can take crtools' files with pidfd_getfd (special.go) until
+// their own files are in place (dropCrtoolsFd).
+// Preconditions: on the tracer thread; before any task is cloned.
+func (r *restorer) giveCrtoolsFd(first *puppet) error {
+	if !r.newPidNS() {
+		return nil
+	}
+	min := uint64(3)
+	for _, t := range r.img.tasks {
+		for _, fi := range t.fds {
+			min = max(min, uint64(fi.GetFd())+1)
+		}
+	}
+	fd, err := first.callf("open pidfd of crtools", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+	if err != nil {
+		return err
+	}
+	high, err := first.callf(fmt.Sprintf("move the pidfd of crtools to fd %d or above", min), unix.SYS_FCNTL, fd, unix.F_DUPFD, min)
+	if _, cerr := first.callf("close pidfd of crtools", unix.SYS_CLOSE, fd); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	first.crtoolsFd = int64(high)
+	return nil
+}
+
+// closeInherited closes the files the puppet inherited from crtools, but
+// the pidfd of crtools (giveCrtoolsFd).
+func (p *puppet) closeInherited() error {
+	if p.crtoolsFd < 0 {
+		_, err := p.callf("close inherited files", unix.SYS_CLOSE_RANGE, 0, uint64(^uint32(0)), 0)
+		return err
+	}
+	k := uint64(p.crtoolsFd)
+	if k > 0 {
+		if _, err := p.callf("close inherited files", unix.SYS_CLOSE_RANGE, 0, k-1, 0); err != nil {
+			return err
+		}
+	}
+	_, err := p.callf("close inherited files", unix.SYS_CLOSE_RANGE, k+1, uint64(^uint32(0)), 0)
+	return err
+}
+
+// dropCrtoolsFd closes the inherited pidfd of crtools once the puppet's
+// files are restored: the restored task must not keep it.
+func (p *puppet) dropCrtoolsFd() error {
+	if p.crtoolsFd < 0 {
+		return nil
+	}
+	_, err := p.callf("close the pidfd of crtools", unix.SYS_CLOSE, uint64(p.crtoolsFd))
+	return err
 }

@@ -26,11 +26,21 @@ import (
 // Preconditions for every method: the caller is on the tracer thread that
 // traces the puppet, and the puppet is in a ptrace-stop.
 type puppet struct {
-	pid  int // the tid of this thread (== pid for a thread-group leader)
-	tgid int // the process it belongs to
-	tr   *trampoline
-	regs ptrace.Regs // template registers (segment selectors, flags) for injections
-	log  zerolog.Logger
+	pid int // the tid of this thread (== pid for a thread-group leader), in crtools' pid namespace
+	// vpid is the tid in the images: the same as pid unless the tree has
+	// a pid namespace of its own (engine/restore/ns.go), then it is the
+	// tid inside that namespace.
+	vpid int
+	// vtgid is tgid as the puppets see it: the images' pid of the process.
+	vtgid int
+	// crtoolsFd is a pidfd of crtools that the puppet inherited, or -1:
+	// a puppet in a new pid namespace cannot pidfd_open crtools, which
+	// it does not see (ns.go).
+	crtoolsFd int64
+	tgid      int // the process it belongs to
+	tr        *trampoline
+	regs      ptrace.Regs // template registers (segment selectors, flags) for injections
+	log       zerolog.Logger
 
 	// scratch mirrors the part of the scratch area filled since the last
 	// call; it is copied into the puppet with one write before the call.

@@ -171,7 +171,9 @@ func TestPidInUse(t *testing.T) {
 	if !errors.As(err, &inUse) || inUse.Pid != os.Getpid() {
 		t.Fatalf("waitPidsFree(own pid) = %v, want PidInUseError", err)
 	}
-	if !strings.Contains(err.Error(), "PID namespace") || !strings.Contains(err.Error(), fmt.Sprint(os.Getpid())) {
+	// The way out it names is the one TestNSPidDumpRestore (test/e2e)
+	// takes: dump -n pid, restore into a new pid namespace.
+	if !strings.Contains(err.Error(), "PID namespace") || !strings.Contains(err.Error(), "-n pid") || !strings.Contains(err.Error(), fmt.Sprint(os.Getpid())) {
 		t.Errorf("message %q does not name the pid and the way out", err)
 	}
 }

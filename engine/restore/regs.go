@@ -30,7 +30,7 @@ func (r *restorer) finishProc(pr *proc) error {
 	// Other threads first: each must be done with the trampoline before
 	// the leader unmaps it.
 	for _, th := range pr.threads[1:] {
-		core := pr.t.cores[th.pid]
+		core := pr.t.cores[th.vpid]
 		if inRestartableSyscall(core.GetThreadInfo().GetGpregs()) {
 			// Make sure the thread sits at the int3 (its last stop
 			// could have been another kind).
@@ -45,7 +45,7 @@ func (r *restorer) finishProc(pr *proc) error {
 	if err := lead.unmapTrampoline(); err != nil {
 		return err
 	}
-	return lead.setFinalState(pr.t.cores[lead.pid])
+	return lead.setFinalState(pr.t.cores[lead.vpid])
 }
 
 // unmapTrampoline runs munmap(trampoline) from the trampoline itself with

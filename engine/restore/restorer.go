@@ -132,8 +132,11 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 	for _, t := range r.img.tasks {
 		pids = append(pids, t.tids...)
 	}
-	if err := r.waitPidsFree(pids); err != nil {
-		return err
+	// In a new pid namespace every PID is free (ns.go).
+	if !r.newPidNS() {
+		if err := r.waitPidsFree(pids); err != nil {
+			return err
+		}
 	}
 	start := time.Now()
 	r.tr = ptrace.NewTracer()
@@ -141,6 +144,9 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 		r.pin()
 		first, err := r.startFirstPuppet()
 		if err != nil {
+			return err
+		}
+		if err := r.giveCrtoolsFd(first); err != nil { // ns.go
 			return err
 		}
 		defer func() {
@@ -163,9 +169,12 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			r.created = append(r.created, t.pid)
+			r.created = append(r.created, lead.pid)
 			pr.threads = append(pr.threads, lead)
 			if t.parent == nil {
+				// crtools' pid of the root: not the image's in a new
+				// pid namespace.
+				r.rootPid = lead.pid
 				// Before any child is cloned into them (ns.go).
 				if err := r.restoreNamespaces(lead); err != nil {
 					return err
@@ -186,7 +195,7 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 				if err != nil {
 					return fmt.Errorf("create thread %d of task %d: %w", tid, t.pid, err)
 				}
-				r.created = append(r.created, tid)
+				r.created = append(r.created, th.pid)
 				pr.threads = append(pr.threads, th)
 			}
 			r.procs = append(r.procs, pr)
@@ -244,7 +253,7 @@ func (r *restorer) setProcessGroups() error {
 			if (pass == 0) != leader || t.sid == t.pid {
 				continue // session leaders lead their group already
 			}
-			cur, err := unix.Getpgid(t.pid)
+			cur, err := r.pgidOf(pr)
 			if err != nil {
 				return fmt.Errorf("read process group of %d: %w", t.pid, err)
 			}

@@ -35,7 +35,7 @@ func (r *restorer) shellForeground() {
 	live := func(pgid int) bool {
 		for _, pr := range r.procs {
 			if !pr.t.dead() && pr.t.pgid == pgid {
-				got, err := unix.Getpgid(pr.t.pid)
+				got, err := unix.Getpgid(pr.threads[0].pid)
 				return err == nil && got == pgid
 			}
 		}

@@ -32,9 +32,21 @@ func (p *puppet) takeSpecial(img *imageSet, id uint32) (uint64, error) {
 // crtools, pidfd_getfd, then clear the close-on-exec pidfd_getfd sets (the
 // caller's dup3 and F_SETFD put the dumped flag back).
 func (p *puppet) takeFile(f *os.File) (uint64, error) {
-	pidfd, err := p.callf("open pidfd of crtools", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
-	if err != nil {
-		return 0, err
+	var pidfd uint64
+	if p.crtoolsFd >= 0 {
+		pidfd = uint64(p.crtoolsFd) // inherited (ns.go), kept open
+	} else {
+		var err error
+		if pidfd, err = p.callf("open pidfd of crtools", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0); err != nil {
+			return 0, err
+		}
+	}
+	closePidfd := func() error {
+		if p.crtoolsFd >= 0 {
+			return nil
+		}
+		_, err := p.callf("close pidfd of crtools", unix.SYS_CLOSE, pidfd)
+		return err
 	}
 	// SyscallConn, not Fd: Fd would put the file in blocking mode,
 	// clearing O_NONBLOCK of the open file the task is to get.
@@ -43,11 +55,11 @@ func (p *puppet) takeFile(f *os.File) (uint64, error) {
 		_ = rc.Control(func(fd uintptr) { ours = int(fd) })
 	}
 	if ours < 0 {
-		_, _ = p.call(unix.SYS_CLOSE, pidfd)
+		_ = closePidfd()
 		return 0, fmt.Errorf("take %s from crtools: no descriptor", f.Name())
 	}
 	fd, err := p.callf(fmt.Sprintf("take fd %d of crtools", ours), unix.SYS_PIDFD_GETFD, pidfd, uint64(ours), 0)
-	if _, cerr := p.callf("close pidfd of crtools", unix.SYS_CLOSE, pidfd); err == nil && cerr != nil {
+	if cerr := closePidfd(); err == nil && cerr != nil {
 		err = cerr
 	}
 	if err != nil {

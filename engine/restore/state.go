@@ -52,7 +52,7 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	// The puppet inherited crtools' files; a table shared with a task
 	// restored before holds that task's restored files instead.
 	if !pr.sharedFiles {
-		if _, err := lead.callf("close inherited files", unix.SYS_CLOSE_RANGE, 0, uint64(^uint32(0)), 0); err != nil {
+		if err := lead.closeInherited(); err != nil { // ns.go
 			return 0, err
 		}
 	}
@@ -98,6 +98,11 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 			return filled, err
 		}
 	}
+	if !pr.sharedFiles {
+		if err := lead.dropCrtoolsFd(); err != nil { // ns.go
+			return filled, err
+		}
+	}
 	if !pr.sharedFS {
 		if err := lead.restoreFS(r.img, t.fs); err != nil {
 			return filled, err
@@ -118,7 +123,7 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	if err := lead.restorePosixTimers(tc.GetTimers().GetPosix()); err != nil {
 		return filled, err
 	}
-	if err := r.restoreRlimits(t.pid, tc.GetRlimits()); err != nil {
+	if err := r.restoreRlimits(lead.pid, tc.GetRlimits()); err != nil {
 		return filled, err
 	}
 	// A puppet starts with personality 0 and dumpable 1 (crtools runs
@@ -139,14 +144,14 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 		}
 	}
 	if tc.OomScoreAdj != nil {
-		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", t.pid), []byte(fmt.Sprint(tc.GetOomScoreAdj())), 0); err != nil {
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", lead.pid), []byte(fmt.Sprint(tc.GetOomScoreAdj())), 0); err != nil {
 			r.log.Warn().Err(err).Int("pid", t.pid).Msg("cannot restore oom_score_adj")
 		}
 	}
 
 	// Per thread.
 	for _, th := range pr.threads {
-		if err := th.restoreThread(t.cores[th.pid], th.pid == t.pid); err != nil {
+		if err := th.restoreThread(t.cores[th.vpid], th.vpid == t.pid); err != nil {
 			return filled, err
 		}
 	}
@@ -158,7 +163,7 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	// Credentials last: lowering them may take away what the steps
 	// above needed.
 	for _, th := range pr.threads {
-		if err := th.restoreCreds(t.cores[th.pid].GetThreadCore().GetCreds()); err != nil {
+		if err := th.restoreCreds(t.cores[th.vpid].GetThreadCore().GetCreds()); err != nil {
 			return filled, err
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -45,7 +46,9 @@ func TestInNamespace(t *testing.T) {
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	var got string
-	for i := 0; i < 200 && got != "crt-ns-unit"; i++ {
+	// The child sets its hostname when sh gets to run: wait for it
+	// (bounded; 2 shared cores can be slow).
+	for deadline := time.Now().Add(10 * time.Second); got != "crt-ns-unit" && time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
 		err := inNamespace(cmd.Process.Pid, "uts", func() error {
 			var u unix.Utsname
 			if err := unix.Uname(&u); err != nil {

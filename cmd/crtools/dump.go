@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -22,6 +24,7 @@ type dumpFlags struct {
 	EvasiveDevices bool
 	ActionScripts  []string
 	LinkRemap      bool
+	GhostLimit     int64
 	TCPEstablished bool
 	ShellJob       bool
 	FileLocks      bool
@@ -61,6 +64,10 @@ By default the tree is killed after a good dump (-s: left stopped,
 	fl.BoolVar(&f.EvasiveDevices, "evasive-devices", false, "use any path to a device file if the original one is inaccessible")
 	fl.StringArrayVar(&f.ActionScripts, "action-script", nil, "add an external action script `SCR` (CRTOOL_SCRIPT_ACTION names the action)")
 	fl.BoolVar(&f.LinkRemap, "link-remap", false, "allow to link unlinked files back when possible (modifies FS till restore)")
+	// Not in crtools(1) (CRIU has it): the size above which a deleted
+	// open file is refused instead of copied into the images.
+	fl.Var(sizeValue{&f.GhostLimit}, "ghost-limit", "extension: copy deleted open files of up to `SIZE` bytes (K, M, G suffixes) into the images (default 1M; bigger ones need --link-remap)")
+	fl.Lookup("ghost-limit").DefValue = ""
 	fl.BoolVar(&f.TCPEstablished, "tcp-established", false, "checkpoint established TCP connections")
 	fl.BoolVarP(&f.ShellJob, "shell-job", "j", false, "allow to dump shell jobs (a process attached to a terminal)")
 	fl.BoolVarP(&f.FileLocks, "file-locks", "l", false, "allow to dump file locks")
@@ -116,6 +123,7 @@ func dumpJob(g *globalOptions, f *dumpFlags, cmd *cobra.Command) (*spec.Job, err
 			ShellJob:       f.ShellJob,
 			ExtUnixSockets: f.ExtUnixSk,
 			LinkRemap:      f.LinkRemap,
+			GhostLimit:     f.GhostLimit,
 			EvasiveDevices: f.EvasiveDevices,
 			Root:           f.Root,
 		},
@@ -145,4 +153,36 @@ func absPaths(ps []string) []string {
 		out = append(out, p)
 	}
 	return out
+}
+
+// sizeValue is a size in bytes, with an optional K, M or G suffix (powers
+// of 1024), greater than 0.
+type sizeValue struct{ p *int64 }
+
+func (v sizeValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return strconv.FormatInt(*v.p, 10)
+}
+func (v sizeValue) Type() string { return "size" }
+func (v sizeValue) Set(s string) error {
+	mult := int64(1)
+	num := strings.TrimSuffix(strings.ToUpper(s), "B")
+	if n := len(num); n > 0 {
+		switch num[n-1] {
+		case 'K':
+			mult, num = 1<<10, num[:n-1]
+		case 'M':
+			mult, num = 1<<20, num[:n-1]
+		case 'G':
+			mult, num = 1<<30, num[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return fmt.Errorf("expected a size in bytes greater than 0, with an optional K, M or G suffix")
+	}
+	*v.p = n * mult
+	return nil
 }

@@ -79,7 +79,7 @@ func (d *Dumper) dumpGhost(c *Collected, e *pb.FileEntry, f *os.File, st *unix.S
 		return nil
 	}
 	if st.Size > d.opts.GhostLimit {
-		return fmt.Errorf("deleted file %s holds %d bytes, more than the ghost file limit of %d: raise the limit or dump with --link-remap", name, st.Size, d.opts.GhostLimit)
+		return fmt.Errorf("deleted file %s holds %d bytes, more than the ghost file limit of %d bytes: raise the limit (--ghost-limit SIZE) or dump with --link-remap", name, st.Size, d.opts.GhostLimit)
 	}
 	// The descriptor may be write-only: read through a read-only reopen.
 	rfd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), unix.O_RDONLY|unix.O_CLOEXEC, 0)

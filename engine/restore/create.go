@@ -468,3 +468,31 @@ func (r *restorer) cloneChild(pr *proc) (*puppet, error) {
 	}
 	return from.threads[0].clone(src.flags, uint64(unix.SIGCHLD), t.pid)
 }
+
+// stopWait bounds how long Resume waits for a task restored stopped to be
+// in the stopped state.
+var stopWait = 2 * time.Second
+
+// waitStopped waits (bounded) until every task that was dumped stopped is
+// stopped again. Detaching with the stop signal only queues it: the task
+// stops when it next runs, which on a busy machine can be after crtools
+// said "restored" and someone looked at it (seen as state R in tests).
+// Not stopping in time is no error: the signal is queued and will act.
+func (r *restorer) waitStopped() {
+	deadline := time.Now().Add(stopWait)
+	for _, pr := range r.procs {
+		if pr.t.dead() || pr.t.core().GetTc().GetTaskState() != taskStopped {
+			continue
+		}
+		for {
+			state, _, err := pidState(pr.t.pid)
+			if err != nil || state == "T" || time.Now().After(deadline) {
+				if err == nil && state != "T" {
+					r.log.Debug().Int("pid", pr.t.pid).Str("state", state).Msg("restored stopped task not stopped yet")
+				}
+				break
+			}
+			time.Sleep(500 * time.Microsecond)
+		}
+	}
+}

@@ -405,6 +405,7 @@ func (r *restorer) Resume(ctx context.Context) error {
 				}
 			}
 		}
+		r.waitStopped() // create.go
 		return nil
 	})
 	if err != nil {

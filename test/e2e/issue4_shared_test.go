@@ -17,21 +17,24 @@ import (
 //	                                    of fd F (one offset) and a
 //	                                    MAP_SHARED memfd page with root;
 //	C2 (clone CLONE_FILES|CLONE_FS)     shares root's fd table and fs info
-//	                                    (umask, cwd) and the memfd page.
+//	                                    (umask, cwd) and the memfd page;
+//	C3 (cloned by C1 with               a child of root sharing C1's fd
+//	    CLONE_PARENT|CLONE_FILES)       table (restored from its sibling).
 //
 // Verify (before the dump and after the restore) asks each child, through
 // the shared page, to act and checks the effect from the root: a write by
 // C1 moves root's offset of F; an fd opened by C2 is open in root and one
 // opened by root is open in C2; a umask and a cwd set by root are the ones
-// C2 sees (and set back); both children's counters move.
+// C2 sees (and set back); an fd opened by C3 is open in C1, and closed
+// there when C3 closes it; every child's counter moves.
 const sharedSrc = `#include "crt.h"
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
 struct shared {
-	volatile int req, ack, fd, mask, ok;
-	volatile uint64_t count[3];
+	volatile int req, ack, fd, mask, ok, fd3, pid3;
+	volatile uint64_t count[4];
 	char cwd[512];
 };
 static struct shared *sh;
@@ -66,6 +69,15 @@ static void child(int me, pid_t parent)
 				sh->ack = r;
 			} else if (me == 2 && r == 6) {
 				sh->ok = fcntl(sh->fd, F_GETFD) >= 0;
+				sh->ack = r;
+			} else if (me == 3 && r == 7) {
+				sh->fd3 = open("/dev/null", O_RDONLY);
+				sh->ack = r;
+			} else if (me == 1 && r == 8) {
+				sh->ok = fcntl(sh->fd3, F_GETFD) >= 0;
+				sh->ack = r;
+			} else if (me == 3 && r == 9) {
+				close(sh->fd3);
 				sh->ack = r;
 			}
 		}
@@ -108,19 +120,29 @@ int main(void)
 	c1 = fork();
 	if (c1 < 0)
 		crt_die("fork");
-	if (c1 == 0)
+	if (c1 == 0) {
+		/* C3: root's child (CLONE_PARENT) with C1's fd table. */
+		pid_t c3 = syscall(SYS_clone, CLONE_PARENT | CLONE_FILES | SIGCHLD, 0, 0, 0, 0);
+
+		if (c3 < 0)
+			_exit(4);
+		if (c3 == 0) {
+			sh->pid3 = getpid();
+			child(3, root);
+		}
 		child(1, root);
+	}
 	c2 = syscall(SYS_clone, CLONE_FILES | CLONE_FS | SIGCHLD, 0, 0, 0, 0);
 	if (c2 < 0)
 		crt_die("clone");
 	if (c2 == 0)
 		child(2, root);
-	while (!sh->count[1] || !sh->count[2])
+	while (!sh->count[1] || !sh->count[2] || !sh->count[3])
 		crt_sleep_ms(1);
 	crt_ready();
 	for (;;) {
 		if (crt_pending()) {
-			uint64_t b1 = sh->count[1], b2 = sh->count[2];
+			uint64_t b1 = sh->count[1], b2 = sh->count[2], b3 = sh->count[3];
 			off_t before = lseek(F, 0, SEEK_CUR);
 			int64_t end;
 
@@ -155,13 +177,21 @@ int main(void)
 			close(sh->fd);
 			sh->ok = 1;
 			CRT_CHECK(ask(6) && !sh->ok, "fd %d closed by root is still open in C2: fd table not shared", sh->fd);
-			for (end = crt_now() + 3000000000LL; (sh->count[1] == b1 || sh->count[2] == b2) && crt_now() < end;)
+			CRT_CHECK(ask(7) && sh->fd3 > 2, "C3 did not open a file");
+			sh->ok = 0;
+			CRT_CHECK(ask(8) && sh->ok, "fd %d opened by C3 is not open in C1: fd table not shared", sh->fd3);
+			CRT_CHECK(ask(9), "C3 did not close");
+			sh->ok = 1;
+			CRT_CHECK(ask(8) && !sh->ok, "fd %d closed by C3 is still open in C1: fd table not shared", sh->fd3);
+			for (end = crt_now() + 3000000000LL;
+			     (sh->count[1] == b1 || sh->count[2] == b2 || sh->count[3] == b3) && crt_now() < end;)
 				crt_sleep_ms(1);
-			CRT_CHECK(sh->count[1] > b1 && sh->count[2] > b2, "children stuck at %" PRIu64 " %" PRIu64,
-				  b1, b2);
+			CRT_CHECK(sh->count[1] > b1 && sh->count[2] > b2 && sh->count[3] > b3,
+				  "children stuck at %" PRIu64 " %" PRIu64 " %" PRIu64, b1, b2, b3);
 			if (crt_usr2) {
 				kill(c1, SIGKILL);
 				kill(c2, SIGKILL);
+				kill(sh->pid3, SIGKILL);
 			}
 			crt_report();
 		}

@@ -14,7 +14,10 @@
 // creates each task in its parent's puppet (the root in the first puppet,
 // with CLONE_PARENT, so crtools is its parent) and each thread with
 // CLONE_THREAD in its process's puppet; PTRACE_O_TRACECLONE/TRACEFORK make
-// them puppets too. Sessions are created before children, process groups
+// them puppets too. A process that shared its fd table or fs info with its
+// parent or a sibling is cloned from that task with CLONE_FILES/CLONE_FS
+// (with CLONE_PARENT from a sibling), and the table or fs info is restored
+// once (create.go). Sessions are created before children, process groups
 // leaders first, zombies exit with their status.
 //
 // RestoreState, per task (state.go): block all signals, close crtools'
@@ -23,7 +26,9 @@
 // the pages file with process_vm_writev from crtools (memory.go explains
 // why not an injected preadv), set protections, PR_SET_MM_MAP with the exe
 // file, files (open/dup3, special files from engine/files by pidfd_getfd,
-// files shared with another task by pidfd_getfd from it), cwd/root/umask,
+// files shared with another task by pidfd_getfd from it, memfds created
+// once by crtools and taken by every task that has them open or mapped,
+// memfd.go), cwd/root/umask,
 // sigactions, itimers, POSIX timers, rlimits (prlimit from outside),
 // per-thread sigaltstack, rseq, robust list, clear_child_tid, comm,
 // pdeath signal, pending signals, and credentials last.

@@ -23,6 +23,9 @@ import (
 // Seals are added last, once every task has mapped it (F_SEAL_WRITE
 // would refuse the writable mappings, and F_SEAL_GROW the ftruncate).
 
+// memfdCopyChunk is how much of a memfd's contents crtools copies at once.
+const memfdCopyChunk = 1 << 20
+
 // memfdSet is the memfds of an image set and crtools' own files on them.
 type memfdSet struct {
 	byInode map[uint64]*pb.MemfdInodeEntry // by inode_id
@@ -107,14 +110,20 @@ func (img *imageSet) fillMemfd(f *os.File, m *pb.MemfdInodeEntry) error {
 			// The last page may reach past EOF: writing it whole
 			// would grow the file.
 			n := min(int64(r.NrPages*pageSize), size-int64(r.Vaddr))
-			if int64(cap(buf)) < n {
-				buf = make([]byte, n)
-			}
-			if _, err := pages.ReadAt(buf[:n], r.Offset); err != nil && !errors.Is(err, io.EOF) {
-				return fmt.Errorf("read pages of memfd %q at %d: %w", name, r.Offset, err)
-			}
-			if _, err := f.WriteAt(buf[:n], int64(r.Vaddr)); err != nil {
-				return fmt.Errorf("write memfd %q at %d: %w", name, r.Vaddr, err)
+			// In pieces: the buffer stays small whatever the images say.
+			for done := int64(0); done < n; {
+				k := min(n-done, memfdCopyChunk)
+				if buf == nil {
+					buf = make([]byte, memfdCopyChunk)
+				}
+				got, err := pages.ReadAt(buf[:k], r.Offset+done)
+				if err != nil && !(errors.Is(err, io.EOF) && got == int(k)) {
+					return fmt.Errorf("read pages of memfd %q at %d: %w", name, r.Offset+done, err)
+				}
+				if _, err := f.WriteAt(buf[:k], int64(r.Vaddr)+done); err != nil {
+					return fmt.Errorf("write memfd %q at %d: %w", name, int64(r.Vaddr)+done, err)
+				}
+				done += k
 			}
 		}
 	}

@@ -348,11 +348,6 @@ func (r *run) runStep(ctx context.Context, s planner.Step, log zerolog.Logger) e
 	case planner.KindCreateTasks:
 		return r.restorer.CreateTasks(ctx)
 	case planner.KindRestoreState:
-		if vp := r.job.Restore.VethPairs; len(vp) > 0 {
-			// Not ignored silently: crtools does not checkpoint net
-			// namespaces yet, so no image set has veth devices to rename.
-			log.Info().Int("pairs", len(vp)).Msg("vethPairs: these images hold no network namespace, so there is no veth device to map")
-		}
 		return r.restorer.RestoreState(ctx)
 	case planner.KindResume:
 		if err := r.restorer.Resume(ctx); err != nil {

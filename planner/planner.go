@@ -218,16 +218,16 @@ func checkpointPlan(job *spec.Job, now time.Time) (*Plan, error) {
 	if err := unsupportedOptions(c.Options); err != nil {
 		return nil, err
 	}
-	// engine/ns checkpoints the uts, ipc and pid namespaces.
+	// engine/ns checkpoints the uts, ipc, pid and net namespaces.
 	var nsBad []string
 	for _, n := range c.Namespaces {
-		if n != "uts" && n != "ipc" && n != "pid" {
+		if n != "uts" && n != "ipc" && n != "pid" && n != "net" {
 			nsBad = append(nsBad, n)
 		}
 	}
 	if len(nsBad) > 0 {
 		return nil, &NotSupportedError{Field: "spec.namespaces", Flag: "-n/--namespaces",
-			What: "checkpointing namespaces (" + strings.Join(nsBad, ", ") + ")", Hint: "uts, ipc and pid are supported"}
+			What: "checkpointing namespaces (" + strings.Join(nsBad, ", ") + ")", Hint: "uts, ipc, pid and net are supported"}
 	}
 	dir, err := spec.ExpandImagesDir(c.ImagesDir, spec.TemplateData{Time: spec.SnapshotTime(now), Name: job.Name()})
 	if err != nil {

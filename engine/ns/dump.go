@@ -21,6 +21,7 @@ type Dump struct {
 	utsID uint32
 	ipc   *pb.IpcVarEntry
 	ipcID uint32
+	net   *netDump
 }
 
 // Collect checks the namespaces of every task of the tree against
@@ -105,6 +106,13 @@ func Collect(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string) (*Dump,
 			return nil, fmt.Errorf("read ipc namespace of pid %d: %w", root, err)
 		}
 	}
+	if req["net"] {
+		n, err := collectNet(root, pids, idOf(ids[0], "net"))
+		if err != nil {
+			return nil, err
+		}
+		d.net = n
+	}
 	return d, nil
 }
 
@@ -121,6 +129,11 @@ func (d *Dump) Write(dir string) error {
 	if d.ipc != nil {
 		if err := image.WriteFile(dir, image.IPCVar, uint64(d.ipcID), d.ipc); err != nil {
 			return fmt.Errorf("write ipc namespace: %w", err)
+		}
+	}
+	if d.net != nil {
+		if err := d.net.write(dir); err != nil {
+			return err
 		}
 	}
 	return nil

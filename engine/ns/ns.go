@@ -16,7 +16,11 @@
 //     pids seen inside (pid.go) and restore clones the root with
 //     CLONE_NEWPID and every task with its inner pid.
 //
-// Everything else (net, mnt, nested namespaces inside the tree) is
+//   - net: loopback and veth links, addresses and routes (net.go);
+//     restore creates the veth pairs with their outside ends in crtools'
+//     namespace (--veth-pair).
+//
+// Everything else (mnt, nested namespaces inside the tree) is
 // refused with engine.ErrNotSupported rather than dumped incompletely.
 //
 // Dump rule: a task whose namespace differs from crtools' own must have
@@ -44,7 +48,7 @@ import (
 var Known = []string{"uts", "ipc", "mnt", "pid", "net"}
 
 // Supported are the namespaces this package dumps and restores.
-var Supported = map[string]bool{"uts": true, "ipc": true, "pid": true}
+var Supported = map[string]bool{"uts": true, "ipc": true, "pid": true, "net": true}
 
 // CheckRequested refuses namespaces crtools cannot checkpoint yet.
 func CheckRequested(requested []string) error {

@@ -22,8 +22,8 @@ func TestCheckRequested(t *testing.T) {
 		t.Errorf("uts,pid: %v", err)
 	}
 	err := CheckRequested([]string{"uts", "net", "mnt"})
-	if !errors.Is(err, engine.ErrNotSupported) || !strings.Contains(err.Error(), "mnt, net") {
-		t.Errorf("uts,net,mnt: %v, want not supported naming mnt, net", err)
+	if !errors.Is(err, engine.ErrNotSupported) || !strings.Contains(err.Error(), "(-n mnt)") {
+		t.Errorf("uts,net,mnt: %v, want not supported naming mnt only", err)
 	}
 }
 

@@ -26,12 +26,14 @@ type Root struct {
 	// root (image pid 1); it is restored into a new one (CLONE_NEWPID),
 	// every task with its image pid inside.
 	PidNS bool
+	// Net is the network namespace to build (net.go); nil: the root
+	// shares crtools'.
+	Net *NetRestore
 }
 
 // unsupportedImages are images of namespaces restore cannot rebuild yet.
 var unsupportedImages = []struct{ glob, what string }{
 	{"netns-*.img", "network namespaces"},
-	{"netdev-*.img", "network devices"},
 	{"mountpoints-*.img", "mount namespaces"},
 	{"ipcns-shm-*.img", "SysV shared memory"},
 	{"ipcns-msg-*.img", "SysV message queues"},
@@ -68,6 +70,18 @@ func Load(dir string, rootPid int, ids []*pb.TaskKobjIdsEntry) (*Root, error) {
 				return nil, fmt.Errorf("restore task #%d in another pid namespace than the root: nested pid namespaces: %w", i+1, engine.ErrNotSupported)
 			}
 		}
+	}
+	if id := ids[0].GetNetNsId(); id != 0 && image.Exists(dir, image.Netdev, uint64(id)) {
+		for i, t := range ids[1:] {
+			if x := t.GetNetNsId(); x != 0 && x != id {
+				return nil, fmt.Errorf("restore task #%d in another net namespace than the root: nested net namespaces: %w", i+1, engine.ErrNotSupported)
+			}
+		}
+		n, err := loadNet(dir, id)
+		if err != nil {
+			return nil, err
+		}
+		r.Net, r.Flags = n, r.Flags|unix.CLONE_NEWNET
 	}
 	for _, n := range []struct {
 		name string

@@ -25,9 +25,14 @@ func (r *restorer) loadNamespaces(img *imageSet) error {
 		return err
 	}
 	r.ns = root
+	if len(r.opts.VethPairs) > 0 && root.Net == nil {
+		// Not ignored silently, not an error either: a job spec may
+		// name pairs for whatever images it is given.
+		r.log.Info().Int("pairs", len(r.opts.VethPairs)).Msg("--veth-pair: these images hold no network namespace, so there is no veth device to map")
+	}
 	if root.Flags != 0 {
 		r.log.Info().Str("hostname", root.UTS.GetNodename()).Bool("uts", root.UTS != nil).Bool("ipc", root.IPC != nil).
-			Bool("pid", root.PidNS).Msg("the root task gets namespaces of its own")
+			Bool("pid", root.PidNS).Bool("net", root.Net != nil).Msg("the root task gets namespaces of its own")
 	}
 	return nil
 }
@@ -65,6 +70,10 @@ func (r *restorer) restoreNamespaces(root *puppet) error {
 	}
 	if err := r.ns.ApplyIPC(root.pid); err != nil {
 		return fmt.Errorf("restore ipc namespace of task %d: %w", root.pid, err)
+	}
+	// Links made here are deleted by Kill if the restore fails.
+	if err := r.ns.Net.Apply(root.pid, r.opts.VethPairs, &r.netLinks); err != nil {
+		return fmt.Errorf("restore network namespace of task %d: %w", root.pid, err)
 	}
 	return nil
 }

@@ -54,6 +54,9 @@ type restorer struct {
 	origMask *unix.CPUSet
 
 	ns *ns.Root // namespaces of the root task (ns.go)
+	// netLinks are the outside ends of veth pairs made for the root's
+	// network namespace; Kill deletes them.
+	netLinks []string
 
 	// Memory filled so far and in all, for opts.Progress.
 	fillDone, fillTotal int64
@@ -443,6 +446,12 @@ func (r *restorer) Kill() error {
 				}
 			}
 		}
+		// The outside ends of the veth pairs made (ns.go): a failed
+		// restore leaves no link behind.
+		if err := ns.DeleteLinks(r.netLinks); err != nil {
+			errs = append(errs, err)
+		}
+		r.netLinks = nil
 		return nil
 	})
 	if err != nil {

@@ -191,7 +191,7 @@ func TestNSRefusals(t *testing.T) {
 	}{
 		{"no -n", w.pid, nil, []string{"uts namespace of its own", "-n uts"}},
 		{"-n uts without ipc", w.pid, []string{"-n", "uts"}, []string{"ipc namespace of its own", "-n ipc"}},
-		{"-n net", w.pid, []string{"-n", "uts,ipc,net"}, []string{"net", "not supported yet"}},
+		{"-n net of a task sharing crtools' net", w.pid, []string{"-n", "uts,ipc,net"}, []string{"shares crtools' net namespace"}},
 		{"-n mnt", w.pid, []string{"-n", "mnt"}, []string{"mnt", "not supported yet"}},
 		{"-n uts of a task sharing crtools' uts", sleeper.Process.Pid, []string{"-n", "uts"}, []string{"shares crtools' uts namespace"}},
 	} {

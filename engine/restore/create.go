@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/crtools/crtools/engine/kernel"
 	"github.com/crtools/crtools/engine/ptrace"
 )
 
@@ -54,6 +55,11 @@ func (r *restorer) waitPidsFree(pids []int) error {
 			// ESRCH: the task was released while its stat was read.
 			if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
 				break
+			}
+			if errors.Is(err, unix.ESRCH) {
+				// Reaped between the open and the read of its stat
+				// file: look again (it is gone, or someone new).
+				continue
 			}
 			if err != nil {
 				return fmt.Errorf("check pid %d: %w", pid, err)
@@ -274,7 +280,7 @@ func (p *puppet) clone1(flags, exitSignal uint64, tid int) (*puppet, error) {
 			_, comm, _ := pidState(tid)
 			return nil, &PidInUseError{Pid: tid, Comm: comm}
 		}
-		return nil, fmt.Errorf("clone3 task %d in puppet %d: %w", tid, p.pid, err)
+		return nil, kernel.IfMissing("clone3-set_tid", fmt.Errorf("clone3 task %d in puppet %d: %w", tid, p.pid, err))
 	}
 	newNS := flags&unix.CLONE_NEWPID != 0
 	if real == 0 {

@@ -490,6 +490,9 @@ func (r *run) resolveTarget(ctx context.Context, log zerolog.Logger) error {
 		return r.launch(ctx, t.Exec, log)
 	}
 	if err := unix.Kill(r.pid, 0); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("pid %d does not exist", r.pid)
+		}
 		return fmt.Errorf("process %d: %w", r.pid, err)
 	}
 	if r.pid == os.Getpid() {

@@ -122,7 +122,7 @@ func TestQuietFailureOneLine(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"dump", "-v", "0", "-t", "4194000", "-D", filepath.Join(dir, "img")}, "process 4194000: no such process; rolled back"},
+		{[]string{"dump", "-v", "0", "-t", "4194000", "-D", filepath.Join(dir, "img")}, "pid 4194000 does not exist; rolled back"},
 		{[]string{"restore", "-v", "0", "-D", filepath.Join(dir, "missing")}, "missing: no such file or directory; rolled back"},
 	} {
 		code, _, errs := runCLI(t, tc.args...)

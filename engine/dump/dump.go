@@ -138,6 +138,12 @@ func checkRoot(pid int) error {
 	if st.IsKernelThread() {
 		return fmt.Errorf("pid %d (%s) is a kernel thread; kernel threads cannot be dumped", pid, st.Comm)
 	}
+	if pid == 1 {
+		// Checked before any ptrace call: init is not touched at all.
+		// Killing it would end its PID namespace, and PID 1 can only be
+		// given back by a new namespace.
+		return fmt.Errorf("pid 1 (%s) is the init process of crtools' PID namespace; it cannot be dumped from inside that namespace", st.Comm)
+	}
 	if st.State == 'Z' {
 		return fmt.Errorf("pid %d (%s) is a zombie; there is nothing to dump", pid, st.Comm)
 	}
@@ -149,9 +155,17 @@ func checkRoot(pid int) error {
 		return fmt.Errorf("pid %d is a thread of process %d; dump the process", pid, status.Tgid)
 	}
 	if status.TracerPid != 0 {
-		return fmt.Errorf("pid %d (%s) is already traced by pid %d; detach the tracer first", pid, st.Comm, status.TracerPid)
+		return fmt.Errorf("pid %d (%s) is already traced by %s; detach the tracer first", pid, st.Comm, describePid(status.TracerPid))
 	}
 	return nil
+}
+
+// describePid names a process for a message: "pid 123 (strace)".
+func describePid(pid int) string {
+	if st, err := proc.ReadStat(pid); err == nil {
+		return fmt.Sprintf("pid %d (%s)", pid, st.Comm)
+	}
+	return fmt.Sprintf("pid %d", pid)
 }
 
 // Freeze seizes and stops the whole tree.

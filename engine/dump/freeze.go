@@ -134,8 +134,13 @@ func (d *Dumper) seizeOne(t *task, tid int) error {
 	if err := ptrace.Seize(tid, 0); err != nil {
 		if errors.Is(err, unix.EPERM) {
 			if s, serr := proc.ReadStatus(tid); serr == nil && s.TracerPid != 0 {
-				return fmt.Errorf("pid %d is already traced by pid %d; detach the tracer first", tid, s.TracerPid)
+				who := describePid(tid)
+				if tid != t.pid {
+					who = fmt.Sprintf("thread %d of %s", tid, describePid(t.pid))
+				}
+				return fmt.Errorf("%s is already traced by %s; detach the tracer first", who, describePid(s.TracerPid))
 			}
+			return fmt.Errorf("%s may not be traced by crtools: %w", describePid(t.pid), err)
 		}
 		if errors.Is(err, unix.ESRCH) && tid == t.pid {
 			return fmt.Errorf("task %d %w", t.pid, errVanished)

@@ -14,6 +14,7 @@ import (
 	specialfiles "github.com/crtools/crtools/engine/files"
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/kernel"
 	"github.com/crtools/crtools/engine/pageserver"
 )
 
@@ -367,7 +368,7 @@ func readv(pid int, buf []byte, remote []unix.RemoteIovec) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("read memory of pid %d at %#x: %w", pid, remote[0].Base, err)
+			return kernel.IfMissing("process_vm_readv", fmt.Errorf("read memory of pid %d at %#x: %w", pid, remote[0].Base, err))
 		}
 		if n == 0 {
 			return fmt.Errorf("read memory of pid %d at %#x: no progress", pid, remote[0].Base)

@@ -66,6 +66,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/kernel"
 	"github.com/crtools/crtools/engine/sockdiag"
 )
 
@@ -293,7 +294,7 @@ func (d *Dumper) getfd(pid, fd int) (*os.File, error) {
 		var err error
 		pfd, err = unix.PidfdOpen(pid, 0)
 		if err != nil {
-			return nil, fmt.Errorf("open pidfd of pid %d: %w", pid, os.NewSyscallError("pidfd_open", err))
+			return nil, kernel.IfMissing("pidfd_open", fmt.Errorf("open pidfd of pid %d: %w", pid, os.NewSyscallError("pidfd_open", err)))
 		}
 		d.pidfds[pid] = pfd
 	}
@@ -303,7 +304,7 @@ func (d *Dumper) getfd(pid, fd int) (*os.File, error) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("copy fd %d of pid %d: %w", fd, pid, os.NewSyscallError("pidfd_getfd", err))
+			return nil, kernel.IfMissing("pidfd_getfd", fmt.Errorf("copy fd %d of pid %d: %w", fd, pid, os.NewSyscallError("pidfd_getfd", err)))
 		}
 		return os.NewFile(uintptr(nfd), fmt.Sprintf("pid%d-fd%d", pid, fd)), nil
 	}

@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -244,5 +245,26 @@ func TestChildELFParses(t *testing.T) {
 		if b := childELF()[off : off+2]; b[0] != 0x0f || b[1] != 0x05 {
 			t.Errorf("entry at %d is % x, not syscall", off, b)
 		}
+	}
+}
+
+func TestIfMissing(t *testing.T) {
+	err := IfMissing("clone3-set_tid", fmt.Errorf("clone3 task 5: %w", unix.ENOSYS))
+	want := "kernel feature clone3-set_tid is missing (Linux 5.5 or later; needed for restoring tasks and threads with their PIDs): clone3 task 5: function not implemented"
+	if err == nil || err.Error() != want {
+		t.Errorf("IfMissing(ENOSYS) = %v, want %q", err, want)
+	}
+	if !errors.Is(err, unix.ENOSYS) {
+		t.Errorf("%v does not wrap ENOSYS", err)
+	}
+	if again := IfMissing("pidfd_open", err); again != err {
+		t.Errorf("IfMissing wrapped a MissingError again: %v", again)
+	}
+	other := fmt.Errorf("x: %w", unix.EPERM)
+	if got := IfMissing("clone3-set_tid", other); got != other {
+		t.Errorf("IfMissing(EPERM) = %v, want it unchanged", got)
+	}
+	if IfMissing("clone3-set_tid", nil) != nil {
+		t.Error("IfMissing(nil) is not nil")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/rs/zerolog"
@@ -118,6 +119,9 @@ func load(dir string) (*imageSet, error) {
 			if err != nil {
 				return nil, fmt.Errorf("read shared memory pages of shmem %d: %w", id, err)
 			}
+			if err := checkPagesFile(dir, pm); err != nil {
+				return nil, fmt.Errorf("read shared memory pages of shmem %d: %w", id, err)
+			}
 			img.shmem[id] = pm
 		}
 	}
@@ -169,6 +173,9 @@ func (t *taskImage) load(dir string) error {
 	if err != nil {
 		return fmt.Errorf("read pagemap of task %d: %w", t.pid, err)
 	}
+	if err := checkPagesFile(dir, pm); err != nil {
+		return fmt.Errorf("read pages of task %d: %w", t.pid, err)
+	}
 	t.pagemap = pm
 	if image.Exists(dir, image.FS, uint64(t.pid)) {
 		fs := &pb.FsEntry{}
@@ -194,6 +201,24 @@ func (t *taskImage) load(dir string) error {
 			}
 			t.fds = append(t.fds, fi)
 		}
+	}
+	return nil
+}
+
+// checkPagesFile makes sure the pages file of pm holds every byte its runs
+// use, so that a missing or truncated pages image fails the load, naming
+// the file, before any task exists.
+func checkPagesFile(dir string, pm *image.PageIndex) error {
+	if pm.PagesSize == 0 {
+		return nil
+	}
+	path := image.Pages.Path(dir, uint64(pm.PagesID))
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st.Size() < pm.PagesSize {
+		return &image.TruncatedError{File: path, Offset: st.Size(), What: "page data of " + filepath.Base(pm.File), Want: pm.PagesSize, Got: st.Size()}
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/kernel"
 )
 
 // taskSizeMax is the top of the 47-bit user address space (TASK_SIZE with
@@ -489,7 +490,7 @@ func (p *puppet) writeRuns(path string, start int64, runs []iovec) (int64, error
 		for done := 0; done < n; {
 			w, err := unix.ProcessVMWritev(p.pid, local, remote, 0)
 			if err != nil {
-				return off - start, fmt.Errorf("write pages into task %d: %w", p.pid, err)
+				return off - start, kernel.IfMissing("process_vm_writev", fmt.Errorf("write pages into task %d: %w", p.pid, err))
 			}
 			if w == 0 {
 				return off - start, fmt.Errorf("write pages into task %d: no progress", p.pid)

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/kernel"
 	"github.com/crtools/crtools/engine/ptrace"
 )
 
@@ -53,7 +54,7 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	// restored before holds that task's restored files instead.
 	if !pr.sharedFiles {
 		if err := lead.closeInherited(); err != nil { // ns.go
-			return 0, err
+			return 0, kernel.IfMissing("close_range", err)
 		}
 	}
 

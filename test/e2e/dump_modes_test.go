@@ -96,9 +96,12 @@ func TestDumpErrors(t *testing.T) {
 	refuse := func(t *testing.T, pid string, want ...string) {
 		t.Helper()
 		dir := filepath.Join(t.TempDir(), "images")
-		code, out := crtools(t, "dump", "-t", pid, "-D", dir)
+		code, out := crtools(t, "dump", "-t", pid, "-D", dir, "-v", "0")
 		if code != 1 {
 			t.Errorf("dump -t %s: exit %d, want 1\n%s", pid, code, out)
+		}
+		if n := strings.Count(strings.TrimRight(out, "\n"), "\n"); n != 0 || !strings.HasPrefix(out, "crtools: ") {
+			t.Errorf("dump -t %s -v 0: want one line starting with \"crtools: \", got:\n%s", pid, out)
 		}
 		for _, w := range want {
 			// "a|b": either wording will do.
@@ -115,10 +118,46 @@ func TestDumpErrors(t *testing.T) {
 		}
 	}
 	t.Run("no such pid", func(t *testing.T) {
-		refuse(t, "4194303", "4194303", "does not exist|no such process")
+		refuse(t, "4194303", "pid 4194303 does not exist")
 	})
 	t.Run("kernel thread", func(t *testing.T) {
-		refuse(t, "2", "pid 2", "kernel thread")
+		refuse(t, "2", "pid 2 (kthreadd) is a kernel thread; kernel threads cannot be dumped")
+	})
+	t.Run("init", func(t *testing.T) {
+		// Refused before any ptrace call: init is not touched.
+		refuse(t, "1", "pid 1 (", ") is the init process of crtools' PID namespace; it cannot be dumped from inside that namespace")
+	})
+	t.Run("traced by strace", func(t *testing.T) {
+		strace, err := exec.LookPath("strace")
+		if err != nil {
+			if harness.InCI() {
+				t.Fatal("strace is not installed (.ci/run installs it)")
+			}
+			t.Skip("strace is not installed")
+		}
+		w := harness.StartWorkload(t, harness.BuildC(t, "simple.c"))
+		w.MustReady(10 * time.Second)
+		st := exec.Command(strace, "-q", "-o", "/dev/null", "-p", fmt.Sprint(w.Pid))
+		if err := st.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { st.Process.Kill(); st.Wait() }()
+		for i := 0; tracerOf(w.Pid) != st.Process.Pid; i++ {
+			if i == 500 {
+				t.Fatalf("strace %d did not attach to %d", st.Process.Pid, w.Pid)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		refuse(t, fmt.Sprint(w.Pid), fmt.Sprintf("pid %d (simple) is already traced by pid %d (strace); detach the tracer first", w.Pid, st.Process.Pid))
+		if tracerOf(w.Pid) != st.Process.Pid {
+			t.Errorf("the tracer of %d changed", w.Pid)
+		}
+		st.Process.Signal(os.Interrupt) // strace detaches on SIGINT
+		st.Wait()
+		if tr := tracerOf(w.Pid); tr != 0 {
+			t.Fatalf("pid %d still traced by %d", w.Pid, tr)
+		}
+		w.MustVerify(10 * time.Second)
 	})
 	t.Run("crtools itself", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "images")

@@ -48,7 +48,13 @@ func dumpKill(t *testing.T, w *harness.Workload) string {
 	if code != 0 {
 		t.Fatalf("crtools dump -t %d: exit %d\n%s\n%s", w.Pid, code, out, readLog(w, "dump.log"))
 	}
-	t.Logf("dump of %d took %v", w.Pid, time.Since(start))
+	took := time.Since(start)
+	t.Logf("dump of %d took %v", w.Pid, took)
+	if took > 5*time.Second {
+		// Rare slow dumps: keep the evidence (the log goes with the
+		// test's temporary directory).
+		t.Logf("slow dump, its log:\n%s", readLog(w, "dump.log"))
+	}
 	select {
 	case <-w.Exited():
 	case <-time.After(10 * time.Second):

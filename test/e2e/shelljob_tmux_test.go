@@ -41,7 +41,15 @@ func newTmux(t *testing.T) *tmuxServer {
 		"TMUX_TMPDIR=" + dir, "HISTFILE=/dev/null", "LANG=C",
 	}}
 	t.Cleanup(func() {
-		_ = exec.Command(bin, "-L", s.name, "kill-server").Run()
+		// With the server's environment: its socket is in TMUX_TMPDIR.
+		// Without it kill-server looked in /tmp/tmux-0, missed, and the
+		// server (and its shells) outlived the test with its socket
+		// directory removed below.
+		kill := exec.Command(bin, "-L", s.name, "kill-server")
+		kill.Env = s.env
+		if out, err := kill.CombinedOutput(); err != nil {
+			t.Errorf("tmux kill-server: %v\n%s", err, out)
+		}
 		os.RemoveAll(dir)
 	})
 	return s

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -263,6 +265,40 @@ func (d *Dumper) detachStopped() error {
 	return first
 }
 
+// killWait bounds how long killAll waits for the threads of the killed
+// tree to be gone: a SIGKILLed thread dies at once unless the kernel holds
+// it; past this the dump says which one instead of hanging.
+var killWait = 30 * time.Second
+
+// reapKilled waits, polling until deadline, for the killed thread th to
+// exit, and collects its exit (a traced thread stays a zombie for its
+// tracer). A stop reported before the kill took effect is resumed.
+func reapKilled(th *thread, deadline time.Time) error {
+	pause := 20 * time.Microsecond
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(th.tid, &ws, unix.WALL|unix.WNOHANG, nil)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return nil // ECHILD: already collected, or no longer ours
+		case pid == th.tid && (ws.Exited() || ws.Signaled()):
+			return nil
+		case pid == th.tid:
+			_ = ptrace.Cont(th.tid, 0)
+			continue
+		}
+		if time.Now().After(deadline) {
+			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", th.tid))
+			wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", th.tid))
+			return fmt.Errorf("kill dumped tree: thread %d still there %v after SIGKILL (stat %q, wchan %q)", th.tid, killWait, strings.TrimSpace(string(st)), wchan)
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 5*time.Millisecond)
+	}
+}
+
 // killAll kills every task and waits until its threads are gone, so that
 // the real parents see the exits (a traced task's death is reported to its
 // tracer first).
@@ -290,16 +326,15 @@ func (d *Dumper) killAll() error {
 			order = append(order, t.threads[0])
 		}
 	}
+	start := time.Now()
+	deadline := start.Add(killWait)
 	for _, th := range order {
-		for i := 0; i < 100; i++ {
-			ws, err := ptrace.Wait(th.tid)
-			if err != nil || ws.Exited() || ws.Signaled() {
-				break
-			}
-			// A stop reported before the kill took effect (or the
-			// exit event): let it die.
-			_ = ptrace.Cont(th.tid, 0)
+		if err := reapKilled(th, deadline); err != nil && first == nil {
+			first = err
 		}
+	}
+	if took := time.Since(start); took > time.Second {
+		d.log.Warn().Dur("took", took).Int("threads", len(order)).Msg("killed tree took long to go")
 	}
 	return first
 }

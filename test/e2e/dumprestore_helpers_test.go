@@ -4,6 +4,7 @@
 package e2e
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/test/harness"
 )
@@ -26,7 +29,30 @@ import (
 func crtools(t *testing.T, args ...string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(harness.BuildCrtools(t), args...)
-	out, err := cmd.CombinedOutput()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("run crtools %v: %v", args, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(crtoolsTimeout):
+		// A hung crtools fails the test now, with where it hangs,
+		// instead of holding the whole suite until go test's timeout.
+		stacks := kernelStacks(cmd.Process.Pid)
+		_ = cmd.Process.Signal(unix.SIGQUIT) // the Go runtime prints every goroutine
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		t.Fatalf("crtools %v still running after %v; its threads in the kernel:\n%s\noutput and goroutines:\n%s",
+			args, crtoolsTimeout, stacks, out.String())
+	}
 	code := 0
 	if err != nil {
 		var ee *exec.ExitError
@@ -35,7 +61,24 @@ func crtools(t *testing.T, args ...string) (int, string) {
 		}
 		code = ee.ExitCode()
 	}
-	return code, string(out)
+	return code, out.String()
+}
+
+// crtoolsTimeout bounds one crtools run of a test: the slowest take a few
+// seconds on a loaded machine.
+const crtoolsTimeout = 2 * time.Minute
+
+// kernelStacks describes where each thread of pid waits in the kernel.
+func kernelStacks(pid int) string {
+	var b strings.Builder
+	tids, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	for _, d := range tids {
+		stat, _ := os.ReadFile(filepath.Join(d, "stat"))
+		wchan, _ := os.ReadFile(filepath.Join(d, "wchan"))
+		stack, _ := os.ReadFile(filepath.Join(d, "stack"))
+		fmt.Fprintf(&b, "%s wchan=%s\n%s", strings.TrimSpace(string(stat)), wchan, stack)
+	}
+	return b.String()
 }
 
 // dumpKill dumps the workload into a new images directory and kills it

@@ -41,10 +41,29 @@ type injectedThread struct {
 	pdeathSig    uint32
 }
 
+// query is one getter syscall of injectQueries: outArg is the index of
+// the argument that points at its out-buffer (outSize bytes, at most
+// queryOut), or -1; done takes the result (err is the call's errno).
+type query struct {
+	nr      uintptr
+	args    [6]uintptr
+	outArg  int
+	outSize int
+	done    func(ret uintptr, out []byte, err error) error
+}
+
+// queryOut is the out-buffer room of each query (the largest out-argument:
+// struct sigaction, itimerval, itimerspec).
+const queryOut = 32
+
 // injectQueries runs the getters that have no /proc or ptrace interface.
-// It maps one scratch page in the task for the syscalls' out-arguments and
-// unmaps it before returning; every register and the signal mask of every
-// thread are put back (ptrace.Injector Begin/End).
+// All of a task's getters run as one batch (ptrace.Batch: one stop for
+// the lot instead of a round trip per call), then one batch per other
+// thread for its own getters, in its own context. Only three single
+// injections remain per task: map the batch's memory, protect its code,
+// unmap it. A task that ignores SIGTRAP (the batch stops on an int3) gets
+// the same calls one at a time. Every register and the signal mask of
+// every thread are put back (ptrace.Injector Begin/End).
 //
 // Signals that arrive during injections are held back by the injector;
 // they are kept in thread.deferred and queued again when the task is let go.
@@ -65,171 +84,277 @@ func injectQueries(t *task, status *proc.Status, timers []proc.PosixTimer) (res 
 		}
 		t.threads[0].deferred = append(t.threads[0].deferred, leader.Deferred...)
 	}()
-	cleanup, err := leader.WithScratch(4096)
+	procQs := processQueries(t, status, timers, res)
+	threadQs := make([][]query, len(t.threads))
+	most := len(procQs)
+	for i, th := range t.threads {
+		threadQs[i] = threadQueries(th.tid, res)
+		if i == 0 {
+			// The leader's own getters run with the process-wide ones.
+			procQs = append(procQs, threadQs[0]...)
+			most = len(procQs)
+		} else {
+			most = max(most, len(threadQs[i]))
+		}
+	}
+
+	batch, err := leader.NewBatchScratch(most, most*queryOut)
+	if errors.Is(err, ptrace.ErrSyscallStops) {
+		return res, injectOneByOne(t, leader, procQs, threadQs)
+	}
 	if err != nil {
 		return nil, err
+	}
+	defer func() {
+		if cerr := batch.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	if err := runQueries(t.pid, batch, procQs); err != nil {
+		return nil, err
+	}
+	for i, th := range t.threads {
+		if i == 0 {
+			continue
+		}
+		in := leader.ForThread(th.tid)
+		qerr := runQueries(th.tid, batch.ForThread(in), threadQs[i])
+		th.deferred = append(th.deferred, in.Deferred...)
+		if qerr != nil {
+			return nil, qerr
+		}
+	}
+	return res, nil
+}
+
+// runQueries runs qs as one batch in tid and hands each its result.
+func runQueries(tid int, b *ptrace.Batch, qs []query) error {
+	calls := make([]ptrace.BatchCall, len(qs))
+	for i, q := range qs {
+		calls[i] = ptrace.BatchCall{Nr: q.nr, Args: q.args, MayFail: true}
+		if q.outArg >= 0 {
+			calls[i].Args[q.outArg] = b.Scratch + uintptr(i*queryOut)
+		}
+	}
+	if err := b.Run(calls); err != nil {
+		return fmt.Errorf("inject getters into thread %d: %w", tid, err)
+	}
+	out := make([]byte, len(qs)*queryOut)
+	if _, err := ptrace.ReadMem(tid, b.Scratch, out); err != nil {
+		return fmt.Errorf("read injected results from thread %d: %w", tid, err)
+	}
+	for i, q := range qs {
+		if !calls[i].Ran {
+			return fmt.Errorf("inject getters into thread %d: call %d (%s) did not run", tid, i, ptrace.SyscallName(int(q.nr)))
+		}
+		var qerr error
+		if e := calls[i].Errno(); e != nil {
+			qerr = e
+		}
+		o := out[i*queryOut : i*queryOut+q.outSize]
+		if err := q.done(calls[i].Ret, o, qerr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// injectOneByOne runs the queries as single injections (tasks that ignore
+// SIGTRAP), with one scratch page for the out-arguments.
+func injectOneByOne(t *task, leader *ptrace.Injector, procQs []query, threadQs [][]query) (err error) {
+	cleanup, err := leader.WithScratch(4096)
+	if err != nil {
+		return err
 	}
 	defer func() {
 		if cerr := cleanup(); cerr != nil && err == nil {
 			err = cerr
 		}
 	}()
-	scratch := leader.Scratch
-	buf := make([]byte, 64)
-	read := func(n int) ([]byte, error) {
-		if _, err := ptrace.ReadMem(t.pid, scratch, buf[:n]); err != nil {
-			return nil, fmt.Errorf("read injected result from pid %d: %w", t.pid, err)
+	run := func(in *ptrace.Injector, qs []query) error {
+		buf := make([]byte, queryOut)
+		for _, q := range qs {
+			args := q.args
+			if q.outArg >= 0 {
+				args[q.outArg] = leader.Scratch
+			}
+			ret, serr := in.Syscall(q.nr, args[:]...)
+			var errno unix.Errno
+			if serr != nil && !errors.As(serr, &errno) {
+				return fmt.Errorf("inject %s into thread %d: %w", ptrace.SyscallName(int(q.nr)), in.Tid, serr)
+			}
+			var qerr error
+			if errno != 0 {
+				qerr = errno
+			}
+			if q.outSize > 0 && qerr == nil {
+				if _, err := ptrace.ReadMem(in.Tid, leader.Scratch, buf[:q.outSize]); err != nil {
+					return fmt.Errorf("read injected result from thread %d: %w", in.Tid, err)
+				}
+			}
+			if err := q.done(ret, buf[:q.outSize], qerr); err != nil {
+				return err
+			}
 		}
-		return buf[:n], nil
+		return nil
 	}
-	le := binary.LittleEndian
+	if err := run(leader, procQs); err != nil {
+		return err
+	}
+	for i, th := range t.threads {
+		if i == 0 {
+			continue
+		}
+		in := leader.ForThread(th.tid)
+		if err := in.Begin(); err != nil {
+			return fmt.Errorf("begin injection into thread %d: %w", th.tid, err)
+		}
+		qerr := run(in, threadQs[i])
+		if eerr := in.End(); eerr != nil && qerr == nil {
+			qerr = fmt.Errorf("put registers of thread %d back: %w", th.tid, eerr)
+		}
+		th.deferred = append(th.deferred, in.Deferred...)
+		if qerr != nil {
+			return qerr
+		}
+	}
+	return nil
+}
 
+// processQueries are the process-wide getters of t; their results go
+// into res.
+func processQueries(t *task, status *proc.Status, timers []proc.PosixTimer, res *injected) []query {
+	le := binary.LittleEndian
+	var qs []query
 	// Signal handlers. Only signals that are caught (SigCgt) or ignored
 	// (SigIgn) need asking: every other one is SIG_DFL, and a restored
-	// task starts with SIG_DFL everywhere, so asking for them would cost
-	// 50-odd injections (tens of microseconds each) to learn nothing.
-	// (A SIG_DFL handler installed with flags or a mask is the one thing
-	// lost; those flags have no effect while the handler is SIG_DFL.)
+	// task starts with SIG_DFL everywhere. (A SIG_DFL handler installed
+	// with flags or a mask is the one thing lost; those flags have no
+	// effect while the handler is SIG_DFL.)
 	for sig := 1; sig <= 64; sig++ {
 		bit := uint64(1) << (sig - 1)
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) || (status.SigCgt|status.SigIgn)&bit == 0 {
 			continue
 		}
-		if _, err := leader.Syscall(unix.SYS_RT_SIGACTION, uintptr(sig), 0, scratch, 8); err != nil {
-			return nil, fmt.Errorf("read handler of signal %d of pid %d: %w", sig, t.pid, err)
-		}
-		b, err := read(32)
-		if err != nil {
-			return nil, err
-		}
-		res.sigactions[sig] = &pb.SaEntry{
-			Sigaction: proto.Uint64(le.Uint64(b[0:])),
-			Flags:     proto.Uint64(le.Uint64(b[8:])),
-			Restorer:  proto.Uint64(le.Uint64(b[16:])),
-			Mask:      proto.Uint64(le.Uint64(b[24:])),
-		}
+		qs = append(qs, query{nr: unix.SYS_RT_SIGACTION, args: [6]uintptr{uintptr(sig), 0, 0, 8}, outArg: 2, outSize: 32,
+			done: func(_ uintptr, b []byte, err error) error {
+				if err != nil {
+					return fmt.Errorf("read handler of signal %d of pid %d: %w", sig, t.pid, err)
+				}
+				res.sigactions[sig] = &pb.SaEntry{
+					Sigaction: proto.Uint64(le.Uint64(b[0:])),
+					Flags:     proto.Uint64(le.Uint64(b[8:])),
+					Restorer:  proto.Uint64(le.Uint64(b[16:])),
+					Mask:      proto.Uint64(le.Uint64(b[24:])),
+				}
+				return nil
+			}})
 	}
 
 	// Interval timers: ITIMER_REAL, VIRTUAL, PROF.
 	for which := 0; which < 3; which++ {
-		if _, err := leader.Syscall(unix.SYS_GETITIMER, uintptr(which), scratch); err != nil {
-			return nil, fmt.Errorf("read itimer %d of pid %d: %w", which, t.pid, err)
-		}
-		b, err := read(32)
-		if err != nil {
-			return nil, err
-		}
-		for i := 0; i < 4; i++ {
-			res.itimers[which][i] = le.Uint64(b[i*8:])
-		}
+		qs = append(qs, query{nr: unix.SYS_GETITIMER, args: [6]uintptr{uintptr(which)}, outArg: 1, outSize: 32,
+			done: func(_ uintptr, b []byte, err error) error {
+				if err != nil {
+					return fmt.Errorf("read itimer %d of pid %d: %w", which, t.pid, err)
+				}
+				for i := 0; i < 4; i++ {
+					res.itimers[which][i] = le.Uint64(b[i*8:])
+				}
+				return nil
+			}})
 	}
 
 	// POSIX timers: the list comes from /proc/PID/timers, the values
 	// only from the task itself.
 	for _, pt := range timers {
-		if _, err := leader.Syscall(unix.SYS_TIMER_GETTIME, uintptr(pt.ID), scratch); err != nil {
-			return nil, fmt.Errorf("read POSIX timer %d of pid %d: %w", pt.ID, t.pid, err)
-		}
-		b, err := read(32)
-		if err != nil {
-			return nil, err
-		}
-		over, err := leader.Syscall(unix.SYS_TIMER_GETOVERRUN, uintptr(pt.ID))
-		if err != nil {
-			return nil, fmt.Errorf("read overrun of POSIX timer %d of pid %d: %w", pt.ID, t.pid, err)
-		}
 		e := &pb.PosixTimerEntry{
 			ItId: proto.Uint32(uint32(pt.ID)), ClockId: proto.Uint32(uint32(pt.ClockID)),
 			SiSigno: proto.Uint32(uint32(pt.Signo)), ItSigevNotify: proto.Uint32(uint32(pt.Notify)),
-			SivalPtr: proto.Uint64(pt.SivalPtr), Overrun: proto.Uint32(uint32(over)),
-			Isec: proto.Uint64(le.Uint64(b[0:])), Insec: proto.Uint64(le.Uint64(b[8:])),
-			Vsec: proto.Uint64(le.Uint64(b[16:])), Vnsec: proto.Uint64(le.Uint64(b[24:])),
+			SivalPtr: proto.Uint64(pt.SivalPtr),
 		}
 		if pt.Notify == proc.SigevThreadID {
 			e.NotifyThreadId = proto.Int32(int32(pt.NotifyID))
 		}
 		res.posix = append(res.posix, e)
+		qs = append(qs, query{nr: unix.SYS_TIMER_GETTIME, args: [6]uintptr{uintptr(pt.ID)}, outArg: 1, outSize: 32,
+			done: func(_ uintptr, b []byte, err error) error {
+				if err != nil {
+					return fmt.Errorf("read POSIX timer %d of pid %d: %w", pt.ID, t.pid, err)
+				}
+				e.Isec, e.Insec = proto.Uint64(le.Uint64(b[0:])), proto.Uint64(le.Uint64(b[8:]))
+				e.Vsec, e.Vnsec = proto.Uint64(le.Uint64(b[16:])), proto.Uint64(le.Uint64(b[24:]))
+				return nil
+			}}, query{nr: unix.SYS_TIMER_GETOVERRUN, args: [6]uintptr{uintptr(pt.ID)}, outArg: -1,
+			done: func(over uintptr, _ []byte, err error) error {
+				if err != nil {
+					return fmt.Errorf("read overrun of POSIX timer %d of pid %d: %w", pt.ID, t.pid, err)
+				}
+				e.Overrun = proto.Uint32(uint32(over))
+				return nil
+			}})
 	}
 
-	// Process-wide prctl getters that return their value directly.
-	v, err := leader.Syscall(unix.SYS_PRCTL, prGetSecurebits)
-	if err != nil {
-		return nil, fmt.Errorf("read securebits of pid %d: %w", t.pid, err)
+	// Process-wide prctl getters; most return their value directly.
+	direct := func(opt uintptr, what string, set func(uintptr)) query {
+		return query{nr: unix.SYS_PRCTL, args: [6]uintptr{opt}, outArg: -1,
+			done: func(v uintptr, _ []byte, err error) error {
+				if err != nil {
+					return fmt.Errorf("read %s of pid %d: %w", what, t.pid, err)
+				}
+				set(v)
+				return nil
+			}}
 	}
-	res.securebits = uint32(v)
-	if v, err = leader.Syscall(unix.SYS_PRCTL, prGetDumpable); err != nil {
-		return nil, fmt.Errorf("read dumpable of pid %d: %w", t.pid, err)
-	}
-	res.dumpable = int32(v)
-	if v, err = leader.Syscall(unix.SYS_PRCTL, prGetTHPDisable); err != nil {
-		return nil, fmt.Errorf("read THP-disable of pid %d: %w", t.pid, err)
-	}
-	res.thpDisabled = v != 0
-	if _, err := leader.Syscall(unix.SYS_PRCTL, prGetChildSubreaper, scratch); err != nil {
-		return nil, fmt.Errorf("read child-subreaper of pid %d: %w", t.pid, err)
-	}
-	b, err := read(4)
-	if err != nil {
-		return nil, err
-	}
-	res.subreaper = le.Uint32(b) != 0
-
-	// Per-thread state, each thread asked in its own context.
-	for _, th := range t.threads {
-		in := leader
-		if th.tid != t.pid {
-			if in, err = ptrace.NewInjector(th.tid); err != nil {
-				return nil, err
-			}
-			in.Scratch, in.ScratchSize = leader.Scratch, leader.ScratchSize
-			if err := in.Begin(); err != nil {
-				return nil, fmt.Errorf("begin injection into thread %d: %w", th.tid, err)
-			}
-		}
-		it, qerr := threadQueries(in, th.tid, read)
-		if in != leader {
-			if eerr := in.End(); eerr != nil && qerr == nil {
-				qerr = fmt.Errorf("put registers of thread %d back: %w", th.tid, eerr)
-			}
-			th.deferred = append(th.deferred, in.Deferred...)
-		}
-		if qerr != nil {
-			return nil, qerr
-		}
-		res.perThread[th.tid] = it
-	}
-	return res, nil
+	qs = append(qs,
+		direct(prGetSecurebits, "securebits", func(v uintptr) { res.securebits = uint32(v) }),
+		direct(prGetDumpable, "dumpable", func(v uintptr) { res.dumpable = int32(v) }),
+		direct(prGetTHPDisable, "THP-disable", func(v uintptr) { res.thpDisabled = v != 0 }),
+		query{nr: unix.SYS_PRCTL, args: [6]uintptr{prGetChildSubreaper}, outArg: 1, outSize: 4,
+			done: func(_ uintptr, b []byte, err error) error {
+				if err != nil {
+					return fmt.Errorf("read child-subreaper of pid %d: %w", t.pid, err)
+				}
+				res.subreaper = le.Uint32(b) != 0
+				return nil
+			}})
+	return qs
 }
 
-func threadQueries(in *ptrace.Injector, tid int, read func(int) ([]byte, error)) (*injectedThread, error) {
+// threadQueries are the getters of thread tid, asked in its own context.
+func threadQueries(tid int, res *injected) []query {
 	le := binary.LittleEndian
 	it := &injectedThread{}
-	if _, err := in.Syscall(unix.SYS_SIGALTSTACK, 0, in.Scratch); err != nil {
-		return nil, fmt.Errorf("read sigaltstack of thread %d: %w", tid, err)
+	res.perThread[tid] = it
+	return []query{
+		{nr: unix.SYS_SIGALTSTACK, outArg: 1, outSize: 24,
+			done: func(_ uintptr, b []byte, err error) error {
+				if err != nil {
+					return fmt.Errorf("read sigaltstack of thread %d: %w", tid, err)
+				}
+				// stack_t: ss_sp, ss_flags (int, padded), ss_size.
+				it.sas = &pb.ThreadSasEntry{SsSp: proto.Uint64(le.Uint64(b[0:])), SsFlags: proto.Uint32(le.Uint32(b[8:])),
+					SsSize: proto.Uint64(le.Uint64(b[16:]))}
+				return nil
+			}},
+		{nr: unix.SYS_PRCTL, args: [6]uintptr{prGetTidAddress}, outArg: 1, outSize: 8,
+			done: func(_ uintptr, b []byte, err error) error {
+				if errors.Is(err, unix.EINVAL) {
+					return nil // kernels without CONFIG_CHECKPOINT_RESTORE
+				}
+				if err != nil {
+					return fmt.Errorf("read clear_child_tid of thread %d: %w", tid, err)
+				}
+				it.clearTidAddr = le.Uint64(b)
+				return nil
+			}},
+		{nr: unix.SYS_PRCTL, args: [6]uintptr{prGetPdeathsig}, outArg: 1, outSize: 4,
+			done: func(_ uintptr, b []byte, err error) error {
+				if err != nil {
+					return fmt.Errorf("read parent-death signal of thread %d: %w", tid, err)
+				}
+				it.pdeathSig = le.Uint32(b)
+				return nil
+			}},
 	}
-	b, err := read(24)
-	if err != nil {
-		return nil, err
-	}
-	// stack_t: ss_sp, ss_flags (int, padded), ss_size.
-	it.sas = &pb.ThreadSasEntry{SsSp: proto.Uint64(le.Uint64(b[0:])), SsFlags: proto.Uint32(le.Uint32(b[8:])),
-		SsSize: proto.Uint64(le.Uint64(b[16:]))}
-	if _, err := in.Syscall(unix.SYS_PRCTL, prGetTidAddress, in.Scratch); err != nil {
-		if !errors.Is(err, unix.EINVAL) {
-			return nil, fmt.Errorf("read clear_child_tid of thread %d: %w", tid, err)
-		}
-	} else {
-		if b, err = read(8); err != nil {
-			return nil, err
-		}
-		it.clearTidAddr = le.Uint64(b)
-	}
-	if _, err := in.Syscall(unix.SYS_PRCTL, prGetPdeathsig, in.Scratch); err != nil {
-		return nil, fmt.Errorf("read parent-death signal of thread %d: %w", tid, err)
-	}
-	if b, err = read(4); err != nil {
-		return nil, err
-	}
-	it.pdeathSig = le.Uint32(b)
-	return it, nil
 }

@@ -200,7 +200,10 @@ func CreatePages(dir string, kind *Kind, id uint64, pagesID uint32) (*PagesWrite
 		pm.Close()
 		return nil, fmt.Errorf("create pages image: %w", err)
 	}
-	return &PagesWriter{pm: pm, pages: f, pw: bufio.NewWriterSize(f, 1<<20)}, nil
+	// Runs of directWrite bytes or more skip the buffer, so it only
+	// gathers small runs: a few times directWrite is plenty, and a tree
+	// of many small tasks does not allocate a MiB per task.
+	return &PagesWriter{pm: pm, pages: f, pw: bufio.NewWriterSize(f, 4*directWrite)}, nil
 }
 
 // PagesFile is the pages file, for callers that fill it themselves (e.g.

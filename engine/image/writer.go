@@ -38,7 +38,10 @@ func CreatePath(path string, kind *Kind) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create image: %w", err)
 	}
-	w := &Writer{kind: kind, name: path, f: f, w: bufio.NewWriterSize(f, 256<<10)}
+	// Image files are small (the big pages go through PagesWriter); a
+	// dump writes hundreds of them, so a big buffer each is mostly
+	// zeroing and garbage. Larger writes bypass the buffer anyway.
+	w := &Writer{kind: kind, name: path, f: f, w: bufio.NewWriterSize(f, 32<<10)}
 	if err := w.writeHeader(); err != nil {
 		f.Close()
 		return nil, err
@@ -49,7 +52,7 @@ func CreatePath(path string, kind *Kind) (*Writer, error) {
 // NewWriter writes an image of kind to w (name is used in errors). Close
 // flushes but does not close w.
 func NewWriter(w io.Writer, name string, kind *Kind) (*Writer, error) {
-	iw := &Writer{kind: kind, name: name, w: bufio.NewWriterSize(w, 64<<10)}
+	iw := &Writer{kind: kind, name: name, w: bufio.NewWriterSize(w, 4<<10)} // w is usually a buffer already
 	if err := iw.writeHeader(); err != nil {
 		return nil, err
 	}

@@ -67,7 +67,7 @@ func ParseFdInfo(data []byte) (*FdInfo, error) {
 // ReadFdInfo reads /proc/PID/fdinfo/FD.
 func ReadFdInfo(pid, fd int) (*FdInfo, error) {
 	path := fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd)
-	b, err := os.ReadFile(path)
+	b, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +125,7 @@ func ParseChildren(data []byte) ([]int, error) {
 
 // ReadChildren reads the children of one thread of a process.
 func ReadChildren(pid, tid int) ([]int, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, tid))
+	b, err := ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, tid))
 	if err != nil {
 		return nil, err
 	}

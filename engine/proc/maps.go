@@ -224,7 +224,7 @@ func isOctal(c byte) bool { return c >= '0' && c <= '7' }
 // ReadSmaps reads and parses /proc/PID/smaps.
 func ReadSmaps(pid int) ([]Mapping, error) {
 	path := fmt.Sprintf("/proc/%d/smaps", pid)
-	b, err := os.ReadFile(path)
+	b, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package proc
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 )
@@ -28,7 +27,7 @@ func ParseAuxv(data []byte) ([]uint64, error) {
 
 // ReadAuxv reads /proc/PID/auxv.
 func ReadAuxv(pid int) ([]uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/auxv", pid))
+	b, err := ReadFile(fmt.Sprintf("/proc/%d/auxv", pid))
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +46,7 @@ func ParseHex(data []byte) (uint64, error) {
 
 // ReadPersonality reads /proc/PID/personality.
 func ReadPersonality(pid int) (uint32, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/personality", pid))
+	b, err := ReadFile(fmt.Sprintf("/proc/%d/personality", pid))
 	if err != nil {
 		return 0, err
 	}
@@ -57,7 +56,7 @@ func ReadPersonality(pid int) (uint32, error) {
 
 // ReadInt reads a file holding one decimal number (oom_score_adj, loginuid).
 func ReadInt(path string) (int64, error) {
-	b, err := os.ReadFile(path)
+	b, err := ReadFile(path)
 	if err != nil {
 		return 0, err
 	}

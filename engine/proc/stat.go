@@ -3,7 +3,6 @@ package proc
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"strconv"
 )
 
@@ -122,7 +121,7 @@ func ReadTaskStat(pid, tid int) (*Stat, error) {
 }
 
 func readStatFile(path string) (*Stat, error) {
-	b, err := os.ReadFile(path)
+	b, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 )
@@ -185,7 +184,7 @@ func ReadTaskStatus(pid, tid int) (*Status, error) {
 }
 
 func readStatusFile(path string) (*Status, error) {
-	b, err := os.ReadFile(path)
+	b, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 )
@@ -108,7 +107,7 @@ func ParseTimers(data []byte) ([]PosixTimer, error) {
 // ReadTimers reads /proc/PID/timers.
 func ReadTimers(pid int) ([]PosixTimer, error) {
 	path := fmt.Sprintf("/proc/%d/timers", pid)
-	b, err := os.ReadFile(path)
+	b, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}

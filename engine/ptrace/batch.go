@@ -59,6 +59,10 @@ var batchCode = []byte{
 	0xcc, // done: int3
 }
 
+// ErrSyscallStops says that a task ignores SIGTRAP, which the batch's int3
+// would reset: inject single calls instead.
+var ErrSyscallStops = errors.New("the task ignores SIGTRAP, which the batch's int3 would reset; inject single calls")
+
 const (
 	batchEntrySize = 64
 	batchMayFail   = 1 << 63
@@ -105,6 +109,9 @@ type Batch struct {
 	size     int     // of the mapping at addr, when we mapped it
 	maxCalls int
 	borrowed bool // BatchAt: memory the caller owns
+	// Scratch is writable memory for out-arguments (NewBatchScratch),
+	// else 0.
+	Scratch uintptr
 }
 
 // NewBatch maps the batch code and a table for maxCalls calls in the task
@@ -112,7 +119,7 @@ type Batch struct {
 // Preconditions: caller is on the tracer thread; the task is ptrace-stopped.
 func (in *Injector) NewBatch(maxCalls int) (*Batch, error) {
 	if in.syscallStops {
-		return nil, fmt.Errorf("prepare batch in task %d: the task ignores SIGTRAP, which the batch's int3 would reset; inject single calls", in.Tid)
+		return nil, fmt.Errorf("prepare batch in task %d: %w", in.Tid, ErrSyscallStops)
 	}
 	page := os.Getpagesize()
 	size := page + (maxCalls*batchEntrySize+page-1)/page*page
@@ -122,7 +129,7 @@ func (in *Injector) NewBatch(maxCalls int) (*Batch, error) {
 		return nil, fmt.Errorf("prepare batch in task %d: %w", in.Tid, err)
 	}
 	b := &Batch{in: in, addr: addr, table: addr + uintptr(page), size: size, maxCalls: maxCalls}
-	if _, err := WriteMem(in.Tid, addr, batchCode); err != nil {
+	if err := writeMemFast(in.Tid, addr, batchCode); err != nil {
 		return nil, errors.Join(fmt.Errorf("prepare batch in task %d: %w", in.Tid, err), b.Close())
 	}
 	if _, err := in.Syscall(unix.SYS_MPROTECT, addr, uintptr(page), unix.PROT_READ|unix.PROT_EXEC); err != nil {
@@ -143,7 +150,7 @@ const BatchCodeSize = 0x45
 // Preconditions: caller is on the tracer thread; the task is ptrace-stopped.
 func (in *Injector) BatchAt(code, table uintptr, maxCalls int) (*Batch, error) {
 	if in.syscallStops {
-		return nil, fmt.Errorf("prepare batch in task %d: the task ignores SIGTRAP, which the batch's int3 would reset; inject single calls", in.Tid)
+		return nil, fmt.Errorf("prepare batch in task %d: %w", in.Tid, ErrSyscallStops)
 	}
 	if _, err := WriteMem(in.Tid, code, batchCode); err != nil {
 		return nil, fmt.Errorf("prepare batch in task %d: %w", in.Tid, err)
@@ -297,4 +304,36 @@ func writeMemFast(pid int, addr uintptr, buf []byte) error {
 	}
 	_, err = WriteMem(pid, addr, buf)
 	return err
+}
+
+// NewBatchScratch is NewBatch with scratch bytes of writable memory after
+// the table (Batch.Scratch), for the calls' out-arguments: one mapping
+// serves both, so a series of getters costs three single injections (map,
+// protect, unmap) and one batch run.
+// Preconditions: caller is on the tracer thread; the task is ptrace-stopped.
+func (in *Injector) NewBatchScratch(maxCalls, scratch int) (*Batch, error) {
+	extra := (scratch + batchEntrySize - 1) / batchEntrySize
+	b, err := in.NewBatch(maxCalls + extra)
+	if err != nil {
+		return nil, err
+	}
+	b.maxCalls = maxCalls
+	b.Scratch = b.table + uintptr(maxCalls*batchEntrySize)
+	return b, nil
+}
+
+// ForThread returns a Batch that runs in another thread of the same
+// process (the same memory) through its injector th; Close of it leaves
+// the memory alone.
+func (b *Batch) ForThread(th *Injector) *Batch {
+	return &Batch{in: th, addr: b.addr, table: b.table, maxCalls: b.maxCalls, Scratch: b.Scratch, borrowed: true}
+}
+
+// ForThread returns an injector for another thread tid of the same
+// process, sharing what NewInjector found for this one (the `syscall`
+// instruction, whether SIGTRAP is ignored) and its scratch memory, without
+// reading /proc again.
+func (in *Injector) ForThread(tid int) *Injector {
+	return &Injector{Tid: tid, SyscallAddr: in.SyscallAddr, Scratch: in.Scratch, ScratchSize: in.ScratchSize,
+		syscallStops: in.syscallStops}
 }

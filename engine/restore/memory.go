@@ -201,11 +201,17 @@ func (p *puppet) mapVMAs(img *imageSet, sh *shmState, vmas []*pb.VmaEntry, pm *i
 			plan.mapProt = prot | unix.PROT_READ | unix.PROT_WRITE
 			plan.needProt = true
 		}
-		if _, err := p.callf(fmt.Sprintf("map VMA %#x-%#x", v.GetStart(), v.GetEnd()), unix.SYS_MMAP,
+		// MAP_FIXED at the dumped address: the result is known, so
+		// the mmaps are queued and run as one batch (a file's fd stays
+		// open until the deferred closes, after the batch).
+		if err := p.queuef(fmt.Sprintf("map VMA %#x-%#x", v.GetStart(), v.GetEnd()), unix.SYS_MMAP,
 			v.GetStart(), vmaLen(v), plan.mapProt, flags, fd, off); err != nil {
 			return nil, err
 		}
 		plans = append(plans, plan)
+	}
+	if err := p.runPending(); err != nil {
+		return nil, err
 	}
 	return plans, nil
 }
@@ -369,7 +375,7 @@ func (p *puppet) protectVMAs(plans []vmaPlan) error {
 	for _, pl := range plans {
 		v := pl.e
 		if pl.needProt {
-			if _, err := p.callf(fmt.Sprintf("mprotect VMA %#x-%#x", v.GetStart(), v.GetEnd()), unix.SYS_MPROTECT,
+			if err := p.queuef(fmt.Sprintf("mprotect VMA %#x-%#x", v.GetStart(), v.GetEnd()), unix.SYS_MPROTECT,
 				v.GetStart(), vmaLen(v), uint64(v.GetProt())); err != nil {
 				return err
 			}
@@ -379,13 +385,13 @@ func (p *puppet) protectVMAs(plans []vmaPlan) error {
 			if v.GetMadv()&(1<<adv) == 0 {
 				continue
 			}
-			if _, err := p.callf(fmt.Sprintf("madvise(%d) VMA %#x-%#x", adv, v.GetStart(), v.GetEnd()), unix.SYS_MADVISE,
+			if err := p.queuef(fmt.Sprintf("madvise(%d) VMA %#x-%#x", adv, v.GetStart(), v.GetEnd()), unix.SYS_MADVISE,
 				v.GetStart(), vmaLen(v), adv); err != nil {
 				return err
 			}
 		}
 	}
-	return nil
+	return p.runPending() // one batch for all of them
 }
 
 // atFdcwd is AT_FDCWD (-100) as a register value.

@@ -53,6 +53,18 @@ type puppet struct {
 
 	// filled, if set, is told every chunk of pages filled (progress).
 	filled func(n int64)
+
+	// pending are calls queued by queuef, run as one ptrace.Batch by
+	// runPending (one stop for all of them instead of one each).
+	pending []pendingCall
+	batch   *ptrace.Batch
+}
+
+// pendingCall is a queued syscall and what it does (for its error).
+type pendingCall struct {
+	what string
+	nr   int
+	args [6]uint64
 }
 
 // trampoline is where the trampoline sits in every puppet of a restore.
@@ -71,7 +83,13 @@ var trampolineCode = []byte{0x0f, 0x05, 0xcc}
 const (
 	pageSize          = 4096
 	trampolineScratch = 64 << 10 // room for 1024 iovecs of a preadv batch, paths and structs
-	trampolineSize    = pageSize + trampolineScratch
+	// After the scratch area: the table of a batch of queued calls
+	// (ptrace.Batch, 64 bytes a call); its code sits in the code page
+	// after trampolineCode.
+	batchCalls     = 256
+	batchTableSize = batchCalls * 64
+	batchCodeOff   = 64
+	trampolineSize = pageSize + trampolineScratch + batchTableSize
 )
 
 // put copies b into the scratch area (8-byte aligned) and returns its
@@ -118,6 +136,10 @@ func (p *puppet) prepare(nr int, args []uint64) (ptrace.Regs, error) {
 	if len(args) > 6 {
 		return ptrace.Regs{}, fmt.Errorf("syscall %d: %d arguments, at most 6", nr, len(args))
 	}
+	if len(p.pending) > 0 {
+		// A bug, not a state of the task: queued calls must run first.
+		return ptrace.Regs{}, fmt.Errorf("syscall %d in puppet %d: %d queued calls not run (%s first)", nr, p.pid, len(p.pending), p.pending[0].what)
+	}
 	if err := p.flush(); err != nil {
 		return ptrace.Regs{}, err
 	}
@@ -136,6 +158,12 @@ func (p *puppet) prepare(nr int, args []uint64) (ptrace.Regs, error) {
 // call injects syscall nr and returns its result. A result in [-4095, -1]
 // is returned as a syscall.Errno.
 func (p *puppet) call(nr int, args ...uint64) (uint64, error) {
+	if len(p.pending) > 0 {
+		// Queued calls come first, in order.
+		if err := p.runPending(); err != nil {
+			return 0, err
+		}
+	}
 	r, err := p.prepare(nr, args)
 	if err != nil {
 		return 0, err
@@ -188,6 +216,70 @@ func (p *puppet) result(nr int) (uint64, error) {
 
 // offRax is offsetof(struct user_regs_struct, rax).
 const offRax = 10 * 8
+
+// queuef queues syscall nr, whose result nobody needs but its success,
+// for runPending, which the caller must call before anything depends on
+// it (the functions that queue end with it). Arguments put into the
+// scratch area stay there until then. Errors name what.
+func (p *puppet) queuef(what string, nr int, args ...uint64) error {
+	if len(args) > 6 {
+		return fmt.Errorf("%s in task %d: %d arguments, at most 6", what, p.pid, len(args))
+	}
+	c := pendingCall{what: what, nr: nr}
+	copy(c.args[:], args)
+	p.pending = append(p.pending, c)
+	if len(p.pending) == batchCalls {
+		return p.runPending()
+	}
+	return nil
+}
+
+// runPending runs the queued calls in order as one batch; it stops at the
+// first that fails and returns its error.
+func (p *puppet) runPending() error {
+	pend := p.pending
+	p.pending = nil
+	switch len(pend) {
+	case 0:
+		return nil
+	case 1:
+		c := pend[0]
+		_, err := p.callf(c.what, c.nr, c.args[:]...)
+		return err
+	}
+	if err := p.flush(); err != nil {
+		return err
+	}
+	if p.batch == nil {
+		in := &ptrace.Injector{Tid: p.pid}
+		b, err := in.BatchAt(uintptr(p.tr.addr+batchCodeOff), uintptr(p.tr.scratch+p.tr.scratchSize), batchCalls)
+		if err != nil {
+			return fmt.Errorf("prepare batch in puppet %d: %w", p.pid, err)
+		}
+		p.batch = b
+	}
+	calls := make([]ptrace.BatchCall, len(pend))
+	for i, c := range pend {
+		calls[i].Nr = uintptr(c.nr)
+		for j, a := range c.args {
+			calls[i].Args[j] = uintptr(a)
+		}
+	}
+	err := p.batch.Run(calls)
+	for _, c := range calls {
+		if c.Ran {
+			p.calls++
+		}
+	}
+	var be *ptrace.BatchError
+	if errors.As(err, &be) {
+		return fmt.Errorf("%s in task %d: %w", pend[be.Index].what, p.pid, be.Errno)
+	}
+	if err != nil {
+		return fmt.Errorf("%s (and %d more calls) in task %d: %w", pend[0].what, len(pend)-1, p.pid, err)
+	}
+	return nil
+}
 
 // callf is call with the error wrapped with the syscall's name.
 func (p *puppet) callf(what string, nr int, args ...uint64) (uint64, error) {

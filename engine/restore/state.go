@@ -275,11 +275,11 @@ func (p *puppet) restoreSigactions(sas []*pb.SaEntry) error {
 		if err != nil {
 			return err
 		}
-		if _, err := p.callf(fmt.Sprintf("set the action of signal %d", sig), unix.SYS_RT_SIGACTION, uint64(sig), a, 0, 8); err != nil {
+		if err := p.queuef(fmt.Sprintf("set the action of signal %d", sig), unix.SYS_RT_SIGACTION, uint64(sig), a, 0, 8); err != nil {
 			return err
 		}
 	}
-	return nil
+	return p.runPending() // one batch for all handlers
 }
 
 // restoreItimers sets ITIMER_REAL/VIRTUAL/PROF where they were armed.
@@ -412,22 +412,22 @@ func (p *puppet) restoreThread(core *pb.CoreEntry, leader bool) error {
 		if err != nil {
 			return err
 		}
-		if _, err := p.callf("set sigaltstack", unix.SYS_SIGALTSTACK, a, 0); err != nil {
+		if err := p.queuef("set sigaltstack", unix.SYS_SIGALTSTACK, a, 0); err != nil {
 			return err
 		}
 	}
 	if rs := tc.GetRseqEntry(); rs != nil && rs.GetRseqAbiPointer() != 0 {
-		if _, err := p.callf("register rseq", unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature())); err != nil {
+		if err := p.queuef("register rseq", unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature())); err != nil {
 			return err
 		}
 	}
 	if head := tc.GetFutexRla(); head != 0 {
-		if _, err := p.callf("set robust list", unix.SYS_SET_ROBUST_LIST, head, uint64(tc.GetFutexRlaLen())); err != nil {
+		if err := p.queuef("set robust list", unix.SYS_SET_ROBUST_LIST, head, uint64(tc.GetFutexRlaLen())); err != nil {
 			return err
 		}
 	}
 	if ct := core.GetThreadInfo().GetClearTidAddr(); ct != 0 {
-		if _, err := p.callf("set clear_child_tid", unix.SYS_SET_TID_ADDRESS, ct); err != nil {
+		if err := p.queuef("set clear_child_tid", unix.SYS_SET_TID_ADDRESS, ct); err != nil {
 			return err
 		}
 	}
@@ -440,14 +440,18 @@ func (p *puppet) restoreThread(core *pb.CoreEntry, leader bool) error {
 		if err != nil {
 			return err
 		}
-		if _, err := p.callf("set comm", unix.SYS_PRCTL, unix.PR_SET_NAME, a); err != nil {
+		if err := p.queuef("set comm", unix.SYS_PRCTL, unix.PR_SET_NAME, a); err != nil {
 			return err
 		}
 	}
 	if sig := tc.GetPdeathSig(); sig != 0 {
-		if _, err := p.callf("set parent-death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(sig)); err != nil {
+		if err := p.queuef("set parent-death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(sig)); err != nil {
 			return err
 		}
+	}
+	// The calls above run as one batch.
+	if err := p.runPending(); err != nil {
+		return err
 	}
 	// Pending signals of this thread.
 	return p.queueSignals(tc.GetSignalsP(), false)

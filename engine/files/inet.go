@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -27,10 +28,14 @@ import (
 //
 // An established TCP connection is dumped only with --tcp-established
 // (TCPEstablished), in repair mode (TCP_REPAIR, see tcpstream.go); any
-// other TCP state (connecting, closing) is refused. Not kept: datagrams
-// queued on a UDP socket (dropped, as a network may drop them; logged),
-// connections waiting in a listener's accept queue (their clients see a
-// reset; logged), multicast memberships and other IP-level options.
+// other TCP state (connecting, closing) is refused. Datagrams queued on a
+// UDP socket are saved (sk-queues.img, as unix queues) and sent to the
+// restored socket again after its bind and before its connect, from an
+// unbound socket: their boundaries and order are kept, their source
+// address is not (the image has no field for it; a receiver that looks at
+// the sender of those datagrams sees a loopback port of crtools). Not
+// kept: connections waiting in a listener's accept queue (their clients
+// see a reset; logged), multicast memberships and other IP-level options.
 
 // TCP states (include/net/tcp_states.h).
 const (
@@ -95,7 +100,18 @@ func (d *Dumper) dumpInet(c *Collected, e *pb.FileEntry, f *os.File, st *unix.St
 				d.log.Warn().Msgf("%s: %d connections not accepted yet are not kept (their clients see a reset)", desc, diag.RQueue)
 			}
 		} else if proto == unix.IPPROTO_UDP && diag.RQueue > 0 {
-			d.log.Warn().Msgf("%s: %d bytes of queued datagrams are not kept", desc, diag.RQueue)
+			// Walked like a unix datagram queue (MSG_PEEK with
+			// SO_PEEK_OFF, which UDP has too), boundaries kept.
+			pkts, err := d.peekQueue(fd, unix.SOCK_DGRAM, 0)
+			if err != nil {
+				return fmt.Errorf("read the queued datagrams: %w", err)
+			}
+			for _, p := range pkts {
+				p.Entry = &pb.SkPacketEntry{IdFor: u32p(c.ID), Length: u32p(uint32(len(p.Data)))}
+			}
+			if len(pkts) > 0 {
+				d.set.Queues[c.ID] = pkts
+			}
 		}
 	} else if peer.IsValid() {
 		state = tcpEstablished
@@ -426,6 +442,13 @@ func (r *Restorer) setupInet(fd int, ie *pb.InetSkEntry) error {
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, b2int(ie.GetOpts().GetReuseaddr())); err != nil {
 		return fmt.Errorf("set SO_REUSEADDR: %w", os.NewSyscallError("setsockopt", err))
 	}
+	if pkts := r.set.Queues[ie.GetId()]; !tcp && len(pkts) > 0 {
+		// Before connect: a connected socket would drop datagrams from
+		// another source.
+		if err := requeueUDP(fd, ie, local, pkts); err != nil {
+			return fmt.Errorf("queue %d datagrams on %s again: %w", len(pkts), lap, err)
+		}
+	}
 	switch {
 	case tcp && ie.GetState() == tcpListen:
 		if err := unix.Listen(fd, int(ie.GetBacklog())); err != nil {
@@ -443,6 +466,51 @@ func (r *Restorer) setupInet(fd int, ie *pb.InetSkEntry) error {
 		}
 	}
 	return nil
+}
+
+// requeueUDP sends the saved datagrams to the restored socket fd (bound to
+// local) from an unbound socket of the same family, and waits (bounded)
+// until the last one is queued: on the loopback path delivery normally
+// happens within the send.
+func requeueUDP(fd int, ie *pb.InetSkEntry, local unix.Sockaddr, pkts []*Packet) error {
+	// A socket bound to the unspecified address gets them on loopback.
+	switch a := local.(type) {
+	case *unix.SockaddrInet4:
+		if a.Addr == [4]byte{} {
+			local = &unix.SockaddrInet4{Port: a.Port, Addr: [4]byte{127, 0, 0, 1}}
+		}
+	case *unix.SockaddrInet6:
+		if a.Addr == [16]byte{} {
+			local = &unix.SockaddrInet6{Port: a.Port, Addr: [16]byte{15: 1}}
+		}
+	}
+	s, err := unix.Socket(int(ie.GetFamily()), unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return os.NewSyscallError("socket", err)
+	}
+	defer unix.Close(s)
+	for _, p := range pkts {
+		if err := unix.Sendto(s, p.Data, 0, local); err != nil {
+			return os.NewSyscallError("sendto", err)
+		}
+	}
+	// SIOCINQ on UDP gives the size of the first datagram only: wait
+	// until that one is queued (loopback delivers in order, normally
+	// within the send itself).
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+		if err != nil {
+			return os.NewSyscallError("ioctl(SIOCINQ)", err)
+		}
+		if n > 0 || len(pkts[0].Data) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the datagrams did not arrive")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func b2int(b bool) int {

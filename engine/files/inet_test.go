@@ -123,8 +123,23 @@ func TestInetListenerAndUDPOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	uport := localPort(t, udp)
+	// Datagrams queued on it at dump time (one empty, one big).
+	udpQueue := [][]byte{[]byte("first"), {}, pattern(3000)}
+	for _, m := range udpQueue {
+		if err := unix.Sendto(peer, m, 0, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: uport}); err != nil {
+			t.Fatal(err)
+		}
+	}
 
-	r, cs, _ := inetRoundTrip(t, Options{}, ln, ln6, udp)
+	r, cs, d := inetRoundTrip(t, Options{}, ln, ln6, udp)
+	if err := sameDgrams("saved UDP queue", func() (out [][]byte) {
+		for _, p := range d.Set().Queues[cs[2].ID] {
+			out = append(out, p.Data)
+		}
+		return
+	}(), udpQueue); err != nil {
+		t.Error(err)
+	}
 	for i, c := range cs {
 		if c.Kind != pb.FdTypes_INETSK || c.Entry.GetIsk() == nil {
 			t.Fatalf("socket %d dumped as %v", i, c.Kind)
@@ -193,6 +208,13 @@ func TestInetListenerAndUDPOptions(t *testing.T) {
 	}
 	if fl, _ := unix.FcntlInt(uintptr(ufd), unix.F_GETFL, 0); fl&unix.O_NONBLOCK == 0 {
 		t.Errorf("restored UDP socket lost O_NONBLOCK (flags %#x)", fl)
+	}
+	got, err := recvAllDgrams(ufd)
+	if err == nil {
+		err = sameDgrams("restored UDP queue", got, udpQueue)
+	}
+	if err != nil {
+		t.Error(err)
 	}
 	if _, err := unix.Write(ufd, []byte("dgram")); err != nil {
 		t.Fatalf("send on restored connected UDP socket: %v", err)

@@ -14,7 +14,9 @@
  * other (no loss, no repeat). On the inner connection verify K reads
  * "inner K-1" (left unread by the previous verify) on 55 and writes
  * "inner K" on 54. The listeners accept a new connection, the UDP socket
- * sends itself a datagram, and the options are checked.
+ * reads the two datagrams "udp K" and "udp K tail" it sent itself before
+ * (so two wait in its queue at every dump) and sends the next two, and
+ * the options are checked.
  */
 #include "crt.h"
 
@@ -121,10 +123,23 @@ static void check_listener(int fd, int family)
 		close(s);
 }
 
-static void check_state(void)
+/* queue_udp leaves "udp K" and "udp K tail" queued on the UDP socket
+ * (sent to itself), for the next verify. */
+static void queue_udp(int k)
 {
 	struct sockaddr_in self = lo4(port_of(FD_UDP));
-	char line[64], want[64], b[16];
+	char m[32];
+
+	for (int i = 0; i < 2; i++) {
+		snprintf(m, sizeof(m), i ? "udp %d tail" : "udp %d", k);
+		if (sendto(FD_UDP, m, strlen(m), 0, (struct sockaddr *)&self, sizeof(self)) != (ssize_t)strlen(m))
+			crt_die("udp send");
+	}
+}
+
+static void check_state(void)
+{
+	char line[64], want[64], b[64];
 	int v = 0;
 	socklen_t l = sizeof(v);
 
@@ -136,8 +151,14 @@ static void check_state(void)
 	check_listener(FD_LISTEN, AF_INET);
 	check_listener(FD_LISTEN6, AF_INET6);
 
-	CRT_CHECK(sendto(FD_UDP, "udp", 3, 0, (struct sockaddr *)&self, sizeof(self)) == 3, "udp send: %s", strerror(errno));
-	CRT_CHECK(recv(FD_UDP, b, sizeof(b), 0) == 3 && !memcmp(b, "udp", 3), "udp receive");
+	/* The two datagrams the previous verify (or the start) queued. */
+	for (int i = 0; i < 2; i++) {
+		ssize_t n = recv(FD_UDP, b, sizeof(b), MSG_DONTWAIT);
+		snprintf(want, sizeof(want), i ? "udp %d tail" : "udp %d", verifies);
+		CRT_CHECK(n == (ssize_t)strlen(want) && !memcmp(b, want, n), "udp datagram %d: %zd bytes, want \"%s\"", i, n, want);
+	}
+	CRT_CHECK(recv(FD_UDP, b, sizeof(b), MSG_DONTWAIT) < 0 && errno == EAGAIN, "extra udp datagram");
+	queue_udp(verifies + 1);
 
 	if (have_peer) {
 		if (verifies > 0) {
@@ -177,6 +198,7 @@ int main(int argc, char **argv)
 	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)))
 		crt_die("bind udp");
 	place(fd, FD_UDP);
+	queue_udp(0);
 
 	memset(&a6, 0, sizeof(a6));
 	a6.sin6_family = AF_INET6;

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/pagemap"
 	"github.com/crtools/crtools/engine/proc"
 )
 
@@ -232,7 +233,7 @@ func (s *dumpState) addShmem(pid int, m *proc.Mapping) (*shmemObj, error) {
 // mappings) not the file's page-cache page, i.e. copied-on-write.
 type pageScanner struct {
 	f        *os.File
-	vec      []pageRegion
+	vec      []pagemap.Region
 	noScan   bool // PAGEMAP_SCAN missing: read pagemap entries
 	entryBuf []byte
 }
@@ -253,18 +254,21 @@ func (p *pageScanner) scan(start, end uint64, file bool) ([]pageRange, error) {
 
 func (p *pageScanner) scanIoctl(start, end uint64) ([]pageRange, error) {
 	if p.vec == nil {
-		p.vec = make([]pageRegion, 1024)
+		p.vec = make([]pagemap.Region, 1024)
 	}
 	var out []pageRange
 	// A page matches when it is present or swapped, and neither a
 	// page-cache (file) page nor the zero page. Anonymous mappings never
 	// have file pages, so one filter serves both kinds.
-	const inverted = pageIsFile | pageIsPFNZero
-	const mask = pageIsFile | pageIsPFNZero
-	const anyof = pageIsPresent | pageIsSwapped
+	filter := pagemap.Filter{
+		Inverted: pagemap.PageIsFile | pagemap.PageIsPFNZero,
+		Mask:     pagemap.PageIsFile | pagemap.PageIsPFNZero,
+		AnyOf:    pagemap.PageIsPresent | pagemap.PageIsSwapped,
+		Return:   pagemap.PageIsPresent | pagemap.PageIsSwapped,
+	}
 	start0 := start
 	for start < end {
-		n, walkEnd, err := pagemapScan(int(p.f.Fd()), start, end, p.vec, inverted, mask, anyof, pageIsPresent|pageIsSwapped)
+		n, walkEnd, err := pagemap.Scan(int(p.f.Fd()), start, end, p.vec, filter)
 		if err != nil {
 			return nil, err
 		}

@@ -4,36 +4,6 @@ package kernel
 // golang.org/x/sys/unix does not provide (or not on every version).
 // Sizes are checked in abi_test.go.
 
-// pmScanArg is struct pm_scan_arg (linux/fs.h, 6.7).
-type pmScanArg struct {
-	Size              uint64
-	Flags             uint64
-	Start             uint64
-	End               uint64
-	WalkEnd           uint64
-	Vec               uint64
-	VecLen            uint64
-	MaxPages          uint64
-	CategoryInverted  uint64
-	CategoryMask      uint64
-	CategoryAnyofMask uint64
-	ReturnMask        uint64
-}
-
-// pageRegion is struct page_region (linux/fs.h).
-type pageRegion struct {
-	Start      uint64
-	End        uint64
-	Categories uint64
-}
-
-const (
-	// pagemapScan is PAGEMAP_SCAN = _IOWR('f', 16, struct pm_scan_arg).
-	pagemapScan   = 0xC0606610
-	pageIsPresent = 1 << 3
-	pmScanCheckWP = 1 << 1 // PM_SCAN_CHECK_WPASYNC
-)
-
 // uffdioAPI is struct uffdio_api.
 type uffdioAPI struct {
 	API      uint64

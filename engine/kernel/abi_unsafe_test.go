@@ -10,8 +10,6 @@ func TestABISizes(t *testing.T) {
 		name      string
 		got, want uintptr
 	}{
-		{"pm_scan_arg", unsafe.Sizeof(pmScanArg{}), 96},
-		{"page_region", unsafe.Sizeof(pageRegion{}), 24},
 		{"uffdio_api", unsafe.Sizeof(uffdioAPI{}), 24},
 		{"uffdio_register", unsafe.Sizeof(uffdioRegister{}), 32},
 		{"clone_args", unsafe.Sizeof(cloneArgs{}), 88},
@@ -23,9 +21,6 @@ func TestABISizes(t *testing.T) {
 		}
 	}
 	// The ioctl numbers encode the sizes too.
-	if got := uintptr(pagemapScan>>16) & 0x3fff; got != unsafe.Sizeof(pmScanArg{}) {
-		t.Errorf("PAGEMAP_SCAN encodes size %d", got)
-	}
 	if got := uintptr(uffdioAPIIoctl>>16) & 0x3fff; got != unsafe.Sizeof(uffdioAPI{}) {
 		t.Errorf("UFFDIO_API encodes size %d", got)
 	}

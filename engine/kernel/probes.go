@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine/pagemap"
 )
 
 var features = []Feature{
@@ -309,7 +311,7 @@ func probePagemapScan(e *env) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("ioctl PAGEMAP_SCAN: %w", err)
 	}
-	if len(regions) == 0 || regions[0].Start != childBase || regions[0].Categories&pageIsPresent == 0 {
+	if len(regions) == 0 || regions[0].Start != childBase || regions[0].Categories&pagemap.PageIsPresent == 0 {
 		return "", fmt.Errorf("PAGEMAP_SCAN does not report the child's code page as present (%d regions)", len(regions))
 	}
 	return "", nil

@@ -4,6 +4,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine/pagemap"
 )
 
 // Raw calls whose arguments are pointers to kernel ABI structures.
@@ -86,22 +88,14 @@ func processVMWrite(pid int, addr uint64, b []byte) (int, error) {
 
 // pagemapScanPresent runs PAGEMAP_SCAN over [start, end) of the pagemap
 // file fd and returns the regions of present pages.
-func pagemapScanPresent(fd int, start, end uint64) ([]pageRegion, error) {
-	vec := make([]pageRegion, 8)
-	arg := pmScanArg{
-		Size:         uint64(unsafe.Sizeof(pmScanArg{})),
-		Start:        start,
-		End:          end,
-		Vec:          uint64(uintptr(unsafe.Pointer(&vec[0]))),
-		VecLen:       uint64(len(vec)),
-		CategoryMask: pageIsPresent,
-		ReturnMask:   pageIsPresent,
+func pagemapScanPresent(fd int, start, end uint64) ([]pagemap.Region, error) {
+	vec := make([]pagemap.Region, 8)
+	n, _, err := pagemap.Scan(fd, start, end, vec,
+		pagemap.Filter{Mask: pagemap.PageIsPresent, Return: pagemap.PageIsPresent})
+	if err != nil {
+		return nil, err
 	}
-	r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), pagemapScan, uintptr(unsafe.Pointer(&arg)))
-	if e != 0 {
-		return nil, e
-	}
-	return vec[:r], nil
+	return vec[:n], nil
 }
 
 func uffdAPIHandshake(fd int, features uint64) (uffdioAPI, error) {

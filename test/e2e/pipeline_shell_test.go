@@ -115,6 +115,18 @@ func TestShellPipelineMidStream(t *testing.T) {
 	if after.count < before.count {
 		t.Errorf("count went back: %d before the dump, %d after restore", before.count, after.count)
 	}
+	// The restored timer fires at its 20 ms interval: about 100
+	// expirations in 2 s (a timerfd counts every expiration, so a
+	// consumer slowed by a busy machine only reports them late).
+	s1, t1 := readPipelineStatus(t, status), time.Now()
+	time.Sleep(2 * time.Second)
+	s2, t2 := readPipelineStatus(t, status), time.Now()
+	if want := float64(t2.Sub(t1)) / float64(20*time.Millisecond); float64(s2.ticks-s1.ticks) < 0.7*want || float64(s2.ticks-s1.ticks) > 1.3*want {
+		t.Errorf("restored timer: %d expirations in %v, want about %.0f (20 ms interval)", s2.ticks-s1.ticks, t2.Sub(t1), want)
+	}
+	if s2.badWant != 0 || s2.count <= after.count {
+		t.Errorf("stream after restore: %+v (was %+v)", s2, after)
+	}
 	t.Logf("consumer: %d numbers before the dump, %d at it, %d after restore; timer ticks %d -> %d", before.count, atDump.count, after.count, atDump.ticks, after.ticks)
 	if o := readFileString(filepath.Join(work, "out")); o != "" {
 		t.Errorf("pipeline wrote to its output: %q", o)

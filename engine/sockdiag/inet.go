@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -38,45 +37,26 @@ type InetSocket struct {
 // protocol (IPPROTO_TCP or IPPROTO_UDP) of the caller's network namespace,
 // keyed by inode.
 func InetSockets(family, proto uint8) (map[uint32]*InetSocket, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	if err != nil {
-		return nil, fmt.Errorf("open sock_diag netlink socket: %w", os.NewSyscallError("socket", err))
-	}
-	defer unix.Close(fd)
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("bind sock_diag netlink socket: %w", os.NewSyscallError("bind", err))
-	}
 	const seq = 2
-	if err := unix.Sendto(fd, buildInetDumpRequest(seq, family, proto), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("send inet sock_diag request: %w", os.NewSyscallError("sendto", err))
-	}
 	out := map[uint32]*InetSocket{}
-	buf := make([]byte, maxDumpReplyBytes)
-	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err == unix.EINTR {
-			continue
-		}
+	err := dump("inet", seq, buildInetDumpRequest(seq, family, proto), func(p []byte) error {
+		s, err := parseInetMsg(p)
 		if err != nil {
-			return nil, fmt.Errorf("receive inet sock_diag reply: %w", os.NewSyscallError("recvfrom", err))
+			return err
 		}
-		done, err := parseInetReply(buf[:n], seq, proto, out)
-		if err != nil {
-			return nil, err
-		}
-		if done {
-			return out, nil
-		}
+		s.Proto = proto
+		out[s.Ino] = s
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 func buildInetDumpRequest(seq uint32, family, proto uint8) []byte {
-	b := make([]byte, nlmsgHdrSize+inetDiagReqV2Size)
+	b := newDumpRequest(seq, inetDiagReqV2Size)
 	le := binary.LittleEndian
-	le.PutUint32(b[0:], uint32(len(b)))
-	le.PutUint16(b[4:], unix.SOCK_DIAG_BY_FAMILY)
-	le.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	le.PutUint32(b[8:], seq)
 	r := b[nlmsgHdrSize:]
 	r[0] = family
 	r[1] = proto
@@ -85,43 +65,6 @@ func buildInetDumpRequest(seq uint32, family, proto uint8) []byte {
 	le.PutUint32(r[8+40:], 0xffffffff)
 	le.PutUint32(r[8+44:], 0xffffffff)
 	return b
-}
-
-func parseInetReply(b []byte, seq uint32, proto uint8, out map[uint32]*InetSocket) (bool, error) {
-	le := binary.LittleEndian
-	for len(b) >= nlmsgHdrSize {
-		l := int(le.Uint32(b[0:]))
-		typ := le.Uint16(b[4:])
-		if l < nlmsgHdrSize || l > len(b) {
-			return false, fmt.Errorf("parse inet sock_diag reply: bad netlink message length %d", l)
-		}
-		if le.Uint32(b[8:]) == seq {
-			payload := b[nlmsgHdrSize:l]
-			switch typ {
-			case unix.NLMSG_DONE:
-				return true, nil
-			case unix.NLMSG_ERROR:
-				if len(payload) >= 4 {
-					if e := int32(le.Uint32(payload)); e != 0 {
-						return false, fmt.Errorf("inet sock_diag dump: %w", os.NewSyscallError("netlink", unix.Errno(-e)))
-					}
-				}
-				return true, nil
-			case unix.SOCK_DIAG_BY_FAMILY:
-				s, err := parseInetMsg(payload)
-				if err != nil {
-					return false, err
-				}
-				s.Proto = proto
-				out[s.Ino] = s
-			}
-		}
-		if align4(l) >= len(b) {
-			break
-		}
-		b = b[align4(l):]
-	}
-	return false, nil
 }
 
 // parseInetMsg decodes struct inet_diag_msg. Ports are big-endian on the

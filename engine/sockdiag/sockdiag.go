@@ -15,7 +15,6 @@ package sockdiag
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -89,46 +88,30 @@ const (
 // UnixSockets dumps every unix socket of the caller's network namespace,
 // keyed by inode.
 func UnixSockets() (map[uint32]*UnixSocket, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	if err != nil {
-		return nil, fmt.Errorf("open sock_diag netlink socket: %w", os.NewSyscallError("socket", err))
-	}
-	defer unix.Close(fd)
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("bind sock_diag netlink socket: %w", os.NewSyscallError("bind", err))
-	}
 	const seq = 1
-	req := buildUnixDumpRequest(seq)
-	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("send unix sock_diag request: %w", os.NewSyscallError("sendto", err))
-	}
 	out := make(map[uint32]*UnixSocket)
-	buf := make([]byte, maxDumpReplyBytes)
-	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err == unix.EINTR {
-			continue
-		}
+	if err := dump("unix", seq, buildUnixDumpRequest(seq), unixMsgInto(out)); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// unixMsgInto returns a dump handler that decodes each unix_diag_msg
+// into out.
+func unixMsgInto(out map[uint32]*UnixSocket) func([]byte) error {
+	return func(p []byte) error {
+		s, err := parseUnixMsg(p)
 		if err != nil {
-			return nil, fmt.Errorf("receive unix sock_diag reply: %w", os.NewSyscallError("recvfrom", err))
+			return err
 		}
-		done, err := parseReply(buf[:n], seq, out)
-		if err != nil {
-			return nil, err
-		}
-		if done {
-			return out, nil
-		}
+		out[s.Ino] = s
+		return nil
 	}
 }
 
 func buildUnixDumpRequest(seq uint32) []byte {
-	b := make([]byte, nlmsgHdrSize+unixDiagReqSize)
-	le := binary.LittleEndian // netlink uses host order; this package is built for little-endian x86-64
-	le.PutUint32(b[0:], uint32(len(b)))
-	le.PutUint16(b[4:], unix.SOCK_DIAG_BY_FAMILY)
-	le.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	le.PutUint32(b[8:], seq)
+	b := newDumpRequest(seq, unixDiagReqSize)
+	le := binary.LittleEndian
 	r := b[nlmsgHdrSize:]
 	r[0] = unix.AF_UNIX // sdiag_family
 	r[1] = 0            // sdiag_protocol
@@ -140,48 +123,6 @@ func buildUnixDumpRequest(seq uint32) []byte {
 	le.PutUint32(r[20:], 0xffffffff)
 	return b
 }
-
-// parseReply decodes one datagram of a dump reply into out. It reports
-// done when NLMSG_DONE arrives.
-func parseReply(b []byte, seq uint32, out map[uint32]*UnixSocket) (bool, error) {
-	le := binary.LittleEndian
-	for len(b) >= nlmsgHdrSize {
-		l := int(le.Uint32(b[0:]))
-		typ := le.Uint16(b[4:])
-		if l < nlmsgHdrSize || l > len(b) {
-			return false, fmt.Errorf("parse unix sock_diag reply: bad netlink message length %d", l)
-		}
-		if le.Uint32(b[8:]) != seq {
-			b = b[align4(l):]
-			continue
-		}
-		payload := b[nlmsgHdrSize:l]
-		switch typ {
-		case unix.NLMSG_DONE:
-			return true, nil
-		case unix.NLMSG_ERROR:
-			if len(payload) >= 4 {
-				if e := int32(le.Uint32(payload)); e != 0 {
-					return false, fmt.Errorf("unix sock_diag dump: %w", os.NewSyscallError("netlink", unix.Errno(-e)))
-				}
-			}
-			return true, nil
-		case unix.SOCK_DIAG_BY_FAMILY:
-			s, err := parseUnixMsg(payload)
-			if err != nil {
-				return false, err
-			}
-			out[s.Ino] = s
-		}
-		if align4(l) >= len(b) {
-			break
-		}
-		b = b[align4(l):]
-	}
-	return false, nil
-}
-
-func align4(n int) int { return (n + 3) &^ 3 }
 
 func parseUnixMsg(p []byte) (*UnixSocket, error) {
 	le := binary.LittleEndian

@@ -124,8 +124,8 @@ func TestParseReplyRejectsBadLengths(t *testing.T) {
 		{0xff, 0xff, 0, 0, 20, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0},
 		{3, 0, 0, 0, 20, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0},
 	} {
-		if _, err := parseReply(b, 1, out); err == nil {
-			t.Errorf("parseReply(%x): no error", b)
+		if _, err := parseDumpReply("unix", b, 1, unixMsgInto(out)); err == nil {
+			t.Errorf("parseDumpReply(%x): no error", b)
 		}
 	}
 	msg := make([]byte, unixDiagMsgSize+4)

@@ -111,15 +111,20 @@ func TestDumpRestoreSpecialFilesExternalSocket(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
 	extPath := filepath.Join(t.TempDir(), "ext.sock")
-	srv, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
+	// bindExt binds the outside socket (like a syslog daemon's /dev/log).
+	bindExt := func() int {
+		s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Bind(s, &unix.SockaddrUnix{Name: extPath}); err != nil {
+			t.Fatal(err)
+		}
+		unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 5})
+		return s
 	}
-	defer unix.Close(srv)
-	if err := unix.Bind(srv, &unix.SockaddrUnix{Name: extPath}); err != nil {
-		t.Fatal(err)
-	}
-	unix.SetsockoptTimeval(srv, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 5})
+	srv := bindExt()
+	defer func() { unix.Close(srv) }()
 	expect := func(want string) {
 		t.Helper()
 		buf := make([]byte, 128)
@@ -136,7 +141,7 @@ func TestDumpRestoreSpecialFilesExternalSocket(t *testing.T) {
 
 	refused := filepath.Join(t.TempDir(), "refused")
 	code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", refused)
-	if code != 1 || !strings.Contains(out, "-x/--ext-unix-sk") || !strings.Contains(out, fmt.Sprintf("fd 48 of pid %d", w.Pid)) {
+	if code != 1 || !strings.Contains(out, "-x/--ext-unix-sk") || !strings.Contains(out, fmt.Sprintf("fd 48 of pid %d", w.Pid)) || !strings.Contains(out, extPath) {
 		t.Fatalf("dump without -x: exit %d\n%s", code, out)
 	}
 	w.MustVerify(10 * time.Second)
@@ -153,6 +158,11 @@ func TestDumpRestoreSpecialFilesExternalSocket(t *testing.T) {
 		t.Fatalf("dumped workload %d did not die", w.Pid)
 	}
 	rp.Forget(w.Pid)
+	// The daemon restarted meanwhile: a new socket under the same name.
+	// The restored task connects to the name, so it reaches the new one.
+	unix.Close(srv)
+	os.Remove(extPath)
+	srv = bindExt()
 	restoreDetached(t, w, dir)
 	verifyRestored(t, w)
 	for i := 2; i <= 4; i++ {

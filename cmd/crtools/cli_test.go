@@ -85,6 +85,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-t", "abc", "dump"}, `invalid argument "abc" for "-t, --tree"`, "Run 'crtools dump --help'."},
 		{[]string{"restore", "--veth-pair", "x"}, `invalid argument "x" for "--veth-pair" flag: expected IN=OUT`, "Run 'crtools restore --help'."},
 		{[]string{"dump", "--page-server", "--address", "h", "--port", "99999", "-t", "1", "-D", "d"}, `invalid argument "99999" for "--port" flag: expected a port number`, "Run 'crtools dump --help'."},
+		{[]string{"dump", "-t", "1", "-D", "d", "--ghost-limit", "3Q"}, `invalid argument "3Q" for "--ghost-limit" flag: expected a size in bytes`, "Run 'crtools dump --help'."},
+		{[]string{"dump", "-t", "1", "-D", "d", "--ghost-limit", "0"}, `invalid argument "0" for "--ghost-limit" flag: expected a size in bytes greater than 0`, "Run 'crtools dump --help'."},
 		{[]string{"dump", "-D", "d"}, "dump needs -t/--tree PID", "Run 'crtools dump --help'."},
 		{[]string{"dump", "-t", "1"}, "dump needs -D/--images-dir DIR", "Run 'crtools dump --help'."},
 		{[]string{"dump", "-t", "1", "-D", "d", "-s", "-R"}, "exclude each other", "Run 'crtools dump --help'."},
@@ -395,5 +397,21 @@ func TestCloseOption(t *testing.T) {
 	if _, err := unix.FcntlInt(fd, unix.F_GETFD, 0); err != unix.EBADF {
 		t.Errorf("fd %d still open after --close (%v)", fd, err)
 		unix.Close(fd)
+	}
+}
+
+// TestGhostLimitSizes: --ghost-limit takes bytes with K, M or G suffixes.
+func TestGhostLimitSizes(t *testing.T) {
+	for in, want := range map[string]int64{"4096": 4096, "4K": 4 << 10, "4M": 4 << 20, "2g": 2 << 30, "10MB": 10 << 20} {
+		var n int64
+		if err := (sizeValue{&n}).Set(in); err != nil || n != want {
+			t.Errorf("--ghost-limit %s: %d %v, want %d", in, n, err, want)
+		}
+	}
+	for _, in := range []string{"", "M", "-1", "1T", "1.5M", "99999999999G"} {
+		var n int64
+		if err := (sizeValue{&n}).Set(in); err == nil {
+			t.Errorf("--ghost-limit %q accepted as %d", in, n)
+		}
 	}
 }

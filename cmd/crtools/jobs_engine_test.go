@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/crtools/crtools/executor"
+	"github.com/crtools/crtools/test/harness"
 )
 
 // counterCmd is a YAML flow list running a perl counter that prints
@@ -54,13 +55,13 @@ spec:
 		t.Fatalf("page-server exit %s: %s", code, stderr)
 	}
 	var srvPages, localPages int
-	for _, n := range names(t, srvDir) {
+	for _, n := range harness.DirNames(t, srvDir) {
 		if strings.HasPrefix(n, "pages-") {
 			srvPages++
 		}
 	}
 	local := filepath.Join(d, "images")
-	for _, n := range names(t, local) {
+	for _, n := range harness.DirNames(t, local) {
 		if strings.HasPrefix(n, "pages-") || strings.HasPrefix(n, "pagemap-") {
 			localPages++
 		}
@@ -72,7 +73,7 @@ spec:
 		t.Fatalf("local images not complete: %v", err)
 	}
 	// Put the two halves together and restore.
-	for _, n := range names(t, local) {
+	for _, n := range harness.DirNames(t, local) {
 		b, _ := os.ReadFile(filepath.Join(local, n))
 		os.WriteFile(filepath.Join(srvDir, n), b, 0o600)
 	}
@@ -88,20 +89,6 @@ spec:
 		t.Errorf("restored as %d, want %d", r.journals[0].RootPid, pid)
 	}
 	countsInOrder(t, waitGrows(t, filepath.Join(d, "w.out"), lines(string(before))+3))
-}
-
-// names lists a directory.
-func names(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	return out
 }
 
 // TestApplyNetworkLockHooks: a Checkpoint spec with tcpEstablished and

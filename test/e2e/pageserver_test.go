@@ -84,8 +84,8 @@ func TestDumpToPageServer(t *testing.T) {
 	rp.Forget(w.Pid)
 
 	// Pages on the server, everything else with the dump.
-	srvFiles := names(t, srvDir)
-	for _, n := range names(t, dumpDir) {
+	srvFiles := harness.DirNames(t, srvDir)
+	for _, n := range harness.DirNames(t, dumpDir) {
 		if strings.HasPrefix(n, "pagemap-") || strings.HasPrefix(n, "pages-") {
 			t.Errorf("dump dir has %s: pages should have gone to the page server", n)
 		}
@@ -103,7 +103,7 @@ func TestDumpToPageServer(t *testing.T) {
 	if pagemaps < 2 {
 		t.Errorf("page server stored %d pagemaps, want the task's and the shared memory's: %v", pagemaps, srvFiles)
 	}
-	for _, n := range names(t, dumpDir) {
+	for _, n := range harness.DirNames(t, dumpDir) {
 		if strings.HasSuffix(n, ".log") {
 			continue
 		}
@@ -125,19 +125,6 @@ func TestDumpToPageServer(t *testing.T) {
 	if !ws.Exited() || ws.ExitStatus() != 0 {
 		t.Fatalf("restored workload exited with %v, want 0\n%s", ws, w.Output())
 	}
-}
-
-func names(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	return out
 }
 
 // A dump whose page server refuses its pages (it already holds a pagemap
@@ -176,7 +163,7 @@ func TestDumpToPageServerRefused(t *testing.T) {
 	if _, err := os.Stat(dumpDir); !os.IsNotExist(err) {
 		t.Errorf("failed dump left %s (%v)", dumpDir, err)
 	}
-	if got := names(t, srvDir); len(got) != 1 {
+	if got := harness.DirNames(t, srvDir); len(got) != 1 {
 		t.Errorf("page server dir holds %v, want only the old pagemap", got)
 	}
 	if b, _ := os.ReadFile(old); string(b) != "from an earlier dump" {

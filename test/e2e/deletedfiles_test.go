@@ -52,9 +52,7 @@ func TestDumpRestoreDeletedFiles(t *testing.T) {
 			t.Errorf("names left in the workload's directory after restore: %v", hidden)
 		}
 		verifyRestored(t, w)
-		if ws, err := rp.WaitPid(w.Pid, 10*time.Second); err != nil || !ws.Exited() || ws.ExitStatus() != 0 {
-			t.Fatalf("restored workload: %v %v\n%s", ws, err, w.Output())
-		}
+		waitWorkloadExit(t, rp, w)
 	}
 
 	t.Run("ghost-limit", func(t *testing.T) {

@@ -140,6 +140,19 @@ func verifyRestored(t *testing.T, w *harness.Workload) {
 	}
 }
 
+// waitWorkloadExit waits for the restored workload w, whose parent is now
+// the test (the subreaper rp), to exit with status 0.
+func waitWorkloadExit(t *testing.T, rp *harness.Reaper, w *harness.Workload) {
+	t.Helper()
+	ws, err := rp.WaitPid(w.Pid, 10*time.Second)
+	if err != nil {
+		t.Fatalf("wait for restored workload %d: %v", w.Pid, err)
+	}
+	if !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Fatalf("restored workload exited with %v, want 0\n%s", ws, w.Output())
+	}
+}
+
 // dumpRestoreVerify runs the whole cycle on one workload: ready, verify,
 // dump+kill, restore -d with the same PID, verify twice, verify-and-exit,
 // and the exit status collected by the test (the restored task's new
@@ -160,13 +173,7 @@ func dumpRestoreVerify(t *testing.T, bin string, args ...string) {
 		t.Errorf("restored pid %d has parent %d, want the test process %d (subreaper)", w.Pid, st.ppid, os.Getpid())
 	}
 	verifyRestored(t, w)
-	ws, err := rp.WaitPid(w.Pid, 10*time.Second)
-	if err != nil {
-		t.Fatalf("wait for restored workload %d: %v", w.Pid, err)
-	}
-	if !ws.Exited() || ws.ExitStatus() != 0 {
-		t.Fatalf("restored workload exited with %v, want 0\n%s", ws, w.Output())
-	}
+	waitWorkloadExit(t, rp, w)
 }
 
 type procStatInfo struct {

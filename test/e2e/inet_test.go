@@ -134,7 +134,5 @@ func TestInetEstablishedConnections(t *testing.T) {
 	if err := w.VerifyAndExit(15 * time.Second); err != nil {
 		t.Fatalf("after restore, verify and exit: %v\n%s", err, readLog(w, "restore.log"))
 	}
-	if ws, err := rp.WaitPid(w.Pid, 10*time.Second); err != nil || !ws.Exited() || ws.ExitStatus() != 0 {
-		t.Fatalf("restored workload: %v %v\n%s", ws, err, w.Output())
-	}
+	waitWorkloadExit(t, rp, w)
 }

@@ -118,13 +118,7 @@ func TestDumpToPageServer(t *testing.T) {
 
 	restoreDetached(t, w, srvDir)
 	verifyRestored(t, w)
-	ws, err := rp.WaitPid(w.Pid, 10*time.Second)
-	if err != nil {
-		t.Fatalf("wait for restored workload %d: %v", w.Pid, err)
-	}
-	if !ws.Exited() || ws.ExitStatus() != 0 {
-		t.Fatalf("restored workload exited with %v, want 0\n%s", ws, w.Output())
-	}
+	waitWorkloadExit(t, rp, w)
 }
 
 // A dump whose page server refuses its pages (it already holds a pagemap

@@ -97,9 +97,7 @@ func TestDumpRestoreFileLocks(t *testing.T) {
 		f.Close()
 	}
 	verifyRestored(t, w) // the owner still holds them, releases and retakes them
-	if ws, err := rp.WaitPid(w.Pid, 10*time.Second); err != nil || !ws.Exited() || ws.ExitStatus() != 0 {
-		t.Fatalf("restored workload: %v %v\n%s", ws, err, w.Output())
-	}
+	waitWorkloadExit(t, rp, w)
 }
 
 // timerfd, signalfd, inotify, a FIFO and a deleted file with data, a
@@ -168,9 +166,7 @@ func TestDumpRestoreSpecialFilesExternalSocket(t *testing.T) {
 	for i := 2; i <= 4; i++ {
 		expect(fmt.Sprintf("hello %d", i))
 	}
-	if ws, err := rp.WaitPid(w.Pid, 10*time.Second); err != nil || !ws.Exited() || ws.ExitStatus() != 0 {
-		t.Fatalf("restored workload: %v %v\n%s", ws, err, w.Output())
-	}
+	waitWorkloadExit(t, rp, w)
 }
 
 // A pipeline producer | filter | consumer (three processes, two full
@@ -240,7 +236,5 @@ func TestDumpRestoreShellJobTerminal(t *testing.T) {
 		t.Fatalf("crtools restore -j: %v\n%s\n%s", err, b, readLog(w, "restore.log"))
 	}
 	verifyRestored(t, w)
-	if ws, err := rp.WaitPid(w.Pid, 10*time.Second); err != nil || !ws.Exited() || ws.ExitStatus() != 0 {
-		t.Fatalf("restored workload: %v %v\n%s", ws, err, w.Output())
-	}
+	waitWorkloadExit(t, rp, w)
 }

@@ -69,7 +69,5 @@ func TestDumpRestoreEvasiveDevices(t *testing.T) {
 	rp.Forget(w.Pid)
 	restoreDetached(t, w, dir)
 	verifyRestored(t, w)
-	if ws, err := rp.WaitPid(w.Pid, 10*time.Second); err != nil || !ws.Exited() || ws.ExitStatus() != 0 {
-		t.Fatalf("restored workload: %v %v\n%s", ws, err, w.Output())
-	}
+	waitWorkloadExit(t, rp, w)
 }

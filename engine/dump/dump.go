@@ -204,13 +204,18 @@ func (d *Dumper) Resume() error {
 	if !d.frozen {
 		return nil
 	}
-	err := d.tr.Do(d.detachAll)
+	var err error
+	if d.state != nil && d.state.special != nil {
+		// A failed dump takes back the hidden names --link-remap made
+		// and takes established TCP sockets out of repair mode (and
+		// the network lock off) while the tree is still frozen: a
+		// task let go first could write to a socket still in repair
+		// mode and get EINVAL.
+		err = d.state.special.Rollback()
+	}
+	err = errors.Join(err, d.tr.Do(d.detachAll))
 	d.frozen = false
 	d.finished = true
-	if d.state != nil && d.state.special != nil {
-		// A failed dump takes back the hidden names --link-remap made.
-		err = errors.Join(err, d.state.special.Rollback())
-	}
 	return err
 }
 

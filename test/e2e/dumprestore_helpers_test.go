@@ -128,13 +128,26 @@ func restoreDetached(t *testing.T, w *harness.Workload, dir string) {
 // run, progress), then has it verify and exit.
 func verifyRestored(t *testing.T, w *harness.Workload) {
 	t.Helper()
+	verifyRestoredPrep(t, w, nil)
+}
+
+// verifyRestoredPrep is verifyRestored with prep (if not nil) run before
+// each verify signal.
+func verifyRestoredPrep(t *testing.T, w *harness.Workload, prep func()) {
+	t.Helper()
+	if prep == nil {
+		prep = func() {}
+	}
+	prep()
 	if err := w.Verify(10 * time.Second); err != nil {
 		t.Fatalf("after restore: %v\n%s", err, readLog(w, "restore.log"))
 	}
 	time.Sleep(20 * time.Millisecond)
+	prep()
 	if err := w.Verify(10 * time.Second); err != nil {
 		t.Fatalf("after restore, second verify: %v", err)
 	}
+	prep()
 	if err := w.VerifyAndExit(10 * time.Second); err != nil {
 		t.Fatalf("after restore, verify and exit: %v", err)
 	}
@@ -153,16 +166,50 @@ func waitWorkloadExit(t *testing.T, rp *harness.Reaper, w *harness.Workload) {
 	}
 }
 
+// waitInSyscall waits until pid sleeps inside syscall nr (/proc/PID/syscall).
+// A workload that checks a flag and then calls pause() loses a signal sent
+// between the two, whoever runs it (sleepers.c says so); tests signal such
+// a workload only once it is in pause().
+func waitInSyscall(t *testing.T, pid, nr int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
+		f := strings.Fields(string(b))
+		if err == nil && len(f) > 0 && f[0] == fmt.Sprint(nr) {
+			if st, err := procStat(pid); err == nil && st.state == "S" {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d not asleep in syscall %d after 10s: %q %v", pid, nr, b, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // dumpRestoreVerify runs the whole cycle on one workload: ready, verify,
 // dump+kill, restore -d with the same PID, verify twice, verify-and-exit,
 // and the exit status collected by the test (the restored task's new
 // parent).
 func dumpRestoreVerify(t *testing.T, bin string, args ...string) {
 	t.Helper()
+	dumpRestoreVerifyPrep(t, bin, nil, args...)
+}
+
+// dumpRestoreVerifyPrep is dumpRestoreVerify with prep (if not nil) run
+// before each verify signal.
+func dumpRestoreVerifyPrep(t *testing.T, bin string, prep func(w *harness.Workload), args ...string) {
+	t.Helper()
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
 	w := harness.StartWorkload(t, bin, args...)
+	before := func() {}
+	if prep != nil {
+		before = func() { prep(w) }
+	}
 	w.MustReady(10 * time.Second)
+	before()
 	w.MustVerify(10 * time.Second)
 	dir := dumpKill(t, w)
 	rp.Forget(w.Pid)
@@ -172,7 +219,7 @@ func dumpRestoreVerify(t *testing.T, bin string, args ...string) {
 	} else if st.ppid != os.Getpid() {
 		t.Errorf("restored pid %d has parent %d, want the test process %d (subreaper)", w.Pid, st.ppid, os.Getpid())
 	}
-	verifyRestored(t, w)
+	verifyRestoredPrep(t, w, before)
 	waitWorkloadExit(t, rp, w)
 }
 

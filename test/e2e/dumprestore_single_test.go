@@ -3,6 +3,8 @@ package e2e
 import (
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/crtools/crtools/test/harness"
 )
 
@@ -36,6 +38,10 @@ func TestDumpRestoreFiles(t *testing.T) {
 func TestDumpRestoreSleepers(t *testing.T) {
 	bin := harness.BuildC(t, "sleepers.c")
 	for _, mode := range []string{"nanosleep", "select", "pause", "sigsuspend"} {
-		t.Run(mode, func(t *testing.T) { dumpRestoreVerify(t, bin, mode) })
+		var prep func(w *harness.Workload)
+		if mode == "pause" {
+			prep = func(w *harness.Workload) { waitInSyscall(t, w.Pid, unix.SYS_PAUSE) }
+		}
+		t.Run(mode, func(t *testing.T) { dumpRestoreVerifyPrep(t, bin, prep, mode) })
 	}
 }

@@ -24,8 +24,15 @@ func TestDumpRestoreSleeperWokenBeforeItRuns(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			rp := harness.Subreaper()
 			w := harness.StartWorkload(t, bin, mode)
+			inCall := func() {
+				if mode == "pause" {
+					waitInSyscall(t, w.Pid, unix.SYS_PAUSE)
+				}
+			}
 			w.MustReady(10 * time.Second)
+			inCall()
 			w.MustVerify(10 * time.Second)
+			inCall()
 			if err := unix.Kill(w.Pid, unix.SIGSTOP); err != nil {
 				t.Fatal(err)
 			}
@@ -40,7 +47,7 @@ func TestDumpRestoreSleeperWokenBeforeItRuns(t *testing.T) {
 			if err := w.Verify(10 * time.Second); err != nil {
 				t.Fatalf("verify signal sent before the restored task ran: %v\n%s", err, readLog(w, "restore.log"))
 			}
-			verifyRestored(t, w)
+			verifyRestoredPrep(t, w, inCall)
 			waitExit(t, rp, w.Pid, 0)
 		})
 	}

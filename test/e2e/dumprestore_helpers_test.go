@@ -86,6 +86,7 @@ func kernelStacks(pid int) string {
 func dumpKill(t *testing.T, w *harness.Workload) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "images")
+	harness.BuildCrtools(t) // the first call of a test binary builds it: not dump time
 	start := time.Now()
 	code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir, "-v", "2", "-o", filepath.Join(w.Dir, "dump.log"))
 	if code != 0 {

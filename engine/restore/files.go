@@ -84,7 +84,7 @@ func (p *puppet) restoreFiles(img *imageSet, fds []*pb.FdinfoEntry) error {
 				if cloexec {
 					fdFlags = unix.FD_CLOEXEC
 				}
-				if _, err := p.callf(fmt.Sprintf("set fd flags of fd %d", fd), unix.SYS_FCNTL, fd, unix.F_SETFD, fdFlags); err != nil {
+				if err := p.queuef(fmt.Sprintf("set fd flags of fd %d", fd), unix.SYS_FCNTL, fd, unix.F_SETFD, fdFlags); err != nil {
 					return err
 				}
 				continue
@@ -93,14 +93,18 @@ func (p *puppet) restoreFiles(img *imageSet, fds []*pb.FdinfoEntry) error {
 			if cloexec {
 				flags = unix.O_CLOEXEC
 			}
-			if _, err := p.callf(fmt.Sprintf("dup fd %d to %d", tmp, fd), unix.SYS_DUP3, tmp, fd, flags); err != nil {
+			if err := p.queuef(fmt.Sprintf("dup fd %d to %d", tmp, fd), unix.SYS_DUP3, tmp, fd, flags); err != nil {
 				return err
 			}
 		}
 		if !keep {
-			if _, err := p.callf(fmt.Sprintf("close fd %d", tmp), unix.SYS_CLOSE, tmp); err != nil {
+			if err := p.queuef(fmt.Sprintf("close fd %d", tmp), unix.SYS_CLOSE, tmp); err != nil {
 				return err
 			}
+		}
+		// The fcntl, dups and close above: one batch (perf).
+		if err := p.runPending(); err != nil {
+			return err
 		}
 		if _, ok := img.fdOwners[id]; !ok {
 			img.fdOwners[id] = fdOwner{pid: p.tgid, vpid: p.vtgid, fd: uint64(targets[0].GetFd())}
@@ -162,6 +166,7 @@ func (p *puppet) takeFrom(pid int, fd uint64) (uint64, error) {
 		return 0, err
 	}
 	nfd, err := p.callf(fmt.Sprintf("take fd %d of task %d", fd, pid), unix.SYS_PIDFD_GETFD, pidfd, fd, 0)
-	_, _ = p.call(unix.SYS_CLOSE, pidfd)
+	// Closed with the caller's next calls (one batch).
+	_ = p.queueIgnore(unix.SYS_CLOSE, pidfd)
 	return nfd, err
 }

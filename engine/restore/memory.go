@@ -48,14 +48,14 @@ func vmaLen(e *pb.VmaEntry) uint64 { return e.GetEnd() - e.GetStart() }
 func (p *puppet) unmapPuppet() error {
 	lo, hi := p.tr.addr, p.tr.addr+p.tr.size
 	if lo > 0 {
-		if _, err := p.callf("unmap below the trampoline", unix.SYS_MUNMAP, 0, lo); err != nil {
+		if err := p.queuef("unmap below the trampoline", unix.SYS_MUNMAP, 0, lo); err != nil {
 			return err
 		}
 	}
-	if _, err := p.callf("unmap above the trampoline", unix.SYS_MUNMAP, hi, taskSizeMax-hi); err != nil {
+	if err := p.queuef("unmap above the trampoline", unix.SYS_MUNMAP, hi, taskSizeMax-hi); err != nil {
 		return err
 	}
-	return nil
+	return p.runPending()
 }
 
 // mapVdso maps the vDSO of the running kernel where the dumped task had it.
@@ -131,10 +131,15 @@ func findMapping(pid int, name string) (uint64, uint64, error) {
 // the fill; mprotectVMAs sets the final protections afterwards.
 func (p *puppet) mapVMAs(img *imageSet, sh *shmState, vmas []*pb.VmaEntry, pm *image.PageIndex) ([]vmaPlan, error) {
 	fds := map[uint64]uint64{} // file id -> fd in the puppet, closed at the end
-	defer func() {
-		for _, fd := range fds {
-			_, _ = p.call(unix.SYS_CLOSE, fd)
+	closeFds := func() {
+		for id, fd := range fds {
+			_ = p.queueIgnore(unix.SYS_CLOSE, fd)
+			delete(fds, id)
 		}
+	}
+	defer func() {
+		closeFds()
+		_ = p.runPending()
 	}()
 	var plans []vmaPlan
 	for _, v := range vmas {
@@ -210,6 +215,7 @@ func (p *puppet) mapVMAs(img *imageSet, sh *shmState, vmas []*pb.VmaEntry, pm *i
 		}
 		plans = append(plans, plan)
 	}
+	closeFds() // in the same batch as the mmaps
 	if err := p.runPending(); err != nil {
 		return nil, err
 	}

@@ -62,9 +62,10 @@ type puppet struct {
 
 // pendingCall is a queued syscall and what it does (for its error).
 type pendingCall struct {
-	what string
-	nr   int
-	args [6]uint64
+	what    string
+	nr      int
+	args    [6]uint64
+	mayFail bool // its error is ignored (a close on the way out)
 }
 
 // trampoline is where the trampoline sits in every puppet of a restore.
@@ -225,7 +226,18 @@ func (p *puppet) queuef(what string, nr int, args ...uint64) error {
 	if len(args) > 6 {
 		return fmt.Errorf("%s in task %d: %d arguments, at most 6", what, p.pid, len(args))
 	}
-	c := pendingCall{what: what, nr: nr}
+	return p.queue(pendingCall{what: what, nr: nr}, args)
+}
+
+// queueIgnore is queuef for a call whose failure does not matter.
+func (p *puppet) queueIgnore(nr int, args ...uint64) error {
+	return p.queue(pendingCall{what: fmt.Sprintf("syscall %d", nr), nr: nr, mayFail: true}, args)
+}
+
+func (p *puppet) queue(c pendingCall, args []uint64) error {
+	if len(args) > 6 {
+		return fmt.Errorf("%s in task %d: %d arguments, at most 6", c.what, p.pid, len(args))
+	}
 	copy(c.args[:], args)
 	p.pending = append(p.pending, c)
 	if len(p.pending) == batchCalls {
@@ -245,6 +257,9 @@ func (p *puppet) runPending() error {
 	case 1:
 		c := pend[0]
 		_, err := p.callf(c.what, c.nr, c.args[:]...)
+		if c.mayFail {
+			return nil
+		}
 		return err
 	}
 	if err := p.flush(); err != nil {
@@ -261,6 +276,7 @@ func (p *puppet) runPending() error {
 	calls := make([]ptrace.BatchCall, len(pend))
 	for i, c := range pend {
 		calls[i].Nr = uintptr(c.nr)
+		calls[i].MayFail = c.mayFail
 		for j, a := range c.args {
 			calls[i].Args[j] = uintptr(a)
 		}

@@ -144,27 +144,32 @@ func probeVMWrite(e *env) (string, error) {
 	return "", nil
 }
 
-func probePidfdOpen(e *env) (string, error) {
+// tracedPidfd opens a pidfd of the traced probe child.
+func tracedPidfd(e *env) (int, error) {
 	c, err := e.traced()
 	if err != nil {
-		return "", err
+		return -1, err
 	}
 	fd, err := unix.PidfdOpen(c.pid, 0)
 	if err != nil {
-		return "", fmt.Errorf("pidfd_open: %w", err)
+		return -1, fmt.Errorf("pidfd_open: %w", err)
+	}
+	return fd, nil
+}
+
+func probePidfdOpen(e *env) (string, error) {
+	fd, err := tracedPidfd(e)
+	if err != nil {
+		return "", err
 	}
 	unix.Close(fd)
 	return "", nil
 }
 
 func probePidfdGetfd(e *env) (string, error) {
-	c, err := e.traced()
+	pidfd, err := tracedPidfd(e)
 	if err != nil {
 		return "", err
-	}
-	pidfd, err := unix.PidfdOpen(c.pid, 0)
-	if err != nil {
-		return "", fmt.Errorf("pidfd_open: %w", err)
 	}
 	defer unix.Close(pidfd)
 	// The child's stdin is /dev/null (os/exec).
@@ -277,14 +282,23 @@ func probeMapFiles(e *env) (string, error) {
 	return "", fmt.Errorf("%s has no entry for the child's code at %#x", dir, childBase)
 }
 
-func probePagemap(e *env) (string, error) {
+// tracedPagemap opens /proc/PID/pagemap of the traced probe child.
+func tracedPagemap(e *env) (*os.File, error) {
 	c, err := e.traced()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", c.pid))
 	if err != nil {
-		return "", fmt.Errorf("open pagemap: %w", err)
+		return nil, fmt.Errorf("open pagemap: %w", err)
+	}
+	return f, nil
+}
+
+func probePagemap(e *env) (string, error) {
+	f, err := tracedPagemap(e)
+	if err != nil {
+		return "", err
 	}
 	defer f.Close()
 	var b [8]byte
@@ -298,13 +312,9 @@ func probePagemap(e *env) (string, error) {
 }
 
 func probePagemapScan(e *env) (string, error) {
-	c, err := e.traced()
+	f, err := tracedPagemap(e)
 	if err != nil {
 		return "", err
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", c.pid))
-	if err != nil {
-		return "", fmt.Errorf("open pagemap: %w", err)
 	}
 	defer f.Close()
 	regions, err := pagemapScanPresent(int(f.Fd()), childBase, childScratch)

@@ -23,9 +23,7 @@ func TestBatch(t *testing.T) {
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tr := NewTracer()
-	defer tr.Close()
-	stopped(t, tr, w.pid)
+	tr := stoppedTracer(t, w.pid)
 	err := tr.Do(func() error {
 		before, err := GetRegs(w.pid)
 		if err != nil {
@@ -126,9 +124,7 @@ func BenchmarkBatchGetpid(b *testing.B) {
 	requireRoot(b)
 	cmd := startSleep(b)
 	pid := cmd.Process.Pid
-	tr := NewTracer()
-	defer tr.Close()
-	stopped(b, tr, pid)
+	tr := stoppedTracer(b, pid)
 	const per = 64
 	err := tr.Do(func() error {
 		in, err := NewInjector(pid)
@@ -178,9 +174,7 @@ func TestBatchCodeSize(t *testing.T) {
 func TestBatchAt(t *testing.T) {
 	requireRoot(t)
 	pid := startSleep(t).Process.Pid
-	tr := NewTracer()
-	defer tr.Close()
-	stopped(t, tr, pid)
+	tr := stoppedTracer(t, pid)
 	err := tr.Do(func() error {
 		setup, err := NewInjector(pid)
 		if err != nil {

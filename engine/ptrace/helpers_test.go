@@ -167,6 +167,16 @@ func procState(pid int) byte {
 }
 
 // stopped seizes pid on tr and brings it into a PTRACE_EVENT_STOP.
+// stoppedTracer returns a new Tracer, closed when the test ends, that has
+// seized pid and stopped it.
+func stoppedTracer(t testing.TB, pid int) *Tracer {
+	t.Helper()
+	tr := NewTracer()
+	t.Cleanup(tr.Close)
+	stopped(t, tr, pid)
+	return tr
+}
+
 func stopped(t testing.TB, tr *Tracer, pid int) {
 	t.Helper()
 	err := tr.Do(func() error {

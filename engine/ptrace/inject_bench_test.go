@@ -33,9 +33,7 @@ func BenchmarkInjectGetpid(b *testing.B) {
 func benchInject(b *testing.B, pinned, session bool) {
 	cmd := startSleep(b)
 	pid := cmd.Process.Pid
-	tr := NewTracer()
-	defer tr.Close()
-	stopped(b, tr, pid)
+	tr := stoppedTracer(b, pid)
 	// Pinned: both on CPU 0. Unpinned: tracer on CPU 0, target on CPU 1,
 	// what an unlucky scheduler does.
 	targetCPU := 1

@@ -18,9 +18,7 @@ func TestInjectGetpid(t *testing.T) {
 	requireRoot(t)
 	cmd := startSleep(t)
 	pid := cmd.Process.Pid
-	tr := NewTracer()
-	defer tr.Close()
-	stopped(t, tr, pid)
+	tr := stoppedTracer(t, pid)
 	err := tr.Do(func() error {
 		before, err := GetRegs(pid)
 		if err != nil {
@@ -278,9 +276,7 @@ func TestInjectSigtrapIgnored(t *testing.T) {
 	requireRoot(t)
 	// Ignored dispositions survive exec.
 	pid := startShell(t, `trap "" TRAP; exec sleep 1000`)
-	tr := NewTracer()
-	defer tr.Close()
-	stopped(t, tr, pid)
+	tr := stoppedTracer(t, pid)
 	err := tr.Do(func() error {
 		in, err := NewInjector(pid)
 		if err != nil {
@@ -336,9 +332,7 @@ func TestInjectPendingSignal(t *testing.T) {
 	requireRoot(t)
 	w := startWorkload(t, "counter")
 	w.expect(t, "tick", 5*time.Second)
-	tr := NewTracer()
-	defer tr.Close()
-	stopped(t, tr, w.pid)
+	tr := stoppedTracer(t, w.pid)
 	err := tr.Do(func() error {
 		mask, err := GetSigmask(w.pid)
 		if err != nil {
@@ -377,9 +371,7 @@ func TestInjectPendingSignal(t *testing.T) {
 func TestInjectDefersUnblockableSignal(t *testing.T) {
 	requireRoot(t)
 	pid := startSleep(t).Process.Pid
-	tr := NewTracer()
-	defer tr.Close()
-	stopped(t, tr, pid)
+	tr := stoppedTracer(t, pid)
 	err := tr.Do(func() error {
 		if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
 			return err

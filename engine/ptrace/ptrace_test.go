@@ -358,9 +358,7 @@ func TestPendingSignalsAndSeccomp(t *testing.T) {
 	if err := unix.Tgkill(w.pid, w.pid, unix.SIGUSR2); err != nil {
 		t.Fatal(err)
 	}
-	tr := NewTracer()
-	defer tr.Close()
-	stopped(t, tr, w.pid)
+	tr := stoppedTracer(t, w.pid)
 	err := tr.Do(func() error {
 		signo := func(si []byte) int { return int(int32(binary.LittleEndian.Uint32(si))) }
 		shared, err := PeekSiginfo(w.pid, true)

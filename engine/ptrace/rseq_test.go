@@ -13,9 +13,7 @@ import (
 func TestInjectKeepsRseqCs(t *testing.T) {
 	requireRoot(t)
 	pid := startSleep(t).Process.Pid
-	tr := NewTracer()
-	defer tr.Close()
-	stopped(t, tr, pid)
+	tr := stoppedTracer(t, pid)
 	err := tr.Do(func() error {
 		cfg, err := GetRseqConfig(pid)
 		if err != nil {

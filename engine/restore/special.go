@@ -124,11 +124,18 @@ func (p *puppet) takeLocks(img *imageSet, fd uint64) error {
 // (TIOCSPGRP) is set once the groups exist, after the leader's files.
 
 // sessionTerminal runs the TIOCSCTTY (and with fg, the TIOCSPGRP) in the
-// session leader pr of session sid; it does nothing if the session had no
+// session leader lead of session sid; it does nothing if the session had no
 // terminal of the tree. Preconditions: on the tracer thread.
 func (r *restorer) sessionTerminal(lead *puppet, sid int, fg bool) error {
 	if r.img.special == nil {
 		return nil
+	}
+	for _, t := range r.img.tasks {
+		if t.pid == sid && t.dead() {
+			// A zombie leader's session lost its terminal when it
+			// exited (and its exit would hang the terminal up).
+			return nil
+		}
 	}
 	f, pgrp, err := r.img.special.SessionTerminal(sid)
 	if err != nil {

@@ -21,7 +21,7 @@
 #include <termios.h>
 
 struct shared {
-	volatile int s_ints, g_ints, g_pid, s_ready;
+	volatile int s_ints, g_ints, g_pid, s_ready, g_ready;
 };
 
 static struct shared *sh;
@@ -79,6 +79,7 @@ int main(void)
 		if (g == 0) { /* G: the foreground job */
 			signal(SIGINT, on_int_g);
 			setpgid(0, 0);
+			sh->g_ready = 1; /* its own handler is in place */
 			for (;;)
 				pause();
 		}
@@ -86,6 +87,8 @@ int main(void)
 		signal(SIGTTOU, SIG_IGN);
 		if (tcsetpgrp(s, g))
 			crt_die("tcsetpgrp");
+		while (!sh->g_ready)
+			usleep(1000);
 		sh->g_pid = g;
 		sh->s_ready = 1;
 		for (;;)

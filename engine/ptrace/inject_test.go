@@ -32,12 +32,8 @@ func TestInjectGetpid(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		got, err := in.Syscall(unix.SYS_GETPID)
-		if err != nil {
+		if err := injectedGetpid(t, in, pid); err != nil {
 			return err
-		}
-		if int(got) != pid {
-			t.Errorf("injected getpid = %d, want %d", got, pid)
 		}
 		// An error comes back as errno, with the raw value.
 		ret, err := in.Syscall(unix.SYS_CLOSE, 98765)
@@ -177,6 +173,19 @@ func countMaps(t *testing.T, pid int) int {
 	return strings.Count(string(b), "\n")
 }
 
+// injectedGetpid injects getpid with in and checks that it returns pid.
+func injectedGetpid(t *testing.T, in *Injector, pid int) error {
+	t.Helper()
+	got, err := in.Syscall(unix.SYS_GETPID)
+	if err != nil {
+		return err
+	}
+	if int(got) != pid {
+		t.Errorf("injected getpid = %d, want %d", got, pid)
+	}
+	return nil
+}
+
 // injectGetpid stops pid, injects getpid and lets it go.
 func injectGetpid(t *testing.T, tr *Tracer, pid int) {
 	t.Helper()
@@ -193,12 +202,8 @@ func injectGetpid(t *testing.T, tr *Tracer, pid int) {
 		if err != nil {
 			return err
 		}
-		got, err := in.Syscall(unix.SYS_GETPID)
-		if err != nil {
+		if err := injectedGetpid(t, in, pid); err != nil {
 			return err
-		}
-		if int(got) != pid {
-			t.Errorf("getpid = %d, want %d", got, pid)
 		}
 		return Detach(pid, 0)
 	})
@@ -285,12 +290,8 @@ func TestInjectSigtrapIgnored(t *testing.T) {
 		if !in.syscallStops {
 			t.Errorf("injector does not know SIGTRAP is ignored")
 		}
-		got, err := in.Syscall(unix.SYS_GETPID)
-		if err != nil {
+		if err := injectedGetpid(t, in, pid); err != nil {
 			return err
-		}
-		if int(got) != pid {
-			t.Errorf("getpid = %d, want %d", got, pid)
 		}
 		return Detach(pid, 0)
 	})

@@ -154,6 +154,21 @@ func verifyRestoredPrep(t *testing.T, w *harness.Workload, prep func()) {
 	}
 }
 
+// dumpedWorkload starts bin as a workload under the test's subreaper,
+// checks it is ready and sound, dumps and kills it: the images directory
+// and the workload, whose PID restore is to bring back.
+func dumpedWorkload(t *testing.T, bin string, args ...string) (*harness.Reaper, *harness.Workload, string) {
+	t.Helper()
+	harness.RequireRoot(t)
+	rp := harness.Subreaper()
+	w := harness.StartWorkload(t, bin, args...)
+	w.MustReady(10 * time.Second)
+	w.MustVerify(10 * time.Second)
+	dir := dumpKill(t, w)
+	rp.Forget(w.Pid)
+	return rp, w, dir
+}
+
 // waitWorkloadExit waits for the restored workload w, whose parent is now
 // the test (the subreaper rp), to exit with status 0.
 func waitWorkloadExit(t *testing.T, rp *harness.Reaper, w *harness.Workload) {

@@ -72,13 +72,7 @@ func copyDir(t *testing.T, dir string) string {
 // restore in its load step with one line naming the file; no task is
 // created. The intact images still restore afterwards.
 func TestRestoreImageErrors(t *testing.T) {
-	harness.RequireRoot(t)
-	rp := harness.Subreaper()
-	w := harness.StartWorkload(t, harness.BuildC(t, "simple.c"))
-	w.MustReady(10 * time.Second)
-	w.MustVerify(10 * time.Second)
-	dir := dumpKill(t, w)
-	rp.Forget(w.Pid)
+	rp, w, dir := dumpedWorkload(t, harness.BuildC(t, "simple.c"))
 	sum := dirSum(t, dir)
 	core := fmt.Sprintf("core-%d.img", w.Pid)
 	mm := fmt.Sprintf("mm-%d.img", w.Pid)
@@ -195,13 +189,7 @@ print("reaped", flush=True)
 // whose parent reaps it only later; restore waits for it, says so at -v 1,
 // and succeeds.
 func TestRestoreWaitsForZombie(t *testing.T) {
-	harness.RequireRoot(t)
-	rp := harness.Subreaper()
-	w := harness.StartWorkload(t, harness.BuildC(t, "simple.c"))
-	w.MustReady(10 * time.Second)
-	w.MustVerify(10 * time.Second)
-	dir := dumpKill(t, w)
-	rp.Forget(w.Pid)
+	rp, w, dir := dumpedWorkload(t, harness.BuildC(t, "simple.c"))
 
 	holder := exec.Command(harness.Python3(t), "-c", zombieHolder, fmt.Sprint(w.Pid), "1.0")
 	stdout, err := holder.StdoutPipe()

@@ -84,13 +84,7 @@ func TestIssue3LeaveRunningThenRestore(t *testing.T) {
 // TestIssue3RestoreTreeMatches: restore -t with the PID of the images'
 // root is accepted (the mismatch is TestRestoreErrors).
 func TestIssue3RestoreTreeMatches(t *testing.T) {
-	harness.RequireRoot(t)
-	rp := harness.Subreaper()
-	w := harness.StartWorkload(t, harness.BuildC(t, "simple.c"))
-	w.MustReady(10 * time.Second)
-	w.MustVerify(10 * time.Second)
-	dir := dumpKill(t, w)
-	rp.Forget(w.Pid)
+	rp, w, dir := dumpedWorkload(t, harness.BuildC(t, "simple.c"))
 	code, out := crtools(t, "restore", "-D", dir, "-d", "-t", fmt.Sprint(w.Pid))
 	if code != 0 {
 		t.Fatalf("restore -d -t %d: exit %d\n%s", w.Pid, code, out)

@@ -3,7 +3,6 @@ package e2e
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/crtools/crtools/test/harness"
 )
@@ -19,13 +18,7 @@ import (
 // F_SEAL_WRITE and mapped read-only shared keeps its seal. crtools show
 // lists both objects once.
 func TestDumpRestoreMemfd(t *testing.T) {
-	harness.RequireRoot(t)
-	rp := harness.Subreaper()
-	w := harness.StartWorkload(t, harness.BuildC(t, "memfd.c"))
-	w.MustReady(10 * time.Second)
-	w.MustVerify(10 * time.Second)
-	dir := dumpKill(t, w)
-	rp.Forget(w.Pid)
+	rp, w, dir := dumpedWorkload(t, harness.BuildC(t, "memfd.c"))
 
 	code, out := crtools(t, "show", "-D", dir)
 	if code != 0 {

@@ -28,43 +28,37 @@ import (
 )
 
 var (
-	binMu     sync.Mutex
-	builtBins = map[string]string{}
+	binOnce sync.Once
+	binDir  string // removed by TestMain
+	binPath string
+	binErr  error
 )
 
-// crtoolsBin builds the crtools binary into the test's temp directory
-// (removed with it; the build cache makes the second build a link).
+// crtoolsBin builds the crtools binary once per test run (TestMain removes
+// it) and makes the calling test process a child subreaper.
 func crtoolsBin(t *testing.T) string {
 	t.Helper()
-	binMu.Lock()
-	defer binMu.Unlock()
-	if p, ok := builtBins[t.Name()]; ok {
-		return p
+	if os.Geteuid() != 0 {
+		t.Fatal("these tests checkpoint real processes and need root (CI runs as root)")
 	}
-	top := t.Name()
-	if i := strings.IndexByte(top, '/'); i >= 0 {
-		top = top[:i]
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "crtools-test-bin-"); binErr != nil {
+			return
+		}
+		p := filepath.Join(binDir, "crtools")
+		if out, err := exec.Command("go", "build", "-o", p, ".").CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		binPath = p
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
 	}
-	if p, ok := builtBins[top]; ok {
-		return p
-	}
-	if top != t.Name() {
-		t.Fatal("test bug: call crtoolsBin in the top-level test before its subtests")
-	}
-	binPath := filepath.Join(t.TempDir(), "crtools")
-	out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	builtBins[top] = binPath
-	t.Cleanup(func() { binMu.Lock(); delete(builtBins, top); binMu.Unlock() })
 	// Restored detached trees are re-parented to us when crtools exits;
 	// as a subreaper we can reap them instead of leaving them to init.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		t.Fatalf("become child subreaper: %v", err)
-	}
-	if os.Geteuid() != 0 {
-		t.Fatal("these tests checkpoint real processes and need root (CI runs as root)")
 	}
 	return binPath
 }

@@ -122,13 +122,18 @@ func TestApplyNetworkLockHooks(t *testing.T) {
 	rd := bufio.NewReader(conn)
 	next := 0
 	// readOn reads k more lines and checks they continue the count.
-	readOn := func(k int) {
+	readOn := func(t *testing.T, k int) {
 		t.Helper()
 		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		for i := 0; i < k; i++ {
 			l, err := rd.ReadString('\n')
 			if err != nil {
-				t.Fatalf("connection after n=%d: %v", next, err)
+				st := jobProcState(prog.Process.Pid)
+				if st == "Z" {
+					ps, _ := prog.Process.Wait()
+					t.Fatalf("connection after n=%d: %v; the program died: %v", next, err, ps)
+				}
+				t.Fatalf("connection after n=%d: %v (program state %q)", next, err, st)
 			}
 			next++
 			if l != fmt.Sprintf("n=%d\n", next) {
@@ -136,7 +141,7 @@ func TestApplyNetworkLockHooks(t *testing.T) {
 			}
 		}
 	}
-	readOn(5)
+	readOn(t, 5)
 
 	hooksLog := filepath.Join(d, "hooks.log")
 	hook := fmt.Sprintf(`[sh, -c, 'echo "$CRTOOLS_SCRIPT_ACTION" >> %s']`, hooksLog)
@@ -160,7 +165,7 @@ spec:
 	if r.code != 0 {
 		t.Fatalf("apply: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	readOn(20)
+	readOn(t, 20)
 	if b, _ := os.ReadFile(hooksLog); string(b) != "pre-dump\nnetwork-lock\nnetwork-unlock\npost-dump\n" {
 		t.Errorf("hooks ran:\n%s", b)
 	}
@@ -182,7 +187,7 @@ spec:
 			if r.code != 1 {
 				t.Fatalf("exit %d: %s", r.code, r.stderr)
 			}
-			readOn(20)
+			readOn(t, 20)
 			if ents, _ := os.ReadDir(filepath.Join(d, "snaps")); len(ents) != 1 {
 				t.Errorf("snapshots: %v", ents)
 			}

@@ -332,15 +332,7 @@ func TestIssue4ForkStorm(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "images")
 		code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir, "-s")
 		if code != 0 {
-			t.Logf("round %d: dump failed (exit %d): %s", i, code, strings.TrimSpace(out))
-			if code != 1 {
-				t.Errorf("round %d: dump exit %d, want 0 or 1", i, code)
-			}
-			if _, err := os.Stat(dir); err == nil {
-				t.Errorf("round %d: failed dump left %s", i, dir)
-			}
-			checkUntouched(t, w.Pid)
-			w.MustVerify(10 * time.Second)
+			checkFailedDumpRound(t, w, i, code, dir, strings.TrimSpace(out))
 			continue
 		}
 		// Every task of the tree is stopped now and cannot fork: the
@@ -411,6 +403,23 @@ func waitTreeStopped(t *testing.T, root int) treeSnap {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// checkFailedDumpRound checks a dump of w that failed in round i of a
+// dump-while-it-changes loop (exit code, what it said in msg):
+// it must have failed as refused (1), left no images directory and left
+// the workload running untouched and sound.
+func checkFailedDumpRound(t *testing.T, w *harness.Workload, i, code int, dir, msg string) {
+	t.Helper()
+	t.Logf("round %d: dump failed (exit %d): %s", i, code, msg)
+	if code != 1 {
+		t.Errorf("round %d: dump exit %d, want 0 or 1", i, code)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("round %d: failed dump left %s", i, dir)
+	}
+	checkUntouched(t, w.Pid)
+	w.MustVerify(10 * time.Second)
 }
 
 // checkUntouched checks that no task of the tree under root is traced or

@@ -101,15 +101,7 @@ func TestIssue4ThreadStorm(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "images")
 		code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir, "-s")
 		if code != 0 {
-			t.Logf("round %d: dump failed (exit %d): %s", i, code, lastLines(out, 1))
-			if code != 1 {
-				t.Errorf("round %d: dump exit %d, want 0 or 1", i, code)
-			}
-			if _, err := os.Stat(dir); err == nil {
-				t.Errorf("round %d: failed dump left %s", i, dir)
-			}
-			checkUntouched(t, w.Pid)
-			w.MustVerify(10 * time.Second)
+			checkFailedDumpRound(t, w, i, code, dir, lastLines(out, 1))
 			continue
 		}
 		live := waitTreeStopped(t, w.Pid)

@@ -395,7 +395,7 @@ func restorePlan(job *spec.Job) (*Plan, error) {
 		for _, v := range r.VethPairs {
 			vp = append(vp, v.Inside+"="+v.Outside)
 		}
-		state += "; veth pairs " + strings.Join(vp, ", ") + " (for a network namespace in the images; crtools does not save one yet)"
+		state += "; veth pairs " + strings.Join(vp, ", ") + " (the outside names of the veth devices of a network namespace in the images; nothing to map without one)"
 	}
 	p.Steps = append(p.Steps,
 		Step{Name: "load", Kind: KindLoad, Description: "read and check every image"},

@@ -218,16 +218,16 @@ func checkpointPlan(job *spec.Job, now time.Time) (*Plan, error) {
 	if err := unsupportedOptions(c.Options); err != nil {
 		return nil, err
 	}
-	// engine/ns checkpoints the uts, ipc, pid and net namespaces.
+	// engine/ns checkpoints the uts, ipc, pid, net and mnt namespaces.
 	var nsBad []string
 	for _, n := range c.Namespaces {
-		if n != "uts" && n != "ipc" && n != "pid" && n != "net" {
+		if n != "uts" && n != "ipc" && n != "pid" && n != "net" && n != "mnt" {
 			nsBad = append(nsBad, n)
 		}
 	}
 	if len(nsBad) > 0 {
 		return nil, &NotSupportedError{Field: "spec.namespaces", Flag: "-n/--namespaces",
-			What: "checkpointing namespaces (" + strings.Join(nsBad, ", ") + ")", Hint: "uts, ipc, pid and net are supported"}
+			What: "checkpointing namespaces (" + strings.Join(nsBad, ", ") + ")", Hint: "uts, ipc, pid, net and mnt are supported"}
 	}
 	dir, err := spec.ExpandImagesDir(c.ImagesDir, spec.TemplateData{Time: spec.SnapshotTime(now), Name: job.Name()})
 	if err != nil {
@@ -367,9 +367,8 @@ func restorePlan(job *spec.Job) (*Plan, error) {
 	if r.Hooks.NetworkUnlock != nil && !r.Options.TCPEstablished {
 		return nil, &NotSupportedError{Field: "spec.hooks.networkUnlock", What: "unlocking the network (network-unlock hooks)"}
 	}
-	if err := unsupportedOptions(r.Options); err != nil {
-		return nil, err
-	}
+	// options.root is the -r directory a mount namespace is rebuilt
+	// under (engine/ns); the engine refuses it for images without one.
 	p := &Plan{Job: job, Kind: job.Kind, Name: job.Name()}
 	lock, unlock := lockSteps(job.Name())
 	p.Steps = append(p.Steps, lock)
@@ -466,7 +465,8 @@ func shortDuration(d time.Duration) string {
 func unsupportedOptions(o spec.Options) error {
 	switch {
 	case o.Root != "":
-		return &NotSupportedError{Field: "spec.options.root", Flag: "-r/--root", What: "changing the root filesystem (-r/--root)"}
+		return &NotSupportedError{Field: "spec.options.root", Flag: "-r/--root", What: "changing the root filesystem at checkpoint time (-r/--root)",
+			Hint: "-r is implemented for restore, where it gives the root of the restored mount namespace"}
 	}
 	return nil
 }

@@ -31,7 +31,7 @@ func TestJobCommandsBadInput(t *testing.T) {
 	}
 	manyBad := write("many.yaml", many.String())
 	secondBad := write("second.yaml", good+"---\napiVersion: crtools/v1\nkind: Restore\nmetadata: {name: r}\nspec: {imagesDir: imgs, detach: true}\n")
-	secondUnsupported := write("unsupported.yaml", good+"---\napiVersion: crtools/v1\nkind: Restore\nmetadata: {name: r}\nspec: {imagesDir: imgs, options: {root: /mnt}}\n")
+	secondUnsupported := write("unsupported.yaml", good+"---\napiVersion: crtools/v1\nkind: Checkpoint\nmetadata: {name: r}\nspec:\n  target: {pid: 1}\n  imagesDir: imgs2\n  options: {root: /mnt}\n")
 	cases := []struct {
 		name string
 		args []string
@@ -46,7 +46,7 @@ func TestJobCommandsBadInput(t *testing.T) {
 		{"one problem", []string{oneBad}, exitUsage, "crtools: invalid spec: " + oneBad + `:7:3: spec.leaveRuning: unknown field "leaveRuning"`, 1},
 		{"many problems", []string{manyBad}, exitUsage, "crtools: invalid spec (16 problems):", 1 + maxSpecErrors + 1},
 		{"second document bad", []string{secondBad}, exitUsage, "crtools: invalid spec: " + secondBad + `:11:25: spec.detach: unknown field "detach"`, 1},
-		{"second document not supported", []string{secondUnsupported}, exitFailed, "crtools: " + secondUnsupported + "#2: spec.options.root: changing the root filesystem (-r/--root) is not supported yet", 1},
+		{"second document not supported", []string{secondUnsupported}, exitFailed, "crtools: " + secondUnsupported + "#2: spec.options.root: changing the root filesystem at checkpoint time (-r/--root) is not supported yet", 1},
 		{"two files", []string{oneBad, manyBad}, exitUsage, "crtools: accepts 1 arg(s), received 2", 2},
 	}
 	for _, cmd := range []string{"validate", "plan", "apply"} {

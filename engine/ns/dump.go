@@ -22,6 +22,7 @@ type Dump struct {
 	ipc   *pb.IpcVarEntry
 	ipcID uint32
 	net   *netDump
+	mnt   *mntDump
 }
 
 // Collect checks the namespaces of every task of the tree against
@@ -106,6 +107,13 @@ func Collect(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string) (*Dump,
 			return nil, fmt.Errorf("read ipc namespace of pid %d: %w", root, err)
 		}
 	}
+	if req["mnt"] {
+		m, err := collectMnt(root, idOf(ids[0], "mnt"))
+		if err != nil {
+			return nil, err
+		}
+		d.mnt = m
+	}
 	if req["net"] {
 		n, err := collectNet(root, pids, idOf(ids[0], "net"))
 		if err != nil {
@@ -129,6 +137,11 @@ func (d *Dump) Write(dir string) error {
 	if d.ipc != nil {
 		if err := image.WriteFile(dir, image.IPCVar, uint64(d.ipcID), d.ipc); err != nil {
 			return fmt.Errorf("write ipc namespace: %w", err)
+		}
+	}
+	if d.mnt != nil {
+		if err := d.mnt.write(dir); err != nil {
+			return err
 		}
 	}
 	if d.net != nil {

@@ -20,8 +20,12 @@
 //     restore creates the veth pairs with their outside ends in crtools'
 //     namespace (--veth-pair).
 //
-// Everything else (mnt, nested namespaces inside the tree) is
-// refused with engine.ErrNotSupported rather than dumped incompletely.
+//   - mnt: the mount table (mnt.go): tmpfs with its contents, proc,
+//     sysfs, devpts, mqueue, bind mounts of directories crtools sees;
+//     restore builds it under the -r/--root directory and pivot_roots.
+//
+// Everything else (nested namespaces inside the tree, other mount kinds,
+// network devices other than lo and veth) is refused with engine.ErrNotSupported rather than dumped incompletely.
 //
 // Dump rule: a task whose namespace differs from crtools' own must have
 // that namespace checkpointed with -n, else its state would be restored
@@ -48,7 +52,7 @@ import (
 var Known = []string{"uts", "ipc", "mnt", "pid", "net"}
 
 // Supported are the namespaces this package dumps and restores.
-var Supported = map[string]bool{"uts": true, "ipc": true, "pid": true, "net": true}
+var Supported = map[string]bool{"uts": true, "ipc": true, "pid": true, "net": true, "mnt": true}
 
 // CheckRequested refuses namespaces crtools cannot checkpoint yet.
 func CheckRequested(requested []string) error {

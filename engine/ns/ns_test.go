@@ -21,9 +21,12 @@ func TestCheckRequested(t *testing.T) {
 	if err := CheckRequested([]string{"uts", "pid"}); err != nil {
 		t.Errorf("uts,pid: %v", err)
 	}
-	err := CheckRequested([]string{"uts", "net", "mnt"})
-	if !errors.Is(err, engine.ErrNotSupported) || !strings.Contains(err.Error(), "(-n mnt)") {
-		t.Errorf("uts,net,mnt: %v, want not supported naming mnt only", err)
+	if err := CheckRequested([]string{"uts", "net", "mnt", "ipc", "pid"}); err != nil {
+		t.Errorf("all five: %v", err)
+	}
+	err := CheckRequested([]string{"uts", "user", "cgroup"})
+	if !errors.Is(err, engine.ErrNotSupported) || !strings.Contains(err.Error(), "cgroup, user") {
+		t.Errorf("uts,user,cgroup: %v, want not supported naming cgroup, user", err)
 	}
 }
 

@@ -29,12 +29,14 @@ type Root struct {
 	// Net is the network namespace to build (net.go); nil: the root
 	// shares crtools'.
 	Net *NetRestore
+	// Mnt is the mount namespace to build (mnt.go); nil: the root
+	// shares crtools'.
+	Mnt *MntRestore
 }
 
 // unsupportedImages are images of namespaces restore cannot rebuild yet.
 var unsupportedImages = []struct{ glob, what string }{
 	{"netns-*.img", "network namespaces"},
-	{"mountpoints-*.img", "mount namespaces"},
 	{"ipcns-shm-*.img", "SysV shared memory"},
 	{"ipcns-msg-*.img", "SysV message queues"},
 	{"ipcns-sem-*.img", "SysV semaphores"},
@@ -70,6 +72,18 @@ func Load(dir string, rootPid int, ids []*pb.TaskKobjIdsEntry) (*Root, error) {
 				return nil, fmt.Errorf("restore task #%d in another pid namespace than the root: nested pid namespaces: %w", i+1, engine.ErrNotSupported)
 			}
 		}
+	}
+	if id := ids[0].GetMntNsId(); id != 0 && image.Exists(dir, image.Mnts, uint64(id)) {
+		for i, t := range ids[1:] {
+			if x := t.GetMntNsId(); x != 0 && x != id {
+				return nil, fmt.Errorf("restore task #%d in another mnt namespace than the root: nested mount namespaces: %w", i+1, engine.ErrNotSupported)
+			}
+		}
+		m, err := loadMnt(dir, id)
+		if err != nil {
+			return nil, err
+		}
+		r.Mnt, r.Flags = m, r.Flags|unix.CLONE_NEWNS
 	}
 	if id := ids[0].GetNetNsId(); id != 0 && image.Exists(dir, image.Netdev, uint64(id)) {
 		for i, t := range ids[1:] {

@@ -25,6 +25,14 @@ func (r *restorer) loadNamespaces(img *imageSet) error {
 		return err
 	}
 	r.ns = root
+	if root.Mnt != nil {
+		// Checked now, before any task exists.
+		if _, err := root.Mnt.Ops(r.opts.Root); err != nil {
+			return err
+		}
+	} else if r.opts.Root != "" {
+		return fmt.Errorf("-r/--root %s: these images hold no mount namespace (dump with -n mnt) to put under it", r.opts.Root)
+	}
 	if len(r.opts.VethPairs) > 0 && root.Net == nil {
 		// Not ignored silently, not an error either: a job spec may
 		// name pairs for whatever images it is given.
@@ -32,7 +40,7 @@ func (r *restorer) loadNamespaces(img *imageSet) error {
 	}
 	if root.Flags != 0 {
 		r.log.Info().Str("hostname", root.UTS.GetNodename()).Bool("uts", root.UTS != nil).Bool("ipc", root.IPC != nil).
-			Bool("pid", root.PidNS).Bool("net", root.Net != nil).Msg("the root task gets namespaces of its own")
+			Bool("pid", root.PidNS).Bool("net", root.Net != nil).Bool("mnt", root.Mnt != nil).Msg("the root task gets namespaces of its own")
 	}
 	return nil
 }
@@ -52,6 +60,9 @@ func (r *restorer) nsCloneFlags() uint64 {
 func (r *restorer) restoreNamespaces(root *puppet) error {
 	if r.ns == nil {
 		return nil
+	}
+	if err := r.restoreMounts(root); err != nil {
+		return fmt.Errorf("restore mount namespace of task %d: %w", root.pid, err)
 	}
 	if u := r.ns.UTS; u != nil {
 		for _, x := range []struct {
@@ -151,5 +162,90 @@ func (p *puppet) dropCrtoolsFd() error {
 		return nil
 	}
 	_, err := p.callf("close the pidfd of crtools", unix.SYS_CLOSE, uint64(p.crtoolsFd))
+	return err
+}
+
+// restoreMounts builds the root's new mount namespace (engine/ns mnt.go)
+// by syscalls injected into the root: every mount private, the -r
+// directory bound on itself, each dumped mount under it (tmpfs contents
+// extracted by crtools through /proc/PID/root), then pivot_root into it.
+// Preconditions: on the tracer thread; root was cloned with CLONE_NEWNS
+// and no other task is in its namespace yet.
+func (r *restorer) restoreMounts(root *puppet) error {
+	if r.ns.Mnt == nil {
+		return nil
+	}
+	ops, err := r.ns.Mnt.Ops(r.opts.Root)
+	if err != nil {
+		return err
+	}
+	str := func(s string) (uint64, error) {
+		if s == "" {
+			return 0, nil
+		}
+		return root.putString(s)
+	}
+	slash, err := str("/")
+	if err != nil {
+		return err
+	}
+	// Nothing done here may reach crtools' namespace.
+	if _, err := root.callf("make every mount private", unix.SYS_MOUNT, 0, slash, 0, unix.MS_REC|unix.MS_PRIVATE, 0); err != nil {
+		return err
+	}
+	seen := fmt.Sprintf("/proc/%d/root", root.pid)
+	for _, op := range ops {
+		if fi, err := os.Stat(seen + op.Target); err != nil || !fi.IsDir() {
+			return fmt.Errorf("mount %s: no directory %s to mount on under -r %s", op.Mountpoint, op.Target, r.opts.Root)
+		}
+		var a [4]uint64
+		for i, s := range []string{op.Source, op.Target, op.FSType, op.Data} {
+			if a[i], err = str(s); err != nil {
+				return err
+			}
+		}
+		what := fmt.Sprintf("mount %s (%s %s)", op.Mountpoint, op.FSType, op.Source)
+		if _, err := root.callf(what, unix.SYS_MOUNT, a[0], a[1], a[2], op.Flags, a[3]); err != nil {
+			return err
+		}
+		if op.Remount&^unix.MS_RELATIME != 0 {
+			tgt, err := str(op.Target)
+			if err != nil {
+				return err
+			}
+			if _, err := root.callf("set flags of bind mount "+op.Mountpoint, unix.SYS_MOUNT, 0, tgt, 0, unix.MS_REMOUNT|unix.MS_BIND|op.Remount, 0); err != nil {
+				return err
+			}
+		}
+		if op.Tar != "" {
+			if err := ns.ExtractTmpfs(op.Tar, seen+op.Target); err != nil {
+				return err
+			}
+		}
+	}
+	dir, err := str(r.opts.Root)
+	if err != nil {
+		return err
+	}
+	if _, err := root.callf("enter the new root", unix.SYS_CHDIR, dir); err != nil {
+		return err
+	}
+	dot, err := str(".")
+	if err != nil {
+		return err
+	}
+	if _, err := root.callf("pivot_root into -r "+r.opts.Root, unix.SYS_PIVOT_ROOT, dot, dot); err != nil {
+		return err
+	}
+	if dot, err = str("."); err != nil {
+		return err
+	}
+	if _, err := root.callf("detach the old root", unix.SYS_UMOUNT2, dot, unix.MNT_DETACH); err != nil {
+		return err
+	}
+	if slash, err = str("/"); err != nil {
+		return err
+	}
+	_, err = root.callf("go to the new root", unix.SYS_CHDIR, slash)
 	return err
 }

@@ -170,7 +170,7 @@ func TestNSUTSIPCDumpRestore(t *testing.T) {
 
 // TestNSRefusals: a task in namespaces of its own is not dumped without
 // -n for each of them, -n for a namespace shared with crtools is an error,
-// and namespaces not implemented fail in one "not supported yet" line;
+// and -n for net or mnt namespaces the task shares with crtools too;
 // the task runs on untouched after every refusal.
 func TestNSRefusals(t *testing.T) {
 	harness.RequireRoot(t)
@@ -192,7 +192,7 @@ func TestNSRefusals(t *testing.T) {
 		{"no -n", w.pid, nil, []string{"uts namespace of its own", "-n uts"}},
 		{"-n uts without ipc", w.pid, []string{"-n", "uts"}, []string{"ipc namespace of its own", "-n ipc"}},
 		{"-n net of a task sharing crtools' net", w.pid, []string{"-n", "uts,ipc,net"}, []string{"shares crtools' net namespace"}},
-		{"-n mnt", w.pid, []string{"-n", "mnt"}, []string{"mnt", "not supported yet"}},
+		{"-n mnt of a task sharing crtools' mnt", w.pid, []string{"-n", "uts,ipc,mnt"}, []string{"shares crtools' mnt namespace"}},
 		{"-n uts of a task sharing crtools' uts", sleeper.Process.Pid, []string{"-n", "uts"}, []string{"shares crtools' uts namespace"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -218,10 +218,9 @@ func TestPlanCommand(t *testing.T) {
 	if code != exitFailed || !strings.Contains(errs, "spec.hooks.networkLock: locking the network (network-lock hooks) is not supported yet") {
 		t.Errorf("network lock: exit %d: %s", code, errs)
 	}
-	// mnt namespaces are not checkpointed yet (uts, ipc, pid and net are).
-	code, _, errs = runCLI(t, "dump", "-t", "1", "-D", t.TempDir()+"/x", "-n", "uts,mnt")
-	if code != exitFailed || !strings.Contains(errs, "-n/--namespaces: checkpointing namespaces (mnt) is not supported yet") {
-		t.Errorf("dump -n mnt: exit %d: %s", code, errs)
+	code, _, errs = runCLI(t, "dump", "-t", "1", "-D", t.TempDir()+"/x", "-r", "/")
+	if code != exitFailed || !strings.Contains(errs, "not supported yet") {
+		t.Errorf("dump -r: exit %d: %s", code, errs)
 	}
 }
 

@@ -213,29 +213,31 @@ func TestNSNetDumpRestore(t *testing.T) {
 		}
 	}
 
-	// A restore that fails after the veth pair was made (the pages of
-	// the root are missing) removes it again.
+	// A restore that fails after the veth pair was made (a route whose
+	// gateway is on no link of the namespace) removes it again.
 	broken := filepath.Join(t.TempDir(), "broken")
 	if err := os.MkdirAll(broken, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), "pages-") {
-			continue
-		}
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
 			t.Fatal(err)
+		}
+		if strings.HasPrefix(e.Name(), "net-") {
+			if !strings.Contains(string(b), `"gw": "`+netOuterIP+`"`) {
+				t.Fatalf("%s has no route via %s:\n%s", e.Name(), netOuterIP, b)
+			}
+			b = []byte(strings.ReplaceAll(string(b), `"gw": "`+netOuterIP+`"`, `"gw": "198.18.9.9"`))
 		}
 		if err := os.WriteFile(filepath.Join(broken, e.Name()), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	code, out = crtoolsInNet(t, outer, "restore", "-D", broken, "-d", "--veth-pair", "ctr0=crt-out1")
-	// It must fail after the tasks (and the veth pair) were made.
-	if code == 0 || !strings.Contains(out, "step restore-state") {
-		t.Fatalf("restore without the pages: exit %d, want a failure at restore-state:\n%s", code, out)
+	if code == 0 || !strings.Contains(out, "add route to 198.18.5.0/24") {
+		t.Fatalf("restore with a bad route: exit %d, want a failure adding it:\n%s", code, out)
 	}
 	if linkExists(t, outer, "crt-out1") {
 		t.Errorf("a failed restore left the link crt-out1 behind:\n%s", out)

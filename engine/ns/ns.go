@@ -24,8 +24,10 @@
 //     sysfs, devpts, mqueue, bind mounts of directories crtools sees;
 //     restore builds it under the -r/--root directory and pivot_roots.
 //
-// Everything else (nested namespaces inside the tree, other mount kinds,
-// network devices other than lo and veth) is refused with engine.ErrNotSupported rather than dumped incompletely.
+// Everything else (user, cgroup and time namespaces, nested namespaces
+// inside the tree, other mount kinds, network devices other than lo and
+// veth, sockets inside a checkpointed network namespace) is refused with
+// engine.ErrNotSupported rather than dumped incompletely.
 //
 // Dump rule: a task whose namespace differs from crtools' own must have
 // that namespace checkpointed with -n, else its state would be restored

@@ -42,23 +42,14 @@ failed and rolled back; 2 invalid spec; 3 rollback incomplete; 4 the
 recipe is locked by another run.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := noImagesDirFlag(cmd); err != nil {
-				return err
-			}
-			jobs, err := loadSpec(args[0])
+			// Plan every job first: a field that is not supported yet in
+			// the second document must fail before the first one runs.
+			jobs, plans, err := loadAndPlan(cmd, args[0])
 			if err != nil {
 				return err
 			}
-			// Plan every job first: a field that is not supported yet in
-			// the second document must fail before the first one runs.
-			for _, j := range jobs {
-				if _, err := buildPlan(j, time.Now()); err != nil {
-					return err
-				}
-			}
 			if f.DryRun {
-				for _, j := range jobs {
-					p, _ := buildPlan(j, time.Now())
+				for _, p := range plans {
 					fmt.Fprint(cmd.OutOrStdout(), p.Format())
 				}
 				fmt.Fprintln(cmd.OutOrStdout(), "Dry run: nothing was changed.")
@@ -120,6 +111,27 @@ func loadSpec(path string) ([]*spec.Job, error) {
 
 // buildPlan plans a job; a field whose engine does not exist yet is a
 // failure (exit 1), anything else wrong with the job is exit 2.
+// loadAndPlan loads the spec file path of a spec command (apply, plan)
+// and plans each of its jobs.
+func loadAndPlan(cmd *cobra.Command, path string) ([]*spec.Job, []*planner.Plan, error) {
+	if err := noImagesDirFlag(cmd); err != nil {
+		return nil, nil, err
+	}
+	jobs, err := loadSpec(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	var plans []*planner.Plan
+	for _, j := range jobs {
+		p, err := buildPlan(j, time.Now())
+		if err != nil {
+			return nil, nil, err
+		}
+		plans = append(plans, p)
+	}
+	return jobs, plans, nil
+}
+
 func buildPlan(j *spec.Job, now time.Time) (*planner.Plan, error) {
 	p, err := planner.Build(j, now)
 	if err != nil {

@@ -3,11 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/crtools/crtools/planner"
 )
 
 func init() { registerCommand(newPlanCommand) }
@@ -22,20 +19,9 @@ each with how it is undone. Nothing is changed. A field whose engine does
 not exist yet (e.g. pageServer) makes plan fail with "not supported yet".`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := noImagesDirFlag(cmd); err != nil {
-				return err
-			}
-			jobs, err := loadSpec(args[0])
+			_, plans, err := loadAndPlan(cmd, args[0])
 			if err != nil {
 				return err
-			}
-			var plans []*planner.Plan
-			for _, j := range jobs {
-				p, err := buildPlan(j, time.Now())
-				if err != nil {
-					return err
-				}
-				plans = append(plans, p)
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {

@@ -246,15 +246,8 @@ func dumpSkOpts(fd int) (*pb.SkOptsEntry, error) {
 		return nil, err
 	}
 	o.SoBufLock = u32p(uint32(v))
-	for _, t := range []struct {
-		opt       int
-		sec, usec **uint64
-	}{{unix.SO_SNDTIMEO, &o.SoSndTmoSec, &o.SoSndTmoUsec}, {unix.SO_RCVTIMEO, &o.SoRcvTmoSec, &o.SoRcvTmoUsec}} {
-		tv, err := unix.GetsockoptTimeval(fd, unix.SOL_SOCKET, t.opt)
-		if err != nil {
-			return nil, fmt.Errorf("get socket timeout %d: %w", t.opt, os.NewSyscallError("getsockopt", err))
-		}
-		*t.sec, *t.usec = u64p(uint64(tv.Sec)), u64p(uint64(tv.Usec))
+	if err := getSockTimeouts(fd, o); err != nil {
+		return nil, err
 	}
 	bools := []struct {
 		opt  int
@@ -331,17 +324,8 @@ func restoreSkOpts(fd int, o *pb.SkOptsEntry) error {
 			return err
 		}
 	}
-	for _, t := range []struct {
-		opt       int
-		sec, usec uint64
-	}{{unix.SO_SNDTIMEO, o.GetSoSndTmoSec(), o.GetSoSndTmoUsec()}, {unix.SO_RCVTIMEO, o.GetSoRcvTmoSec(), o.GetSoRcvTmoUsec()}} {
-		if t.sec == 0 && t.usec == 0 {
-			continue
-		}
-		tv := unix.Timeval{Sec: int64(t.sec), Usec: int64(t.usec)}
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, t.opt, &tv); err != nil {
-			return fmt.Errorf("set socket timeout %d: %w", t.opt, os.NewSyscallError("setsockopt", err))
-		}
+	if err := setSockTimeouts(fd, o); err != nil {
+		return err
 	}
 	for _, b := range []struct {
 		opt  int

@@ -5,7 +5,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"runtime"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -148,11 +151,15 @@ func (s *dumpState) writeMeta(dir string) error {
 
 // Copy pipeline tuning: a batch is one process_vm_readv call, at most
 // batchBytes into one buffer from at most maxIov remote ranges (IOV_MAX).
-// Three buffers let the reader fill one while the writer drains another.
+// Up to maxReaders readers copy alternate batches in parallel (the copy
+// is CPU-bound in the kernel: one reader per CPU), each into its own
+// bufsPerReader buffers, so that a reader fills one while the writer
+// drains another.
 const (
-	batchBytes = 8 << 20
-	maxIov     = 1024
-	nBuffers   = 3
+	batchBytes    = 8 << 20
+	maxIov        = 1024
+	maxReaders    = 2
+	bufsPerReader = 2
 	// writebackEvery bytes of pages, writeback of the pages file starts.
 	writebackEvery = 64 << 20
 )
@@ -161,6 +168,51 @@ type batch struct {
 	buf  []byte
 	runs []pageRange
 	err  error
+}
+
+// batchPlan is what one batch reads: runs are in address order and, for
+// viaMem, a single range read through /proc/PID/mem.
+type batchPlan struct {
+	runs   []pageRange
+	off    uint64 // of the batch's data in the task's pages
+	bytes  uint64
+	viaMem bool
+}
+
+// planBatches cuts ranges into batches of at most batchBytes and maxIov
+// runs; a range the task may not read (viaMem) gets batches of its own.
+func planBatches(ranges []pageRange) []batchPlan {
+	var plans []batchPlan
+	var cur batchPlan
+	var off uint64
+	flush := func() {
+		if len(cur.runs) > 0 {
+			cur.off = off
+			off += cur.bytes
+			plans = append(plans, cur)
+		}
+		cur = batchPlan{}
+	}
+	for _, r := range ranges {
+		if r.viaMem != cur.viaMem {
+			flush()
+		}
+		for r.start < r.end {
+			if cur.bytes == batchBytes || len(cur.runs) == maxIov {
+				flush()
+			}
+			n := min(r.end-r.start, batchBytes-cur.bytes)
+			cur.viaMem = r.viaMem
+			cur.runs = append(cur.runs, pageRange{start: r.start, end: r.start + n})
+			cur.bytes += n
+			r.start += n
+			if r.viaMem {
+				flush() // one ReadAt per batch
+			}
+		}
+	}
+	flush()
+	return plans
 }
 
 // writeTaskPages copies the pages of one task into pagemap-<pid>.img and
@@ -178,51 +230,70 @@ func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, 
 		}
 	}()
 
+	plans := planBatches(ts.pages)
+	nReaders := min(maxReaders, runtime.GOMAXPROCS(0), len(plans))
 	// Buffers: full-size ones are kept for the next task (a tree of
-	// small tasks must not allocate 24 MiB each); a task with little
+	// small tasks must not allocate 32 MiB each); a task with little
 	// memory gets one buffer of its size.
-	var need uint64
-	for _, r := range ts.pages {
-		need += r.end - r.start
-	}
-	free := make(chan []byte, nBuffers)
-	if need < batchBytes {
-		free <- make([]byte, max(need, pageSize))
-	} else {
-		for i := 0; i < nBuffers; i++ {
-			free <- d.getBuf()
+	free := make([]chan []byte, nReaders)
+	full := make([]chan batch, nReaders)
+	for w := range nReaders {
+		free[w] = make(chan []byte, bufsPerReader)
+		// A reader has at most bufsPerReader batches out: it never
+		// blocks sending one.
+		full[w] = make(chan batch, bufsPerReader)
+		if len(plans) == 1 && plans[0].bytes < batchBytes {
+			free[w] <- make([]byte, max(plans[0].bytes, pageSize))
+			continue
+		}
+		for range bufsPerReader {
+			free[w] <- d.getBuf()
 		}
 	}
-	defer func() {
-		for {
-			select {
-			case b := <-free:
-				if cap(b) == batchBytes {
-					d.bufs = append(d.bufs, b)
-				}
-			default:
-				return
-			}
+	// Into a local pages file the readers write their batches
+	// themselves, at their place in it: the copy out of the task and the
+	// write into the file (both CPU-bound on tmpfs) run in parallel, and
+	// the writer only records the runs. A page server gets the data in
+	// order from the writer.
+	var out *pagesOut
+	if lw, ok := pw.(*image.PagesWriter); ok {
+		if err := lw.Flush(); err != nil {
+			return 0, fmt.Errorf("write pages of pid %d: %w", pid, err)
 		}
-	}()
-	full := make(chan batch, nBuffers)
+		out = &pagesOut{f: lw.PagesFile(), base: lw.Written()}
+	}
 	stop := make(chan struct{})
-	var copyTime time.Duration
-	go func() {
-		defer close(full)
-		copyTime = readBatches(ctx, ts.t.pid, ts.pages, free, full, stop)
-	}()
+	copyTimes := make([]time.Duration, nReaders)
+	for w := range nReaders {
+		go func() {
+			defer close(full[w])
+			copyTimes[w] = readBatches(ctx, ts.t.pid, plans, w, nReaders, out, free[w], full[w], stop)
+		}()
+	}
 	var werr error
 	var total, kicked int64
-	for b := range full {
-		if werr == nil && b.err != nil {
-			werr = b.err
+	// Batch k comes from reader k%nReaders: taking them in that order
+	// keeps the pagemap runs in address order.
+	for k := range plans {
+		w := k % nReaders
+		b, ok := <-full[w]
+		if !ok {
+			// A reader stops early only after an error, which comes
+			// first in its channel.
+			werr = fmt.Errorf("copy pages of pid %d: reader %d ended early", pid, w)
+			break
 		}
-		if werr == nil {
+		if b.err != nil {
+			werr = b.err
+		} else {
 			off := 0
 			for _, r := range b.runs {
 				n := int(r.end - r.start)
-				if err := pw.AddRun(r.start, b.buf[off:off+n], uint64(n/pageSize)); err != nil {
+				var data []byte // written by the reader (out)
+				if out == nil {
+					data = b.buf[off : off+n]
+				}
+				if err := pw.AddRun(r.start, data, uint64(n/pageSize)); err != nil {
 					werr = fmt.Errorf("write pages of pid %d: %w", pid, err)
 					break
 				}
@@ -242,16 +313,40 @@ func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, 
 				kicked = total
 			}
 		}
+		if b.buf != nil {
+			free[w] <- b.buf[:cap(b.buf)]
+		}
 		if werr != nil {
-			select {
-			case <-stop:
-			default:
-				close(stop)
+			break
+		}
+	}
+	// Stop the readers (they may be ahead, or behind a failed one) and
+	// wait for them: every buffer comes back, no reader outlives us.
+	close(stop)
+	for w := range nReaders {
+		for b := range full[w] { // batches past the end or the first error
+			if b.buf != nil {
+				free[w] <- b.buf[:cap(b.buf)]
 			}
 		}
-		free <- b.buf[:cap(b.buf)]
 	}
-	d.Timings.Copy += copyTime
+	for w := range nReaders {
+		close(free[w])
+		for b := range free[w] {
+			if cap(b) == batchBytes {
+				d.bufs = append(d.bufs, b)
+			}
+		}
+	}
+	// The copies overlap: the slowest reader is the copy's wall time.
+	d.Timings.Copy += slices.Max(append(copyTimes, 0))
+	if werr == nil && out != nil {
+		// The readers wrote with pwrite: leave the file offset where the
+		// data ends, as a sequential writer would.
+		if _, err := out.f.Seek(out.base+total, io.SeekStart); err != nil {
+			werr = fmt.Errorf("write pages of pid %d: %w", pid, err)
+		}
+	}
 	if werr != nil {
 		return 0, werr
 	}
@@ -264,10 +359,20 @@ func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, 
 	return total, nil
 }
 
-// readBatches cuts ranges into batches and reads each with one
-// process_vm_readv (or /proc/PID/mem for pages the task may not read).
-// It returns the time spent reading.
-func readBatches(ctx context.Context, pid int, ranges []pageRange, free <-chan []byte, full chan<- batch, stop <-chan struct{}) time.Duration {
+// pagesOut is a local pages file the readers write into: batch data goes
+// at base plus the batch's offset (image.PagesWriter.PagesFile: the runs
+// are added with AddRun(vaddr, nil, n), and the data lies at Written()).
+type pagesOut struct {
+	f    *os.File
+	base int64
+}
+
+// readBatches reads the batches first, first+step, ... of plans, each with
+// one process_vm_readv (or /proc/PID/mem for pages the task may not read),
+// into buffers from free, writes them into out if it is not nil, and sends
+// them in order to full. After an error it sends the error and returns. It
+// returns the time spent reading.
+func readBatches(ctx context.Context, pid int, plans []batchPlan, first, step int, out *pagesOut, free <-chan []byte, full chan<- batch, stop <-chan struct{}) time.Duration {
 	var spent time.Duration
 	var mem *os.File
 	defer func() {
@@ -276,80 +381,52 @@ func readBatches(ctx context.Context, pid int, ranges []pageRange, free <-chan [
 		}
 	}()
 	remote := make([]unix.RemoteIovec, 0, maxIov)
-	i := 0
-	var cur pageRange
-	if len(ranges) > 0 {
-		cur = ranges[0]
-	}
-	for i < len(ranges) {
+	for k := first; k < len(plans); k += step {
 		var buf []byte
 		select {
 		case buf = <-free:
 		case <-stop:
 			return spent
 		}
+		select {
+		case <-stop:
+			full <- batch{buf: buf} // hand it back unread
+			return spent
+		default:
+		}
+		p := plans[k]
 		if err := ctx.Err(); err != nil {
-			full <- batch{err: err}
+			full <- batch{buf: buf, err: err}
 			return spent
 		}
-		b := batch{buf: buf[:0]}
-		remote = remote[:0]
-		// Fill the batch with ranges the task can read.
-		for i < len(ranges) && len(b.buf) < batchBytes && len(remote) < maxIov {
-			if cur.viaMem {
-				if len(b.runs) > 0 {
-					break // read these on their own
-				}
-				n := cur.end - cur.start
-				if room := uint64(batchBytes); n > room {
-					n = room
-				}
-				start := time.Now()
-				if mem == nil {
-					var err error
-					if mem, err = os.Open(fmt.Sprintf("/proc/%d/mem", pid)); err != nil {
-						full <- batch{err: fmt.Errorf("open memory of pid %d: %w", pid, err)}
-						return spent
-					}
-				}
-				data := buf[:n]
-				if _, err := mem.ReadAt(data, int64(cur.start)); err != nil {
-					full <- batch{err: fmt.Errorf("read memory of pid %d at %#x: %w", pid, cur.start, err)}
+		b := batch{buf: buf[:p.bytes], runs: p.runs}
+		start := time.Now()
+		if p.viaMem {
+			if mem == nil {
+				var err error
+				if mem, err = os.Open(fmt.Sprintf("/proc/%d/mem", pid)); err != nil {
+					full <- batch{buf: buf, err: fmt.Errorf("open memory of pid %d: %w", pid, err)}
 					return spent
 				}
-				spent += time.Since(start)
-				b.buf = data
-				b.runs = append(b.runs, pageRange{start: cur.start, end: cur.start + n})
-				cur.start += n
-				if cur.start == cur.end {
-					i++
-					if i < len(ranges) {
-						cur = ranges[i]
-					}
-				}
-				break
 			}
-			n := cur.end - cur.start
-			if room := uint64(batchBytes - len(b.buf)); n > room {
-				n = room
+			if _, err := mem.ReadAt(b.buf, int64(p.runs[0].start)); err != nil {
+				full <- batch{buf: buf, err: fmt.Errorf("read memory of pid %d at %#x: %w", pid, p.runs[0].start, err)}
+				return spent
 			}
-			remote = append(remote, unix.RemoteIovec{Base: uintptr(cur.start), Len: int(n)})
-			b.runs = append(b.runs, pageRange{start: cur.start, end: cur.start + n})
-			b.buf = b.buf[:len(b.buf)+int(n)]
-			cur.start += n
-			if cur.start == cur.end {
-				i++
-				if i < len(ranges) {
-					cur = ranges[i]
-				}
+		} else {
+			remote = remote[:0]
+			for _, r := range p.runs {
+				remote = append(remote, unix.RemoteIovec{Base: uintptr(r.start), Len: int(r.end - r.start)})
+			}
+			if err := readv(pid, b.buf, remote); err != nil {
+				full <- batch{buf: buf, err: err}
+				return spent
 			}
 		}
-		if len(remote) > 0 {
-			start := time.Now()
-			err := readv(pid, b.buf, remote)
-			spent += time.Since(start)
-			if err != nil {
-				full <- batch{err: err}
+		spent += time.Since(start)
+		if out != nil {
+			if _, err := out.f.WriteAt(b.buf, out.base+int64(p.off)); err != nil {
+				full <- batch{buf: buf, err: fmt.Errorf("write pages of pid %d: %w", pid, err)}
 				return spent
 			}
 		}

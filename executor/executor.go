@@ -549,12 +549,43 @@ func (r *run) makeTempDir() error {
 	if err := checkFinalDirFree(final); err != nil {
 		return err
 	}
-	d, err := os.MkdirTemp(parent, "."+filepath.Base(final)+".tmp-")
+	// The temporary name carries the recipe's name ("~" cannot occur in
+	// one, so the prefix is unambiguous). A run holding the recipe's lock
+	// knows that every such directory left in parent is the debris of an
+	// earlier run that was killed before it could roll back (SIGKILL, a
+	// power cut): no other run of this recipe can be writing it.
+	prefix := "." + r.plan.Name + "~"
+	if r.lock != nil {
+		removeStaleTemps(parent, prefix, r.log)
+	}
+	d, err := os.MkdirTemp(parent, prefix+filepath.Base(final)+".tmp-")
 	if err != nil {
 		return fmt.Errorf("create temporary images directory: %w", err)
 	}
 	r.tmpDir = d
 	return nil
+}
+
+// removeStaleTemps removes the temporary images directories named with
+// prefix in parent. Failing to remove one is not an error: it is hidden,
+// and snapshot listing, latestIn and retention ignore it.
+func removeStaleTemps(parent, prefix string, log zerolog.Logger) {
+	ents, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if !e.IsDir() || !strings.HasPrefix(n, prefix) || !strings.Contains(n, ".tmp-") {
+			continue
+		}
+		p := filepath.Join(parent, n)
+		if err := os.RemoveAll(p); err != nil {
+			log.Warn().Err(err).Str("dir", p).Msg("cannot remove the temporary images directory of an earlier run that did not finish")
+			continue
+		}
+		log.Info().Str("dir", p).Msg("removed the temporary images directory of an earlier run of this recipe that did not finish")
+	}
 }
 
 // checkFinalDirFree: the final images directory must not exist, or be an

@@ -856,3 +856,47 @@ func TestRetentionCronRecipe(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleTempDirsRemoved: a run holding the recipe's lock removes the
+// temporary images directories an earlier run of the same recipe left
+// when it was killed (SIGKILL: no rollback ran), and nothing else: not
+// another recipe's, not a hidden directory of unknown origin.
+func TestStaleTempDirsRemoved(t *testing.T) {
+	pid := startSleeper(t)
+	root := t.TempDir()
+	snaps := filepath.Join(root, "snaps")
+	stale := filepath.Join(snaps, ".stale~20260101T000000Z.tmp-123")
+	os.MkdirAll(stale, 0o755)
+	os.WriteFile(filepath.Join(stale, "pages-1.img"), []byte("half written"), 0o644)
+	keep := []string{".stale.x~20260101T000000Z.tmp-9", ".other~20260101T000000Z.tmp-7", ".old.tmp-123"}
+	for _, k := range keep {
+		os.MkdirAll(filepath.Join(snaps, k), 0o755)
+	}
+	job := loadJob(t, fmt.Sprintf(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: stale}
+spec:
+  target: {pid: %d}
+  imagesDir: %s/{{ .Time }}
+  leaveRunning: true
+`, pid, snaps), root)
+	ev := &events{}
+	now := time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)
+	opts := testOpts(t, ev, &fakeDumper{ev: ev})
+	opts.Now = func() time.Time { return now }
+	j := Run(context.Background(), buildPlan(t, job, now), opts)
+	if j.Result != ResultDone {
+		t.Fatalf("run: %s %s", j.Result, j.Error)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale temporary directory of this recipe still there (%v)", err)
+	}
+	for _, k := range keep {
+		if _, err := os.Stat(filepath.Join(snaps, k)); err != nil {
+			t.Errorf("%s was removed: %v", k, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(j.ImagesDir, CompleteMarker)); err != nil {
+		t.Errorf("the run's own snapshot is not complete: %v", err)
+	}
+}

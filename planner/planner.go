@@ -296,7 +296,7 @@ func checkpointPlan(job *spec.Job, now time.Time) (*Plan, error) {
 	if len(opts) > 0 {
 		with = " (with " + strings.Join(opts, ", ") + ")"
 	}
-	tmp := filepath.Join(p.SnapshotsDir, "."+filepath.Base(dir)+".tmp-*")
+	tmp := filepath.Join(p.SnapshotsDir, "."+p.Name+"~"+filepath.Base(dir)+".tmp-*")
 	p.Steps = append(p.Steps,
 		Step{Name: "freeze", Kind: KindFreeze,
 			Description: "freeze the process tree: seize and stop every thread of every task",

@@ -265,3 +265,101 @@ spec:
 		})
 	}
 }
+
+// TestApplyCrash: crtools killed (SIGKILL, no rollback possible) while it
+// writes a snapshot leaves nothing that looks like a snapshot: only a
+// hidden temporary directory, which latestIn and retention ignore; the
+// workload is not left frozen and is not killed (no SIGTRAP left
+// pending by an injection); the lock died with the process, so the
+// next run works and becomes the newest snapshot.
+func TestApplyCrash(t *testing.T) {
+	bin := crtoolsBin(t)
+	d := t.TempDir()
+	ready := filepath.Join(d, "ready")
+	prog := exec.Command("perl", "-e", `$| = 1; my $x = "a" x (64 << 20); open(my $r, ">", $ARGV[0]) or die; close $r; my $n = 0; while (1) { $n++; print "n=$n\n"; select(undef, undef, undef, 0.05); }`, ready)
+	out := filepath.Join(d, "w.out")
+	f, _ := os.Create(out)
+	prog.Stdout = f
+	prog.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := prog.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	defer func() { prog.Process.Kill(); prog.Wait() }()
+	for i := 0; i < 1000; i++ {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	snaps := filepath.Join(d, "snaps")
+	job := filepath.Join(d, "job.yaml")
+	os.WriteFile(job, []byte(fmt.Sprintf(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: crash}
+spec:
+  target: {pid: %d}
+  imagesDir: snaps/{{ .Time }}
+  leaveRunning: true
+  retention: {keepLast: 1}
+`, prog.Process.Pid)), 0o644)
+	lockDir := t.TempDir()
+	cmd := exec.Command(bin, "apply", job)
+	cmd.Env = append(os.Environ(), lockDirEnv+"="+lockDir)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Kill it as soon as the pages file grows in the temporary directory.
+	var tmp string
+	for i := 0; i < 2000 && tmp == ""; i++ {
+		ents, _ := os.ReadDir(snaps)
+		for _, e := range ents {
+			if strings.Contains(e.Name(), ".tmp-") {
+				if st, err := os.Stat(filepath.Join(snaps, e.Name(), "pages-1.img")); err == nil && st.Size() > 0 {
+					tmp = e.Name()
+				}
+			}
+		}
+		if tmp == "" {
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if tmp == "" {
+		t.Fatal("never saw the temporary directory being written")
+	}
+	ents, _ := os.ReadDir(snaps)
+	if len(ents) != 1 || ents[0].Name() != tmp {
+		t.Fatalf("after the crash %s holds %v, want only the temporary %s", snaps, ents, tmp)
+	}
+	if _, err := executor.LatestSnapshot(snaps); err == nil {
+		t.Errorf("latestIn found a snapshot after the crash")
+	}
+	// The workload goes on (the kernel detached it when its tracer died).
+	before, _ := os.ReadFile(out)
+	deadline := time.Now().Add(5 * time.Second)
+	for st := jobProcState(prog.Process.Pid); st != "S" && st != "R"; st = jobProcState(prog.Process.Pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("workload state %q after crtools was killed", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if jobProcState(prog.Process.Pid) == "Z" {
+		ps, _ := prog.Process.Wait()
+		t.Fatalf("the workload died when crtools was killed: %v", ps)
+	}
+	countsInOrder(t, "started (the output file has no start line)\n"+waitGrows(t, out, lines(string(before))+3))
+	r := crtoolsRun(t, []string{lockDirEnv + "=" + lockDir}, "apply", job)
+	if r.code != 0 {
+		t.Fatalf("run after the crash: exit %d: %s", r.code, r.stderr)
+	}
+	if l, err := executor.LatestSnapshot(snaps); err != nil || l != r.journals[0].ImagesDir {
+		t.Errorf("latest %s %v, want %s", l, err, r.journals[0].ImagesDir)
+	}
+	// The next run of the recipe holds its lock, so it knows the crashed
+	// run's temporary directory is debris and removes it.
+	if _, err := os.Stat(filepath.Join(snaps, tmp)); !os.IsNotExist(err) {
+		t.Errorf("the crashed run's temporary directory %s is still there (%v)", tmp, err)
+	}
+}

@@ -75,6 +75,13 @@ func injectQueries(t *task, status *proc.Status, timers []proc.PosixTimer) (res 
 	if err != nil {
 		return nil, err
 	}
+	// No PTRACE_O_EXITKILL at dump: a crtools killed mid-dump must leave
+	// the tree running, not in a SIGTRAP stop that kills it on detach
+	// (threads inherit this through ForThread). Not for a task in
+	// group-stop: settling one made TestIssue4Tree's stopped child come
+	// back running (not understood yet), so a crtools killed mid-dump can
+	// still cost a stopped task its life.
+	leader.SettleAtEnd = !t.groupStopped
 	if err := leader.Begin(); err != nil {
 		return nil, fmt.Errorf("begin injection into pid %d: %w", t.pid, err)
 	}

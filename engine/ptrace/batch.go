@@ -228,6 +228,7 @@ func (b *Batch) Run(calls []BatchCall) (err error) {
 		return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 	}
 	in.Events = in.Events[:0]
+	in.trapped = true // the batch ends in its int3's SIGTRAP stop
 	end := uint64(b.addr) + uint64(len(batchCode))
 	var left uint64
 	for {
@@ -335,5 +336,5 @@ func (b *Batch) ForThread(th *Injector) *Batch {
 // reading /proc again.
 func (in *Injector) ForThread(tid int) *Injector {
 	return &Injector{Tid: tid, SyscallAddr: in.SyscallAddr, Scratch: in.Scratch, ScratchSize: in.ScratchSize,
-		syscallStops: in.syscallStops}
+		syscallStops: in.syscallStops, SettleAtEnd: in.SettleAtEnd}
 }

@@ -42,6 +42,16 @@ type Injector struct {
 	// a single-step, for tasks that ignore SIGTRAP (see package doc).
 	syscallStops bool
 
+	// SettleAtEnd: End leaves the task in a PTRACE_EVENT_STOP (as
+	// PTRACE_INTERRUPT does) instead of the SIGTRAP signal-delivery-stop
+	// an injection ends in. Were the tracer to die while the task sits in
+	// that SIGTRAP stop, the kernel would deliver the SIGTRAP on detach
+	// and kill the task; a dump (no PTRACE_O_EXITKILL) sets this so that
+	// its tree survives a crtools killed mid-dump.
+	SettleAtEnd bool
+	// trapped: the task is in the SIGTRAP stop of an injection.
+	trapped bool
+
 	session *injectSession
 }
 
@@ -252,7 +262,41 @@ func (in *Injector) End() error {
 			return fmt.Errorf("restore rseq_cs of task %d: %w", in.Tid, err)
 		}
 	}
+	// Settle while every signal but SIGTRAP is still blocked.
+	if in.SettleAtEnd && in.trapped {
+		if err := in.settle(); err != nil {
+			return err
+		}
+	}
 	return SetSigmask(in.Tid, s.mask)
+}
+
+// settle moves the task from the SIGTRAP signal-delivery-stop of the last
+// injection into a PTRACE_EVENT_STOP: PTRACE_INTERRUPT, then resume with
+// the SIGTRAP suppressed; the kernel handles the pending interrupt trap
+// before anything else on the way back to user space, so the task runs
+// no instruction of its own. A signal-delivery-stop seen first (not
+// expected) is held back in Deferred like those of the injections.
+func (in *Injector) settle() error {
+	if err := Interrupt(in.Tid); err != nil {
+		return fmt.Errorf("settle task %d: %w", in.Tid, err)
+	}
+	for {
+		if err := Cont(in.Tid, 0); err != nil {
+			return fmt.Errorf("settle task %d: %w", in.Tid, err)
+		}
+		st, err := WaitStopped(in.Tid)
+		if err != nil {
+			return fmt.Errorf("settle task %d: %w", in.Tid, err)
+		}
+		if st.Event == unix.PTRACE_EVENT_STOP {
+			in.trapped = false
+			return nil
+		}
+		if st.SignalDelivery() && st.Sig != int(unix.SIGTRAP) {
+			in.Deferred = append(in.Deferred, st.Sig)
+		}
+	}
 }
 
 // SavedRegs returns the registers saved by Begin (the task's own).
@@ -338,6 +382,7 @@ func (in *Injector) run(nr uintptr, args []uintptr) (uintptr, error) {
 		ret, err = in.runSyscallStops()
 	} else {
 		ret, err = in.runSingleStep()
+		in.trapped = true
 	}
 	if err == nil && ownMask {
 		m, gerr := GetSigmask(in.Tid)

@@ -51,19 +51,20 @@ type VethPair struct {
 
 // DumpOptions are the dump options of crtools(1).
 type DumpOptions struct {
-	Pid            int      // -t: root of the tree
-	Namespaces     []string // -n: uts, ipc, mnt, pid, net
-	Root           string   // -r
-	ExtUnixSk      bool     // -x
-	EvasiveDevices bool
-	LinkRemap      bool
-	TCPEstablished bool
-	ShellJob       bool  // -j
-	FileLocks      bool  // -l
-	GhostLimit     int64 // largest deleted file whose contents go into the images; 0: default (1 MiB)
-	PageServer     *PageServer
-	ActionScripts  []string
-	Log            zerolog.Logger
+	Pid             int      // -t: root of the tree
+	Namespaces      []string // -n: uts, ipc, mnt, pid, net
+	Root            string   // -r
+	ExtUnixSk       bool     // -x
+	EvasiveDevices  bool
+	LinkRemap       bool
+	TCPEstablished  bool
+	ShellJob        bool  // -j
+	FileLocks       bool  // -l
+	GhostLimit      int64 // largest deleted file whose contents go into the images; 0: default (1 MiB)
+	TCPSkipInFlight bool  // --tcp-skip-in-flight: connections not accepted yet on a TCP listener are dropped, not refused
+	PageServer      *PageServer
+	ActionScripts   []string
+	Log             zerolog.Logger
 	// PidLog, if set, gives the logger for work on one process
 	// (--log-pid: one file per process); nil: use Log.
 	PidLog func(pid int) zerolog.Logger

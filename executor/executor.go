@@ -508,16 +508,17 @@ func (r *run) freeze(ctx context.Context, log zerolog.Logger) error {
 	}
 	c := r.job.Checkpoint
 	o := engine.DumpOptions{
-		Pid:            r.pid,
-		Namespaces:     c.Namespaces,
-		Root:           c.Options.Root,
-		ExtUnixSk:      c.Options.ExtUnixSockets,
-		EvasiveDevices: c.Options.EvasiveDevices,
-		LinkRemap:      c.Options.LinkRemap,
-		TCPEstablished: c.Options.TCPEstablished,
-		ShellJob:       c.Options.ShellJob,
-		FileLocks:      c.Options.FileLocks,
-		GhostLimit:     c.Options.GhostLimit,
+		Pid:             r.pid,
+		Namespaces:      c.Namespaces,
+		Root:            c.Options.Root,
+		ExtUnixSk:       c.Options.ExtUnixSockets,
+		EvasiveDevices:  c.Options.EvasiveDevices,
+		LinkRemap:       c.Options.LinkRemap,
+		TCPEstablished:  c.Options.TCPEstablished,
+		ShellJob:        c.Options.ShellJob,
+		FileLocks:       c.Options.FileLocks,
+		GhostLimit:      c.Options.GhostLimit,
+		TCPSkipInFlight: c.Options.TCPSkipInFlight,
 		// ActionScripts stay with the executor, which runs them at each
 		// hook step; the engine must not run them a second time.
 		// The engine logs in later steps too: the job's logger, not

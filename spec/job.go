@@ -90,14 +90,15 @@ type Ready struct {
 
 // Options are the man page's dump/restore switches.
 type Options struct {
-	FileLocks      bool   `yaml:"fileLocks,omitempty" json:"fileLocks,omitempty"`
-	TCPEstablished bool   `yaml:"tcpEstablished,omitempty" json:"tcpEstablished,omitempty"`
-	ShellJob       bool   `yaml:"shellJob,omitempty" json:"shellJob,omitempty"`
-	ExtUnixSockets bool   `yaml:"extUnixSockets,omitempty" json:"extUnixSockets,omitempty"`
-	LinkRemap      bool   `yaml:"linkRemap,omitempty" json:"linkRemap,omitempty"`
-	EvasiveDevices bool   `yaml:"evasiveDevices,omitempty" json:"evasiveDevices,omitempty"`
-	Root           string `yaml:"root,omitempty" json:"root,omitempty"`
-	GhostLimit     int64  `yaml:"ghostLimit,omitempty" json:"ghostLimit,omitempty"`
+	FileLocks       bool   `yaml:"fileLocks,omitempty" json:"fileLocks,omitempty"`
+	TCPEstablished  bool   `yaml:"tcpEstablished,omitempty" json:"tcpEstablished,omitempty"`
+	ShellJob        bool   `yaml:"shellJob,omitempty" json:"shellJob,omitempty"`
+	ExtUnixSockets  bool   `yaml:"extUnixSockets,omitempty" json:"extUnixSockets,omitempty"`
+	LinkRemap       bool   `yaml:"linkRemap,omitempty" json:"linkRemap,omitempty"`
+	EvasiveDevices  bool   `yaml:"evasiveDevices,omitempty" json:"evasiveDevices,omitempty"`
+	Root            string `yaml:"root,omitempty" json:"root,omitempty"`
+	GhostLimit      int64  `yaml:"ghostLimit,omitempty" json:"ghostLimit,omitempty"`
+	TCPSkipInFlight bool   `yaml:"tcpSkipInFlight,omitempty" json:"tcpSkipInFlight,omitempty"`
 }
 
 // Hook is a command run at one point of a job. A hook that exits non-zero

@@ -15,23 +15,24 @@ func init() { registerCommand(newDumpCommand) }
 
 // dumpFlags are the dump options of crtools(1), plus -R.
 type dumpFlags struct {
-	Tree           int
-	LeaveStopped   bool
-	LeaveRunning   bool
-	ExtUnixSk      bool
-	Namespaces     []string
-	Root           string
-	EvasiveDevices bool
-	ActionScripts  []string
-	LinkRemap      bool
-	GhostLimit     int64
-	TCPEstablished bool
-	ShellJob       bool
-	FileLocks      bool
-	PageServer     bool
-	Address        string
-	Port           int
-	VethPairs      [][2]string // refused: restore only
+	Tree            int
+	LeaveStopped    bool
+	LeaveRunning    bool
+	ExtUnixSk       bool
+	Namespaces      []string
+	Root            string
+	EvasiveDevices  bool
+	ActionScripts   []string
+	LinkRemap       bool
+	GhostLimit      int64
+	TCPSkipInFlight bool
+	TCPEstablished  bool
+	ShellJob        bool
+	FileLocks       bool
+	PageServer      bool
+	Address         string
+	Port            int
+	VethPairs       [][2]string // refused: restore only
 }
 
 func newDumpCommand(g *globalOptions) *cobra.Command {
@@ -69,6 +70,10 @@ By default the tree is killed after a good dump (-s: left stopped,
 	fl.Var(sizeValue{&f.GhostLimit}, "ghost-limit", "extension: copy deleted open files of up to `SIZE` bytes (K, M, G suffixes) into the images (default 1M; bigger ones need --link-remap)")
 	fl.Lookup("ghost-limit").DefValue = ""
 	fl.BoolVar(&f.TCPEstablished, "tcp-established", false, "checkpoint established TCP connections")
+	// Not in crtools(1) (CRIU has it): by default a listener with
+	// connections not accepted yet is refused, since they cannot be
+	// saved and would be lost.
+	fl.BoolVar(&f.TCPSkipInFlight, "tcp-skip-in-flight", false, "extension: dump TCP listeners even with connections not accepted yet; those connections are not kept (their clients see a reset)")
 	fl.BoolVarP(&f.ShellJob, "shell-job", "j", false, "allow to dump shell jobs (a process attached to a terminal)")
 	fl.BoolVarP(&f.FileLocks, "file-locks", "l", false, "allow to dump file locks")
 	fl.BoolVar(&f.PageServer, "page-server", false, "send pages to a page server (see --address, --port)")
@@ -118,14 +123,15 @@ func dumpJob(g *globalOptions, f *dumpFlags, cmd *cobra.Command) (*spec.Job, err
 		LeaveRunning: f.LeaveRunning,
 		LeaveStopped: f.LeaveStopped,
 		Options: spec.Options{
-			FileLocks:      f.FileLocks,
-			TCPEstablished: f.TCPEstablished,
-			ShellJob:       f.ShellJob,
-			ExtUnixSockets: f.ExtUnixSk,
-			LinkRemap:      f.LinkRemap,
-			GhostLimit:     f.GhostLimit,
-			EvasiveDevices: f.EvasiveDevices,
-			Root:           f.Root,
+			FileLocks:       f.FileLocks,
+			TCPEstablished:  f.TCPEstablished,
+			ShellJob:        f.ShellJob,
+			ExtUnixSockets:  f.ExtUnixSk,
+			LinkRemap:       f.LinkRemap,
+			GhostLimit:      f.GhostLimit,
+			TCPSkipInFlight: f.TCPSkipInFlight,
+			EvasiveDevices:  f.EvasiveDevices,
+			Root:            f.Root,
 		},
 		Namespaces: f.Namespaces,
 		Hooks:      spec.Hooks{Scripts: absPaths(f.ActionScripts)},

@@ -75,7 +75,7 @@ func (d *Dumper) Collect(ctx context.Context) error {
 	}
 	s.special = files.NewDumper(files.Options{
 		Tree: tree, ExtUnixSk: d.opts.ExtUnixSk, FileLocks: d.opts.FileLocks, ShellJob: d.opts.ShellJob,
-		LinkRemap: d.opts.LinkRemap, GhostLimit: d.opts.GhostLimit, EvasiveDevices: d.opts.EvasiveDevices, Log: d.log,
+		LinkRemap: d.opts.LinkRemap, GhostLimit: d.opts.GhostLimit, TCPSkipInFlight: d.opts.TCPSkipInFlight, EvasiveDevices: d.opts.EvasiveDevices, Log: d.log,
 		TCPEstablished: d.opts.TCPEstablished, NextID: func() uint32 { s.files.next++; return s.files.next },
 	})
 	defer s.special.Close()

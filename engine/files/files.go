@@ -96,6 +96,10 @@ type Options struct {
 	// TCPEstablished (--tcp-established): dump established TCP
 	// connections in repair mode (inet_tcp.go) instead of refusing them.
 	TCPEstablished bool
+	// TCPSkipInFlight (--tcp-skip-in-flight): a TCP listener with
+	// connections not accepted yet is dumped without them (their
+	// clients see a reset) instead of refused.
+	TCPSkipInFlight bool
 	// NextID allocates file ids; nil: the dumper counts from 1. Give the
 	// engine's allocator so that ids do not collide with regular files.
 	NextID func() uint32

@@ -97,7 +97,14 @@ func (d *Dumper) dumpInet(c *Collected, e *pb.FileEntry, f *os.File, st *unix.St
 		if state == tcpListen {
 			backlog = diag.WQueue
 			if diag.RQueue > 0 {
-				d.log.Warn().Msgf("%s: %d connections not accepted yet are not kept (their clients see a reset)", desc, diag.RQueue)
+				// The kernel gives no way to save a connection
+				// without accepting it, and an accept cannot be
+				// undone for -R or a rollback: refuse unless the
+				// user agreed to lose them.
+				if !d.opts.TCPSkipInFlight {
+					return fmt.Errorf("%s: %d connections not accepted yet would be lost (their clients would see a reset); let the program accept them, or dump with --tcp-skip-in-flight", desc, diag.RQueue)
+				}
+				d.log.Warn().Msgf("%s: %d connections not accepted yet are not kept (their clients see a reset; --tcp-skip-in-flight)", desc, diag.RQueue)
 			}
 		} else if proto == unix.IPPROTO_UDP && diag.RQueue > 0 {
 			// Walked like a unix datagram queue (MSG_PEEK with

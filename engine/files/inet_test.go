@@ -427,3 +427,43 @@ func TestInetEstablishedRollback(t *testing.T) {
 		t.Fatalf("server read %q after rollback", got)
 	}
 }
+
+// A TCP listener with a connection not accepted yet is refused (naming
+// the count and --tcp-skip-in-flight), the connection still waits to be
+// accepted afterwards; with TCPSkipInFlight the listener is dumped.
+func TestInetListenerInFlightRefusedWithoutOption(t *testing.T) {
+	requireRootInet(t)
+	lfd := tcpSocket(t, unix.AF_INET)
+	defer unix.Close(lfd)
+	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(lfd, 4); err != nil {
+		t.Fatal(err)
+	}
+	cl := tcpSocket(t, unix.AF_INET)
+	defer unix.Close(cl)
+	if err := unix.Connect(cl, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: localPort(t, lfd)}); err != nil {
+		t.Fatal(err)
+	}
+	d := NewDumper(Options{Log: zerolog.Nop()})
+	_, err := d.Dump(os.Getpid(), lfd)
+	d.Rollback()
+	d.Close()
+	if err == nil || !strings.Contains(err.Error(), "1 connections not accepted yet") || !strings.Contains(err.Error(), "--tcp-skip-in-flight") {
+		t.Fatalf("dump of a listener with a connection in flight: %v", err)
+	}
+	d2 := NewDumper(Options{Log: zerolog.Nop(), TCPSkipInFlight: true})
+	c, err := d2.Dump(os.Getpid(), lfd)
+	d2.Rollback()
+	d2.Close()
+	if err != nil || c == nil {
+		t.Fatalf("dump with TCPSkipInFlight: %v", err)
+	}
+	// Nothing was taken from the listener: the connection is accepted now.
+	nfd, _, err := unix.Accept(lfd)
+	if err != nil {
+		t.Fatalf("accept after the dumps: %v", err)
+	}
+	unix.Close(nfd)
+}

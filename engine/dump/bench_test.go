@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/crtools/crtools/engine"
+	"github.com/crtools/crtools/test/testenv"
 )
 
 const bigMemSrc = `
@@ -58,14 +59,12 @@ func memcpyTime(n int) time.Duration {
 // adds the disk (the images are fsynced, so a disk slower than the copy
 // bounds the dump).
 func BenchmarkDump1GiB(b *testing.B) {
-	if os.Getuid() != 0 {
-		b.Skip("needs root (ptrace of another user's process); CI runs as root")
-	}
+	testenv.RequireRoot(b, "ptrace of another user's process")
 	const mib = 1024
 	pid := startDetached(b, bigMemSrc, fmt.Sprint(mib))
 	b.Run("tmpfs", func(b *testing.B) {
 		if _, err := os.Stat("/dev/shm"); err != nil {
-			b.Skip("no /dev/shm")
+			testenv.SkipOrFail(b, "no /dev/shm to write the images to")
 		}
 		base, err := os.MkdirTemp("/dev/shm", "crtools-bench-")
 		if err != nil {

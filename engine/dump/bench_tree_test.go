@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/crtools/crtools/engine"
+	"github.com/crtools/crtools/test/testenv"
 )
 
 // A process with argv[1] extra threads and argv[2] children, each child
@@ -41,9 +42,7 @@ int main(int argc, char **argv) {
 // time and its ratio to the single process measured in the same run
 // (issue 4; images on /dev/shm so that the disk does not dominate).
 func BenchmarkDumpFanout(b *testing.B) {
-	if os.Getuid() != 0 {
-		b.Skip("needs root (ptrace of another user's process); CI runs as root")
-	}
+	testenv.RequireRoot(b, "ptrace of another user's process")
 	base, err := os.MkdirTemp("/dev/shm", "crtools-bench-")
 	if err != nil {
 		base = b.TempDir()

@@ -11,15 +11,11 @@ import (
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/engine/proc"
+	"github.com/crtools/crtools/test/testenv"
 )
 
 func requireRoot(t *testing.T) {
-	if os.Getuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("dump tests need root; CI runs as root")
-		}
-		t.Skip("needs root to ptrace other processes (CI runs as root)")
-	}
+	testenv.RequireRoot(t, "ptrace of other processes")
 }
 
 func TestFreezeRefusals(t *testing.T) {

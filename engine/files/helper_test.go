@@ -18,6 +18,7 @@ import (
 
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/test/testenv"
 )
 
 // The test binary doubles as the workload: with CRTOOLS_FILES_HELPER set it
@@ -77,9 +78,7 @@ type helperProc struct {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for pidfd_getfd of another process (CI runs as root)")
-	}
+	testenv.RequireRoot(t, "pidfd_getfd of another process")
 }
 
 func startHelper(t *testing.T, mode, arg string) *helperProc {

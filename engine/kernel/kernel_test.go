@@ -12,17 +12,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/crtools/crtools/test/testenv"
 	"golang.org/x/sys/unix"
 )
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("kernel probes need root; CI runs as root")
-		}
-		t.Skip("kernel probes need root (ptrace of a child, namespaces, raw sockets)")
-	}
+	testenv.RequireRoot(t, "kernel probes (ptrace of a child, namespaces, raw sockets)")
 }
 
 // onProbeThread runs f on a locked thread, as Check does.

@@ -1,7 +1,6 @@
 package restore
 
 import (
-	"os"
 	"testing"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/crtools/crtools/engine"
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/test/testenv"
 )
 
 // BenchmarkFill1GiB measures the memory part of a restore: one puppet, a
@@ -18,9 +18,7 @@ import (
 // cache) by injected preadv. It prints GB/s and the ratio to a 1 GiB
 // memcpy measured in the same run.
 func BenchmarkFill1GiB(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("restore needs root (clone3 with set_tid, ptrace); CI runs as root")
-	}
+	testenv.RequireRoot(b, "restore (clone3 with set_tid, ptrace)")
 	const size = 1 << 30
 	dir := b.TempDir()
 	const base = 0x200000000

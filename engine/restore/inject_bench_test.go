@@ -1,7 +1,6 @@
 package restore
 
 import (
-	"os"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -9,15 +8,14 @@ import (
 
 	"github.com/crtools/crtools/engine"
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/test/testenv"
 )
 
 // BenchmarkPuppetSyscall measures one injected syscall through the
 // trampoline (SETREGS, CONT, wait for the int3, PEEKUSER rax), with the
 // tracer and the puppet on one CPU (as restore runs them) or free.
 func BenchmarkPuppetSyscall(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("restore needs root (clone3 with set_tid, ptrace); CI runs as root")
-	}
+	testenv.RequireRoot(b, "restore (clone3 with set_tid, ptrace)")
 	for _, pinned := range []bool{true, false} {
 		name := "unpinned"
 		if pinned {

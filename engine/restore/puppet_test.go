@@ -16,13 +16,12 @@ import (
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/engine/ptrace"
+	"github.com/crtools/crtools/test/testenv"
 )
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("restore needs root (clone3 with set_tid, ptrace); CI runs as root")
-	}
+	testenv.RequireRoot(t, "restore (clone3 with set_tid, ptrace)")
 }
 
 // freePid returns a PID that no task uses now, above the current ones.

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/test/harness"
+	"github.com/crtools/crtools/test/testenv"
 )
 
 // bigSrc writes MIB MiB of private anonymous memory with a pattern, says
@@ -323,9 +324,7 @@ func memcpyTime(n int) time.Duration {
 }
 
 func requireRoot(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("dump and restore need root (ptrace, clone3 with set_tid); CI runs as root")
-	}
+	testenv.RequireRoot(b, "dump and restore (ptrace, clone3 with set_tid)")
 }
 
 // BenchmarkDumpRestore1GiB (issue 3): crtools dump and crtools restore -d

@@ -13,6 +13,7 @@ import (
 
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/test/harness"
+	"github.com/crtools/crtools/test/testenv"
 )
 
 // TestDumpLeaveStopped: with -s the task is left stopped (not traced) after
@@ -128,13 +129,7 @@ func TestDumpErrors(t *testing.T) {
 		refuse(t, "1", "pid 1 (", ") is the init process of crtools' PID namespace; it cannot be dumped from inside that namespace")
 	})
 	t.Run("traced by strace", func(t *testing.T) {
-		strace, err := exec.LookPath("strace")
-		if err != nil {
-			if harness.InCI() {
-				t.Fatal("strace is not installed (.ci/run installs it)")
-			}
-			t.Skip("strace is not installed")
-		}
+		strace := testenv.RequireCommand(t, "strace")
 		w := harness.StartWorkload(t, harness.BuildC(t, "simple.c"))
 		w.MustReady(10 * time.Second)
 		st := exec.Command(strace, "-q", "-o", "/dev/null", "-p", fmt.Sprint(w.Pid))

@@ -27,9 +27,7 @@ import (
 // that the disk does not count (the pages file is read from the page cache
 // either way).
 func BenchmarkRestore1GiB(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("restore needs root (clone3 with set_tid, ptrace); CI runs as root")
-	}
+	harness.RequireRoot(b)
 	harness.Subreaper()
 	src, err := filepath.Abs("testdata/bigmem.c")
 	if err != nil {
@@ -93,9 +91,7 @@ func BenchmarkRestoreTree50(b *testing.B)    { benchFanout(b, "procs") }
 func BenchmarkRestoreThreads50(b *testing.B) { benchFanout(b, "threads") }
 
 func benchFanout(b *testing.B, mode string) {
-	if os.Geteuid() != 0 {
-		b.Skip("restore needs root (clone3 with set_tid, ptrace); CI runs as root")
-	}
+	harness.RequireRoot(b)
 	harness.Subreaper()
 	src, err := filepath.Abs("testdata/fanout.c")
 	if err != nil {

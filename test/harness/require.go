@@ -2,7 +2,6 @@ package harness
 
 import (
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,30 +9,22 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/engine/kernel"
+	"github.com/crtools/crtools/test/testenv"
 )
 
-// InCI reports whether the tests run in CI (the CI environment variable is
-// set and not "false" or "0").
-func InCI() bool {
-	v := os.Getenv("CI")
-	return v != "" && v != "false" && v != "0"
-}
+// InCI reports whether the tests run in CI (see testenv.InCI).
+func InCI() bool { return testenv.InCI() }
 
 // skipOrFail skips the test with reason, or fails it in CI.
 func skipOrFail(t testing.TB, reason string) {
 	t.Helper()
-	if InCI() {
-		t.Fatalf("cannot run in CI: %s", reason)
-	}
-	t.Skip(reason)
+	testenv.SkipOrFail(t, reason)
 }
 
 // RequireRoot skips (fails in CI) unless the test runs as root.
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		skipOrFail(t, fmt.Sprintf("needs root (euid is %d)", os.Geteuid()))
-	}
+	testenv.RequireRoot(t, "this test")
 }
 
 // RequireKernel skips (fails in CI) unless the running kernel is at least

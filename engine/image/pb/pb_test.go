@@ -12,16 +12,14 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 
 	_ "github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/test/testenv"
 )
 
 // TestGeneratedMatchesSchemas compiles schemas/images with protoc and
 // checks that the descriptors compiled into the committed Go code are the
 // same, so a .proto edited without `go generate` fails here.
 func TestGeneratedMatchesSchemas(t *testing.T) {
-	protoc, err := exec.LookPath("protoc")
-	if err != nil {
-		t.Skip("protoc is not installed (CI installs protobuf-compiler)")
-	}
+	protoc := testenv.RequireCommand(t, "protoc")
 	schemas := filepath.Join("..", "..", "..", "schemas", "images")
 	files, err := filepath.Glob(filepath.Join(schemas, "*.proto"))
 	if err != nil || len(files) == 0 {

@@ -184,5 +184,5 @@ func (obj *shmemObj) path() string {
 	if obj.openPath != "" {
 		return obj.openPath
 	}
-	return fmt.Sprintf("/proc/%d/map_files/%x-%x", obj.pid, obj.start, obj.end)
+	return proc.MapFilesName(obj.pid, obj.start, obj.end)
 }

@@ -93,16 +93,16 @@ func injectQueries(t *task, status *proc.Status, timers []proc.PosixTimer) (res 
 	}()
 	procQs := processQueries(t, status, timers, res)
 	threadQs := make([][]query, len(t.threads))
-	most := len(procQs)
 	for i, th := range t.threads {
 		threadQs[i] = threadQueries(th.tid, res)
-		if i == 0 {
-			// The leader's own getters run with the process-wide ones.
-			procQs = append(procQs, threadQs[0]...)
-			most = len(procQs)
-		} else {
-			most = max(most, len(threadQs[i]))
-		}
+	}
+	if len(threadQs) > 0 {
+		// The leader's own getters run with the process-wide ones.
+		procQs = append(procQs, threadQs[0]...)
+	}
+	most := len(procQs)
+	for _, qs := range threadQs {
+		most = max(most, len(qs))
 	}
 
 	batch, err := leader.NewBatchScratch(most, most*queryOut)

@@ -66,18 +66,13 @@ func Load(dir string, rootPid int, ids []*pb.TaskKobjIdsEntry) (*Root, error) {
 		return r, nil
 	}
 	if r.PidNS {
-		id := ids[0].GetPidNsId()
-		for i, t := range ids[1:] {
-			if x := t.GetPidNsId(); x != 0 && x != id {
-				return nil, fmt.Errorf("restore task #%d in another pid namespace than the root: nested pid namespaces: %w", i+1, engine.ErrNotSupported)
-			}
+		if err := notNested(ids, "pid"); err != nil {
+			return nil, err
 		}
 	}
 	if id := ids[0].GetMntNsId(); id != 0 && image.Exists(dir, image.Mnts, uint64(id)) {
-		for i, t := range ids[1:] {
-			if x := t.GetMntNsId(); x != 0 && x != id {
-				return nil, fmt.Errorf("restore task #%d in another mnt namespace than the root: nested mount namespaces: %w", i+1, engine.ErrNotSupported)
-			}
+		if err := notNested(ids, "mnt"); err != nil {
+			return nil, err
 		}
 		m, err := loadMnt(dir, id)
 		if err != nil {
@@ -86,10 +81,8 @@ func Load(dir string, rootPid int, ids []*pb.TaskKobjIdsEntry) (*Root, error) {
 		r.Mnt, r.Flags = m, r.Flags|unix.CLONE_NEWNS
 	}
 	if id := ids[0].GetNetNsId(); id != 0 && image.Exists(dir, image.Netdev, uint64(id)) {
-		for i, t := range ids[1:] {
-			if x := t.GetNetNsId(); x != 0 && x != id {
-				return nil, fmt.Errorf("restore task #%d in another net namespace than the root: nested net namespaces: %w", i+1, engine.ErrNotSupported)
-			}
+		if err := notNested(ids, "net"); err != nil {
+			return nil, err
 		}
 		n, err := loadNet(dir, id)
 		if err != nil {
@@ -110,11 +103,8 @@ func Load(dir string, rootPid int, ids []*pb.TaskKobjIdsEntry) (*Root, error) {
 		if id == 0 || !image.Exists(dir, n.kind, uint64(id)) {
 			continue
 		}
-		for i, t := range ids[1:] {
-			// A zombie may carry no ids: it has no namespaces left.
-			if x := idOf(t, n.name); x != 0 && x != id {
-				return nil, fmt.Errorf("restore task #%d in another %s namespace than the root: nested %s namespaces: %w", i+1, n.name, n.name, engine.ErrNotSupported)
-			}
+		if err := notNested(ids, n.name); err != nil {
+			return nil, err
 		}
 		rd, err := image.Open(dir, n.kind, uint64(id))
 		if err != nil {
@@ -134,6 +124,19 @@ func Load(dir string, rootPid int, ids []*pb.TaskKobjIdsEntry) (*Root, error) {
 		}
 	}
 	return r, nil
+}
+
+// notNested refuses a task whose namespace name differs from the root's
+// (ids[0]): nested namespaces are not restored.
+func notNested(ids []*pb.TaskKobjIdsEntry, name string) error {
+	id := idOf(ids[0], name)
+	for i, t := range ids[1:] {
+		// A zombie may carry no ids: it has no namespaces left.
+		if x := idOf(t, name); x != 0 && x != id {
+			return fmt.Errorf("restore task #%d in another %s namespace than the root: nested %s namespaces: %w", i+1, name, name, engine.ErrNotSupported)
+		}
+	}
+	return nil
 }
 
 // ApplyIPC writes the dumped IPC sysctls into the IPC namespace of pid

@@ -148,6 +148,9 @@ func superData(s string) string {
 
 var newInstanceFS = map[string]pb.Fstype{"proc": pb.Fstype_PROC, "sysfs": pb.Fstype_SYSFS, "devpts": pb.Fstype_DEVPTS, "mqueue": pb.Fstype_MQUEUE}
 
+// tmpfsImageName is the file of the contents of the tmpfs of root_dev dev.
+func tmpfsImageName(dev uint32) string { return fmt.Sprintf("tmpfs-dev-%d.tar.gz.img", dev) }
+
 // kdev is the kernel's encoding of a device number, as CRIU's root_dev.
 func kdev(major, minor uint32) uint32 { return major<<20 | minor }
 
@@ -237,7 +240,7 @@ func (d *mntDump) write(dir string) error {
 	}
 	sort.Slice(devs, func(i, j int) bool { return devs[i] < devs[j] })
 	for _, dev := range devs {
-		if err := writeTar(filepath.Join(dir, fmt.Sprintf("tmpfs-dev-%d.tar.gz.img", dev)), d.tmpfs[dev]); err != nil {
+		if err := writeTar(filepath.Join(dir, tmpfsImageName(dev)), d.tmpfs[dev]); err != nil {
 			return fmt.Errorf("save tmpfs contents: %w", err)
 		}
 	}
@@ -460,7 +463,7 @@ func (m *MntRestore) Ops(root string) ([]MountOp, error) {
 		switch fst := pb.Fstype(e.GetFstype()); {
 		case fst == pb.Fstype_TMPFS:
 			op.Source, op.FSType, op.Data = e.GetSource(), "tmpfs", e.GetOptions()
-			op.Tar = filepath.Join(m.dir, fmt.Sprintf("tmpfs-dev-%d.tar.gz.img", e.GetRootDev()))
+			op.Tar = filepath.Join(m.dir, tmpfsImageName(e.GetRootDev()))
 		case fst == pb.Fstype_PROC || fst == pb.Fstype_SYSFS || fst == pb.Fstype_DEVPTS || fst == pb.Fstype_MQUEUE:
 			op.Source, op.FSType, op.Data = e.GetSource(), e.GetFsname(), e.GetOptions()
 		case e.GetExtMount() && e.GetExtKey() != "":

@@ -148,6 +148,17 @@ func superData(s string) string {
 
 var newInstanceFS = map[string]pb.Fstype{"proc": pb.Fstype_PROC, "sysfs": pb.Fstype_SYSFS, "devpts": pb.Fstype_DEVPTS, "mqueue": pb.Fstype_MQUEUE}
 
+// isNewInstance: restore mounts a new instance of a file system of that
+// type (one of newInstanceFS).
+func isNewInstance(t pb.Fstype) bool {
+	for _, v := range newInstanceFS {
+		if v == t {
+			return true
+		}
+	}
+	return false
+}
+
 // tmpfsImageName is the file of the contents of the tmpfs of root_dev dev.
 func tmpfsImageName(dev uint32) string { return fmt.Sprintf("tmpfs-dev-%d.tar.gz.img", dev) }
 
@@ -464,7 +475,7 @@ func (m *MntRestore) Ops(root string) ([]MountOp, error) {
 		case fst == pb.Fstype_TMPFS:
 			op.Source, op.FSType, op.Data = e.GetSource(), "tmpfs", e.GetOptions()
 			op.Tar = filepath.Join(m.dir, tmpfsImageName(e.GetRootDev()))
-		case fst == pb.Fstype_PROC || fst == pb.Fstype_SYSFS || fst == pb.Fstype_DEVPTS || fst == pb.Fstype_MQUEUE:
+		case isNewInstance(fst):
 			op.Source, op.FSType, op.Data = e.GetSource(), e.GetFsname(), e.GetOptions()
 		case e.GetExtMount() && e.GetExtKey() != "":
 			op.Source, op.Flags, op.Remount = e.GetExtKey(), unix.MS_BIND, uint64(e.GetFlags())

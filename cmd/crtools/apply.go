@@ -109,8 +109,6 @@ func loadSpec(path string) ([]*spec.Job, error) {
 	return jobs, nil
 }
 
-// buildPlan plans a job; a field whose engine does not exist yet is a
-// failure (exit 1), anything else wrong with the job is exit 2.
 // loadAndPlan loads the spec file path of a spec command (apply, plan)
 // and plans each of its jobs.
 func loadAndPlan(cmd *cobra.Command, path string) ([]*spec.Job, []*planner.Plan, error) {
@@ -132,6 +130,8 @@ func loadAndPlan(cmd *cobra.Command, path string) ([]*spec.Job, []*planner.Plan,
 	return jobs, plans, nil
 }
 
+// buildPlan plans a job; a field whose engine does not exist yet is a
+// failure (exit 1), anything else wrong with the job is exit 2.
 func buildPlan(j *spec.Job, now time.Time) (*planner.Plan, error) {
 	p, err := planner.Build(j, now)
 	if err != nil {

@@ -160,6 +160,8 @@ func (r *run) execute(ctx context.Context) {
 		start := time.Now()
 		err := r.runStep(ctx, s, slog)
 		rec.Duration = time.Since(start)
+		// undoFrom: the steps in [barrier, undoFrom) are undone on failure.
+		undoFrom := i
 		if err == nil {
 			rec.Status = StatusDone
 			slog.Debug().Dur("took", rec.Duration).Msg("step done")
@@ -172,19 +174,7 @@ func (r *run) execute(ctx context.Context) {
 			// Injected after the step's work: it is done, so the
 			// rollback undoes it too.
 			err = fmt.Errorf("%w after step %s (%s)", ErrInjected, s.Name, FaultEnv)
-			rec.Error = err.Error()
-			if s.Optional {
-				rec.Status = StatusWarning
-				slog.Warn().Err(err).Msg("optional step failed; carrying on")
-				continue
-			}
-			r.journal.Error = fmt.Sprintf("step %s: %v", s.Name, err)
-			slog.Error().Err(err).Msg("step failed; rolling back")
-			r.rollback(steps, recs, barrier, i+1)
-			if recs[i].Status == StatusDone {
-				recs[i].Status = StatusFailed
-			}
-			return
+			undoFrom = i + 1
 		}
 		rec.Error = err.Error()
 		var le *LockedError
@@ -200,10 +190,15 @@ func (r *run) execute(ctx context.Context) {
 			slog.Warn().Err(err).Msg("optional step failed; carrying on")
 			continue
 		}
-		rec.Status = StatusFailed
+		if undoFrom == i {
+			rec.Status = StatusFailed
+		}
 		r.journal.Error = fmt.Sprintf("step %s: %v", s.Name, err)
 		slog.Error().Err(err).Msg("step failed; rolling back")
-		r.rollback(steps, recs, barrier, i)
+		r.rollback(steps, recs, barrier, undoFrom)
+		if rec.Status == StatusDone {
+			rec.Status = StatusFailed // irreversible: the rollback left it
+		}
 		return
 	}
 	r.journal.Result = ResultDone

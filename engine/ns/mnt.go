@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -278,19 +279,19 @@ func writeTar(dst, src string) error {
 		if path == src {
 			return nil
 		}
-		var s unix.Stat_t
-		if err := unix.Lstat(path, &s); err != nil {
+		info, err := de.Info() // an lstat, as WalkDir does not follow links
+		if err != nil {
 			return err
+		}
+		s, ok := info.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("stat %s: no stat_t", path)
 		}
 		if s.Dev != dev {
 			if de.IsDir() {
 				return filepath.SkipDir // another mount
 			}
 			return nil
-		}
-		info, err := de.Info()
-		if err != nil {
-			return err
 		}
 		link := ""
 		if info.Mode()&fs.ModeSymlink != 0 {

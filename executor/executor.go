@@ -550,7 +550,7 @@ func (r *run) makeTempDir() error {
 	// knows that every such directory left in parent is the debris of an
 	// earlier run that was killed before it could roll back (SIGKILL, a
 	// power cut): no other run of this recipe can be writing it.
-	prefix := "." + r.plan.Name + "~"
+	prefix := planner.TempDirPrefix(r.plan.Name)
 	if r.lock != nil {
 		removeStaleTemps(parent, prefix, r.log)
 	}

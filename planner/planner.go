@@ -296,7 +296,7 @@ func checkpointPlan(job *spec.Job, now time.Time) (*Plan, error) {
 	if len(opts) > 0 {
 		with = " (with " + strings.Join(opts, ", ") + ")"
 	}
-	tmp := filepath.Join(p.SnapshotsDir, "."+p.Name+"~"+filepath.Base(dir)+".tmp-*")
+	tmp := filepath.Join(p.SnapshotsDir, TempDirPrefix(p.Name)+filepath.Base(dir)+".tmp-*")
 	p.Steps = append(p.Steps,
 		Step{Name: "freeze", Kind: KindFreeze,
 			Description: "freeze the process tree: seize and stop every thread of every task",
@@ -470,3 +470,8 @@ func unsupportedOptions(o spec.Options) error {
 	}
 	return nil
 }
+
+// TempDirPrefix starts the name of a checkpoint's temporary images
+// directory (.RECIPE~FINAL.tmp-*, made by the executor): "~" cannot occur
+// in a recipe's name, so the prefix names one recipe only.
+func TempDirPrefix(name string) string { return "." + name + "~" }

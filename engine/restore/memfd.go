@@ -180,19 +180,6 @@ func (p *puppet) takeMemfd(img *imageSet, fe *pb.MemfdFileEntry) (uint64, error)
 	return p.takeFile(f)
 }
 
-// memfdMapFd gives the puppet a descriptor to map the memfd object of fe
-// (a MEMFD entry named by a VMA's shmid); mapVMAs closes it. The
-// descriptor has the entry's access mode: a read-only shared mapping made
-// through a read-write one could be mprotect'ed writable, and would keep
-// F_SEAL_WRITE from being added again.
-func (p *puppet) memfdMapFd(img *imageSet, fe *pb.MemfdFileEntry) (uint64, error) {
-	f, err := img.memfdDesc(fe)
-	if err != nil {
-		return 0, err
-	}
-	return p.takeFile(f)
-}
-
 // sealMemfds adds the dumped seals once every task has mapped its memfds.
 func (img *imageSet) sealMemfds() error {
 	if img == nil || img.memfds == nil {

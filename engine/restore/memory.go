@@ -231,8 +231,12 @@ func (p *puppet) openMapFile(img *imageSet, v *pb.VmaEntry, fds map[uint64]uint6
 	}
 	fe := img.files[uint32(id)]
 	if fe.GetMemfd() != nil {
-		// A memfd mapping (CRIU's encoding): crtools' object (memfd.go).
-		fd, err := p.memfdMapFd(img, fe.GetMemfd())
+		// A memfd mapping (CRIU's encoding): crtools' object (memfd.go),
+		// through a descriptor with the entry's access mode: a read-only
+		// shared mapping made through a read-write one could be
+		// mprotect'ed writable, and would keep F_SEAL_WRITE from being
+		// added again. mapVMAs closes it.
+		fd, err := p.takeMemfd(img, fe.GetMemfd())
 		if err != nil {
 			return 0, fmt.Errorf("restore VMA %#x-%#x of task %d: %w", v.GetStart(), v.GetEnd(), p.pid, err)
 		}

@@ -56,15 +56,6 @@ func (r *restorer) waitPidsFree(pids []int) error {
 			if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
 				break
 			}
-			if errors.Is(err, unix.ESRCH) {
-				// Reaped between the open and the read of its stat
-				// file: look again (it is gone, or someone new).
-				if time.Now().After(deadline) {
-					return fmt.Errorf("check pid %d: %w", pid, err)
-				}
-				time.Sleep(time.Millisecond)
-				continue
-			}
 			if err != nil {
 				return fmt.Errorf("check pid %d: %w", pid, err)
 			}

@@ -223,9 +223,6 @@ const offRax = 10 * 8
 // it (the functions that queue end with it). Arguments put into the
 // scratch area stay there until then. Errors name what.
 func (p *puppet) queuef(what string, nr int, args ...uint64) error {
-	if len(args) > 6 {
-		return fmt.Errorf("%s in task %d: %d arguments, at most 6", what, p.pid, len(args))
-	}
 	return p.queue(pendingCall{what: what, nr: nr}, args)
 }
 

@@ -98,8 +98,6 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 		if err := lead.restoreFiles(r.img, t.fds); err != nil {
 			return filled, err
 		}
-	}
-	if !pr.sharedFiles {
 		if err := lead.dropCrtoolsFd(); err != nil { // ns.go
 			return filled, err
 		}

@@ -526,7 +526,7 @@ func drainTTY(f *os.File, packet bool) ([]byte, error) {
 
 // injectTTY writes data into the pair at w and waits (bounded) until the
 // other end r has it in its input queue.
-func injectTTY(w, r *os.File, data []byte, had int) error {
+func injectTTY(w, r *os.File, data []byte) error {
 	for off := 0; off < len(data); {
 		n, err := unix.Write(int(w.Fd()), data[off:])
 		if err == unix.EAGAIN || err == unix.EINTR {
@@ -544,11 +544,11 @@ func injectTTY(w, r *os.File, data []byte, had int) error {
 		if err != nil {
 			return os.NewSyscallError("ioctl(TIOCINQ)", err)
 		}
-		if n >= had+len(data) {
+		if n >= len(data) {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d bytes arrived", n-had, len(data))
+			return fmt.Errorf("%d of %d bytes arrived", n, len(data))
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -591,12 +591,12 @@ func ptyData(master, slave *os.File, packet, read bool, data *[2][]byte) error {
 			}
 		}
 		if len(data[0]) > 0 {
-			if err := injectTTY(master, slave, data[0], 0); err != nil {
+			if err := injectTTY(master, slave, data[0]); err != nil {
 				return fmt.Errorf("write the slave's queue: %w", err)
 			}
 		}
 		if len(data[1]) > 0 {
-			if err := injectTTY(slave, master, data[1], 0); err != nil {
+			if err := injectTTY(slave, master, data[1]); err != nil {
 				return fmt.Errorf("write the master's queue: %w", err)
 			}
 		}

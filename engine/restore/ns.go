@@ -145,14 +145,17 @@ func (p *puppet) closeInherited() error {
 		_, err := p.callf("close inherited files", unix.SYS_CLOSE_RANGE, 0, uint64(^uint32(0)), 0)
 		return err
 	}
+	// Both ranges in one batch.
 	k := uint64(p.crtoolsFd)
 	if k > 0 {
-		if _, err := p.callf("close inherited files", unix.SYS_CLOSE_RANGE, 0, k-1, 0); err != nil {
+		if err := p.queuef("close inherited files", unix.SYS_CLOSE_RANGE, 0, k-1, 0); err != nil {
 			return err
 		}
 	}
-	_, err := p.callf("close inherited files", unix.SYS_CLOSE_RANGE, k+1, uint64(^uint32(0)), 0)
-	return err
+	if err := p.queuef("close inherited files", unix.SYS_CLOSE_RANGE, k+1, uint64(^uint32(0)), 0); err != nil {
+		return err
+	}
+	return p.runPending()
 }
 
 // dropCrtoolsFd closes the inherited pidfd of crtools once the puppet's

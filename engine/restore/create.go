@@ -486,10 +486,12 @@ func (r *restorer) waitStopped() {
 			continue
 		}
 		for {
-			state, _, err := pidState(pr.t.pid)
+			// threads[0].pid: the pid in crtools' namespace (the
+			// image pid differs when restoring into a new pid namespace).
+			state, _, err := pidState(pr.threads[0].pid)
 			if err != nil || state == "T" || time.Now().After(deadline) {
 				if err == nil && state != "T" {
-					r.log.Debug().Int("pid", pr.t.pid).Str("state", state).Msg("restored stopped task not stopped yet")
+					r.log.Debug().Int("pid", pr.threads[0].pid).Str("state", state).Msg("restored stopped task not stopped yet")
 				}
 				break
 			}

@@ -98,9 +98,6 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 		if err := lead.restoreFiles(r.img, t.fds); err != nil {
 			return filled, err
 		}
-		if err := lead.dropCrtoolsFd(); err != nil { // ns.go
-			return filled, err
-		}
 	}
 	if !pr.sharedFS {
 		if err := lead.restoreFS(r.img, t.fs); err != nil {
@@ -109,6 +106,13 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	}
 	if err := r.restoreSessionTerminal(pr); err != nil { // special.go
 		return filled, err
+	}
+	// Last user of crtools' pidfd in this task (takeFile, inside a new
+	// pid namespace) is restoreSessionTerminal: drop it only now.
+	if !pr.sharedFiles {
+		if err := lead.dropCrtoolsFd(); err != nil { // ns.go
+			return filled, err
+		}
 	}
 
 	// Process-wide state.

@@ -3,7 +3,6 @@ package image
 import (
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -61,7 +60,6 @@ type Kind struct {
 
 	entry protoreflect.MessageType // type of every entry (nil: raw)
 	head  protoreflect.MessageType // type of the first entry, if different (pagemap)
-	re    *regexp.Regexp
 }
 
 // NewEntry returns an empty message of the kind's entry type, or nil for
@@ -158,14 +156,6 @@ var Kinds = []*Kind{
 	IPCSem, Netdev, Netns, Mnts, Cgroup, Userns, StatsDump, StatsRestore, IrmapCache,
 }
 
-func init() {
-	for _, k := range Kinds {
-		p := regexp.QuoteMeta(k.Pattern)
-		p = strings.NewReplacer(`%d`, `([0-9]+)`, `%x`, `([0-9a-f]+)`).Replace(p)
-		k.re = regexp.MustCompile(`^` + p + `$`)
-	}
-}
-
 // KindByMagic returns the kind whose header is (first, second); for
 // HeaderOwn kinds first is the kind's magic and second is ignored.
 func KindByMagic(first, second uint32) (*Kind, bool) {
@@ -197,17 +187,9 @@ func KindByFilename(name string) (*Kind, uint64, bool) {
 	var best *Kind
 	var bestID uint64
 	for _, k := range Kinds {
-		m := k.re.FindStringSubmatch(base)
-		if m == nil {
+		id, ok := k.match(base)
+		if !ok {
 			continue
-		}
-		var id uint64
-		if len(m) > 1 {
-			v, err := strconv.ParseUint(m[1], idBase(k), 64)
-			if err != nil {
-				continue
-			}
-			id = v
 		}
 		if best == nil || len(k.Pattern) > len(best.Pattern) {
 			best, bestID = k, id
@@ -216,9 +198,33 @@ func KindByFilename(name string) (*Kind, uint64, bool) {
 	return best, bestID, best != nil
 }
 
-func idBase(k *Kind) int {
-	if strings.Contains(k.Pattern, "%x") {
-		return 16
+// match reports whether base is a file name of k, and the id in it. A
+// pattern has at most one verb, %d (decimal digits) or %x (lower-case
+// hex digits). It is matched by hand, not with regexp: compiling a
+// regexp for every kind at start-up cost every crtools run about 2 ms.
+func (k *Kind) match(base string) (uint64, bool) {
+	pre, post, hasID := strings.Cut(k.Pattern, "%")
+	if !hasID {
+		return 0, base == k.Pattern
 	}
-	return 10
+	verb, post := post[0], post[1:]
+	digits, ok := strings.CutPrefix(base, pre)
+	if !ok {
+		return 0, false
+	}
+	if digits, ok = strings.CutSuffix(digits, post); !ok || digits == "" {
+		return 0, false
+	}
+	hex := verb == 'x'
+	for _, c := range []byte(digits) {
+		if !('0' <= c && c <= '9' || hex && 'a' <= c && c <= 'f') {
+			return 0, false
+		}
+	}
+	n := 10
+	if hex {
+		n = 16
+	}
+	id, err := strconv.ParseUint(digits, n, 64)
+	return id, err == nil
 }

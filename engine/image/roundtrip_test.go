@@ -250,7 +250,7 @@ func TestKindByFilename(t *testing.T) {
 			t.Errorf("%s: got %v %d %v, want %v %d", name, k, id, ok, want.k, want.id)
 		}
 	}
-	for _, name := range []string{"core-.img", "core-x.img", "foo.img", "core-1.img.bak", "pagemap-shmem-.img"} {
+	for _, name := range []string{"core-.img", "core-x.img", "foo.img", "core-1.img.bak", "pagemap-shmem-.img", "ghost-file-1F.img", "core-1f.img", "core-99999999999999999999999.img", "xcore-1.img"} {
 		if k, _, ok := KindByFilename(name); ok {
 			t.Errorf("%s taken for %s", name, k)
 		}

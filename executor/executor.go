@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -665,6 +666,9 @@ func (r *run) pickImages() error {
 		return nil
 	}
 	st, err := os.Stat(r.plan.ImagesDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("images directory: %w (give -D the directory a dump wrote)", err)
+	}
 	if err != nil {
 		return fmt.Errorf("images directory: %w", err)
 	}

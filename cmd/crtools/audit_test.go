@@ -121,7 +121,7 @@ func TestQuietFailureOneLine(t *testing.T) {
 		want string
 	}{
 		{[]string{"dump", "-v", "0", "-t", "4194000", "-D", filepath.Join(dir, "img")}, "pid 4194000 does not exist; rolled back"},
-		{[]string{"restore", "-v", "0", "-D", filepath.Join(dir, "missing")}, "missing: no such file or directory; rolled back"},
+		{[]string{"restore", "-v", "0", "-D", filepath.Join(dir, "missing")}, "missing: no such file or directory (give -D the directory a dump wrote); rolled back"},
 	} {
 		code, _, errs := runCLI(t, tc.args...)
 		if code != exitFailed || strings.Count(errs, "\n") != 1 || !strings.HasPrefix(errs, "crtools: ") || !strings.Contains(errs, tc.want) {

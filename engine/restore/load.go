@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -26,7 +27,9 @@ func load(dir string) (*imageSet, error) {
 	}
 	img := &imageSet{dir: dir, files: map[uint32]*pb.FileEntry{}, fdOwners: map[uint32]fdOwner{}}
 	inv := &pb.InventoryEntry{}
-	if err := image.ReadOne(dir, image.Inventory, 0, inv); err != nil {
+	if err := image.ReadOne(dir, image.Inventory, 0, inv); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read inventory: %w (%s is not an images directory written by crtools dump or CRIU)", err, dir)
+	} else if err != nil {
 		return nil, fmt.Errorf("read inventory: %w", err)
 	}
 	img.inventory = inv

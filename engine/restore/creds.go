@@ -25,14 +25,12 @@ const (
 // CAP_SETPCAP), with SECBIT_KEEP_CAPS so the uid change keeps the permitted
 // set; groups, gids, uids; then capset to the dumped sets (only lowering),
 // ambient capabilities, KEEP_CAPS as dumped, and no_new_privs.
-func (p *puppet) restoreCreds(c *pb.CredsEntry) error {
+// cur are the thread's credentials now (readCreds).
+func (p *puppet) restoreCreds(c *pb.CredsEntry, cur creds) error {
 	if c == nil {
 		return nil
 	}
-	cur, err := readCreds(p.pid)
-	if err != nil {
-		return err
-	}
+	var err error
 	want := credsFromImage(c)
 	if want.equal(cur) {
 		return nil

@@ -102,10 +102,9 @@ func (p *puppet) restoreFiles(img *imageSet, fds []*pb.FdinfoEntry) error {
 				return err
 			}
 		}
-		// The fcntl, dups and close above: one batch (perf).
-		if err := p.runPending(); err != nil {
-			return err
-		}
+		// The fcntl, dups and close above are queued: with the fd
+		// table known (fdtable.go) every file of the task goes in one
+		// batch.
 		if _, ok := img.fdOwners[id]; !ok {
 			img.fdOwners[id] = fdOwner{pid: p.tgid, vpid: p.vtgid, fd: uint64(targets[0].GetFd())}
 		}
@@ -132,16 +131,16 @@ func (p *puppet) openRegFile(reg *pb.RegFileEntry) (uint64, error) {
 		return 0, fmt.Errorf("open %q: %w", name, err)
 	}
 	if pos := reg.GetPos(); pos != 0 {
-		if _, err := p.callf(fmt.Sprintf("seek %q to %d", name, pos), unix.SYS_LSEEK, fd, pos, unix.SEEK_SET); err != nil {
+		if err := p.queuef(fmt.Sprintf("seek %q to %d", name, pos), unix.SYS_LSEEK, fd, pos, unix.SEEK_SET); err != nil {
 			return 0, err
 		}
 	}
 	if fown := reg.GetFown(); fown != nil && fown.GetPid() != 0 {
-		if _, err := p.callf(fmt.Sprintf("set owner of %q", name), unix.SYS_FCNTL, fd, unix.F_SETOWN, uint64(fown.GetPid())); err != nil {
+		if err := p.queuef(fmt.Sprintf("set owner of %q", name), unix.SYS_FCNTL, fd, unix.F_SETOWN, uint64(fown.GetPid())); err != nil {
 			return 0, err
 		}
 		if sig := fown.GetSignum(); sig != 0 {
-			if _, err := p.callf(fmt.Sprintf("set signal of %q", name), unix.SYS_FCNTL, fd, unix.F_SETSIG, uint64(sig)); err != nil {
+			if err := p.queuef(fmt.Sprintf("set signal of %q", name), unix.SYS_FCNTL, fd, unix.F_SETSIG, uint64(sig)); err != nil {
 				return 0, err
 			}
 		}
@@ -161,12 +160,14 @@ type fdOwner struct {
 
 // takeFrom copies fd of puppet pid into this puppet (pidfd_getfd).
 func (p *puppet) takeFrom(pid int, fd uint64) (uint64, error) {
-	pidfd, err := p.callf(fmt.Sprintf("open pidfd of task %d", pid), unix.SYS_PIDFD_OPEN, uint64(pid), 0)
+	pidfd, err := p.openFd(fmt.Sprintf("open pidfd of task %d", pid), unix.SYS_PIDFD_OPEN, uint64(pid), 0)
 	if err != nil {
 		return 0, err
 	}
-	nfd, err := p.callf(fmt.Sprintf("take fd %d of task %d", fd, pid), unix.SYS_PIDFD_GETFD, pidfd, fd, 0)
+	nfd, err := p.openFd(fmt.Sprintf("take fd %d of task %d", fd, pid), unix.SYS_PIDFD_GETFD, pidfd, fd, 0)
 	// Closed with the caller's next calls (one batch).
-	_ = p.queueIgnore(unix.SYS_CLOSE, pidfd)
+	if qerr := p.queueIgnore(unix.SYS_CLOSE, pidfd); err == nil {
+		err = qerr
+	}
 	return nfd, err
 }

@@ -52,17 +52,16 @@ func (p *puppet) unmapPuppet() error {
 			return err
 		}
 	}
-	if err := p.queuef("unmap above the trampoline", unix.SYS_MUNMAP, hi, taskSizeMax-hi); err != nil {
-		return err
-	}
-	return p.runPending()
+	return p.queuef("unmap above the trampoline", unix.SYS_MUNMAP, hi, taskSizeMax-hi)
 }
 
 // mapVdso maps the vDSO of the running kernel where the dumped task had it.
 // arch_prctl(ARCH_MAP_VDSO_64) takes the start of [vvar] (the data pages
 // precede the code), returns the vDSO size, and treats the address as a
-// hint, so where it landed is checked in /proc/PID/maps.
-func (p *puppet) mapVdso(vmas []*pb.VmaEntry) error {
+// hint, so where it landed is checked in /proc/PID/maps. The call is
+// queued with the mappings (one batch); the returned check, to call once
+// it has run, compares.
+func (p *puppet) mapVdso(vmas []*pb.VmaEntry) (func() error, error) {
 	var vdso *pb.VmaEntry
 	hint := uint64(0)
 	for _, v := range vmas {
@@ -78,21 +77,24 @@ func (p *puppet) mapVdso(vmas []*pb.VmaEntry) error {
 		}
 	}
 	if vdso == nil {
-		return nil // a task that unmapped its vDSO stays without one
+		// A task that unmapped its vDSO stays without one.
+		return func() error { return nil }, nil
 	}
-	size, err := p.callf("map the vDSO", unix.SYS_ARCH_PRCTL, archMapVdso64, hint)
-	if err != nil {
-		return err
+	size := new(uint64)
+	if err := p.queue(pendingCall{what: "map the vDSO", nr: unix.SYS_ARCH_PRCTL, ret: size}, []uint64{archMapVdso64, hint}); err != nil {
+		return nil, err
 	}
-	got, gotSize, err := findMapping(p.pid, "[vdso]")
-	if err != nil {
-		return err
-	}
-	if got != vdso.GetStart() || gotSize != vmaLen(vdso) {
-		return fmt.Errorf("map the vDSO of task %d: landed at %#x (%d bytes, arch_prctl said %d), the image has it at %#x (%d bytes); "+
-			"the images come from a kernel with another vDSO layout", p.pid, got, gotSize, size, vdso.GetStart(), vmaLen(vdso))
-	}
-	return nil
+	return func() error {
+		got, gotSize, err := findMapping(p.pid, "[vdso]")
+		if err != nil {
+			return err
+		}
+		if got != vdso.GetStart() || gotSize != vmaLen(vdso) {
+			return fmt.Errorf("map the vDSO of task %d: landed at %#x (%d bytes, arch_prctl said %d), the image has it at %#x (%d bytes); "+
+				"the images come from a kernel with another vDSO layout", p.pid, got, gotSize, *size, vdso.GetStart(), vmaLen(vdso))
+		}
+		return nil
+	}, nil
 }
 
 // findMapping returns the start and length of the mapping named name in
@@ -260,13 +262,15 @@ func (p *puppet) openMapFile(img *imageSet, v *pb.VmaEntry, fds map[uint64]uint6
 	return fd, nil
 }
 
-// openat opens path in the puppet and returns the fd.
+// openat opens path in the puppet and returns the fd. With the fd table
+// known (fdtable.go) the call is only queued, and its error comes from
+// the next runPending, naming the path.
 func (p *puppet) openat(path string, flags uint64) (uint64, error) {
 	addr, err := p.putString(path)
 	if err != nil {
 		return 0, err
 	}
-	return p.call(unix.SYS_OPENAT, atFdcwd, addr, flags, 0)
+	return p.openFd(fmt.Sprintf("open %q", path), unix.SYS_OPENAT, atFdcwd, addr, flags, 0)
 }
 
 // fillPages reads the task's pages straight from the pages file into its
@@ -401,7 +405,7 @@ func (p *puppet) protectVMAs(plans []vmaPlan) error {
 			}
 		}
 	}
-	return p.runPending() // one batch for all of them
+	return nil // queued: the caller's next batch
 }
 
 // atFdcwd is AT_FDCWD (-100) as a register value.

@@ -140,12 +140,16 @@ func (r *restorer) giveCrtoolsFd(first *puppet) error {
 
 // closeInherited closes the files the puppet inherited from crtools, but
 // the pidfd of crtools (giveCrtoolsFd).
+// The calls are queued; from them on crtools knows the fd table of the
+// puppet (fdtable.go).
 func (p *puppet) closeInherited() error {
 	if p.crtoolsFd < 0 {
-		_, err := p.callf("close inherited files", unix.SYS_CLOSE_RANGE, 0, uint64(^uint32(0)), 0)
-		return err
+		if err := p.queuef("close inherited files", unix.SYS_CLOSE_RANGE, 0, uint64(^uint32(0)), 0); err != nil {
+			return err
+		}
+		p.fds = newFdTable()
+		return nil
 	}
-	// Both ranges in one batch.
 	k := uint64(p.crtoolsFd)
 	if k > 0 {
 		if err := p.queuef("close inherited files", unix.SYS_CLOSE_RANGE, 0, k-1, 0); err != nil {
@@ -155,7 +159,8 @@ func (p *puppet) closeInherited() error {
 	if err := p.queuef("close inherited files", unix.SYS_CLOSE_RANGE, k+1, uint64(^uint32(0)), 0); err != nil {
 		return err
 	}
-	return p.runPending()
+	p.fds = newFdTable(k)
+	return nil
 }
 
 // dropCrtoolsFd closes the inherited pidfd of crtools once the puppet's
@@ -164,8 +169,7 @@ func (p *puppet) dropCrtoolsFd() error {
 	if p.crtoolsFd < 0 {
 		return nil
 	}
-	_, err := p.callf("close the pidfd of crtools", unix.SYS_CLOSE, uint64(p.crtoolsFd))
-	return err
+	return p.queuef("close the pidfd of crtools", unix.SYS_CLOSE, uint64(p.crtoolsFd))
 }
 
 // restoreMounts builds the root's new mount namespace (engine/ns mnt.go)

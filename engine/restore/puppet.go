@@ -58,6 +58,15 @@ type puppet struct {
 	// runPending (one stop for all of them instead of one each).
 	pending []pendingCall
 	batch   *ptrace.Batch
+
+	// fds is the fd table of the puppet as crtools knows it, or nil when
+	// it is not known (fdtable.go): with it, a call that opens a file is
+	// queued too, since its result, the lowest free number, is known in
+	// advance (and checked when the batch has run).
+	fds *fdTable
+	// atTrap: the last stop of the puppet was the SIGTRAP of an
+	// injection's int3 (finishProc).
+	atTrap bool
 }
 
 // pendingCall is a queued syscall and what it does (for its error).
@@ -66,6 +75,12 @@ type pendingCall struct {
 	nr      int
 	args    [6]uint64
 	mayFail bool // its error is ignored (a close on the way out)
+	// expect is the result the call must return (a predicted fd
+	// number), if hasExpect.
+	expect    uint64
+	hasExpect bool
+	// ret, if set, receives the call's result.
+	ret *uint64
 }
 
 // trampoline is where the trampoline sits in every puppet of a restore.
@@ -169,6 +184,7 @@ func (p *puppet) call(nr int, args ...uint64) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	p.atTrap = false
 	if err := ptrace.SetRegs(p.pid, &r); err != nil {
 		return 0, err
 	}
@@ -178,7 +194,21 @@ func (p *puppet) call(nr int, args ...uint64) (uint64, error) {
 	if _, err := p.waitTrap(); err != nil {
 		return 0, fmt.Errorf("syscall %d in puppet %d: %w", nr, p.pid, err)
 	}
-	return p.result(nr)
+	p.atTrap = true
+	ret, err := p.result(nr)
+	if p.fds != nil {
+		if err != nil {
+			// A failed call changes no fd, except a close.
+			if nr == unix.SYS_CLOSE {
+				p.fds.del(args[0])
+			}
+		} else {
+			var a [6]uint64
+			copy(a[:], args)
+			p.fds.apply(nr, a, ret)
+		}
+	}
+	return ret, err
 }
 
 // waitTrap waits for the int3 stop. Other stops are possible meanwhile: a
@@ -236,11 +266,35 @@ func (p *puppet) queue(c pendingCall, args []uint64) error {
 		return fmt.Errorf("%s in task %d: %d arguments, at most 6", c.what, p.pid, len(args))
 	}
 	copy(c.args[:], args)
+	if p.fds != nil {
+		if c.hasExpect {
+			p.fds.apply(c.nr, c.args, c.expect)
+		} else if !p.fds.applyQueued(c.nr, c.args) {
+			// It opens a file whose number nobody predicted: the
+			// table is unknown from now on.
+			p.fds = nil
+		}
+	}
 	p.pending = append(p.pending, c)
-	if len(p.pending) == batchCalls {
+	// A full table, or a scratch area half full: the callers put the
+	// data of a call just before queueing it, so between calls is the
+	// place to make room.
+	if len(p.pending) == batchCalls || uint64(len(p.scratch)) > p.tr.scratchSize/2 {
 		return p.runPending()
 	}
 	return nil
+}
+
+// openFd runs syscall nr, which returns a new fd (openat, pidfd_open,
+// pidfd_getfd, F_DUPFD), and returns that fd. When the fd table is known,
+// the call is only queued: the kernel gives the lowest free number, which
+// runPending checks it did.
+func (p *puppet) openFd(what string, nr int, args ...uint64) (uint64, error) {
+	if p.fds == nil {
+		return p.callf(what, nr, args...)
+	}
+	fd := p.fds.lowestFree()
+	return fd, p.queue(pendingCall{what: what, nr: nr, expect: fd, hasExpect: true}, args)
 }
 
 // runPending runs the queued calls in order as one batch; it stops at the
@@ -253,9 +307,23 @@ func (p *puppet) runPending() error {
 		return nil
 	case 1:
 		c := pend[0]
-		_, err := p.callf(c.what, c.nr, c.args[:]...)
-		if c.mayFail {
+		// The fd table already counts this call's effect.
+		fds := p.fds
+		p.fds = nil
+		ret, err := p.callf(c.what, c.nr, c.args[:]...)
+		p.fds = fds
+		if c.ret != nil {
+			*c.ret = ret
+		}
+		if err != nil && c.mayFail {
 			return nil
+		}
+		if err == nil && c.hasExpect && ret != c.expect {
+			p.fds = nil
+			return fmt.Errorf("%s in task %d: got fd %d, expected %d (crtools' view of the fd table is wrong)", c.what, p.pid, ret, c.expect)
+		}
+		if err != nil {
+			p.fds = nil
 		}
 		return err
 	}
@@ -278,18 +346,32 @@ func (p *puppet) runPending() error {
 			calls[i].Args[j] = uintptr(a)
 		}
 	}
+	p.atTrap = false
 	err := p.batch.Run(calls)
-	for _, c := range calls {
-		if c.Ran {
-			p.calls++
+	p.atTrap = err == nil
+	for i, c := range calls {
+		if !c.Ran {
+			continue
+		}
+		p.calls++
+		if pend[i].ret != nil {
+			*pend[i].ret = uint64(c.Ret)
 		}
 	}
 	var be *ptrace.BatchError
 	if errors.As(err, &be) {
+		p.fds = nil
 		return fmt.Errorf("%s in task %d: %w", pend[be.Index].what, p.pid, be.Errno)
 	}
 	if err != nil {
+		p.fds = nil
 		return fmt.Errorf("%s (and %d more calls) in task %d: %w", pend[0].what, len(pend)-1, p.pid, err)
+	}
+	for i, c := range calls {
+		if pend[i].hasExpect && uint64(c.Ret) != pend[i].expect {
+			p.fds = nil
+			return fmt.Errorf("%s in task %d: got fd %d, expected %d (crtools' view of the fd table is wrong)", pend[i].what, p.pid, c.Ret, pend[i].expect)
+		}
 	}
 	return nil
 }

@@ -109,7 +109,10 @@ func TestPuppetMemory(t *testing.T) {
 		if n != 48*pageSize {
 			return fmt.Errorf("filled %d bytes, want %d", n, 48*pageSize)
 		}
-		return p.protectVMAs(plans)
+		if err := p.protectVMAs(plans); err != nil {
+			return err
+		}
+		return p.runPending() // protectVMAs queues
 	})
 	if err != nil {
 		t.Fatal(err)

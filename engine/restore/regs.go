@@ -31,9 +31,10 @@ func (r *restorer) finishProc(pr *proc) error {
 	// the leader unmaps it.
 	for _, th := range pr.threads[1:] {
 		core := pr.t.cores[th.vpid]
-		if inRestartableSyscall(core.GetThreadInfo().GetGpregs()) {
+		if inRestartableSyscall(core.GetThreadInfo().GetGpregs()) && !th.atTrap {
 			// Make sure the thread sits at the int3 (its last stop
-			// could have been another kind).
+			// could have been another kind: the SIGSTOP of its
+			// creation, when nothing was injected since).
 			if _, err := th.callf("stop at the trampoline", unix.SYS_GETPID); err != nil {
 				return err
 			}

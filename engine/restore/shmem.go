@@ -108,7 +108,7 @@ func (p *puppet) shmemCreated(img *imageSet, sh *shmState, v *pb.VmaEntry) error
 func (p *puppet) closeShmemFds(sh *shmState) {
 	for _, o := range sh.objs {
 		if o.fd != noFd && o.fdPid == p.pid {
-			_, _ = p.call(unix.SYS_CLOSE, o.fd)
+			_ = p.queueIgnore(unix.SYS_CLOSE, o.fd)
 			o.fd = noFd
 		}
 	}

@@ -30,14 +30,15 @@ func (p *puppet) takeSpecial(img *imageSet, id uint32) (uint64, error) {
 
 // takeFile copies one of crtools' files into the puppet: pidfd_open of
 // crtools, pidfd_getfd, then clear the close-on-exec pidfd_getfd sets (the
-// caller's dup3 and F_SETFD put the dumped flag back).
+// caller's dup3 and F_SETFD put the dumped flag back). The calls run
+// before it returns: the caller may close f.
 func (p *puppet) takeFile(f *os.File) (uint64, error) {
 	var pidfd uint64
 	if p.crtoolsFd >= 0 {
 		pidfd = uint64(p.crtoolsFd) // inherited (ns.go), kept open
 	} else {
 		var err error
-		if pidfd, err = p.callf("open pidfd of crtools", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0); err != nil {
+		if pidfd, err = p.openFd("open pidfd of crtools", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0); err != nil {
 			return 0, err
 		}
 	}
@@ -45,8 +46,7 @@ func (p *puppet) takeFile(f *os.File) (uint64, error) {
 		if p.crtoolsFd >= 0 {
 			return nil
 		}
-		_, err := p.callf("close pidfd of crtools", unix.SYS_CLOSE, pidfd)
-		return err
+		return p.queuef("close pidfd of crtools", unix.SYS_CLOSE, pidfd)
 	}
 	// SyscallConn, not Fd: Fd would put the file in blocking mode,
 	// clearing O_NONBLOCK of the open file the task is to get.
@@ -58,14 +58,18 @@ func (p *puppet) takeFile(f *os.File) (uint64, error) {
 		_ = closePidfd()
 		return 0, fmt.Errorf("take %s from crtools: no descriptor", f.Name())
 	}
-	fd, err := p.callf(fmt.Sprintf("take fd %d of crtools", ours), unix.SYS_PIDFD_GETFD, pidfd, uint64(ours), 0)
+	fd, err := p.openFd(fmt.Sprintf("take fd %d of crtools", ours), unix.SYS_PIDFD_GETFD, pidfd, uint64(ours), 0)
 	if cerr := closePidfd(); err == nil && cerr != nil {
 		err = cerr
 	}
 	if err != nil {
 		return 0, err
 	}
-	if _, err := p.callf(fmt.Sprintf("clear close-on-exec of fd %d", fd), unix.SYS_FCNTL, fd, unix.F_SETFD, 0); err != nil {
+	if err := p.queuef(fmt.Sprintf("clear close-on-exec of fd %d", fd), unix.SYS_FCNTL, fd, unix.F_SETFD, 0); err != nil {
+		return 0, err
+	}
+	// f must still be open when pidfd_getfd runs.
+	if err := p.runPending(); err != nil {
 		return 0, err
 	}
 	return fd, nil

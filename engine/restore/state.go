@@ -52,22 +52,31 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	}
 	// The puppet inherited crtools' files; a table shared with a task
 	// restored before holds that task's restored files instead.
+	// From here on most calls are queued and run in a few batches (one
+	// stop each): the first runs with the mappings (mapVMAs), the second
+	// after the page fill, the last at the end.
 	if !pr.sharedFiles {
 		if err := lead.closeInherited(); err != nil { // ns.go
 			return 0, kernel.IfMissing("close_range", err)
 		}
 	}
+	// Whatever happens, the fd table is not tracked past this task.
+	defer func() { lead.fds = nil }()
 
 	// Memory.
 	if err := lead.unmapPuppet(); err != nil {
 		return 0, err
 	}
 	vmas := t.mm.GetVmas()
-	if err := lead.mapVdso(vmas); err != nil {
+	checkVdso, err := lead.mapVdso(vmas)
+	if err != nil {
 		return 0, err
 	}
 	plans, err := lead.mapVMAs(r.img, r.shm, vmas, t.pagemap)
 	if err != nil {
+		return 0, err
+	}
+	if err := checkVdso(); err != nil {
 		return 0, err
 	}
 	lead.closeShmemFds(r.shm)
@@ -126,23 +135,23 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	if err := lead.restorePosixTimers(tc.GetTimers().GetPosix()); err != nil {
 		return filled, err
 	}
-	if err := r.restoreRlimits(lead.pid, tc.GetRlimits()); err != nil {
+	if err := lead.restoreRlimits(tc.GetRlimits()); err != nil {
 		return filled, err
 	}
 	// A puppet starts with personality 0 and dumpable 1 (crtools runs
 	// them with no exec of a setuid file): skip what is already so.
 	if tc.GetPersonality() != 0 {
-		if _, err := lead.callf("set personality", unix.SYS_PERSONALITY, uint64(tc.GetPersonality())); err != nil {
+		if err := lead.queuef("set personality", unix.SYS_PERSONALITY, uint64(tc.GetPersonality())); err != nil {
 			return filled, err
 		}
 	}
 	if tc.GetChildSubreaper() {
-		if _, err := lead.callf("set child subreaper", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
+		if err := lead.queuef("set child subreaper", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
 			return filled, err
 		}
 	}
 	if t.mm.Dumpable != nil && t.mm.GetDumpable() != 1 {
-		if _, err := lead.callf("set dumpable", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(t.mm.GetDumpable())); err != nil {
+		if err := lead.queuef("set dumpable", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(t.mm.GetDumpable())); err != nil {
 			return filled, err
 		}
 	}
@@ -163,10 +172,23 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	if err := lead.queueSignals(tc.GetSignalsS(), true); err != nil {
 		return filled, err
 	}
+	if err := lead.runPending(); err != nil {
+		return filled, err
+	}
+	// Every file is in place: crtools' view of the fd table must be
+	// the kernel's.
+	if err := lead.checkFds(); err != nil {
+		return filled, err
+	}
 	// Credentials last: lowering them may take away what the steps
-	// above needed.
+	// above needed. Every thread still has the credentials the leader
+	// had when it cloned them, read once.
+	cur, err := readCreds(lead.pid)
+	if err != nil {
+		return filled, err
+	}
 	for _, th := range pr.threads {
-		if err := th.restoreCreds(t.cores[th.vpid].GetThreadCore().GetCreds()); err != nil {
+		if err := th.restoreCreds(t.cores[th.vpid].GetThreadCore().GetCreds(), cur); err != nil {
 			return filled, err
 		}
 	}
@@ -214,14 +236,16 @@ func (p *puppet) restoreMM(img *imageSet, mm *pb.MmEntry) error {
 		}
 		exeFd = fd
 		m.ExeFd = uint32(fd)
-		defer func() { _, _ = p.call(unix.SYS_CLOSE, exeFd) }()
 	}
 	addr, err := p.put(m.bytes())
 	if err != nil {
 		return err
 	}
-	if _, err := p.callf("set the mm map (PR_SET_MM_MAP)", unix.SYS_PRCTL, unix.PR_SET_MM, unix.PR_SET_MM_MAP, addr, prctlMMMapSize, 0); err != nil {
+	if err := p.queuef("set the mm map (PR_SET_MM_MAP)", unix.SYS_PRCTL, unix.PR_SET_MM, unix.PR_SET_MM_MAP, addr, prctlMMMapSize, 0); err != nil {
 		return err
+	}
+	if exeFd != ^uint64(0) {
+		return p.queueIgnore(unix.SYS_CLOSE, exeFd)
 	}
 	return nil
 }
@@ -236,7 +260,7 @@ func (p *puppet) restoreFS(img *imageSet, fs *pb.FsEntry) error {
 		if err != nil {
 			return err
 		}
-		if _, err := p.callf(fmt.Sprintf("chroot to %q", fe.GetReg().GetName()), unix.SYS_CHROOT, a); err != nil {
+		if err := p.queuef(fmt.Sprintf("chroot to %q", fe.GetReg().GetName()), unix.SYS_CHROOT, a); err != nil {
 			return err
 		}
 	}
@@ -245,12 +269,12 @@ func (p *puppet) restoreFS(img *imageSet, fs *pb.FsEntry) error {
 		if err != nil {
 			return err
 		}
-		if _, err := p.callf(fmt.Sprintf("chdir to %q", fe.GetReg().GetName()), unix.SYS_CHDIR, a); err != nil {
+		if err := p.queuef(fmt.Sprintf("chdir to %q", fe.GetReg().GetName()), unix.SYS_CHDIR, a); err != nil {
 			return err
 		}
 	}
 	if fs.Umask != nil {
-		if _, err := p.callf("set umask", unix.SYS_UMASK, uint64(fs.GetUmask())); err != nil {
+		if err := p.queuef("set umask", unix.SYS_UMASK, uint64(fs.GetUmask())); err != nil {
 			return err
 		}
 	}
@@ -281,7 +305,7 @@ func (p *puppet) restoreSigactions(sas []*pb.SaEntry) error {
 			return err
 		}
 	}
-	return p.runPending() // one batch for all handlers
+	return nil // queued: the caller's next batch
 }
 
 // restoreItimers sets ITIMER_REAL/VIRTUAL/PROF where they were armed.
@@ -304,7 +328,7 @@ func (p *puppet) restoreItimers(tm *pb.TaskTimersEntry) error {
 		if err != nil {
 			return err
 		}
-		if _, err := p.callf(fmt.Sprintf("set itimer %d", which), unix.SYS_SETITIMER, uint64(which), a, 0); err != nil {
+		if err := p.queuef(fmt.Sprintf("set itimer %d", which), unix.SYS_SETITIMER, uint64(which), a, 0); err != nil {
 			return err
 		}
 	}
@@ -382,8 +406,12 @@ func (p *puppet) restorePosixTimers(timers []*pb.PosixTimerEntry) error {
 
 // restoreRlimits sets the limits from outside with prlimit. A hard limit
 // above crtools' own cannot be raised without CAP_SYS_RESOURCE: that is
-// an error naming the resource, lowering always works.
-func (r *restorer) restoreRlimits(pid int, rl *pb.TaskRlimitsEntry) error {
+// an error naming the resource, lowering always works. Limits that
+// change wait for the calls queued before (a lower RLIMIT_NOFILE would
+// refuse the dup3 of a high fd).
+func (p *puppet) restoreRlimits(rl *pb.TaskRlimitsEntry) error {
+	pid := p.pid
+	ran := false
 	for res, e := range rl.GetRlimits() {
 		var cur unix.Rlimit
 		if err := unix.Prlimit(pid, res, nil, &cur); err != nil {
@@ -392,6 +420,12 @@ func (r *restorer) restoreRlimits(pid int, rl *pb.TaskRlimitsEntry) error {
 		want := unix.Rlimit{Cur: e.GetCur(), Max: e.GetMax()}
 		if want == cur {
 			continue
+		}
+		if !ran {
+			if err := p.runPending(); err != nil {
+				return err
+			}
+			ran = true
 		}
 		if err := unix.Prlimit(pid, res, &want, nil); err != nil {
 			return fmt.Errorf("set rlimit %d of task %d to %d/%d (now %d/%d): %w", res, pid, want.Cur, want.Max, cur.Cur, cur.Max, err)

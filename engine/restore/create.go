@@ -23,11 +23,17 @@ import (
 const PuppetArg = "__crtools_puppet"
 
 // puppetOptions are the ptrace options of every puppet: a killed crtools
-// takes its half-built tasks with it (EXITKILL), and tasks cloned by a
-// puppet become traced puppets too (TRACECLONE for exit_signal 0 and
-// threads, TRACEFORK for children with SIGCHLD).
-const puppetOptions = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
-	unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACESYSGOOD
+// takes its half-built tasks with it (EXITKILL). Tasks cloned by a puppet
+// become traced puppets too: every clone3 crtools injects has
+// CLONE_PTRACE, and the new task starts in a SIGSTOP stop, without an
+// event stop of its creator, so that clones can run in a batch.
+const puppetOptions = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESYSGOOD
+
+// puppetOptionsNewPidNS add the clone event stops, whose message is the
+// new task's pid in crtools' namespace: in a new pid namespace clone3
+// returns the pid inside it (ns.go).
+const puppetOptionsNewPidNS = puppetOptions | unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
+	unix.PTRACE_O_TRACEVFORK
 
 // PidInUseError says a PID the images need belongs to a live process.
 type PidInUseError struct {
@@ -112,7 +118,11 @@ func (r *restorer) startFirstPuppet() (*puppet, error) {
 	if st.Sig != int(unix.SIGTRAP) {
 		return nil, fmt.Errorf("first puppet %d stopped by signal %d, want SIGTRAP at exec", pid, st.Sig)
 	}
-	if err := ptrace.SetOptions(pid, puppetOptions); err != nil {
+	opts := puppetOptions
+	if r.newPidNS() {
+		opts = puppetOptionsNewPidNS
+	}
+	if err := ptrace.SetOptions(pid, opts); err != nil {
 		return nil, err
 	}
 	regs, err := ptrace.GetRegs(pid)
@@ -227,6 +237,10 @@ func (p *puppet) clone(flags, exitSignal uint64, tid int) (*puppet, error) {
 }
 
 func (p *puppet) clone1(flags, exitSignal uint64, tid int) (*puppet, error) {
+	if err := p.runPending(); err != nil {
+		return nil, err
+	}
+	flags |= unix.CLONE_PTRACE
 	setTid := make([]byte, 4)
 	le.PutUint32(setTid, uint32(tid))
 	tidAddr, err := p.put(setTid)
@@ -304,6 +318,62 @@ func (p *puppet) clone1(flags, exitSignal uint64, tid int) (*puppet, error) {
 		lg = p.log.With().Int("pid", tid).Int("real_pid", real).Logger()
 	}
 	return &puppet{pid: real, vpid: tid, tgid: tgid, vtgid: vtgid, crtoolsFd: p.crtoolsFd, tr: p.tr, regs: p.regs, log: lg}, nil
+}
+
+// queueClone is clone for a task in crtools' pid namespace, queued (a
+// batch of clones costs one stop of p instead of one each). The returned
+// puppet's task exists once p's queue has run (born); created is told it
+// then. A PID still busy for a moment (clone's retry) is retried alone.
+func (p *puppet) queueClone(flags, exitSignal uint64, tid int, created func(*puppet)) (*puppet, error) {
+	c := &puppet{pid: tid, vpid: tid, tgid: tid, vtgid: tid, crtoolsFd: p.crtoolsFd, tr: p.tr, regs: p.regs,
+		log: p.log.With().Int("pid", tid).Logger(), creator: p}
+	if flags&unix.CLONE_THREAD != 0 {
+		c.tgid, c.vtgid = p.tgid, p.vtgid
+	}
+	setTid := make([]byte, 4)
+	le.PutUint32(setTid, uint32(tid))
+	tidAddr, err := p.put(setTid)
+	if err != nil {
+		return nil, err
+	}
+	ca := cloneArgs{Flags: flags | unix.CLONE_PTRACE, ExitSignal: exitSignal, SetTid: tidAddr, SetTidSize: 1}
+	argsAddr, err := p.put(ca.bytes())
+	if err != nil {
+		return nil, err
+	}
+	after := func(ret uint64, err error) error {
+		if isErrno(err, unix.EEXIST) {
+			n, err := p.clone(flags, exitSignal, tid)
+			if err != nil {
+				return err
+			}
+			*c = *n
+			created(c)
+			return nil
+		}
+		if err != nil {
+			return kernel.IfMissing("clone3-set_tid", fmt.Errorf("clone3 task %d in puppet %d: %w", tid, p.pid, err))
+		}
+		if int(ret) != tid {
+			return fmt.Errorf("clone3 task %d in puppet %d: got pid %d", tid, p.pid, ret)
+		}
+		// A new traced task first stops with SIGSTOP; the next
+		// injection resumes it with signal 0, which discards it.
+		st, err := ptrace.WaitStopped(tid)
+		if err != nil {
+			return fmt.Errorf("wait for new task %d: %w", tid, err)
+		}
+		c.creator = nil
+		created(c)
+		if st.Sig != int(unix.SIGSTOP) {
+			return fmt.Errorf("new task %d stopped by %v, want SIGSTOP", tid, st)
+		}
+		return nil
+	}
+	// mayFail: a failed clone3 must not stop the clones after it
+	// (after deals with it).
+	return c, p.queue(pendingCall{what: fmt.Sprintf("clone3 task %d", tid), nr: unix.SYS_CLONE3, mayFail: true, after: after},
+		[]uint64{argsAddr, cloneArgsSize})
 }
 
 // exitAs makes the puppet exit with a wait status as /proc/PID/stat shows
@@ -437,7 +507,7 @@ func shareSourceOf(t *taskImage, done []*taskImage) (shareSource, error) {
 // cloneChild creates the puppet of t (not the root) from its parent, or
 // from the task it shares its fd table or fs info with (shareSourceOf).
 // Preconditions: on the tracer thread; every task before t is created.
-func (r *restorer) cloneChild(pr *proc) (*puppet, error) {
+func (r *restorer) cloneChild(pr *proc, created func(*puppet)) (*puppet, error) {
 	t := pr.t
 	var done []*taskImage
 	for _, p := range r.procs {
@@ -462,12 +532,28 @@ func (r *restorer) cloneChild(pr *proc) (*puppet, error) {
 		// new root. All of them dumped the same cwd, root and umask.
 		from.sharedFS = true
 	}
+	flags, exitSignal := src.flags, uint64(unix.SIGCHLD)
 	if src.sibling {
 		// CLONE_PARENT: the sibling's parent becomes t's; clone3 wants
 		// exit_signal 0 then, and t inherits the sibling's (SIGCHLD).
-		return from.threads[0].clone(src.flags|unix.CLONE_PARENT, 0, t.pid)
+		flags, exitSignal = flags|unix.CLONE_PARENT, 0
 	}
-	return from.threads[0].clone(src.flags, uint64(unix.SIGCHLD), t.pid)
+	return r.clonePuppet(from.threads[0], flags, exitSignal, t.pid, created)
+}
+
+// clonePuppet creates a task from p: queued (queueClone) in crtools' pid
+// namespace, at once in a new one, where the pid crtools knows it by comes
+// from the clone event (clone).
+func (r *restorer) clonePuppet(p *puppet, flags, exitSignal uint64, tid int, created func(*puppet)) (*puppet, error) {
+	if !r.newPidNS() {
+		return p.queueClone(flags, exitSignal, tid, created)
+	}
+	c, err := p.clone(flags, exitSignal, tid)
+	if err != nil {
+		return nil, err
+	}
+	created(c)
+	return c, nil
 }
 
 // stopWait bounds how long Resume waits for a task restored stopped to be

@@ -67,6 +67,9 @@ type puppet struct {
 	// atTrap: the last stop of the puppet was the SIGTRAP of an
 	// injection's int3 (finishProc).
 	atTrap bool
+	// creator, until the task exists, is the puppet whose queued clone3
+	// creates it (queueClone); born runs that queue.
+	creator *puppet
 }
 
 // pendingCall is a queued syscall and what it does (for its error).
@@ -81,6 +84,24 @@ type pendingCall struct {
 	hasExpect bool
 	// ret, if set, receives the call's result.
 	ret *uint64
+	// after, if set, is told the result of the call once it ran
+	// (err: its errno), before runPending returns.
+	after func(ret uint64, err error) error
+}
+
+// born makes sure the puppet's task exists: a task whose clone3 is still
+// queued in its creator is created by running that queue.
+func (p *puppet) born() error {
+	if p.creator == nil {
+		return nil
+	}
+	if err := p.creator.runPending(); err != nil {
+		return err
+	}
+	if p.creator != nil {
+		return fmt.Errorf("task %d: its clone3 did not run", p.vpid)
+	}
+	return nil
 }
 
 // trampoline is where the trampoline sits in every puppet of a restore.
@@ -155,6 +176,9 @@ func (p *puppet) prepare(nr int, args []uint64) (ptrace.Regs, error) {
 	if len(p.pending) > 0 {
 		// A bug, not a state of the task: queued calls must run first.
 		return ptrace.Regs{}, fmt.Errorf("syscall %d in puppet %d: %d queued calls not run (%s first)", nr, p.pid, len(p.pending), p.pending[0].what)
+	}
+	if err := p.born(); err != nil {
+		return ptrace.Regs{}, err
 	}
 	if err := p.flush(); err != nil {
 		return ptrace.Regs{}, err
@@ -300,11 +324,15 @@ func (p *puppet) openFd(what string, nr int, args ...uint64) (uint64, error) {
 // runPending runs the queued calls in order as one batch; it stops at the
 // first that fails and returns its error.
 func (p *puppet) runPending() error {
+	if len(p.pending) == 0 {
+		return nil
+	}
+	if err := p.born(); err != nil {
+		return err
+	}
 	pend := p.pending
 	p.pending = nil
 	switch len(pend) {
-	case 0:
-		return nil
 	case 1:
 		c := pend[0]
 		// The fd table already counts this call's effect.
@@ -314,6 +342,17 @@ func (p *puppet) runPending() error {
 		p.fds = fds
 		if c.ret != nil {
 			*c.ret = ret
+		}
+		if c.after != nil {
+			var errno error
+			if e := new(syscall.Errno); errors.As(err, e) {
+				errno = *e
+			} else if err != nil {
+				return err // no result: the call did not run
+			}
+			if herr := c.after(ret, errno); herr != nil {
+				return herr
+			}
 		}
 		if err != nil && c.mayFail {
 			return nil
@@ -349,6 +388,7 @@ func (p *puppet) runPending() error {
 	p.atTrap = false
 	err := p.batch.Run(calls)
 	p.atTrap = err == nil
+	var herr error
 	for i, c := range calls {
 		if !c.Ran {
 			continue
@@ -357,6 +397,17 @@ func (p *puppet) runPending() error {
 		if pend[i].ret != nil {
 			*pend[i].ret = uint64(c.Ret)
 		}
+		// Every call that ran, also before a failure: a created
+		// task must be known (Kill).
+		if pend[i].after != nil {
+			if e := pend[i].after(uint64(c.Ret), c.Errno()); e != nil && herr == nil {
+				herr = e
+			}
+		}
+	}
+	if herr != nil {
+		p.fds = nil
+		return herr
 	}
 	var be *ptrace.BatchError
 	if errors.As(err, &be) {

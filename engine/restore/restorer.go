@@ -157,6 +157,9 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 			_ = unix.Kill(first.pid, unix.SIGKILL)
 			_, _ = ptrace.Wait(first.pid)
 		}()
+		// Tasks are known to Kill once they exist (clones are queued
+		// and run in batches: clonePuppet).
+		created := func(c *puppet) { r.created = append(r.created, c.pid) }
 		for _, t := range r.img.tasks {
 			pr := &proc{t: t}
 			var lead *puppet
@@ -164,15 +167,17 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 				// CLONE_PARENT makes crtools the root's parent; clone3
 				// then wants exit_signal 0 and the child gets SIGCHLD.
 				lead, err = first.clone(unix.CLONE_PARENT|r.nsCloneFlags(), 0, t.pid) // ns.go
+				if err == nil {
+					created(lead)
+				}
 			} else {
 				// From its parent, or from the task it shares its fd
 				// table or fs info with (create.go).
-				lead, err = r.cloneChild(pr)
+				lead, err = r.cloneChild(pr, created)
 			}
 			if err != nil {
 				return err
 			}
-			r.created = append(r.created, lead.pid)
 			pr.threads = append(pr.threads, lead)
 			if t.parent == nil {
 				// crtools' pid of the root: not the image's in a new
@@ -186,7 +191,7 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 			// A session leader starts its session before its children
 			// exist, so that they are born into it.
 			if t.sid == t.pid {
-				if _, err := lead.callf("create session (setsid)", unix.SYS_SETSID); err != nil {
+				if err := lead.queuef("create session (setsid)", unix.SYS_SETSID); err != nil {
 					return err
 				}
 				if err := r.sessionTerminal(lead, t.pid, false); err != nil { // special.go
@@ -194,14 +199,24 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 				}
 			}
 			for _, tid := range t.tids[1:] {
-				th, err := lead.clone(threadCloneFlags, 0, tid)
+				th, err := r.clonePuppet(lead, threadCloneFlags, 0, tid, created)
 				if err != nil {
 					return fmt.Errorf("create thread %d of task %d: %w", tid, t.pid, err)
 				}
-				r.created = append(r.created, th.pid)
 				pr.threads = append(pr.threads, th)
 			}
 			r.procs = append(r.procs, pr)
+		}
+		// Run the queued clones (and setsids), creators first.
+		for _, pr := range r.procs {
+			for _, th := range pr.threads {
+				if err := th.born(); err != nil {
+					return err
+				}
+				if err := th.runPending(); err != nil {
+					return err
+				}
+			}
 		}
 		if err := r.setProcessGroups(); err != nil {
 			return err

@@ -78,6 +78,10 @@ func (p *puppet) takeFile(f *os.File) (uint64, error) {
 // resolver gives epoll the files the puppet already holds, by number.
 func (p *puppet) resolver(img *imageSet) files.Resolver {
 	return func(fd int) (*os.File, error) {
+		// The calls that put the file there may still be queued.
+		if err := p.runPending(); err != nil {
+			return nil, err
+		}
 		pidfd, err := unix.PidfdOpen(p.pid, 0)
 		if err != nil {
 			return nil, fmt.Errorf("open pidfd of task %d: %w", p.pid, err)

@@ -60,6 +60,10 @@ type restorer struct {
 
 	// Memory filled so far and in all, for opts.Progress.
 	fillDone, fillTotal int64
+
+	// initial is what every puppet has when RestoreState starts, read
+	// from the first one restored (state.go).
+	initial *initialState
 }
 
 // addFilled counts n more bytes of memory filled and reports progress.
@@ -356,28 +360,30 @@ func (r *restorer) RestoreState(ctx context.Context) error {
 			}
 		}
 	}
-	for _, pr := range r.procs {
-		if pr.t.dead() {
-			continue
+	// One hand-over to the tracer thread for all tasks.
+	err := r.tr.Do(func() error {
+		for _, pr := range r.procs {
+			if pr.t.dead() {
+				continue
+			}
+			start := time.Now()
+			filled, err := r.restoreProc(pr)
+			if err != nil {
+				return fmt.Errorf("restore task %d: %w", pr.t.pid, err)
+			}
+			pr.done = true
+			calls := 0
+			for _, th := range pr.threads {
+				calls += th.calls
+			}
+			r.log.Debug().Int("pid", pr.t.pid).Dur("took", time.Since(start)).Int64("bytes", filled).
+				Dur("populate", pr.threads[0].populateTime).Dur("read", pr.threads[0].readTime).
+				Int("syscalls", calls).Msg("task state restored")
 		}
-		start := time.Now()
-		var filled int64
-		err := r.tr.Do(func() error {
-			var err error
-			filled, err = r.restoreProc(pr)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("restore task %d: %w", pr.t.pid, err)
-		}
-		pr.done = true
-		calls := 0
-		for _, th := range pr.threads {
-			calls += th.calls
-		}
-		r.log.Debug().Int("pid", pr.t.pid).Dur("took", time.Since(start)).Int64("bytes", filled).
-			Dur("populate", pr.threads[0].populateTime).Dur("read", pr.threads[0].readTime).
-			Int("syscalls", calls).Msg("task state restored")
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	// Every task holds its own copies of the special files now; crtools
 	// lets go of its own (a pipe whose writer was gone reads EOF again).

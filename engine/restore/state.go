@@ -3,6 +3,8 @@ package restore
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -135,7 +137,12 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	if err := lead.restorePosixTimers(tc.GetTimers().GetPosix()); err != nil {
 		return filled, err
 	}
-	if err := lead.restoreRlimits(tc.GetRlimits()); err != nil {
+	if r.initial == nil {
+		if r.initial, err = readInitialState(lead.pid); err != nil {
+			return filled, err
+		}
+	}
+	if err := lead.restoreRlimits(tc.GetRlimits(), r.initial.rlimits); err != nil {
 		return filled, err
 	}
 	// A puppet starts with personality 0 and dumpable 1 (crtools runs
@@ -155,7 +162,7 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 			return filled, err
 		}
 	}
-	if tc.OomScoreAdj != nil {
+	if tc.OomScoreAdj != nil && tc.GetOomScoreAdj() != r.initial.oomScoreAdj {
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", lead.pid), []byte(fmt.Sprint(tc.GetOomScoreAdj())), 0); err != nil {
 			r.log.Warn().Err(err).Int("pid", t.pid).Msg("cannot restore oom_score_adj")
 		}
@@ -181,14 +188,9 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 		return filled, err
 	}
 	// Credentials last: lowering them may take away what the steps
-	// above needed. Every thread still has the credentials the leader
-	// had when it cloned them, read once.
-	cur, err := readCreds(lead.pid)
-	if err != nil {
-		return filled, err
-	}
+	// above needed.
 	for _, th := range pr.threads {
-		if err := th.restoreCreds(t.cores[th.vpid].GetThreadCore().GetCreds(), cur); err != nil {
+		if err := th.restoreCreds(t.cores[th.vpid].GetThreadCore().GetCreds(), r.initial.creds); err != nil {
 			return filled, err
 		}
 	}
@@ -404,18 +406,60 @@ func (p *puppet) restorePosixTimers(timers []*pb.PosixTimerEntry) error {
 	return nil
 }
 
+// initialState is what every puppet has when RestoreState starts:
+// credentials, limits and oom_score_adj are inherited from the first
+// puppet by every clone, no namespace crtools creates changes how they
+// read, and only RestoreState changes them, after every clone. Reading
+// them once instead of per task saves about 20 syscalls and a
+// /proc/PID/status parse per task.
+type initialState struct {
+	creds       creds
+	rlimits     map[int]unix.Rlimit
+	oomScoreAdj int32
+}
+
+// rlimNlimits is RLIM_NLIMITS: the resources prlimit knows.
+const rlimNlimits = 16
+
+func readInitialState(pid int) (*initialState, error) {
+	c, err := readCreds(pid)
+	if err != nil {
+		return nil, err
+	}
+	st := &initialState{creds: c, rlimits: map[int]unix.Rlimit{}}
+	for res := 0; res < rlimNlimits; res++ {
+		var cur unix.Rlimit
+		if err := unix.Prlimit(pid, res, nil, &cur); err != nil {
+			return nil, fmt.Errorf("read rlimit %d of task %d: %w", res, pid, err)
+		}
+		st.rlimits[res] = cur
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid))
+	if err != nil {
+		return nil, err
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("read oom_score_adj of task %d: %w", pid, err)
+	}
+	st.oomScoreAdj = int32(v)
+	return st, nil
+}
+
 // restoreRlimits sets the limits from outside with prlimit. A hard limit
 // above crtools' own cannot be raised without CAP_SYS_RESOURCE: that is
 // an error naming the resource, lowering always works. Limits that
 // change wait for the calls queued before (a lower RLIMIT_NOFILE would
-// refuse the dup3 of a high fd).
-func (p *puppet) restoreRlimits(rl *pb.TaskRlimitsEntry) error {
+// refuse the dup3 of a high fd). initial are the puppet's limits now.
+func (p *puppet) restoreRlimits(rl *pb.TaskRlimitsEntry, initial map[int]unix.Rlimit) error {
 	pid := p.pid
 	ran := false
 	for res, e := range rl.GetRlimits() {
-		var cur unix.Rlimit
-		if err := unix.Prlimit(pid, res, nil, &cur); err != nil {
-			return fmt.Errorf("read rlimit %d of task %d: %w", res, pid, err)
+		cur, ok := initial[res]
+		if !ok {
+			if err := unix.Prlimit(pid, res, nil, &cur); err != nil {
+				return fmt.Errorf("read rlimit %d of task %d: %w", res, pid, err)
+			}
 		}
 		want := unix.Rlimit{Cur: e.GetCur(), Max: e.GetMax()}
 		if want == cur {

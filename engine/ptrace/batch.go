@@ -158,6 +158,20 @@ func (in *Injector) BatchAt(code, table uintptr, maxCalls int) (*Batch, error) {
 	return &Batch{in: in, addr: code, table: table, maxCalls: maxCalls, borrowed: true}, nil
 }
 
+// BatchCode returns the code BatchAt writes, for a caller that puts it in
+// place itself (BatchOver).
+func BatchCode() []byte { return append([]byte(nil), batchCode...) }
+
+// BatchOver is BatchAt for a task whose memory at code already holds
+// BatchCode(): written by the caller with other code in one write, or
+// inherited from the task it was cloned from. It writes nothing.
+func (in *Injector) BatchOver(code, table uintptr, maxCalls int) (*Batch, error) {
+	if in.syscallStops {
+		return nil, fmt.Errorf("prepare batch in task %d: %w", in.Tid, ErrSyscallStops)
+	}
+	return &Batch{in: in, addr: code, table: table, maxCalls: maxCalls, borrowed: true}, nil
+}
+
 // Close unmaps the batch's memory from the task (unless the caller lent it,
 // see BatchAt).
 func (b *Batch) Close() error {

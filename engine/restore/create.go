@@ -152,11 +152,24 @@ func (r *restorer) startFirstPuppet() (*puppet, error) {
 	if got != addr {
 		return nil, fmt.Errorf("map the trampoline in puppet %d: got %#x, asked for %#x", pid, got, addr)
 	}
-	if _, err := ptrace.WriteMem(pid, uintptr(addr), trampolineCode); err != nil {
+	// The batch code too (puppet.go, runPending): every puppet
+	// inherits both with the mapping.
+	code := make([]byte, batchCodeOff, batchCodeOff+ptrace.BatchCodeSize)
+	copy(code, trampolineCode)
+	code = append(code, ptrace.BatchCode()...)
+	if _, err := ptrace.WriteMem(pid, uintptr(addr), code); err != nil {
 		return nil, fmt.Errorf("write the trampoline of puppet %d: %w", pid, err)
 	}
 	r.tramp = &trampoline{addr: addr, size: trampolineSize, scratch: addr + pageSize, scratchSize: trampolineScratch}
 	p.tr = r.tramp
+	// Nothing but the trampoline is of use in a puppet: unmapping the
+	// exec'ed binary, stack and vDSO here (queued, with the next call)
+	// rather than in every task makes each clone copy an almost empty
+	// mm, and each task's own unmapPuppet find nothing to tear down;
+	// page table work is what costs most in a task's restore here.
+	if err := p.unmapPuppet(); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 

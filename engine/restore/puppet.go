@@ -371,8 +371,18 @@ func (p *puppet) runPending() error {
 	}
 	if p.batch == nil {
 		in := &ptrace.Injector{Tid: p.pid}
-		b, err := in.BatchAt(uintptr(p.tr.addr+batchCodeOff), uintptr(p.tr.scratch+p.tr.scratchSize), batchCalls)
+		// The code is in the trampoline since the first puppet
+		// (startFirstPuppet).
+		b, err := in.BatchOver(uintptr(p.tr.addr+batchCodeOff), uintptr(p.tr.scratch+p.tr.scratchSize), batchCalls)
 		if err != nil {
+			return fmt.Errorf("prepare batch in puppet %d: %w", p.pid, err)
+		}
+		// One injection session for the puppet's life: a batch begun
+		// and ended per run costs six more ptrace calls (registers,
+		// mask and rseq saved and put back), and nothing of a
+		// puppet's registers or mask needs to survive its batches
+		// (restoreProc and finishProc set them).
+		if err := in.Begin(); err != nil {
 			return fmt.Errorf("prepare batch in puppet %d: %w", p.pid, err)
 		}
 		p.batch = b

@@ -240,6 +240,11 @@ func (d *Dumper) Finish(mode engine.FinishMode) error {
 		err = errors.Join(err, d.tr.Do(d.detachStopped))
 	case engine.FinishKill:
 		err = d.tr.Do(d.killAll)
+		// Let go of the killed tree without waiting for it (killAll
+		// says why): the tracer thread exits and the kernel detaches
+		// its tracees.
+		d.tr.Close()
+		d.tr = nil
 		if d.state != nil && d.state.special != nil {
 			err = errors.Join(err, d.state.special.ReleaseTCP(true))
 		}

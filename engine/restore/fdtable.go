@@ -2,9 +2,7 @@ package restore
 
 import (
 	"fmt"
-	"os"
 	"sort"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -95,18 +93,11 @@ func (p *puppet) checkFds() error {
 	if p.fds == nil {
 		return nil
 	}
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.pid))
+	got, err := openFds(p.pid) // procfs.go
 	if err != nil {
 		return fmt.Errorf("check the fd table of task %d: %w", p.pid, err)
 	}
-	var got, want []uint64
-	for _, e := range ents {
-		n, err := strconv.ParseUint(e.Name(), 10, 64)
-		if err != nil {
-			return fmt.Errorf("check the fd table of task %d: entry %q", p.pid, e.Name())
-		}
-		got = append(got, n)
-	}
+	var want []uint64
 	for fd := range p.fds.open {
 		want = append(want, fd)
 	}

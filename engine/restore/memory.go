@@ -1,12 +1,9 @@
 package restore
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -95,37 +92,6 @@ func (p *puppet) mapVdso(vmas []*pb.VmaEntry) (func() error, error) {
 		}
 		return nil
 	}, nil
-}
-
-// findMapping returns the start and length of the mapping named name in
-// /proc/PID/maps.
-func findMapping(pid int, name string) (uint64, uint64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 6 || fields[5] != name {
-			continue
-		}
-		lo, hi, ok := strings.Cut(fields[0], "-")
-		if !ok {
-			continue
-		}
-		s, err1 := strconv.ParseUint(lo, 16, 64)
-		e, err2 := strconv.ParseUint(hi, 16, 64)
-		if err1 != nil || err2 != nil {
-			return 0, 0, fmt.Errorf("parse /proc/%d/maps line %q", pid, sc.Text())
-		}
-		return s, e - s, nil
-	}
-	if err := sc.Err(); err != nil {
-		return 0, 0, fmt.Errorf("read /proc/%d/maps: %w", pid, err)
-	}
-	return 0, 0, fmt.Errorf("no %s mapping in /proc/%d/maps", name, pid)
 }
 
 // mapVMAs creates every VMA of the image (except the vDSO/vvar and

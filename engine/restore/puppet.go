@@ -112,6 +112,7 @@ type trampoline struct {
 	scratchSize uint64
 
 	fillBuf []byte // crtools-side buffer for page copies (fillBuffer)
+	xstate  []byte // a puppet's xstate, the base of every thread's (setFinalState)
 }
 
 // trampolineCode is `syscall; int3`.

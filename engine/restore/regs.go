@@ -90,10 +90,17 @@ func (p *puppet) setFinalState(core *pb.CoreEntry) error {
 	ti := core.GetThreadInfo()
 	regs := regsFromImage(ti.GetGpregs(), p.regs)
 	restartSyscall(&regs)
-	xs, err := ptrace.GetXState(p.pid)
-	if err != nil {
-		return err
+	// Every puppet has the same xstate, the clean one of the exec the
+	// first puppet started with (puppets run no FPU instruction, and
+	// clone copies it): read once, it is the base of every thread's.
+	if p.tr.xstate == nil {
+		xs, err := ptrace.GetXState(p.pid)
+		if err != nil {
+			return err
+		}
+		p.tr.xstate = xs
 	}
+	xs := append([]byte(nil), p.tr.xstate...)
 	if err := patchXState(xs, ti.GetFpregs()); err != nil {
 		return fmt.Errorf("build FPU state of task %d: %w", p.pid, err)
 	}

@@ -74,6 +74,10 @@ type BatchCall struct {
 	Args [6]uintptr
 	// MayFail: an error result does not stop the batch.
 	MayFail bool
+	// NoResult: the caller needs no Ret of this call (Ran and the
+	// batch's error still tell what ran). When every call of a Run has
+	// it, Run does not read the results back from the task.
+	NoResult bool
 	// Ret and Ran are set by Run.
 	Ret uintptr
 	Ran bool
@@ -244,7 +248,7 @@ func (b *Batch) Run(calls []BatchCall) (err error) {
 	in.Events = in.Events[:0]
 	in.trapped = true // the batch ends in its int3's SIGTRAP stop
 	end := uint64(b.addr) + uint64(len(batchCode))
-	var left uint64
+	var left, lastRet uint64
 	for {
 		if err := Cont(in.Tid, 0); err != nil {
 			return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
@@ -269,6 +273,7 @@ func (b *Batch) Run(calls []BatchCall) (err error) {
 		}
 		if regs.Rip == end {
 			left = regs.R12
+			lastRet = regs.Rax // the result of the last call that ran
 			break
 		}
 		si, err := GetSiginfo(in.Tid)
@@ -288,6 +293,28 @@ func (b *Batch) Run(calls []BatchCall) (err error) {
 	if ran == 0 {
 		return nil
 	}
+	noResults := true
+	for i := range ran {
+		noResults = noResults && calls[i].NoResult
+	}
+	if noResults {
+		for i := range ran {
+			calls[i].Ran = true
+		}
+		calls[ran-1].Ret = uintptr(lastRet)
+	} else if err := b.readResults(calls[:ran]); err != nil {
+		return err
+	}
+	last := &calls[ran-1]
+	if e := last.Errno(); e != nil && !last.MayFail {
+		return &BatchError{Index: ran - 1, Nr: last.Nr, Errno: e.(unix.Errno)}
+	}
+	return nil
+}
+
+// readResults reads the results of the calls that ran from the table.
+func (b *Batch) readResults(calls []BatchCall) error {
+	in, tableAddr, ran := b.in, b.table, len(calls)
 	out := make([]byte, ran*batchEntrySize)
 	if _, err := ReadMem(in.Tid, tableAddr, out); err != nil {
 		return fmt.Errorf("run batch in task %d: read results: %w", in.Tid, err)
@@ -295,10 +322,6 @@ func (b *Batch) Run(calls []BatchCall) (err error) {
 	for i := range ran {
 		calls[i].Ret = uintptr(binary.LittleEndian.Uint64(out[i*batchEntrySize+56:]))
 		calls[i].Ran = true
-	}
-	last := &calls[ran-1]
-	if e := last.Errno(); e != nil && !last.MayFail {
-		return &BatchError{Index: ran - 1, Nr: last.Nr, Errno: e.(unix.Errno)}
 	}
 	return nil
 }

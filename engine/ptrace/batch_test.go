@@ -67,6 +67,23 @@ func TestBatch(t *testing.T) {
 		if link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", w.pid, fd)); err != nil || link != path {
 			t.Errorf("fd %d: %q, %v", fd, link, err)
 		}
+		// NoResult everywhere: no results read back, but what ran,
+		// the last result and a hard failure are still known.
+		calls = []BatchCall{
+			{Nr: unix.SYS_GETPID, NoResult: true},
+			{Nr: unix.SYS_GETPPID, NoResult: true},
+		}
+		if err := b.Run(calls); err != nil || !calls[0].Ran || !calls[1].Ran || int(calls[1].Ret) != os.Getpid() {
+			t.Errorf("batch without results: %v, %+v", err, calls)
+		}
+		calls = []BatchCall{
+			{Nr: unix.SYS_CLOSE, Args: [6]uintptr{12345}, NoResult: true},
+			{Nr: unix.SYS_GETPID, NoResult: true},
+		}
+		err = b.Run(calls)
+		if be := (*BatchError)(nil); !errors.As(err, &be) || be.Index != 0 || !errors.Is(err, unix.EBADF) || calls[1].Ran {
+			t.Errorf("batch without results, failing close: %v, %+v", err, calls)
+		}
 		// A hard failure stops the batch there.
 		calls = []BatchCall{
 			{Nr: unix.SYS_CLOSE, Args: [6]uintptr{fd}},

@@ -245,6 +245,19 @@ func (in *Injector) Begin() error {
 	return nil
 }
 
+// Adopt starts an injection session without reading or changing anything
+// of the task (Begin costs four ptrace calls): regs are what batches start
+// from (segment selectors, flags). End must not be called. It is for a
+// task whose registers and signal mask the caller sets itself before the
+// task runs code of its own (a restore puppet); any other task needs Begin.
+func (in *Injector) Adopt(regs Regs) error {
+	if in.session != nil {
+		return fmt.Errorf("adopt task %d for injection: already begun", in.Tid)
+	}
+	in.session = &injectSession{regs: regs}
+	return nil
+}
+
 // End puts back the registers and mask saved by Begin.
 func (in *Injector) End() error {
 	s := in.session

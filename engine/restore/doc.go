@@ -10,11 +10,21 @@
 // entry point and maps the trampoline (one code page and a scratch area)
 // at an address free in the puppet and in every task of the images. From
 // then on every syscall is injected at the trampoline: set the registers,
-// PTRACE_CONT, collect RAX at the int3 (puppet.go). clone3 with set_tid
+// PTRACE_CONT, collect RAX at the int3 (puppet.go). Calls whose result
+// nobody needs at once are queued and run as one batch (ptrace.Batch: a
+// table of calls, one stop for all); calls that open a file are queued
+// too while crtools knows the puppet's fd table (fdtable.go: the kernel
+// gives the lowest free number, checked after the batch and against
+// /proc/PID/fd), so a task's memory, files and state take a few stops
+// instead of one per call. clone3 with set_tid
 // creates each task in its parent's puppet (the root in the first puppet,
 // with CLONE_PARENT, so crtools is its parent) and each thread with
-// CLONE_THREAD in its process's puppet; PTRACE_O_TRACECLONE/TRACEFORK make
-// them puppets too. A process that shared its fd table or fs info with its
+// CLONE_THREAD in its process's puppet; CLONE_PTRACE makes them puppets
+// too, stopped in their first SIGSTOP, so a parent's clones run in one
+// batch (in a new pid namespace the clone event stops, which give the
+// pid in crtools' namespace, make them puppets, one at a time). The first
+// puppet drops its exec'ed image before it clones the root: every task
+// starts with nothing but the trampoline. A process that shared its fd table or fs info with its
 // parent or a sibling is cloned from that task with CLONE_FILES/CLONE_FS
 // (with CLONE_PARENT from a sibling), and the table or fs info is restored
 // once (create.go). Sessions are created before children, process groups

@@ -160,12 +160,13 @@ func (t *taskImage) load(dir string) error {
 		return nil // a zombie: nothing but its exit code
 	}
 	t.ids = core.GetIds()
-	if image.Exists(dir, image.IDs, uint64(t.pid)) {
-		ids := &pb.TaskKobjIdsEntry{}
-		if err := image.ReadOne(dir, image.IDs, uint64(t.pid), ids); err != nil {
-			return fmt.Errorf("read ids of task %d: %w", t.pid, err)
-		}
+	// Optional images are read without a stat first (one syscall less
+	// each, 150 for 50 tasks): a missing one is ErrNotExist.
+	ids := &pb.TaskKobjIdsEntry{}
+	if err := image.ReadOne(dir, image.IDs, uint64(t.pid), ids); err == nil {
 		t.ids = ids
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read ids of task %d: %w", t.pid, err)
 	}
 	mm := &pb.MmEntry{}
 	if err := image.ReadOne(dir, image.MM, uint64(t.pid), mm); err != nil {
@@ -180,15 +181,17 @@ func (t *taskImage) load(dir string) error {
 		return fmt.Errorf("read pages of task %d: %w", t.pid, err)
 	}
 	t.pagemap = pm
-	if image.Exists(dir, image.FS, uint64(t.pid)) {
-		fs := &pb.FsEntry{}
-		if err := image.ReadOne(dir, image.FS, uint64(t.pid), fs); err != nil {
-			return fmt.Errorf("read fs of task %d: %w", t.pid, err)
-		}
-		t.fs = fs
+	fse := &pb.FsEntry{}
+	if err := image.ReadOne(dir, image.FS, uint64(t.pid), fse); err == nil {
+		t.fs = fse
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read fs of task %d: %w", t.pid, err)
 	}
-	if t.ids != nil && image.Exists(dir, image.Fdinfo, uint64(t.ids.GetFilesId())) {
+	if t.ids != nil {
 		r, err := image.Open(dir, image.Fdinfo, uint64(t.ids.GetFilesId()))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("read fds of task %d: %w", t.pid, err)
 		}

@@ -38,9 +38,11 @@ type dumpState struct {
 	shmemOrder []*shmemObj
 	tasks      []*taskState
 	nextKobj   uint32
-	nsIDs      map[string]uint32
-	rootIDs    *pb.TaskKobjIdsEntry
-	ns         *ns.Dump // namespaces (-n), engine/ns
+	// kobjs find the mms, fd tables and fs infos tasks share.
+	kobjs   struct{ vm, files, fs files.KcmpIndex }
+	nsIDs   map[string]uint32
+	rootIDs *pb.TaskKobjIdsEntry
+	ns      *ns.Dump // namespaces (-n), engine/ns
 	// special dumps pipes, sockets, eventfd, epoll, ... (engine/files);
 	// its entries share the id space of files.
 	special *files.Dumper
@@ -58,6 +60,9 @@ type taskState struct {
 	pages  []pageRange
 	fs     *pb.FsEntry
 	fds    []*pb.FdinfoEntry
+	// statuses are the /proc status of each thread, threads[0] first
+	// (nil for a zombie): innerPids takes the namespace ids from them.
+	statuses []*proc.Status
 }
 
 // Collect reads the state of the frozen tree.
@@ -69,6 +74,7 @@ func (d *Dumper) Collect(ctx context.Context) error {
 		return fmt.Errorf("collect: tree is not frozen")
 	}
 	s := &dumpState{nsIDs: map[string]uint32{}}
+	s.kobjs.vm.Type, s.kobjs.files.Type, s.kobjs.fs.Type = files.KcmpVM, files.KcmpFiles, files.KcmpFS
 	var tree []int
 	for _, t := range d.tasks {
 		tree = append(tree, t.pid)
@@ -127,6 +133,44 @@ func (d *Dumper) Collect(ctx context.Context) error {
 	return nil
 }
 
+// taskKobjIDs gives pid the ids of its mm, fd table, fs info and signal
+// handler table: those of a task collected before that shares them (kcmp),
+// or new ones.
+func (s *dumpState) taskKobjIDs(pid int) (*pb.TaskKobjIdsEntry, error) {
+	ids := &pb.TaskKobjIdsEntry{}
+	for _, k := range []struct {
+		ix  *files.KcmpIndex
+		dst **uint32
+	}{{&s.kobjs.vm, &ids.VmId}, {&s.kobjs.files, &ids.FilesId}, {&s.kobjs.fs, &ids.FsId}} {
+		id, _, err := k.ix.Find(pid, 0, s.kobjID)
+		if err != nil {
+			return nil, fmt.Errorf("compare kernel objects of pid %d: %w", pid, err)
+		}
+		*k.dst = proto.Uint32(id)
+	}
+	// A signal handler table is shared only between tasks that share
+	// their mm: CLONE_SIGHAND requires CLONE_VM, and execve, the only way
+	// to a new mm, unshares the handlers too. So only the tasks with the
+	// same mm are asked.
+	for _, o := range s.tasks {
+		if o.ids == nil || o.ids.GetVmId() != ids.GetVmId() {
+			continue
+		}
+		r, err := files.Kcmp(pid, o.t.pid, files.KcmpSighand, 0, 0)
+		if err != nil {
+			return nil, fmt.Errorf("compare signal handlers of pid %d with pid %d: %w", pid, o.t.pid, err)
+		}
+		if r == 0 {
+			ids.SighandId = proto.Uint32(o.ids.GetSighandId())
+			break
+		}
+	}
+	if ids.SighandId == nil {
+		ids.SighandId = proto.Uint32(s.kobjID())
+	}
+	return ids, nil
+}
+
 func (s *dumpState) kobjID() uint32 {
 	s.nextKobj++
 	return s.nextKobj
@@ -183,12 +227,27 @@ func (d *Dumper) collectTask(s *dumpState, t *task) (*taskState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read status of pid %d: %w", pid, err)
 	}
+	ts.statuses = []*proc.Status{status}
 	if status.Seccomp == 2 {
 		return nil, fmt.Errorf("pid %d runs under seccomp filters; seccomp is not supported yet", pid)
 	}
 	timers, err := proc.ReadTimers(pid)
 	if err != nil {
 		return nil, fmt.Errorf("read POSIX timers of pid %d: %w", pid, err)
+	}
+
+	// Memory (before the injections below, which map and unmap a
+	// page; the map also tells where the vDSO is).
+	vmas, pages, err := s.collectMemory(pid)
+	if err != nil {
+		return nil, err
+	}
+	ts.pages = pages
+	var vdsoStart, vdsoEnd uintptr
+	for _, v := range vmas {
+		if v.GetStatus()&vmaAreaVDSO != 0 {
+			vdsoStart, vdsoEnd = uintptr(v.GetStart()), uintptr(v.GetEnd())
+		}
 	}
 
 	// Everything that needs ptrace, in one trip to the tracer thread.
@@ -226,19 +285,13 @@ func (d *Dumper) collectTask(s *dumpState, t *task) (*taskState, error) {
 		if shared, err = ptrace.PeekSiginfo(pid, true); err != nil {
 			return fmt.Errorf("read pending signals of pid %d: %w", pid, err)
 		}
-		inj, err = injectQueries(t, status, timers)
+		inj, err = injectQueries(t, status, timers, vdsoStart, vdsoEnd)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 
-	// Memory.
-	vmas, pages, err := s.collectMemory(pid)
-	if err != nil {
-		return nil, err
-	}
-	ts.pages = pages
 	auxv, err := proc.ReadAuxv(pid)
 	if err != nil {
 		return nil, fmt.Errorf("read auxv of pid %d: %w", pid, err)
@@ -269,29 +322,8 @@ func (d *Dumper) collectTask(s *dumpState, t *task) (*taskState, error) {
 	// Ids. Tasks that share their mm, fd table, fs info or signal
 	// handlers (CLONE_VM/FILES/FS/SIGHAND without CLONE_THREAD) share the
 	// id, as kcmp tells; everyone else gets a new one.
-	ts.ids = &pb.TaskKobjIdsEntry{}
-	for _, k := range []struct {
-		typ int
-		dst **uint32
-		get func(*pb.TaskKobjIdsEntry) uint32
-	}{
-		{kcmpVM, &ts.ids.VmId, (*pb.TaskKobjIdsEntry).GetVmId},
-		{kcmpFiles, &ts.ids.FilesId, (*pb.TaskKobjIdsEntry).GetFilesId},
-		{kcmpFS, &ts.ids.FsId, (*pb.TaskKobjIdsEntry).GetFsId},
-		{kcmpSighand, &ts.ids.SighandId, (*pb.TaskKobjIdsEntry).GetSighandId},
-	} {
-		for _, o := range s.tasks {
-			if o.t.zombie || o.ids == nil {
-				continue
-			}
-			if r, err := kcmp(pid, o.t.pid, k.typ, 0, 0); err == nil && r == 0 {
-				*k.dst = proto.Uint32(k.get(o.ids))
-				break
-			}
-		}
-		if *k.dst == nil {
-			*k.dst = proto.Uint32(s.kobjID())
-		}
+	if ts.ids, err = s.taskKobjIDs(pid); err != nil {
+		return nil, err
 	}
 	if err := s.checkSharedKobjs(pid, ts.ids); err != nil { // files.go
 		return nil, err
@@ -322,6 +354,7 @@ func (d *Dumper) collectTask(s *dumpState, t *task) (*taskState, error) {
 			if tstatus, err = proc.ReadTaskStatus(pid, th.tid); err != nil {
 				return nil, fmt.Errorf("read status of thread %d: %w", th.tid, err)
 			}
+			ts.statuses = append(ts.statuses, tstatus)
 			if tstat, err = proc.ReadTaskStat(pid, th.tid); err != nil {
 				return nil, fmt.Errorf("read state of thread %d: %w", th.tid, err)
 			}
@@ -460,9 +493,15 @@ func taskCore(t *task, st *proc.Stat, status *proc.Status, inj *injected, blocke
 func (s *dumpState) innerPids() error {
 	inner := map[*task]ns.InnerIDs{}
 	for _, ts := range s.tasks {
-		in, err := ns.ReadInner(ts.t.pid, ts.t.pid)
+		var in ns.InnerIDs
+		var err error
+		if len(ts.statuses) > 0 {
+			in, err = ns.InnerFromStatus(ts.statuses[0])
+		} else {
+			in, err = ns.ReadInner(ts.t.pid, ts.t.pid) // a zombie
+		}
 		if err != nil {
-			return err
+			return fmt.Errorf("pid %d: %w", ts.t.pid, err)
 		}
 		inner[ts.t] = in
 	}
@@ -483,9 +522,12 @@ func (s *dumpState) innerPids() error {
 		for i, th := range t.threads {
 			v := in.Pid
 			if i > 0 {
-				x, err := ns.ReadInner(t.pid, th.tid)
+				if i >= len(ts.statuses) {
+					return fmt.Errorf("thread %d of pid %d: no status read", th.tid, t.pid)
+				}
+				x, err := ns.InnerFromStatus(ts.statuses[i])
 				if err != nil {
-					return err
+					return fmt.Errorf("thread %d of pid %d: %w", th.tid, t.pid, err)
 				}
 				v = x.Pid
 				ts.vtids = append(ts.vtids, v)

@@ -15,23 +15,6 @@ import (
 	"github.com/crtools/crtools/engine/proc"
 )
 
-// kcmp types (linux/kcmp.h).
-const (
-	kcmpFile    = 0
-	kcmpVM      = 1
-	kcmpFiles   = 2
-	kcmpFS      = 3
-	kcmpSighand = 4
-)
-
-func kcmp(pid1, pid2, typ int, idx1, idx2 uintptr) (int, error) {
-	r, _, errno := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), uintptr(typ), idx1, idx2, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(r), nil
-}
-
 // openFile is one open file description already given an id, kept to find
 // other descriptors that share it (dup, fork).
 type openFile struct {
@@ -44,7 +27,9 @@ type openFile struct {
 type fileTable struct {
 	next    uint32
 	entries []*pb.FileEntry
-	open    []openFile
+	// open are the regular files' open file descriptions seen so far,
+	// by device and inode.
+	open map[[2]uint64]*files.KcmpIndex
 	// memfdOpen are the memfd open file descriptions seen so far, and
 	// memfdInodes counts memfd objects (memfd.go).
 	memfdOpen   []openFile
@@ -160,19 +145,17 @@ func (s *dumpState) collectFds(pid int) ([]*pb.FdinfoEntry, error) {
 }
 
 func (s *dumpState) collectFd(pid, fd int) (*pb.FdinfoEntry, error) {
-	link := fmt.Sprintf("/proc/%d/fd/%d", pid, fd)
-	target, err := os.Readlink(link)
-	if err != nil {
-		return nil, fmt.Errorf("read fd %d of pid %d: %w", fd, pid, err)
-	}
 	// Pipes, sockets, event/epoll/signal/timer/inotify fds, FIFOs,
 	// terminals and deleted files are engine/files' (with the refusals
 	// that name -x, -l, -j); it also records the locks of regular files.
-	if c, err := s.special.Dump(pid, fd); err == nil {
+	// For the others it hands back what it read (link, stat, fdinfo).
+	c, err := s.special.Dump(pid, fd)
+	if err == nil {
 		return c.Fdinfo(), nil
 	} else if !errors.Is(err, files.ErrNotHandled) {
 		return nil, err
 	}
+	target := c.Link
 	if strings.HasPrefix(target, "/memfd:") {
 		return s.collectMemfd(pid, fd, target) // memfd.go
 	}
@@ -191,10 +174,7 @@ func (s *dumpState) collectFd(pid, fd int) (*pb.FdinfoEntry, error) {
 	if kind != "" {
 		return nil, fmt.Errorf("fd %d of pid %d is %s not supported yet", fd, pid, kind)
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(link, &st); err != nil {
-		return nil, fmt.Errorf("stat fd %d of pid %d (%s): %w", fd, pid, target, err)
-	}
+	st := &c.Stat
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG, unix.S_IFDIR:
 		if st.Nlink == 0 && st.Mode&unix.S_IFMT == unix.S_IFREG {
@@ -209,48 +189,42 @@ func (s *dumpState) collectFd(pid, fd int) (*pb.FdinfoEntry, error) {
 	default:
 		return nil, fmt.Errorf("fd %d of pid %d is %s (mode %o), which is not supported yet", fd, pid, target, st.Mode)
 	}
-	fi, err := proc.ReadFdInfo(pid, fd)
-	if err != nil {
-		return nil, fmt.Errorf("read fdinfo %d of pid %d: %w", fd, pid, err)
-	}
-	fdFlags := uint32(0)
-	if fi.Flags&unix.O_CLOEXEC != 0 {
-		fdFlags = unix.FD_CLOEXEC
-	}
-	id, err := s.fileID(pid, fd, target, &st, fi)
+	id, err := s.fileID(pid, fd, target, st, c.Flags, c.Pos)
 	if err != nil {
 		return nil, err
 	}
-	return &pb.FdinfoEntry{Id: proto.Uint32(id), Flags: proto.Uint32(fdFlags), Type: pb.FdTypes_REG.Enum(), Fd: proto.Uint32(uint32(fd))}, nil
+	return &pb.FdinfoEntry{Id: proto.Uint32(id), Flags: proto.Uint32(c.FdFlags), Type: pb.FdTypes_REG.Enum(), Fd: proto.Uint32(uint32(fd))}, nil
 }
 
 // fileID finds the open file description behind fd among those seen so far
-// (kcmp KCMP_FILE), or records a new one.
-func (s *dumpState) fileID(pid, fd int, path string, st *unix.Stat_t, fi *proc.FdInfo) (uint32, error) {
-	for _, o := range s.files.open {
-		if o.dev != st.Dev || o.ino != st.Ino {
-			continue
-		}
-		r, err := kcmp(pid, o.pid, kcmpFile, uintptr(fd), uintptr(o.fd))
-		if err != nil {
-			return 0, fmt.Errorf("compare fd %d of pid %d with fd %d of pid %d: %w", fd, pid, o.fd, o.pid, err)
-		}
-		if r == 0 {
-			return o.id, nil
-		}
+// (kcmp KCMP_FILE, among the files with the same inode), or records a new
+// one. flags are its open flags (without O_CLOEXEC), pos its offset.
+func (s *dumpState) fileID(pid, fd int, path string, st *unix.Stat_t, flags uint32, pos int64) (uint32, error) {
+	key := [2]uint64{st.Dev, st.Ino}
+	if s.files.open == nil {
+		s.files.open = map[[2]uint64]*files.KcmpIndex{}
 	}
-	reg := &pb.RegFileEntry{
-		Flags: proto.Uint32(fi.Flags &^ unix.O_CLOEXEC),
-		Pos:   proto.Uint64(uint64(fi.Pos)),
-		Fown:  zeroFown(),
-		Name:  proto.String(path),
-		Mode:  proto.Uint32(st.Mode),
+	ix := s.files.open[key]
+	if ix == nil {
+		ix = &files.KcmpIndex{Type: files.KcmpFile}
+		s.files.open[key] = ix
 	}
-	if st.Mode&unix.S_IFMT == unix.S_IFREG {
-		reg.Size = proto.Uint64(uint64(st.Size))
+	id, _, err := ix.Find(pid, uintptr(fd), func() uint32 {
+		reg := &pb.RegFileEntry{
+			Flags: proto.Uint32(flags),
+			Pos:   proto.Uint64(uint64(pos)),
+			Fown:  zeroFown(),
+			Name:  proto.String(path),
+			Mode:  proto.Uint32(st.Mode),
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFREG {
+			reg.Size = proto.Uint64(uint64(st.Size))
+		}
+		return s.files.add(&pb.FileEntry{Type: pb.FdTypes_REG.Enum(), Reg: reg})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("find the open file description of fd %d of pid %d (%s): %w", fd, pid, path, err)
 	}
-	id := s.files.add(&pb.FileEntry{Type: pb.FdTypes_REG.Enum(), Reg: reg})
-	s.files.open = append(s.files.open, openFile{id: id, pid: pid, fd: fd, dev: st.Dev, ino: st.Ino})
 	return id, nil
 }
 

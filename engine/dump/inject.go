@@ -68,10 +68,12 @@ const queryOut = 32
 // Signals that arrive during injections are held back by the injector;
 // they are kept in thread.deferred and queued again when the task is let go.
 //
+// vdsoStart and vdsoEnd are t's [vdso] (ptrace.NewInjectorAt).
+//
 // Preconditions: on the tracer thread; every thread of t is ptrace-stopped.
-func injectQueries(t *task, status *proc.Status, timers []proc.PosixTimer) (res *injected, err error) {
+func injectQueries(t *task, status *proc.Status, timers []proc.PosixTimer, vdsoStart, vdsoEnd uintptr) (res *injected, err error) {
 	res = &injected{sigactions: map[int]*pb.SaEntry{}, perThread: map[int]*injectedThread{}}
-	leader, err := ptrace.NewInjector(t.pid)
+	leader, err := ptrace.NewInjectorAt(t.pid, vdsoStart, vdsoEnd, status.SigIgn)
 	if err != nil {
 		return nil, err
 	}

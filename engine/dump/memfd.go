@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/crtools/crtools/engine/files"
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/engine/proc"
@@ -143,7 +144,7 @@ func (s *dumpState) collectMemfd(pid, fd int, link string) (*pb.FdinfoEntry, err
 		if o.ino != st.Ino {
 			continue
 		}
-		r, err := kcmp(pid, o.pid, kcmpFile, uintptr(fd), uintptr(o.fd))
+		r, err := files.Kcmp(pid, o.pid, files.KcmpFile, uintptr(fd), uintptr(o.fd))
 		if err != nil {
 			return nil, fmt.Errorf("compare %s with fd %d of pid %d: %w", what, o.fd, o.pid, err)
 		}

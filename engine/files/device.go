@@ -67,24 +67,20 @@ func findDevice(root string, rdev uint64) (string, error) {
 // dumpDevice saves a device descriptor as a regular-file entry under path.
 func (d *Dumper) dumpDevice(c *Collected, pid, fd int, path string, st *unix.Stat_t, info *fdinfo, flags uint32, f *os.File) (*Collected, error) {
 	desc := fdDesc(pid, fd, path)
-	key := objKey{pb.FdTypes_REG, st.Ino}
-	for _, s := range d.seen[key] {
-		same, err := kcmpFile(s.pid, pid, s.fd, fd)
-		if err != nil {
-			return nil, fmt.Errorf("compare %s with fd %d of pid %d: %w", desc, s.fd, s.pid, err)
-		}
-		if same {
-			c.ID, c.Shared = s.id, true
-			return c, nil
-		}
+	id, shared, err := d.openFileID(objKey{pb.FdTypes_REG, st.Ino}, pid, fd, desc)
+	if err != nil {
+		return nil, err
+	}
+	if shared {
+		c.Kind, c.ID, c.Shared = pb.FdTypes_REG, id, true
+		return c, nil
 	}
 	fown, err := dumpFown(f)
 	if err != nil {
 		return nil, fmt.Errorf("dump owner of %s: %w", desc, err)
 	}
 	c.Kind = pb.FdTypes_REG
-	c.ID = d.newID()
-	d.seen[key] = append(d.seen[key], seenFile{pid, fd, c.ID})
+	c.ID = id
 	k := pb.FdTypes_REG
 	c.Entry = &pb.FileEntry{Type: &k, Id: u32p(c.ID), Reg: &pb.RegFileEntry{
 		Id: u32p(c.ID), Flags: u32p(flags), Pos: u64p(uint64(info.Pos)), Fown: fown, Name: strp(path),

@@ -2,9 +2,10 @@ package files
 
 import (
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
+
+	"github.com/crtools/crtools/engine/proc"
 )
 
 // fdinfo is /proc/PID/fdinfo/FD parsed: the common head plus every other
@@ -19,7 +20,7 @@ type fdinfo struct {
 }
 
 func readFdinfo(pid, fd int) (*fdinfo, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
+	b, err := proc.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
 	if err != nil {
 		return nil, fmt.Errorf("read fdinfo of fd %d of pid %d: %w", fd, pid, err)
 	}

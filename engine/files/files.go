@@ -122,6 +122,16 @@ type Collected struct {
 	Entry *pb.FileEntry
 	// Locks held through this descriptor (only with FileLocks).
 	Locks []*pb.FileLockEntry
+
+	// What Dump read of a descriptor it leaves to the caller
+	// (ErrNotHandled), so that the caller need not read it again: the
+	// /proc/PID/fd/FD link, the open file's stat, and from fdinfo its
+	// offset, open flags (without O_CLOEXEC) and mount id.
+	Link  string
+	Stat  unix.Stat_t
+	Pos   int64
+	Flags uint32
+	MntID int
 }
 
 // Fdinfo returns the fdinfo image entry for the descriptor.
@@ -204,9 +214,19 @@ type objKey struct {
 	ino  uint64
 }
 
-type seenFile struct {
-	pid, fd int
-	id      uint32
+// openFileID returns the file id of the open file description behind fd
+// of pid, shared with a descriptor seen before (shared true) or new.
+func (d *Dumper) openFileID(key objKey, pid, fd int, desc string) (id uint32, shared bool, err error) {
+	ix := d.seen[key]
+	if ix == nil {
+		ix = &KcmpIndex{Type: KcmpFile}
+		d.seen[key] = ix
+	}
+	id, shared, err = ix.Find(pid, uintptr(fd), d.newID)
+	if err != nil {
+		return 0, false, fmt.Errorf("find the open file description of %s: %w", desc, err)
+	}
+	return id, shared, nil
 }
 
 // Dumper collects the special files of a tree. It is not safe for
@@ -219,7 +239,7 @@ type Dumper struct {
 	pidfds map[int]int
 	// files seen, by object, to find descriptors sharing an open file
 	// description (kcmp) and objects dumped once (pipe data).
-	seen     map[objKey][]seenFile
+	seen     map[objKey]*KcmpIndex
 	pipeSeen map[uint64]bool
 	unixTab  map[uint32]*sockdiag.UnixSocket
 	treeSk   map[uint32]bool // socket inodes held by tasks of the tree
@@ -247,7 +267,7 @@ func NewDumper(opts Options) *Dumper {
 		log:      opts.Log,
 		set:      NewSet(),
 		pidfds:   map[int]int{},
-		seen:     map[objKey][]seenFile{},
+		seen:     map[objKey]*KcmpIndex{},
 		pipeSeen: map[uint64]bool{},
 		extPeers: map[uint32]bool{},
 		ghosts:   map[ghostKey]*Ghost{},
@@ -340,14 +360,25 @@ func (d *Dumper) Dump(pid, fd int) (*Collected, error) {
 	}
 	fileFlags := info.Flags &^ unix.O_CLOEXEC
 
-	f, err := d.getfd(pid, fd)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
+	// A file with a path (most descriptors: regular files, directories,
+	// devices) is stat'ed through its /proc link, which leads to the open
+	// file itself: no copy of the descriptor is needed unless it turns
+	// out to be one this package dumps. Sockets, pipes and anonymous
+	// inodes are looked at through a copy.
+	var f *os.File
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return nil, fmt.Errorf("stat %s: %w", desc, os.NewSyscallError("fstat", err))
+	if strings.HasPrefix(link, "/") {
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/%d", pid, fd), &st); err != nil {
+			return nil, fmt.Errorf("stat %s: %w", desc, os.NewSyscallError("stat", err))
+		}
+	} else {
+		if f, err = d.getfd(pid, fd); err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			return nil, fmt.Errorf("stat %s: %w", desc, os.NewSyscallError("fstat", err))
+		}
 	}
 
 	kind, err := classify(link, &st, f)
@@ -360,32 +391,38 @@ func (d *Dumper) Dump(pid, fd int) (*Collected, error) {
 		if alt, err := d.evasiveDevice(link, &st, desc); err != nil {
 			return nil, err
 		} else if alt != "" {
+			if f == nil {
+				if f, err = d.getfd(pid, fd); err != nil {
+					return nil, err
+				}
+				defer f.Close()
+			}
 			return d.dumpDevice(c, pid, fd, alt, &st, info, fileFlags, f)
 		}
 	}
 	if kind == pb.FdTypes_REG && (memfd || !isGhost(link, &st)) {
 		c.Kind = kind
+		c.Link, c.Stat, c.Pos, c.Flags, c.MntID = link, st, info.Pos, fileFlags, info.MntID
 		if c.Locks, err = d.locks(pid, fd, desc, info); err != nil {
 			return c, err
 		}
 		return c, fmt.Errorf("dump %s: %w", desc, ErrNotHandled)
 	}
 	c.Kind = kind
+	if f == nil {
+		if f, err = d.getfd(pid, fd); err != nil {
+			return nil, err
+		}
+		defer f.Close()
+	}
 
 	// One open file description in several descriptors: dump it once.
-	key := objKey{kind, st.Ino}
-	for _, s := range d.seen[key] {
-		same, err := kcmpFile(s.pid, pid, s.fd, fd)
-		if err != nil {
-			return nil, fmt.Errorf("compare %s with fd %d of pid %d: %w", desc, s.fd, s.pid, err)
-		}
-		if same {
-			c.ID, c.Shared = s.id, true
-			return c, nil
-		}
+	if c.ID, c.Shared, err = d.openFileID(objKey{kind, st.Ino}, pid, fd, desc); err != nil {
+		return nil, err
 	}
-	c.ID = d.newID()
-	d.seen[key] = append(d.seen[key], seenFile{pid, fd, c.ID})
+	if c.Shared {
+		return c, nil
+	}
 
 	fown, err := dumpFown(f)
 	if err != nil {
@@ -475,15 +512,6 @@ var ErrUnsupported = errors.New("not supported")
 
 // kcmpFile reports whether fd1 of pid1 and fd2 of pid2 are one open file
 // description.
-func kcmpFile(pid1, pid2, fd1, fd2 int) (bool, error) {
-	const kcmpFile = 0
-	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), kcmpFile, uintptr(fd1), uintptr(fd2), 0)
-	if e != 0 {
-		return false, os.NewSyscallError("kcmp", e)
-	}
-	return r == 0, nil
-}
-
 func dumpFown(f *os.File) (*pb.FownEntry, error) {
 	fd := int(f.Fd())
 	own, err := unix.FcntlInt(uintptr(fd), unix.F_GETOWN, 0)

@@ -1,11 +1,9 @@
 package ns
 
 import (
-	"bufio"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
+
+	"github.com/crtools/crtools/engine/proc"
 )
 
 // Pid namespaces (-n pid). The dumped tree's root must be the init (PID 1)
@@ -26,47 +24,21 @@ type InnerIDs struct {
 
 // ReadInner reads the inner ids of tid (a task or a thread) of process pid.
 func ReadInner(pid, tid int) (InnerIDs, error) {
-	path := fmt.Sprintf("/proc/%d/task/%d/status", pid, tid)
-	f, err := os.Open(path)
+	st, err := proc.ReadTaskStatus(pid, tid)
 	if err != nil {
 		return InnerIDs{}, fmt.Errorf("read pid namespace ids of %d: %w", tid, err)
 	}
-	defer f.Close()
-	var out InnerIDs
-	found := 0
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		key, val, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		var dst *int
-		switch key {
-		case "NSpid":
-			dst = &out.Pid
-		case "NSpgid":
-			dst = &out.Pgid
-		case "NSsid":
-			dst = &out.Sid
-		default:
-			continue
-		}
-		f := strings.Fields(val)
-		if len(f) == 0 {
-			return InnerIDs{}, fmt.Errorf("parse %s of %s: empty", key, path)
-		}
-		v, err := strconv.Atoi(f[len(f)-1])
-		if err != nil {
-			return InnerIDs{}, fmt.Errorf("parse %s of %s: %w", key, path, err)
-		}
-		*dst = v
-		found++
+	in, err := InnerFromStatus(st)
+	if err != nil {
+		return InnerIDs{}, fmt.Errorf("read pid namespace ids of %d: %w", tid, err)
 	}
-	if err := sc.Err(); err != nil {
-		return InnerIDs{}, fmt.Errorf("read %s: %w", path, err)
+	return in, nil
+}
+
+// InnerFromStatus takes the inner ids from a status already read.
+func InnerFromStatus(st *proc.Status) (InnerIDs, error) {
+	if len(st.NSpid) == 0 || len(st.NSpgid) == 0 || len(st.NSsid) == 0 {
+		return InnerIDs{}, fmt.Errorf("no NSpid/NSpgid/NSsid lines in status")
 	}
-	if found != 3 {
-		return InnerIDs{}, fmt.Errorf("read %s: no NSpid/NSpgid/NSsid lines", path)
-	}
-	return out, nil
+	return InnerIDs{Pid: st.NSpid[len(st.NSpid)-1], Pgid: st.NSpgid[len(st.NSpgid)-1], Sid: st.NSsid[len(st.NSsid)-1]}, nil
 }

@@ -2,6 +2,7 @@ package proc
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -63,7 +64,7 @@ func TestParseStatSelfAndKthread(t *testing.T) {
 
 func TestParseStatus(t *testing.T) {
 	in := "Name:\ta\\nb\\\\c\nUmask:\t0027\nState:\tS (sleeping)\nTgid:\t10\nNgid:\t0\nPid:\t11\nPPid:\t1\n" +
-		"TracerPid:\t0\nUid:\t0\t1\t2\t3\nGid:\t4\t5\t6\t7\nFDSize:\t64\nGroups:\t1 2 30 \nNSpid:\t11\n" +
+		"TracerPid:\t0\nUid:\t0\t1\t2\t3\nGid:\t4\t5\t6\t7\nFDSize:\t64\nGroups:\t1 2 30 \nNSpid:\t11\t1\nNSpgid:\t9\t0\nNSsid:\t8\t0\n" +
 		"Threads:\t2\nSigQ:\t0/1000\nSigPnd:\t0000000000000100\nShdPnd:\t0000000000004000\n" +
 		"SigBlk:\t0000000000010000\nSigIgn:\t0000000000001000\nSigCgt:\t0000000180000200\n" +
 		"CapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\n" +
@@ -75,7 +76,8 @@ func TestParseStatus(t *testing.T) {
 	if s.Name != "a\nb\\c" || s.Umask != 027 || !s.HasUmask || s.State != 'S' || s.Tgid != 10 || s.Pid != 11 ||
 		s.Uid != [4]uint32{0, 1, 2, 3} || s.Gid != [4]uint32{4, 5, 6, 7} || len(s.Groups) != 3 || s.Groups[2] != 30 ||
 		s.SigPnd != 0x100 || s.ShdPnd != 0x4000 || s.SigBlk != 0x10000 || s.SigIgn != 0x1000 ||
-		s.SigCgt != 0x180000200 || s.CapEff != 0x1ffffffffff || s.NoNewPrivs != 1 || s.Threads != 2 {
+		s.SigCgt != 0x180000200 || s.CapEff != 0x1ffffffffff || s.NoNewPrivs != 1 || s.Threads != 2 ||
+		!slices.Equal(s.NSpid, []int{11, 1}) || !slices.Equal(s.NSpgid, []int{9, 0}) || !slices.Equal(s.NSsid, []int{8, 0}) {
 		t.Errorf("got %+v", s)
 	}
 	// A comm with a newline cannot forge a TracerPid line: the kernel

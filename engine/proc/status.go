@@ -1,7 +1,6 @@
 package proc
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"strconv"
@@ -10,18 +9,22 @@ import (
 
 // Status holds the fields of /proc/PID/status that crtools uses.
 type Status struct {
-	Name       string // comm, with the kernel's escapes undone
-	Umask      uint32
-	HasUmask   bool
-	State      byte
-	Tgid       int
-	Pid        int
-	PPid       int
-	TracerPid  int
-	Uid        [4]uint32 // real, effective, saved, filesystem
-	Gid        [4]uint32
-	Groups     []uint32
+	Name      string // comm, with the kernel's escapes undone
+	Umask     uint32
+	HasUmask  bool
+	State     byte
+	Tgid      int
+	Pid       int
+	PPid      int
+	TracerPid int
+	Uid       [4]uint32 // real, effective, saved, filesystem
+	Gid       [4]uint32
+	Groups    []uint32
+	// NSpid, NSpgid, NSsid: the ids in each pid namespace the task is
+	// in, outermost first (the last is the one seen inside its own).
 	NSpid      []int
+	NSpgid     []int
+	NSsid      []int
 	Threads    int
 	SigPnd     uint64 // pending for this thread
 	ShdPnd     uint64 // pending for the thread group
@@ -37,23 +40,45 @@ type Status struct {
 	Seccomp    uint32
 }
 
-// ParseStatus parses the contents of a status file.
+// ParseStatus parses the contents of a status file. A dump parses one per
+// thread of the tree, so it goes through the lines without a scanner and
+// without maps.
 func ParseStatus(data []byte) (*Status, error) {
 	s := &Status{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	seen := map[string]bool{}
-	for sc.Scan() {
-		line := sc.Text()
-		key, val, ok := strings.Cut(line, ":")
+	// Lines that must be there, as bits of seen.
+	const (
+		seenName = 1 << iota
+		seenTgid
+		seenPid
+		seenPPid
+		seenTracerPid
+		seenUid
+		seenGid
+		seenSigBlk
+		seenSigIgn
+		seenSigCgt
+		seenCapEff
+		seenAll = 1<<iota - 1
+	)
+	seen := 0
+	for len(data) > 0 {
+		var line []byte
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			line, data = data, nil
+		}
+		k, v, ok := bytes.Cut(line, []byte{':'})
 		if !ok {
 			continue
 		}
-		val = strings.TrimLeft(val, " \t")
+		val := string(bytes.TrimLeft(v, " \t"))
+		key := string(k)
 		var err error
 		switch key {
 		case "Name":
 			s.Name = unescapeName(val)
+			seen |= seenName
 		case "Umask":
 			var v uint64
 			v, err = strconv.ParseUint(val, 8, 32)
@@ -66,12 +91,16 @@ func ParseStatus(data []byte) (*Status, error) {
 			}
 		case "Tgid":
 			s.Tgid, err = strconv.Atoi(val)
+			seen |= seenTgid
 		case "Pid":
 			s.Pid, err = strconv.Atoi(val)
+			seen |= seenPid
 		case "PPid":
 			s.PPid, err = strconv.Atoi(val)
+			seen |= seenPPid
 		case "TracerPid":
 			s.TracerPid, err = strconv.Atoi(val)
+			seen |= seenTracerPid
 		case "Threads":
 			s.Threads, err = strconv.Atoi(val)
 		case "Uid", "Gid":
@@ -81,8 +110,10 @@ func ParseStatus(data []byte) (*Status, error) {
 				break
 			}
 			dst := &s.Uid
+			seen |= seenUid
 			if key == "Gid" {
 				dst = &s.Gid
+				seen |= seenGid
 			}
 			for i := range f {
 				var v uint64
@@ -100,22 +131,52 @@ func ParseStatus(data []byte) (*Status, error) {
 				}
 				s.Groups = append(s.Groups, uint32(v))
 			}
-		case "NSpid":
+		case "NSpid", "NSpgid", "NSsid":
+			var ids []int
 			for _, g := range strings.Fields(val) {
 				var v int
 				if v, err = strconv.Atoi(g); err != nil {
 					break
 				}
-				s.NSpid = append(s.NSpid, v)
+				ids = append(ids, v)
+			}
+			switch key {
+			case "NSpid":
+				s.NSpid = ids
+			case "NSpgid":
+				s.NSpgid = ids
+			default:
+				s.NSsid = ids
 			}
 		case "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb":
 			var v uint64
 			v, err = strconv.ParseUint(val, 16, 64)
-			*map[string]*uint64{
-				"SigPnd": &s.SigPnd, "ShdPnd": &s.ShdPnd, "SigBlk": &s.SigBlk, "SigIgn": &s.SigIgn,
-				"SigCgt": &s.SigCgt, "CapInh": &s.CapInh, "CapPrm": &s.CapPrm, "CapEff": &s.CapEff,
-				"CapBnd": &s.CapBnd, "CapAmb": &s.CapAmb,
-			}[key] = v
+			switch key {
+			case "SigPnd":
+				s.SigPnd = v
+			case "ShdPnd":
+				s.ShdPnd = v
+			case "SigBlk":
+				s.SigBlk = v
+				seen |= seenSigBlk
+			case "SigIgn":
+				s.SigIgn = v
+				seen |= seenSigIgn
+			case "SigCgt":
+				s.SigCgt = v
+				seen |= seenSigCgt
+			case "CapInh":
+				s.CapInh = v
+			case "CapPrm":
+				s.CapPrm = v
+			case "CapEff":
+				s.CapEff = v
+				seen |= seenCapEff
+			case "CapBnd":
+				s.CapBnd = v
+			case "CapAmb":
+				s.CapAmb = v
+			}
 		case "NoNewPrivs", "Seccomp":
 			var v uint64
 			v, err = strconv.ParseUint(val, 10, 32)
@@ -130,14 +191,12 @@ func ParseStatus(data []byte) (*Status, error) {
 		if err != nil {
 			return nil, fmt.Errorf("parse status: %s: %w", key, err)
 		}
-		seen[key] = true
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("parse status: %w", err)
-	}
-	for _, k := range []string{"Name", "Tgid", "Pid", "PPid", "TracerPid", "Uid", "Gid", "SigBlk", "SigIgn", "SigCgt", "CapEff"} {
-		if !seen[k] {
-			return nil, fmt.Errorf("parse status: no %s line", k)
+	if seen != seenAll {
+		for i, k := range []string{"Name", "Tgid", "Pid", "PPid", "TracerPid", "Uid", "Gid", "SigBlk", "SigIgn", "SigCgt", "CapEff"} {
+			if seen&(1<<i) == 0 {
+				return nil, fmt.Errorf("parse status: no %s line", k)
+			}
 		}
 	}
 	return s, nil

@@ -113,6 +113,12 @@ type Batch struct {
 	size     int     // of the mapping at addr, when we mapped it
 	maxCalls int
 	borrowed bool // BatchAt: memory the caller owns
+	// running: the calls of a batch Start set going and Finish has not
+	// waited for yet.
+	running []BatchCall
+	// slots, slotSize: NewBatchSlots's layout.
+	slots    int
+	slotSize uintptr
 	// Scratch is writable memory for out-arguments (NewBatchScratch),
 	// else 0.
 	Scratch uintptr
@@ -220,6 +226,63 @@ func (b *Batch) Run(calls []BatchCall) (err error) {
 			}
 		}()
 	}
+	if err := b.setup(calls); err != nil {
+		return err
+	}
+	return b.wait(calls, false)
+}
+
+// Start runs calls like Run, but returns as soon as the task is on its way:
+// Finish waits for the results. Between the two the tracer may start
+// batches in other tasks (or other threads, with their own table: Slot),
+// which then run at the same time. Only between the Injector's Begin and
+// End. calls must stay untouched until Finish, which fills them in.
+// Preconditions: caller is on the tracer thread; the task is ptrace-stopped.
+func (b *Batch) Start(calls []BatchCall) error {
+	in := b.in
+	switch {
+	case b.addr == 0:
+		return fmt.Errorf("run batch in task %d: batch closed", in.Tid)
+	case len(calls) > b.maxCalls:
+		return fmt.Errorf("run batch in task %d: %d calls, room for %d", in.Tid, len(calls), b.maxCalls)
+	case in.session == nil:
+		return fmt.Errorf("run batch in task %d: injection not begun", in.Tid)
+	case b.running != nil:
+		return fmt.Errorf("run batch in task %d: a batch is still running", in.Tid)
+	}
+	if err := b.setup(calls); err != nil {
+		return err
+	}
+	if len(calls) == 0 {
+		b.running = []BatchCall{}
+		return nil
+	}
+	if err := Cont(in.Tid, 0); err != nil {
+		return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+	}
+	b.running = calls
+	return nil
+}
+
+// Finish waits for the batch of Start and returns what Run would.
+func (b *Batch) Finish() error {
+	calls := b.running
+	if calls == nil {
+		return fmt.Errorf("finish batch in task %d: no batch started", b.in.Tid)
+	}
+	b.running = nil
+	if len(calls) == 0 {
+		return nil
+	}
+	return b.wait(calls, true)
+}
+
+// setup writes the table of calls and points the task at the code.
+func (b *Batch) setup(calls []BatchCall) error {
+	in := b.in
+	if len(calls) == 0 {
+		return nil
+	}
 	table := make([]byte, len(calls)*batchEntrySize)
 	for i, c := range calls {
 		e := table[i*batchEntrySize:]
@@ -232,13 +295,12 @@ func (b *Batch) Run(calls []BatchCall) (err error) {
 			binary.LittleEndian.PutUint64(e[8+8*j:], uint64(a))
 		}
 	}
-	tableAddr := b.table
-	if err := writeMemFast(in.Tid, tableAddr, table); err != nil {
+	if err := writeMemFast(in.Tid, b.table, table); err != nil {
 		return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 	}
 	r := in.session.regs
 	r.Rip = uint64(b.addr)
-	r.Rbx = uint64(tableAddr)
+	r.Rbx = uint64(b.table)
 	r.R12 = uint64(len(calls))
 	r.Orig_rax = ^uint64(0)
 	r.Eflags &^= 0x100
@@ -247,12 +309,23 @@ func (b *Batch) Run(calls []BatchCall) (err error) {
 	}
 	in.Events = in.Events[:0]
 	in.trapped = true // the batch ends in its int3's SIGTRAP stop
+	return nil
+}
+
+// wait drives the batch set up by setup to its int3 and fills in calls.
+// started: the task was resumed already (Start).
+func (b *Batch) wait(calls []BatchCall, started bool) error {
+	in := b.in
+	tableAddr := b.table
 	end := uint64(b.addr) + uint64(len(batchCode))
 	var left, lastRet uint64
 	for {
-		if err := Cont(in.Tid, 0); err != nil {
-			return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+		if !started {
+			if err := Cont(in.Tid, 0); err != nil {
+				return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+			}
 		}
+		started = false
 		st, err := WaitStopped(in.Tid)
 		if err != nil {
 			return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
@@ -358,6 +431,34 @@ func (in *Injector) NewBatchScratch(maxCalls, scratch int) (*Batch, error) {
 	b.maxCalls = maxCalls
 	b.Scratch = b.table + uintptr(maxCalls*batchEntrySize)
 	return b, nil
+}
+
+// NewBatchSlots is NewBatchScratch with room for slots batches of at most
+// maxCalls calls and scratch bytes each, which may run at the same time in
+// different threads of the process (Slot). The Batch returned is slot 0.
+// Preconditions: caller is on the tracer thread; the task is ptrace-stopped.
+func (in *Injector) NewBatchSlots(maxCalls, scratch, slots int) (*Batch, error) {
+	per := maxCalls + (scratch+batchEntrySize-1)/batchEntrySize
+	b, err := in.NewBatch(per * max(slots, 1))
+	if err != nil {
+		return nil, err
+	}
+	b.maxCalls = maxCalls
+	b.Scratch = b.table + uintptr(maxCalls*batchEntrySize)
+	b.slotSize = uintptr(per * batchEntrySize)
+	b.slots = max(slots, 1)
+	return b, nil
+}
+
+// Slot returns the Batch of slot i (NewBatchSlots), run through th (an
+// injector of a thread of the same process, see Injector.ForThread); its
+// Close leaves the memory alone.
+func (b *Batch) Slot(i int, th *Injector) (*Batch, error) {
+	if i < 0 || i >= b.slots {
+		return nil, fmt.Errorf("batch slot %d of task %d: %d slots", i, b.in.Tid, b.slots)
+	}
+	off := uintptr(i) * b.slotSize
+	return &Batch{in: th, addr: b.addr, table: b.table + off, maxCalls: b.maxCalls, Scratch: b.Scratch + off, borrowed: true}, nil
 }
 
 // ForThread returns a Batch that runs in another thread of the same

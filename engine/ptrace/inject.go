@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -51,6 +52,12 @@ type Injector struct {
 	SettleAtEnd bool
 	// trapped: the task is in the SIGTRAP stop of an injection.
 	trapped bool
+	// started: Start set the task going, Finish has not waited yet.
+	started bool
+	// settling: StartEnd set the task going towards its settled stop;
+	// endMask is the mask FinishEnd puts back.
+	settling bool
+	endMask  *uint64
 
 	session *injectSession
 }
@@ -139,6 +146,46 @@ func NewInjector(tid int) (*Injector, error) {
 		}
 	}
 	return nil, fmt.Errorf("prepare injection into task %d: %w", tid, ErrNoSyscallInsn)
+}
+
+// vdsoSyscall remembers where NewInjectorAt found a `syscall` instruction
+// in a [vdso] of a given size: every process of a boot has the same vDSO
+// image, mapped at its own address.
+var vdsoSyscall struct {
+	sync.Mutex
+	size, off uintptr
+}
+
+// NewInjectorAt is NewInjector for a caller that already read the task's
+// memory map and status: vdsoStart and vdsoEnd are its [vdso] mapping (0, 0
+// if it has none), sigIgn the SigIgn mask of its status. The offset of the
+// `syscall` instruction in the vDSO is found once per process of crtools
+// and only checked (two bytes) for further tasks.
+func NewInjectorAt(tid int, vdsoStart, vdsoEnd uintptr, sigIgn uint64) (*Injector, error) {
+	if vdsoEnd <= vdsoStart {
+		return NewInjector(tid)
+	}
+	in := &Injector{Tid: tid, syscallStops: sigIgn&(1<<(unix.SIGTRAP-1)) != 0}
+	size := vdsoEnd - vdsoStart
+	vdsoSyscall.Lock()
+	cached, off := vdsoSyscall.size == size, vdsoSyscall.off
+	vdsoSyscall.Unlock()
+	if cached {
+		var b [2]byte
+		if n, err := ReadMem(tid, vdsoStart+off, b[:]); err == nil && n == 2 && b == [2]byte{0x0f, 0x05} {
+			in.SyscallAddr = vdsoStart + off
+			return in, nil
+		}
+	}
+	addr, err := findSyscallInsn(tid, mapping{start: vdsoStart, end: vdsoEnd, perms: "r-xp", name: "[vdso]"})
+	if err != nil || addr == 0 {
+		return NewInjector(tid)
+	}
+	vdsoSyscall.Lock()
+	vdsoSyscall.size, vdsoSyscall.off = size, addr-vdsoStart
+	vdsoSyscall.Unlock()
+	in.SyscallAddr = addr
+	return in, nil
 }
 
 // findSyscallInsn scans up to 1 MiB of m for 0f 05 and returns its address,
@@ -260,6 +307,18 @@ func (in *Injector) Adopt(regs Regs) error {
 
 // End puts back the registers and mask saved by Begin.
 func (in *Injector) End() error {
+	if err := in.StartEnd(); err != nil {
+		return err
+	}
+	return in.FinishEnd()
+}
+
+// StartEnd is the first half of End: it puts the registers back and, when
+// the task must be settled (SettleAtEnd), sets it going towards its
+// PTRACE_EVENT_STOP without waiting; FinishEnd waits for it and puts the
+// signal mask back. Between the two the tracer may end injections into
+// other tasks, which then settle at the same time.
+func (in *Injector) StartEnd() error {
 	s := in.session
 	if s == nil {
 		return fmt.Errorf("end injection into task %d: not begun", in.Tid)
@@ -275,13 +334,36 @@ func (in *Injector) End() error {
 			return fmt.Errorf("restore rseq_cs of task %d: %w", in.Tid, err)
 		}
 	}
+	in.endMask = &s.mask
 	// Settle while every signal but SIGTRAP is still blocked.
 	if in.SettleAtEnd && in.trapped {
-		if err := in.settle(); err != nil {
+		if err := Interrupt(in.Tid); err != nil {
+			return fmt.Errorf("settle task %d: %w", in.Tid, err)
+		}
+		if err := Cont(in.Tid, 0); err != nil {
+			return fmt.Errorf("settle task %d: %w", in.Tid, err)
+		}
+		in.settling = true
+		return nil
+	}
+	return in.FinishEnd()
+}
+
+// FinishEnd completes StartEnd (see there).
+func (in *Injector) FinishEnd() error {
+	if in.endMask == nil {
+		return nil
+	}
+	if in.settling {
+		in.settling = false
+		if err := in.settle(true); err != nil {
+			in.endMask = nil
 			return err
 		}
 	}
-	return SetSigmask(in.Tid, s.mask)
+	mask := *in.endMask
+	in.endMask = nil
+	return SetSigmask(in.Tid, mask)
 }
 
 // settle moves the task from the SIGTRAP signal-delivery-stop of the last
@@ -290,14 +372,20 @@ func (in *Injector) End() error {
 // before anything else on the way back to user space, so the task runs
 // no instruction of its own. A signal-delivery-stop seen first (not
 // expected) is held back in Deferred like those of the injections.
-func (in *Injector) settle() error {
-	if err := Interrupt(in.Tid); err != nil {
-		return fmt.Errorf("settle task %d: %w", in.Tid, err)
-	}
-	for {
-		if err := Cont(in.Tid, 0); err != nil {
+// started: the interrupt was sent and the task resumed already.
+func (in *Injector) settle(started bool) error {
+	if !started {
+		if err := Interrupt(in.Tid); err != nil {
 			return fmt.Errorf("settle task %d: %w", in.Tid, err)
 		}
+	}
+	for {
+		if !started {
+			if err := Cont(in.Tid, 0); err != nil {
+				return fmt.Errorf("settle task %d: %w", in.Tid, err)
+			}
+		}
+		started = false
 		st, err := WaitStopped(in.Tid)
 		if err != nil {
 			return fmt.Errorf("settle task %d: %w", in.Tid, err)
@@ -372,6 +460,24 @@ func (in *Injector) run(nr uintptr, args []uintptr) (uintptr, error) {
 			return 0, err
 		}
 	}
+	if err := in.setSyscallRegs(nr, args); err != nil {
+		return 0, err
+	}
+	ret, err := in.wait(false)
+	if err == nil && ownMask {
+		m, gerr := GetSigmask(in.Tid)
+		if gerr != nil {
+			return ret, gerr
+		}
+		in.session.mask = m
+		err = SetSigmask(in.Tid, injectMask)
+	}
+	return ret, err
+}
+
+// setSyscallRegs points the task at its `syscall` instruction with nr and
+// args in place.
+func (in *Injector) setSyscallRegs(nr uintptr, args []uintptr) error {
 	r := in.session.regs
 	r.Rip = uint64(in.SyscallAddr)
 	r.Rax = uint64(nr)
@@ -384,38 +490,82 @@ func (in *Injector) run(nr uintptr, args []uintptr) (uintptr, error) {
 	}
 	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
 	r.Eflags &^= 0x100 // TF: the kernel manages single-stepping
-	if err := SetRegs(in.Tid, &r); err != nil {
-		return 0, err
-	}
-	var (
-		ret uintptr
-		err error
-	)
+	return SetRegs(in.Tid, &r)
+}
+
+// wait drives the syscall set up by setSyscallRegs to its end and returns
+// rax. started: the task was resumed already (Start).
+func (in *Injector) wait(started bool) (uintptr, error) {
 	if in.syscallStops {
-		ret, err = in.runSyscallStops()
-	} else {
-		ret, err = in.runSingleStep()
-		in.trapped = true
+		return in.runSyscallStops(started)
 	}
-	if err == nil && ownMask {
-		m, gerr := GetSigmask(in.Tid)
-		if gerr != nil {
-			return ret, gerr
-		}
-		in.session.mask = m
-		err = SetSigmask(in.Tid, injectMask)
-	}
+	ret, err := in.runSingleStep(started)
+	in.trapped = true
 	return ret, err
+}
+
+// Start runs syscall nr in the task like Syscall, but returns as soon as
+// the task is on its way: Finish waits for the result. Between the two the
+// tracer may start calls in other tasks, which then run at the same time
+// (a dump injects into every task of a tree in a few round trips in all,
+// instead of a few per task). Only between Begin and End; not for
+// rt_sigprocmask.
+// Preconditions: caller is on the tracer thread; Tid is ptrace-stopped.
+func (in *Injector) Start(nr uintptr, args ...uintptr) error {
+	switch {
+	case len(args) > 6:
+		return fmt.Errorf("inject %s into task %d: %d arguments, at most 6", syscallLabel(nr), in.Tid, len(args))
+	case in.session == nil:
+		return fmt.Errorf("inject %s into task %d: injection not begun", syscallLabel(nr), in.Tid)
+	case in.started:
+		return fmt.Errorf("inject %s into task %d: a call is still running", syscallLabel(nr), in.Tid)
+	case nr == unix.SYS_RT_SIGPROCMASK:
+		return fmt.Errorf("inject %s into task %d: use Syscall", syscallLabel(nr), in.Tid)
+	}
+	in.Events = in.Events[:0]
+	if err := in.setSyscallRegs(nr, args); err != nil {
+		return fmt.Errorf("inject %s into task %d: %w", syscallLabel(nr), in.Tid, err)
+	}
+	var err error
+	if in.syscallStops {
+		err = Syscall(in.Tid, 0)
+	} else {
+		err = SingleStep(in.Tid, 0)
+	}
+	if err != nil {
+		return fmt.Errorf("inject %s into task %d: %w", syscallLabel(nr), in.Tid, err)
+	}
+	in.started = true
+	return nil
+}
+
+// Finish waits for the call of Start and returns what Syscall would.
+func (in *Injector) Finish() (uintptr, error) {
+	if !in.started {
+		return 0, fmt.Errorf("finish injection into task %d: no call started", in.Tid)
+	}
+	in.started = false
+	ret, err := in.wait(true)
+	if err != nil {
+		return ret, fmt.Errorf("inject into task %d: %w", in.Tid, err)
+	}
+	if r := int64(ret); r < 0 && r >= -4095 {
+		return ret, unix.Errno(-r)
+	}
+	return ret, nil
 }
 
 // after is the RIP after the `syscall` instruction.
 func (in *Injector) after() uint64 { return uint64(in.SyscallAddr) + 2 }
 
-func (in *Injector) runSingleStep() (uintptr, error) {
+func (in *Injector) runSingleStep(started bool) (uintptr, error) {
 	for {
-		if err := SingleStep(in.Tid, 0); err != nil {
-			return 0, err
+		if !started {
+			if err := SingleStep(in.Tid, 0); err != nil {
+				return 0, err
+			}
 		}
+		started = false
 		st, err := WaitStopped(in.Tid)
 		if err != nil {
 			return 0, err
@@ -474,12 +624,15 @@ func (in *Injector) noteEvent(st StopInfo) error {
 	return nil
 }
 
-func (in *Injector) runSyscallStops() (uintptr, error) {
+func (in *Injector) runSyscallStops(started bool) (uintptr, error) {
 	stops := 0
 	for {
-		if err := Syscall(in.Tid, 0); err != nil {
-			return 0, err
+		if !started {
+			if err := Syscall(in.Tid, 0); err != nil {
+				return 0, err
+			}
 		}
+		started = false
 		st, err := WaitStopped(in.Tid)
 		if err != nil {
 			return 0, err

@@ -85,18 +85,11 @@ func (d *Dumper) Collect(ctx context.Context) error {
 		TCPEstablished: d.opts.TCPEstablished, NextID: func() uint32 { s.files.next++; return s.files.next },
 	})
 	defer s.special.Close()
-	for _, t := range d.tasks {
-		if err := ctx.Err(); err != nil {
-			return err
+	if err := d.collectTasks(ctx, s); err != nil {
+		if rerr := s.special.Rollback(); rerr != nil {
+			d.log.Warn().Err(rerr).Msg("undo link-remap")
 		}
-		ts, err := d.collectTask(s, t)
-		if err != nil {
-			if rerr := s.special.Rollback(); rerr != nil {
-				d.log.Warn().Err(rerr).Msg("undo link-remap")
-			}
-			return err
-		}
-		s.tasks = append(s.tasks, ts)
+		return err
 	}
 	if len(s.tasks) > 0 {
 		s.rootIDs = s.tasks[0].ids
@@ -190,13 +183,96 @@ func (s *dumpState) nsID(pid int, ns string) (uint32, error) {
 	return id, nil
 }
 
-func (d *Dumper) collectTask(s *dumpState, t *task) (*taskState, error) {
+// collectTasks collects every task of the tree into s.tasks, in three
+// rounds: what /proc tells of each task (and its memory map), then, on the
+// tracer thread, the registers of every thread and the injected getters of
+// every task at once (injectAll: a few round trips for the whole tree),
+// then the rest of each task (files, ids, cores).
+func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
+	var cs []*collecting
+	for _, t := range d.tasks {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c, err := d.collectStart(s, t)
+		if err != nil {
+			return err
+		}
+		cs = append(cs, c)
+	}
+	err := d.tr.Do(func() error {
+		var jobs []*injectJob
+		for _, c := range cs {
+			if c.ts.t.zombie {
+				continue
+			}
+			if err := c.readRegs(); err != nil {
+				return err
+			}
+			c.job = &injectJob{t: c.ts.t, status: c.status, timers: c.timers, vdsoStart: c.vdsoStart, vdsoEnd: c.vdsoEnd}
+			jobs = append(jobs, c.job)
+		}
+		injectAll(jobs)
+		for _, j := range jobs {
+			if j.err != nil {
+				return j.err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, c := range cs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if c.ts.t.zombie {
+			s.tasks = append(s.tasks, c.ts)
+			continue
+		}
+		ts, err := d.collectFinish(s, c)
+		if err != nil {
+			return err
+		}
+		s.tasks = append(s.tasks, ts)
+	}
+	return nil
+}
+
+// collecting is a task between the rounds of collectTasks.
+type collecting struct {
+	ts                 *taskState
+	st                 *proc.Stat
+	status             *proc.Status
+	timers             []proc.PosixTimer
+	vmas               []*pb.VmaEntry
+	vdsoStart, vdsoEnd uintptr
+	regs               []threadRegs // per thread, threads[0] first
+	shared             [][]byte     // process-wide pending signals
+	job                *injectJob
+}
+
+type threadRegs struct {
+	regs    ptrace.Regs
+	xstate  []byte
+	sigmask uint64
+	sigs    [][]byte
+	rseq    ptrace.RseqConfig
+}
+
+// collectStart reads what /proc tells of t: its state (a zombie is done
+// here), status, POSIX timers and memory map (before any injection, which
+// maps and unmaps memory; the map also tells where the vDSO is).
+func (d *Dumper) collectStart(s *dumpState, t *task) (*collecting, error) {
 	pid := t.pid
 	ts := &taskState{t: t}
+	c := &collecting{ts: ts}
 	st, err := proc.ReadStat(pid)
 	if err != nil {
 		return nil, fmt.Errorf("read state of pid %d: %w", pid, err)
 	}
+	c.st = st
 	t.pgid, t.sid = st.Pgrp, st.Session
 	// A task that was seized while already exiting (PF_EXITING: it
 	// cannot stop, and its namespaces and files are going away) is
@@ -221,77 +297,71 @@ func (d *Dumper) collectTask(s *dumpState, t *task) (*taskState, error) {
 			Tc: &pb.TaskCoreEntry{TaskState: proto.Uint32(taskDead), ExitCode: proto.Uint32(uint32(st.ExitCode)),
 				Personality: proto.Uint32(0), Flags: proto.Uint32(0), BlkSigset: proto.Uint64(0), Comm: proto.String(st.Comm)},
 		}}
-		return ts, nil
+		return c, nil
 	}
 	status, err := proc.ReadStatus(pid)
 	if err != nil {
 		return nil, fmt.Errorf("read status of pid %d: %w", pid, err)
 	}
+	c.status = status
 	ts.statuses = []*proc.Status{status}
 	if status.Seccomp == 2 {
 		return nil, fmt.Errorf("pid %d runs under seccomp filters; seccomp is not supported yet", pid)
 	}
-	timers, err := proc.ReadTimers(pid)
-	if err != nil {
+	if c.timers, err = proc.ReadTimers(pid); err != nil {
 		return nil, fmt.Errorf("read POSIX timers of pid %d: %w", pid, err)
 	}
-
-	// Memory (before the injections below, which map and unmap a
-	// page; the map also tells where the vDSO is).
 	vmas, pages, err := s.collectMemory(pid)
 	if err != nil {
 		return nil, err
 	}
-	ts.pages = pages
-	var vdsoStart, vdsoEnd uintptr
+	c.vmas, ts.pages = vmas, pages
 	for _, v := range vmas {
 		if v.GetStatus()&vmaAreaVDSO != 0 {
-			vdsoStart, vdsoEnd = uintptr(v.GetStart()), uintptr(v.GetEnd())
+			c.vdsoStart, c.vdsoEnd = uintptr(v.GetStart()), uintptr(v.GetEnd())
 		}
 	}
+	return c, nil
+}
 
-	// Everything that needs ptrace, in one trip to the tracer thread.
-	type threadRegs struct {
-		regs    ptrace.Regs
-		xstate  []byte
-		sigmask uint64
-		sigs    [][]byte
-		rseq    ptrace.RseqConfig
-	}
-	regs := make([]threadRegs, len(t.threads))
-	var shared [][]byte
-	var inj *injected
-	err = d.tr.Do(func() error {
-		for i, th := range t.threads {
-			r := &regs[i]
-			var err error
-			if r.regs, err = ptrace.GetRegs(th.tid); err != nil {
-				return fmt.Errorf("read registers of thread %d: %w", th.tid, err)
-			}
-			if r.xstate, err = ptrace.GetXState(th.tid); err != nil {
-				return fmt.Errorf("read FPU state of thread %d: %w", th.tid, err)
-			}
-			if r.sigmask, err = ptrace.GetSigmask(th.tid); err != nil {
-				return fmt.Errorf("read signal mask of thread %d: %w", th.tid, err)
-			}
-			if r.sigs, err = ptrace.PeekSiginfo(th.tid, false); err != nil {
-				return fmt.Errorf("read pending signals of thread %d: %w", th.tid, err)
-			}
-			if r.rseq, err = ptrace.GetRseqConfig(th.tid); err != nil {
-				return fmt.Errorf("read rseq of thread %d: %w", th.tid, err)
-			}
-		}
+// readRegs reads the registers, FPU state, mask, pending signals and rseq
+// of every thread (before any injection changes them).
+// Preconditions: on the tracer thread.
+func (c *collecting) readRegs() error {
+	t := c.ts.t
+	c.regs = make([]threadRegs, len(t.threads))
+	for i, th := range t.threads {
+		r := &c.regs[i]
 		var err error
-		if shared, err = ptrace.PeekSiginfo(pid, true); err != nil {
-			return fmt.Errorf("read pending signals of pid %d: %w", pid, err)
+		if r.regs, err = ptrace.GetRegs(th.tid); err != nil {
+			return fmt.Errorf("read registers of thread %d: %w", th.tid, err)
 		}
-		inj, err = injectQueries(t, status, timers, vdsoStart, vdsoEnd)
-		return err
-	})
-	if err != nil {
-		return nil, err
+		if r.xstate, err = ptrace.GetXState(th.tid); err != nil {
+			return fmt.Errorf("read FPU state of thread %d: %w", th.tid, err)
+		}
+		if r.sigmask, err = ptrace.GetSigmask(th.tid); err != nil {
+			return fmt.Errorf("read signal mask of thread %d: %w", th.tid, err)
+		}
+		if r.sigs, err = ptrace.PeekSiginfo(th.tid, false); err != nil {
+			return fmt.Errorf("read pending signals of thread %d: %w", th.tid, err)
+		}
+		if r.rseq, err = ptrace.GetRseqConfig(th.tid); err != nil {
+			return fmt.Errorf("read rseq of thread %d: %w", th.tid, err)
+		}
 	}
+	var err error
+	if c.shared, err = ptrace.PeekSiginfo(t.pid, true); err != nil {
+		return fmt.Errorf("read pending signals of pid %d: %w", t.pid, err)
+	}
+	return nil
+}
 
+// collectFinish collects the rest of a task collectStart and the tracer
+// round went through.
+func (d *Dumper) collectFinish(s *dumpState, c *collecting) (*taskState, error) {
+	ts, t, st, status, vmas, regs, shared, inj := c.ts, c.ts.t, c.st, c.status, c.vmas, c.regs, c.shared, c.job.res
+	pid := t.pid
+	var err error
 	auxv, err := proc.ReadAuxv(pid)
 	if err != nil {
 		return nil, fmt.Errorf("read auxv of pid %d: %w", pid, err)

@@ -138,34 +138,11 @@ func injectQueries(t *task, status *proc.Status, timers []proc.PosixTimer, vdsoS
 
 // runQueries runs qs as one batch in tid and hands each its result.
 func runQueries(tid int, b *ptrace.Batch, qs []query) error {
-	calls := make([]ptrace.BatchCall, len(qs))
-	for i, q := range qs {
-		calls[i] = ptrace.BatchCall{Nr: q.nr, Args: q.args, MayFail: true}
-		if q.outArg >= 0 {
-			calls[i].Args[q.outArg] = b.Scratch + uintptr(i*queryOut)
-		}
-	}
+	calls := queryCalls(b, qs)
 	if err := b.Run(calls); err != nil {
 		return fmt.Errorf("inject getters into thread %d: %w", tid, err)
 	}
-	out := make([]byte, len(qs)*queryOut)
-	if _, err := ptrace.ReadMem(tid, b.Scratch, out); err != nil {
-		return fmt.Errorf("read injected results from thread %d: %w", tid, err)
-	}
-	for i, q := range qs {
-		if !calls[i].Ran {
-			return fmt.Errorf("inject getters into thread %d: call %d (%s) did not run", tid, i, ptrace.SyscallName(int(q.nr)))
-		}
-		var qerr error
-		if e := calls[i].Errno(); e != nil {
-			qerr = e
-		}
-		o := out[i*queryOut : i*queryOut+q.outSize]
-		if err := q.done(calls[i].Ret, o, qerr); err != nil {
-			return err
-		}
-	}
-	return nil
+	return queryResults(tid, b, qs, calls)
 }
 
 // injectOneByOne runs the queries as single injections (tasks that ignore
@@ -366,4 +343,306 @@ func threadQueries(tid int, res *injected) []query {
 				return nil
 			}},
 	}
+}
+
+// injectJob is the getters of one task for injectAll.
+type injectJob struct {
+	t                  *task
+	status             *proc.Status
+	timers             []proc.PosixTimer
+	vdsoStart, vdsoEnd uintptr
+	res                *injected // the results, once err is nil at the end
+	err                error
+
+	leader   *ptrace.Injector
+	batch    *ptrace.Batch
+	procQs   []query
+	threadQs [][]query
+	calls    []ptrace.BatchCall // of the leader's batch
+	// Per thread but the leader (index i-1 for threads[i]).
+	ths      []*ptrace.Injector
+	thBatch  []*ptrace.Batch
+	thCalls  [][]ptrace.BatchCall
+	thBegun  []bool // injection into the thread begun, End not yet started
+	thRun    []bool // batch started, not finished
+	thEnding []bool // StartEnd done, FinishEnd not
+	// leader state
+	begun, mapping, running, closing, ending bool
+}
+
+// injectAll is injectQueries for many tasks at once: each step (map the
+// batch memory, run the leader's getters, run every other thread's getters,
+// unmap, settle) is started in every task before the tracer waits for the
+// first, so the tasks run their part at the same time and a tree costs a
+// few round trips of the tracer in all instead of a few per task and
+// thread. A task that ignores SIGTRAP gets injectQueries (one call at a
+// time). Each job's res or err is set; a job that fails is put back as it
+// was (registers, mask, no batch memory) as far as possible, and the others
+// carry on to the end.
+// Preconditions: on the tracer thread; every thread of every task is
+// ptrace-stopped.
+func injectAll(jobs []*injectJob) {
+	var live []*injectJob
+	for _, j := range jobs {
+		j.res = &injected{sigactions: map[int]*pb.SaEntry{}, perThread: map[int]*injectedThread{}}
+		leader, err := ptrace.NewInjectorAt(j.t.pid, j.vdsoStart, j.vdsoEnd, j.status.SigIgn)
+		if err != nil {
+			j.err = err
+			continue
+		}
+		if leader.IgnoresSIGTRAP() {
+			j.res, j.err = injectQueries(j.t, j.status, j.timers, j.vdsoStart, j.vdsoEnd)
+			continue
+		}
+		j.leader = leader
+		// See injectQueries for why SettleAtEnd.
+		leader.SettleAtEnd = !j.t.groupStopped
+		if err := leader.Begin(); err != nil {
+			j.err = fmt.Errorf("begin injection into pid %d: %w", j.t.pid, err)
+			continue
+		}
+		j.begun = true
+		j.procQs = processQueries(j.t, j.status, j.timers, j.res)
+		j.threadQs = make([][]query, len(j.t.threads))
+		for i, th := range j.t.threads {
+			j.threadQs[i] = threadQueries(th.tid, j.res)
+		}
+		if len(j.threadQs) > 0 {
+			j.procQs = append(j.procQs, j.threadQs[0]...)
+		}
+		most := len(j.procQs)
+		for _, qs := range j.threadQs {
+			most = max(most, len(qs))
+		}
+		if err := leader.StartNewBatchSlots(most, most*queryOut, len(j.t.threads)); err != nil {
+			j.fail(err)
+			continue
+		}
+		j.mapping = true
+		live = append(live, j)
+	}
+	// The batch memory is mapped; run the leader's getters (with the
+	// process-wide ones).
+	live = eachJob(live, func(j *injectJob) error {
+		j.mapping = false
+		b, err := j.leader.FinishNewBatch()
+		if err != nil {
+			return err
+		}
+		j.batch = b
+		j.calls = queryCalls(b, j.procQs)
+		if err := b.Start(j.calls); err != nil {
+			return fmt.Errorf("inject getters into pid %d: %w", j.t.pid, err)
+		}
+		j.running = true
+		return nil
+	})
+	// Every other thread's getters, all threads of all tasks at once, each
+	// in its own slot of its process's batch memory.
+	live = eachJob(live, func(j *injectJob) error {
+		j.running = false
+		if err := j.batch.Finish(); err != nil {
+			return fmt.Errorf("inject getters into pid %d: %w", j.t.pid, err)
+		}
+		if err := queryResults(j.t.pid, j.batch, j.procQs, j.calls); err != nil {
+			return err
+		}
+		n := len(j.t.threads) - 1
+		j.ths, j.thBatch, j.thCalls = make([]*ptrace.Injector, n), make([]*ptrace.Batch, n), make([][]ptrace.BatchCall, n)
+		j.thBegun, j.thRun, j.thEnding = make([]bool, n), make([]bool, n), make([]bool, n)
+		for i, th := range j.t.threads[1:] {
+			in := j.leader.ForThread(th.tid)
+			j.ths[i] = in
+			if err := in.Begin(); err != nil {
+				return fmt.Errorf("begin injection into thread %d: %w", th.tid, err)
+			}
+			j.thBegun[i] = true
+			b, err := j.batch.Slot(i+1, in)
+			if err != nil {
+				return err
+			}
+			j.thBatch[i] = b
+			j.thCalls[i] = queryCalls(b, j.threadQs[i+1])
+			if err := b.Start(j.thCalls[i]); err != nil {
+				return fmt.Errorf("inject getters into thread %d: %w", th.tid, err)
+			}
+			j.thRun[i] = true
+		}
+		return nil
+	})
+	// Their results; the threads settle.
+	live = eachJob(live, func(j *injectJob) error {
+		var first error
+		for i, th := range j.t.threads[1:] {
+			j.thRun[i] = false
+			err := j.thBatch[i].Finish()
+			if err == nil {
+				err = queryResults(th.tid, j.thBatch[i], j.threadQs[i+1], j.thCalls[i])
+			} else {
+				err = fmt.Errorf("inject getters into thread %d: %w", th.tid, err)
+			}
+			j.thBegun[i] = false
+			if eerr := j.ths[i].StartEnd(); eerr != nil && err == nil {
+				err = fmt.Errorf("put registers of thread %d back: %w", th.tid, eerr)
+			} else if eerr == nil {
+				j.thEnding[i] = true
+			}
+			if first == nil {
+				first = err
+			}
+		}
+		return first
+	})
+	// Threads settled; unmap the batch memory.
+	live = eachJob(live, func(j *injectJob) error {
+		var first error
+		for i, th := range j.t.threads[1:] {
+			j.thEnding[i] = false
+			if err := j.ths[i].FinishEnd(); err != nil && first == nil {
+				first = fmt.Errorf("put registers of thread %d back: %w", th.tid, err)
+			}
+			th.deferred = append(th.deferred, j.ths[i].Deferred...)
+		}
+		if first != nil {
+			return first
+		}
+		j.closing = true
+		if err := j.batch.StartClose(); err != nil {
+			j.closing = false
+			return err
+		}
+		return nil
+	})
+	// Unmapped; the leaders settle.
+	live = eachJob(live, func(j *injectJob) error {
+		j.closing = false
+		if err := j.batch.FinishClose(); err != nil {
+			return err
+		}
+		j.begun = false
+		if err := j.leader.StartEnd(); err != nil {
+			return fmt.Errorf("put registers of pid %d back: %w", j.t.pid, err)
+		}
+		j.ending = true
+		return nil
+	})
+	eachJob(live, func(j *injectJob) error {
+		j.ending = false
+		err := j.leader.FinishEnd()
+		j.t.threads[0].deferred = append(j.t.threads[0].deferred, j.leader.Deferred...)
+		if err != nil {
+			return fmt.Errorf("put registers of pid %d back: %w", j.t.pid, err)
+		}
+		return nil
+	})
+	for _, j := range jobs {
+		if j.err != nil {
+			j.res = nil
+		}
+	}
+}
+
+// eachJob runs step on every job and returns those that are still fine;
+// a job whose step fails is put back (fail).
+func eachJob(jobs []*injectJob, step func(*injectJob) error) []*injectJob {
+	out := jobs[:0]
+	for _, j := range jobs {
+		if err := step(j); err != nil {
+			j.fail(err)
+			continue
+		}
+		out = append(out, j)
+	}
+	return out
+}
+
+// fail records err and puts the task back as well as it can, one call at
+// a time: waits for whatever it had started, ends the threads' injections,
+// unmaps the batch memory and ends the leader's injection.
+func (j *injectJob) fail(err error) {
+	j.err = err
+	var errs []error
+	for i := range j.ths {
+		in := j.ths[i]
+		if j.thRun[i] {
+			_ = j.thBatch[i].Finish()
+			j.thRun[i] = false
+		}
+		if j.thEnding[i] {
+			errs = append(errs, in.FinishEnd())
+			j.thEnding[i] = false
+		} else if j.thBegun[i] {
+			errs = append(errs, in.End())
+			j.thBegun[i] = false
+		}
+		j.t.threads[i+1].deferred = append(j.t.threads[i+1].deferred, in.Deferred...)
+	}
+	if j.leader != nil {
+		if j.mapping {
+			if b, err := j.leader.FinishNewBatch(); err == nil {
+				j.batch = b
+			}
+			j.mapping = false
+		}
+		if j.running {
+			_ = j.batch.Finish()
+			j.running = false
+		}
+		if j.closing {
+			errs = append(errs, j.batch.FinishClose())
+			j.closing = false
+		} else if j.batch != nil && j.begun {
+			errs = append(errs, j.batch.Close())
+		}
+		if j.ending {
+			errs = append(errs, j.leader.FinishEnd())
+			j.ending = false
+		} else if j.begun {
+			errs = append(errs, j.leader.End())
+			j.begun = false
+		}
+		j.t.threads[0].deferred = append(j.t.threads[0].deferred, j.leader.Deferred...)
+		j.leader.Deferred = nil
+	}
+	if cerr := errors.Join(errs...); cerr != nil {
+		j.err = fmt.Errorf("%w (and putting pid %d back: %v)", err, j.t.pid, cerr)
+	}
+}
+
+// queryCalls are the batch calls of qs, their out-arguments in b's scratch.
+func queryCalls(b *ptrace.Batch, qs []query) []ptrace.BatchCall {
+	calls := make([]ptrace.BatchCall, len(qs))
+	for i, q := range qs {
+		calls[i] = ptrace.BatchCall{Nr: q.nr, Args: q.args, MayFail: true}
+		if q.outArg >= 0 {
+			calls[i].Args[q.outArg] = b.Scratch + uintptr(i*queryOut)
+		}
+	}
+	return calls
+}
+
+// queryResults reads the out-arguments of the batch calls of qs, which
+// ran in tid, and hands each query its result.
+func queryResults(tid int, b *ptrace.Batch, qs []query, calls []ptrace.BatchCall) error {
+	if len(qs) == 0 {
+		return nil
+	}
+	out := make([]byte, len(qs)*queryOut)
+	if _, err := ptrace.ReadMem(tid, b.Scratch, out); err != nil {
+		return fmt.Errorf("read injected results from thread %d: %w", tid, err)
+	}
+	for i, q := range qs {
+		if !calls[i].Ran {
+			return fmt.Errorf("inject getters into thread %d: call %d (%s) did not run", tid, i, ptrace.SyscallName(int(q.nr)))
+		}
+		var qerr error
+		if e := calls[i].Errno(); e != nil {
+			qerr = e
+		}
+		o := out[i*queryOut : i*queryOut+q.outSize]
+		if err := q.done(calls[i].Ret, o, qerr); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -119,6 +119,13 @@ type Batch struct {
 	// slots, slotSize: NewBatchSlots's layout.
 	slots    int
 	slotSize uintptr
+	// pre are calls that run ahead of the next batch's own, in the table
+	// entries just before it (FinishNewBatch's mprotect); npre of the
+	// running batch are such.
+	pre  []BatchCall
+	npre int
+	// closing: StartClose started the munmap.
+	closing bool
 	// Scratch is writable memory for out-arguments (NewBatchScratch),
 	// else 0.
 	Scratch uintptr
@@ -146,6 +153,82 @@ func (in *Injector) NewBatch(maxCalls int) (*Batch, error) {
 		return nil, errors.Join(fmt.Errorf("prepare batch in task %d: %w", in.Tid, err), b.Close())
 	}
 	return b, nil
+}
+
+// StartNewBatchSlots begins what NewBatchSlots does, in one injected call
+// instead of two: it starts the mmap (Start) and returns; FinishNewBatch
+// waits for it and returns the Batch. The memory is mapped read-execute and
+// the code written through /proc/PID/mem (which ignores protections); the
+// first batch run makes the tables writable itself (an mprotect ahead of
+// its calls). Between the two halves the tracer may start the same in other
+// tasks. Only between Begin and End.
+// Preconditions: caller is on the tracer thread; the task is ptrace-stopped.
+func (in *Injector) StartNewBatchSlots(maxCalls, scratch, slots int) error {
+	if in.syscallStops {
+		return fmt.Errorf("prepare batch in task %d: %w", in.Tid, ErrSyscallStops)
+	}
+	per := maxCalls + (scratch+batchEntrySize-1)/batchEntrySize
+	slots = max(slots, 1)
+	// One more entry per slot: the first run's mprotect goes ahead of
+	// slot 0's calls.
+	page := os.Getpagesize()
+	size := page + ((per*slots+1)*batchEntrySize+page-1)/page*page
+	if err := in.Start(unix.SYS_MMAP, 0, uintptr(size), unix.PROT_READ|unix.PROT_EXEC,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0); err != nil {
+		return fmt.Errorf("prepare batch in task %d: %w", in.Tid, err)
+	}
+	in.newBatch = &Batch{in: in, size: size, maxCalls: maxCalls, slots: slots, slotSize: uintptr(per * batchEntrySize)}
+	return nil
+}
+
+// FinishNewBatch completes StartNewBatchSlots.
+func (in *Injector) FinishNewBatch() (*Batch, error) {
+	b := in.newBatch
+	if b == nil {
+		return nil, fmt.Errorf("prepare batch in task %d: not started", in.Tid)
+	}
+	in.newBatch = nil
+	addr, err := in.Finish()
+	if err != nil {
+		return nil, fmt.Errorf("prepare batch in task %d: %w", in.Tid, err)
+	}
+	page := uintptr(os.Getpagesize())
+	b.addr = addr
+	// The first entry of the table is slot 0's mprotect; the slots follow.
+	b.table = addr + page + batchEntrySize
+	b.Scratch = b.table + uintptr(b.maxCalls*batchEntrySize)
+	if _, err := WriteMem(in.Tid, addr, batchCode); err != nil {
+		return nil, errors.Join(fmt.Errorf("prepare batch in task %d: %w", in.Tid, err), b.Close())
+	}
+	b.pre = []BatchCall{{Nr: unix.SYS_MPROTECT, Args: [6]uintptr{addr + page, uintptr(b.size) - page, unix.PROT_READ | unix.PROT_WRITE}}}
+	return b, nil
+}
+
+// StartClose begins Close (the munmap) and returns; FinishClose waits for
+// it. Between the two the tracer may close batches of other tasks.
+func (b *Batch) StartClose() error {
+	if b.addr == 0 || b.borrowed {
+		b.addr = 0
+		return nil
+	}
+	if err := b.in.Start(unix.SYS_MUNMAP, b.addr, uintptr(b.size)); err != nil {
+		return fmt.Errorf("unmap batch of task %d: %w", b.in.Tid, err)
+	}
+	b.addr = 0
+	b.closing = true
+	return nil
+}
+
+// FinishClose completes StartClose.
+func (b *Batch) FinishClose() error {
+	if !b.closing {
+		return nil
+	}
+	b.closing = false
+	if _, err := b.in.Finish(); err != nil {
+		return fmt.Errorf("unmap batch of task %d: %w", b.in.Tid, err)
+	}
+	return nil
 }
 
 // BatchCodeSize is the size of the batch code that BatchAt writes.
@@ -283,6 +366,11 @@ func (b *Batch) setup(calls []BatchCall) error {
 	if len(calls) == 0 {
 		return nil
 	}
+	b.npre = len(b.pre)
+	tableAddr := b.table - uintptr(b.npre*batchEntrySize)
+	if b.npre > 0 {
+		calls = append(append([]BatchCall{}, b.pre...), calls...)
+	}
 	table := make([]byte, len(calls)*batchEntrySize)
 	for i, c := range calls {
 		e := table[i*batchEntrySize:]
@@ -295,12 +383,12 @@ func (b *Batch) setup(calls []BatchCall) error {
 			binary.LittleEndian.PutUint64(e[8+8*j:], uint64(a))
 		}
 	}
-	if err := writeMemFast(in.Tid, b.table, table); err != nil {
+	if err := writeMemFast(in.Tid, tableAddr, table); err != nil {
 		return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 	}
 	r := in.session.regs
 	r.Rip = uint64(b.addr)
-	r.Rbx = uint64(b.table)
+	r.Rbx = uint64(tableAddr)
 	r.R12 = uint64(len(calls))
 	r.Orig_rax = ^uint64(0)
 	r.Eflags &^= 0x100
@@ -314,9 +402,15 @@ func (b *Batch) setup(calls []BatchCall) error {
 
 // wait drives the batch set up by setup to its int3 and fills in calls.
 // started: the task was resumed already (Start).
-func (b *Batch) wait(calls []BatchCall, started bool) error {
+func (b *Batch) wait(user []BatchCall, started bool) error {
 	in := b.in
-	tableAddr := b.table
+	npre := b.npre
+	b.npre = 0
+	tableAddr := b.table - uintptr(npre*batchEntrySize)
+	calls := user
+	if npre > 0 {
+		calls = append(append([]BatchCall{}, b.pre...), user...)
+	}
 	end := uint64(b.addr) + uint64(len(batchCode))
 	var left, lastRet uint64
 	for {
@@ -375,19 +469,30 @@ func (b *Batch) wait(calls []BatchCall, started bool) error {
 			calls[i].Ran = true
 		}
 		calls[ran-1].Ret = uintptr(lastRet)
-	} else if err := b.readResults(calls[:ran]); err != nil {
+	} else if err := b.readResults(tableAddr, calls[:ran]); err != nil {
 		return err
 	}
 	last := &calls[ran-1]
+	if ran <= npre {
+		// The batch's own preparation failed (or the table is
+		// corrupt): none of the caller's calls ran.
+		if e := last.Errno(); e != nil {
+			return fmt.Errorf("run batch in task %d: prepare with %s: %w", in.Tid, syscallLabel(last.Nr), e)
+		}
+		return fmt.Errorf("run batch in task %d: stopped after %d of its %d preparing calls", in.Tid, ran, npre)
+	}
+	b.pre = nil
+	copy(user, calls[npre:])
 	if e := last.Errno(); e != nil && !last.MayFail {
-		return &BatchError{Index: ran - 1, Nr: last.Nr, Errno: e.(unix.Errno)}
+		return &BatchError{Index: ran - 1 - npre, Nr: last.Nr, Errno: e.(unix.Errno)}
 	}
 	return nil
 }
 
-// readResults reads the results of the calls that ran from the table.
-func (b *Batch) readResults(calls []BatchCall) error {
-	in, tableAddr, ran := b.in, b.table, len(calls)
+// readResults reads the results of the calls that ran from the table at
+// tableAddr.
+func (b *Batch) readResults(tableAddr uintptr, calls []BatchCall) error {
+	in, ran := b.in, len(calls)
 	out := make([]byte, ran*batchEntrySize)
 	if _, err := ReadMem(in.Tid, tableAddr, out); err != nil {
 		return fmt.Errorf("run batch in task %d: read results: %w", in.Tid, err)

@@ -58,6 +58,8 @@ type Injector struct {
 	// endMask is the mask FinishEnd puts back.
 	settling bool
 	endMask  *uint64
+	// newBatch: StartNewBatchSlots started its mmap.
+	newBatch *Batch
 
 	session *injectSession
 }
@@ -399,6 +401,10 @@ func (in *Injector) settle(started bool) error {
 		}
 	}
 }
+
+// IgnoresSIGTRAP tells whether the task ignores SIGTRAP: injections then
+// go through syscall-stops, and batches cannot be used (ErrSyscallStops).
+func (in *Injector) IgnoresSIGTRAP() bool { return in.syscallStops }
 
 // SavedRegs returns the registers saved by Begin (the task's own).
 func (in *Injector) SavedRegs() (Regs, bool) {

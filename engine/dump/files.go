@@ -35,9 +35,25 @@ type fileTable struct {
 	memfdOpen   []openFile
 	memfdInodes uint32
 	memfdMaps   map[[2]uint64]uint32 // MEMFD entries of mappings by inode id and flags
+	// mapped caches what linkedPath found for the files mappings show
+	// (mappedFile).
+	mapped map[mappedKey]mappedPath
 	// pathIDs reuses one entry for every mapping of, or reference to,
 	// the same path opened the same way (exe, libraries, cwd, root).
 	pathIDs map[string]uint32
+}
+
+// mappedKey is a mapped file as /proc/PID/maps shows it: device, inode and
+// name (the name as crtools sees it, like map_files' link).
+type mappedKey struct {
+	major, minor uint32
+	ino          uint64
+	name         string
+}
+
+type mappedPath struct {
+	path string
+	st   *unix.Stat_t
 }
 
 func (ft *fileTable) add(e *pb.FileEntry) uint32 {
@@ -100,17 +116,31 @@ func linkedPath(link, what string) (string, *unix.Stat_t, error) {
 
 // mappedFile returns the file id and open flags for a file mapping.
 func (s *dumpState) mappedFile(pid int, m *proc.Mapping) (uint32, uint32, error) {
-	what := fmt.Sprintf("mapping %#x-%#x of pid %d", m.Start, m.End, pid)
-	path, st, err := linkedPath(proc.MapFilesName(pid, m.Start, m.End), what)
-	if err != nil {
-		return 0, 0, err
+	// A file is mapped several times by a task (a library's text, data,
+	// ...) and by every task of a forked tree: its map_files link is read
+	// once per dump for each file and name the map shows.
+	key := mappedKey{m.DevMajor, m.DevMinor, m.Inode, m.Path}
+	c, ok := s.files.mapped[key]
+	if !ok {
+		what := fmt.Sprintf("mapping %#x-%#x of pid %d", m.Start, m.End, pid)
+		path, st, err := linkedPath(proc.MapFilesName(pid, m.Start, m.End), what)
+		if err != nil {
+			return 0, 0, err
+		}
+		c = mappedPath{path, st}
+		if s.files.mapped == nil {
+			s.files.mapped = map[mappedKey]mappedPath{}
+		}
+		s.files.mapped[key] = c
 	}
+	path, st := c.path, c.st
+	what := func() string { return fmt.Sprintf("mapping %#x-%#x of pid %d", m.Start, m.End, pid) }
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 	case unix.S_IFCHR:
-		return 0, 0, fmt.Errorf("%s maps the device %s; device mappings are not supported", what, path)
+		return 0, 0, fmt.Errorf("%s maps the device %s; device mappings are not supported", what(), path)
 	default:
-		return 0, 0, fmt.Errorf("%s maps %s, which is not a regular file", what, path)
+		return 0, 0, fmt.Errorf("%s maps %s, which is not a regular file", what(), path)
 	}
 	flags := uint32(unix.O_RDONLY)
 	if m.Shared && m.Write {

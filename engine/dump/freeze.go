@@ -21,6 +21,15 @@ const maxFreezePasses = 64
 
 // freezeTree seizes the tree. Preconditions: on the tracer thread, d.mu held.
 // On error the caller detaches whatever was seized.
+//
+// Each pass seizes and interrupts the threads not seized yet of every task
+// it knows, reading children as it goes, and only then waits for the new
+// threads to stop: they stop at the same time instead of one after the
+// other. Children read from a task whose threads were still on their way
+// to the stop may miss a fork of that moment; the next pass, which reads
+// every task again once all are stopped, finds it. The pass that finds
+// nothing new ran with every thread stopped, which proves the tree
+// complete.
 func (d *Dumper) freezeTree(ctx context.Context) error {
 	root := &task{pid: d.opts.Pid}
 	d.tasks = []*task{root}
@@ -33,32 +42,55 @@ func (d *Dumper) freezeTree(ctx context.Context) error {
 			return fmt.Errorf("freeze tree of pid %d: still changing after %d passes", d.opts.Pid, pass)
 		}
 		changed := false
+		var pending []pendingStop
+		var vanished []*task
+		var firstErr error
 		// d.tasks grows while we walk it: new children are visited in
 		// the same pass.
-		for i := 0; i < len(d.tasks); i++ {
+		for i := 0; i < len(d.tasks) && firstErr == nil; i++ {
 			t := d.tasks[i]
 			if t.zombie {
 				continue
 			}
-			c, err := d.seizeThreads(t)
+			c, err := d.seizeThreads(t, &pending)
 			if err == nil {
 				changed = changed || c
 				c, err = d.findChildren(t)
 				changed = changed || c
 			}
 			if errors.Is(err, errVanished) && t.parent != nil {
-				// A task of a changing tree ended (or is ending): it is
-				// no longer part of it. If it left a zombie, the next
-				// pass finds it again among its parent's children.
-				d.log.Debug().Int("pid", t.pid).Err(err).Msg("task vanished while freezing")
-				d.dropTask(t)
-				i--
-				changed = true
+				vanished = append(vanished, t)
 				continue
 			}
-			if err != nil {
-				return err
+			firstErr = err
+		}
+		// Every thread interrupted in this pass must be in its stop
+		// before anything else (a thread still running cannot be
+		// detached, and a failed freeze detaches everything).
+		for _, p := range pending {
+			if err := d.finishStop(p.t, p.th); err != nil {
+				if errors.Is(err, errVanished) && p.t.parent != nil {
+					vanished = append(vanished, p.t)
+					continue
+				}
+				if firstErr == nil {
+					firstErr = err
+				}
 			}
+		}
+		if firstErr != nil {
+			return firstErr
+		}
+		for _, t := range vanished {
+			if d.byPid[t.pid] != t {
+				continue // dropped already, with an ancestor
+			}
+			// A task of a changing tree ended (or is ending): it is
+			// no longer part of it. If it left a zombie, the next
+			// pass finds it again among its parent's children.
+			d.log.Debug().Int("pid", t.pid).Msg("task vanished while freezing")
+			d.dropTask(t)
+			changed = true
 		}
 		if !changed {
 			return nil
@@ -66,8 +98,16 @@ func (d *Dumper) freezeTree(ctx context.Context) error {
 	}
 }
 
-// seizeThreads seizes and stops every thread of t not yet seized.
-func (d *Dumper) seizeThreads(t *task) (bool, error) {
+// pendingStop is a thread seized and interrupted whose stop freezeTree has
+// not waited for yet.
+type pendingStop struct {
+	t  *task
+	th *thread
+}
+
+// seizeThreads seizes and interrupts every thread of t not yet seized,
+// adding them to pending (see finishStop).
+func (d *Dumper) seizeThreads(t *task, pending *[]pendingStop) (bool, error) {
 	tids, err := proc.ListTasks(t.pid)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
@@ -86,7 +126,7 @@ func (d *Dumper) seizeThreads(t *task) (bool, error) {
 		}
 		if len(t.threads) == 0 && tid != t.pid {
 			// Seize the leader first so that threads[0] is the leader.
-			if err := d.seizeOne(t, t.pid); err != nil {
+			if err := d.seizeOne(t, t.pid, pending); err != nil {
 				return false, err
 			}
 			known[t.pid] = true
@@ -95,7 +135,7 @@ func (d *Dumper) seizeThreads(t *task) (bool, error) {
 				continue
 			}
 		}
-		if err := d.seizeOne(t, tid); err != nil {
+		if err := d.seizeOne(t, tid, pending); err != nil {
 			if errors.Is(err, unix.ESRCH) && tid != t.pid {
 				// The thread exited between listing and seizing.
 				continue
@@ -108,7 +148,8 @@ func (d *Dumper) seizeThreads(t *task) (bool, error) {
 	return changed, nil
 }
 
-func (d *Dumper) seizeOne(t *task, tid int) error {
+// seizeOne seizes and interrupts tid of t, without waiting for the stop.
+func (d *Dumper) seizeOne(t *task, tid int, pending *[]pendingStop) error {
 	if tid == t.pid {
 		st, err := proc.ReadStat(t.pid)
 		if err != nil {
@@ -149,16 +190,20 @@ func (d *Dumper) seizeOne(t *task, tid int) error {
 	}
 	th := &thread{tid: tid}
 	t.threads = append(t.threads, th)
-	stop, err := ptrace.InterruptAndWait(tid)
+	if err := ptrace.Interrupt(tid); err != nil {
+		// Seized but not interrupted: wait for nothing; the thread can
+		// only have gone (ESRCH), which its stop would say too.
+		return d.stopFailed(t, th, err)
+	}
+	*pending = append(*pending, pendingStop{t, th})
+	return nil
+}
+
+// finishStop waits for the stop of a thread seizeOne interrupted.
+func (d *Dumper) finishStop(t *task, th *thread) error {
+	stop, err := ptrace.WaitInterrupted(th.tid)
 	if err != nil {
-		var ex *ptrace.ExitedError
-		if errors.As(err, &ex) {
-			if tid == t.pid || t.parent != nil {
-				return fmt.Errorf("thread %d of task %d %w", tid, t.pid, errVanished)
-			}
-			return fmt.Errorf("thread %d of pid %d exited while being frozen", tid, t.pid)
-		}
-		return fmt.Errorf("stop thread %d of pid %d: %w", tid, t.pid, err)
+		return d.stopFailed(t, th, err)
 	}
 	th.stop = stop
 	if stop.GroupStop() {
@@ -166,8 +211,19 @@ func (d *Dumper) seizeOne(t *task, tid int) error {
 		t.stopSig = stop.Sig
 	}
 	tl := d.taskLog(t.pid)
-	tl.Debug().Int("tid", tid).Str("stop", stop.String()).Msg("seized")
+	tl.Debug().Int("tid", th.tid).Str("stop", stop.String()).Msg("seized")
 	return nil
+}
+
+func (d *Dumper) stopFailed(t *task, th *thread, err error) error {
+	var ex *ptrace.ExitedError
+	if errors.As(err, &ex) || errors.Is(err, unix.ESRCH) {
+		if th.tid == t.pid || t.parent != nil {
+			return fmt.Errorf("thread %d of task %d %w", th.tid, t.pid, errVanished)
+		}
+		return fmt.Errorf("thread %d of pid %d exited while being frozen", th.tid, t.pid)
+	}
+	return fmt.Errorf("stop thread %d of pid %d: %w", th.tid, t.pid, err)
 }
 
 // findChildren adds the children of every thread of t as new tasks.

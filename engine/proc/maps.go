@@ -24,8 +24,9 @@ type Mapping struct {
 	// "[heap]", "[stack]", "[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]",
 	// "[anon:NAME]" and "[anon_shmem:NAME]" appear as printed.
 	Path string
-	// VmFlags are the two-letter flags of smaps' VmFlags line (nil with maps).
-	VmFlags map[string]bool
+	// VmFlags is smaps' VmFlags line: two-letter flags separated by
+	// spaces ("" with maps). Flag asks for one.
+	VmFlags string
 	// Rss and Swap in bytes (smaps only).
 	Rss, Swap uint64
 }
@@ -40,7 +41,16 @@ func (m *Mapping) IsFile() bool {
 }
 
 // Flag reports whether VmFlags has flag f ("gd", "dd", ...).
-func (m *Mapping) Flag(f string) bool { return m.VmFlags[f] }
+func (m *Mapping) Flag(f string) bool {
+	for rest := m.VmFlags; rest != ""; {
+		var w string
+		w, rest, _ = strings.Cut(rest, " ")
+		if w == f {
+			return true
+		}
+	}
+	return false
+}
 
 // ParseMaps parses /proc/PID/maps or /proc/PID/smaps contents.
 func ParseMaps(data []byte) ([]Mapping, error) {
@@ -75,9 +85,11 @@ func ParseMaps(data []byte) ([]Mapping, error) {
 		}
 		switch string(key) {
 		case "VmFlags":
-			cur.VmFlags = map[string]bool{}
-			for _, f := range bytes.Fields(val) {
-				cur.VmFlags[string(f)] = true
+			// One string per mapping, not a map of flags: a dump parses
+			// the smaps of every task.
+			cur.VmFlags = strings.Join(strings.Fields(string(val)), " ")
+			if cur.VmFlags == "" {
+				cur.VmFlags = " " // a VmFlags line without flags
 			}
 		case "Rss", "Swap":
 			f := bytes.Fields(val)

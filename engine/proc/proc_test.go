@@ -155,7 +155,7 @@ func TestParseSmaps(t *testing.T) {
 		if x.Path == "[stack]" && x.Flag("gd") {
 			stack = true
 		}
-		if x.VmFlags == nil {
+		if x.VmFlags == "" {
 			t.Errorf("no VmFlags for %+v", x)
 		}
 	}

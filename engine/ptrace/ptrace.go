@@ -210,6 +210,13 @@ func InterruptAndWait(tid int) (StopInfo, error) {
 	if err := Interrupt(tid); err != nil {
 		return StopInfo{}, err
 	}
+	return WaitInterrupted(tid)
+}
+
+// WaitInterrupted is the second half of InterruptAndWait, for a tracer
+// that interrupts many tasks before it waits for the first (they then
+// stop at the same time).
+func WaitInterrupted(tid int) (StopInfo, error) {
 	for {
 		st, err := WaitStopped(tid)
 		if err != nil {

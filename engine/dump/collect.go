@@ -63,6 +63,8 @@ type taskState struct {
 	// statuses are the /proc status of each thread, threads[0] first
 	// (nil for a zombie): innerPids takes the namespace ids from them.
 	statuses []*proc.Status
+	// nsLinks are the /proc/PID/ns links read for the ids, by name.
+	nsLinks map[string]string
 }
 
 // Collect reads the state of the frozen tree.
@@ -97,13 +99,24 @@ func (d *Dumper) Collect(ctx context.Context) error {
 		// -n, read the asked ones of the root.
 		var pids []int
 		var ids []*pb.TaskKobjIdsEntry
+		links := map[int]map[string]string{}
 		for _, ts := range s.tasks {
 			if ts.t.zombie {
 				continue // a zombie has no namespaces left to read
 			}
 			pids, ids = append(pids, ts.t.pid), append(ids, ts.ids)
+			links[ts.t.pid] = ts.nsLinks
 		}
-		nsd, err := ns.Collect(pids, ids, d.opts.Namespaces)
+		nsd, err := ns.CollectWith(pids, ids, d.opts.Namespaces, func(pid int, name string) (string, error) {
+			if l, ok := links[pid][name]; ok {
+				return l, nil
+			}
+			l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, name))
+			if err != nil {
+				return "", fmt.Errorf("read %s namespace of %d: %w", name, pid, err)
+			}
+			return l, nil
+		})
 		if err != nil {
 			if rerr := s.special.Rollback(); rerr != nil {
 				d.log.Warn().Err(rerr).Msg("undo link-remap")
@@ -170,11 +183,17 @@ func (s *dumpState) kobjID() uint32 {
 }
 
 // nsID numbers namespaces by their inode, as CRIU's ns ids.
-func (s *dumpState) nsID(pid int, ns string) (uint32, error) {
+// The link read is kept in ts.nsLinks (for ns.CollectWith).
+func (s *dumpState) nsID(ts *taskState, ns string) (uint32, error) {
+	pid := ts.t.pid
 	link, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
 	if err != nil {
 		return 0, fmt.Errorf("read %s namespace of pid %d: %w", ns, pid, err)
 	}
+	if ts.nsLinks == nil {
+		ts.nsLinks = map[string]string{}
+	}
+	ts.nsLinks[ns] = link
 	if id, ok := s.nsIDs[link]; ok {
 		return id, nil
 	}
@@ -403,7 +422,7 @@ func (d *Dumper) collectFinish(s *dumpState, c *collecting) (*taskState, error) 
 		dst  **uint32
 	}{{"pid", &ts.ids.PidNsId}, {"net", &ts.ids.NetNsId}, {"ipc", &ts.ids.IpcNsId}, {"uts", &ts.ids.UtsNsId},
 		{"mnt", &ts.ids.MntNsId}, {"user", &ts.ids.UserNsId}, {"cgroup", &ts.ids.CgroupNsId}, {"time", &ts.ids.TimeNsId}} {
-		id, err := s.nsID(pid, n.name)
+		id, err := s.nsID(ts, n.name)
 		if err != nil {
 			return nil, err
 		}
@@ -425,8 +444,8 @@ func (d *Dumper) collectFinish(s *dumpState, c *collecting) (*taskState, error) 
 				return nil, fmt.Errorf("read status of thread %d: %w", th.tid, err)
 			}
 			ts.statuses = append(ts.statuses, tstatus)
-			if tstat, err = proc.ReadTaskStat(pid, th.tid); err != nil {
-				return nil, fmt.Errorf("read state of thread %d: %w", th.tid, err)
+			if tstat, err = threadSched(pid, th.tid); err != nil {
+				return nil, err
 			}
 		}
 		fp, err := fpregsEntry(r.xstate)
@@ -466,6 +485,26 @@ func (d *Dumper) collectFinish(s *dumpState, c *collecting) (*taskState, error) 
 		ts.cores = append(ts.cores, core)
 	}
 	return ts, nil
+}
+
+// threadSched reads the scheduling policy, nice value and real-time
+// priority of thread tid of pid: one sched_getattr for the usual policies
+// instead of reading its stat file. sched_getattr reports nice only for
+// the fair policies (stat reports the nice value a real-time thread keeps
+// for later), so for the others the stat file is read.
+func threadSched(pid, tid int) (*proc.Stat, error) {
+	a, err := unix.SchedGetAttr(tid, 0)
+	if err == nil {
+		switch a.Policy {
+		case unix.SCHED_NORMAL, unix.SCHED_BATCH, unix.SCHED_IDLE:
+			return &proc.Stat{Nice: int64(a.Nice), Policy: uint64(a.Policy), RtPriority: uint64(a.Priority)}, nil
+		}
+	}
+	st, err := proc.ReadTaskStat(pid, tid)
+	if err != nil {
+		return nil, fmt.Errorf("read state of thread %d: %w", tid, err)
+	}
+	return st, nil
 }
 
 // brk is the current program break: the end of the [heap] VMA, or the

@@ -110,3 +110,78 @@ func TestDumpTreeWithThreads(t *testing.T) {
 		}
 	}
 }
+
+// schedSrc: the leader keeps the default policy; one thread sets nice 7,
+// another SCHED_BATCH with nice 3.
+const schedSrc = `
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static volatile int ready;
+static void *nice7(void *a) {
+	(void)a;
+	setpriority(PRIO_PROCESS, syscall(SYS_gettid), 7);
+	__atomic_add_fetch(&ready, 1, __ATOMIC_SEQ_CST);
+	for (;;) pause();
+	return NULL;
+}
+static void *batch3(void *a) {
+	struct sched_param p = {0};
+	(void)a;
+	sched_setscheduler(0, SCHED_BATCH, &p);
+	setpriority(PRIO_PROCESS, syscall(SYS_gettid), 3);
+	__atomic_add_fetch(&ready, 1, __ATOMIC_SEQ_CST);
+	for (;;) pause();
+	return NULL;
+}
+int main(void) {
+	pthread_t a, b;
+	pthread_create(&a, NULL, nice7, NULL);
+	while (ready < 1) usleep(100);
+	pthread_create(&b, NULL, batch3, NULL);
+	while (ready < 2) usleep(100);
+	FILE *f = fopen(getenv("READY"), "w");
+	fprintf(f, "ready\n");
+	fclose(f);
+	for (;;) pause();
+}
+`
+
+// TestThreadSched checks that each thread's own policy and nice value
+// are dumped (threadSched reads them with sched_getattr).
+func TestThreadSched(t *testing.T) {
+	requireRoot(t)
+	pid := startDetached(t, schedSrc)
+	dir := t.TempDir()
+	if _, err := dumpPid(t, pid, dir, engine.FinishLeaveRunning); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := image.ReadFile(dir, image.Pstree, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	threads := ents[0].Msg.(*pb.PstreeEntry).GetThreads()
+	if len(threads) != 3 {
+		t.Fatalf("threads %v, want 3", threads)
+	}
+	want := []struct {
+		nice   int32
+		policy uint32
+	}{{0, 0}, {7, 0}, {3, 3}} // SCHED_OTHER 0, SCHED_BATCH 3
+	for i, tid := range threads {
+		var c pb.CoreEntry
+		if err := image.ReadOne(dir, image.Core, uint64(tid), &c); err != nil {
+			t.Fatalf("core of thread %d: %v", tid, err)
+		}
+		tc := c.GetThreadCore()
+		if tc.GetSchedNice() != want[i].nice || tc.GetSchedPolicy() != want[i].policy || tc.GetSchedPrio() != 0 {
+			t.Errorf("thread %d: nice %d policy %d prio %d, want nice %d policy %d", tid,
+				tc.GetSchedNice(), tc.GetSchedPolicy(), tc.GetSchedPrio(), want[i].nice, want[i].policy)
+		}
+	}
+}

@@ -30,6 +30,16 @@ type Dump struct {
 // of the root. pids[0] is the root; ids[i] are the kobj ids of pids[i]
 // (their *_ns_id fields name the images).
 func Collect(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string) (*Dump, error) {
+	return CollectWith(pids, ids, requested, nil)
+}
+
+// CollectWith is Collect for a caller that read the tasks' namespace links
+// already: link(pid, name) returns /proc/PID/ns/NAME's target, as
+// os.Readlink would (nil: read them).
+func CollectWith(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string, link func(pid int, name string) (string, error)) (*Dump, error) {
+	if link == nil {
+		link = func(pid int, name string) (string, error) { return nsLink(strconv.Itoa(pid), name) }
+	}
 	if len(pids) == 0 || len(ids) != len(pids) {
 		return nil, fmt.Errorf("collect namespaces: %d tasks, %d ids", len(pids), len(ids))
 	}
@@ -46,7 +56,7 @@ func Collect(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string) (*Dump,
 		if err != nil {
 			return nil, err
 		}
-		rootLink, err := nsLink(strconv.Itoa(root), name)
+		rootLink, err := link(root, name)
 		if err != nil {
 			return nil, err
 		}
@@ -54,17 +64,17 @@ func Collect(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string) (*Dump,
 			return nil, fmt.Errorf("checkpoint %s namespace (-n %s): the root task %d shares crtools' %s namespace %s, it has none of its own to checkpoint", name, name, root, name, self)
 		}
 		for _, pid := range pids {
-			link, err := nsLink(strconv.Itoa(pid), name)
+			l, err := link(pid, name)
 			if err != nil {
 				return nil, err
 			}
 			switch {
-			case !req[name] && link != self && Supported[name]:
-				return nil, fmt.Errorf("task %d is in a %s namespace of its own (%s, crtools is in %s): checkpoint it with -n %s", pid, name, link, self, name)
-			case !req[name] && link != self:
-				return nil, fmt.Errorf("task %d is in a %s namespace of its own (%s): checkpointing %s namespaces (-n %s): %w", pid, name, link, name, name, engine.ErrNotSupported)
-			case req[name] && link != rootLink:
-				return nil, fmt.Errorf("task %d is in another %s namespace (%s) than the root task %d (%s): nested %s namespaces: %w", pid, name, link, root, rootLink, name, engine.ErrNotSupported)
+			case !req[name] && l != self && Supported[name]:
+				return nil, fmt.Errorf("task %d is in a %s namespace of its own (%s, crtools is in %s): checkpoint it with -n %s", pid, name, l, self, name)
+			case !req[name] && l != self:
+				return nil, fmt.Errorf("task %d is in a %s namespace of its own (%s): checkpointing %s namespaces (-n %s): %w", pid, name, l, name, name, engine.ErrNotSupported)
+			case req[name] && l != rootLink:
+				return nil, fmt.Errorf("task %d is in another %s namespace (%s) than the root task %d (%s): nested %s namespaces: %w", pid, name, l, root, rootLink, name, engine.ErrNotSupported)
 			}
 		}
 	}

@@ -66,6 +66,7 @@ type Dumper struct {
 	finished bool
 	state    *dumpState // what Collect found
 	bufs     [][]byte   // batch buffers for page copies, reused across tasks
+	chunks   [][]byte   // readers' chunk buffers (write.go), reused likewise
 
 	Timings Timings
 }

@@ -42,6 +42,23 @@ func (t *Tracer) loop(ready chan<- struct{}) {
 	// PTRACE_O_EXITKILL) the tasks it still traced, instead of leaving them
 	// bound to a thread that serves other goroutines.
 	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		// The main thread, which the runtime never ends (it parks it
+		// instead): tracees would stay bound to it after Close (a
+		// killed tree would stay zombies of it, engine/dump's Finish).
+		// Start over in a goroutine that, while this one holds the
+		// main thread, runs on another, and let the main thread go
+		// once it has its own.
+		locked := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(locked)
+			t.loop(ready)
+		}()
+		<-locked
+		runtime.UnlockOSThread()
+		return
+	}
 	defer close(t.exited)
 	t.tid = unix.Gettid()
 	close(ready)

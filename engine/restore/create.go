@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -209,7 +210,7 @@ func (r *restorer) pickTrampoline(puppetMaps []span) (uint64, error) {
 
 // readMaps returns the address ranges of /proc/PID/maps.
 func readMaps(pid int) ([]span, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	b, err := readProcFile(fmt.Sprintf("/proc/%d/maps", pid), make([]byte, 0, 8192)) // procfs.go
 	if err != nil {
 		return nil, err
 	}
@@ -220,9 +221,10 @@ func readMaps(pid int) ([]span, error) {
 		if !ok {
 			continue
 		}
-		var s, e uint64
-		if _, err := fmt.Sscanf(lo+" "+hi, "%x %x", &s, &e); err != nil {
-			return nil, fmt.Errorf("parse /proc/%d/maps line %q: %w", pid, line, err)
+		s, err1 := strconv.ParseUint(lo, 16, 64)
+		e, err2 := strconv.ParseUint(hi, 16, 64)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("parse /proc/%d/maps line %q", pid, line)
 		}
 		out = append(out, span{s, e})
 	}

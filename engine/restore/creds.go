@@ -3,6 +3,7 @@ package restore
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -113,16 +114,15 @@ type creds struct {
 }
 
 func (a creds) equal(b creds) bool {
-	if len(a.groups) != len(b.groups) {
+	if !slices.Equal(a.groups, b.groups) {
 		return false
 	}
-	for i := range a.groups {
-		if a.groups[i] != b.groups[i] {
-			return false
-		}
-	}
-	a.groups, b.groups = nil, nil
-	return fmt.Sprint(a) == fmt.Sprint(b)
+	// Field by field (a struct with a slice is not comparable); once
+	// per thread, so no fmt. TestCredsEqual checks every field counts.
+	return a.uid == b.uid && a.euid == b.euid && a.suid == b.suid && a.fsuid == b.fsuid &&
+		a.gid == b.gid && a.egid == b.egid && a.sgid == b.sgid && a.fsgid == b.fsgid &&
+		a.inh == b.inh && a.prm == b.prm && a.eff == b.eff && a.bnd == b.bnd && a.amb == b.amb &&
+		a.secbits == b.secbits && a.noNewPrivs == b.noNewPrivs
 }
 
 func capsOf(v []uint32) uint64 {

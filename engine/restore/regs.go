@@ -18,14 +18,19 @@ const (
 	errRestartRestartBlock = 516
 )
 
-// finishProc unmaps the trampoline with its last injected syscall and sets
-// every thread's dumped registers, FPU/xstate and blocked mask. The threads
-// stay stopped, each in a signal-delivery-stop for SIGTRAP (the int3 of
-// the trampoline, or the single-step trap after the leader's munmap): the
-// kernel's signal code is still ahead of them when Resume detaches them,
-// which restartSyscall relies on.
-// Preconditions: on the tracer thread; restoreProc succeeded.
-func (r *restorer) finishProc(pr *proc) error {
+// dropTrampoline unmaps the trampoline of a process with its last injected
+// syscall. restoreProc calls it as its last step, right after the task's
+// last batch: switching to a task whose memory the CPU has not worked on
+// for a while costs some 100 µs more under this machine's hypervisor
+// (shadow page tables) than going back to the one just run, so the
+// munmap is done while the task is still warm rather than in Resume,
+// after every other task ran. From then on only registers are set
+// (finishProc). The threads stay stopped, each in a signal-delivery-stop
+// for SIGTRAP (the int3 of the trampoline, or the single-step trap after
+// the leader's munmap): the kernel's signal code is still ahead of them
+// when Resume detaches them, which restartSyscall relies on.
+// Preconditions: on the tracer thread; the task's state is restored.
+func (r *restorer) dropTrampoline(pr *proc) error {
 	lead := pr.threads[0]
 	// Other threads first: each must be done with the trampoline before
 	// the leader unmaps it.
@@ -39,14 +44,27 @@ func (r *restorer) finishProc(pr *proc) error {
 				return err
 			}
 		}
-		if err := th.setFinalState(core); err != nil {
-			return err
-		}
 	}
 	if err := lead.unmapTrampoline(); err != nil {
 		return err
 	}
-	return lead.setFinalState(pr.t.cores[lead.vpid])
+	pr.noTrampoline = true
+	return nil
+}
+
+// finishProc sets every thread's dumped registers, FPU/xstate and blocked
+// mask (dropTrampoline ran).
+// Preconditions: on the tracer thread; restoreProc succeeded.
+func (r *restorer) finishProc(pr *proc) error {
+	if !pr.noTrampoline {
+		return fmt.Errorf("finish task %d: its trampoline is still mapped", pr.t.pid)
+	}
+	for _, th := range pr.threads {
+		if err := th.setFinalState(pr.t.cores[th.vpid]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // unmapTrampoline runs munmap(trampoline) from the trampoline itself with

@@ -81,6 +81,8 @@ type proc struct {
 	// The fd table / fs info is shared with another task (CLONE_FILES /
 	// CLONE_FS) that restores it, once (create.go).
 	sharedFiles, sharedFS bool
+	// noTrampoline: the trampoline is unmapped (dropTrampoline).
+	noTrampoline bool
 }
 
 func (r *restorer) Load(ctx context.Context) error {

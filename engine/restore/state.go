@@ -194,6 +194,10 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 			return filled, err
 		}
 	}
+	// Last, the trampoline goes (regs.go).
+	if err := r.dropTrampoline(pr); err != nil {
+		return filled, err
+	}
 	lead.log.Info().Int("threads", len(pr.threads)).Int64("bytes", filled).Msg("task state restored")
 	return filled, nil
 }

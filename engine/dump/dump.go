@@ -47,7 +47,7 @@ func init() {
 type Timings struct {
 	Freeze  time.Duration
 	Collect time.Duration // includes the page scan
-	Copy    time.Duration // process_vm_readv of page contents
+	Copy    time.Duration // copy of page contents out of the tasks (and into a local pages file)
 	Write   time.Duration // WriteImages in total (copy overlaps with it)
 	Sync    time.Duration // fsync of the images
 	Pages   int64         // bytes of page data written

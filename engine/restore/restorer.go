@@ -362,25 +362,65 @@ func (r *restorer) RestoreState(ctx context.Context) error {
 			}
 		}
 	}
-	// One hand-over to the tracer thread for all tasks.
+	// One hand-over to the tracer thread for all tasks. The copy of a
+	// task's memory (one at a time: they share a buffer) overlaps the
+	// injections of the next task's beginProc and of its own endProc
+	// (state.go).
 	err := r.tr.Do(func() error {
+		var prev, filling *procState
+		// No copy outlives a failure.
+		defer func() {
+			if filling != nil {
+				_ = filling.waitFill()
+			}
+		}()
+		end := func(st *procState) error {
+			filled, err := r.endProc(st)
+			if err != nil {
+				return fmt.Errorf("restore task %d: %w", st.pr.t.pid, err)
+			}
+			st.pr.done = true
+			calls := 0
+			for _, th := range st.pr.threads {
+				calls += th.calls
+			}
+			r.log.Debug().Int("pid", st.pr.t.pid).Dur("took", time.Since(st.start)).Int64("bytes", filled).
+				Dur("populate", st.pr.threads[0].populateTime).Dur("read", st.pr.threads[0].readTime).
+				Int("syscalls", calls).Msg("task state restored")
+			return nil
+		}
 		for _, pr := range r.procs {
 			if pr.t.dead() {
 				continue
 			}
 			start := time.Now()
-			filled, err := r.restoreProc(pr)
+			st, err := r.beginProc(pr)
 			if err != nil {
 				return fmt.Errorf("restore task %d: %w", pr.t.pid, err)
 			}
-			pr.done = true
-			calls := 0
-			for _, th := range pr.threads {
-				calls += th.calls
+			st.start = start
+			if prev != nil {
+				// The previous copy is done before this one starts.
+				if err := prev.waitFill(); err != nil {
+					return fmt.Errorf("restore task %d: %w", prev.pr.t.pid, err)
+				}
 			}
-			r.log.Debug().Int("pid", pr.t.pid).Dur("took", time.Since(start)).Int64("bytes", filled).
-				Dur("populate", pr.threads[0].populateTime).Dur("read", pr.threads[0].readTime).
-				Int("syscalls", calls).Msg("task state restored")
+			st.startFill(r)
+			filling = st
+			if prev != nil {
+				// endProc's fillShmem copies through the same buffer.
+				if r.shm.unfilled() {
+					_ = st.waitFill() // its error comes with end(st)
+				}
+				if err := end(prev); err != nil {
+					return err
+				}
+			}
+			prev = st
+		}
+		if prev != nil {
+			filling = nil
+			return end(prev)
 		}
 		return nil
 	})

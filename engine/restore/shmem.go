@@ -114,6 +114,17 @@ func (p *puppet) closeShmemFds(sh *shmState) {
 	}
 }
 
+// unfilled tells whether a shmem object still waits for its pages
+// (fillShmem).
+func (sh *shmState) unfilled() bool {
+	for _, o := range sh.objs {
+		if !o.filled {
+			return true
+		}
+	}
+	return false
+}
+
 // fillShmem fills every shmem object this task mapped and nobody filled
 // yet, through the task's own VMAs of it.
 func (p *puppet) fillShmem(img *imageSet, sh *shmState, vmas []*pb.VmaEntry) (int64, error) {

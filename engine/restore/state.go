@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -14,11 +15,56 @@ import (
 	"github.com/crtools/crtools/engine/ptrace"
 )
 
-// restoreProc turns the puppets of one process into its dumped task, all
-// but the final registers (finishProc). It returns how many bytes of
-// memory it filled.
+// A process's state is restored in two halves around the copy of its
+// memory (procState): beginProc maps its memory, the copy runs on another
+// goroutine (so on the other CPU, the tracer thread and the puppets
+// sharing one), and endProc does the rest. RestoreState overlaps the copy
+// of each task with the injections of the next task's beginProc and of
+// its own endProc: both are mostly kernel work, about half a millisecond
+// each per task here.
+type procState struct {
+	pr    *proc
+	vmas  []*pb.VmaEntry
+	plans []vmaPlan
+
+	fillDone chan struct{}
+	filled   int64
+	fillErr  error
+	start    time.Time // for the cost log
+}
+
+// startFill starts the copy of the task's pages.
+func (st *procState) startFill(r *restorer) {
+	lead := st.pr.threads[0]
+	if r.opts.Progress != nil {
+		lead.filled = r.addFilled
+	}
+	st.fillDone = make(chan struct{})
+	fill := func() {
+		defer close(st.fillDone)
+		st.filled, st.fillErr = lead.fillPages(r.img.dir, st.pr.t.pagemap)
+	}
+	if fillByPreadv {
+		fill() // injected preadv: the tracer thread only
+		return
+	}
+	go fill()
+}
+
+// waitFill waits for the copy (if it was started) and returns its error.
+func (st *procState) waitFill() error {
+	if st.fillDone == nil {
+		return nil
+	}
+	<-st.fillDone
+	st.pr.threads[0].filled = nil
+	return st.fillErr
+}
+
+// beginProc readies the puppets of one process for its memory: signals
+// blocked, crtools' files closed, every mapping made.
 // Preconditions: on the tracer thread; every puppet of pr is stopped.
-func (r *restorer) restoreProc(pr *proc) (int64, error) {
+func (r *restorer) beginProc(pr *proc) (*procState, error) {
 	t := pr.t
 	lead := pr.threads[0]
 	lead.log = r.taskLog(t.pid)
@@ -30,7 +76,7 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	// to SIG_DFL (a Go program's SIGTRAP handler was lost that way).
 	for _, th := range pr.threads {
 		if err := ptrace.SetSigmask(th.pid, ^uint64(0)&^(1<<(unix.SIGTRAP-1))); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
 	// Zombie children were made at CreateTasks; the SIGCHLD each sent is
@@ -40,14 +86,14 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 		if c.dead() {
 			set, err := lead.put(u64Bytes([]uint64{1 << (unix.SIGCHLD - 1)}))
 			if err != nil {
-				return 0, err
+				return nil, err
 			}
 			ts, err := lead.put(make([]byte, 16))
 			if err != nil {
-				return 0, err
+				return nil, err
 			}
 			if _, err := lead.call(unix.SYS_RT_SIGTIMEDWAIT, set, 0, ts, 8); err != nil && !isErrno(err, unix.EAGAIN) {
-				return 0, fmt.Errorf("drop SIGCHLD of zombie children in task %d: %w", t.pid, err)
+				return nil, fmt.Errorf("drop SIGCHLD of zombie children in task %d: %w", t.pid, err)
 			}
 			break
 		}
@@ -59,37 +105,53 @@ func (r *restorer) restoreProc(pr *proc) (int64, error) {
 	// after the page fill, the last at the end.
 	if !pr.sharedFiles {
 		if err := lead.closeInherited(); err != nil { // ns.go
-			return 0, kernel.IfMissing("close_range", err)
+			lead.fds = nil
+			return nil, kernel.IfMissing("close_range", err)
 		}
 	}
-	// Whatever happens, the fd table is not tracked past this task.
-	defer func() { lead.fds = nil }()
 
 	// Memory.
-	if err := lead.unmapPuppet(); err != nil {
-		return 0, err
-	}
-	vmas := t.mm.GetVmas()
-	checkVdso, err := lead.mapVdso(vmas)
+	st := &procState{pr: pr, vmas: t.mm.GetVmas()}
+	err := func() error {
+		if err := lead.unmapPuppet(); err != nil {
+			return err
+		}
+		checkVdso, err := lead.mapVdso(st.vmas)
+		if err != nil {
+			return err
+		}
+		if st.plans, err = lead.mapVMAs(r.img, r.shm, st.vmas, t.pagemap); err != nil {
+			return err
+		}
+		if err := checkVdso(); err != nil {
+			return err
+		}
+		lead.closeShmemFds(r.shm) // queued: endProc's batch
+		return nil
+	}()
 	if err != nil {
-		return 0, err
+		lead.fds = nil
+		return nil, err
 	}
-	plans, err := lead.mapVMAs(r.img, r.shm, vmas, t.pagemap)
-	if err != nil {
-		return 0, err
-	}
-	if err := checkVdso(); err != nil {
-		return 0, err
-	}
-	lead.closeShmemFds(r.shm)
-	if r.opts.Progress != nil {
-		lead.filled = r.addFilled
-	}
-	filled, err := lead.fillPages(r.img.dir, t.pagemap)
-	lead.filled = nil
+	return st, nil
+}
+
+// endProc turns the puppets of one process into its dumped task, all but
+// the final registers (finishProc), once its memory is copied. It returns
+// how many bytes of memory were filled.
+// Preconditions: on the tracer thread; every puppet of pr is stopped.
+func (r *restorer) endProc(st *procState) (int64, error) {
+	pr := st.pr
+	t := pr.t
+	lead := pr.threads[0]
+	// Whatever happens, the fd table is not tracked past this task.
+	defer func() { lead.fds = nil }()
+	err := st.waitFill()
+	filled := st.filled
 	if err != nil {
 		return filled, err
 	}
+	vmas, plans := st.vmas, st.plans
 	n, err := lead.fillShmem(r.img, r.shm, vmas)
 	filled += n
 	if err != nil {

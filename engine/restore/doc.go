@@ -41,11 +41,15 @@
 // memfd.go), cwd/root/umask,
 // sigactions, itimers, POSIX timers, rlimits (prlimit from outside),
 // per-thread sigaltstack, rseq, robust list, clear_child_tid, comm,
-// pdeath signal, pending signals, and credentials last.
+// pdeath signal, pending signals, and credentials; last, the trampoline
+// goes with its own last syscall, single-stepped so that the task stops in
+// a SIGTRAP signal-delivery-stop like the other threads at their int3
+// (regs.go: done right after the task's last batch, while its memory is
+// the one the CPU last worked on). The page copy of a task runs on
+// another goroutine while the tracer maps the next task and finishes this
+// one's state (beginProc, endProc).
 //
-// Resume (regs.go) unmaps the trampoline with its own last syscall,
-// single-stepped so that the task stops in a SIGTRAP signal-delivery-stop
-// like the other threads at their int3, sets every thread's registers and
+// Resume (regs.go) sets every thread's registers and
 // xstate (a task dumped inside a syscall keeps its -ERESTART*, and the
 // kernel's signal code, still ahead of the detached thread, restarts the
 // syscall or makes it return -EINTR exactly as it would have), puts back crtools' CPU mask (tracer and puppets are pinned to one
@@ -54,7 +58,8 @@
 // # Threads
 //
 // Every ptrace call and wait4 runs on the ptrace.Tracer's locked thread;
-// the phases hand it whole per-task closures. Kill kills every task
+// the phases hand it whole closures. Only the page copy (process_vm_writev,
+// no ptrace) runs elsewhere, one task at a time. Kill kills every task
 // created so far; the puppets are traced with PTRACE_O_EXITKILL, so a
 // killed crtools leaves none behind.
 package restore

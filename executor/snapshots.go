@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/crtools/crtools/engine/image"
 )
 
 // CompleteMarker is written into an images directory just before it is
@@ -176,28 +178,11 @@ func writeMarker(dir string, m Marker) error {
 	return f.Close()
 }
 
-// syncDir fsyncs every regular file in dir and dir itself, so that a
-// rename after it publishes only data that is on disk.
+// syncDir makes everything in dir durable (image.SyncDir: one syncfs of
+// its filesystem and an fsync of dir), so that a rename after it
+// publishes only data that is on disk.
 func syncDir(dir string) error {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("list %s: %w", dir, err)
-	}
-	for _, e := range ents {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		f, err := os.Open(filepath.Join(dir, e.Name()))
-		if err != nil {
-			return fmt.Errorf("open %s for fsync: %w", e.Name(), err)
-		}
-		err = f.Sync()
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("fsync %s: %w", e.Name(), err)
-		}
-	}
-	return fsyncPath(dir)
+	return image.SyncDir(dir)
 }
 
 func fsyncPath(p string) error {

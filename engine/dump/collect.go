@@ -577,13 +577,16 @@ func taskCore(t *task, st *proc.Stat, status *proc.Status, inj *injected, blocke
 		tc.Rlimits.Rlimits = append(tc.Rlimits.Rlimits, &pb.RlimitEntry{Cur: proto.Uint64(lim.Cur), Max: proto.Uint64(lim.Max)})
 	}
 	// Sigactions in CRIU's layout: signals 1..64 without SIGKILL/SIGSTOP.
+	// Every SIG_DFL one is the same (read-only) entry.
+	dfl := &pb.SaEntry{Sigaction: proto.Uint64(0), Flags: proto.Uint64(0), Restorer: proto.Uint64(0), Mask: proto.Uint64(0)}
+	tc.Sigactions = make([]*pb.SaEntry, 0, 62)
 	for sig := 1; sig <= 64; sig++ {
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
 			continue
 		}
 		sa := inj.sigactions[sig]
 		if sa == nil {
-			sa = &pb.SaEntry{Sigaction: proto.Uint64(0), Flags: proto.Uint64(0), Restorer: proto.Uint64(0), Mask: proto.Uint64(0)}
+			sa = dfl
 		}
 		tc.Sigactions = append(tc.Sigactions, sa)
 	}

@@ -19,7 +19,8 @@
 // Readers never trust lengths: entries and payloads are bounded by Limits
 // and by the file's size, and every failure is a typed error naming the
 // file (*BadMagicError, *TruncatedError, *DecodeError, *UnknownImageError,
-// *LimitError). Writers buffer, and Close fsyncs.
+// *LimitError). Writers buffer; Close does not fsync: whoever publishes a
+// set of images makes it durable at once with SyncDir.
 //
 // This is the only hand-written package that touches the generated types'
 // wire format; the rest of crtools uses it to read and write images.

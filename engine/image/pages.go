@@ -335,14 +335,12 @@ func (w *PagesWriter) Flush() error {
 	return w.err
 }
 
-// Close writes the last entry, fsyncs and closes both files.
+// Close writes the last entry and closes both files (no fsync: see
+// SyncDir).
 func (w *PagesWriter) Close() error {
 	err := w.flushEntry()
 	if ferr := w.pw.Flush(); err == nil && ferr != nil {
 		err = fmt.Errorf("write %s: %w", w.pages.Name(), ferr)
-	}
-	if serr := w.pages.Sync(); err == nil && serr != nil {
-		err = fmt.Errorf("fsync %s: %w", w.pages.Name(), serr)
 	}
 	if cerr := w.pages.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close %s: %w", w.pages.Name(), cerr)

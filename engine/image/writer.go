@@ -15,7 +15,8 @@ import (
 )
 
 // Writer writes one image file: the header, then entries and payloads.
-// Writes are buffered; Close flushes, fsyncs and closes.
+// Writes are buffered; Close flushes and closes (SyncDir makes a whole
+// set durable once).
 type Writer struct {
 	kind *Kind
 	name string
@@ -147,17 +148,14 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 // Name is the file's path.
 func (w *Writer) Name() string { return w.name }
 
-// Close flushes, fsyncs and closes the file. It reports the first error of
-// any earlier write.
+// Close flushes and closes the file. It reports the first error of any
+// earlier write. It does not fsync: see SyncDir.
 func (w *Writer) Close() error {
 	err := w.err
 	if ferr := w.w.Flush(); err == nil && ferr != nil {
 		err = fmt.Errorf("write %s: %w", w.name, ferr)
 	}
 	if w.f != nil {
-		if serr := w.f.Sync(); err == nil && serr != nil {
-			err = fmt.Errorf("fsync %s: %w", w.name, serr)
-		}
 		if cerr := w.f.Close(); err == nil && cerr != nil && !errors.Is(cerr, os.ErrClosed) {
 			err = fmt.Errorf("close %s: %w", w.name, cerr)
 		}

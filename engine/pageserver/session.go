@@ -330,10 +330,11 @@ func (ss *session) progress(final bool) {
 	ss.log.Info().Int64("bytes", ss.stats.Bytes).Uint64("pages", ss.stats.Pages).Msg("pages received")
 }
 
-// commit makes every pending pagemap durable and visible: close (fsync)
-// both files, rename the pages file and then the pagemap into the images
-// dir without replacing anything, fsync the dir. On failure what this
-// commit renamed is removed again.
+// commit makes every pending pagemap durable and visible: close both
+// files, make them durable (image.SyncDir of the temporary dir), rename the
+// pages file and then the pagemap into the images dir without replacing
+// anything, fsync the dir. On failure what this commit renamed is removed
+// again.
 func (ss *session) commit() error {
 	ss.flushes++
 	dsts := make([]uint64, 0, len(ss.pending))
@@ -348,6 +349,9 @@ func (ss *session) commit() error {
 			err = fmt.Errorf("flush %s: %w", st.kind.FileName(st.id), cerr)
 		}
 		st.w = nil
+	}
+	if err == nil && len(dsts) > 0 {
+		err = image.SyncDir(ss.tmp)
 	}
 	var moved []string
 	for _, dst := range dsts {

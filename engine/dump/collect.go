@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -219,42 +218,64 @@ func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 		}
 		cs = append(cs, c)
 	}
-	err := d.tr.Do(func() error {
-		var jobs []*injectJob
-		for _, c := range cs {
-			if c.ts.t.zombie {
-				continue
+	// The tracer thread reads the registers and injects while this
+	// goroutine reads what needs neither (files, ids, namespaces, limits,
+	// threads' status): the two run on both CPUs at once. They share
+	// nothing they write (the tracer sets regs, shared and job of each
+	// collecting and the threads' deferred signals; collectMid the rest).
+	traced := make(chan error, 1)
+	go func() {
+		traced <- d.tr.Do(func() error {
+			var jobs []*injectJob
+			for _, c := range cs {
+				if c.ts.t.zombie {
+					continue
+				}
+				if err := c.readRegs(); err != nil {
+					return err
+				}
+				c.job = &injectJob{t: c.ts.t, status: c.status, timers: c.timers, vdsoStart: c.vdsoStart, vdsoEnd: c.vdsoEnd}
+				jobs = append(jobs, c.job)
 			}
-			if err := c.readRegs(); err != nil {
-				return err
+			injectAll(jobs)
+			for _, j := range jobs {
+				if j.err != nil {
+					return j.err
+				}
 			}
-			c.job = &injectJob{t: c.ts.t, status: c.status, timers: c.timers, vdsoStart: c.vdsoStart, vdsoEnd: c.vdsoEnd}
-			jobs = append(jobs, c.job)
-		}
-		injectAll(jobs)
-		for _, j := range jobs {
-			if j.err != nil {
-				return j.err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
+			return nil
+		})
+	}()
+	var midErr error
 	for _, c := range cs {
-		if err := ctx.Err(); err != nil {
-			return err
+		if midErr = ctx.Err(); midErr != nil {
+			break
 		}
 		if c.ts.t.zombie {
 			s.tasks = append(s.tasks, c.ts)
 			continue
 		}
-		ts, err := d.collectFinish(s, c)
-		if err != nil {
+		if midErr = d.collectMid(s, c); midErr != nil {
+			break
+		}
+		s.tasks = append(s.tasks, c.ts)
+	}
+	// Always wait: a failed collection leaves the tree only once every
+	// injection is undone.
+	trErr := <-traced
+	if midErr != nil {
+		return midErr
+	}
+	if trErr != nil {
+		return trErr
+	}
+	for _, c := range cs {
+		if c.ts.t.zombie {
+			continue
+		}
+		if err := c.cores(); err != nil {
 			return err
 		}
-		s.tasks = append(s.tasks, ts)
 	}
 	return nil
 }
@@ -270,6 +291,13 @@ type collecting struct {
 	regs               []threadRegs // per thread, threads[0] first
 	shared             [][]byte     // process-wide pending signals
 	job                *injectJob
+
+	// What collectMid read for cores.
+	auxv     []uint64
+	exeID    uint32
+	outside  outsideCore
+	thSched  []*proc.Stat // per thread: Nice, Policy, RtPriority
+	thRobust [][2]uint64  // per thread: robust list head and length
 }
 
 type threadRegs struct {
@@ -377,45 +405,33 @@ func (c *collecting) readRegs() error {
 
 // collectFinish collects the rest of a task collectStart and the tracer
 // round went through.
-func (d *Dumper) collectFinish(s *dumpState, c *collecting) (*taskState, error) {
-	ts, t, st, status, vmas, regs, shared, inj := c.ts, c.ts.t, c.st, c.status, c.vmas, c.regs, c.shared, c.job.res
+func (d *Dumper) collectMid(s *dumpState, c *collecting) error {
+	ts, t, st, status := c.ts, c.ts.t, c.st, c.status
 	pid := t.pid
 	var err error
-	auxv, err := proc.ReadAuxv(pid)
-	if err != nil {
-		return nil, fmt.Errorf("read auxv of pid %d: %w", pid, err)
+	if c.auxv, err = proc.ReadAuxv(pid); err != nil {
+		return fmt.Errorf("read auxv of pid %d: %w", pid, err)
 	}
-	exeID, err := s.exeFileID(pid)
-	if err != nil {
-		return nil, err
-	}
-	ts.mm = &pb.MmEntry{
-		MmStartCode: proto.Uint64(st.StartCode), MmEndCode: proto.Uint64(st.EndCode),
-		MmStartData: proto.Uint64(st.StartData), MmEndData: proto.Uint64(st.EndData),
-		MmStartStack: proto.Uint64(st.StartStack), MmStartBrk: proto.Uint64(st.StartBrk),
-		MmBrk: proto.Uint64(brk(vmas, st.StartBrk)), MmArgStart: proto.Uint64(st.ArgStart),
-		MmArgEnd: proto.Uint64(st.ArgEnd), MmEnvStart: proto.Uint64(st.EnvStart),
-		MmEnvEnd: proto.Uint64(st.EnvEnd), ExeFileId: proto.Uint32(exeID),
-		MmSavedAuxv: auxv, Vmas: vmas, Dumpable: proto.Int32(inj.dumpable),
-		ThpDisabled: proto.Bool(inj.thpDisabled),
+	if c.exeID, err = s.exeFileID(pid); err != nil {
+		return err
 	}
 
 	// Files and fs.
 	if ts.fds, err = s.collectFds(pid); err != nil {
-		return nil, err
+		return err
 	}
 	if ts.fs, err = s.collectFS(pid, status.Umask); err != nil {
-		return nil, err
+		return err
 	}
 
 	// Ids. Tasks that share their mm, fd table, fs info or signal
 	// handlers (CLONE_VM/FILES/FS/SIGHAND without CLONE_THREAD) share the
 	// id, as kcmp tells; everyone else gets a new one.
 	if ts.ids, err = s.taskKobjIDs(pid); err != nil {
-		return nil, err
+		return err
 	}
 	if err := s.checkSharedKobjs(pid, ts.ids); err != nil { // files.go
-		return nil, err
+		return err
 	}
 	for _, n := range []struct {
 		name string
@@ -424,41 +440,64 @@ func (d *Dumper) collectFinish(s *dumpState, c *collecting) (*taskState, error) 
 		{"mnt", &ts.ids.MntNsId}, {"user", &ts.ids.UserNsId}, {"cgroup", &ts.ids.CgroupNsId}, {"time", &ts.ids.TimeNsId}} {
 		id, err := s.nsID(ts, n.name)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		*n.dst = proto.Uint32(id)
 	}
-
-	// Process-wide core part.
-	tc, err := taskCore(t, st, status, inj, regs[0].sigmask, shared)
-	if err != nil {
-		return nil, err
+	if c.outside, err = readOutsideCore(pid); err != nil {
+		return err
 	}
 
-	// Per-thread cores.
+	// Threads: status (creds, comm, seccomp), scheduling, robust list.
+	c.thSched = make([]*proc.Stat, len(t.threads))
+	c.thRobust = make([][2]uint64, len(t.threads))
 	for i, th := range t.threads {
-		r := &regs[i]
-		tstatus, tstat := status, st
+		c.thSched[i] = st
 		if th.tid != pid {
-			if tstatus, err = proc.ReadTaskStatus(pid, th.tid); err != nil {
-				return nil, fmt.Errorf("read status of thread %d: %w", th.tid, err)
+			tstatus, err := proc.ReadTaskStatus(pid, th.tid)
+			if err != nil {
+				return fmt.Errorf("read status of thread %d: %w", th.tid, err)
 			}
 			ts.statuses = append(ts.statuses, tstatus)
-			if tstat, err = threadSched(pid, th.tid); err != nil {
-				return nil, err
+			if c.thSched[i], err = threadSched(pid, th.tid); err != nil {
+				return err
 			}
 		}
-		fp, err := fpregsEntry(r.xstate)
-		if err != nil {
-			return nil, fmt.Errorf("thread %d: %w", th.tid, err)
-		}
-		it := inj.perThread[th.tid]
 		head, hlen, err := getRobustList(th.tid)
 		if err != nil {
-			return nil, fmt.Errorf("read robust list of thread %d: %w", th.tid, err)
+			return fmt.Errorf("read robust list of thread %d: %w", th.tid, err)
 		}
+		c.thRobust[i] = [2]uint64{head, hlen}
+	}
+	return nil
+}
+
+// cores puts together the mm and core entries of a task from what
+// collectMid read and what the tracer round found (registers, injected
+// getters).
+func (c *collecting) cores() error {
+	ts, t, st, status, vmas, regs, inj := c.ts, c.ts.t, c.st, c.status, c.vmas, c.regs, c.job.res
+	ts.mm = &pb.MmEntry{
+		MmStartCode: proto.Uint64(st.StartCode), MmEndCode: proto.Uint64(st.EndCode),
+		MmStartData: proto.Uint64(st.StartData), MmEndData: proto.Uint64(st.EndData),
+		MmStartStack: proto.Uint64(st.StartStack), MmStartBrk: proto.Uint64(st.StartBrk),
+		MmBrk: proto.Uint64(brk(vmas, st.StartBrk)), MmArgStart: proto.Uint64(st.ArgStart),
+		MmArgEnd: proto.Uint64(st.ArgEnd), MmEnvStart: proto.Uint64(st.EnvStart),
+		MmEnvEnd: proto.Uint64(st.EnvEnd), ExeFileId: proto.Uint32(c.exeID),
+		MmSavedAuxv: c.auxv, Vmas: vmas, Dumpable: proto.Int32(inj.dumpable),
+		ThpDisabled: proto.Bool(inj.thpDisabled),
+	}
+	tc := taskCore(t, st, status, inj, regs[0].sigmask, c.shared, &c.outside)
+	for i, th := range t.threads {
+		r := &regs[i]
+		tstatus, tstat := ts.statuses[i], c.thSched[i]
+		fp, err := fpregsEntry(r.xstate)
+		if err != nil {
+			return fmt.Errorf("thread %d: %w", th.tid, err)
+		}
+		it := inj.perThread[th.tid]
 		thc := &pb.ThreadCoreEntry{
-			FutexRla: proto.Uint64(head), FutexRlaLen: proto.Uint32(uint32(hlen)),
+			FutexRla: proto.Uint64(c.thRobust[i][0]), FutexRlaLen: proto.Uint32(uint32(c.thRobust[i][1])),
 			SchedNice: proto.Int32(int32(tstat.Nice)), SchedPolicy: proto.Uint32(uint32(tstat.Policy)),
 			SchedPrio: proto.Uint32(uint32(tstat.RtPriority)), BlkSigset: proto.Uint64(r.sigmask),
 			Sas: it.sas, PdeathSig: proto.Uint32(it.pdeathSig),
@@ -484,7 +523,7 @@ func (d *Dumper) collectFinish(s *dumpState, c *collecting) (*taskState, error) 
 		}
 		ts.cores = append(ts.cores, core)
 	}
-	return ts, nil
+	return nil
 }
 
 // threadSched reads the scheduling policy, nice value and real-time
@@ -547,18 +586,46 @@ func itimer(v [4]uint64) *pb.ItimerEntry {
 	return &pb.ItimerEntry{Isec: proto.Uint64(v[0]), Iusec: proto.Uint64(v[1]), Vsec: proto.Uint64(v[2]), Vusec: proto.Uint64(v[3])}
 }
 
-func taskCore(t *task, st *proc.Stat, status *proc.Status, inj *injected, blocked uint64, shared [][]byte) (*pb.TaskCoreEntry, error) {
-	pers, err := proc.ReadPersonality(t.pid)
+// outsideCore is what the task core holds that is read from outside the
+// task (not injected): personality, rlimits, oom_score_adj, loginuid.
+type outsideCore struct {
+	personality uint32
+	rlimits     [16]unix.Rlimit
+	oomScoreAdj *int32
+	loginuid    *uint32
+}
+
+func readOutsideCore(pid int) (outsideCore, error) {
+	var o outsideCore
+	pers, err := proc.ReadPersonality(pid)
 	if err != nil {
-		return nil, fmt.Errorf("read personality of pid %d: %w", t.pid, err)
+		return o, fmt.Errorf("read personality of pid %d: %w", pid, err)
 	}
+	o.personality = pers
+	// rlimits, read from outside with prlimit.
+	for r := range o.rlimits {
+		if err := unix.Prlimit(pid, r, nil, &o.rlimits[r]); err != nil {
+			return o, fmt.Errorf("read rlimit %d of pid %d: %w", r, pid, err)
+		}
+	}
+	if v, err := proc.ReadInt(fmt.Sprintf("/proc/%d/oom_score_adj", pid)); err == nil {
+		o.oomScoreAdj = proto.Int32(int32(v))
+	}
+	if v, err := proc.ReadInt(fmt.Sprintf("/proc/%d/loginuid", pid)); err == nil {
+		o.loginuid = proto.Uint32(uint32(v))
+	}
+	return o, nil
+}
+
+func taskCore(t *task, st *proc.Stat, status *proc.Status, inj *injected, blocked uint64, shared [][]byte, o *outsideCore) *pb.TaskCoreEntry {
 	tc := &pb.TaskCoreEntry{
-		TaskState: proto.Uint32(taskAlive), ExitCode: proto.Uint32(0), Personality: proto.Uint32(pers),
+		TaskState: proto.Uint32(taskAlive), ExitCode: proto.Uint32(0), Personality: proto.Uint32(o.personality),
 		Flags: proto.Uint32(uint32(st.Flags) & keptTaskFlags), BlkSigset: proto.Uint64(blocked),
 		Comm: proto.String(status.Name),
 		Timers: &pb.TaskTimersEntry{Real: itimer(inj.itimers[0]), Virt: itimer(inj.itimers[1]),
 			Prof: itimer(inj.itimers[2]), Posix: inj.posix},
 		ChildSubreaper: proto.Bool(inj.subreaper),
+		OomScoreAdj:    o.oomScoreAdj, Loginuid: o.loginuid,
 	}
 	if t.groupStopped {
 		tc.TaskState = proto.Uint32(taskStopped)
@@ -567,13 +634,8 @@ func taskCore(t *task, st *proc.Stat, status *proc.Status, inj *injected, blocke
 	if len(shared) > 0 {
 		tc.SignalsS = sigQueue(shared)
 	}
-	// rlimits, read from outside with prlimit.
 	tc.Rlimits = &pb.TaskRlimitsEntry{}
-	for r := 0; r < 16; r++ {
-		var lim unix.Rlimit
-		if err := unix.Prlimit(t.pid, r, nil, &lim); err != nil {
-			return nil, fmt.Errorf("read rlimit %d of pid %d: %w", r, t.pid, err)
-		}
+	for _, lim := range o.rlimits {
 		tc.Rlimits.Rlimits = append(tc.Rlimits.Rlimits, &pb.RlimitEntry{Cur: proto.Uint64(lim.Cur), Max: proto.Uint64(lim.Max)})
 	}
 	// Sigactions in CRIU's layout: signals 1..64 without SIGKILL/SIGSTOP.
@@ -590,14 +652,7 @@ func taskCore(t *task, st *proc.Stat, status *proc.Status, inj *injected, blocke
 		}
 		tc.Sigactions = append(tc.Sigactions, sa)
 	}
-	if v, err := proc.ReadInt(fmt.Sprintf("/proc/%d/oom_score_adj", t.pid)); err == nil {
-		tc.OomScoreAdj = proto.Int32(int32(v))
-	}
-	if v, err := proc.ReadInt(fmt.Sprintf("/proc/%d/loginuid", t.pid)); err == nil {
-		tc.Loginuid = proto.Uint32(uint32(v))
-	}
-	_ = strings.TrimSpace
-	return tc, nil
+	return tc
 }
 
 // innerPids renumbers the tree with the pids seen inside its pid

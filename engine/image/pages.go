@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -169,6 +170,9 @@ func (pm *PageIndex) Lookup(vaddr, length uint64) []Segment {
 	return out
 }
 
+// pagesBufs are the buffers of PagesWriters, back in the pool on Close.
+var pagesBufs = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4*directWrite) }}
+
 // PagesWriter writes a pagemap image and its pages file together. Runs are
 // added in increasing address order; adjacent runs with the same flags are
 // merged into one pagemap entry. Page data goes to the pages file through a
@@ -195,15 +199,18 @@ func CreatePages(dir string, kind *Kind, id uint64, pagesID uint32) (*PagesWrite
 		return nil, err
 	}
 	path := Pages.Path(dir, uint64(pagesID))
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := createFile(path)
 	if err != nil {
 		pm.Close()
 		return nil, fmt.Errorf("create pages image: %w", err)
 	}
 	// Runs of directWrite bytes or more skip the buffer, so it only
 	// gathers small runs: a few times directWrite is plenty, and a tree
-	// of many small tasks does not allocate a MiB per task.
-	return &PagesWriter{pm: pm, pages: f, pw: bufio.NewWriterSize(f, 4*directWrite)}, nil
+	// of many small tasks takes its buffers from a pool instead of
+	// allocating (and zeroing) one per task.
+	pw := pagesBufs.Get().(*bufio.Writer)
+	pw.Reset(f)
+	return &PagesWriter{pm: pm, pages: f, pw: pw}, nil
 }
 
 // PagesFile is the pages file, for callers that fill it themselves (e.g.
@@ -338,10 +345,16 @@ func (w *PagesWriter) Flush() error {
 // Close writes the last entry and closes both files (no fsync: see
 // SyncDir).
 func (w *PagesWriter) Close() error {
+	if w.pw == nil {
+		return fmt.Errorf("close %s: closed already", w.pages.Name())
+	}
 	err := w.flushEntry()
 	if ferr := w.pw.Flush(); err == nil && ferr != nil {
 		err = fmt.Errorf("write %s: %w", w.pages.Name(), ferr)
 	}
+	w.pw.Reset(nil)
+	pagesBufs.Put(w.pw)
+	w.pw = nil
 	if cerr := w.pages.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close %s: %w", w.pages.Name(), cerr)
 	}
@@ -350,6 +363,9 @@ func (w *PagesWriter) Close() error {
 	}
 	if err == nil {
 		err = w.err
+	}
+	if w.err == nil {
+		w.err = fmt.Errorf("write to closed pages image %s", w.pages.Name())
 	}
 	return err
 }

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -35,19 +37,43 @@ func Create(dir string, kind *Kind, id uint64) (*Writer, error) {
 
 // CreatePath creates (or truncates) the file at path as an image of kind.
 func CreatePath(path string, kind *Kind) (*Writer, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := createFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("create image: %w", err)
 	}
 	// Image files are small (the big pages go through PagesWriter); a
-	// dump writes hundreds of them, so a big buffer each is mostly
-	// zeroing and garbage. Larger writes bypass the buffer anyway.
-	w := &Writer{kind: kind, name: path, f: f, w: bufio.NewWriterSize(f, 32<<10)}
+	// dump writes hundreds of them, so their buffers are pooled rather
+	// than allocated and zeroed for each. Larger writes bypass the buffer
+	// anyway.
+	bw := imageBufs.Get().(*bufio.Writer)
+	bw.Reset(f)
+	w := &Writer{kind: kind, name: path, f: f, w: bw}
 	if err := w.writeHeader(); err != nil {
 		f.Close()
 		return nil, err
 	}
 	return w, nil
+}
+
+// imageBufs are the buffers of file-backed Writers, back in the pool once
+// Close flushed them.
+var imageBufs = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
+
+// createFile creates (or truncates) path for writing with unix.Open and
+// os.NewFile rather than os.OpenFile, which tries every file for the
+// poller (fcntl calls and an epoll_ctl that fails for regular files): a
+// dump creates hundreds of images.
+func createFile(path string) (*os.File, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		return os.NewFile(uintptr(fd), path), nil
+	}
 }
 
 // NewWriter writes an image of kind to w (name is used in errors). Close
@@ -152,10 +178,16 @@ func (w *Writer) Name() string { return w.name }
 // earlier write. It does not fsync: see SyncDir.
 func (w *Writer) Close() error {
 	err := w.err
-	if ferr := w.w.Flush(); err == nil && ferr != nil {
-		err = fmt.Errorf("write %s: %w", w.name, ferr)
+	if w.w != nil {
+		if ferr := w.w.Flush(); err == nil && ferr != nil {
+			err = fmt.Errorf("write %s: %w", w.name, ferr)
+		}
 	}
 	if w.f != nil {
+		// The buffer of a file-backed writer goes back to the pool.
+		w.w.Reset(nil)
+		imageBufs.Put(w.w)
+		w.w = nil
 		if cerr := w.f.Close(); err == nil && cerr != nil && !errors.Is(cerr, os.ErrClosed) {
 			err = fmt.Errorf("close %s: %w", w.name, cerr)
 		}

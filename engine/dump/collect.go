@@ -234,7 +234,7 @@ func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 				if err := c.readRegs(); err != nil {
 					return err
 				}
-				c.job = &injectJob{t: c.ts.t, status: c.status, timers: c.timers, vdsoStart: c.vdsoStart, vdsoEnd: c.vdsoEnd}
+				c.job = &injectJob{t: c.ts.t, status: c.status, timers: c.timers, vdsoStart: c.vdsoStart, vdsoEnd: c.vdsoEnd, regs: c.regs}
 				jobs = append(jobs, c.job)
 			}
 			injectAll(jobs)

@@ -351,8 +351,12 @@ type injectJob struct {
 	status             *proc.Status
 	timers             []proc.PosixTimer
 	vdsoStart, vdsoEnd uintptr
-	res                *injected // the results, once err is nil at the end
-	err                error
+	// regs are the threads' registers, masks and rseq just read
+	// (collecting.readRegs), threads[0] first: the injections begin
+	// from them without reading them again.
+	regs []threadRegs
+	res  *injected // the results, once err is nil at the end
+	err  error
 
 	leader   *ptrace.Injector
 	batch    *ptrace.Batch
@@ -397,7 +401,7 @@ func injectAll(jobs []*injectJob) {
 		j.leader = leader
 		// See injectQueries for why SettleAtEnd.
 		leader.SettleAtEnd = !j.t.groupStopped
-		if err := leader.Begin(); err != nil {
+		if err := j.begin(leader, 0); err != nil {
 			j.err = fmt.Errorf("begin injection into pid %d: %w", j.t.pid, err)
 			continue
 		}
@@ -453,7 +457,7 @@ func injectAll(jobs []*injectJob) {
 		for i, th := range j.t.threads[1:] {
 			in := j.leader.ForThread(th.tid)
 			j.ths[i] = in
-			if err := in.Begin(); err != nil {
+			if err := j.begin(in, i+1); err != nil {
 				return fmt.Errorf("begin injection into thread %d: %w", th.tid, err)
 			}
 			j.thBegun[i] = true
@@ -540,6 +544,16 @@ func injectAll(jobs []*injectJob) {
 			j.res = nil
 		}
 	}
+}
+
+// begin begins the injection into thread i of the job's task, from the
+// registers read just before when there are (Begin otherwise).
+func (j *injectJob) begin(in *ptrace.Injector, i int) error {
+	if i < len(j.regs) {
+		r := &j.regs[i]
+		return in.BeginWith(r.regs, r.sigmask, r.rseq)
+	}
+	return in.Begin()
 }
 
 // eachJob runs step on every job and returns those that are still fine;

@@ -126,6 +126,9 @@ type Batch struct {
 	npre int
 	// closing: StartClose started the munmap.
 	closing bool
+	// needCode: the code is not written yet (FinishNewBatch); setup
+	// writes it with the first table.
+	needCode bool
 	// Scratch is writable memory for out-arguments (NewBatchScratch),
 	// else 0.
 	Scratch uintptr
@@ -197,9 +200,8 @@ func (in *Injector) FinishNewBatch() (*Batch, error) {
 	// The first entry of the table is slot 0's mprotect; the slots follow.
 	b.table = addr + page + batchEntrySize
 	b.Scratch = b.table + uintptr(b.maxCalls*batchEntrySize)
-	if _, err := WriteMem(in.Tid, addr, batchCode); err != nil {
-		return nil, errors.Join(fmt.Errorf("prepare batch in task %d: %w", in.Tid, err), b.Close())
-	}
+	// The code goes in with the first table, in one write (setup).
+	b.needCode = true
 	b.pre = []BatchCall{{Nr: unix.SYS_MPROTECT, Args: [6]uintptr{addr + page, uintptr(b.size) - page, unix.PROT_READ | unix.PROT_WRITE}}}
 	return b, nil
 }
@@ -383,7 +385,17 @@ func (b *Batch) setup(calls []BatchCall) error {
 			binary.LittleEndian.PutUint64(e[8+8*j:], uint64(a))
 		}
 	}
-	if err := writeMemFast(in.Tid, tableAddr, table); err != nil {
+	if b.needCode {
+		// The code page and the table after it, read-only for the task
+		// until the batch's mprotect: one write through /proc/PID/mem.
+		code := make([]byte, int(tableAddr-b.addr)+len(table))
+		copy(code, batchCode)
+		copy(code[tableAddr-b.addr:], table)
+		if _, err := WriteMem(in.Tid, b.addr, code); err != nil {
+			return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+		}
+		b.needCode = false
+	} else if err := writeMemFast(in.Tid, tableAddr, table); err != nil {
 		return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 	}
 	r := in.session.regs
@@ -561,6 +573,10 @@ func (in *Injector) NewBatchSlots(maxCalls, scratch, slots int) (*Batch, error) 
 func (b *Batch) Slot(i int, th *Injector) (*Batch, error) {
 	if i < 0 || i >= b.slots {
 		return nil, fmt.Errorf("batch slot %d of task %d: %d slots", i, b.in.Tid, b.slots)
+	}
+	if b.needCode || b.pre != nil {
+		// StartNewBatchSlots's memory is made ready by slot 0's first run.
+		return nil, fmt.Errorf("batch slot %d of task %d: slot 0 has not run yet", i, b.in.Tid)
 	}
 	off := uintptr(i) * b.slotSize
 	return &Batch{in: th, addr: b.addr, table: b.table + off, maxCalls: b.maxCalls, Scratch: b.Scratch + off, borrowed: true}, nil

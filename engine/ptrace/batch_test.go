@@ -233,3 +233,128 @@ func TestBatchAt(t *testing.T) {
 	}
 	waitState(t, pid, 'S')
 }
+
+// TestPipelined drives two tasks through the split halves at once (the
+// dump's injectAll): a batch mapped in one injection and made writable by
+// its first run, a second slot, a single call, the unmap and a settled end;
+// each task gets its own results and its registers, signal mask and
+// memory map back.
+func TestPipelined(t *testing.T) {
+	requireRoot(t)
+	pids := []int{startSleep(t).Process.Pid, startSleep(t).Process.Pid}
+	tr := NewTracer()
+	t.Cleanup(tr.Close)
+	var maps []int
+	for _, pid := range pids {
+		stopped(t, tr, pid)
+		maps = append(maps, countMaps(t, pid))
+	}
+	err := tr.Do(func() error {
+		ins := make([]*Injector, len(pids))
+		before := make([]Regs, len(pids))
+		masks := make([]uint64, len(pids))
+		for i, pid := range pids {
+			var err error
+			if before[i], err = GetRegs(pid); err != nil {
+				return err
+			}
+			if masks[i], err = GetSigmask(pid); err != nil {
+				return err
+			}
+			if ins[i], err = NewInjector(pid); err != nil {
+				return err
+			}
+			ins[i].SettleAtEnd = true
+			if err := ins[i].BeginWith(before[i], masks[i], RseqConfig{}); err != nil {
+				return err
+			}
+			if err := ins[i].StartNewBatchSlots(4, 64, 2); err != nil {
+				return err
+			}
+		}
+		batches := make([]*Batch, len(pids))
+		calls := make([][]BatchCall, len(pids))
+		for i := range pids {
+			var err error
+			if batches[i], err = ins[i].FinishNewBatch(); err != nil {
+				return err
+			}
+			if _, err := batches[i].Slot(1, ins[i]); err == nil {
+				t.Errorf("task %d: slot 1 before slot 0 ran", pids[i])
+			}
+			calls[i] = []BatchCall{{Nr: unix.SYS_GETPID}, {Nr: unix.SYS_GETPPID}}
+			if err := batches[i].Start(calls[i]); err != nil {
+				return err
+			}
+		}
+		for i, pid := range pids {
+			if err := batches[i].Finish(); err != nil {
+				return err
+			}
+			if int(calls[i][0].Ret) != pid || !calls[i][1].Ran {
+				t.Errorf("task %d: batch results %+v", pid, calls[i])
+			}
+			// The tables are writable now: slot 1, then slot 0 again.
+			s1, err := batches[i].Slot(1, ins[i])
+			if err != nil {
+				return err
+			}
+			c := []BatchCall{{Nr: unix.SYS_GETTID}}
+			if err := s1.Run(c); err != nil || int(c[0].Ret) != pid {
+				t.Errorf("task %d: slot 1: %v %+v", pid, err, c)
+			}
+			if err := batches[i].Run(c); err != nil || int(c[0].Ret) != pid {
+				t.Errorf("task %d: slot 0 again: %v %+v", pid, err, c)
+			}
+			if err := batches[i].StartClose(); err != nil {
+				return err
+			}
+		}
+		for i := range pids {
+			if err := batches[i].FinishClose(); err != nil {
+				return err
+			}
+			if err := ins[i].Start(unix.SYS_GETPID); err != nil {
+				return err
+			}
+		}
+		for i, pid := range pids {
+			if ret, err := ins[i].Finish(); err != nil || int(ret) != pid {
+				t.Errorf("task %d: single call: %d, %v", pid, ret, err)
+			}
+			if err := ins[i].StartEnd(); err != nil {
+				return err
+			}
+		}
+		for i, pid := range pids {
+			if err := ins[i].FinishEnd(); err != nil {
+				return err
+			}
+			after, err := GetRegs(pid)
+			if err != nil {
+				return err
+			}
+			mask, err := GetSigmask(pid)
+			if err != nil {
+				return err
+			}
+			if after != before[i] || mask != masks[i] {
+				t.Errorf("task %d: registers or mask changed", pid)
+			}
+			if err := Detach(pid, 0); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, pid := range pids {
+		if got := countMaps(t, pid); got != maps[i] {
+			t.Errorf("task %d: %d mappings after, %d before", pid, got, maps[i])
+		}
+		waitState(t, pid, 'S') // back in its sleep, not stopped
+
+	}
+}

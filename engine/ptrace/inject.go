@@ -88,9 +88,8 @@ const rseqCsOffset = 8
 // the section, and there the kernel merely clears rseq_cs. End writes the
 // word back so that the kernel's fixup on the final resume sees the section
 // and aborts it (as it would have without us).
-func saveRseqCs(tid int, s *injectSession) error {
-	cfg, err := GetRseqConfig(tid)
-	if err != nil || cfg.RseqAbiPointer == 0 {
+func saveRseqCs(tid int, cfg RseqConfig, s *injectSession) error {
+	if cfg.RseqAbiPointer == 0 {
 		// No rseq registered (or a kernel without the request).
 		return nil
 	}
@@ -283,8 +282,23 @@ func (in *Injector) Begin() error {
 	if err != nil {
 		return err
 	}
+	cfg, err := GetRseqConfig(in.Tid)
+	if err != nil {
+		cfg = RseqConfig{} // a kernel without the request: no rseq to mind
+	}
+	return in.BeginWith(regs, mask, cfg)
+}
+
+// BeginWith is Begin for a caller that has just read the task's registers,
+// signal mask and rseq configuration (PTRACE_GETREGS, PTRACE_GETSIGMASK,
+// PTRACE_GET_RSEQ_CONFIGURATION) while it was stopped as it is now: the
+// same session without reading them again.
+func (in *Injector) BeginWith(regs Regs, mask uint64, rseq RseqConfig) error {
+	if in.session != nil {
+		return fmt.Errorf("begin injection into task %d: already begun", in.Tid)
+	}
 	s := &injectSession{regs: regs, mask: mask}
-	if err := saveRseqCs(in.Tid, s); err != nil {
+	if err := saveRseqCs(in.Tid, rseq, s); err != nil {
 		return err
 	}
 	if err := SetSigmask(in.Tid, injectMask); err != nil {

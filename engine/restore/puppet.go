@@ -65,7 +65,7 @@ type puppet struct {
 	// advance (and checked when the batch has run).
 	fds *fdTable
 	// atTrap: the last stop of the puppet was the SIGTRAP of an
-	// injection's int3 (finishProc).
+	// injection's int3 (dropTrampoline).
 	atTrap bool
 	// creator, until the task exists, is the puppet whose queued clone3
 	// creates it (queueClone); born runs that queue.
@@ -310,10 +310,10 @@ func (p *puppet) queue(c pendingCall, args []uint64) error {
 	return nil
 }
 
-// openFd runs syscall nr, which returns a new fd (openat, pidfd_open,
-// pidfd_getfd, F_DUPFD), and returns that fd. When the fd table is known,
-// the call is only queued: the kernel gives the lowest free number, which
-// runPending checks it did.
+// openFd runs syscall nr, which returns a new fd at the lowest free number
+// (openat, pidfd_open, pidfd_getfd; not F_DUPFD, whose lowest is above its
+// argument), and returns that fd. When the fd table is known, the call is
+// only queued, with the number it must return, which runPending checks.
 func (p *puppet) openFd(what string, nr int, args ...uint64) (uint64, error) {
 	if p.fds == nil {
 		return p.callf(what, nr, args...)

@@ -570,8 +570,11 @@ func (d *Dumper) writeShmemPages(dir string, obj *shmemObj, pagesID uint32, ps *
 		return 0, fmt.Errorf("create shared memory pagemap %d: %w", obj.ino, err)
 	}
 	var total int64
-	buf := d.getBuf()
-	defer func() { d.bufs = append(d.bufs, buf) }()
+	// Through a chunk buffer, as the readers of writeTaskPages copy
+	// (readBatches says why); AddRun writes it straight into the file
+	// and merges the pieces of a range into one pagemap entry.
+	buf := d.getChunk()
+	defer func() { d.chunks = append(d.chunks, buf) }()
 	fd := int(f.Fd())
 	off := int64(0)
 	size := int64(obj.size)

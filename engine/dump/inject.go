@@ -480,9 +480,7 @@ func injectAll(jobs []*injectJob) {
 		for i, th := range j.t.threads[1:] {
 			j.thRun[i] = false
 			err := j.thBatch[i].Finish()
-			if err == nil {
-				err = queryResults(th.tid, j.thBatch[i], j.threadQs[i+1], j.thCalls[i])
-			} else {
+			if err != nil {
 				err = fmt.Errorf("inject getters into thread %d: %w", th.tid, err)
 			}
 			j.thBegun[i] = false
@@ -495,7 +493,25 @@ func injectAll(jobs []*injectJob) {
 				first = err
 			}
 		}
-		return first
+		if first != nil || len(j.thBatch) == 0 {
+			return first
+		}
+		// The out-arguments of every thread's slot, in one read: the
+		// slots follow each other in the batch memory.
+		lo := j.thBatch[0].Scratch
+		hi := j.thBatch[len(j.thBatch)-1].Scratch + uintptr(len(j.threadQs[len(j.threadQs)-1])*queryOut)
+		mem := make([]byte, hi-lo)
+		if _, err := ptrace.ReadMem(j.t.pid, lo, mem); err != nil {
+			return fmt.Errorf("read injected results from pid %d: %w", j.t.pid, err)
+		}
+		for i, th := range j.t.threads[1:] {
+			off := j.thBatch[i].Scratch - lo
+			qs := j.threadQs[i+1]
+			if err := queryDone(th.tid, qs, j.thCalls[i], mem[off:off+uintptr(len(qs)*queryOut)]); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	// Threads settled; unmap the batch memory.
 	live = eachJob(live, func(j *injectJob) error {
@@ -645,6 +661,12 @@ func queryResults(tid int, b *ptrace.Batch, qs []query, calls []ptrace.BatchCall
 	if _, err := ptrace.ReadMem(tid, b.Scratch, out); err != nil {
 		return fmt.Errorf("read injected results from thread %d: %w", tid, err)
 	}
+	return queryDone(tid, qs, calls, out)
+}
+
+// queryDone hands each query of qs, run in tid as calls, its result; out
+// holds their out-arguments (queryOut bytes each).
+func queryDone(tid int, qs []query, calls []ptrace.BatchCall, out []byte) error {
 	for i, q := range qs {
 		if !calls[i].Ran {
 			return fmt.Errorf("inject getters into thread %d: call %d (%s) did not run", tid, i, ptrace.SyscallName(int(q.nr)))

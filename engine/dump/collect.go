@@ -37,6 +37,9 @@ type dumpState struct {
 	shmemOrder []*shmemObj
 	tasks      []*taskState
 	nextKobj   uint32
+	// smaps are the memory maps read ahead (readAheadSmaps), by pid;
+	// only the goroutine that collects reads the map itself.
+	smaps map[int]chan smapsRead
 	// kobjs find the mms, fd tables and fs infos tasks share.
 	kobjs   struct{ vm, files, fs files.KcmpIndex }
 	nsIDs   map[string]uint32
@@ -207,6 +210,7 @@ func (s *dumpState) nsID(ts *taskState, ns string) (uint32, error) {
 // every task at once (injectAll: a few round trips for the whole tree),
 // then the rest of each task (files, ids, cores).
 func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
+	s.readAheadSmaps(d.tasks)
 	var cs []*collecting
 	for _, t := range d.tasks {
 		if err := ctx.Err(); err != nil {
@@ -278,6 +282,47 @@ func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 		}
 	}
 	return nil
+}
+
+// smapsRead is a /proc/PID/smaps read ahead.
+type smapsRead struct {
+	maps []proc.Mapping
+	err  error
+}
+
+// readAheadSmaps reads the smaps of every task, in order, on a goroutine of
+// its own: the kernel's walk of each memory map (the costliest /proc read
+// of a task) runs on the other CPU while collectStart works through the
+// tasks before. Every read is over before the injections of the tracer
+// round (collectStart takes each result), so none sees their mapping.
+func (s *dumpState) readAheadSmaps(tasks []*task) {
+	s.smaps = map[int]chan smapsRead{}
+	pids := make([]int, len(tasks))
+	chans := make([]chan smapsRead, len(tasks))
+	for i, t := range tasks {
+		pids[i] = t.pid
+		chans[i] = make(chan smapsRead, 1) // never blocks the reader
+		s.smaps[t.pid] = chans[i]
+	}
+	// The goroutine sees only pids and chans, never the map.
+	go func() {
+		for i, pid := range pids {
+			m, err := proc.ReadSmaps(pid)
+			chans[i] <- smapsRead{m, err}
+		}
+	}()
+}
+
+// readSmaps returns the smaps of pid read ahead, or reads them now; a
+// failed read ahead is done again here, so its error is the current one.
+func (s *dumpState) readSmaps(pid int) ([]proc.Mapping, error) {
+	if ch, ok := s.smaps[pid]; ok {
+		delete(s.smaps, pid)
+		if r := <-ch; r.err == nil {
+			return r.maps, nil
+		}
+	}
+	return proc.ReadSmaps(pid)
 }
 
 // collecting is a task between the rounds of collectTasks.

@@ -68,7 +68,7 @@ var madvFlags = map[string]uint{
 
 // collectMemory builds the VMA list of pid and the page ranges to save.
 func (s *dumpState) collectMemory(pid int) ([]*pb.VmaEntry, []pageRange, error) {
-	maps, err := proc.ReadSmaps(pid)
+	maps, err := s.readSmaps(pid) // collect.go: read ahead on another CPU
 	if err != nil {
 		return nil, nil, fmt.Errorf("read memory map of pid %d: %w", pid, err)
 	}

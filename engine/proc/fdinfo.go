@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // FdInfo holds the common lines of /proc/PID/fdinfo/N. Lines specific to a
@@ -88,23 +90,46 @@ func ListTasks(pid int) ([]int, error) {
 	return listNumbers(fmt.Sprintf("/proc/%d/task", pid))
 }
 
+// listNumbers lists the numeric entries of a /proc directory, sorted. It
+// reads the directory with open and getdents into a pooled buffer: os.Open
+// tries every file for the poller and Readdirnames allocates a buffer per
+// call, and a dump lists the threads of every task at each freeze pass and
+// the fds of every task.
 func listNumbers(dir string) ([]int, error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, err
+	var fd int
+	var err error
+	for {
+		fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			break
+		}
 	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", dir, err)
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
-	out := make([]int, 0, len(names))
-	for _, n := range names {
-		v, err := strconv.Atoi(n)
-		if err != nil {
+	defer unix.Close(fd)
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	buf := *bp
+	var out []int
+	var names []string
+	for {
+		n, err := unix.ReadDirent(fd, buf)
+		if err == unix.EINTR {
 			continue
 		}
-		out = append(out, v)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", dir, &os.PathError{Op: "getdents", Path: dir, Err: err})
+		}
+		if n <= 0 {
+			break
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names[:0])
+		for _, name := range names {
+			if v, err := strconv.Atoi(name); err == nil {
+				out = append(out, v)
+			}
+		}
 	}
 	sort.Ints(out)
 	return out, nil

@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"errors"
 	"os"
 	"slices"
 	"strings"
@@ -222,5 +223,30 @@ func TestParseAuxvChildren(t *testing.T) {
 	}
 	if p, err := ReadPersonality(os.Getpid()); err != nil || p&0xff != 0 {
 		t.Errorf("personality %x %v", p, err)
+	}
+}
+
+func TestListNumbers(t *testing.T) {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fds, err := ListFds(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.IsSorted(fds) || !slices.Contains(fds, 0) || !slices.Contains(fds, int(f.Fd())) {
+		t.Errorf("fds %v: not sorted or without 0 and %d", fds, f.Fd())
+	}
+	tids, err := ListTasks(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.IsSorted(tids) || !slices.Contains(tids, os.Getpid()) {
+		t.Errorf("threads %v: not sorted or without %d", tids, os.Getpid())
+	}
+	if _, err := ListTasks(1 << 22); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("threads of a pid that does not exist: %v, want ErrNotExist", err)
 	}
 }

@@ -13,7 +13,13 @@
 //     prctl getters), inject single syscalls. Memory is only scanned here
 //     (PAGEMAP_SCAN): which pages exist. Nothing in the tree changes except
 //     for the injection window, during which one scratch page is mapped in
-//     the task and every register is put back afterwards.
+//     the task and every register is put back afterwards. It runs in three
+//     rounds (collectTasks): /proc and the memory map of every task (the
+//     smaps read ahead on another goroutine), then the tracer thread reads
+//     the registers and injects into every task at once (injectAll: each
+//     step started in all tasks before waiting for the first) while the
+//     dump goroutine reads files, ids, namespaces and limits, then the
+//     core entries are put together.
 //   - WriteImages: write every image; page contents are copied with
 //     process_vm_readv in large batches straight into the pages files, by a
 //     reader and a writer goroutine working on alternating buffers.

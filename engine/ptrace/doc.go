@@ -62,6 +62,15 @@
 // For many calls, Injector.NewBatch maps a page of code that runs a table
 // of syscalls and stops on an int3: one PTRACE_CONT and one stop for all.
 //
+// Every step that lets the task run has a Start and a Finish half
+// (Injector.Start/Finish, Batch.Start/Finish, StartNewBatchSlots/
+// FinishNewBatch, Batch.StartClose/FinishClose, Injector.StartEnd/
+// FinishEnd): a tracer with many tasks starts the step in all of them
+// before it waits for the first, so they run at the same time and a tree
+// costs a few round trips in all. Batch.Slot gives each thread of a
+// process its own table in one batch mapping, so threads run their
+// batches at the same time too.
+//
 // SIGTRAP stays unblocked during an injection because the kernel forces the
 // single-step SIGTRAP: were it blocked or ignored, force_sig would reset the
 // task's SIGTRAP handler to SIG_DFL. A task that ignores SIGTRAP is therefore

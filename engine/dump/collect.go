@@ -434,12 +434,19 @@ func (c *collecting) readRegs() error {
 		if r.sigmask, err = ptrace.GetSigmask(th.tid); err != nil {
 			return fmt.Errorf("read signal mask of thread %d: %w", th.tid, err)
 		}
-		if r.sigs, err = ptrace.PeekSiginfo(th.tid, false); err != nil {
-			return fmt.Errorf("read pending signals of thread %d: %w", th.tid, err)
+		// The leader's status (read while it was stopped) tells whether
+		// anything is pending: a queued signal always has its bit set.
+		if i > 0 || c.status.SigPnd != 0 {
+			if r.sigs, err = ptrace.PeekSiginfo(th.tid, false); err != nil {
+				return fmt.Errorf("read pending signals of thread %d: %w", th.tid, err)
+			}
 		}
 		if r.rseq, err = ptrace.GetRseqConfig(th.tid); err != nil {
 			return fmt.Errorf("read rseq of thread %d: %w", th.tid, err)
 		}
+	}
+	if c.status.ShdPnd == 0 {
+		return nil // nothing in the process-wide queue
 	}
 	var err error
 	if c.shared, err = ptrace.PeekSiginfo(t.pid, true); err != nil {
@@ -635,7 +642,7 @@ func itimer(v [4]uint64) *pb.ItimerEntry {
 // task (not injected): personality, rlimits, oom_score_adj, loginuid.
 type outsideCore struct {
 	personality uint32
-	rlimits     [16]unix.Rlimit
+	rlimits     [proc.NLimits]unix.Rlimit
 	oomScoreAdj *int32
 	loginuid    *uint32
 }
@@ -647,10 +654,12 @@ func readOutsideCore(pid int) (outsideCore, error) {
 		return o, fmt.Errorf("read personality of pid %d: %w", pid, err)
 	}
 	o.personality = pers
-	// rlimits, read from outside with prlimit.
-	for r := range o.rlimits {
-		if err := unix.Prlimit(pid, r, nil, &o.rlimits[r]); err != nil {
-			return o, fmt.Errorf("read rlimit %d of pid %d: %w", r, pid, err)
+	// rlimits, from /proc/PID/limits (one read), else with prlimit.
+	if o.rlimits, err = proc.ReadLimits(pid); err != nil {
+		for r := range o.rlimits {
+			if err := unix.Prlimit(pid, r, nil, &o.rlimits[r]); err != nil {
+				return o, fmt.Errorf("read rlimit %d of pid %d: %w", r, pid, err)
+			}
 		}
 	}
 	if v, err := proc.ReadInt(fmt.Sprintf("/proc/%d/oom_score_adj", pid)); err == nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // ParseAuxv splits the raw /proc/PID/auxv into 64-bit words (type, value
@@ -73,3 +75,45 @@ const DeletedSuffix = " (deleted)"
 // TrimDeleted removes the " (deleted)" suffix. Whether a file is really
 // deleted must be decided by its link count, not by this suffix.
 func TrimDeleted(p string) string { return strings.TrimSuffix(p, DeletedSuffix) }
+
+// NLimits is the number of resource limits (RLIM_NLIMITS).
+const NLimits = 16
+
+// ReadLimits reads every resource limit of pid from /proc/PID/limits: one
+// file read instead of NLimits prlimit calls. The kernel prints the limits
+// in RLIMIT_* order, one line each after a header, the name padded to 25
+// columns, then soft and hard values ("unlimited" for RLIM_INFINITY).
+func ReadLimits(pid int) ([NLimits]unix.Rlimit, error) {
+	var out [NLimits]unix.Rlimit
+	path := fmt.Sprintf("/proc/%d/limits", pid)
+	b, err := ReadFile(path)
+	if err != nil {
+		return out, err
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) != NLimits+1 || !strings.HasPrefix(lines[0], "Limit ") {
+		return out, fmt.Errorf("%s: %d lines, want a header and %d limits", path, len(lines), NLimits)
+	}
+	value := func(s string) (uint64, error) {
+		if s == "unlimited" {
+			return unix.RLIM_INFINITY, nil
+		}
+		return strconv.ParseUint(s, 10, 64)
+	}
+	for i, l := range lines[1:] {
+		if len(l) < 26 || !strings.HasPrefix(l, "Max ") {
+			return out, fmt.Errorf("%s: bad line %q", path, l)
+		}
+		f := strings.Fields(l[26:])
+		if len(f) < 2 {
+			return out, fmt.Errorf("%s: bad line %q", path, l)
+		}
+		if out[i].Cur, err = value(f[0]); err != nil {
+			return out, fmt.Errorf("%s: line %q: %w", path, l, err)
+		}
+		if out[i].Max, err = value(f[1]); err != nil {
+			return out, fmt.Errorf("%s: line %q: %w", path, l, err)
+		}
+	}
+	return out, nil
+}

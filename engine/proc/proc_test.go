@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func statLine(comm string) string {
@@ -248,5 +250,33 @@ func TestListNumbers(t *testing.T) {
 	}
 	if _, err := ListTasks(1 << 22); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("threads of a pid that does not exist: %v, want ErrNotExist", err)
+	}
+}
+
+// TestReadLimits compares /proc/self/limits with prlimit, after setting
+// a soft limit that is neither 0 nor unlimited.
+func TestReadLimits(t *testing.T) {
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_CORE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if old.Max == unix.RLIM_INFINITY || old.Max > 12345 {
+		if err := unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{Cur: 12345, Max: old.Max}); err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Setrlimit(unix.RLIMIT_CORE, &old)
+	}
+	got, err := ReadLimits(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r := range got {
+		var want unix.Rlimit
+		if err := unix.Prlimit(os.Getpid(), r, nil, &want); err != nil {
+			t.Fatal(err)
+		}
+		if got[r] != want {
+			t.Errorf("limit %d: got %+v, prlimit says %+v", r, got[r], want)
+		}
 	}
 }

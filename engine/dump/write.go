@@ -9,6 +9,8 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -235,38 +237,137 @@ func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, 
 
 	plans := planBatches(ts.pages)
 	nReaders := min(maxReaders, runtime.GOMAXPROCS(0), len(plans))
-	// Buffers: full-size ones are kept for the next task (a tree of
-	// small tasks must not allocate 32 MiB each); a task with little
-	// memory gets one buffer of its size.
 	// Into a local pages file the readers write their batches
-	// themselves, at their place in it: the copy out of the task and the
-	// write into the file (both CPU-bound on tmpfs) run in parallel, and
-	// the writer only records the runs. A page server gets the data in
-	// order from the writer.
+	// themselves, at their place in it (copyToFile). A page server gets
+	// the data in order from the writer below.
 	var out *pagesOut
+	var total int64
+	var werr error
 	if lw, ok := pw.(*image.PagesWriter); ok {
 		if err := lw.Flush(); err != nil {
 			return 0, fmt.Errorf("write pages of pid %d: %w", pid, err)
 		}
 		out = &pagesOut{f: lw.PagesFile(), base: lw.Written()}
+		total, werr = d.copyToFile(ctx, ts.t.pid, pid, plans, nReaders, out, lw)
+	} else {
+		total, werr = d.sendPages(ctx, ts.t.pid, pid, plans, nReaders, pw)
 	}
+	if werr == nil && out != nil {
+		// The readers wrote with pwrite: leave the file offset where the
+		// data ends, as a sequential writer would.
+		if _, err := out.f.Seek(out.base+total, io.SeekStart); err != nil {
+			werr = fmt.Errorf("write pages of pid %d: %w", pid, err)
+		}
+	}
+	if werr != nil {
+		return 0, werr
+	}
+	syncStart := time.Now()
+	closed = true
+	if err := pw.Close(); err != nil {
+		return 0, fmt.Errorf("close pages of pid %d: %w", pid, err)
+	}
+	d.Timings.Sync += time.Since(syncStart)
+	return total, nil
+}
+
+// copyToFile copies the batches of plans into a local pages file: nReaders
+// readers take alternate batches and copy each straight into its place in
+// the file (copyBatch), both copies CPU-bound in the kernel and running
+// in parallel; the runs are recorded in address order once all is there.
+// No writer goroutine stands between them and nothing bounds how far one
+// runs ahead: the data needs no ordering, only the pagemap does.
+// Preconditions: d.mu held.
+func (d *Dumper) copyToFile(ctx context.Context, taskPid, pid int, plans []batchPlan, nReaders int, out *pagesOut, lw *image.PagesWriter) (int64, error) {
+	chunks := make([][]byte, nReaders)
+	for w := range chunks {
+		chunks[w] = d.getChunk()
+	}
+	defer func() { d.chunks = append(d.chunks, chunks...) }()
+	var (
+		failed        atomic.Bool
+		mu            sync.Mutex // what follows
+		first         error
+		total, kicked int64
+		wg            sync.WaitGroup
+	)
+	copyTimes := make([]time.Duration, nReaders)
+	for w := range nReaders {
+		wg.Go(func() {
+			var mem *os.File // the task's /proc/PID/mem, opened on first use
+			defer func() {
+				if mem != nil {
+					mem.Close()
+				}
+			}()
+			remote := make([]unix.RemoteIovec, 0, maxIov)
+			for k := w; k < len(plans) && !failed.Load(); k += nReaders {
+				p := plans[k]
+				err := ctx.Err()
+				if err == nil {
+					start := time.Now()
+					err = copyBatch(taskPid, p, out, chunks[w], &mem, remote)
+					copyTimes[w] += time.Since(start)
+				}
+				mu.Lock()
+				if err != nil {
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					failed.Store(true)
+					return
+				}
+				total += int64(p.bytes)
+				if d.opts.Progress != nil {
+					d.opts.Progress(total, 0)
+				}
+				kick := total-kicked >= writebackEvery
+				if kick {
+					kicked = total
+				}
+				mu.Unlock()
+				if kick {
+					// Start writeback of what is written so far, so
+					// that the disk works while we copy and the final
+					// fsync has little left to do (no effect on tmpfs).
+					_ = unix.SyncFileRange(int(out.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// The copies overlap: the slowest reader is the copy's wall time.
+	d.Timings.Copy += slices.Max(append(copyTimes, 0))
+	if first != nil {
+		return 0, first
+	}
+	for _, p := range plans {
+		for _, r := range p.runs {
+			if err := lw.AddRun(r.start, nil, (r.end-r.start)/pageSize); err != nil {
+				return 0, fmt.Errorf("write pages of pid %d: %w", pid, err)
+			}
+		}
+	}
+	return total, nil
+}
+
+// sendPages copies the batches of plans to a page server (pw): nReaders
+// readers take alternate batches, each read with one process_vm_readv
+// into one of the reader's buffers, and this goroutine sends them in
+// order.
+// Preconditions: d.mu held.
+func (d *Dumper) sendPages(ctx context.Context, taskPid, pid int, plans []batchPlan, nReaders int, pw pageserver.PageSink) (int64, error) {
+	// Buffers: full-size ones are kept for the next task (a tree of
+	// small tasks must not allocate 32 MiB each); a task with little
+	// memory gets one buffer of its size.
 	free := make([]chan []byte, nReaders)
 	full := make([]chan batch, nReaders)
-	chunks := make([][]byte, nReaders)
 	for w := range nReaders {
 		free[w] = make(chan []byte, bufsPerReader)
 		// A reader has at most bufsPerReader batches out: it never
 		// blocks sending one.
 		full[w] = make(chan batch, bufsPerReader)
-		if out != nil {
-			// The data goes through the reader's chunk buffer; the
-			// free channel only bounds how far it runs ahead.
-			chunks[w] = d.getChunk()
-			for range bufsPerReader {
-				free[w] <- nil
-			}
-			continue
-		}
 		if len(plans) == 1 && plans[0].bytes < batchBytes {
 			free[w] <- make([]byte, max(plans[0].bytes, pageSize))
 			continue
@@ -280,11 +381,11 @@ func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, 
 	for w := range nReaders {
 		go func() {
 			defer close(full[w])
-			copyTimes[w] = readBatches(ctx, ts.t.pid, plans, w, nReaders, out, chunks[w], free[w], full[w], stop)
+			copyTimes[w] = readBatches(ctx, taskPid, plans, w, nReaders, free[w], full[w], stop)
 		}()
 	}
 	var werr error
-	var total, kicked int64
+	var total int64
 	// Batch k comes from reader k%nReaders: taking them in that order
 	// keeps the pagemap runs in address order.
 	for k := range plans {
@@ -302,11 +403,7 @@ func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, 
 			off := 0
 			for _, r := range b.runs {
 				n := int(r.end - r.start)
-				var data []byte // written by the reader (out)
-				if out == nil {
-					data = b.buf[off : off+n]
-				}
-				if err := pw.AddRun(r.start, data, uint64(n/pageSize)); err != nil {
+				if err := pw.AddRun(r.start, b.buf[off:off+n], uint64(n/pageSize)); err != nil {
 					werr = fmt.Errorf("write pages of pid %d: %w", pid, err)
 					break
 				}
@@ -316,17 +413,7 @@ func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, 
 			if d.opts.Progress != nil {
 				d.opts.Progress(total, 0)
 			}
-			// Start writeback of what is written so far, so that the
-			// disk works while we copy and the final fsync has little
-			// left to do (no effect on tmpfs).
-			if total-kicked >= writebackEvery {
-				if lw, ok := pw.(*image.PagesWriter); ok {
-					_ = unix.SyncFileRange(int(lw.PagesFile().Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
-				}
-				kicked = total
-			}
 		}
-		// Always given back: for a local file it is a nil token.
 		free[w] <- b.buf[:cap(b.buf)]
 		if werr != nil {
 			break
@@ -349,28 +436,12 @@ func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, 
 				d.bufs = append(d.bufs, b)
 			}
 		}
-		if chunks[w] != nil {
-			d.chunks = append(d.chunks, chunks[w])
-		}
 	}
 	// The copies overlap: the slowest reader is the copy's wall time.
 	d.Timings.Copy += slices.Max(append(copyTimes, 0))
-	if werr == nil && out != nil {
-		// The readers wrote with pwrite: leave the file offset where the
-		// data ends, as a sequential writer would.
-		if _, err := out.f.Seek(out.base+total, io.SeekStart); err != nil {
-			werr = fmt.Errorf("write pages of pid %d: %w", pid, err)
-		}
-	}
 	if werr != nil {
 		return 0, werr
 	}
-	syncStart := time.Now()
-	closed = true
-	if err := pw.Close(); err != nil {
-		return 0, fmt.Errorf("close pages of pid %d: %w", pid, err)
-	}
-	d.Timings.Sync += time.Since(syncStart)
 	return total, nil
 }
 
@@ -382,30 +453,12 @@ type pagesOut struct {
 	base int64
 }
 
-// readBatches reads the batches first, first+step, ... of plans and sends
-// them in order to full, each with a buffer taken from free. Without out
-// (a page server), a batch is one process_vm_readv (or a read of
-// /proc/PID/mem for pages the task may not read) into that buffer. With
-// out, the batch is copied into the pages file chunkBytes at a time
-// through chunk, and the buffer is only a token. After an error it sends
-// the error and returns. It returns the time spent reading.
-//
-// Why chunks: the pages pass through crtools on their way from the task
-// into the file (process_vm_readv, then pwrite). Through a buffer that
-// stays in the CPU's L2 cache the pwrite reads them from cache, not from
-// memory. And on this machine's hypervisor (PVM, shadow paging) the first
-// access to each page of a buffer through crtools' page tables costs a
-// VM exit, 8-13 µs per 4 KiB page whether the page was faulted in or
-// populated with madvise: the 32 MiB of 8 MiB batch buffers cost ~100 ms
-// of CPU per dump, 2 x 256 KiB cost ~1 ms. A standalone program copying
-// 1 GiB that way (one thread, buffers already touched) measured the
-// process_vm_readv part at 128-136 ms through 256 KiB against 147-174 ms
-// through 8 MiB, and smaller chunks (64 KiB) slower again (syscalls).
-// One copy instead of two, process_vm_readv straight into a shared
-// mapping of the pages file, was measured too and rejected: every page of
-// that mapping is a first access as above (1.3-2.6 s per GiB here), and
-// populating it zeroes the pages first.
-func readBatches(ctx context.Context, pid int, plans []batchPlan, first, step int, out *pagesOut, chunk []byte, free <-chan []byte, full chan<- batch, stop <-chan struct{}) time.Duration {
+// readBatches reads the batches first, first+step, ... of plans, each with
+// one process_vm_readv (or /proc/PID/mem for pages the task may not read),
+// into buffers from free, and sends them in order to full (for a page
+// server: sendPages). After an error it sends the error and returns. It
+// returns the time spent reading.
+func readBatches(ctx context.Context, pid int, plans []batchPlan, first, step int, free <-chan []byte, full chan<- batch, stop <-chan struct{}) time.Duration {
 	var spent time.Duration
 	var mem *os.File
 	defer func() {
@@ -431,16 +484,6 @@ func readBatches(ctx context.Context, pid int, plans []batchPlan, first, step in
 		if err := ctx.Err(); err != nil {
 			full <- batch{buf: buf, err: err}
 			return spent
-		}
-		if out != nil {
-			start := time.Now()
-			err := copyBatch(pid, p, out, chunk, &mem, remote)
-			spent += time.Since(start)
-			full <- batch{buf: buf, runs: p.runs, err: err}
-			if err != nil {
-				return spent
-			}
-			continue
 		}
 		b := batch{buf: buf[:p.bytes], runs: p.runs}
 		start := time.Now()
@@ -475,6 +518,22 @@ func readBatches(ctx context.Context, pid int, plans []batchPlan, first, step in
 // copyBatch copies the batch p into out at its place, len(chunk) bytes at
 // a time: a process_vm_readv (or a read of /proc/PID/mem) into chunk and a
 // pwrite from it. mem is the task's /proc/PID/mem, opened on first use.
+//
+// Why chunks: the pages pass through crtools on their way from the task
+// into the file. Through a buffer that stays in the CPU's L2 cache the
+// pwrite reads them from cache, not from memory. And on this machine's
+// hypervisor (PVM, shadow paging) the first access to each page of a
+// buffer through crtools' page tables costs a VM exit, 8-13 µs per 4 KiB
+// page whether the page was faulted in or populated with madvise: the
+// 32 MiB of 8 MiB batch buffers this used before cost ~100 ms of CPU per
+// dump, 2 x 256 KiB cost ~1 ms. A standalone program copying 1 GiB that
+// way (one thread, buffers already touched) measured the process_vm_readv
+// part at 128-136 ms through 256 KiB against 147-174 ms through 8 MiB,
+// and smaller chunks (64 KiB) slower again (syscalls). One copy instead
+// of two, process_vm_readv straight into a shared mapping of the pages
+// file, was measured too and rejected: every page of that mapping is a
+// first access as above (1.3-2.6 s per GiB here), and populating it
+// zeroes the pages first.
 func copyBatch(pid int, p batchPlan, out *pagesOut, chunk []byte, mem **os.File, remote []unix.RemoteIovec) error {
 	runs := p.runs
 	off := out.base + int64(p.off)

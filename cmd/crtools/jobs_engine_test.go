@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -361,5 +362,115 @@ spec:
 	// run's temporary directory is debris and removes it.
 	if _, err := os.Stat(filepath.Join(snaps, tmp)); !os.IsNotExist(err) {
 		t.Errorf("the crashed run's temporary directory %s is still there (%v)", tmp, err)
+	}
+}
+
+// TestDumpCrashKeepsStoppedTask: crtools SIGKILLed while it writes pages,
+// after it injected its getters into every task, leaves a task that was
+// stopped by job control stopped and alive (SIGCONT wakes it, no SIGTRAP
+// left to kill it), and its running parent running. The running tasks'
+// injections end settled in a PTRACE_EVENT_STOP (ptrace.Injector
+// SettleAtEnd); a group-stopped task is not settled (engine/dump
+// injectQueries), and the kernel's detach on tracer death puts it back
+// into its group stop.
+func TestDumpCrashKeepsStoppedTask(t *testing.T) {
+	bin := crtoolsBin(t)
+	d := t.TempDir()
+	ready := filepath.Join(d, "ready")
+	prog := exec.Command("perl", "-e", `$| = 1;
+my $kid = fork() // die; if ($kid == 0) { while (1) { select(undef, undef, undef, 0.05) } }
+kill 'STOP', $kid;
+my $x = "a" x (128 << 20);
+open(my $r, ">", $ARGV[0]) or die; print $r $kid; close $r;
+my $n = 0; while (1) { $n++; print "n=$n\n"; select(undef, undef, undef, 0.05); }`, ready)
+	out := filepath.Join(d, "w.out")
+	f, _ := os.Create(out)
+	prog.Stdout = f
+	prog.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := prog.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	kid := 0
+	defer func() {
+		if kid > 0 {
+			syscall.Kill(kid, syscall.SIGKILL)
+		}
+		prog.Process.Kill()
+		prog.Wait()
+	}()
+	for i := 0; i < 1000 && kid == 0; i++ {
+		if b, err := os.ReadFile(ready); err == nil && len(b) > 0 {
+			kid, _ = strconv.Atoi(string(b))
+		} else {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if kid == 0 {
+		t.Fatal("workload never became ready")
+	}
+	if st := jobProcState(kid); st != "T" {
+		t.Fatalf("child %d in state %q before the dump, want T", kid, st)
+	}
+	snaps := filepath.Join(d, "snaps")
+	os.Mkdir(snaps, 0o755)
+	cmd := exec.Command(bin, "dump", "-t", strconv.Itoa(prog.Process.Pid), "-D", filepath.Join(snaps, "img"), "-R")
+	cmd.Env = append(os.Environ(), lockDirEnv+"="+t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Kill it as soon as a pages file grows in the temporary directory:
+	// by then every task has had its getters injected.
+	seen := false
+	for i := 0; i < 5000 && !seen; i++ {
+		ents, _ := os.ReadDir(snaps)
+		for _, e := range ents {
+			if !strings.Contains(e.Name(), ".tmp-") {
+				continue
+			}
+			pages, _ := filepath.Glob(filepath.Join(snaps, e.Name(), "pages-*.img"))
+			for _, p := range pages {
+				if st, err := os.Stat(p); err == nil && st.Size() > 0 {
+					seen = true
+				}
+			}
+		}
+		if !seen {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if !seen {
+		t.Fatal("never saw the pages being written")
+	}
+	// The parent goes on, the child stays stopped: both alive.
+	before, _ := os.ReadFile(out)
+	deadline := time.Now().Add(5 * time.Second)
+	for st := jobProcState(prog.Process.Pid); st != "S" && st != "R"; st = jobProcState(prog.Process.Pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("parent state %q after crtools was killed", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitGrows(t, out, lines(string(before))+3)
+	for st := jobProcState(kid); st != "T"; st = jobProcState(kid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("stopped child %d in state %q after crtools was killed, want T (stopped, alive)", kid, st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Stopped for real: still stopped a while later, and SIGCONT wakes it.
+	time.Sleep(200 * time.Millisecond)
+	if st := jobProcState(kid); st != "T" {
+		t.Fatalf("child %d in state %q 200 ms later, want T", kid, st)
+	}
+	syscall.Kill(kid, syscall.SIGCONT)
+	deadline = time.Now().Add(5 * time.Second)
+	for st := jobProcState(kid); st != "S" && st != "R"; st = jobProcState(kid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d in state %q after SIGCONT, want running", kid, st)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

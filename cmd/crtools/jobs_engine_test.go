@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -339,13 +340,7 @@ spec:
 	}
 	// The workload goes on (the kernel detached it when its tracer died).
 	before, _ := os.ReadFile(out)
-	deadline := time.Now().Add(5 * time.Second)
-	for st := jobProcState(prog.Process.Pid); st != "S" && st != "R"; st = jobProcState(prog.Process.Pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("workload state %q after crtools was killed", st)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitJobState(t, prog.Process.Pid, "workload after crtools was killed", "S", "R")
 	if jobProcState(prog.Process.Pid) == "Z" {
 		ps, _ := prog.Process.Wait()
 		t.Fatalf("the workload died when crtools was killed: %v", ps)
@@ -446,30 +441,26 @@ my $n = 0; while (1) { $n++; print "n=$n\n"; select(undef, undef, undef, 0.05); 
 	}
 	// The parent goes on, the child stays stopped: both alive.
 	before, _ := os.ReadFile(out)
-	deadline := time.Now().Add(5 * time.Second)
-	for st := jobProcState(prog.Process.Pid); st != "S" && st != "R"; st = jobProcState(prog.Process.Pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("parent state %q after crtools was killed", st)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitJobState(t, prog.Process.Pid, "parent after crtools was killed", "S", "R")
 	waitGrows(t, out, lines(string(before))+3)
-	for st := jobProcState(kid); st != "T"; st = jobProcState(kid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("stopped child %d in state %q after crtools was killed, want T (stopped, alive)", kid, st)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitJobState(t, kid, "stopped child after crtools was killed", "T")
 	// Stopped for real: still stopped a while later, and SIGCONT wakes it.
 	time.Sleep(200 * time.Millisecond)
 	if st := jobProcState(kid); st != "T" {
 		t.Fatalf("child %d in state %q 200 ms later, want T", kid, st)
 	}
 	syscall.Kill(kid, syscall.SIGCONT)
-	deadline = time.Now().Add(5 * time.Second)
-	for st := jobProcState(kid); st != "S" && st != "R"; st = jobProcState(kid) {
+	waitJobState(t, kid, "child after SIGCONT", "S", "R")
+}
+
+// waitJobState waits up to 5 s for pid to be in one of the states want
+// (letters of /proc/PID/stat), and fails the test naming what otherwise.
+func waitJobState(t *testing.T, pid int, what string, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for st := jobProcState(pid); !slices.Contains(want, st); st = jobProcState(pid) {
 		if time.Now().After(deadline) {
-			t.Fatalf("child %d in state %q after SIGCONT, want running", kid, st)
+			t.Fatalf("%s: pid %d in state %q, want one of %v", what, pid, st, want)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -190,11 +190,5 @@ func TestNSMntDumpRestore(t *testing.T) {
 	if err := unix.Kill(rpid, unix.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	ws, err := rp.WaitPid(rpid, 10*time.Second)
-	if err != nil {
-		t.Fatalf("wait for restored workload %d: %v", rpid, err)
-	}
-	if !ws.Exited() || ws.ExitStatus() != 0 {
-		t.Errorf("restored workload exited with %v, want 0", ws)
-	}
+	waitExit(t, rp, rpid, 0)
 }

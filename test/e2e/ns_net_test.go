@@ -291,11 +291,5 @@ func TestNSNetDumpRestore(t *testing.T) {
 	if err := unix.Kill(pid, unix.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	ws, err := rp.WaitPid(pid, 10*time.Second)
-	if err != nil {
-		t.Fatalf("wait for restored workload %d: %v", pid, err)
-	}
-	if !ws.Exited() || ws.ExitStatus() != 0 {
-		t.Errorf("restored workload exited with %v, want 0", ws)
-	}
+	waitExit(t, rp, pid, 0)
 }

@@ -159,13 +159,7 @@ func TestNSUTSIPCDumpRestore(t *testing.T) {
 	if err := unix.Kill(w.pid, unix.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	ws, err := rp.WaitPid(w.pid, 10*time.Second)
-	if err != nil {
-		t.Fatalf("wait for restored workload %d: %v", w.pid, err)
-	}
-	if !ws.Exited() || ws.ExitStatus() != 0 {
-		t.Fatalf("restored workload exited with %v, want 0", ws)
-	}
+	waitExit(t, rp, w.pid, 0)
 }
 
 // TestNSRefusals: a task in namespaces of its own is not dumped without

@@ -21,7 +21,7 @@ import (
 func TestDumpRestoreDeletedFiles(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
-	bin := harness.BuildC(t, mustAbs(t, "testdata/ghostfiles.c"))
+	bin := buildTestdata(t, "ghostfiles.c")
 	cycle := func(t *testing.T, w *harness.Workload, opts ...string) {
 		t.Helper()
 		dir := filepath.Join(t.TempDir(), "images")

@@ -55,11 +55,7 @@ func readLayout(t *testing.T, path string) map[string]uint64 {
 }
 
 func buildLayout(t *testing.T) string {
-	src, err := filepath.Abs("testdata/dump_layout.c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return harness.BuildC(t, src, "-I"+harness.WorkloadsDir(t), "-lrt")
+	return buildTestdata(t, "dump_layout.c", "-I"+harness.WorkloadsDir(t), "-lrt")
 }
 
 // dumpDir runs crtools dump with extra options and returns the images

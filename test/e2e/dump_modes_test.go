@@ -163,8 +163,7 @@ func TestDumpErrors(t *testing.T) {
 		}
 	})
 	t.Run("already traced", func(t *testing.T) {
-		src, _ := filepath.Abs("testdata/dump_traced.c")
-		bin := harness.BuildC(t, src)
+		bin := buildTestdata(t, "dump_traced.c")
 		pidFile := filepath.Join(t.TempDir(), "pid")
 		tracer := exec.Command(bin, pidFile)
 		if err := tracer.Start(); err != nil {
@@ -186,8 +185,7 @@ func TestDumpErrors(t *testing.T) {
 		}
 	})
 	t.Run("unsupported fd", func(t *testing.T) {
-		src, _ := filepath.Abs("testdata/dump_uffd.c")
-		w := harness.StartWorkload(t, harness.BuildC(t, src, "-I"+harness.WorkloadsDir(t)))
+		w := harness.StartWorkload(t, buildTestdata(t, "dump_uffd.c", "-I"+harness.WorkloadsDir(t)))
 		w.MustReady(10 * time.Second)
 		w.MustVerify(10 * time.Second)
 		b, err := os.ReadFile(filepath.Join(w.Dir, "fd"))

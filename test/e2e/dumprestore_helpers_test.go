@@ -24,6 +24,18 @@ import (
 // process would race with os/exec's wait for that child (wait4 reports a
 // traced child's stops to every thread of the tracer's process).
 
+// buildTestdata builds the C source testdata/name of this package (the
+// tests' own workloads, next to the shared ones in test/workloads) with
+// harness.BuildC and returns the binary.
+func buildTestdata(t testing.TB, name string, extraFlags ...string) string {
+	t.Helper()
+	src, err := filepath.Abs(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return harness.BuildC(t, src, extraFlags...)
+}
+
 // crtools runs the crtools binary with args and returns its exit code and
 // combined output.
 func crtools(t *testing.T, args ...string) (int, string) {

@@ -233,8 +233,7 @@ func TestRestoreWaitsForZombie(t *testing.T) {
 func TestMissingKernelFeature(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
-	src, _ := filepath.Abs("testdata/enosys.c")
-	enosys := harness.BuildC(t, src)
+	enosys := buildTestdata(t, "enosys.c")
 	crt := harness.BuildCrtools(t)
 	without := func(nr int, args ...string) (int, string) {
 		cmd := exec.Command(enosys, append([]string{fmt.Sprint(nr), crt}, args...)...)

@@ -77,11 +77,7 @@ func mntReport(t *testing.T, pid int, data string) map[string]string {
 func TestNSMntDumpRestore(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
-	src, err := filepath.Abs("testdata/ns_mnt.c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := harness.BuildC(t, src)
+	bin := buildTestdata(t, "ns_mnt.c")
 	root := mntRoot(t, bin)
 	data := t.TempDir()
 	cmd := exec.Command(bin, "setup", root, data)

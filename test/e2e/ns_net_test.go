@@ -151,11 +151,7 @@ func TestNSNetDumpRestore(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
 	outer := netnsHolder(t)
-	src, err := filepath.Abs("testdata/ns_net.c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := harness.BuildC(t, src)
+	bin := buildTestdata(t, "ns_net.c")
 	report := filepath.Join(t.TempDir(), "report")
 	cmd := exec.Command(bin, report, netOuterIP, "9999")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: unix.CLONE_NEWNET}

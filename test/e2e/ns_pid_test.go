@@ -121,11 +121,7 @@ func nsInits(t *testing.T) map[int]bool {
 func TestNSPidDumpRestore(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
-	src, err := filepath.Abs("testdata/ns_pid.c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := harness.BuildC(t, src)
+	bin := buildTestdata(t, "ns_pid.c")
 	report := filepath.Join(t.TempDir(), "report")
 	cmd := exec.Command(bin, report)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: unix.CLONE_NEWPID}

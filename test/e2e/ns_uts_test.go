@@ -26,11 +26,7 @@ type nsWorkload struct {
 
 func startNSWorkload(t *testing.T, flags uintptr) *nsWorkload {
 	t.Helper()
-	src, err := filepath.Abs("testdata/ns_uts.c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := harness.BuildC(t, src)
+	bin := buildTestdata(t, "ns_uts.c")
 	report := filepath.Join(t.TempDir(), "report")
 	cmd := exec.Command(bin, "crt-ns-host", "crt-ns-dom", "12345", report)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: flags}

@@ -58,7 +58,7 @@ func waitPipeline(t *testing.T, path string, min, minTicks uint64) pipelineStatu
 func TestShellPipelineMidStream(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
-	bin := harness.BuildC(t, mustAbs(t, "testdata/pipestage.c"))
+	bin := buildTestdata(t, "pipestage.c")
 	work := t.TempDir()
 	status := filepath.Join(work, "status")
 	out, err := os.Create(filepath.Join(work, "out"))

@@ -29,11 +29,7 @@ import (
 func BenchmarkRestore1GiB(b *testing.B) {
 	harness.RequireRoot(b)
 	harness.Subreaper()
-	src, err := filepath.Abs("testdata/bigmem.c")
-	if err != nil {
-		b.Fatal(err)
-	}
-	bin := harness.BuildC(b, src, "-O2")
+	bin := buildTestdata(b, "bigmem.c", "-O2")
 	crt := harness.BuildCrtools(b)
 	base, err := os.MkdirTemp("/dev/shm", "crtools-restore-bench-")
 	if err != nil {
@@ -93,11 +89,7 @@ func BenchmarkRestoreThreads50(b *testing.B) { benchFanout(b, "threads") }
 func benchFanout(b *testing.B, mode string) {
 	harness.RequireRoot(b)
 	harness.Subreaper()
-	src, err := filepath.Abs("testdata/fanout.c")
-	if err != nil {
-		b.Fatal(err)
-	}
-	bin := harness.BuildC(b, src, "-O2")
+	bin := buildTestdata(b, "fanout.c", "-O2")
 	crt := harness.BuildCrtools(b)
 	base := b.TempDir()
 	one := func(n int, i int) time.Duration {

@@ -18,7 +18,7 @@ import (
 func TestPtyPairQueuedData(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
-	bin := harness.BuildC(t, mustAbs(t, "testdata/shelljob_ptydata.c"))
+	bin := buildTestdata(t, "shelljob_ptydata.c")
 
 	t.Run("leave-running", func(t *testing.T) {
 		w := harness.StartWorkload(t, bin)
@@ -40,15 +40,6 @@ func TestPtyPairQueuedData(t *testing.T) {
 	})
 }
 
-func mustAbs(t *testing.T, p string) string {
-	t.Helper()
-	a, err := filepath.Abs(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
-
 // TestPtyControllingTerminal: a pair of the tree is the controlling
 // terminal of a session of the tree (a child that called setsid), with a
 // job of its own as the foreground group. After dump and restore the new
@@ -56,5 +47,5 @@ func mustAbs(t *testing.T, p string) string {
 // ^C typed on the master interrupts the job and not the session leader
 // (testdata/shelljob_ctty.c).
 func TestPtyControllingTerminal(t *testing.T) {
-	dumpRestoreVerify(t, harness.BuildC(t, mustAbs(t, "testdata/shelljob_ctty.c")))
+	dumpRestoreVerify(t, buildTestdata(t, "shelljob_ctty.c"))
 }

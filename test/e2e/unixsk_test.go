@@ -17,7 +17,7 @@ import (
 // stream pair with SO_PASSCRED and changed buffer sizes
 // (testdata/unixsk.c checks boundaries, names, options and credentials).
 func TestDumpRestoreUnixSockets(t *testing.T) {
-	dumpRestoreVerify(t, harness.BuildC(t, mustAbs(t, "testdata/unixsk.c")))
+	dumpRestoreVerify(t, buildTestdata(t, "unixsk.c"))
 }
 
 // TestDumpUnixPendingDataRefused: bytes a client wrote into a connection
@@ -27,7 +27,7 @@ func TestDumpRestoreUnixSockets(t *testing.T) {
 func TestDumpUnixPendingDataRefused(t *testing.T) {
 	harness.RequireRoot(t)
 	harness.Subreaper()
-	w := harness.StartWorkload(t, harness.BuildC(t, mustAbs(t, "testdata/unixsk.c")), "pending-data")
+	w := harness.StartWorkload(t, buildTestdata(t, "unixsk.c"), "pending-data")
 	w.MustReady(10 * time.Second)
 	dir := filepath.Join(t.TempDir(), "images")
 	code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir)
@@ -48,7 +48,7 @@ func TestDumpUnixPendingDataRefused(t *testing.T) {
 func TestDumpRestoreEvasiveDevices(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
-	w := harness.StartWorkload(t, harness.BuildC(t, mustAbs(t, "testdata/evasive.c")))
+	w := harness.StartWorkload(t, buildTestdata(t, "evasive.c"))
 	w.MustReady(10 * time.Second)
 	w.MustVerify(10 * time.Second)
 	refused := filepath.Join(t.TempDir(), "refused")

@@ -261,6 +261,24 @@ func TestExamplePrebake(t *testing.T) {
 	t.Logf("prebaked start took %s (the warm-up takes 2s)", took)
 }
 
+// writeLiveJob writes to file a Checkpoint job named name that snapshots
+// pid into snaps/{{ .Time }} and leaves it running; spec holds the job's
+// further spec lines (indented two spaces, ending in a newline).
+func writeLiveJob(t *testing.T, file, name string, pid int, spec string) {
+	t.Helper()
+	head := fmt.Sprintf(`apiVersion: crtools/v1
+kind: Checkpoint
+metadata: {name: %s}
+spec:
+  target: {pid: %d}
+  imagesDir: snaps/{{ .Time }}
+  leaveRunning: true
+`, name, pid)
+	if err := os.WriteFile(file, []byte(head+spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // startCounter starts a perl counter as our child, in its own session,
 // printing to out; it returns the pid.
 func startCounter(t *testing.T, out string) *exec.Cmd {
@@ -429,18 +447,11 @@ func TestRealCheckpointFaultEachStep(t *testing.T) {
 	pid := w.Process.Pid
 	flag, postFlag := filepath.Join(d, "pre-dump-flag"), filepath.Join(d, "post-dump-flag")
 	job := filepath.Join(d, "job.yaml")
-	os.WriteFile(job, []byte(fmt.Sprintf(`apiVersion: crtools/v1
-kind: Checkpoint
-metadata: {name: fault}
-spec:
-  target: {pid: %d}
-  imagesDir: snaps/{{ .Time }}
-  leaveRunning: true
-  hooks:
+	writeLiveJob(t, job, "fault", pid, fmt.Sprintf(`  hooks:
     preDump: {run: [touch, %s], undo: [rm, %s]}
     postDump: {run: [touch, %s], undo: [rm, %s]}
   retention: {keepLast: 1}
-`, pid, flag, flag, postFlag, postFlag)), 0o644)
+`, flag, flag, postFlag, postFlag))
 	lockDir := t.TempDir()
 	for _, fault := range faultsOf(t, job) {
 		t.Run(fault, func(t *testing.T) {
@@ -595,16 +606,9 @@ func TestRealConcurrentApply(t *testing.T) {
 	d := t.TempDir()
 	w := startCounter(t, filepath.Join(d, "w.out"))
 	job := filepath.Join(d, "job.yaml")
-	os.WriteFile(job, []byte(fmt.Sprintf(`apiVersion: crtools/v1
-kind: Checkpoint
-metadata: {name: overlap}
-spec:
-  target: {pid: %d}
-  imagesDir: snaps/{{ .Time }}
-  leaveRunning: true
-  hooks:
+	writeLiveJob(t, job, "overlap", w.Process.Pid, `  hooks:
     preDump: [sh, -c, "touch started; sleep 3"]
-`, w.Process.Pid)), 0o644)
+`)
 	env := []string{lockDirEnv + "=" + t.TempDir()}
 	first := make(chan cliResult)
 	go func() { first <- crtoolsRun(t, env, "apply", job) }()

@@ -148,20 +148,13 @@ func TestApplyNetworkLockHooks(t *testing.T) {
 	hooksLog := filepath.Join(d, "hooks.log")
 	hook := fmt.Sprintf(`[sh, -c, 'echo "$CRTOOLS_SCRIPT_ACTION" >> %s']`, hooksLog)
 	job := filepath.Join(d, "job.yaml")
-	os.WriteFile(job, []byte(fmt.Sprintf(`apiVersion: crtools/v1
-kind: Checkpoint
-metadata: {name: netlock}
-spec:
-  target: {pid: %d}
-  imagesDir: snaps/{{ .Time }}
-  leaveRunning: true
-  options: {tcpEstablished: true}
+	writeLiveJob(t, job, "netlock", prog.Process.Pid, fmt.Sprintf(`  options: {tcpEstablished: true}
   hooks:
     preDump: %s
     networkLock: %s
     networkUnlock: %s
     postDump: %s
-`, prog.Process.Pid, hook, hook, hook, hook)), 0o644)
+`, hook, hook, hook, hook))
 	env := []string{lockDirEnv + "=" + t.TempDir()}
 	r := crtoolsRun(t, env, "apply", job)
 	if r.code != 0 {
@@ -210,17 +203,10 @@ func TestApplyInterrupted(t *testing.T) {
 			w := startCounter(t, out)
 			flag, slow := filepath.Join(d, "pre-dump-flag"), filepath.Join(d, "post-dump-started")
 			job := filepath.Join(d, "job.yaml")
-			os.WriteFile(job, []byte(fmt.Sprintf(`apiVersion: crtools/v1
-kind: Checkpoint
-metadata: {name: interrupted}
-spec:
-  target: {pid: %d}
-  imagesDir: snaps/{{ .Time }}
-  leaveRunning: true
-  hooks:
+			writeLiveJob(t, job, "interrupted", w.Process.Pid, fmt.Sprintf(`  hooks:
     preDump: {run: [touch, %s], undo: [rm, %s]}
     postDump: [sh, -c, 'touch %s; sleep 30']
-`, w.Process.Pid, flag, flag, slow)), 0o644)
+`, flag, flag, slow))
 			lockDir := t.TempDir()
 			cmd := exec.Command(bin, "apply", job)
 			cmd.Env = append(os.Environ(), lockDirEnv+"="+lockDir)
@@ -296,15 +282,8 @@ func TestApplyCrash(t *testing.T) {
 	}
 	snaps := filepath.Join(d, "snaps")
 	job := filepath.Join(d, "job.yaml")
-	os.WriteFile(job, []byte(fmt.Sprintf(`apiVersion: crtools/v1
-kind: Checkpoint
-metadata: {name: crash}
-spec:
-  target: {pid: %d}
-  imagesDir: snaps/{{ .Time }}
-  leaveRunning: true
-  retention: {keepLast: 1}
-`, prog.Process.Pid)), 0o644)
+	writeLiveJob(t, job, "crash", prog.Process.Pid, `  retention: {keepLast: 1}
+`)
 	lockDir := t.TempDir()
 	cmd := exec.Command(bin, "apply", job)
 	cmd.Env = append(os.Environ(), lockDirEnv+"="+lockDir)

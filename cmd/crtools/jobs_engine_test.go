@@ -264,15 +264,8 @@ func TestApplyCrash(t *testing.T) {
 	bin := crtoolsBin(t)
 	d := t.TempDir()
 	ready := filepath.Join(d, "ready")
-	prog := exec.Command("perl", "-e", `$| = 1; my $x = "a" x (64 << 20); open(my $r, ">", $ARGV[0]) or die; close $r; my $n = 0; while (1) { $n++; print "n=$n\n"; select(undef, undef, undef, 0.05); }`, ready)
 	out := filepath.Join(d, "w.out")
-	f, _ := os.Create(out)
-	prog.Stdout = f
-	prog.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := prog.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	prog := startPerlTo(t, out, "-e", `$| = 1; my $x = "a" x (64 << 20); open(my $r, ">", $ARGV[0]) or die; close $r; my $n = 0; while (1) { $n++; print "n=$n\n"; select(undef, undef, undef, 0.05); }`, ready)
 	defer func() { prog.Process.Kill(); prog.Wait() }()
 	for i := 0; i < 1000; i++ {
 		if _, err := os.Stat(ready); err == nil {
@@ -339,6 +332,24 @@ func TestApplyCrash(t *testing.T) {
 	}
 }
 
+// startPerlTo starts perl with args as our child, in its own session, its
+// stdout in a new file out; the caller kills and waits for it.
+func startPerlTo(t *testing.T, out string, args ...string) *exec.Cmd {
+	t.Helper()
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	prog := exec.Command("perl", args...)
+	prog.Stdout = f
+	prog.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := prog.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return prog
+}
+
 // TestDumpCrashKeepsStoppedTask: crtools SIGKILLed while it writes pages,
 // after it injected its getters into every task, leaves a task that was
 // stopped by job control stopped and alive (SIGCONT wakes it, no SIGTRAP
@@ -351,20 +362,13 @@ func TestDumpCrashKeepsStoppedTask(t *testing.T) {
 	bin := crtoolsBin(t)
 	d := t.TempDir()
 	ready := filepath.Join(d, "ready")
-	prog := exec.Command("perl", "-e", `$| = 1;
+	out := filepath.Join(d, "w.out")
+	prog := startPerlTo(t, out, "-e", `$| = 1;
 my $kid = fork() // die; if ($kid == 0) { while (1) { select(undef, undef, undef, 0.05) } }
 kill 'STOP', $kid;
 my $x = "a" x (128 << 20);
 open(my $r, ">", $ARGV[0]) or die; print $r $kid; close $r;
 my $n = 0; while (1) { $n++; print "n=$n\n"; select(undef, undef, undef, 0.05); }`, ready)
-	out := filepath.Join(d, "w.out")
-	f, _ := os.Create(out)
-	prog.Stdout = f
-	prog.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := prog.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
 	kid := 0
 	defer func() {
 		if kid > 0 {

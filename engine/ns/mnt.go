@@ -110,28 +110,24 @@ func readMountinfo(pid string) ([]mountinfo, error) {
 	return out, sc.Err()
 }
 
+// mountOptFlags are the MS_* flags of per-mount options; other options
+// carry no flag.
+var mountOptFlags = map[string]uint32{
+	"ro":          unix.MS_RDONLY,
+	"nosuid":      unix.MS_NOSUID,
+	"nodev":       unix.MS_NODEV,
+	"noexec":      unix.MS_NOEXEC,
+	"noatime":     unix.MS_NOATIME,
+	"nodiratime":  unix.MS_NODIRATIME,
+	"relatime":    unix.MS_RELATIME,
+	"strictatime": unix.MS_STRICTATIME,
+}
+
 // mountFlags turns per-mount options into MS_* flags.
 func mountFlags(opts string) uint32 {
 	var f uint32
 	for _, o := range strings.Split(opts, ",") {
-		switch o {
-		case "ro":
-			f |= unix.MS_RDONLY
-		case "nosuid":
-			f |= unix.MS_NOSUID
-		case "nodev":
-			f |= unix.MS_NODEV
-		case "noexec":
-			f |= unix.MS_NOEXEC
-		case "noatime":
-			f |= unix.MS_NOATIME
-		case "nodiratime":
-			f |= unix.MS_NODIRATIME
-		case "relatime":
-			f |= unix.MS_RELATIME
-		case "strictatime":
-			f |= unix.MS_STRICTATIME
-		}
+		f |= mountOptFlags[o]
 	}
 	return f
 }

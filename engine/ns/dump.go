@@ -25,17 +25,12 @@ type Dump struct {
 	mnt   *mntDump
 }
 
-// Collect checks the namespaces of every task of the tree against
+// CollectWith checks the namespaces of every task of the tree against
 // crtools' own and the requested ones, and reads the requested namespaces
 // of the root. pids[0] is the root; ids[i] are the kobj ids of pids[i]
-// (their *_ns_id fields name the images).
-func Collect(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string) (*Dump, error) {
-	return CollectWith(pids, ids, requested, nil)
-}
-
-// CollectWith is Collect for a caller that read the tasks' namespace links
-// already: link(pid, name) returns /proc/PID/ns/NAME's target, as
-// os.Readlink would (nil: read them).
+// (their *_ns_id fields name the images). link(pid, name) returns
+// /proc/PID/ns/NAME's target, as os.Readlink would, for a caller that read
+// the tasks' namespace links already (nil: read them).
 func CollectWith(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string, link func(pid int, name string) (string, error)) (*Dump, error) {
 	if link == nil {
 		link = func(pid int, name string) (string, error) { return nsLink(strconv.Itoa(pid), name) }

@@ -157,7 +157,9 @@ func Prune(dir, job string, keepLast int, keepWithin time.Duration, now time.Tim
 	return removed, errors.Join(errs...)
 }
 
-// writeMarker writes the completion marker into dir and fsyncs it.
+// writeMarker writes the completion marker into dir. It does not fsync
+// it: its only caller, commit, makes the whole dir durable next
+// (image.SyncDir, a syncfs), which covers the marker too.
 func writeMarker(dir string, m Marker) error {
 	b, err := json.Marshal(m)
 	if err != nil {
@@ -170,10 +172,6 @@ func writeMarker(dir string, m Marker) error {
 	if _, err := f.Write(append(b, '\n')); err != nil {
 		f.Close()
 		return fmt.Errorf("write completion marker: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("fsync completion marker: %w", err)
 	}
 	return f.Close()
 }

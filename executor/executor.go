@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/engine"
+	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/planner"
 	"github.com/crtools/crtools/spec"
 )
@@ -608,7 +609,9 @@ func (r *run) commit() error {
 	if err := writeMarker(r.tmpDir, m); err != nil {
 		return err
 	}
-	if err := syncDir(r.tmpDir); err != nil {
+	// One syncfs of its filesystem and an fsync of the dir: the rename
+	// below publishes only data that is on disk.
+	if err := image.SyncDir(r.tmpDir); err != nil {
 		return err
 	}
 	// unix.Rename, not os.Rename: Go refuses to rename onto an existing

@@ -9,8 +9,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	"github.com/crtools/crtools/engine/image"
 )
 
 // CompleteMarker is written into an images directory just before it is
@@ -174,13 +172,6 @@ func writeMarker(dir string, m Marker) error {
 		return fmt.Errorf("write completion marker: %w", err)
 	}
 	return f.Close()
-}
-
-// syncDir makes everything in dir durable (image.SyncDir: one syncfs of
-// its filesystem and an fsync of dir), so that a rename after it
-// publishes only data that is on disk.
-func syncDir(dir string) error {
-	return image.SyncDir(dir)
 }
 
 func fsyncPath(p string) error {

@@ -211,23 +211,20 @@ func TestNSNetDumpRestore(t *testing.T) {
 
 	// A restore that fails after the veth pair was made (a route whose
 	// gateway is on no link of the namespace) removes it again.
-	broken := filepath.Join(t.TempDir(), "broken")
-	if err := os.MkdirAll(broken, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+	broken := copyDir(t, dir)
+	for _, n := range harness.DirNames(t, broken) {
+		if !strings.HasPrefix(n, "net-") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(broken, n))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.HasPrefix(e.Name(), "net-") {
-			if !strings.Contains(string(b), `"gw": "`+netOuterIP+`"`) {
-				t.Fatalf("%s has no route via %s:\n%s", e.Name(), netOuterIP, b)
-			}
-			b = []byte(strings.ReplaceAll(string(b), `"gw": "`+netOuterIP+`"`, `"gw": "198.18.9.9"`))
+		if !strings.Contains(string(b), `"gw": "`+netOuterIP+`"`) {
+			t.Fatalf("%s has no route via %s:\n%s", n, netOuterIP, b)
 		}
-		if err := os.WriteFile(filepath.Join(broken, e.Name()), b, 0o600); err != nil {
+		b = []byte(strings.ReplaceAll(string(b), `"gw": "`+netOuterIP+`"`, `"gw": "198.18.9.9"`))
+		if err := os.WriteFile(filepath.Join(broken, n), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}

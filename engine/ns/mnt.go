@@ -318,7 +318,9 @@ func writeTar(dst, src string) error {
 		}
 		return nil
 	})
-	errs := []error{werr, tw.Close(), zw.Close(), f.Sync(), f.Close()}
+	// No fsync here: like every other image, the tar is made durable by
+	// the commit of the whole images dir (image.SyncDir).
+	errs := []error{werr, tw.Close(), zw.Close(), f.Close()}
 	return errors.Join(errs...)
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/engine/kernel"
+	"github.com/crtools/crtools/engine/pagemap"
 	"github.com/crtools/crtools/engine/pageserver"
 )
 
@@ -599,16 +600,7 @@ func readv(pid int, buf []byte, remote []unix.RemoteIovec) error {
 		// A partial read stops at a range boundary or inside one; go on
 		// from there.
 		buf = buf[n:]
-		for n > 0 && len(remote) > 0 {
-			if n >= remote[0].Len {
-				n -= remote[0].Len
-				remote = remote[1:]
-				continue
-			}
-			remote[0].Base += uintptr(n)
-			remote[0].Len -= n
-			n = 0
-		}
+		remote = pagemap.AdvanceRemote(remote, n)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/engine/kernel"
+	"github.com/crtools/crtools/engine/pagemap"
 )
 
 // taskSizeMax is the top of the 47-bit user address space (TASK_SIZE with
@@ -556,16 +557,7 @@ func (p *puppet) writePiece(f *os.File, path string, start int64, buf []byte, ru
 		// boundary or inside one).
 		local[0].Base = &buf[written]
 		local[0].Len = uint64(len(buf) - written)
-		for w > 0 && len(remote) > 0 {
-			if remote[0].Len <= w {
-				w -= remote[0].Len
-				remote = remote[1:]
-				continue
-			}
-			remote[0].Base += uintptr(w)
-			remote[0].Len -= w
-			w = 0
-		}
+		remote = pagemap.AdvanceRemote(remote, w)
 	}
 	return nil
 }

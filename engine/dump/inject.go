@@ -41,7 +41,7 @@ type injectedThread struct {
 	pdeathSig    uint32
 }
 
-// query is one getter syscall of injectQueries: outArg is the index of
+// query is one getter syscall of injectAll: outArg is the index of
 // the argument that points at its out-buffer (outSize bytes, at most
 // queryOut), or -1; done takes the result (err is the call's errno).
 type query struct {
@@ -56,27 +56,20 @@ type query struct {
 // struct sigaction, itimerval, itimerspec).
 const queryOut = 32
 
-// injectQueries runs the getters that have no /proc or ptrace interface.
-// All of a task's getters run as one batch (ptrace.Batch: one stop for
-// the lot instead of a round trip per call), then one batch per other
-// thread for its own getters, in its own context. Only three single
-// injections remain per task: map the batch's memory, protect its code,
-// unmap it. A task that ignores SIGTRAP (the batch stops on an int3) gets
-// the same calls one at a time. Every register and the signal mask of
+// injectQueries runs the getters that have no /proc or ptrace interface
+// in a task that ignores SIGTRAP (injectAll runs every other task's as
+// batches, whose int3 such a task would reset): one at a time, each
+// thread's in its own context. Every register and the signal mask of
 // every thread are put back (ptrace.Injector Begin/End).
 //
 // Signals that arrive during injections are held back by the injector;
 // they are kept in thread.deferred and queued again when the task is let go.
 //
-// vdsoStart and vdsoEnd are t's [vdso] (ptrace.NewInjectorAt).
+// leader is t's injector (ptrace.NewInjectorAt).
 //
 // Preconditions: on the tracer thread; every thread of t is ptrace-stopped.
-func injectQueries(t *task, status *proc.Status, timers []proc.PosixTimer, vdsoStart, vdsoEnd uintptr) (res *injected, err error) {
+func injectQueries(t *task, leader *ptrace.Injector, status *proc.Status, timers []proc.PosixTimer) (res *injected, err error) {
 	res = &injected{sigactions: map[int]*pb.SaEntry{}, perThread: map[int]*injectedThread{}}
-	leader, err := ptrace.NewInjectorAt(t.pid, vdsoStart, vdsoEnd, status.SigIgn)
-	if err != nil {
-		return nil, err
-	}
 	// No PTRACE_O_EXITKILL at dump: a crtools killed mid-dump must leave
 	// the tree running, not in a SIGTRAP stop that kills it on detach
 	// (threads inherit this through ForThread). Not for a task in
@@ -102,47 +95,7 @@ func injectQueries(t *task, status *proc.Status, timers []proc.PosixTimer, vdsoS
 		// The leader's own getters run with the process-wide ones.
 		procQs = append(procQs, threadQs[0]...)
 	}
-	most := len(procQs)
-	for _, qs := range threadQs {
-		most = max(most, len(qs))
-	}
-
-	batch, err := leader.NewBatchScratch(most, most*queryOut)
-	if errors.Is(err, ptrace.ErrSyscallStops) {
-		return res, injectOneByOne(t, leader, procQs, threadQs)
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if cerr := batch.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
-	if err := runQueries(t.pid, batch, procQs); err != nil {
-		return nil, err
-	}
-	for i, th := range t.threads {
-		if i == 0 {
-			continue
-		}
-		in := leader.ForThread(th.tid)
-		qerr := runQueries(th.tid, batch.ForThread(in), threadQs[i])
-		th.deferred = append(th.deferred, in.Deferred...)
-		if qerr != nil {
-			return nil, qerr
-		}
-	}
-	return res, nil
-}
-
-// runQueries runs qs as one batch in tid and hands each its result.
-func runQueries(tid int, b *ptrace.Batch, qs []query) error {
-	calls := queryCalls(b, qs)
-	if err := b.Run(calls); err != nil {
-		return fmt.Errorf("inject getters into thread %d: %w", tid, err)
-	}
-	return queryResults(tid, b, qs, calls)
+	return res, injectOneByOne(t, leader, procQs, threadQs)
 }
 
 // injectOneByOne runs the queries as single injections (tasks that ignore
@@ -374,7 +327,9 @@ type injectJob struct {
 	begun, mapping, running, closing, ending bool
 }
 
-// injectAll is injectQueries for many tasks at once: each step (map the
+// injectAll runs the getters that have no /proc or ptrace interface in
+// many tasks at once, each task's as batches (ptrace.Batch: one stop for
+// the lot instead of a round trip per call): each step (map the
 // batch memory, run the leader's getters, run every other thread's getters,
 // unmap, settle) is started in every task before the tracer waits for the
 // first, so the tasks run their part at the same time and a tree costs a
@@ -395,7 +350,7 @@ func injectAll(jobs []*injectJob) {
 			continue
 		}
 		if leader.IgnoresSIGTRAP() {
-			j.res, j.err = injectQueries(j.t, j.status, j.timers, j.vdsoStart, j.vdsoEnd)
+			j.res, j.err = injectQueries(j.t, leader, j.status, j.timers)
 			continue
 		}
 		j.leader = leader

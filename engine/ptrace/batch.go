@@ -116,7 +116,7 @@ type Batch struct {
 	// running: the calls of a batch Start set going and Finish has not
 	// waited for yet.
 	running []BatchCall
-	// slots, slotSize: NewBatchSlots's layout.
+	// slots, slotSize: StartNewBatchSlots's layout.
 	slots    int
 	slotSize uintptr
 	// pre are calls that run ahead of the next batch's own, in the table
@@ -129,7 +129,7 @@ type Batch struct {
 	// needCode: the code is not written yet (FinishNewBatch); setup
 	// writes it with the first table.
 	needCode bool
-	// Scratch is writable memory for out-arguments (NewBatchScratch),
+	// Scratch is writable memory for out-arguments (StartNewBatchSlots),
 	// else 0.
 	Scratch uintptr
 }
@@ -158,9 +158,12 @@ func (in *Injector) NewBatch(maxCalls int) (*Batch, error) {
 	return b, nil
 }
 
-// StartNewBatchSlots begins what NewBatchSlots does, in one injected call
-// instead of two: it starts the mmap (Start) and returns; FinishNewBatch
-// waits for it and returns the Batch. The memory is mapped read-execute and
+// StartNewBatchSlots begins to map room for slots batches of at most
+// maxCalls calls and scratch bytes each (Batch.Scratch, for the calls'
+// out-arguments), which may run at the same time in different threads of
+// the process (Slot), in one injected call where NewBatch takes two: it
+// starts the mmap (Start) and returns; FinishNewBatch waits for it and
+// returns the Batch of slot 0. The memory is mapped read-execute and
 // the code written through /proc/PID/mem (which ignores protections); the
 // first batch run makes the tables writable itself (an mprotect ahead of
 // its calls). Between the two halves the tracer may start the same in other
@@ -534,40 +537,7 @@ func writeMemFast(pid int, addr uintptr, buf []byte) error {
 	return err
 }
 
-// NewBatchScratch is NewBatch with scratch bytes of writable memory after
-// the table (Batch.Scratch), for the calls' out-arguments: one mapping
-// serves both, so a series of getters costs three single injections (map,
-// protect, unmap) and one batch run.
-// Preconditions: caller is on the tracer thread; the task is ptrace-stopped.
-func (in *Injector) NewBatchScratch(maxCalls, scratch int) (*Batch, error) {
-	extra := (scratch + batchEntrySize - 1) / batchEntrySize
-	b, err := in.NewBatch(maxCalls + extra)
-	if err != nil {
-		return nil, err
-	}
-	b.maxCalls = maxCalls
-	b.Scratch = b.table + uintptr(maxCalls*batchEntrySize)
-	return b, nil
-}
-
-// NewBatchSlots is NewBatchScratch with room for slots batches of at most
-// maxCalls calls and scratch bytes each, which may run at the same time in
-// different threads of the process (Slot). The Batch returned is slot 0.
-// Preconditions: caller is on the tracer thread; the task is ptrace-stopped.
-func (in *Injector) NewBatchSlots(maxCalls, scratch, slots int) (*Batch, error) {
-	per := maxCalls + (scratch+batchEntrySize-1)/batchEntrySize
-	b, err := in.NewBatch(per * max(slots, 1))
-	if err != nil {
-		return nil, err
-	}
-	b.maxCalls = maxCalls
-	b.Scratch = b.table + uintptr(maxCalls*batchEntrySize)
-	b.slotSize = uintptr(per * batchEntrySize)
-	b.slots = max(slots, 1)
-	return b, nil
-}
-
-// Slot returns the Batch of slot i (NewBatchSlots), run through th (an
+// Slot returns the Batch of slot i (StartNewBatchSlots), run through th (an
 // injector of a thread of the same process, see Injector.ForThread); its
 // Close leaves the memory alone.
 func (b *Batch) Slot(i int, th *Injector) (*Batch, error) {
@@ -580,13 +550,6 @@ func (b *Batch) Slot(i int, th *Injector) (*Batch, error) {
 	}
 	off := uintptr(i) * b.slotSize
 	return &Batch{in: th, addr: b.addr, table: b.table + off, maxCalls: b.maxCalls, Scratch: b.Scratch + off, borrowed: true}, nil
-}
-
-// ForThread returns a Batch that runs in another thread of the same
-// process (the same memory) through its injector th; Close of it leaves
-// the memory alone.
-func (b *Batch) ForThread(th *Injector) *Batch {
-	return &Batch{in: th, addr: b.addr, table: b.table, maxCalls: b.maxCalls, Scratch: b.Scratch, borrowed: true}
 }
 
 // ForThread returns an injector for another thread tid of the same

@@ -183,20 +183,7 @@ func TestDumpRestorePipeline(t *testing.T) {
 func TestDumpRestoreShellJobTerminal(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
-	openPty := func() (*os.File, string) {
-		m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Close() })
-		unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0)
-		n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m, fmt.Sprintf("/dev/pts/%d", n)
-	}
-	_, shellPts := openPty()
+	_, shellPts := harness.OpenPty(t)
 	w := harness.StartWorkload(t, harness.BuildC(t, "tty.c"), shellPts)
 	w.MustReady(10 * time.Second)
 	w.MustVerify(10 * time.Second)
@@ -224,7 +211,7 @@ func TestDumpRestoreShellJobTerminal(t *testing.T) {
 	}
 	rp.Forget(w.Pid)
 	// crtools restore -j runs on a terminal of its own (another pty).
-	_, crtPts := openPty()
+	_, crtPts := harness.OpenPty(t)
 	tty, err := os.OpenFile(crtPts, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		t.Fatal(err)

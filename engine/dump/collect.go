@@ -89,55 +89,59 @@ func (d *Dumper) Collect(ctx context.Context) error {
 		TCPEstablished: d.opts.TCPEstablished, NextID: func() uint32 { s.files.next++; return s.files.next },
 	})
 	defer s.special.Close()
-	if err := d.collectTasks(ctx, s); err != nil {
+	if err := d.collectTree(ctx, s); err != nil {
 		if rerr := s.special.Rollback(); rerr != nil {
 			d.log.Warn().Err(rerr).Msg("undo link-remap")
 		}
 		return err
 	}
-	if len(s.tasks) > 0 {
-		s.rootIDs = s.tasks[0].ids
-		// Namespaces (engine/ns): refuse foreign ones not asked for with
-		// -n, read the asked ones of the root.
-		var pids []int
-		var ids []*pb.TaskKobjIdsEntry
-		links := map[int]map[string]string{}
-		for _, ts := range s.tasks {
-			if ts.t.zombie {
-				continue // a zombie has no namespaces left to read
-			}
-			pids, ids = append(pids, ts.t.pid), append(ids, ts.ids)
-			links[ts.t.pid] = ts.nsLinks
-		}
-		nsd, err := ns.CollectWith(pids, ids, d.opts.Namespaces, func(pid int, name string) (string, error) {
-			if l, ok := links[pid][name]; ok {
-				return l, nil
-			}
-			l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, name))
-			if err != nil {
-				return "", fmt.Errorf("read %s namespace of %d: %w", name, pid, err)
-			}
-			return l, nil
-		})
-		if err != nil {
-			if rerr := s.special.Rollback(); rerr != nil {
-				d.log.Warn().Err(rerr).Msg("undo link-remap")
-			}
-			return err
-		}
-		s.ns = nsd
-		if slices.Contains(d.opts.Namespaces, "pid") {
-			if err := s.innerPids(); err != nil {
-				if rerr := s.special.Rollback(); rerr != nil {
-					d.log.Warn().Err(rerr).Msg("undo link-remap")
-				}
-				return err
-			}
-		}
-	}
 	d.state = s
 	d.Timings.Collect = time.Since(start)
 	d.log.Info().Dur("took", d.Timings.Collect).Msg("state collected")
+	return nil
+}
+
+// collectTree collects the tasks of the tree into s, then their namespaces
+// (engine/ns). On an error Collect undoes what s.special did (link-remap).
+func (d *Dumper) collectTree(ctx context.Context, s *dumpState) error {
+	if err := d.collectTasks(ctx, s); err != nil {
+		return err
+	}
+	if len(s.tasks) == 0 {
+		return nil
+	}
+	s.rootIDs = s.tasks[0].ids
+	// Namespaces (engine/ns): refuse foreign ones not asked for with
+	// -n, read the asked ones of the root.
+	var pids []int
+	var ids []*pb.TaskKobjIdsEntry
+	links := map[int]map[string]string{}
+	for _, ts := range s.tasks {
+		if ts.t.zombie {
+			continue // a zombie has no namespaces left to read
+		}
+		pids, ids = append(pids, ts.t.pid), append(ids, ts.ids)
+		links[ts.t.pid] = ts.nsLinks
+	}
+	nsd, err := ns.CollectWith(pids, ids, d.opts.Namespaces, func(pid int, name string) (string, error) {
+		if l, ok := links[pid][name]; ok {
+			return l, nil
+		}
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, name))
+		if err != nil {
+			return "", fmt.Errorf("read %s namespace of %d: %w", name, pid, err)
+		}
+		return l, nil
+	})
+	if err != nil {
+		return err
+	}
+	s.ns = nsd
+	if slices.Contains(d.opts.Namespaces, "pid") {
+		if err := s.innerPids(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

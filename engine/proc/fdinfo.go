@@ -96,16 +96,9 @@ func ListTasks(pid int) ([]int, error) {
 // call, and a dump lists the threads of every task at each freeze pass and
 // the fds of every task.
 func listNumbers(dir string) ([]int, error) {
-	var fd int
-	var err error
-	for {
-		fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	fd, err := openNoPoll(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+		return nil, err
 	}
 	defer unix.Close(fd)
 	bp := readBufs.Get().(*[]byte)

@@ -24,16 +24,9 @@ var readBufs = sync.Pool{New: func() any {
 // a dump of a tree reads thousands of these files. It reads into a pooled
 // buffer with large reads and returns a copy of exactly the file's size.
 func ReadFile(path string) ([]byte, error) {
-	var fd int
-	var err error
-	for {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
+	fd, err := openNoPoll(path, unix.O_RDONLY|unix.O_CLOEXEC)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		return nil, err
 	}
 	defer unix.Close(fd)
 	bp := readBufs.Get().(*[]byte)
@@ -64,5 +57,20 @@ func ReadFile(path string) ([]byte, error) {
 			return out, nil
 		}
 		n += m
+	}
+}
+
+// openNoPoll opens path with a plain open (no poller, see ReadFile), again when
+// a signal interrupts it; its error is an *os.PathError as os.Open's.
+func openNoPoll(path string, flags int) (int, error) {
+	for {
+		fd, err := unix.Open(path, flags, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		return fd, nil
 	}
 }

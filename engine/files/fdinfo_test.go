@@ -2,6 +2,8 @@ package files
 
 import (
 	"testing"
+
+	"github.com/crtools/crtools/engine/proc"
 )
 
 func TestParseFdinfo(t *testing.T) {
@@ -57,7 +59,7 @@ func TestHandlesAndMountNames(t *testing.T) {
 	if got := unpackHandle(packHandle(raw), len(raw)); string(got) != string(raw) {
 		t.Errorf("handle round trip %x", got)
 	}
-	if got := unescapeMount(`/mnt/a\040b`); got != "/mnt/a b" {
+	if got := proc.UnescapeOctal(`/mnt/a\040b`); got != "/mnt/a b" {
 		t.Errorf("unescape %q", got)
 	}
 }

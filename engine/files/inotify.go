@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/proc"
 )
 
 // inotify: each watch is a fdinfo line
@@ -88,27 +89,10 @@ func mountForDev(sdev uint32) (string, error) {
 	for sc.Scan() {
 		fs := strings.Fields(sc.Text())
 		if len(fs) > 4 && fs[2] == want {
-			return unescapeMount(fs[4]), nil
+			return proc.UnescapeOctal(fs[4]), nil
 		}
 	}
 	return "", fmt.Errorf("no mount of device %s", want)
-}
-
-// unescapeMount undoes the octal escapes of mountinfo (\040 for a space).
-func unescapeMount(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var c int
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &c); err == nil {
-				b.WriteByte(byte(c))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // openHandle opens the inode a file handle names, O_PATH.

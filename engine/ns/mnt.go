@@ -21,6 +21,7 @@ import (
 	"github.com/crtools/crtools/engine"
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/proc"
 )
 
 // Mount namespaces (-n mnt, restore -r).
@@ -57,24 +58,6 @@ type mountinfo struct {
 	super        string // super block options
 }
 
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 func readMountinfo(pid string) ([]mountinfo, error) {
 	path := "/proc/" + pid + "/mountinfo"
 	f, err := os.Open(path)
@@ -103,8 +86,8 @@ func readMountinfo(pid string) ([]mountinfo, error) {
 		if _, err := fmt.Sscanf(fs[2], "%d:%d", &m.major, &m.minor); err != nil {
 			return nil, fmt.Errorf("parse %s device %q: %w", path, fs[2], err)
 		}
-		m.root, m.mp, m.opts = unescapeMount(fs[3]), unescapeMount(fs[4]), fs[5]
-		m.fstype, m.src, m.super = fs[sep+1], unescapeMount(fs[sep+2]), fs[sep+3]
+		m.root, m.mp, m.opts = proc.UnescapeOctal(fs[3]), proc.UnescapeOctal(fs[4]), fs[5]
+		m.fstype, m.src, m.super = fs[sep+1], proc.UnescapeOctal(fs[sep+2]), fs[sep+3]
 		out = append(out, m)
 	}
 	return out, sc.Err()

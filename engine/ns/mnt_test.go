@@ -12,6 +12,7 @@ import (
 
 	"github.com/crtools/crtools/engine"
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/proc"
 )
 
 // TestReadMountinfo parses crtools' own mount table: the first entry is
@@ -34,7 +35,7 @@ func TestReadMountinfo(t *testing.T) {
 	if !root {
 		t.Error("no / in crtools' mount table")
 	}
-	if got := unescapeMount(`/a\040b\011c`); got != "/a b\tc" {
+	if got := proc.UnescapeOctal(`/a\040b\011c`); got != "/a b\tc" {
 		t.Errorf("unescape: %q", got)
 	}
 }

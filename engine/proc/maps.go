@@ -210,12 +210,13 @@ func parseMapsLine(line []byte) (Mapping, error) {
 	if m.Inode, err = strconv.ParseUint(ino, 10, 64); err != nil {
 		return m, fmt.Errorf("bad inode %q", ino)
 	}
-	m.Path = unescapeOctal(string(bytes.TrimLeft(rest, " ")))
+	m.Path = UnescapeOctal(string(bytes.TrimLeft(rest, " ")))
 	return m, nil
 }
 
-// unescapeOctal turns the kernel's "\ooo" escapes (mangle_path) back into bytes.
-func unescapeOctal(s string) string {
+// UnescapeOctal turns the kernel's "\ooo" escapes (mangle_path, as in
+// maps and mountinfo: \040 for a space) back into bytes.
+func UnescapeOctal(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
 	}

@@ -45,25 +45,20 @@ func mustExec(t *testing.T, args ...string) string {
 	return strings.TrimSuffix(out, "\n")
 }
 
+// procState is jobProcState for a pid that must exist.
 func procState(t *testing.T, pid int) byte {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		t.Fatal(err)
+	st := jobProcState(pid)
+	if st == "" {
+		t.Fatalf("pid %d: no state in /proc/%d/stat", pid, pid)
 	}
-	i := bytes.LastIndexByte(b, ')')
-	return b[i+2]
+	return st[0]
 }
 
+// waitProcState is waitJobState for one state.
 func waitProcState(t *testing.T, pid int, want byte) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for procState(t, pid) != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d: state %c, want %c", pid, procState(t, pid), want)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	waitJobState(t, pid, fmt.Sprintf("pid %d", pid), string(want))
 }
 
 func startSleep(t *testing.T) int {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/engine/kernel"
+	procfs "github.com/crtools/crtools/engine/proc"
 	"github.com/crtools/crtools/engine/ptrace"
 )
 
@@ -210,7 +211,7 @@ func (r *restorer) pickTrampoline(puppetMaps []span) (uint64, error) {
 
 // readMaps returns the address ranges of /proc/PID/maps.
 func readMaps(pid int) ([]span, error) {
-	b, err := readProcFile(fmt.Sprintf("/proc/%d/maps", pid), make([]byte, 0, 8192)) // procfs.go
+	b, err := procfs.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
 		return nil, err
 	}

@@ -2,58 +2,21 @@ package restore
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"strconv"
 
-	"golang.org/x/sys/unix"
+	procfs "github.com/crtools/crtools/engine/proc"
 )
 
-// Small /proc reads on the per-task path. os.Open costs four fcntl and an
-// epoll_ctl besides the open (the file is tried for the poller), which
-// under a hypervisor that traps every syscall adds up over 50 tasks:
-// these read with open, read and close only.
-
-// readProcFile reads a whole (small) /proc file into buf, grown as needed.
-func readProcFile(path string, buf []byte) ([]byte, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &fsError{op: "open", path: path, err: err}
-	}
-	defer unix.Close(fd)
-	buf = buf[:0]
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return nil, &fsError{op: "read", path: path, err: err}
-		}
-		if n == 0 {
-			return buf, nil
-		}
-		buf = buf[:len(buf)+n]
-	}
-}
-
-// fsError is an *fs.PathError look-alike that needs no os.File.
-type fsError struct {
-	op, path string
-	err      error
-}
-
-func (e *fsError) Error() string { return e.op + " " + e.path + ": " + e.err.Error() }
-func (e *fsError) Unwrap() error { return e.err }
+// Small /proc reads on the per-task path go through engine/proc, which
+// reads with open, read and close only (os.Open tries every file for the
+// poller: four fcntl and an epoll_ctl more per file).
 
 // findMapping returns the start and length of the mapping named name in
 // /proc/PID/maps.
 func findMapping(pid int, name string) (uint64, uint64, error) {
 	path := fmt.Sprintf("/proc/%d/maps", pid)
-	b, err := readProcFile(path, make([]byte, 0, 4096))
+	b, err := procfs.ReadFile(path)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -82,33 +45,13 @@ func findMapping(pid int, name string) (uint64, uint64, error) {
 
 // openFds lists the fd numbers open in task pid (/proc/PID/fd).
 func openFds(pid int) ([]uint64, error) {
-	path := fmt.Sprintf("/proc/%d/fd", pid)
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fds, err := procfs.ListFds(pid)
 	if err != nil {
-		return nil, &fsError{op: "open", path: path, err: err}
+		return nil, err
 	}
-	defer unix.Close(fd)
-	var out []uint64
-	buf := make([]byte, 8192)
-	for {
-		n, err := unix.Getdents(fd, buf)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return nil, &fsError{op: "read", path: path, err: err}
-		}
-		if n == 0 {
-			return out, nil
-		}
-		var names []string
-		_, _, names = unix.ParseDirent(buf[:n], -1, names)
-		for _, name := range names {
-			v, err := strconv.ParseUint(name, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("read %s: entry %q", path, name)
-			}
-			out = append(out, v)
-		}
+	out := make([]uint64, len(fds))
+	for i, fd := range fds {
+		out[i] = uint64(fd)
 	}
+	return out, nil
 }

@@ -65,18 +65,10 @@ func Open(dir string, kind *Kind, id uint64) (*Reader, error) {
 // OpenPath opens the file at path as an image of kind (nil: find the kind
 // from the header, and from the name for raw files).
 func OpenPath(path string, kind *Kind) (*Reader, error) {
-	// unix.Open and os.NewFile rather than os.Open, which tries every
-	// file for the poller (four fcntl and an epoll_ctl more per file: a
-	// restore of 50 tasks opens some 350 images, and under a hypervisor
-	// that traps syscalls that is milliseconds).
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	for errors.Is(err, unix.EINTR) {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	}
+	f, err := openFile(path, unix.O_RDONLY, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open image: %w", &os.PathError{Op: "open", Path: path, Err: err})
+		return nil, fmt.Errorf("open image: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), path)
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()

@@ -3,8 +3,6 @@ package restore
 import (
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/engine/kernel"
+	procfs "github.com/crtools/crtools/engine/proc"
 	"github.com/crtools/crtools/engine/ptrace"
 )
 
@@ -484,27 +483,20 @@ type initialState struct {
 	oomScoreAdj int32
 }
 
-// rlimNlimits is RLIM_NLIMITS: the resources prlimit knows.
-const rlimNlimits = 16
-
 func readInitialState(pid int) (*initialState, error) {
 	c, err := readCreds(pid)
 	if err != nil {
 		return nil, err
 	}
 	st := &initialState{creds: c, rlimits: map[int]unix.Rlimit{}}
-	for res := 0; res < rlimNlimits; res++ {
+	for res := 0; res < procfs.NLimits; res++ {
 		var cur unix.Rlimit
 		if err := unix.Prlimit(pid, res, nil, &cur); err != nil {
 			return nil, fmt.Errorf("read rlimit %d of task %d: %w", res, pid, err)
 		}
 		st.rlimits[res] = cur
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid))
-	if err != nil {
-		return nil, err
-	}
-	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 32)
+	v, err := procfs.ReadInt(fmt.Sprintf("/proc/%d/oom_score_adj", pid))
 	if err != nil {
 		return nil, fmt.Errorf("read oom_score_adj of task %d: %w", pid, err)
 	}

@@ -2,7 +2,8 @@ package restore
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -93,17 +94,12 @@ func (p *puppet) checkFds() error {
 	if p.fds == nil {
 		return nil
 	}
-	got, err := openFds(p.pid) // procfs.go
+	got, err := openFds(p.pid) // procfs.go; sorted
 	if err != nil {
 		return fmt.Errorf("check the fd table of task %d: %w", p.pid, err)
 	}
-	var want []uint64
-	for fd := range p.fds.open {
-		want = append(want, fd)
-	}
-	sort.Slice(got, func(i, j int) bool { return got[i] < got[j] })
-	sort.Slice(want, func(i, j int) bool { return want[i] < want[j] })
-	if fmt.Sprint(got) != fmt.Sprint(want) {
+	want := slices.Sorted(maps.Keys(p.fds.open))
+	if !slices.Equal(got, want) {
 		return fmt.Errorf("check the fd table of task %d: it holds fds %v, crtools expected %v (a bug in crtools)", p.pid, got, want)
 	}
 	return nil

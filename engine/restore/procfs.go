@@ -43,7 +43,7 @@ func findMapping(pid int, name string) (uint64, uint64, error) {
 	return 0, 0, fmt.Errorf("no %s mapping in %s", name, path)
 }
 
-// openFds lists the fd numbers open in task pid (/proc/PID/fd).
+// openFds lists the fd numbers open in task pid (/proc/PID/fd), sorted.
 func openFds(pid int) ([]uint64, error) {
 	fds, err := procfs.ListFds(pid)
 	if err != nil {

@@ -1,7 +1,6 @@
 package restore
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -164,7 +163,7 @@ func (r *restorer) sessionTerminal(lead *puppet, sid int, fg bool) error {
 		// Right after TIOCSCTTY the leader's group is the foreground,
 		// so the leader may hand it over.
 		var b [4]byte
-		binary.LittleEndian.PutUint32(b[:], uint32(pgrp))
+		le.PutUint32(b[:], uint32(pgrp))
 		var addr uint64
 		if addr, err = lead.put(b[:]); err == nil {
 			_, err = lead.callf(fmt.Sprintf("make process group %d the foreground of %s", pgrp, f.Name()), unix.SYS_IOCTL, fd, unix.TIOCSPGRP, addr)

@@ -257,14 +257,7 @@ func (p *puppet) clone1(flags, exitSignal uint64, tid int) (*puppet, error) {
 		return nil, err
 	}
 	flags |= unix.CLONE_PTRACE
-	setTid := make([]byte, 4)
-	le.PutUint32(setTid, uint32(tid))
-	tidAddr, err := p.put(setTid)
-	if err != nil {
-		return nil, err
-	}
-	ca := cloneArgs{Flags: flags, ExitSignal: exitSignal, SetTid: tidAddr, SetTidSize: 1}
-	argsAddr, err := p.put(ca.bytes())
+	argsAddr, err := p.putCloneArgs(flags, exitSignal, tid)
 	if err != nil {
 		return nil, err
 	}
@@ -336,6 +329,19 @@ func (p *puppet) clone1(flags, exitSignal uint64, tid int) (*puppet, error) {
 	return &puppet{pid: real, vpid: tid, tgid: tgid, vtgid: vtgid, crtoolsFd: p.crtoolsFd, tr: p.tr, regs: p.regs, log: lg}, nil
 }
 
+// putCloneArgs puts the clone_args of a clone3 creating tid (set_tid)
+// into the scratch area and returns their address.
+func (p *puppet) putCloneArgs(flags, exitSignal uint64, tid int) (uint64, error) {
+	setTid := make([]byte, 4)
+	le.PutUint32(setTid, uint32(tid))
+	tidAddr, err := p.put(setTid)
+	if err != nil {
+		return 0, err
+	}
+	ca := cloneArgs{Flags: flags, ExitSignal: exitSignal, SetTid: tidAddr, SetTidSize: 1}
+	return p.put(ca.bytes())
+}
+
 // queueClone is clone for a task in crtools' pid namespace, queued (a
 // batch of clones costs one stop of p instead of one each). The returned
 // puppet's task exists once p's queue has run (born); created is told it
@@ -346,14 +352,7 @@ func (p *puppet) queueClone(flags, exitSignal uint64, tid int, created func(*pup
 	if flags&unix.CLONE_THREAD != 0 {
 		c.tgid, c.vtgid = p.tgid, p.vtgid
 	}
-	setTid := make([]byte, 4)
-	le.PutUint32(setTid, uint32(tid))
-	tidAddr, err := p.put(setTid)
-	if err != nil {
-		return nil, err
-	}
-	ca := cloneArgs{Flags: flags | unix.CLONE_PTRACE, ExitSignal: exitSignal, SetTid: tidAddr, SetTidSize: 1}
-	argsAddr, err := p.put(ca.bytes())
+	argsAddr, err := p.putCloneArgs(flags|unix.CLONE_PTRACE, exitSignal, tid)
 	if err != nil {
 		return nil, err
 	}

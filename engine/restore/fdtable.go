@@ -10,7 +10,7 @@ import (
 
 // fdTable is crtools' view of the fd numbers open in a puppet. It exists
 // from the close_range that empties the puppet's own table (closeInherited)
-// to the end of restoreProc. Each call that opens an fd returns the lowest
+// to the end of endProc. Each call that opens an fd returns the lowest
 // free number, so with the table known, a call whose result is an fd
 // (openat, pidfd_getfd) need not run alone to tell crtools the number: it
 // is queued with the number it must return, and a whole task's files and

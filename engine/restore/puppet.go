@@ -382,7 +382,7 @@ func (p *puppet) runPending() error {
 		// than begun: a batch begun and ended per run costs eight more
 		// ptrace calls (registers, mask and rseq saved and put back),
 		// and nothing of a puppet's registers or mask needs to survive
-		// its batches (restoreProc and finishProc set them).
+		// its batches (endProc and finishProc set them).
 		if err := in.Adopt(p.regs); err != nil {
 			return fmt.Errorf("prepare batch in puppet %d: %w", p.pid, err)
 		}

@@ -19,7 +19,7 @@ const (
 )
 
 // dropTrampoline unmaps the trampoline of a process with its last injected
-// syscall. restoreProc calls it as its last step, right after the task's
+// syscall. endProc calls it as its last step, right after the task's
 // last batch: switching to a task whose memory the CPU has not worked on
 // for a while costs some 100 µs more under this machine's hypervisor
 // (shadow page tables) than going back to the one just run, so the
@@ -54,7 +54,7 @@ func (r *restorer) dropTrampoline(pr *proc) error {
 
 // finishProc sets every thread's dumped registers, FPU/xstate and blocked
 // mask (dropTrampoline ran).
-// Preconditions: on the tracer thread; restoreProc succeeded.
+// Preconditions: on the tracer thread; endProc succeeded.
 func (r *restorer) finishProc(pr *proc) error {
 	if !pr.noTrampoline {
 		return fmt.Errorf("finish task %d: its trampoline is still mapped", pr.t.pid)

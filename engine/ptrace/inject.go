@@ -372,7 +372,7 @@ func (in *Injector) FinishEnd() error {
 	}
 	if in.settling {
 		in.settling = false
-		if err := in.settle(true); err != nil {
+		if err := in.settle(); err != nil {
 			in.endMask = nil
 			return err
 		}
@@ -382,26 +382,16 @@ func (in *Injector) FinishEnd() error {
 	return SetSigmask(in.Tid, mask)
 }
 
-// settle moves the task from the SIGTRAP signal-delivery-stop of the last
-// injection into a PTRACE_EVENT_STOP: PTRACE_INTERRUPT, then resume with
-// the SIGTRAP suppressed; the kernel handles the pending interrupt trap
-// before anything else on the way back to user space, so the task runs
-// no instruction of its own. A signal-delivery-stop seen first (not
-// expected) is held back in Deferred like those of the injections.
-// started: the interrupt was sent and the task resumed already.
-func (in *Injector) settle(started bool) error {
-	if !started {
-		if err := Interrupt(in.Tid); err != nil {
-			return fmt.Errorf("settle task %d: %w", in.Tid, err)
-		}
-	}
+// settle completes the move of the task from the SIGTRAP
+// signal-delivery-stop of the last injection into a PTRACE_EVENT_STOP,
+// which StartEnd began: PTRACE_INTERRUPT, then resume with the SIGTRAP
+// suppressed; the kernel handles the pending interrupt trap before
+// anything else on the way back to user space, so the task runs no
+// instruction of its own. It waits for that stop; a signal-delivery-stop
+// seen first (not expected) is held back in Deferred like those of the
+// injections, and the task resumed again.
+func (in *Injector) settle() error {
 	for {
-		if !started {
-			if err := Cont(in.Tid, 0); err != nil {
-				return fmt.Errorf("settle task %d: %w", in.Tid, err)
-			}
-		}
-		started = false
 		st, err := WaitStopped(in.Tid)
 		if err != nil {
 			return fmt.Errorf("settle task %d: %w", in.Tid, err)
@@ -412,6 +402,9 @@ func (in *Injector) settle(started bool) error {
 		}
 		if st.SignalDelivery() && st.Sig != int(unix.SIGTRAP) {
 			in.Deferred = append(in.Deferred, st.Sig)
+		}
+		if err := Cont(in.Tid, 0); err != nil {
+			return fmt.Errorf("settle task %d: %w", in.Tid, err)
 		}
 	}
 }

@@ -366,16 +366,27 @@ func (d *Dumper) Dump(pid, fd int) (*Collected, error) {
 	// out to be one this package dumps. Sockets, pipes and anonymous
 	// inodes are looked at through a copy.
 	var f *os.File
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
+	// copyFd sets f to a copy of the descriptor, once.
+	copyFd := func() (err error) {
+		if f == nil {
+			f, err = d.getfd(pid, fd)
+		}
+		return err
+	}
 	var st unix.Stat_t
 	if strings.HasPrefix(link, "/") {
 		if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/%d", pid, fd), &st); err != nil {
 			return nil, fmt.Errorf("stat %s: %w", desc, os.NewSyscallError("stat", err))
 		}
 	} else {
-		if f, err = d.getfd(pid, fd); err != nil {
+		if err := copyFd(); err != nil {
 			return nil, err
 		}
-		defer f.Close()
 		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 			return nil, fmt.Errorf("stat %s: %w", desc, os.NewSyscallError("fstat", err))
 		}
@@ -391,11 +402,8 @@ func (d *Dumper) Dump(pid, fd int) (*Collected, error) {
 		if alt, err := d.evasiveDevice(link, &st, desc); err != nil {
 			return nil, err
 		} else if alt != "" {
-			if f == nil {
-				if f, err = d.getfd(pid, fd); err != nil {
-					return nil, err
-				}
-				defer f.Close()
+			if err := copyFd(); err != nil {
+				return nil, err
 			}
 			return d.dumpDevice(c, pid, fd, alt, &st, info, fileFlags, f)
 		}
@@ -409,11 +417,8 @@ func (d *Dumper) Dump(pid, fd int) (*Collected, error) {
 		return c, fmt.Errorf("dump %s: %w", desc, ErrNotHandled)
 	}
 	c.Kind = kind
-	if f == nil {
-		if f, err = d.getfd(pid, fd); err != nil {
-			return nil, err
-		}
-		defer f.Close()
+	if err := copyFd(); err != nil {
+		return nil, err
 	}
 
 	// One open file description in several descriptors: dump it once.

@@ -682,23 +682,19 @@ func (d *Dumper) writeShmemPages(dir string, obj *shmemObj, pagesID uint32, ps *
 
 // getBuf returns a batch buffer, reusing one of an earlier task.
 // Preconditions: d.mu held.
-func (d *Dumper) getBuf() []byte {
-	if n := len(d.bufs); n > 0 {
-		b := d.bufs[n-1]
-		d.bufs = d.bufs[:n-1]
-		return b
-	}
-	return make([]byte, batchBytes)
-}
+func (d *Dumper) getBuf() []byte { return popBuf(&d.bufs, batchBytes) }
 
 // getChunk returns a reader's chunk buffer, reusing one of an earlier
 // task: its pages are then already known to the hypervisor.
 // Preconditions: d.mu held.
-func (d *Dumper) getChunk() []byte {
-	if n := len(d.chunks); n > 0 {
-		b := d.chunks[n-1]
-		d.chunks = d.chunks[:n-1]
+func (d *Dumper) getChunk() []byte { return popBuf(&d.chunks, chunkBytes) }
+
+// popBuf takes the last buffer of pool, or makes one of size bytes.
+func popBuf(pool *[][]byte, size int) []byte {
+	if n := len(*pool); n > 0 {
+		b := (*pool)[n-1]
+		*pool = (*pool)[:n-1]
 		return b
 	}
-	return make([]byte, chunkBytes)
+	return make([]byte, size)
 }

@@ -109,15 +109,8 @@ func (d *Dumper) dumpInet(c *Collected, e *pb.FileEntry, f *os.File, st *unix.St
 		} else if proto == unix.IPPROTO_UDP && diag.RQueue > 0 {
 			// Walked like a unix datagram queue (MSG_PEEK with
 			// SO_PEEK_OFF, which UDP has too), boundaries kept.
-			pkts, err := d.peekQueue(fd, unix.SOCK_DGRAM, 0)
-			if err != nil {
+			if err := d.saveQueue(fd, unix.SOCK_DGRAM, 0, c.ID); err != nil {
 				return fmt.Errorf("read the queued datagrams: %w", err)
-			}
-			for _, p := range pkts {
-				p.Entry = &pb.SkPacketEntry{IdFor: u32p(c.ID), Length: u32p(uint32(len(p.Data)))}
-			}
-			if len(pkts) > 0 {
-				d.set.Queues[c.ID] = pkts
 			}
 		}
 	} else if peer.IsValid() {

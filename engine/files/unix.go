@@ -175,15 +175,8 @@ func (d *Dumper) dumpUnix(c *Collected, e *pb.FileEntry, f *os.File, st *unix.St
 	e.Usk = ue
 
 	if !s.Listening() {
-		pkts, err := d.peekQueue(int(f.Fd()), int(s.Type), s.Shutdown)
-		if err != nil {
+		if err := d.saveQueue(int(f.Fd()), int(s.Type), s.Shutdown, c.ID); err != nil {
 			return fmt.Errorf("read queue: %w", err)
-		}
-		for _, p := range pkts {
-			p.Entry = &pb.SkPacketEntry{IdFor: u32p(c.ID), Length: u32p(uint32(len(p.Data)))}
-		}
-		if len(pkts) > 0 {
-			d.set.Queues[c.ID] = pkts
 		}
 	}
 	return nil
@@ -261,6 +254,22 @@ func dumpSockOpts(fd int) (*pb.SkOptsEntry, error) {
 }
 
 const maxDatagram = 4 << 20
+
+// saveQueue reads the receive queue of socket fd (peekQueue) into the
+// packets of sk-queues.img, for the file of id.
+func (d *Dumper) saveQueue(fd, typ int, shutdown uint8, id uint32) error {
+	pkts, err := d.peekQueue(fd, typ, shutdown)
+	if err != nil {
+		return err
+	}
+	for _, p := range pkts {
+		p.Entry = &pb.SkPacketEntry{IdFor: u32p(id), Length: u32p(uint32(len(p.Data)))}
+	}
+	if len(pkts) > 0 {
+		d.set.Queues[id] = pkts
+	}
+	return nil
+}
 
 // peekQueue reads the receive queue without consuming it. SO_PEEK_OFF
 // belongs to the socket the target shares with our copy: it is set for the

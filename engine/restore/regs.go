@@ -45,7 +45,13 @@ func (r *restorer) dropTrampoline(pr *proc) error {
 			}
 		}
 	}
-	if err := lead.unmapTrampoline(); err != nil {
+	if pr.sigtrapIgn != nil {
+		// An ignored SIGTRAP goes in last, with no trap after it
+		// (sigtrap.go).
+		if err := lead.dropTrampolineQuietly(*pr.sigtrapIgn); err != nil {
+			return err
+		}
+	} else if err := lead.unmapTrampoline(); err != nil {
 		return err
 	}
 	pr.noTrampoline = true

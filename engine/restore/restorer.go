@@ -83,6 +83,9 @@ type proc struct {
 	sharedFiles, sharedFS bool
 	// noTrampoline: the trampoline is unmapped (dropTrampoline).
 	noTrampoline bool
+	// sigtrapIgn is the task's SIGTRAP action when it is SIG_IGN, which
+	// dropTrampoline installs (sigtrap.go).
+	sigtrapIgn *kernelSigaction
 }
 
 func (r *restorer) Load(ctx context.Context) error {

@@ -189,7 +189,7 @@ func (r *restorer) endProc(st *procState) (int64, error) {
 
 	// Process-wide state.
 	tc := t.core().GetTc()
-	if err := lead.restoreSigactions(tc.GetSigactions()); err != nil {
+	if pr.sigtrapIgn, err = lead.restoreSigactions(tc.GetSigactions()); err != nil {
 		return filled, err
 	}
 	if err := lead.restoreItimers(tc.GetTimers()); err != nil {
@@ -350,8 +350,10 @@ func (p *puppet) restoreFS(img *imageSet, fs *pb.FsEntry) error {
 
 // restoreSigactions installs the handlers that are not in the default
 // state (SIG_DFL with no flags and no mask): most of the 64 are, and each
-// skipped one saves an injected syscall.
-func (p *puppet) restoreSigactions(sas []*pb.SaEntry) error {
+// skipped one saves an injected syscall. An ignored SIGTRAP is not
+// installed but returned: the traps that drive the puppet would reset it
+// (sigtrap.go), dropTrampoline installs it last.
+func (p *puppet) restoreSigactions(sas []*pb.SaEntry) (sigtrapIgn *kernelSigaction, err error) {
 	// CRIU's layout: one entry per signal 1..64 except SIGKILL and
 	// SIGSTOP, in signal order.
 	sig := 0
@@ -364,15 +366,19 @@ func (p *puppet) restoreSigactions(sas []*pb.SaEntry) error {
 			continue
 		}
 		ks := kernelSigaction{Handler: sa.GetSigaction(), Flags: sa.GetFlags(), Restorer: sa.GetRestorer(), Mask: sa.GetMask()}
+		if sig == int(unix.SIGTRAP) && ks.Handler == sigIgn {
+			sigtrapIgn = &ks
+			continue
+		}
 		a, err := p.put(ks.bytes())
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := p.queuef(fmt.Sprintf("set the action of signal %d", sig), unix.SYS_RT_SIGACTION, uint64(sig), a, 0, 8); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil // queued: the caller's next batch
+	return sigtrapIgn, nil // queued: the caller's next batch
 }
 
 // restoreItimers sets ITIMER_REAL/VIRTUAL/PROF where they were armed.

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -22,6 +23,32 @@ func TestDumpRestoreMemory(t *testing.T) {
 
 func TestDumpRestoreSignals(t *testing.T) {
 	dumpRestoreVerify(t, harness.BuildC(t, "signals.c"))
+}
+
+// SIGTRAP is the signal restore's own traps force (int3 and single-step):
+// its action (SIG_IGN, or a handler with flags and a mask) and every
+// thread's blocked mask must come back as dumped. The main thread is
+// dumped inside pause() (the restart of a syscall depends on how the last
+// injection leaves the task), which must go on after the restore.
+func TestDumpRestoreSigtrap(t *testing.T) {
+	bin := harness.BuildC(t, "sigtrap.c")
+	for _, mode := range []string{"ignore", "handler"} {
+		t.Run(mode, func(t *testing.T) {
+			harness.RequireRoot(t)
+			rp := harness.Subreaper()
+			w := harness.StartWorkload(t, bin, mode)
+			inPause := func() { waitInSyscall(t, w.Pid, unix.SYS_PAUSE) }
+			w.MustReady(10 * time.Second)
+			inPause()
+			w.MustVerify(10 * time.Second)
+			inPause()
+			dir := dumpKill(t, w)
+			rp.Forget(w.Pid)
+			restoreDetached(t, w, dir)
+			verifyRestoredPrep(t, w, inPause)
+			waitWorkloadExit(t, rp, w)
+		})
+	}
 }
 
 func TestDumpRestoreProcess(t *testing.T) {

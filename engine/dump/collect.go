@@ -760,7 +760,28 @@ func (s *dumpState) innerPids() error {
 			ts.pstree.Threads = append(ts.pstree.Threads, uint32(v))
 		}
 	}
+	s.innerTTYSessions(inner)
 	return nil
+}
+
+// innerTTYSessions renumbers the session and foreground group of the
+// tree's pseudo-terminals with the pids seen inside the tree's pid
+// namespace, as innerPids does the tasks: engine/files reads them from
+// /proc/PID/stat, in crtools' namespace, and restore looks a terminal up
+// by the image's session id. A group id unknown to the tree becomes 0 (no
+// foreground group to restore).
+func (s *dumpState) innerTTYSessions(inner map[*task]ns.InnerIDs) {
+	ids := map[int]int{}
+	for t, in := range inner {
+		ids[t.pid], ids[t.pgid], ids[t.sid] = in.Pid, in.Pgid, in.Sid
+	}
+	for _, info := range s.special.Set().TtyInfo {
+		if info.GetType() != pb.TtyType_PTY || info.GetSid() == 0 {
+			continue
+		}
+		info.Sid = proto.Uint32(uint32(ids[int(info.GetSid())]))
+		info.Pgrp = proto.Uint32(uint32(ids[int(info.GetPgrp())]))
+	}
 }
 
 // imgTid is the tid of thread i of ts in the images.

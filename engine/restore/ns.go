@@ -107,6 +107,19 @@ func (r *restorer) pgidOf(pr *proc) (int, error) {
 	return int(g), err
 }
 
+// pgidIn returns the process group of pid, a pid as the images number it:
+// read from outside in crtools' pid namespace, by a getpgid that p (a
+// puppet of the tree) injects inside the tree's own, where the same
+// number names another task.
+// Preconditions: on the tracer thread; p is stopped.
+func (r *restorer) pgidIn(p *puppet, pid int) (int, error) {
+	if !r.newPidNS() {
+		return unix.Getpgid(pid)
+	}
+	g, err := p.callf(fmt.Sprintf("read process group of %d (getpgid)", pid), unix.SYS_GETPGID, uint64(pid))
+	return int(g), err
+}
+
 // giveCrtoolsFd opens, in the first puppet (still in crtools' pid
 // namespace), a pidfd of crtools above every fd number of the images.
 // Every puppet cloned from it inherits it, so that puppets in the new pid

@@ -155,10 +155,12 @@ func (r *restorer) sessionTerminal(lead *puppet, sid int, fg bool) error {
 	if err != nil {
 		return err
 	}
+	skipped := false
 	if !fg {
 		_, err = lead.callf(fmt.Sprintf("make %s the controlling terminal of session %d", f.Name(), sid), unix.SYS_IOCTL, fd, unix.TIOCSCTTY, 0)
-	} else if cur, gerr := unix.Getpgid(pgrp); gerr != nil || cur != pgrp {
+	} else if cur, gerr := r.pgidIn(lead, pgrp); gerr != nil || cur != pgrp { // ns.go
 		r.log.Warn().Int("sid", sid).Int("pgrp", pgrp).Msg("foreground process group of the terminal not restored: no such group")
+		skipped = true
 	} else {
 		// Right after TIOCSCTTY the leader's group is the foreground,
 		// so the leader may hand it over.
@@ -172,7 +174,7 @@ func (r *restorer) sessionTerminal(lead *puppet, sid int, fg bool) error {
 	if _, cerr := lead.callf(fmt.Sprintf("close fd %d", fd), unix.SYS_CLOSE, fd); err == nil {
 		err = cerr
 	}
-	if err == nil {
+	if err == nil && !skipped {
 		r.log.Debug().Int("sid", sid).Int("pgrp", pgrp).Bool("foreground", fg).Str("tty", f.Name()).Msg("controlling terminal restored")
 	}
 	return err

@@ -45,7 +45,9 @@
 // goes with its own last syscall, single-stepped so that the task stops in
 // a SIGTRAP signal-delivery-stop like the other threads at their int3
 // (regs.go: done right after the task's last batch, while its memory is
-// the one the CPU last worked on). The page copy of a task runs on
+// the one the CPU last worked on). A task that ignores SIGTRAP gets that
+// action only then, with the munmap, both through syscall-stops: a trap
+// forced while SIGTRAP is ignored resets it to SIG_DFL (sigtrap.go). The page copy of a task runs on
 // another goroutine while the tracer maps the next task and finishes this
 // one's state (beginProc, endProc).
 //

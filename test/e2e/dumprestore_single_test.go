@@ -29,7 +29,8 @@ func TestDumpRestoreSignals(t *testing.T) {
 // its action (SIG_IGN, or a handler with flags and a mask) and every
 // thread's blocked mask must come back as dumped. The main thread is
 // dumped inside pause() (the restart of a syscall depends on how the last
-// injection leaves the task), which must go on after the restore.
+// injection leaves the task), which must go on after the restore. The
+// restored task survives a dump with -R as well.
 func TestDumpRestoreSigtrap(t *testing.T) {
 	bin := harness.BuildC(t, "sigtrap.c")
 	for _, mode := range []string{"ignore", "handler"} {
@@ -45,6 +46,14 @@ func TestDumpRestoreSigtrap(t *testing.T) {
 			dir := dumpKill(t, w)
 			rp.Forget(w.Pid)
 			restoreDetached(t, w, dir)
+			inPause()
+			if err := w.Verify(10 * time.Second); err != nil {
+				t.Fatalf("after restore: %v\n%s", err, readLog(w, "restore.log"))
+			}
+			// The restored task is dumped again, left running (an
+			// ignored SIGTRAP takes the dump's syscall-stop path).
+			inPause()
+			dumpDir(t, w, "-R")
 			verifyRestoredPrep(t, w, inPause)
 			waitWorkloadExit(t, rp, w)
 		})

@@ -314,6 +314,12 @@ func (r *run) runStep(ctx context.Context, s planner.Step, log zerolog.Logger) e
 			if err := checkFinalDirFree(r.plan.ImagesDir); err != nil {
 				return err
 			}
+			// With the lock held, every temporary images directory of
+			// this recipe is the debris of an earlier run that was
+			// killed before it could roll back (makeTempDir): it goes
+			// now, before the freeze, rather than in the frozen window.
+			parent := filepath.Dir(r.plan.ImagesDir)
+			removeStaleTemps(parent, planner.TempDirPrefix(r.plan.Name), r.log)
 		}
 		return nil
 	case planner.KindUnlock:
@@ -551,11 +557,9 @@ func (r *run) makeTempDir() error {
 	// one, so the prefix is unambiguous). A run holding the recipe's lock
 	// knows that every such directory left in parent is the debris of an
 	// earlier run that was killed before it could roll back (SIGKILL, a
-	// power cut): no other run of this recipe can be writing it.
+	// power cut): no other run of this recipe can be writing it. The lock
+	// step removed them already (removeStaleTemps), before the freeze.
 	prefix := planner.TempDirPrefix(r.plan.Name)
-	if r.lock != nil {
-		removeStaleTemps(parent, prefix, r.log)
-	}
 	d, err := os.MkdirTemp(parent, prefix+filepath.Base(final)+".tmp-")
 	if err != nil {
 		return fmt.Errorf("create temporary images directory: %w", err)

@@ -37,6 +37,9 @@ type dumpState struct {
 	shmemOrder []*shmemObj
 	tasks      []*taskState
 	nextKobj   uint32
+	// stats are the /proc/PID/stat of every task (collectStart), by pid:
+	// engine/files takes sessions and terminals from them.
+	stats map[int]*proc.Stat
 	// smaps are the memory maps read ahead (readAheadSmaps), by pid;
 	// only the goroutine that collects reads the map itself.
 	smaps map[int]chan smapsRead
@@ -77,7 +80,7 @@ func (d *Dumper) Collect(ctx context.Context) error {
 	if !d.frozen {
 		return fmt.Errorf("collect: tree is not frozen")
 	}
-	s := &dumpState{nsIDs: map[string]uint32{}}
+	s := &dumpState{nsIDs: map[string]uint32{}, stats: map[int]*proc.Stat{}}
 	s.kobjs.vm.Type, s.kobjs.files.Type, s.kobjs.fs.Type = files.KcmpVM, files.KcmpFiles, files.KcmpFS
 	var tree []int
 	for _, t := range d.tasks {
@@ -87,6 +90,9 @@ func (d *Dumper) Collect(ctx context.Context) error {
 		Tree: tree, ExtUnixSk: d.opts.ExtUnixSk, FileLocks: d.opts.FileLocks, ShellJob: d.opts.ShellJob,
 		LinkRemap: d.opts.LinkRemap, GhostLimit: d.opts.GhostLimit, TCPSkipInFlight: d.opts.TCPSkipInFlight, EvasiveDevices: d.opts.EvasiveDevices, Log: d.log,
 		TCPEstablished: d.opts.TCPEstablished, NextID: func() uint32 { s.files.next++; return s.files.next },
+		// Every task's stat is read (collectStart) before any descriptor
+		// is dumped (collectMid), on the same goroutine.
+		TaskStat: func(pid int) *proc.Stat { return s.stats[pid] },
 	})
 	defer s.special.Close()
 	if err := d.collectTree(ctx, s); err != nil {
@@ -369,6 +375,7 @@ func (d *Dumper) collectStart(s *dumpState, t *task) (*collecting, error) {
 		return nil, fmt.Errorf("read state of pid %d: %w", pid, err)
 	}
 	c.st = st
+	s.stats[pid] = st
 	t.pgid, t.sid = st.Pgrp, st.Session
 	// A task that was seized while already exiting (PF_EXITING: it
 	// cannot stop, and its namespaces and files are going away) is

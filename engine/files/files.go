@@ -67,6 +67,7 @@ import (
 
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/engine/kernel"
+	"github.com/crtools/crtools/engine/proc"
 	"github.com/crtools/crtools/engine/sockdiag"
 )
 
@@ -103,7 +104,12 @@ type Options struct {
 	// NextID allocates file ids; nil: the dumper counts from 1. Give the
 	// engine's allocator so that ids do not collide with regular files.
 	NextID func() uint32
-	Log    zerolog.Logger
+	// TaskStat returns the /proc/PID/stat of a task of Tree that the
+	// caller read already while the tree was frozen, nil if it has none:
+	// the pty code takes sessions and controlling terminals from it
+	// rather than reading every task's stat again. nil: read them.
+	TaskStat func(pid int) *proc.Stat
+	Log      zerolog.Logger
 }
 
 // Collected is the result of dumping one descriptor.

@@ -115,7 +115,7 @@ func (d *Dumper) dumpTTY(c *Collected, e *pb.FileEntry, f *os.File, st *unix.Sta
 	if slave {
 		info.Pty = &pb.TtyPtyEntry{Index: u32p(idx)}
 	}
-	if sid, pgrp, ttyNr, err := sessionOf(c.Pid); err == nil && uint64(ttyNr) == st.Rdev {
+	if sid, pgrp, ttyNr, err := d.sessionOf(c.Pid); err == nil && uint64(ttyNr) == st.Rdev {
 		info.Sid, info.Pgrp = u32p(uint32(sid)), u32p(uint32(pgrp))
 	}
 	if t, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
@@ -130,6 +130,18 @@ func (d *Dumper) dumpTTY(c *Collected, e *pb.FileEntry, f *os.File, st *unix.Sta
 	}
 	e.Tty = &pb.TtyFileEntry{Id: u32p(c.ID), TtyInfoId: u32p(uint32(st.Rdev)), Flags: u32p(flags), Fown: fown}
 	return nil
+}
+
+// sessionOf returns session, foreground process group and tty_nr of pid:
+// from the stat the caller read already (Options.TaskStat), else from
+// /proc/PID/stat.
+func (d *Dumper) sessionOf(pid int) (sid, tpgid, ttyNr int, err error) {
+	if d.opts.TaskStat != nil {
+		if st := d.opts.TaskStat(pid); st != nil {
+			return st.Session, st.Tpgid, st.TtyNr, nil
+		}
+	}
+	return sessionOf(pid)
 }
 
 // sessionOf reads session, foreground process group and tty_nr from
@@ -272,7 +284,7 @@ func (d *Dumper) ptySession(pid int, idx uint32) (sid, pgrp int) {
 			inTree[p] = true
 		}
 		for _, p := range tree {
-			s, tpgid, ttyNr, err := sessionOf(p)
+			s, tpgid, ttyNr, err := d.sessionOf(p)
 			if err != nil || ttyNr == 0 || !inTree[s] {
 				continue
 			}

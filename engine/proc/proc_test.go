@@ -35,6 +35,9 @@ func TestParseStat(t *testing.T) {
 			s.EnvEnd != 140730000002000 || s.ExitCode != 0 || s.ExitSignal != 17 {
 			t.Errorf("comm %q: mm fields: %+v", comm, s)
 		}
+		if s.Session != 4242 || s.TtyNr != 34816 || s.Tpgid != 4242 {
+			t.Errorf("comm %q: session/terminal: %+v", comm, s)
+		}
 		if s.Flags != 4194560 || s.IsKernelThread() {
 			t.Errorf("comm %q: flags %x", comm, s.Flags)
 		}
@@ -62,6 +65,9 @@ func TestParseStatSelfAndKthread(t *testing.T) {
 	}
 	if !k.IsKernelThread() {
 		t.Errorf("pid 2 is not a kernel thread: flags %x", k.Flags)
+	}
+	if k.TtyNr != 0 || k.Tpgid != -1 {
+		t.Errorf("pid 2 has a terminal: tty_nr %d, tpgid %d", k.TtyNr, k.Tpgid)
 	}
 }
 

@@ -19,6 +19,7 @@ type Stat struct {
 	Pgrp       int    // 5
 	Session    int    // 6
 	TtyNr      int    // 7
+	Tpgid      int    // 8, -1 without a foreground group
 	Flags      uint64 // 9
 	Priority   int64  // 18
 	Nice       int64  // 19
@@ -86,7 +87,7 @@ func ParseStat(data []byte) (*Stat, error) {
 		n   int
 		dst any
 	}{
-		{4, &s.Ppid}, {5, &s.Pgrp}, {6, &s.Session}, {7, &s.TtyNr}, {9, &s.Flags},
+		{4, &s.Ppid}, {5, &s.Pgrp}, {6, &s.Session}, {7, &s.TtyNr}, {8, &s.Tpgid}, {9, &s.Flags},
 		{18, &s.Priority}, {19, &s.Nice}, {20, &s.NumThreads}, {22, &s.StartTime},
 		{26, &s.StartCode}, {27, &s.EndCode}, {28, &s.StartStack}, {38, &s.ExitSignal},
 		{40, &s.RtPriority}, {41, &s.Policy}, {45, &s.StartData}, {46, &s.EndData},

@@ -37,6 +37,9 @@ type dumpState struct {
 	shmemOrder []*shmemObj
 	tasks      []*taskState
 	nextKobj   uint32
+	// sockets are the first socket descriptor of each task that holds
+	// one (collectFd), by pid: -n net refuses them (engine/ns).
+	sockets map[int]socketFd
 	// stats are the /proc/PID/stat of every task (collectStart), by pid:
 	// engine/files takes sessions and terminals from them.
 	stats map[int]*proc.Stat
@@ -129,16 +132,27 @@ func (d *Dumper) collectTree(ctx context.Context, s *dumpState) error {
 		pids, ids = append(pids, ts.t.pid), append(ids, ts.ids)
 		links[ts.t.pid] = ts.nsLinks
 	}
-	nsd, err := ns.CollectWith(pids, ids, d.opts.Namespaces, func(pid int, name string) (string, error) {
-		if l, ok := links[pid][name]; ok {
+	seen := ns.Seen{
+		Link: func(pid int, name string) (string, error) {
+			if l, ok := links[pid][name]; ok {
+				return l, nil
+			}
+			l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, name))
+			if err != nil {
+				return "", fmt.Errorf("read %s namespace of %d: %w", name, pid, err)
+			}
 			return l, nil
-		}
-		l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, name))
-		if err != nil {
-			return "", fmt.Errorf("read %s namespace of %d: %w", name, pid, err)
-		}
-		return l, nil
-	})
+		},
+		// collectFds went through every descriptor of every live task.
+		Socket: func(pid int) (int, string, bool) {
+			sk, ok := s.sockets[pid]
+			return sk.fd, sk.link, ok
+		},
+	}
+	if st := s.tasks[0].statuses; len(st) > 0 {
+		seen.RootStatus = st[0]
+	}
+	nsd, err := ns.CollectWith(pids, ids, d.opts.Namespaces, seen)
 	if err != nil {
 		return err
 	}

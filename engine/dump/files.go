@@ -156,6 +156,12 @@ func isTTY(rdev uint64) bool {
 	return maj == 4 || maj == 5 || (maj >= 136 && maj <= 143)
 }
 
+// socketFd is a socket descriptor of a task: its number and /proc link.
+type socketFd struct {
+	fd   int
+	link string
+}
+
 // collectFds reads the descriptors of pid into fdinfo entries, adding
 // their open files to the table.
 func (s *dumpState) collectFds(pid int) ([]*pb.FdinfoEntry, error) {
@@ -181,6 +187,12 @@ func (s *dumpState) collectFd(pid, fd int) (*pb.FdinfoEntry, error) {
 	// For the others it hands back what it read (link, stat, fdinfo).
 	c, err := s.special.Dump(pid, fd)
 	if err == nil {
+		if _, seen := s.sockets[pid]; !seen && (c.Kind == pb.FdTypes_UNIXSK || c.Kind == pb.FdTypes_INETSK) {
+			if s.sockets == nil {
+				s.sockets = map[int]socketFd{}
+			}
+			s.sockets[pid] = socketFd{fd, c.Link}
+		}
 		return c.Fdinfo(), nil
 	} else if !errors.Is(err, files.ErrNotHandled) {
 		return nil, err

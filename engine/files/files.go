@@ -129,10 +129,11 @@ type Collected struct {
 	// Locks held through this descriptor (only with FileLocks).
 	Locks []*pb.FileLockEntry
 
-	// What Dump read of a descriptor it leaves to the caller
-	// (ErrNotHandled), so that the caller need not read it again: the
-	// /proc/PID/fd/FD link, the open file's stat, and from fdinfo its
-	// offset, open flags (without O_CLOEXEC) and mount id.
+	// Link is the /proc/PID/fd/FD link, for every descriptor. What else
+	// Dump read of a descriptor it leaves to the caller (ErrNotHandled),
+	// so that the caller need not read it again: the open file's stat,
+	// and from fdinfo its offset, open flags (without O_CLOEXEC) and
+	// mount id.
 	Link  string
 	Stat  unix.Stat_t
 	Pos   int64
@@ -360,7 +361,7 @@ func (d *Dumper) Dump(pid, fd int) (*Collected, error) {
 		return nil, err
 	}
 	desc := fdDesc(pid, fd, link)
-	c := &Collected{Pid: pid, Fd: fd}
+	c := &Collected{Pid: pid, Fd: fd, Link: link}
 	if info.Flags&unix.O_CLOEXEC != 0 {
 		c.FdFlags = unix.FD_CLOEXEC
 	}
@@ -416,7 +417,7 @@ func (d *Dumper) Dump(pid, fd int) (*Collected, error) {
 	}
 	if kind == pb.FdTypes_REG && (memfd || !isGhost(link, &st)) {
 		c.Kind = kind
-		c.Link, c.Stat, c.Pos, c.Flags, c.MntID = link, st, info.Pos, fileFlags, info.MntID
+		c.Stat, c.Pos, c.Flags, c.MntID = st, info.Pos, fileFlags, info.MntID
 		if c.Locks, err = d.locks(pid, fd, desc, info); err != nil {
 			return c, err
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/crtools/crtools/engine"
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/proc"
 )
 
 // Dump is the namespace state of a tree, ready to be written.
@@ -25,13 +26,27 @@ type Dump struct {
 	mnt   *mntDump
 }
 
+// Seen is what the caller read of the frozen tree already, so that
+// CollectWith reads nothing twice; a nil field is read from /proc.
+type Seen struct {
+	// Link returns /proc/PID/ns/NAME's target, as os.Readlink would.
+	Link func(pid int, name string) (string, error)
+	// RootStatus is the root task's /proc status (-n pid: its inner ids).
+	RootStatus *proc.Status
+	// Socket tells whether task pid holds a socket (-n net refuses it):
+	// the first such descriptor and its /proc/PID/fd link
+	// ("socket:[123]"), ok false if none. The caller's list must be of
+	// every descriptor of the task.
+	Socket func(pid int) (fd int, link string, ok bool)
+}
+
 // CollectWith checks the namespaces of every task of the tree against
 // crtools' own and the requested ones, and reads the requested namespaces
 // of the root. pids[0] is the root; ids[i] are the kobj ids of pids[i]
-// (their *_ns_id fields name the images). link(pid, name) returns
-// /proc/PID/ns/NAME's target, as os.Readlink would, for a caller that read
-// the tasks' namespace links already (nil: read them).
-func CollectWith(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string, link func(pid int, name string) (string, error)) (*Dump, error) {
+// (their *_ns_id fields name the images). seen is what the caller read
+// already.
+func CollectWith(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string, seen Seen) (*Dump, error) {
+	link := seen.Link
 	if link == nil {
 		link = func(pid int, name string) (string, error) { return nsLink(strconv.Itoa(pid), name) }
 	}
@@ -74,7 +89,16 @@ func CollectWith(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string, lin
 		}
 	}
 	if req["pid"] {
-		in, err := ReadInner(root, root)
+		var in InnerIDs
+		var err error
+		if seen.RootStatus != nil {
+			in, err = InnerFromStatus(seen.RootStatus)
+			if err != nil {
+				err = fmt.Errorf("read pid namespace ids of %d: %w", root, err)
+			}
+		} else {
+			in, err = ReadInner(root, root)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -120,7 +144,7 @@ func CollectWith(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string, lin
 		d.mnt = m
 	}
 	if req["net"] {
-		n, err := collectNet(root, pids, idOf(ids[0], "net"))
+		n, err := collectNet(root, pids, idOf(ids[0], "net"), seen.Socket)
 		if err != nil {
 			return nil, err
 		}

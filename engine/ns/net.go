@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -83,9 +84,16 @@ type netDump struct {
 
 // collectNet reads the links, addresses and routes of the network
 // namespace of pid. pids are the live tasks of the tree: none may hold a
-// socket.
-func collectNet(pid int, pids []int, id uint32) (*netDump, error) {
+// socket (socket, Seen.Socket, tells from the caller's descriptors; nil:
+// read each task's).
+func collectNet(pid int, pids []int, id uint32, socket func(pid int) (int, string, bool)) (*netDump, error) {
 	for _, p := range pids {
+		if socket != nil {
+			if fd, l, ok := socket(p); ok {
+				return nil, holdsSocket(p, strconv.Itoa(fd), l)
+			}
+			continue
+		}
 		if err := noSockets(p); err != nil {
 			return nil, err
 		}
@@ -173,10 +181,16 @@ func noSockets(pid int) error {
 	for _, e := range ents {
 		l, err := os.Readlink(filepath.Join(dir, e.Name()))
 		if err == nil && strings.HasPrefix(l, "socket:") {
-			return fmt.Errorf("task %d holds a socket (fd %s, %s) in the network namespace checkpointed with -n net; sockets inside a checkpointed network namespace: %w", pid, e.Name(), l, engine.ErrNotSupported)
+			return holdsSocket(pid, e.Name(), l)
 		}
 	}
 	return nil
+}
+
+// holdsSocket is noSockets' refusal of pid's descriptor fd, link its
+// /proc link.
+func holdsSocket(pid int, fd, link string) error {
+	return fmt.Errorf("task %d holds a socket (fd %s, %s) in the network namespace checkpointed with -n net; sockets inside a checkpointed network namespace: %w", pid, fd, link, engine.ErrNotSupported)
 }
 
 // write writes netdev-ID.img and net-ID.json into dir.

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/crtools/crtools/engine/proc"
 	"github.com/crtools/crtools/test/harness"
 )
 
@@ -285,4 +286,46 @@ func TestNSNetDumpRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitExit(t, rp, pid, 0)
+}
+
+// TestNSNetRefusesSocket: a task in a network namespace of its own that
+// holds a socket is refused by dump -n net, naming the descriptor (the
+// check uses the descriptors the dump collected), and runs on untouched.
+// Its sockets are a pair made in the test's namespace (sock_diag there
+// reports them, so the descriptors themselves dump; sockets of the task's
+// own namespace are refused earlier, sock_diag not finding them).
+func TestNSNetRefusesSocket(t *testing.T) {
+	harness.RequireRoot(t)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := os.NewFile(uintptr(fds[0]), "a"), os.NewFile(uintptr(fds[1]), "b")
+	cmd := exec.Command("sleep", "1000")
+	cmd.ExtraFiles = []*os.File{a, b} // fds 3 and 4
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: unix.CLONE_NEWNET}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	b.Close()
+	pid := cmd.Process.Pid
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	sock, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/3", pid))
+	if err != nil || !strings.HasPrefix(sock, "socket:") {
+		t.Fatalf("fd 3 of the workload: %q, %v; want a socket", sock, err)
+	}
+	dir := filepath.Join(t.TempDir(), "images")
+	code, out := crtools(t, "dump", "-t", fmt.Sprint(pid), "-D", dir, "-n", "net")
+	want := fmt.Sprintf("task %d holds a socket (fd 3, %s)", pid, sock)
+	if code == 0 || !strings.Contains(out, want) {
+		t.Fatalf("dump -n net of a task holding a socket: exit %d, want a refusal with %q:\n%s", code, want, out)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("a refused dump left %s (%v)", dir, err)
+	}
+	st, err := proc.ReadStat(pid)
+	if err != nil || st.State != 'S' {
+		t.Fatalf("workload after the refused dump: %+v, %v; want it sleeping", st, err)
+	}
 }

@@ -87,16 +87,19 @@ func ParseMaps(data []byte) ([]Mapping, error) {
 		case "VmFlags":
 			// One string per mapping, not a map of flags: a dump parses
 			// the smaps of every task.
-			cur.VmFlags = strings.Join(strings.Fields(string(val)), " ")
+			cur.VmFlags = joinFields(val)
 			if cur.VmFlags == "" {
 				cur.VmFlags = " " // a VmFlags line without flags
 			}
 		case "Rss", "Swap":
-			f := bytes.Fields(val)
-			if len(f) != 2 || string(f[1]) != "kB" {
+			// "  1234 kB"; split by hand: bytes.Fields allocates, and
+			// every mapping of every task has both lines.
+			num, rest := nextField(val)
+			unit, rest := nextField(rest)
+			if extra, _ := nextField(rest); len(num) == 0 || string(unit) != "kB" || len(extra) > 0 {
 				return nil, fmt.Errorf("parse maps: line %d: bad %s value %q", lineNo, key, val)
 			}
-			v, err := strconv.ParseUint(string(f[0]), 10, 64)
+			v, err := strconv.ParseUint(string(num), 10, 64)
 			if err != nil {
 				return nil, fmt.Errorf("parse maps: line %d: %s: %w", lineNo, key, err)
 			}
@@ -108,6 +111,37 @@ func ParseMaps(data []byte) ([]Mapping, error) {
 		}
 	}
 	return out, nil
+}
+
+// joinFields is strings.Join(strings.Fields(string(b)), " ") for ASCII
+// white space (VmFlags) with one allocation.
+func joinFields(b []byte) string {
+	out := make([]byte, 0, len(b))
+	for f, rest := nextField(b); len(f) > 0; f, rest = nextField(rest) {
+		if len(out) > 0 {
+			out = append(out, ' ')
+		}
+		out = append(out, f...)
+	}
+	return string(out)
+}
+
+// nextField returns the first run of non-white-space bytes of b (ASCII
+// white space) and what follows it; an empty field when there is none.
+func nextField(b []byte) (field, rest []byte) {
+	i := 0
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	j := i
+	for j < len(b) && !isSpace(b[j]) {
+		j++
+	}
+	return b[i:j], b[j:]
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
 }
 
 // isMapsHeader tells a "start-end perms ..." line from a "Key: value" line
@@ -237,15 +271,14 @@ func isOctal(c byte) bool { return c >= '0' && c <= '7' }
 // ReadSmaps reads and parses /proc/PID/smaps.
 func ReadSmaps(pid int) ([]Mapping, error) {
 	path := fmt.Sprintf("/proc/%d/smaps", pid)
-	b, err := ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	m, err := ParseMaps(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return m, nil
+	var m []Mapping
+	err := readPooled(path, func(b []byte) (err error) {
+		if m, err = ParseMaps(b); err != nil { // copies what it keeps
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		return nil
+	})
+	return m, err
 }
 
 // MapFilePath returns the exact path of the file behind a mapping, read from

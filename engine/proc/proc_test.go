@@ -155,6 +155,14 @@ func TestParseSmaps(t *testing.T) {
 		m[1].Path != "[vvar]" || !m[1].Flag("io") {
 		t.Errorf("got %+v", m)
 	}
+	if len(m) == 2 && (m[0].VmFlags != "rd wr mr mw me gd ac dd" || m[1].Rss != 0) {
+		t.Errorf("VmFlags %q, Rss of [vvar] %d", m[0].VmFlags, m[1].Rss)
+	}
+	for _, v := range []string{"Rss: 4 MB", "Rss: kB", "Rss: 4 kB x", "Rss:", "Swap: 4", "Rss: -4 kB"} {
+		if _, err := ParseMaps([]byte("1000-2000 rw-p 0 00:00 0\n" + v + "\n")); err == nil {
+			t.Errorf("ParseMaps accepted %q", v)
+		}
+	}
 	self, err := ReadSmaps(os.Getpid())
 	if err != nil {
 		t.Fatal(err)

@@ -24,9 +24,23 @@ var readBufs = sync.Pool{New: func() any {
 // a dump of a tree reads thousands of these files. It reads into a pooled
 // buffer with large reads and returns a copy of exactly the file's size.
 func ReadFile(path string) ([]byte, error) {
+	var out []byte
+	err := readPooled(path, func(b []byte) error {
+		out = make([]byte, len(b))
+		copy(out, b)
+		return nil
+	})
+	return out, err
+}
+
+// readPooled reads path like ReadFile into a pooled buffer and hands its
+// contents to parse, which must not keep them: a parser that copies what
+// it keeps (ParseMaps) needs no copy of the whole file, which for smaps is
+// several fresh pages per task.
+func readPooled(path string, parse func([]byte) error) error {
 	fd, err := openNoPoll(path, unix.O_RDONLY|unix.O_CLOEXEC)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer unix.Close(fd)
 	bp := readBufs.Get().(*[]byte)
@@ -49,12 +63,10 @@ func ReadFile(path string) ([]byte, error) {
 			continue
 		}
 		if err != nil {
-			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+			return &os.PathError{Op: "read", Path: path, Err: err}
 		}
 		if m == 0 {
-			out := make([]byte, n)
-			copy(out, buf[:n])
-			return out, nil
+			return parse(buf[:n])
 		}
 		n += m
 	}

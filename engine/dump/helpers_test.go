@@ -29,6 +29,14 @@ import (
 // The returned pid is killed when the test ends.
 func startDetached(t testing.TB, src string, args ...string) int {
 	t.Helper()
+	pid, _ := startDetachedReady(t, src, args...)
+	return pid
+}
+
+// startDetachedReady is startDetached, and also returns the first line the
+// program wrote to $READY (which starts with "ready").
+func startDetachedReady(t testing.TB, src string, args ...string) (int, string) {
+	t.Helper()
 	dir := t.TempDir()
 	bin := buildC(t, dir, src)
 	ready := filepath.Join(dir, "ready")
@@ -51,7 +59,8 @@ func startDetached(t testing.TB, src string, args ...string) int {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if b, _ := os.ReadFile(ready); bytes.HasPrefix(b, []byte("ready")) {
-			return pid
+			line, _, _ := strings.Cut(string(b), "\n")
+			return pid, line
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s (pid %d) did not get ready", bin, pid)

@@ -1,6 +1,17 @@
 package dump
 
-import "testing"
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+
+	"github.com/crtools/crtools/engine"
+	"github.com/crtools/crtools/engine/image"
+)
 
 // TestPlanBatches: the batches the readers share cover the ranges in
 // address order, back to back in the pages file, each within batchBytes
@@ -67,5 +78,112 @@ func TestPlanBatches(t *testing.T) {
 	}
 	if len(plans) < 2+3+2 {
 		t.Fatalf("%d batches: cut too coarsely", len(plans))
+	}
+}
+
+// patternSrc maps 21 MiB of private anonymous memory and writes every
+// 8-byte word at address a with a*0x9e3779b97f4a7c15, except the tenth
+// MiB; then the last MiB is made PROT_NONE (read through /proc/PID/mem).
+const patternSrc = `
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#define MIB (1UL << 20)
+int main(void) {
+	size_t n = 21 * MIB;
+	uint64_t *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return 2;
+	for (size_t i = 0; i < n / 8; i++) {
+		if (i * 8 >= 9 * MIB && i * 8 < 10 * MIB)
+			continue;
+		p[i] = (uint64_t)(uintptr_t)&p[i] * 0x9e3779b97f4a7c15ULL;
+	}
+	if (mprotect((char *)p + 20 * MIB, MIB, PROT_NONE))
+		return 3;
+	FILE *f = fopen(getenv("READY"), "w");
+	fprintf(f, "ready %lx\n", (unsigned long)(uintptr_t)p);
+	fclose(f);
+	for (;;) pause();
+}
+`
+
+// TestCopyPagesInMemory dumps a process with patterned memory into a
+// tmpfs directory, where the readers copy with raw system calls
+// (pagesOut.raw), and into a temporary directory, and checks in both
+// that the pages images hold exactly the written pages, each with its
+// contents: the two readers, batches, chunks and the /proc/PID/mem path.
+func TestCopyPagesInMemory(t *testing.T) {
+	requireRoot(t)
+	shm, err := os.MkdirTemp("/dev/shm", "crtools-dump-test-")
+	if err != nil {
+		t.Fatalf("a tmpfs directory for the images: %v", err)
+	}
+	defer os.RemoveAll(shm)
+	for _, base := range []string{shm, t.TempDir()} {
+		pid, ready := startDetachedReady(t, patternSrc)
+		var start uint64
+		if _, err := fmt.Sscanf(ready, "ready %x", &start); err != nil {
+			t.Fatalf("ready line %q: %v", ready, err)
+		}
+		dir := filepath.Join(base, "img")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := dumpPid(t, pid, dir, engine.FinishLeaveRunning); err != nil {
+			t.Fatal(err)
+		}
+		if base == shm {
+			f, err := os.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !inMemory(f) {
+				t.Errorf("%s is not seen as in memory: the raw copy was not tested", dir)
+			}
+			f.Close()
+		}
+		const mib = 1 << 20
+		end := start + 21*mib
+		pm, err := image.ReadPagemap(dir, image.Pagemap, uint64(pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages, err := image.OpenPages(dir, image.Pagemap, uint64(pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Which of the mapping's pages the images hold, and their words.
+		var got []pageRange
+		for i, r := range pm.Runs {
+			if r.End() <= start || r.Vaddr >= end {
+				continue
+			}
+			data, err := pages.ReadRun(i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A run may go on into a neighbouring mapping.
+			from, to := max(r.Vaddr, start), min(r.End(), end)
+			for a := from; a < to; a += 8 {
+				w := binary.LittleEndian.Uint64(data[a-r.Vaddr:])
+				if want := a * 0x9e3779b97f4a7c15; w != want {
+					t.Fatalf("%s: word at %#x is %#x, want %#x", dir, a, w, want)
+				}
+			}
+			if k := len(got); k > 0 && got[k-1].end == from {
+				got[k-1].end = to
+			} else {
+				got = append(got, pageRange{start: from, end: to})
+			}
+		}
+		pages.Close()
+		want := []pageRange{{start: start, end: start + 9*mib}, {start: start + 10*mib, end: end}}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: pages saved %#v, want %#v", dir, got, want)
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
 	}
 }

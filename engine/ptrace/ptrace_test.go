@@ -81,6 +81,16 @@ func TestSeizeInterruptRegsRoundTrip(t *testing.T) {
 		if len(xs) < 576 || len(xs)%8 != 0 {
 			t.Errorf("xstate size %d", len(xs))
 		}
+		// A second read takes the size the first one learnt: the same
+		// state, at the same size.
+		xs2, err := GetXState(pid)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(xs, xs2) || int64(len(xs)) != xstateSize.Load() {
+			t.Errorf("second xstate read: %d bytes, differs %v, learnt size %d; first %d bytes",
+				len(xs2), !bytes.Equal(xs, xs2), xstateSize.Load(), len(xs))
+		}
 		if err := SetXState(pid, xs); err != nil {
 			return err
 		}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,6 +60,9 @@ var batchCode = []byte{
 	0x72, 0xbc, // jc loop
 	0xcc, // done: int3
 }
+
+// codeBufs are setup's buffers for the code page and first table.
+var codeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
 
 // ErrSyscallStops says that a task ignores SIGTRAP, which the batch's int3
 // would reset: inject single calls instead.
@@ -390,11 +395,17 @@ func (b *Batch) setup(calls []BatchCall) error {
 	}
 	if b.needCode {
 		// The code page and the table after it, read-only for the task
-		// until the batch's mprotect: one write through /proc/PID/mem.
-		code := make([]byte, int(tableAddr-b.addr)+len(table))
+		// until the batch's mprotect: one write through /proc/PID/mem,
+		// from a pooled buffer (a dump of a tree writes one per task).
+		bp := codeBufs.Get().(*[]byte)
+		code := slices.Grow((*bp)[:0], int(tableAddr-b.addr)+len(table))[:int(tableAddr-b.addr)+len(table)]
+		clear(code)
 		copy(code, batchCode)
 		copy(code[tableAddr-b.addr:], table)
-		if _, err := WriteMem(in.Tid, b.addr, code); err != nil {
+		_, err := WriteMem(in.Tid, b.addr, code)
+		*bp = code
+		codeBufs.Put(bp)
+		if err != nil {
 			return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 		}
 		b.needCode = false

@@ -47,7 +47,7 @@ func CreatePath(path string, kind *Kind) (*Writer, error) {
 	// anyway.
 	bw := imageBufs.Get().(*bufio.Writer)
 	bw.Reset(f)
-	w := &Writer{kind: kind, name: path, f: f, w: bw}
+	w := &Writer{kind: kind, name: path, f: f, w: bw, buf: *entryBufs.Get().(*[]byte)}
 	if err := w.writeHeader(); err != nil {
 		f.Close()
 		return nil, err
@@ -58,6 +58,10 @@ func CreatePath(path string, kind *Kind) (*Writer, error) {
 // imageBufs are the buffers of file-backed Writers, back in the pool once
 // Close flushed them.
 var imageBufs = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
+
+// entryBufs are the buffers file-backed Writers encode entries into (a
+// core entry is 1-3 KiB), back in the pool at Close.
+var entryBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 // createFile creates (or truncates) path for writing (openFile).
 func createFile(path string) (*os.File, error) {
@@ -194,6 +198,11 @@ func (w *Writer) Close() error {
 		w.w.Reset(nil)
 		imageBufs.Put(w.w)
 		w.w = nil
+		if cap(w.buf) <= 64<<10 { // one huge entry does not pin its buffer
+			b := w.buf[:0]
+			entryBufs.Put(&b)
+		}
+		w.buf = nil
 		if cerr := w.f.Close(); err == nil && cerr != nil && !errors.Is(cerr, os.ErrClosed) {
 			err = fmt.Errorf("close %s: %w", w.name, cerr)
 		}

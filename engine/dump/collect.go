@@ -13,6 +13,7 @@ import (
 	"github.com/crtools/crtools/engine/files"
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/engine/ns"
+	"github.com/crtools/crtools/engine/pagemap"
 	"github.com/crtools/crtools/engine/proc"
 	"github.com/crtools/crtools/engine/ptrace"
 )
@@ -40,6 +41,9 @@ type dumpState struct {
 	// sockets are the first socket descriptor of each task that holds
 	// one (collectFd), by pid: -n net refuses them (engine/ns).
 	sockets map[int]socketFd
+	// scanVec is the PAGEMAP_SCAN result buffer of collectMemory (mem.go),
+	// one for every task: they are scanned one after the other.
+	scanVec []pagemap.Region
 	// stats are the /proc/PID/stat of every task (collectStart), by pid:
 	// engine/files takes sessions and terminals from them.
 	stats map[int]*proc.Stat

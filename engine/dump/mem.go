@@ -72,12 +72,17 @@ func (s *dumpState) collectMemory(pid int) ([]*pb.VmaEntry, []pageRange, error) 
 	if err != nil {
 		return nil, nil, fmt.Errorf("read memory map of pid %d: %w", pid, err)
 	}
-	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	// Opened without Go's poller (five syscalls a file that /proc does
+	// not need); the scan buffer is the dump's, reused for every task.
+	pm, err := proc.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
 	if err != nil {
 		return nil, nil, fmt.Errorf("open pagemap of pid %d: %w", pid, err)
 	}
 	defer pm.Close()
-	scanner := &pageScanner{f: pm}
+	if s.scanVec == nil {
+		s.scanVec = make([]pagemap.Region, 1024)
+	}
+	scanner := &pageScanner{f: pm, vec: s.scanVec}
 
 	var vmas []*pb.VmaEntry
 	var pages []pageRange

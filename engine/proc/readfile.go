@@ -72,6 +72,17 @@ func readPooled(path string, parse func([]byte) error) error {
 	}
 }
 
+// Open opens a /proc file for reading like os.Open (same errors), without
+// registering it with Go's poller (see ReadFile), for a caller that reads
+// it in its own way (pagemap at offsets, PAGEMAP_SCAN).
+func Open(path string) (*os.File, error) {
+	fd, err := openNoPoll(path, unix.O_RDONLY|unix.O_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
 // openNoPoll opens path with a plain open (no poller, see ReadFile), again when
 // a signal interrupts it; its error is an *os.PathError as os.Open's.
 func openNoPoll(path string, flags int) (int, error) {

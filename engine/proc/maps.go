@@ -54,7 +54,20 @@ func (m *Mapping) Flag(f string) bool {
 
 // ParseMaps parses /proc/PID/maps or /proc/PID/smaps contents.
 func ParseMaps(data []byte) ([]Mapping, error) {
-	var out []Mapping
+	// Sized first: smaps has some 25 lines a mapping, and growing the
+	// slice one mapping at a time left garbage of every size behind.
+	n := 0
+	for rest := data; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			i = len(rest) - 1
+		}
+		if isMapsHeader(rest[:i+1]) {
+			n++
+		}
+		rest = rest[i+1:]
+	}
+	out := make([]Mapping, 0, n)
 	lineNo := 0
 	for len(data) > 0 {
 		lineNo++

@@ -3,13 +3,14 @@ package restore
 import (
 	"errors"
 	"fmt"
-	"io"
+
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
 
 	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/crtools/crtools/engine/files"
 	"github.com/crtools/crtools/engine/image"
@@ -97,12 +98,13 @@ func load(dir string) (*imageSet, error) {
 	errs := make([]error, len(img.tasks))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
+	cache := &imageCache{} // imgcache.go
 	for i, t := range img.tasks {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
-			errs[i] = t.load(dir)
+			errs[i] = t.load(dir, cache)
 			<-sem
 		}()
 	}
@@ -134,7 +136,9 @@ func load(dir string) (*imageSet, error) {
 	return img, nil
 }
 
-func (t *taskImage) load(dir string) error {
+// load reads the images of task t. The mm, fs and fd images go through
+// cache: tasks forked from one program share their decoded content.
+func (t *taskImage) load(dir string, cache *imageCache) error {
 	for _, tid := range t.tids {
 		c := &pb.CoreEntry{}
 		if err := image.ReadOne(dir, image.Core, uint64(tid), c); err != nil {
@@ -168,11 +172,11 @@ func (t *taskImage) load(dir string) error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("read ids of task %d: %w", t.pid, err)
 	}
-	mm := &pb.MmEntry{}
-	if err := image.ReadOne(dir, image.MM, uint64(t.pid), mm); err != nil {
+	mm, err := cache.readOne(dir, image.MM, uint64(t.pid), func() proto.Message { return &pb.MmEntry{} })
+	if err != nil {
 		return fmt.Errorf("read memory map of task %d: %w", t.pid, err)
 	}
-	t.mm = mm
+	t.mm = mm.(*pb.MmEntry)
 	pm, err := image.ReadPagemap(dir, image.Pagemap, uint64(t.pid))
 	if err != nil {
 		return fmt.Errorf("read pagemap of task %d: %w", t.pid, err)
@@ -181,31 +185,21 @@ func (t *taskImage) load(dir string) error {
 		return fmt.Errorf("read pages of task %d: %w", t.pid, err)
 	}
 	t.pagemap = pm
-	fse := &pb.FsEntry{}
-	if err := image.ReadOne(dir, image.FS, uint64(t.pid), fse); err == nil {
-		t.fs = fse
+	if fse, err := cache.readOne(dir, image.FS, uint64(t.pid), func() proto.Message { return &pb.FsEntry{} }); err == nil {
+		t.fs = fse.(*pb.FsEntry)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("read fs of task %d: %w", t.pid, err)
 	}
 	if t.ids != nil {
-		r, err := image.Open(dir, image.Fdinfo, uint64(t.ids.GetFilesId()))
+		fis, err := cache.readAll(dir, image.Fdinfo, uint64(t.ids.GetFilesId()), func() proto.Message { return &pb.FdinfoEntry{} })
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("read fds of task %d: %w", t.pid, err)
 		}
-		defer r.Close()
-		for {
-			fi := &pb.FdinfoEntry{}
-			err := r.Next(fi)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("read fds of task %d: %w", t.pid, err)
-			}
-			t.fds = append(t.fds, fi)
+		for _, fi := range fis {
+			t.fds = append(t.fds, fi.(*pb.FdinfoEntry))
 		}
 	}
 	return nil

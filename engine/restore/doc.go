@@ -41,7 +41,9 @@
 // memfd.go), cwd/root/umask,
 // sigactions, itimers, POSIX timers, rlimits (prlimit from outside),
 // per-thread sigaltstack, rseq, robust list, clear_child_tid, comm,
-// pdeath signal, pending signals, and credentials; last, the trampoline
+// pdeath signal (the threads of a process each in a slot of the
+// trampoline, all at the same time), pending signals, and credentials;
+// last, the trampoline
 // goes with its own last syscall, single-stepped so that the task stops in
 // a SIGTRAP signal-delivery-stop like the other threads at their int3
 // (regs.go: done right after the task's last batch, while its memory is

@@ -70,6 +70,8 @@ type puppet struct {
 	// creator, until the task exists, is the puppet whose queued clone3
 	// creates it (queueClone); born runs that queue.
 	creator *puppet
+	// started is the batch startPending set going, until finishPending.
+	started *startedBatch
 }
 
 // pendingCall is a queued syscall and what it does (for its error).
@@ -113,6 +115,18 @@ type trampoline struct {
 
 	fillBuf []byte // crtools-side buffer for page copies (fillBuffer)
 	xstate  []byte // a puppet's xstate, the base of every thread's (setFinalState)
+
+	// tableCalls, if not 0, is the room of the batch table after the
+	// scratch area, else batchCalls: a slot (threadSlot) is smaller.
+	tableCalls int
+}
+
+// maxCalls is how many calls the batch table holds.
+func (t *trampoline) maxCalls() int {
+	if t.tableCalls != 0 {
+		return t.tableCalls
+	}
+	return batchCalls
 }
 
 // trampolineCode is `syscall; int3`.
@@ -173,6 +187,10 @@ func (p *puppet) flush() error {
 func (p *puppet) prepare(nr int, args []uint64) (ptrace.Regs, error) {
 	if len(args) > 6 {
 		return ptrace.Regs{}, fmt.Errorf("syscall %d: %d arguments, at most 6", nr, len(args))
+	}
+	if p.started != nil {
+		// A bug too: a started batch must be collected first.
+		return ptrace.Regs{}, fmt.Errorf("syscall %d in puppet %d: a batch is still running", nr, p.pid)
 	}
 	if len(p.pending) > 0 {
 		// A bug, not a state of the task: queued calls must run first.
@@ -304,7 +322,7 @@ func (p *puppet) queue(c pendingCall, args []uint64) error {
 	// A full table, or a scratch area half full: the callers put the
 	// data of a call just before queueing it, so between calls is the
 	// place to make room.
-	if len(p.pending) == batchCalls || uint64(len(p.scratch)) > p.tr.scratchSize/2 {
+	if len(p.pending) == p.tr.maxCalls() || uint64(len(p.scratch)) > p.tr.scratchSize/2 {
 		return p.runPending()
 	}
 	return nil
@@ -325,7 +343,31 @@ func (p *puppet) openFd(what string, nr int, args ...uint64) (uint64, error) {
 // runPending runs the queued calls in order as one batch; it stops at the
 // first that fails and returns its error.
 func (p *puppet) runPending() error {
+	if err := p.startPending(); err != nil {
+		return err
+	}
+	return p.finishPending()
+}
+
+// startedBatch is a batch that startPending set going and finishPending
+// has not collected yet.
+type startedBatch struct {
+	pend  []pendingCall
+	calls []ptrace.BatchCall
+	err   error // of a call that ran at once (a single call)
+	done  bool  // it ran at once
+}
+
+// startPending sets the queued calls going as one batch and returns
+// without waiting: the tracer may start other puppets' batches (threads
+// of the same process with their own slot, threadSlot) before it collects
+// each with finishPending. A single queued call runs at once.
+func (p *puppet) startPending() error {
+	if p.started != nil {
+		return fmt.Errorf("puppet %d: a batch is still running", p.pid)
+	}
 	if len(p.pending) == 0 {
+		p.started = &startedBatch{done: true}
 		return nil
 	}
 	if err := p.born(); err != nil {
@@ -333,39 +375,9 @@ func (p *puppet) runPending() error {
 	}
 	pend := p.pending
 	p.pending = nil
-	switch len(pend) {
-	case 1:
-		c := pend[0]
-		// The fd table already counts this call's effect.
-		fds := p.fds
-		p.fds = nil
-		ret, err := p.callf(c.what, c.nr, c.args[:]...)
-		p.fds = fds
-		if c.ret != nil {
-			*c.ret = ret
-		}
-		if c.after != nil {
-			var errno error
-			if e := new(syscall.Errno); errors.As(err, e) {
-				errno = *e
-			} else if err != nil {
-				return err // no result: the call did not run
-			}
-			if herr := c.after(ret, errno); herr != nil {
-				return herr
-			}
-		}
-		if err != nil && c.mayFail {
-			return nil
-		}
-		if err == nil && c.hasExpect && ret != c.expect {
-			p.fds = nil
-			return fmt.Errorf("%s in task %d: got fd %d, expected %d (crtools' view of the fd table is wrong)", c.what, p.pid, ret, c.expect)
-		}
-		if err != nil {
-			p.fds = nil
-		}
-		return err
+	if len(pend) == 1 {
+		p.started = &startedBatch{done: true, err: p.runOne(pend[0])}
+		return nil
 	}
 	if err := p.flush(); err != nil {
 		return err
@@ -374,7 +386,7 @@ func (p *puppet) runPending() error {
 		in := &ptrace.Injector{Tid: p.pid}
 		// The code is in the trampoline since the first puppet
 		// (startFirstPuppet).
-		b, err := in.BatchOver(uintptr(p.tr.addr+batchCodeOff), uintptr(p.tr.scratch+p.tr.scratchSize), batchCalls)
+		b, err := in.BatchOver(uintptr(p.tr.addr+batchCodeOff), uintptr(p.tr.scratch+p.tr.scratchSize), p.tr.maxCalls())
 		if err != nil {
 			return fmt.Errorf("prepare batch in puppet %d: %w", p.pid, err)
 		}
@@ -398,7 +410,27 @@ func (p *puppet) runPending() error {
 		}
 	}
 	p.atTrap = false
-	err := p.batch.Run(calls)
+	if err := p.batch.Start(calls); err != nil {
+		p.fds = nil
+		return fmt.Errorf("%s (and %d more calls) in task %d: %w", pend[0].what, len(pend)-1, p.pid, err)
+	}
+	p.started = &startedBatch{pend: pend, calls: calls}
+	return nil
+}
+
+// finishPending waits for the batch of startPending and returns what
+// runPending would.
+func (p *puppet) finishPending() error {
+	sb := p.started
+	if sb == nil {
+		return fmt.Errorf("puppet %d: no batch started", p.pid)
+	}
+	p.started = nil
+	if sb.done {
+		return sb.err
+	}
+	pend, calls := sb.pend, sb.calls
+	err := p.batch.Finish()
 	p.atTrap = err == nil
 	var herr error
 	for i, c := range calls {
@@ -437,6 +469,41 @@ func (p *puppet) runPending() error {
 		}
 	}
 	return nil
+}
+
+// runOne runs a single queued call with call, which costs fewer ptrace
+// calls than a batch of one.
+func (p *puppet) runOne(c pendingCall) error {
+	// The fd table already counts this call's effect.
+	fds := p.fds
+	p.fds = nil
+	ret, err := p.callf(c.what, c.nr, c.args[:]...)
+	p.fds = fds
+	if c.ret != nil {
+		*c.ret = ret
+	}
+	if c.after != nil {
+		var errno error
+		if e := new(syscall.Errno); errors.As(err, e) {
+			errno = *e
+		} else if err != nil {
+			return err // no result: the call did not run
+		}
+		if herr := c.after(ret, errno); herr != nil {
+			return herr
+		}
+	}
+	if err != nil && c.mayFail {
+		return nil
+	}
+	if err == nil && c.hasExpect && ret != c.expect {
+		p.fds = nil
+		return fmt.Errorf("%s in task %d: got fd %d, expected %d (crtools' view of the fd table is wrong)", c.what, p.pid, ret, c.expect)
+	}
+	if err != nil {
+		p.fds = nil
+	}
+	return err
 }
 
 // callf is call with the error wrapped with the syscall's name.

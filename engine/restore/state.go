@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -230,10 +231,8 @@ func (r *restorer) endProc(st *procState) (int64, error) {
 	}
 
 	// Per thread.
-	for _, th := range pr.threads {
-		if err := th.restoreThread(t.cores[th.vpid], th.vpid == t.pid); err != nil {
-			return filled, err
-		}
+	if err := restoreThreads(pr); err != nil {
+		return filled, err
 	}
 	// Pending signals of the process (the shared queue), while all are
 	// still blocked: they stay queued until the task runs.
@@ -542,9 +541,111 @@ func (p *puppet) restoreRlimits(rl *pb.TaskRlimitsEntry, initial map[int]unix.Rl
 	return nil
 }
 
+// restoreThreads restores what is per thread in every thread of pr
+// (restoreThread). The leader's calls join its queued batch. The other
+// threads, each with a batch of its own, run theirs at the same time
+// (threadSlot): a round trip per thread, one after the other, cost about
+// 4 ms for 50 threads here.
+func restoreThreads(pr *proc) error {
+	t := pr.t
+	lead := pr.threads[0]
+	if err := lead.restoreThread(t.cores[lead.vpid], true); err != nil {
+		return err
+	}
+	others := pr.threads[1:]
+	if len(others) < 2 {
+		for _, th := range others {
+			if err := th.restoreThread(t.cores[th.vpid], false); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tr := lead.tr
+	for len(others) > 0 {
+		n := min(len(others), threadSlots(tr))
+		round := others[:n]
+		others = others[n:]
+		var started []*puppet
+		// Whatever fails, every started batch is collected and every
+		// thread gets the whole trampoline back.
+		finish := func() error {
+			var first error
+			for _, th := range started {
+				if err := th.finishPending(); err != nil && first == nil {
+					first = err
+				}
+				th.tr, th.batch = tr, nil
+			}
+			started = nil
+			return first
+		}
+		for i, th := range round {
+			if len(th.pending) > 0 || len(th.scratch) > 0 || th.started != nil {
+				_ = finish()
+				return fmt.Errorf("restore thread %d: calls queued before its own (a bug in crtools)", th.pid)
+			}
+			th.tr, th.batch = threadSlot(tr, i), nil
+			if err := th.queueThread(t.cores[th.vpid], false); err != nil {
+				th.tr, th.pending, th.scratch = tr, nil, th.scratch[:0]
+				return errors.Join(err, finish())
+			}
+			if err := th.startPending(); err != nil {
+				th.tr, th.batch = tr, nil
+				return errors.Join(err, finish())
+			}
+			started = append(started, th)
+		}
+		if err := finish(); err != nil {
+			return err
+		}
+		// Pending signals of each thread: rare, one call each.
+		for _, th := range round {
+			if err := th.queueSignals(t.cores[th.vpid].GetThreadCore().GetSignalsP(), false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Thread slots: restoreThreads gives each thread its own part of the
+// trampoline's scratch and batch areas, threadSlotSize bytes with the
+// table of threadSlotCalls calls at its end (queueThread queues at most
+// six calls, and little data: a stack_t and a comm).
+const (
+	threadSlotCalls = 8
+	threadSlotSize  = 1024
+)
+
+// threadSlots is how many thread slots the trampoline holds.
+func threadSlots(tr *trampoline) int {
+	return int((tr.scratchSize + batchTableSize) / threadSlotSize)
+}
+
+// threadSlot is the view of slot i of the trampoline tr.
+func threadSlot(tr *trampoline, i int) *trampoline {
+	return &trampoline{addr: tr.addr, size: tr.size, scratch: tr.scratch + uint64(i)*threadSlotSize,
+		scratchSize: threadSlotSize - threadSlotCalls*64, tableCalls: threadSlotCalls,
+		fillBuf: tr.fillBuf, xstate: tr.xstate}
+}
+
 // restoreThread restores what is per thread, except the registers, the
 // blocked mask and the credentials.
 func (p *puppet) restoreThread(core *pb.CoreEntry, leader bool) error {
+	if err := p.queueThread(core, leader); err != nil {
+		return err
+	}
+	// The calls queued run as one batch.
+	if err := p.runPending(); err != nil {
+		return err
+	}
+	// Pending signals of this thread.
+	return p.queueSignals(core.GetThreadCore().GetSignalsP(), false)
+}
+
+// queueThread queues the calls of restoreThread.
+func (p *puppet) queueThread(core *pb.CoreEntry, leader bool) error {
 	tc := core.GetThreadCore()
 	if sas := tc.GetSas(); sas != nil && (sas.GetSsSp() != 0 || sas.GetSsSize() != 0 || sas.GetSsFlags() != 0) {
 		flags := int32(sas.GetSsFlags())
@@ -593,12 +694,7 @@ func (p *puppet) restoreThread(core *pb.CoreEntry, leader bool) error {
 			return err
 		}
 	}
-	// The calls above run as one batch.
-	if err := p.runPending(); err != nil {
-		return err
-	}
-	// Pending signals of this thread.
-	return p.queueSignals(tc.GetSignalsP(), false)
+	return nil
 }
 
 // queueSignals queues saved siginfos again: rt_tgsigqueueinfo for a

@@ -64,7 +64,14 @@ func (p *puppet) unmapPuppet() error {
 // hint, so where it landed is checked in /proc/PID/maps. The call is
 // queued with the mappings (one batch); the returned check, to call once
 // it has run, compares.
-func (p *puppet) mapVdso(vmas []*pb.VmaEntry) (func() error, error) {
+//
+// landed holds the placements already checked in this restore. When the
+// call runs, the puppet holds nothing but the trampoline, at the same
+// address in every puppet (unmapPuppet runs in the same batch, before
+// it): where the kernel puts the vDSO is a function of the hint alone, so
+// one check per hint (and image placement) covers every task that has it
+// there, and the others skip a read of /proc/PID/maps.
+func (p *puppet) mapVdso(vmas []*pb.VmaEntry, landed map[vdsoPlace]bool) (func() error, error) {
 	var vdso *pb.VmaEntry
 	hint := uint64(0)
 	for _, v := range vmas {
@@ -87,6 +94,15 @@ func (p *puppet) mapVdso(vmas []*pb.VmaEntry) (func() error, error) {
 	if err := p.queue(pendingCall{what: "map the vDSO", nr: unix.SYS_ARCH_PRCTL, ret: size}, []uint64{archMapVdso64, hint}); err != nil {
 		return nil, err
 	}
+	place := vdsoPlace{hint: hint, start: vdso.GetStart(), size: vmaLen(vdso)}
+	if landed[place] {
+		return func() error {
+			if *size != place.size {
+				return fmt.Errorf("map the vDSO of task %d: arch_prctl gave a vDSO of %d bytes, the image has %d", p.pid, *size, place.size)
+			}
+			return nil
+		}, nil
+	}
 	return func() error {
 		got, gotSize, err := findMapping(p.pid, "[vdso]")
 		if err != nil {
@@ -96,9 +112,14 @@ func (p *puppet) mapVdso(vmas []*pb.VmaEntry) (func() error, error) {
 			return fmt.Errorf("map the vDSO of task %d: landed at %#x (%d bytes, arch_prctl said %d), the image has it at %#x (%d bytes); "+
 				"the images come from a kernel with another vDSO layout", p.pid, got, gotSize, *size, vdso.GetStart(), vmaLen(vdso))
 		}
+		landed[place] = true
 		return nil
 	}, nil
 }
+
+// vdsoPlace is a vDSO placement checked by mapVdso: the hint given to
+// arch_prctl and where the image has the vDSO.
+type vdsoPlace struct{ hint, start, size uint64 }
 
 // mapVMAs creates every VMA of the image (except the vDSO/vvar and
 // vsyscall) with MAP_FIXED. Mappings that get pages are made writable for

@@ -64,6 +64,10 @@ type restorer struct {
 	// initial is what every puppet has when RestoreState starts, read
 	// from the first one restored (state.go).
 	initial *initialState
+	// vdsoLanded: vDSO placements checked once (mapVdso).
+	vdsoLanded map[vdsoPlace]bool
+	// early is the first puppet, started during Load (startEarly).
+	early *earlyPuppet
 }
 
 // addFilled counts n more bytes of memory filled and reports progress.
@@ -89,6 +93,9 @@ type proc struct {
 }
 
 func (r *restorer) Load(ctx context.Context) error {
+	if r.tr == nil {
+		r.startEarly() // create.go
+	}
 	img, err := load(r.opts.ImagesDir)
 	if err != nil {
 		return err
@@ -151,10 +158,12 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 		}
 	}
 	start := time.Now()
-	r.tr = ptrace.NewTracer()
+	if r.tr == nil {
+		r.tr = ptrace.NewTracer()
+	}
+	r.waitEarly() // create.go
 	err := r.tr.Do(func() error {
-		r.pin()
-		first, err := r.startFirstPuppet()
+		first, err := r.firstPuppet() // create.go
 		if err != nil {
 			return err
 		}

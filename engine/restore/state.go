@@ -116,7 +116,10 @@ func (r *restorer) beginProc(pr *proc) (*procState, error) {
 		if err := lead.unmapPuppet(); err != nil {
 			return err
 		}
-		checkVdso, err := lead.mapVdso(st.vmas)
+		if r.vdsoLanded == nil {
+			r.vdsoLanded = map[vdsoPlace]bool{}
+		}
+		checkVdso, err := lead.mapVdso(st.vmas, r.vdsoLanded)
 		if err != nil {
 			return err
 		}

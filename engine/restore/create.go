@@ -248,6 +248,7 @@ func (r *restorer) readyFirstPuppet(p *puppet, maps []span) (*puppet, error) {
 	if err := p.unmapPuppet(); err != nil {
 		return nil, err
 	}
+	p.bare = true // from its next call on, which runs the unmaps first
 	return p, nil
 }
 
@@ -402,7 +403,7 @@ func (p *puppet) clone1(flags, exitSignal uint64, tid int) (*puppet, error) {
 	if real != tid {
 		lg = p.log.With().Int("pid", tid).Int("real_pid", real).Logger()
 	}
-	return &puppet{pid: real, vpid: tid, tgid: tgid, vtgid: vtgid, crtoolsFd: p.crtoolsFd, tr: p.tr, regs: p.regs, log: lg}, nil
+	return &puppet{pid: real, vpid: tid, tgid: tgid, vtgid: vtgid, crtoolsFd: p.crtoolsFd, tr: p.tr, regs: p.regs, log: lg, bare: p.bare, comm: p.comm}, nil
 }
 
 // putCloneArgs puts the clone_args of a clone3 creating tid (set_tid)
@@ -423,7 +424,7 @@ func (p *puppet) putCloneArgs(flags, exitSignal uint64, tid int) (uint64, error)
 // puppet's task exists once p's queue has run (born); created is told it
 // then. A PID still busy for a moment (clone's retry) is retried alone.
 func (p *puppet) queueClone(flags, exitSignal uint64, tid int, created func(*puppet)) (*puppet, error) {
-	c := &puppet{pid: tid, vpid: tid, tgid: tid, vtgid: tid, crtoolsFd: p.crtoolsFd, tr: p.tr, regs: p.regs,
+	c := &puppet{pid: tid, vpid: tid, tgid: tid, vtgid: tid, crtoolsFd: p.crtoolsFd, tr: p.tr, regs: p.regs, bare: p.bare, comm: p.comm,
 		log: p.log.With().Int("pid", tid).Logger(), creator: p}
 	if flags&unix.CLONE_THREAD != 0 {
 		c.tgid, c.vtgid = p.tgid, p.vtgid

@@ -49,6 +49,9 @@ func vmaLen(e *pb.VmaEntry) uint64 { return e.GetEnd() - e.GetStart() }
 // the exec'ed binary, its stack, the vDSO. The puppet's own code goes too,
 // which is fine: it only ever runs the trampoline.
 func (p *puppet) unmapPuppet() error {
+	if p.bare {
+		return nil
+	}
 	lo, hi := p.tr.addr, p.tr.addr+p.tr.size
 	if lo > 0 {
 		if err := p.queuef("unmap below the trampoline", unix.SYS_MUNMAP, 0, lo); err != nil {

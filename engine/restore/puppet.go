@@ -72,6 +72,14 @@ type puppet struct {
 	creator *puppet
 	// started is the batch startPending set going, until finishPending.
 	started *startedBatch
+	// comm is the task's name (PR_SET_NAME) when crtools set it, or
+	// inherited it from the puppet it was cloned from; "" when unknown.
+	comm string
+	// bare: the address space holds the trampoline and nothing else
+	// (the first puppet once it dropped its exec'ed image, and its
+	// clones until RestoreState maps their memory): unmapPuppet has
+	// nothing to do.
+	bare bool
 }
 
 // pendingCall is a queued syscall and what it does (for its error).

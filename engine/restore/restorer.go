@@ -206,6 +206,11 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 					return err
 				}
 			}
+			// Its name before its threads and children are cloned
+			// from it (state.go).
+			if err := lead.nameEarly(t.core()); err != nil {
+				return err
+			}
 			// A session leader starts its session before its children
 			// exist, so that they are born into it.
 			if t.sid == t.pid {
@@ -243,7 +248,7 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 		// reap them after the restore.
 		for _, pr := range r.procs {
 			if pr.t.dead() {
-				if comm := pr.t.core().GetTc().GetComm(); comm != "" {
+				if comm := pr.t.core().GetTc().GetComm(); comm != "" && comm != pr.threads[0].comm {
 					a, err := pr.threads[0].putString(comm)
 					if err != nil {
 						return err

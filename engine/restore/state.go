@@ -116,6 +116,7 @@ func (r *restorer) beginProc(pr *proc) (*procState, error) {
 		if err := lead.unmapPuppet(); err != nil {
 			return err
 		}
+		lead.bare = false // threads share it: one lead, one mm
 		if r.vdsoLanded == nil {
 			r.vdsoLanded = map[vdsoPlace]bool{}
 		}
@@ -149,6 +150,14 @@ func (r *restorer) endProc(st *procState) (int64, error) {
 	lead := pr.threads[0]
 	// Whatever happens, the fd table is not tracked past this task.
 	defer func() { lead.fds = nil }()
+	// The other threads' own state needs nothing of the memory's
+	// contents (the kernel refreshes the rseq area's cpu fields when the
+	// task next returns to user space): their batches run while the
+	// pages are copied, which a 50-thread process otherwise waits for.
+	if err := restoreOtherThreads(pr); err != nil {
+		_ = st.waitFill()
+		return 0, err
+	}
 	err := st.waitFill()
 	filled := st.filled
 	if err != nil {
@@ -233,9 +242,15 @@ func (r *restorer) endProc(st *procState) (int64, error) {
 		}
 	}
 
-	// Per thread.
-	if err := restoreThreads(pr); err != nil {
+	// Per thread: the leader's state (the others' ran before the fill),
+	// and every thread's pending signals, once the actions are in place.
+	if err := lead.restoreThread(t.cores[lead.vpid], true); err != nil {
 		return filled, err
+	}
+	for _, th := range pr.threads[1:] {
+		if err := th.queueSignals(t.cores[th.vpid].GetThreadCore().GetSignalsP(), false); err != nil {
+			return filled, err
+		}
 	}
 	// Pending signals of the process (the shared queue), while all are
 	// still blocked: they stay queued until the task runs.
@@ -544,27 +559,22 @@ func (p *puppet) restoreRlimits(rl *pb.TaskRlimitsEntry, initial map[int]unix.Rl
 	return nil
 }
 
-// restoreThreads restores what is per thread in every thread of pr
-// (restoreThread). The leader's calls join its queued batch. The other
-// threads, each with a batch of its own, run theirs at the same time
+// restoreOtherThreads restores what is per thread (queueThread) in every
+// thread of pr but the leader, whose calls join its own batches. Each
+// thread has a batch of its own, and all of them run at the same time
 // (threadSlot): a round trip per thread, one after the other, cost about
-// 4 ms for 50 threads here.
-func restoreThreads(pr *proc) error {
+// 4 ms for 50 threads here. Pending signals are not queued here.
+func restoreOtherThreads(pr *proc) error {
 	t := pr.t
-	lead := pr.threads[0]
-	if err := lead.restoreThread(t.cores[lead.vpid], true); err != nil {
-		return err
-	}
 	others := pr.threads[1:]
-	if len(others) < 2 {
-		for _, th := range others {
-			if err := th.restoreThread(t.cores[th.vpid], false); err != nil {
-				return err
-			}
+	if len(others) == 1 {
+		th := others[0]
+		if err := th.queueThread(t.cores[th.vpid], false); err != nil {
+			return err
 		}
-		return nil
+		return th.runPending()
 	}
-	tr := lead.tr
+	tr := pr.threads[0].tr
 	for len(others) > 0 {
 		n := min(len(others), threadSlots(tr))
 		round := others[:n]
@@ -602,17 +612,11 @@ func restoreThreads(pr *proc) error {
 		if err := finish(); err != nil {
 			return err
 		}
-		// Pending signals of each thread: rare, one call each.
-		for _, th := range round {
-			if err := th.queueSignals(t.cores[th.vpid].GetThreadCore().GetSignalsP(), false); err != nil {
-				return err
-			}
-		}
 	}
 	return nil
 }
 
-// Thread slots: restoreThreads gives each thread its own part of the
+// Thread slots: restoreOtherThreads gives each thread its own part of the
 // trampoline's scratch and batch areas, threadSlotSize bytes with the
 // table of threadSlotCalls calls at its end (queueThread queues at most
 // six calls, and little data: a stack_t and a comm).
@@ -679,11 +683,7 @@ func (p *puppet) queueThread(core *pb.CoreEntry, leader bool) error {
 			return err
 		}
 	}
-	comm := tc.GetComm()
-	if comm == "" && leader {
-		comm = core.GetTc().GetComm()
-	}
-	if comm != "" {
+	if comm := threadComm(core, leader); comm != "" && comm != p.comm {
 		a, err := p.putString(comm)
 		if err != nil {
 			return err
@@ -697,6 +697,35 @@ func (p *puppet) queueThread(core *pb.CoreEntry, leader bool) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// threadComm is the name of the thread with core: its own, or for a
+// leader whose thread core has none, the task's.
+func threadComm(core *pb.CoreEntry, leader bool) string {
+	comm := core.GetThreadCore().GetComm()
+	if comm == "" && leader {
+		comm = core.GetTc().GetComm()
+	}
+	return comm
+}
+
+// nameEarly gives a new task's leader its dumped name before anything is
+// cloned from it: its threads and children, which mostly have the same
+// name, are born with it, and restoreThread skips theirs.
+func (p *puppet) nameEarly(core *pb.CoreEntry) error {
+	comm := threadComm(core, true)
+	if comm == "" || comm == p.comm {
+		return nil
+	}
+	a, err := p.putString(comm)
+	if err != nil {
+		return err
+	}
+	if err := p.queuef("set comm", unix.SYS_PRCTL, unix.PR_SET_NAME, a); err != nil {
+		return err
+	}
+	p.comm = comm
 	return nil
 }
 

@@ -20,7 +20,7 @@ type fdinfo struct {
 }
 
 func readFdinfo(pid, fd int) (*fdinfo, error) {
-	b, err := proc.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
+	b, err := proc.ReadRecord(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
 	if err != nil {
 		return nil, fmt.Errorf("read fdinfo of fd %d of pid %d: %w", fd, pid, err)
 	}

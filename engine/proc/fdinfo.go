@@ -69,7 +69,7 @@ func ParseFdInfo(data []byte) (*FdInfo, error) {
 // ReadFdInfo reads /proc/PID/fdinfo/FD.
 func ReadFdInfo(pid, fd int) (*FdInfo, error) {
 	path := fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd)
-	b, err := ReadFile(path)
+	b, err := ReadRecord(path)
 	if err != nil {
 		return nil, err
 	}

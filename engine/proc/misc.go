@@ -29,7 +29,7 @@ func ParseAuxv(data []byte) ([]uint64, error) {
 
 // ReadAuxv reads /proc/PID/auxv.
 func ReadAuxv(pid int) ([]uint64, error) {
-	b, err := ReadFile(fmt.Sprintf("/proc/%d/auxv", pid))
+	b, err := ReadRecord(fmt.Sprintf("/proc/%d/auxv", pid))
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +48,7 @@ func ParseHex(data []byte) (uint64, error) {
 
 // ReadPersonality reads /proc/PID/personality.
 func ReadPersonality(pid int) (uint32, error) {
-	b, err := ReadFile(fmt.Sprintf("/proc/%d/personality", pid))
+	b, err := ReadRecord(fmt.Sprintf("/proc/%d/personality", pid))
 	if err != nil {
 		return 0, err
 	}
@@ -56,9 +56,10 @@ func ReadPersonality(pid int) (uint32, error) {
 	return uint32(v), err
 }
 
-// ReadInt reads a file holding one decimal number (oom_score_adj, loginuid).
+// ReadInt reads a file holding one decimal number that the kernel makes in
+// one piece (oom_score_adj, loginuid: ReadRecord).
 func ReadInt(path string) (int64, error) {
-	b, err := ReadFile(path)
+	b, err := ReadRecord(path)
 	if err != nil {
 		return 0, err
 	}
@@ -86,7 +87,7 @@ const NLimits = 16
 func ReadLimits(pid int) ([NLimits]unix.Rlimit, error) {
 	var out [NLimits]unix.Rlimit
 	path := fmt.Sprintf("/proc/%d/limits", pid)
-	b, err := ReadFile(path)
+	b, err := ReadRecord(path)
 	if err != nil {
 		return out, err
 	}

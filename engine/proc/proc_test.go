@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"slices"
@@ -292,5 +293,34 @@ func TestReadLimits(t *testing.T) {
 		if got[r] != want {
 			t.Errorf("limit %d: got %+v, prlimit says %+v", r, got[r], want)
 		}
+	}
+}
+
+// TestReadRecord: the one-piece files a dump reads come whole with
+// ReadRecord (no read at their end), the same as ReadFile's.
+func TestReadRecord(t *testing.T) {
+	for _, name := range []string{"limits", "auxv", "personality", "oom_score_adj", "loginuid", "fdinfo/0"} {
+		path := "/proc/self/" + name
+		want, err := ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadRecord(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) || len(got) == 0 {
+			t.Errorf("%s: ReadRecord %q, ReadFile %q", name, got, want)
+		}
+	}
+	// A status and a stat change between reads (times, switches); they
+	// must still come whole.
+	st, err := ReadRecord("/proc/self/status")
+	if err != nil || !bytes.HasPrefix(st, []byte("Name:")) || !bytes.Contains(st, []byte("\nSigIgn:")) ||
+		!bytes.HasSuffix(st, []byte("\n")) {
+		t.Errorf("status: %q, %v", st, err)
+	}
+	if _, err := ReadStat(os.Getpid()); err != nil {
+		t.Error(err)
 	}
 }

@@ -24,8 +24,23 @@ var readBufs = sync.Pool{New: func() any {
 // a dump of a tree reads thousands of these files. It reads into a pooled
 // buffer with large reads and returns a copy of exactly the file's size.
 func ReadFile(path string) ([]byte, error) {
+	return readCopy(path, false)
+}
+
+// ReadRecord is ReadFile for a /proc file the kernel makes in one piece
+// (single_open, simple_read_from_buffer: stat, status, fdinfo, limits,
+// personality, auxv, oom_score_adj, loginuid, ...): the first read with
+// room for it returns the whole file, so the read that would return 0 at
+// its end is not made (a dump reads some 15 such files a task). Not for
+// files of many records (smaps, timers, children, mountinfo), whose reads
+// stop at the kernel's buffer.
+func ReadRecord(path string) ([]byte, error) {
+	return readCopy(path, true)
+}
+
+func readCopy(path string, record bool) ([]byte, error) {
 	var out []byte
-	err := readPooled(path, func(b []byte) error {
+	err := readPooled(path, record, func(b []byte) error {
 		out = make([]byte, len(b))
 		copy(out, b)
 		return nil
@@ -36,8 +51,9 @@ func ReadFile(path string) ([]byte, error) {
 // readPooled reads path like ReadFile into a pooled buffer and hands its
 // contents to parse, which must not keep them: a parser that copies what
 // it keeps (ParseMaps) needs no copy of the whole file, which for smaps is
-// several fresh pages per task.
-func readPooled(path string, parse func([]byte) error) error {
+// several fresh pages per task. record: the file is one record
+// (ReadRecord), whole after a read that did not fill the buffer.
+func readPooled(path string, record bool, parse func([]byte) error) error {
 	fd, err := openNoPoll(path, unix.O_RDONLY|unix.O_CLOEXEC)
 	if err != nil {
 		return err
@@ -65,8 +81,8 @@ func readPooled(path string, parse func([]byte) error) error {
 		if err != nil {
 			return &os.PathError{Op: "read", Path: path, Err: err}
 		}
-		if m == 0 {
-			return parse(buf[:n])
+		if m == 0 || (record && n+m < len(buf)) {
+			return parse(buf[:n+m])
 		}
 		n += m
 	}

@@ -122,7 +122,7 @@ func ReadTaskStat(pid, tid int) (*Stat, error) {
 }
 
 func readStatFile(path string) (*Stat, error) {
-	b, err := ReadFile(path)
+	b, err := ReadRecord(path)
 	if err != nil {
 		return nil, err
 	}

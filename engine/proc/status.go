@@ -243,7 +243,7 @@ func ReadTaskStatus(pid, tid int) (*Status, error) {
 }
 
 func readStatusFile(path string) (*Status, error) {
-	b, err := ReadFile(path)
+	b, err := ReadRecord(path)
 	if err != nil {
 		return nil, err
 	}

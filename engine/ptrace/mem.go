@@ -1,9 +1,7 @@
 package ptrace
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 
@@ -53,34 +51,47 @@ func WriteMem(pid int, addr uintptr, buf []byte) (int, error) {
 	return n, nil
 }
 
+// procMemIO reads or writes pid's memory at addr through /proc/PID/mem,
+// opened with a plain open: os.OpenFile would register the file with Go's
+// poller (fcntl four times and an epoll_ctl that fails), and a dump writes
+// the batch code of every task of a tree this way. Errors are
+// *os.PathError, as the os package's.
 func procMemIO(pid int, addr uintptr, buf []byte, write bool) (int, error) {
-	flag := os.O_RDONLY
+	path := "/proc/" + strconv.Itoa(pid) + "/mem"
+	flag, op := unix.O_RDONLY, "read"
 	if write {
-		flag = os.O_WRONLY
+		flag, op = unix.O_WRONLY, "write"
 	}
-	f, err := os.OpenFile("/proc/"+strconv.Itoa(pid)+"/mem", flag|unix.O_CLOEXEC, 0)
+	var fd int
+	err := retry(func() (err error) {
+		fd, err = unix.Open(path, flag|unix.O_CLOEXEC, 0)
+		return err
+	})
 	if err != nil {
-		return 0, err
+		return 0, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	defer f.Close()
+	defer unix.Close(fd)
 	done := 0
 	for done < len(buf) {
 		// Addresses above 2^63 do not fit an int64 offset; user space
 		// never has them.
 		off := int64(addr) + int64(done)
 		var n int
-		if write {
-			n, err = f.WriteAt(buf[done:], off)
-		} else {
-			n, err = f.ReadAt(buf[done:], off)
+		err := retry(func() (err error) {
+			if write {
+				n, err = unix.Pwrite(fd, buf[done:], off)
+			} else {
+				n, err = unix.Pread(fd, buf[done:], off)
+			}
+			return err
+		})
+		if err == nil && n <= 0 {
+			err = unix.EIO // the end of what can be reached
+		}
+		if err != nil {
+			return done, &os.PathError{Op: op, Path: path, Err: err}
 		}
 		done += n
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = unix.EIO
-			}
-			return done, err
-		}
 	}
 	return done, nil
 }

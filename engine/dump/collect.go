@@ -256,6 +256,10 @@ func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 	// nothing they write (the tracer sets regs, shared and job of each
 	// collecting and the threads' deferred signals; collectMid the rest).
 	traced := make(chan error, 1)
+	// regsRead is closed once every thread's registers are read: the
+	// tracer writes no collecting's regs after it (the injections only
+	// read them).
+	regsRead := make(chan struct{})
 	go func() {
 		traced <- d.tr.Do(func() error {
 			var jobs []*injectJob
@@ -269,6 +273,7 @@ func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 				c.job = &injectJob{t: c.ts.t, status: c.status, timers: c.timers, vdsoStart: c.vdsoStart, vdsoEnd: c.vdsoEnd, regs: c.regs}
 				jobs = append(jobs, c.job)
 			}
+			close(regsRead)
 			injectAll(jobs)
 			for _, j := range jobs {
 				if j.err != nil {
@@ -292,9 +297,22 @@ func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 		}
 		s.tasks = append(s.tasks, c.ts)
 	}
+	// The FPU entries while the tracer injects, if it got that far.
+	var trErr error
+	traceDone := false
+	if midErr == nil {
+		select {
+		case <-regsRead:
+			midErr = fpEntries(cs)
+		case trErr = <-traced:
+			traceDone = true
+		}
+	}
 	// Always wait: a failed collection leaves the tree only once every
 	// injection is undone.
-	trErr := <-traced
+	if !traceDone {
+		trErr = <-traced
+	}
 	if midErr != nil {
 		return midErr
 	}
@@ -371,6 +389,10 @@ type collecting struct {
 	outside  outsideCore
 	thSched  []*proc.Stat // per thread: Nice, Policy, RtPriority
 	thRobust [][2]uint64  // per thread: robust list head and length
+	// fp are the threads' FPU entries, made from regs by the collecting
+	// goroutine while the tracer injects (fpEntries); nil: cores makes
+	// them.
+	fp []*pb.UserX86FpregsEntry
 }
 
 type threadRegs struct {
@@ -484,7 +506,26 @@ func (c *collecting) readRegs() error {
 	return nil
 }
 
-// collectFinish collects the rest of a task collectStart and the tracer
+// fpEntries makes the FPU entries of every thread of cs from the
+// registers the tracer read.
+func fpEntries(cs []*collecting) error {
+	for _, c := range cs {
+		if c.ts.t.zombie {
+			continue
+		}
+		c.fp = make([]*pb.UserX86FpregsEntry, len(c.regs))
+		for i := range c.regs {
+			fp, err := fpregsEntry(c.regs[i].xstate)
+			if err != nil {
+				return fmt.Errorf("thread %d: %w", c.ts.t.threads[i].tid, err)
+			}
+			c.fp[i] = fp
+		}
+	}
+	return nil
+}
+
+// collectMid collects the rest of a task collectStart and the tracer
 // round went through.
 func (d *Dumper) collectMid(s *dumpState, c *collecting) error {
 	ts, t, st, status := c.ts, c.ts.t, c.st, c.status
@@ -572,9 +613,14 @@ func (c *collecting) cores() error {
 	for i, th := range t.threads {
 		r := &regs[i]
 		tstatus, tstat := ts.statuses[i], c.thSched[i]
-		fp, err := fpregsEntry(r.xstate)
-		if err != nil {
-			return fmt.Errorf("thread %d: %w", th.tid, err)
+		var fp *pb.UserX86FpregsEntry
+		if i < len(c.fp) {
+			fp = c.fp[i]
+		} else {
+			var err error
+			if fp, err = fpregsEntry(r.xstate); err != nil {
+				return fmt.Errorf("thread %d: %w", th.tid, err)
+			}
 		}
 		it := inj.perThread[th.tid]
 		thc := &pb.ThreadCoreEntry{

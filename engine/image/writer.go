@@ -22,7 +22,7 @@ import (
 type Writer struct {
 	kind *Kind
 	name string
-	f    *os.File // nil when writing to a plain io.Writer
+	f    *fdFile // nil when writing to a plain io.Writer
 	w    *bufio.Writer
 	n    int
 	buf  []byte
@@ -37,10 +37,11 @@ func Create(dir string, kind *Kind, id uint64) (*Writer, error) {
 
 // CreatePath creates (or truncates) the file at path as an image of kind.
 func CreatePath(path string, kind *Kind) (*Writer, error) {
-	f, err := createFile(path)
+	fd, err := openFd(path, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("create image: %w", err)
 	}
+	f := &fdFile{fd: fd, name: path}
 	// Image files are small (the big pages go through PagesWriter); a
 	// dump writes hundreds of them, so their buffers are pooled rather
 	// than allocated and zeroed for each. Larger writes bypass the buffer
@@ -74,16 +75,72 @@ func createFile(path string) (*os.File, error) {
 // hundreds of images, a restore of 50 tasks opens some 350. Errors are
 // *os.PathError, as os.OpenFile's.
 func openFile(path string, flags int, perm uint32) (*os.File, error) {
+	fd, err := openFd(path, flags, perm)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// openFd is openFile's open, for a caller that needs no *os.File.
+func openFd(path string, flags int, perm uint32) (int, error) {
 	for {
 		fd, err := unix.Open(path, flags|unix.O_CLOEXEC, perm)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return nil, &os.PathError{Op: "open", Path: path, Err: err}
+			return -1, &os.PathError{Op: "open", Path: path, Err: err}
 		}
-		return os.NewFile(uintptr(fd), path), nil
+		return fd, nil
 	}
+}
+
+// fdFile is an image file written with plain write(2) calls: os.NewFile
+// costs an fcntl a file, and a dump writes hundreds of images, almost all
+// in one write each. Errors are *os.PathError, as the os package's.
+type fdFile struct {
+	fd   int
+	name string
+}
+
+func (f *fdFile) Write(b []byte) (int, error) {
+	done := 0
+	for done < len(b) {
+		n, err := unix.Write(f.fd, b[done:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err == nil && n == 0 {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			return done, &os.PathError{Op: "write", Path: f.name, Err: err}
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// ReadFrom copies r through an *os.File on a duplicate of the descriptor
+// (the same open file, so the same offset), for the kernel's copy paths
+// (copy_file_range, sendfile) that os.File.ReadFrom takes: large ghost
+// files (WriteExtra's bufio.Writer hands them here).
+func (f *fdFile) ReadFrom(r io.Reader) (int64, error) {
+	d, err := unix.FcntlInt(uintptr(f.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return 0, &os.PathError{Op: "dup", Path: f.name, Err: err}
+	}
+	of := os.NewFile(uintptr(d), f.name)
+	defer of.Close()
+	return of.ReadFrom(r)
+}
+
+func (f *fdFile) Close() error {
+	if err := unix.Close(f.fd); err != nil {
+		return &os.PathError{Op: "close", Path: f.name, Err: err}
+	}
+	return nil
 }
 
 // NewWriter writes an image of kind to w (name is used in errors). Close

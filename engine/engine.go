@@ -70,6 +70,12 @@ type DumpOptions struct {
 	PidLog func(pid int) zerolog.Logger
 	// Progress, if set, is called now and then while memory is copied.
 	Progress func(done, total int64)
+	// KillAtFinish: a good dump will end in Finish(FinishKill). The
+	// engine may then leave in the tasks what only a task that runs on
+	// would miss (engine/dump: the injections' batch memory, one small
+	// mapping a process), saving work in the frozen window; Resume and
+	// any other Finish still take it away.
+	KillAtFinish bool
 }
 
 // RestoreOptions are the restore options of crtools(1).

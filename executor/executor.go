@@ -528,6 +528,8 @@ func (r *run) freeze(ctx context.Context, log zerolog.Logger) error {
 		// this step's (its lines would all say step=freeze).
 		Log:    r.log,
 		PidLog: r.opts.PidLog,
+		// finish ends a good dump in this mode.
+		KillAtFinish: r.finishMode() == engine.FinishKill,
 	}
 	if c.PageServer != nil {
 		o.PageServer = &engine.PageServer{Address: c.PageServer.Address, Port: c.PageServer.Port}
@@ -635,14 +637,19 @@ func (r *run) commit() error {
 	return nil
 }
 
-func (r *run) finish() error {
-	mode := engine.FinishKill
+// finishMode is how finish ends a good dump.
+func (r *run) finishMode() engine.FinishMode {
 	switch r.plan.Finish {
 	case planner.FinishLeaveRunning:
-		mode = engine.FinishLeaveRunning
+		return engine.FinishLeaveRunning
 	case planner.FinishLeaveStopped:
-		mode = engine.FinishLeaveStopped
+		return engine.FinishLeaveStopped
 	}
+	return engine.FinishKill
+}
+
+func (r *run) finish() error {
+	mode := r.finishMode()
 	if err := r.dumper.Finish(mode); err != nil {
 		return err
 	}

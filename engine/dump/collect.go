@@ -274,7 +274,7 @@ func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 				jobs = append(jobs, c.job)
 			}
 			close(regsRead)
-			injectAll(jobs)
+			injectAll(jobs, d.opts.KillAtFinish)
 			for _, j := range jobs {
 				if j.err != nil {
 					return j.err

@@ -88,6 +88,15 @@ type task struct {
 	// it must stay stopped.
 	groupStopped bool
 	stopSig      int
+	// batch is the injections' batch memory left mapped in the task
+	// (injectAll with keepBatch), with the `syscall` instruction that
+	// unmaps it (unmapBatches); addr 0 if none.
+	batch leftBatch
+}
+
+type leftBatch struct {
+	addr, syscall uintptr
+	size          int
 }
 
 type thread struct {
@@ -220,10 +229,34 @@ func (d *Dumper) Resume() error {
 		// mode and get EINVAL.
 		err = d.state.special.Rollback()
 	}
-	err = errors.Join(err, d.tr.Do(d.detachAll))
+	err = errors.Join(err, d.tr.Do(func() error { return errors.Join(d.unmapBatches(), d.detachAll()) }))
 	d.frozen = false
 	d.finished = true
 	return err
+}
+
+// unmapBatches takes the batch memory injectAll left in the tasks
+// (DumpOptions.KillAtFinish) away again from a tree that runs on: a failed
+// dump (Resume) or a Finish other than a kill. One injected munmap a task,
+// settled as every injection of the dump.
+// Preconditions: on the tracer thread; every thread of the tree is
+// ptrace-stopped.
+func (d *Dumper) unmapBatches() error {
+	var errs []error
+	for _, t := range d.tasks {
+		b := t.batch
+		if b.addr == 0 {
+			continue
+		}
+		t.batch = leftBatch{}
+		in := &ptrace.Injector{Tid: t.pid, SyscallAddr: b.syscall, SettleAtEnd: !t.groupStopped}
+		_, err := in.Syscall(unix.SYS_MUNMAP, b.addr, uintptr(b.size))
+		t.threads[0].deferred = append(t.threads[0].deferred, in.Deferred...)
+		if err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("unmap the injection memory of pid %d: %w", t.pid, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Finish kills, leaves stopped or resumes the tree after a good dump.
@@ -242,9 +275,9 @@ func (d *Dumper) Finish(mode engine.FinishMode) error {
 	}
 	switch mode {
 	case engine.FinishLeaveRunning:
-		err = errors.Join(err, d.tr.Do(d.detachAll))
+		err = errors.Join(err, d.tr.Do(func() error { return errors.Join(d.unmapBatches(), d.detachAll()) }))
 	case engine.FinishLeaveStopped:
-		err = errors.Join(err, d.tr.Do(d.detachStopped))
+		err = errors.Join(err, d.tr.Do(func() error { return errors.Join(d.unmapBatches(), d.detachStopped()) }))
 	case engine.FinishKill:
 		err = d.tr.Do(d.killAll)
 		// Let go of the killed tree without waiting for it (killAll

@@ -338,9 +338,17 @@ type injectJob struct {
 // time). Each job's res or err is set; a job that fails is put back as it
 // was (registers, mask, no batch memory) as far as possible, and the others
 // carry on to the end.
+//
+// keepBatch (a dump whose tree will be killed: DumpOptions.KillAtFinish)
+// leaves each task's batch memory mapped, recorded in its task for
+// unmapBatches, which Resume and a Finish that lets the tree run call: the
+// munmap is one more round trip of every task in the frozen window, for a
+// mapping that dies with the task. Were crtools itself killed before the
+// end of the dump, the tree would run on with that one small mapping more
+// (code and table pages of the batch; no state of the task lives there).
 // Preconditions: on the tracer thread; every thread of every task is
 // ptrace-stopped.
-func injectAll(jobs []*injectJob) {
+func injectAll(jobs []*injectJob, keepBatch bool) {
 	var live []*injectJob
 	for _, j := range jobs {
 		j.res = &injected{sigactions: map[int]*pb.SaEntry{}, perThread: map[int]*injectedThread{}}
@@ -481,6 +489,11 @@ func injectAll(jobs []*injectJob) {
 		if first != nil {
 			return first
 		}
+		if keepBatch {
+			addr, size := j.batch.Leave()
+			j.t.batch = leftBatch{addr: addr, syscall: j.leader.SyscallAddr, size: size}
+			return nil
+		}
 		j.closing = true
 		if err := j.batch.StartClose(); err != nil {
 			j.closing = false
@@ -488,11 +501,13 @@ func injectAll(jobs []*injectJob) {
 		}
 		return nil
 	})
-	// Unmapped; the leaders settle.
+	// Unmapped (or left); the leaders settle.
 	live = eachJob(live, func(j *injectJob) error {
-		j.closing = false
-		if err := j.batch.FinishClose(); err != nil {
-			return err
+		if j.closing {
+			j.closing = false
+			if err := j.batch.FinishClose(); err != nil {
+				return err
+			}
 		}
 		j.begun = false
 		if err := j.leader.StartEnd(); err != nil {

@@ -214,6 +214,20 @@ func (in *Injector) FinishNewBatch() (*Batch, error) {
 	return b, nil
 }
 
+// Leave gives up the batch without unmapping its memory, for a caller
+// that unmaps it later (or whose task will not run again): it returns the
+// mapping (addr 0 if there is none of ours to unmap), and the batch is
+// closed.
+func (b *Batch) Leave() (addr uintptr, size int) {
+	if b.addr == 0 || b.borrowed {
+		b.addr = 0
+		return 0, 0
+	}
+	addr, size = b.addr, b.size
+	b.addr = 0
+	return addr, size
+}
+
 // StartClose begins Close (the munmap) and returns; FinishClose waits for
 // it. Between the two the tracer may close batches of other tasks.
 func (b *Batch) StartClose() error {

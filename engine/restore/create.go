@@ -113,12 +113,15 @@ func (r *restorer) startFirstPuppet() (*puppet, error) {
 // firstPuppet collects it. A restore that fails before then kills it with
 // everything else it created (Close).
 func (r *restorer) startEarly() {
-	r.tr = ptrace.NewTracer()
+	tr := ptrace.NewTracer()
+	r.tr = tr
 	e := &earlyPuppet{done: make(chan struct{})}
 	r.early = e
 	go func() {
 		defer close(e.done)
-		e.err = r.tr.Do(func() error {
+		// tr, not r.tr: Close may clear that meanwhile (it waits for
+		// this goroutine first, see there).
+		e.err = tr.Do(func() error {
 			r.pin()
 			var err error
 			e.p, e.maps, err = r.execFirstPuppet()

@@ -502,6 +502,7 @@ func (r *restorer) Resume(ctx context.Context) error {
 // Kill kills every task created so far: puppets die (they are traced with
 // PTRACE_O_EXITKILL as well), and nothing of the tree stays behind.
 func (r *restorer) Kill() error {
+	r.waitEarly() // its puppet is in r.created once it exists
 	if r.killed || r.tr == nil {
 		return nil
 	}
@@ -573,6 +574,9 @@ func (r *restorer) Wait() (int, error) {
 
 func (r *restorer) Close() error {
 	_ = r.img.closeSpecial()
+	// A first puppet started during a Load that failed (or was never
+	// followed by CreateTasks) is known to Kill once its exec is done.
+	r.waitEarly()
 	if r.tr != nil {
 		// A restored task that is still a puppet must not survive us.
 		if !r.resumed && !r.killed {

@@ -654,7 +654,10 @@ func (p *puppet) restoreThread(core *pb.CoreEntry, leader bool) error {
 // queueThread queues the calls of restoreThread.
 func (p *puppet) queueThread(core *pb.CoreEntry, leader bool) error {
 	tc := core.GetThreadCore()
-	if sas := tc.GetSas(); sas != nil && (sas.GetSsSp() != 0 || sas.GetSsSize() != 0 || sas.GetSsFlags() != 0) {
+	// A puppet has no alternate stack (exec and clone with CLONE_VM
+	// disable it, fork copies that): the disabled state the kernel
+	// reports for it (SS_DISABLE, no stack) needs no call.
+	if sas := tc.GetSas(); sas != nil && (sas.GetSsSp() != 0 || sas.GetSsSize() != 0 || sas.GetSsFlags()&^ssDisable != 0) {
 		flags := int32(sas.GetSsFlags())
 		// SS_ONSTACK is a state, not a flag sigaltstack accepts; only
 		// SS_DISABLE and SS_AUTODISARM may be given.
@@ -699,6 +702,9 @@ func (p *puppet) queueThread(core *pb.CoreEntry, leader bool) error {
 	}
 	return nil
 }
+
+// ssDisable is SS_DISABLE of sigaltstack.
+const ssDisable = 2
 
 // threadComm is the name of the thread with core: its own, or for a
 // leader whose thread core has none, the task's.

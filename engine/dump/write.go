@@ -504,10 +504,11 @@ type pagesOut struct {
 	// 220 in 0.23-0.27 s raw; the same copy in C, 30 in 0.24-0.27 s.
 	// A raw call keeps its P, which is fine only for calls that end soon
 	// whatever happens: so raw is set only when f is in memory (tmpfs,
-	// ramfs), where a pwrite never waits for a disk, and each call moves
-	// at most chunkBytes. Other goroutines still run: sysmon preempts a
-	// reader that held its P 10 ms at its next function call, and a
-	// garbage collection waits at most one call.
+	// ramfs), where a pwrite waits for no disk or server (only, when
+	// memory is short, for reclaim, as any allocation may), and each
+	// call moves at most chunkBytes. Other goroutines still run: sysmon
+	// preempts a reader that held its P 10 ms at its next function call,
+	// and a garbage collection waits at most one call.
 	raw bool
 }
 

@@ -1,16 +1,19 @@
 package dump
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/crtools/crtools/engine"
 	"github.com/crtools/crtools/engine/image"
+	"github.com/crtools/crtools/engine/proc"
 )
 
 // TestPlanBatches: the batches the readers share cover the ranges in
@@ -185,5 +188,41 @@ func TestCopyPagesInMemory(t *testing.T) {
 			t.Errorf("%s: pages saved %#v, want %#v", dir, got, want)
 		}
 		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// TestWriteImagesMetaFails: the small images are written while the pages
+// are copied; when one of them cannot be written, WriteImages fails with
+// that error (after the copy stopped), and the tree can be resumed.
+func TestWriteImagesMetaFails(t *testing.T) {
+	requireRoot(t)
+	pid := startDetached(t, patternSrc)
+	dir := t.TempDir()
+	// A directory where the inventory goes: creating it fails.
+	if err := os.Mkdir(image.Inventory.Path(dir, 0), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(engine.DumpOptions{Pid: pid, Log: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := context.Background()
+	if err := d.Freeze(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Collect(ctx); err != nil {
+		d.Resume()
+		t.Fatal(err)
+	}
+	err = d.WriteImages(ctx, dir)
+	if rerr := d.Resume(); rerr != nil {
+		t.Errorf("resume: %v", rerr)
+	}
+	if err == nil || !strings.Contains(err.Error(), "inventory") {
+		t.Fatalf("WriteImages with an unwritable inventory: %v", err)
+	}
+	if s, err := proc.ReadStatus(pid); err != nil || s.TracerPid != 0 {
+		t.Errorf("pid %d after resume: %+v %v", pid, s, err)
 	}
 }

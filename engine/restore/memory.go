@@ -213,6 +213,15 @@ func (p *puppet) mapVMAs(img *imageSet, sh *shmState, vmas []*pb.VmaEntry, pm *i
 		}
 		plans = append(plans, plan)
 	}
+	// The executable's fd stays open for restoreMM's PR_SET_MM_MAP,
+	// which would otherwise open the same file again (keepExe).
+	p.exeFd = noFd
+	if fd, ok := fds[p.keepExe]; ok && p.keepExe != 0 {
+		if fe := img.files[uint32(p.keepExe)]; fe != nil && fe.GetReg() != nil {
+			p.exeFd = fd
+			delete(fds, p.keepExe)
+		}
+	}
 	closeFds() // in the same batch as the mmaps
 	if err := p.runPending(); err != nil {
 		return nil, err

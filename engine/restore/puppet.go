@@ -72,6 +72,11 @@ type puppet struct {
 	creator *puppet
 	// started is the batch startPending set going, until finishPending.
 	started *startedBatch
+	// keepExe, if not 0, is the file id of the task's executable:
+	// mapVMAs leaves the fd it opened for it open, in exeFd (noFd:
+	// none), for restoreMM.
+	keepExe uint64
+	exeFd   uint64
 	// comm is the task's name (PR_SET_NAME) when crtools set it, or
 	// inherited it from the puppet it was cloned from; "" when unknown.
 	comm string

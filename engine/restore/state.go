@@ -124,6 +124,11 @@ func (r *restorer) beginProc(pr *proc) (*procState, error) {
 		if err != nil {
 			return err
 		}
+		// Only in an fd table no other task has: another's calls in
+		// between (endProc of the task before) would find the fd taken.
+		if r.tableOfOne(t) {
+			lead.keepExe = uint64(t.mm.GetExeFileId())
+		}
 		if st.plans, err = lead.mapVMAs(r.img, r.shm, st.vmas, t.pagemap); err != nil {
 			return err
 		}
@@ -138,6 +143,20 @@ func (r *restorer) beginProc(pr *proc) (*procState, error) {
 		return nil, err
 	}
 	return st, nil
+}
+
+// tableOfOne tells whether no other task of the images shares t's fd
+// table.
+func (r *restorer) tableOfOne(t *taskImage) bool {
+	if t.ids == nil {
+		return false
+	}
+	for _, o := range r.img.tasks {
+		if o != t && o.ids != nil && o.ids.GetFilesId() == t.ids.GetFilesId() {
+			return false
+		}
+	}
+	return true
 }
 
 // endProc turns the puppets of one process into its dumped task, all but
@@ -314,13 +333,18 @@ func (p *puppet) restoreMM(img *imageSet, mm *pb.MmEntry) error {
 	}
 	exeFd := ^uint64(0)
 	if fe := img.files[mm.GetExeFileId()]; fe != nil && fe.GetReg() != nil {
-		fd, err := p.openat(fe.GetReg().GetName(), unix.O_RDONLY|unix.O_CLOEXEC)
-		if err != nil {
-			return fmt.Errorf("open executable %q of task %d: %w", fe.GetReg().GetName(), p.pid, err)
+		fd := p.exeFd
+		if p.keepExe != uint64(mm.GetExeFileId()) || fd == noFd {
+			var err error
+			fd, err = p.openat(fe.GetReg().GetName(), unix.O_RDONLY|unix.O_CLOEXEC)
+			if err != nil {
+				return fmt.Errorf("open executable %q of task %d: %w", fe.GetReg().GetName(), p.pid, err)
+			}
 		}
 		exeFd = fd
 		m.ExeFd = uint32(fd)
 	}
+	p.keepExe, p.exeFd = 0, noFd
 	addr, err := p.put(m.bytes())
 	if err != nil {
 		return err

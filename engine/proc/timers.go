@@ -1,7 +1,6 @@
 package proc
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"strconv"
@@ -34,10 +33,13 @@ type PosixTimer struct {
 //	ClockID: 1
 func ParseTimers(data []byte) ([]PosixTimer, error) {
 	var out []PosixTimer
-	sc := bufio.NewScanner(bytes.NewReader(data))
 	var cur *PosixTimer
-	for sc.Scan() {
-		key, val, ok := strings.Cut(sc.Text(), ":")
+	// Line by line without a bufio.Scanner, whose 4 KiB buffer was most of
+	// what a dump allocated for the (usually empty) timers of every task.
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte("\n"))
+		key, val, ok := strings.Cut(string(bytes.TrimSuffix(line, []byte("\r"))), ":")
 		if !ok {
 			continue
 		}
@@ -101,7 +103,7 @@ func ParseTimers(data []byte) ([]PosixTimer, error) {
 			cur.ClockID = int32(v)
 		}
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // ReadTimers reads /proc/PID/timers.

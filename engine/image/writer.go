@@ -46,9 +46,9 @@ func CreatePath(path string, kind *Kind) (*Writer, error) {
 	// dump writes hundreds of them, so their buffers are pooled rather
 	// than allocated and zeroed for each. Larger writes bypass the buffer
 	// anyway.
-	bw := imageBufs.Get().(*bufio.Writer)
+	bw := imageBufs.get()
 	bw.Reset(f)
-	w := &Writer{kind: kind, name: path, f: f, w: bw, buf: *entryBufs.Get().(*[]byte)}
+	w := &Writer{kind: kind, name: path, f: f, w: bw, buf: entryBufs.get()}
 	if err := w.writeHeader(); err != nil {
 		f.Close()
 		return nil, err
@@ -56,13 +56,47 @@ func CreatePath(path string, kind *Kind) (*Writer, error) {
 	return w, nil
 }
 
-// imageBufs are the buffers of file-backed Writers, back in the pool once
+// imageBufs are the buffers of file-backed Writers, back in the list once
 // Close flushed them.
-var imageBufs = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
+var imageBufs = freeList[*bufio.Writer]{make: func() *bufio.Writer { return bufio.NewWriterSize(nil, 32<<10) }}
 
 // entryBufs are the buffers file-backed Writers encode entries into (a
-// core entry is 1-3 KiB), back in the pool at Close.
-var entryBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+// core entry is 1-3 KiB), back in the list at Close.
+var entryBufs = freeList[[]byte]{make: func() []byte { return make([]byte, 0, 4<<10) }}
+
+// freeList keeps a few buffers for reuse. Not a sync.Pool: a pool's Get
+// finds only what was Put on the same P (or stolen from another's shared
+// list), and a dump's goroutine, blocking in a syscall for every file,
+// moves between Ps: a 50-task dump allocated new 32 KiB buffers again and
+// again, each a few fresh pages (a page fault each on this kind of host).
+type freeList[T any] struct {
+	mu    sync.Mutex
+	items []T
+	make  func() T
+}
+
+// freeListMax bounds what a freeList keeps.
+const freeListMax = 8
+
+func (l *freeList[T]) get() T {
+	l.mu.Lock()
+	if n := len(l.items); n > 0 {
+		x := l.items[n-1]
+		l.items = l.items[:n-1]
+		l.mu.Unlock()
+		return x
+	}
+	l.mu.Unlock()
+	return l.make()
+}
+
+func (l *freeList[T]) put(x T) {
+	l.mu.Lock()
+	if len(l.items) < freeListMax {
+		l.items = append(l.items, x)
+	}
+	l.mu.Unlock()
+}
 
 // createFile creates (or truncates) path for writing (openFile).
 func createFile(path string) (*os.File, error) {
@@ -253,11 +287,10 @@ func (w *Writer) Close() error {
 	if w.f != nil {
 		// The buffer of a file-backed writer goes back to the pool.
 		w.w.Reset(nil)
-		imageBufs.Put(w.w)
+		imageBufs.put(w.w)
 		w.w = nil
 		if cap(w.buf) <= 64<<10 { // one huge entry does not pin its buffer
-			b := w.buf[:0]
-			entryBufs.Put(&b)
+			entryBufs.put(w.buf[:0])
 		}
 		w.buf = nil
 		if cerr := w.f.Close(); err == nil && cerr != nil && !errors.Is(cerr, os.ErrClosed) {

@@ -12,8 +12,11 @@
 //     interface (sigactions, sigaltstack, itimers, POSIX timer values, a few
 //     prctl getters), inject single syscalls. Memory is only scanned here
 //     (PAGEMAP_SCAN): which pages exist. Nothing in the tree changes except
-//     for the injection window, during which one scratch page is mapped in
-//     the task and every register is put back afterwards. It runs in three
+//     for the injection window, during which the batch memory (a code page
+//     and its tables) is mapped in the task and every register is put back
+//     afterwards; a dump whose tree is killed at the end
+//     (DumpOptions.KillAtFinish) unmaps it only if the tree is to run on
+//     after all (Resume, another Finish: unmapBatches). It runs in three
 //     rounds (collectTasks): /proc and the memory map of every task (the
 //     smaps read ahead on another goroutine), then the tracer thread reads
 //     the registers and injects into every task at once (injectAll: each
@@ -23,7 +26,8 @@
 //   - WriteImages: write every image; page contents are copied with
 //     process_vm_readv in large batches straight into the pages files, by a
 //     reader and a writer goroutine working on alternating buffers.
-//   - Finish / Resume: detach every thread (kill, leave stopped, or let run).
+//   - Finish / Resume: detach every thread (kill, leave stopped, or let run),
+//     after unmapping the batch memory of a tree that runs on.
 //
 // Thread rules: every ptrace call goes through the dumper's Tracer (one
 // locked OS thread); /proc reads and process_vm_readv run on any goroutine.

@@ -100,73 +100,6 @@ func pidState(pid int) (string, string, error) {
 // startFirstPuppet starts the first puppet and gives it the trampoline.
 // Preconditions: on the tracer thread.
 func (r *restorer) startFirstPuppet() (*puppet, error) {
-	p, maps, err := r.execFirstPuppet()
-	if err != nil {
-		return nil, err
-	}
-	return r.readyFirstPuppet(p, maps)
-}
-
-// startEarly starts the first puppet's exec on the tracer thread while
-// Load reads the images: the exec costs a few milliseconds, as long as
-// reading the images of a small tree, and needs nothing from them.
-// firstPuppet collects it. A restore that fails before then kills it with
-// everything else it created (Close).
-func (r *restorer) startEarly() {
-	tr := ptrace.NewTracer()
-	r.tr = tr
-	e := &earlyPuppet{done: make(chan struct{})}
-	r.early = e
-	go func() {
-		defer close(e.done)
-		// tr, not r.tr: Close may clear that meanwhile (it waits for
-		// this goroutine first, see there).
-		e.err = tr.Do(func() error {
-			r.pin()
-			var err error
-			e.p, e.maps, err = r.execFirstPuppet()
-			return err
-		})
-	}()
-}
-
-// earlyPuppet is the first puppet startEarly started.
-type earlyPuppet struct {
-	done chan struct{}
-	p    *puppet
-	maps []span
-	err  error
-}
-
-// waitEarly waits until the exec startEarly started is done.
-// Preconditions: not on the tracer thread, which runs it.
-func (r *restorer) waitEarly() {
-	if r.early != nil {
-		<-r.early.done
-	}
-}
-
-// firstPuppet returns the first puppet, ready to clone the root: the one
-// startEarly started (waitEarly first), or a new one.
-// Preconditions: on the tracer thread.
-func (r *restorer) firstPuppet() (*puppet, error) {
-	e := r.early
-	if e == nil {
-		r.pin()
-		return r.startFirstPuppet()
-	}
-	r.early = nil
-	if e.err != nil {
-		return nil, e.err
-	}
-	return r.readyFirstPuppet(e.p, e.maps)
-}
-
-// execFirstPuppet starts crtools' binary as the first puppet and waits for
-// its exec stop, where it puts a syscall instruction at the entry point.
-// It returns the puppet's mappings too (for pickTrampoline).
-// Preconditions: on the tracer thread.
-func (r *restorer) execFirstPuppet() (*puppet, []span, error) {
 	// /proc/self/exe works even when crtools' file was replaced or
 	// removed since it started; the puppet never runs it anyway.
 	exe := "/proc/self/exe"
@@ -176,50 +109,38 @@ func (r *restorer) execFirstPuppet() (*puppet, []span, error) {
 	// unless the image says it led its own (restoreSession).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Ptrace: true}
 	if err := cmd.Start(); err != nil {
-		return nil, nil, fmt.Errorf("start first puppet %s: %w", exe, err)
+		return nil, fmt.Errorf("start first puppet %s: %w", exe, err)
 	}
 	pid := cmd.Process.Pid
 	r.created = append(r.created, pid)
 	st, err := ptrace.WaitStopped(pid)
 	if err != nil {
-		return nil, nil, fmt.Errorf("wait for exec stop of first puppet %d: %w", pid, err)
+		return nil, fmt.Errorf("wait for exec stop of first puppet %d: %w", pid, err)
 	}
 	if st.Sig != int(unix.SIGTRAP) {
-		return nil, nil, fmt.Errorf("first puppet %d stopped by signal %d, want SIGTRAP at exec", pid, st.Sig)
+		return nil, fmt.Errorf("first puppet %d stopped by signal %d, want SIGTRAP at exec", pid, st.Sig)
 	}
-	// EXITKILL at once: a crtools killed from here on takes the
-	// puppet with it. readyFirstPuppet adds the clone events a new pid
-	// namespace needs, which only the images tell.
-	if err := ptrace.SetOptions(pid, puppetOptions); err != nil {
-		return nil, nil, err
+	opts := puppetOptions
+	if r.newPidNS() {
+		opts = puppetOptionsNewPidNS
+	}
+	if err := ptrace.SetOptions(pid, opts); err != nil {
+		return nil, err
 	}
 	regs, err := ptrace.GetRegs(pid)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	// Until the trampoline exists, inject at the exec entry point: put a
 	// syscall instruction there (/proc/PID/mem writes through the
 	// read-only text; the page is copied for this process only).
 	if _, err := ptrace.WriteMem(pid, uintptr(regs.Rip), trampolineCode); err != nil {
-		return nil, nil, fmt.Errorf("prepare first puppet %d: %w", pid, err)
+		return nil, fmt.Errorf("prepare first puppet %d: %w", pid, err)
 	}
 	p := &puppet{pid: pid, vpid: pid, tgid: pid, vtgid: pid, crtoolsFd: -1, regs: regs, log: r.log, tr: &trampoline{addr: regs.Rip}}
 	maps, err := readMaps(pid)
 	if err != nil {
-		return nil, nil, err
-	}
-	return p, maps, nil
-}
-
-// readyFirstPuppet maps the trampoline in the first puppet (started by
-// execFirstPuppet, with maps its mappings) and drops the rest of it.
-// Preconditions: on the tracer thread; the images are loaded.
-func (r *restorer) readyFirstPuppet(p *puppet, maps []span) (*puppet, error) {
-	pid := p.pid
-	if r.newPidNS() {
-		if err := ptrace.SetOptions(pid, puppetOptionsNewPidNS); err != nil {
-			return nil, err
-		}
+		return nil, err
 	}
 	addr, err := r.pickTrampoline(maps)
 	if err != nil {

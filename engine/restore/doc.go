@@ -4,10 +4,10 @@
 //
 // # Algorithm
 //
-// Load decodes every image once (model.go), while the tracer thread
-// starts the first puppet — crtools' own binary (/proc/self/exe) with
-// PTRACE_TRACEME, which stops at its exec before any Go code runs — and
-// writes `syscall; int3` at its entry point. CreateTasks maps the trampoline (one code page and a scratch area)
+// Load decodes every image once (model.go). CreateTasks starts the first
+// puppet — crtools' own binary (/proc/self/exe) with PTRACE_TRACEME, which
+// stops at its exec before any Go code runs — writes `syscall; int3` at its
+// entry point and maps the trampoline (one code page and a scratch area)
 // at an address free in the puppet and in every task of the images. From
 // then on every syscall is injected at the trampoline: set the registers,
 // PTRACE_CONT, collect RAX at the int3 (puppet.go). Calls whose result

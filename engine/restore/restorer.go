@@ -66,8 +66,6 @@ type restorer struct {
 	initial *initialState
 	// vdsoLanded: vDSO placements checked once (mapVdso).
 	vdsoLanded map[vdsoPlace]bool
-	// early is the first puppet, started during Load (startEarly).
-	early *earlyPuppet
 }
 
 // addFilled counts n more bytes of memory filled and reports progress.
@@ -93,9 +91,6 @@ type proc struct {
 }
 
 func (r *restorer) Load(ctx context.Context) error {
-	if r.tr == nil {
-		r.startEarly() // create.go
-	}
 	img, err := load(r.opts.ImagesDir)
 	if err != nil {
 		return err
@@ -158,12 +153,10 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 		}
 	}
 	start := time.Now()
-	if r.tr == nil {
-		r.tr = ptrace.NewTracer()
-	}
-	r.waitEarly() // create.go
+	r.tr = ptrace.NewTracer()
 	err := r.tr.Do(func() error {
-		first, err := r.firstPuppet() // create.go
+		r.pin()
+		first, err := r.startFirstPuppet()
 		if err != nil {
 			return err
 		}
@@ -502,7 +495,6 @@ func (r *restorer) Resume(ctx context.Context) error {
 // Kill kills every task created so far: puppets die (they are traced with
 // PTRACE_O_EXITKILL as well), and nothing of the tree stays behind.
 func (r *restorer) Kill() error {
-	r.waitEarly() // its puppet is in r.created once it exists
 	if r.killed || r.tr == nil {
 		return nil
 	}
@@ -574,9 +566,6 @@ func (r *restorer) Wait() (int, error) {
 
 func (r *restorer) Close() error {
 	_ = r.img.closeSpecial()
-	// A first puppet started during a Load that failed (or was never
-	// followed by CreateTasks) is known to Kill once its exec is done.
-	r.waitEarly()
 	if r.tr != nil {
 		// A restored task that is still a puppet must not survive us.
 		if !r.resumed && !r.killed {

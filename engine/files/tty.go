@@ -5,7 +5,6 @@ import (
 	"os"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/proc"
 )
 
 // Terminals. With -j/--shell-job a terminal the task got from outside (the
@@ -132,44 +132,20 @@ func (d *Dumper) dumpTTY(c *Collected, e *pb.FileEntry, f *os.File, st *unix.Sta
 	return nil
 }
 
-// sessionOf returns session, foreground process group and tty_nr of pid:
-// from the stat the caller read already (Options.TaskStat), else from
-// /proc/PID/stat.
+// sessionOf returns session, foreground process group and tty_nr of pid,
+// from the /proc/PID/stat the caller read already (Options.TaskStat), else
+// from a fresh one.
 func (d *Dumper) sessionOf(pid int) (sid, tpgid, ttyNr int, err error) {
+	var st *proc.Stat
 	if d.opts.TaskStat != nil {
-		if st := d.opts.TaskStat(pid); st != nil {
-			return st.Session, st.Tpgid, st.TtyNr, nil
+		st = d.opts.TaskStat(pid)
+	}
+	if st == nil {
+		if st, err = proc.ReadStat(pid); err != nil {
+			return 0, 0, 0, err
 		}
 	}
-	return sessionOf(pid)
-}
-
-// sessionOf reads session, foreground process group and tty_nr from
-// /proc/PID/stat (fields after the command name, which may hold spaces and
-// parentheses).
-func sessionOf(pid int) (sid, tpgid, ttyNr int, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, 0, 0, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 6 {
-		return 0, 0, 0, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	// f[0] state, f[1] ppid, f[2] pgrp, f[3] session, f[4] tty_nr, f[5] tpgid
-	sid, err = strconv.Atoi(f[3])
-	if err == nil {
-		ttyNr, err = strconv.Atoi(f[4])
-	}
-	if err == nil {
-		tpgid, err = strconv.Atoi(f[5])
-	}
-	return sid, tpgid, ttyNr, err
+	return st.Session, st.Tpgid, st.TtyNr, nil
 }
 
 func termiosEntry(t *unix.Termios) *pb.TermiosEntry {

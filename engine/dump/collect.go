@@ -297,15 +297,18 @@ func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 		}
 		s.tasks = append(s.tasks, c.ts)
 	}
-	// The FPU entries while the tracer injects, if it got that far.
+	// The FPU entries while the tracer injects (or after it, if it was
+	// done first); none if it failed.
 	var trErr error
 	traceDone := false
 	if midErr == nil {
 		select {
 		case <-regsRead:
-			midErr = fpEntries(cs)
 		case trErr = <-traced:
 			traceDone = true
+		}
+		if trErr == nil {
+			midErr = fpEntries(cs)
 		}
 	}
 	// Always wait: a failed collection leaves the tree only once every
@@ -390,8 +393,7 @@ type collecting struct {
 	thSched  []*proc.Stat // per thread: Nice, Policy, RtPriority
 	thRobust [][2]uint64  // per thread: robust list head and length
 	// fp are the threads' FPU entries, made from regs by the collecting
-	// goroutine while the tracer injects (fpEntries); nil: cores makes
-	// them.
+	// goroutine while the tracer injects (fpEntries).
 	fp []*pb.UserX86FpregsEntry
 }
 
@@ -613,15 +615,7 @@ func (c *collecting) cores() error {
 	for i, th := range t.threads {
 		r := &regs[i]
 		tstatus, tstat := ts.statuses[i], c.thSched[i]
-		var fp *pb.UserX86FpregsEntry
-		if i < len(c.fp) {
-			fp = c.fp[i]
-		} else {
-			var err error
-			if fp, err = fpregsEntry(r.xstate); err != nil {
-				return fmt.Errorf("thread %d: %w", th.tid, err)
-			}
-		}
+		fp := c.fp[i]
 		it := inj.perThread[th.tid]
 		thc := &pb.ThreadCoreEntry{
 			FutexRla: proto.Uint64(c.thRobust[i][0]), FutexRlaLen: proto.Uint32(uint32(c.thRobust[i][1])),

@@ -326,20 +326,6 @@ type pageScanner struct {
 	entryBuf []byte
 }
 
-func (p *pageScanner) scan(start, end uint64, file bool) ([]pageRange, error) {
-	if !p.noScan {
-		rs, err := p.scanIoctl(start, end, file)
-		if err == nil {
-			return rs, nil
-		}
-		if !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EINVAL) {
-			return nil, err
-		}
-		p.noScan = true
-	}
-	return p.scanRead(start, end, file)
-}
-
 func (p *pageScanner) scanIoctl(start, end uint64, file bool) ([]pageRange, error) {
 	if p.vec == nil {
 		p.vec = make([]pagemap.Region, 1024)

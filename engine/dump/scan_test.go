@@ -60,6 +60,12 @@ func TestPageScanSorted(t *testing.T) {
 	}
 }
 
+// scan scans the pages of one mapping as collectMemory does (scanAll with
+// a run of one).
+func (p *pageScanner) scan(start, end uint64, file bool) ([]pageRange, error) {
+	return p.scanAll([]scanVMA{{start: start, end: end, file: file, newRun: true}})
+}
+
 // specialMapping: the kernel's own mappings, which collectMemory never
 // scans.
 func specialMapping(path string) bool {

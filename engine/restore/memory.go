@@ -129,10 +129,17 @@ type vdsoPlace struct{ hint, start, size uint64 }
 // the fill; mprotectVMAs sets the final protections afterwards.
 func (p *puppet) mapVMAs(img *imageSet, sh *shmState, vmas []*pb.VmaEntry, pm *image.PageIndex) ([]vmaPlan, error) {
 	fds := map[uint64]uint64{} // file id -> fd in the puppet, closed at the end
+	// The fds on shared anonymous memory (shmemFd) close at the end
+	// too, not later: a task sharing this fd table may restore its files
+	// before this task's endProc (the pipeline of RestoreState), and
+	// predicts their numbers with this table empty of them.
 	closeFds := func() {
 		for id, fd := range fds {
 			_ = p.queueIgnore(unix.SYS_CLOSE, fd)
 			delete(fds, id)
+		}
+		if sh != nil {
+			p.closeShmemFds(sh)
 		}
 	}
 	defer func() {

@@ -132,11 +132,7 @@ func (r *restorer) beginProc(pr *proc) (*procState, error) {
 		if st.plans, err = lead.mapVMAs(r.img, r.shm, st.vmas, t.pagemap); err != nil {
 			return err
 		}
-		if err := checkVdso(); err != nil {
-			return err
-		}
-		lead.closeShmemFds(r.shm) // queued: endProc's batch
-		return nil
+		return checkVdso()
 	}()
 	if err != nil {
 		lead.fds = nil

@@ -296,3 +296,71 @@ func TestIssue4SharedSighandRefused(t *testing.T) {
 	}
 	w.MustVerify(10 * time.Second)
 }
+
+// sharedAnonSrc: a root and a child (clone CLONE_FILES) sharing an fd
+// table and a MAP_SHARED|MAP_ANONYMOUS page, the child's counter. The
+// child's mapping of the page is restored through an fd of the shared
+// table; the root restores that table, and its files keep their numbers
+// and offsets.
+const sharedAnonSrc = `#include "crt.h"
+#include <sched.h>
+#include <sys/mman.h>
+
+int main(void)
+{
+	volatile uint64_t *count;
+	pid_t root = getpid(), c;
+	int F;
+
+	crt_init();
+	count = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (count == MAP_FAILED)
+		crt_die("mmap");
+	F = open("anon.dat", O_RDWR | O_CREAT | O_TRUNC, 0644);
+	if (F < 0 || write(F, "start", 5) != 5)
+		crt_die("open anon.dat");
+	c = syscall(SYS_clone, CLONE_FILES | SIGCHLD, 0, 0, 0, 0);
+	if (c < 0)
+		crt_die("clone");
+	if (c == 0) {
+		for (;;) {
+			if (getppid() != root)
+				_exit(0);
+			(*count)++;
+			crt_sleep_ms(1);
+		}
+	}
+	while (!*count)
+		crt_sleep_ms(1);
+	crt_ready();
+	for (;;) {
+		if (crt_pending()) {
+			uint64_t before = *count;
+			int64_t end = crt_now() + 3000000000LL;
+			char buf[8];
+
+			while (*count == before && crt_now() < end)
+				crt_sleep_ms(1);
+			CRT_CHECK(*count > before, "child stuck at %" PRIu64 ": the page is not shared", before);
+			CRT_CHECK(lseek(F, 0, SEEK_CUR) == 5, "offset of fd %d is %ld, not 5", F, (long)lseek(F, 0, SEEK_CUR));
+			CRT_CHECK(pread(F, buf, 5, 0) == 5 && !memcmp(buf, "start", 5), "fd %d is not anon.dat", F);
+			if (crt_usr2)
+				kill(c, SIGKILL);
+			crt_report();
+		}
+		crt_tick();
+		crt_sleep_ms(2);
+	}
+}
+`
+
+// TestIssue4SharedTableAnonShared: a task whose fd table another task
+// restores maps shared anonymous memory, which it opens through an fd of
+// that table; the table's files are restored on their numbers.
+func TestIssue4SharedTableAnonShared(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "shared_anon.c")
+	if err := os.WriteFile(src, []byte(sharedAnonSrc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dumpRestoreVerify(t, harness.BuildC(t, src, "-I"+harness.WorkloadsDir(t)))
+}

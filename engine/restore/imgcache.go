@@ -108,23 +108,11 @@ func (c *imageCache) get(kind *image.Kind, b []byte, decode func() ([]proto.Mess
 // readOne is image.ReadOne through the cache: it returns the decoded
 // message, which newMsg makes (a fresh one when the content is new).
 func (c *imageCache) readOne(dir string, kind *image.Kind, id uint64, newMsg func() proto.Message) (proto.Message, error) {
-	b, path, ok, err := readImageFile(dir, kind, id)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		m := newMsg()
-		return m, image.ReadOne(dir, kind, id, m)
-	}
-	msgs, err := c.get(kind, b, func() ([]proto.Message, error) {
-		r, err := image.NewReader(bytes.NewReader(b), path, kind, int64(len(b)), image.Limits{})
-		if err != nil {
-			return nil, err
-		}
+	msgs, err := c.read(dir, kind, id, func(r *image.Reader) ([]proto.Message, error) {
 		m := newMsg()
 		if err := r.Next(m); err != nil {
 			if errors.Is(err, io.EOF) {
-				return nil, &image.TruncatedError{File: path, Offset: r.Offset(), What: "entry 0", Want: 4}
+				return nil, &image.TruncatedError{File: r.Name(), Offset: r.Offset(), What: "entry 0", Want: 4}
 			}
 			return nil, err
 		}
@@ -139,7 +127,7 @@ func (c *imageCache) readOne(dir string, kind *image.Kind, id uint64, newMsg fun
 // readAll reads every entry of an image through the cache (newMsg makes
 // an entry).
 func (c *imageCache) readAll(dir string, kind *image.Kind, id uint64, newMsg func() proto.Message) ([]proto.Message, error) {
-	decode := func(r *image.Reader) ([]proto.Message, error) {
+	return c.read(dir, kind, id, func(r *image.Reader) ([]proto.Message, error) {
 		var out []proto.Message
 		for {
 			m := newMsg()
@@ -152,7 +140,13 @@ func (c *imageCache) readAll(dir string, kind *image.Kind, id uint64, newMsg fun
 			}
 			out = append(out, m)
 		}
-	}
+	})
+}
+
+// read decodes the image of kind with id in dir with decode: once per
+// distinct content when the file is small enough to be cached, else
+// straight from the file.
+func (c *imageCache) read(dir string, kind *image.Kind, id uint64, decode func(*image.Reader) ([]proto.Message, error)) ([]proto.Message, error) {
 	b, path, ok, err := readImageFile(dir, kind, id)
 	if err != nil {
 		return nil, err

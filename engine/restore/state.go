@@ -259,7 +259,7 @@ func (r *restorer) endProc(st *procState) (int64, error) {
 
 	// Per thread: the leader's state (the others' ran before the fill),
 	// and every thread's pending signals, once the actions are in place.
-	if err := lead.restoreThread(t.cores[lead.vpid], true); err != nil {
+	if err := lead.restoreLeader(t.cores[lead.vpid]); err != nil {
 		return filled, err
 	}
 	for _, th := range pr.threads[1:] {
@@ -657,10 +657,11 @@ func threadSlot(tr *trampoline, i int) *trampoline {
 		fillBuf: tr.fillBuf, xstate: tr.xstate}
 }
 
-// restoreThread restores what is per thread, except the registers, the
-// blocked mask and the credentials.
-func (p *puppet) restoreThread(core *pb.CoreEntry, leader bool) error {
-	if err := p.queueThread(core, leader); err != nil {
+// restoreLeader restores what is per thread in the leader, except the
+// registers, the blocked mask and the credentials (the other threads':
+// restoreOtherThreads).
+func (p *puppet) restoreLeader(core *pb.CoreEntry) error {
+	if err := p.queueThread(core, true); err != nil {
 		return err
 	}
 	// The calls queued run as one batch.
@@ -671,7 +672,7 @@ func (p *puppet) restoreThread(core *pb.CoreEntry, leader bool) error {
 	return p.queueSignals(core.GetThreadCore().GetSignalsP(), false)
 }
 
-// queueThread queues the calls of restoreThread.
+// queueThread queues the calls of restoreLeader and restoreOtherThreads.
 func (p *puppet) queueThread(core *pb.CoreEntry, leader bool) error {
 	tc := core.GetThreadCore()
 	// A puppet has no alternate stack (exec and clone with CLONE_VM
@@ -738,7 +739,7 @@ func threadComm(core *pb.CoreEntry, leader bool) string {
 
 // nameEarly gives a new task's leader its dumped name before anything is
 // cloned from it: its threads and children, which mostly have the same
-// name, are born with it, and restoreThread skips theirs.
+// name, are born with it, and queueThread skips theirs.
 func (p *puppet) nameEarly(core *pb.CoreEntry) error {
 	comm := threadComm(core, true)
 	if comm == "" || comm == p.comm {

@@ -779,7 +779,8 @@ func taskCore(t *task, st *proc.Stat, status *proc.Status, inj *injected, blocke
 }
 
 // innerPids renumbers the tree with the pids seen inside its pid
-// namespace (-n pid, engine/ns): pstree entries and image names.
+// namespace (-n pid, engine/ns): pstree entries and image names, then the
+// pids engine/files recorded (innerFilePids).
 func (s *dumpState) innerPids() error {
 	inner := map[*task]ns.InnerIDs{}
 	for _, ts := range s.tasks {
@@ -794,6 +795,12 @@ func (s *dumpState) innerPids() error {
 			return fmt.Errorf("pid %d: %w", ts.t.pid, err)
 		}
 		inner[ts.t] = in
+	}
+	// ids: crtools' pid, tid, group or session id of the tree → the same
+	// id inside the tree's namespace.
+	ids := map[int]int{}
+	for t, in := range inner {
+		ids[t.pid], ids[t.pgid], ids[t.sid] = in.Pid, in.Pgid, in.Sid
 	}
 	for _, ts := range s.tasks {
 		t, in := ts.t, inner[ts.t]
@@ -821,31 +828,53 @@ func (s *dumpState) innerPids() error {
 				}
 				v = x.Pid
 				ts.vtids = append(ts.vtids, v)
+				ids[th.tid] = v
 			}
 			ts.pstree.Threads = append(ts.pstree.Threads, uint32(v))
 		}
 	}
-	s.innerTTYSessions(inner)
+	s.innerFilePids(ids)
 	return nil
 }
 
-// innerTTYSessions renumbers the session and foreground group of the
-// tree's pseudo-terminals with the pids seen inside the tree's pid
-// namespace, as innerPids does the tasks: engine/files reads them from
-// /proc/PID/stat, in crtools' namespace, and restore looks a terminal up
-// by the image's session id. A group id unknown to the tree becomes 0 (no
-// foreground group to restore).
-func (s *dumpState) innerTTYSessions(inner map[*task]ns.InnerIDs) {
-	ids := map[int]int{}
-	for t, in := range inner {
-		ids[t.pid], ids[t.pgid], ids[t.sid] = in.Pid, in.Pgid, in.Sid
-	}
-	for _, info := range s.special.Set().TtyInfo {
+// innerFilePids renumbers, with ids (innerPids), the pids engine/files
+// recorded as crtools sees them (/proc/PID/stat, F_GETOWN, the task whose
+// fd table was read): restore reads them inside the tree's new pid
+// namespace. An id unknown to the tree becomes 0, as the tree itself sees
+// it (F_GETOWN inside the namespace returns 0 for an owner outside it).
+//   - the session and foreground group of the tree's pseudo-terminals:
+//     restore looks a terminal up by the image's session id (0: no
+//     foreground group to restore);
+//   - the owner (F_SETOWN) of a file: a task, thread or process group
+//     (0: no owner);
+//   - the task that held a lock, which restore matches with the image's
+//     pid of the task taking the locks again.
+func (s *dumpState) innerFilePids(ids map[int]int) {
+	set := s.special.Set()
+	for _, info := range set.TtyInfo {
 		if info.GetType() != pb.TtyType_PTY || info.GetSid() == 0 {
 			continue
 		}
 		info.Sid = proto.Uint32(uint32(ids[int(info.GetSid())]))
 		info.Pgrp = proto.Uint32(uint32(ids[int(info.GetPgrp())]))
+	}
+	// Entries may share one FownEntry (a ghost file and its hidden
+	// name): renumber each once.
+	done := map[*pb.FownEntry]bool{}
+	for _, e := range set.Files {
+		o := files.Fown(e)
+		if o == nil || o.GetPid() == 0 || done[o] {
+			continue
+		}
+		done[o] = true
+		v := ids[int(o.GetPid())]
+		o.Pid = proto.Uint32(uint32(v))
+		if v == 0 {
+			o.PidType = proto.Uint32(0)
+		}
+	}
+	for _, l := range set.Locks {
+		l.Pid = proto.Int32(int32(ids[int(l.GetPid())]))
 	}
 }
 

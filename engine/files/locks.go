@@ -51,6 +51,20 @@ func (d *Dumper) locks(pid, fd int, desc string, info *fdinfo) ([]*pb.FileLockEn
 	return out, nil
 }
 
+// CheckLockOwners refuses images with a lock held by a pid that is no task
+// of the images (isTask false): TakeLocks matches the locks with the
+// restored tasks by that pid, and such a lock would silently not be taken
+// again. (crtools before it dumped a tree with -n pid wrote the pid of the
+// task in crtools' own namespace.)
+func (r *Restorer) CheckLockOwners(isTask func(pid int) bool) error {
+	for _, l := range r.set.Locks {
+		if !isTask(int(l.GetPid())) {
+			return fmt.Errorf("the images hold a %s lock of pid %d through fd %d, but no task of the images has that pid", lockKindName(l.GetFlag()), l.GetPid(), l.GetFd())
+		}
+	}
+	return nil
+}
+
 func lockKindName(flag uint32) string {
 	switch flag {
 	case FlPosix:

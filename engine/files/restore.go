@@ -29,6 +29,12 @@ type Restorer struct {
 	// it CheckOptions refuses images that hold some (crtools(1): -l
 	// allows to dump and restore file locks).
 	FileLocks bool
+	// OwnerByTask: Open leaves the owner (F_SETOWN) of a file unset, for
+	// the task that takes the file to set it (FownArgs). The images' pids
+	// are those inside the tree's own pid namespace, where the restore
+	// engine creates the tree (-n pid): in crtools' namespace the same
+	// number names another process, or none.
+	OwnerByTask bool
 
 	set       *Set
 	log       zerolog.Logger
@@ -138,14 +144,17 @@ func (r *Restorer) Open(id uint32, resolve Resolver) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := setFown(f, fownOf(e)); err != nil {
-		return nil, fmt.Errorf("restore owner of file %d: %w", id, err)
+	if !r.OwnerByTask {
+		if err := setFown(f, Fown(e)); err != nil {
+			return nil, fmt.Errorf("restore owner of file %d: %w", id, err)
+		}
 	}
 	r.opened[id] = f
 	return f, nil
 }
 
-func fownOf(e *pb.FileEntry) *pb.FownEntry {
+// Fown returns the owner (F_SETOWN) recorded for a file of any kind, or nil.
+func Fown(e *pb.FileEntry) *pb.FownEntry {
 	switch {
 	case e.GetPipe() != nil:
 		return e.GetPipe().GetFown()
@@ -171,22 +180,34 @@ func fownOf(e *pb.FileEntry) *pb.FownEntry {
 	return nil
 }
 
-// setFown gives the file the owner (the task or process group that gets
-// SIGIO) and signal it had (F_SETOWN, F_SETSIG); PIDs are restored as
-// dumped, so the owner's number is the same.
-func setFown(f *os.File, o *pb.FownEntry) error {
+// FownArgs returns the arguments of fcntl(fd, F_SETOWN, own) and, unless
+// sig is 0, of fcntl(fd, F_SETSIG, sig) that give a file the owner and
+// signal o records; ok is false if the file had no owner.
+func FownArgs(o *pb.FownEntry) (own, sig int, ok bool) {
 	if o == nil || o.GetPid() == 0 {
-		return nil
+		return 0, 0, false
 	}
-	own := int(o.GetPid())
+	own = int(o.GetPid())
 	if o.GetPidType() == 2 { // a process group: F_SETOWN takes it negated
 		own = -own
+	}
+	return own, int(o.GetSignum()), true
+}
+
+// setFown gives the file the owner (the task or process group that gets
+// SIGIO) and signal it had (F_SETOWN, F_SETSIG); PIDs are restored as
+// dumped, so the owner's number is the same in crtools' pid namespace
+// (unless OwnerByTask).
+func setFown(f *os.File, o *pb.FownEntry) error {
+	own, sig, ok := FownArgs(o)
+	if !ok {
+		return nil
 	}
 	if _, err := unix.FcntlInt(f.Fd(), unix.F_SETOWN, own); err != nil {
 		return os.NewSyscallError("fcntl(F_SETOWN)", err)
 	}
-	if sig := o.GetSignum(); sig != 0 {
-		if _, err := unix.FcntlInt(f.Fd(), unix.F_SETSIG, int(sig)); err != nil {
+	if sig != 0 {
+		if _, err := unix.FcntlInt(f.Fd(), unix.F_SETSIG, sig); err != nil {
 			return os.NewSyscallError("fcntl(F_SETSIG)", err)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/engine"
+	"github.com/crtools/crtools/engine/files"
 	"github.com/crtools/crtools/engine/image/pb"
 )
 
@@ -107,6 +108,13 @@ func (p *puppet) restoreFiles(img *imageSet, fds []*pb.FdinfoEntry) error {
 		// batch.
 		if _, ok := img.fdOwners[id]; !ok {
 			img.fdOwners[id] = fdOwner{pid: p.tgid, vpid: p.vtgid, fd: uint64(targets[0].GetFd())}
+			if img.special != nil && img.special.OwnerByTask && img.special.Handles(id) {
+				// The first task to get the file names its owner,
+				// inside the tree's pid namespace (files.Restorer).
+				if err := p.queueFown(fmt.Sprintf("fd %d", targets[0].GetFd()), uint64(targets[0].GetFd()), files.Fown(fe)); err != nil {
+					return err
+				}
+			}
 		}
 		if img.special != nil {
 			for _, fi := range targets {
@@ -135,17 +143,27 @@ func (p *puppet) openRegFile(reg *pb.RegFileEntry) (uint64, error) {
 			return 0, err
 		}
 	}
-	if fown := reg.GetFown(); fown != nil && fown.GetPid() != 0 {
-		if err := p.queuef(fmt.Sprintf("set owner of %q", name), unix.SYS_FCNTL, fd, unix.F_SETOWN, uint64(fown.GetPid())); err != nil {
-			return 0, err
-		}
-		if sig := fown.GetSignum(); sig != 0 {
-			if err := p.queuef(fmt.Sprintf("set signal of %q", name), unix.SYS_FCNTL, fd, unix.F_SETSIG, uint64(sig)); err != nil {
-				return 0, err
-			}
-		}
+	if err := p.queueFown(fmt.Sprintf("%q", name), fd, reg.GetFown()); err != nil {
+		return 0, err
 	}
 	return fd, nil
+}
+
+// queueFown queues the fcntls that give fd (desc) the owner and signal o
+// records (nothing if it had no owner). The task names the owner by the
+// images' pid, as its own pid namespace numbers it.
+func (p *puppet) queueFown(desc string, fd uint64, o *pb.FownEntry) error {
+	own, sig, ok := files.FownArgs(o)
+	if !ok {
+		return nil
+	}
+	if err := p.queuef(fmt.Sprintf("set owner of %s to %d", desc, own), unix.SYS_FCNTL, fd, unix.F_SETOWN, uint64(int64(own))); err != nil {
+		return err
+	}
+	if sig != 0 {
+		return p.queuef(fmt.Sprintf("set signal of %s", desc), unix.SYS_FCNTL, fd, unix.F_SETSIG, uint64(sig))
+	}
+	return nil
 }
 
 // fdOwner is the task (a puppet until Resume) that holds a restored open

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -117,9 +118,17 @@ func (r *restorer) Load(ctx context.Context) error {
 		if err := img.special.CheckOptions(); err != nil {
 			return err
 		}
+		if err := img.special.CheckLockOwners(func(pid int) bool {
+			return slices.ContainsFunc(img.tasks, func(t *taskImage) bool { return t.pid == pid })
+		}); err != nil {
+			return err
+		}
 	}
 	if err := r.loadNamespaces(img); err != nil { // ns.go
 		return err
+	}
+	if img.special != nil {
+		img.special.OwnerByTask = r.newPidNS()
 	}
 	r.img = img
 	if r.opts.ShellJob && img.special != nil {

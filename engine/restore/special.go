@@ -99,14 +99,15 @@ func (p *puppet) resolver(img *imageSet) files.Resolver {
 // takeLocks takes the locks the task held through fd again: flock and OFD
 // locks by crtools on a copy of the open file, POSIX ones by the task.
 func (p *puppet) takeLocks(img *imageSet, fd uint64) error {
-	if !img.special.HasLocks(p.pid, int(fd)) {
+	// The images name the task by its pid in the tree's namespace.
+	if !img.special.HasLocks(p.vtgid, int(fd)) {
 		return nil
 	}
 	f, err := p.resolver(img)(int(fd))
 	if err != nil {
 		return err
 	}
-	posix, err := img.special.TakeLocks(p.pid, int(fd), f)
+	posix, err := img.special.TakeLocks(p.vtgid, int(fd), f)
 	if err != nil {
 		return err
 	}

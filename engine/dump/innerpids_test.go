@@ -20,7 +20,7 @@ func TestInnerFilePids(t *testing.T) {
 		return &pb.FownEntry{Uid: proto.Uint32(0), Euid: proto.Uint32(0), Signum: proto.Uint32(0), PidType: proto.Uint32(typ), Pid: proto.Uint32(pid)}
 	}
 	task, group, outside, none := fown(1, 5001), fown(2, 5002), fown(1, 777), fown(0, 0)
-	shared := fown(1, 5003) // a thread of 5001
+	shared := fown(0, 5003) // a thread of 5001 (F_SETOWN_EX)
 	set.Files = []*pb.FileEntry{
 		{Type: pb.FdTypes_PIPE.Enum(), Pipe: &pb.PipeEntry{Fown: task}},
 		{Type: pb.FdTypes_EVENTFD.Enum(), Efd: &pb.EventfdFileEntry{Fown: group}},
@@ -41,13 +41,13 @@ func TestInnerFilePids(t *testing.T) {
 		typ     uint32
 		pid     uint32
 		wantOwn int
-	}{{"task", task, 1, 1, 1}, {"group", group, 2, 2, -2}, {"outside", outside, 0, 0, 0}, {"none", none, 0, 0, 0}, {"shared", shared, 1, 3, 3}} {
+	}{{"task", task, 1, 1, 1}, {"group", group, 2, 2, -2}, {"outside", outside, 0, 0, 0}, {"none", none, 0, 0, 0}, {"shared", shared, 0, 3, 3}} {
 		if c.o.GetPidType() != c.typ || c.o.GetPid() != c.pid {
 			t.Errorf("%s owner: type %d pid %d, want type %d pid %d", c.name, c.o.GetPidType(), c.o.GetPid(), c.typ, c.pid)
 		}
-		own, _, ok := files.FownArgs(c.o)
-		if own != c.wantOwn || ok != (c.wantOwn != 0) {
-			t.Errorf("%s owner: F_SETOWN %d (set %v), want %d", c.name, own, ok, c.wantOwn)
+		own, tid, _, ok := files.FownArgs(c.o)
+		if own != c.wantOwn || ok != (c.wantOwn != 0) || tid != (c.name == "shared") {
+			t.Errorf("%s owner: F_SETOWN %d (thread %v, set %v), want %d", c.name, own, tid, ok, c.wantOwn)
 		}
 	}
 	if p := set.Locks[0].GetPid(); p != 2 {

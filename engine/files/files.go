@@ -526,23 +526,26 @@ var ErrUnsupported = errors.New("not supported")
 // description.
 func dumpFown(f *os.File) (*pb.FownEntry, error) {
 	fd := int(f.Fd())
-	own, err := unix.FcntlInt(uintptr(fd), unix.F_GETOWN, 0)
+	own, err := getOwnEx(fd)
 	if err != nil {
-		return nil, os.NewSyscallError("fcntl(F_GETOWN)", err)
+		return nil, err
 	}
 	sig, err := unix.FcntlInt(uintptr(fd), unix.F_GETSIG, 0)
 	if err != nil {
 		return nil, os.NewSyscallError("fcntl(F_GETSIG)", err)
 	}
-	// F_GETOWN returns a negative value for a process group.
-	pidType, pid := uint32(1), own // PIDTYPE_TGID
-	if own < 0 {
-		pidType, pid = 2, -own // PIDTYPE_PGID
+	// The kernel's pid types: PIDTYPE_PID (a thread), _TGID, _PGID.
+	pidType := uint32(1)
+	switch own.Type {
+	case fOwnerTID:
+		pidType = 0
+	case fOwnerPGRP:
+		pidType = 2
 	}
-	if own == 0 {
+	if own.Pid == 0 {
 		pidType = 0
 	}
-	return &pb.FownEntry{Uid: u32p(0), Euid: u32p(0), Signum: u32p(uint32(sig)), PidType: u32p(pidType), Pid: u32p(uint32(pid))}, nil
+	return &pb.FownEntry{Uid: u32p(0), Euid: u32p(0), Signum: u32p(uint32(sig)), PidType: u32p(pidType), Pid: u32p(uint32(own.Pid))}, nil
 }
 
 func u32p(v uint32) *uint32 { return &v }

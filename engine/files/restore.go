@@ -1,6 +1,7 @@
 package files
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -180,30 +181,47 @@ func Fown(e *pb.FileEntry) *pb.FownEntry {
 	return nil
 }
 
-// FownArgs returns the arguments of fcntl(fd, F_SETOWN, own) and, unless
-// sig is 0, of fcntl(fd, F_SETSIG, sig) that give a file the owner and
-// signal o records; ok is false if the file had no owner.
-func FownArgs(o *pb.FownEntry) (own, sig int, ok bool) {
+// FownArgs returns how to give a file the owner and signal o records (ok
+// false: it had none): fcntl(fd, F_SETOWN, own) for a process (own > 0)
+// or a process group (own < 0); for a thread (tid), F_SETOWN_EX with
+// OwnerTIDArg(own). Unless sig is 0, then fcntl(fd, F_SETSIG, sig).
+func FownArgs(o *pb.FownEntry) (own int, tid bool, sig int, ok bool) {
 	if o == nil || o.GetPid() == 0 {
-		return 0, 0, false
+		return 0, false, 0, false
 	}
 	own = int(o.GetPid())
-	if o.GetPidType() == 2 { // a process group: F_SETOWN takes it negated
+	switch o.GetPidType() {
+	case 0: // PIDTYPE_PID: a thread
+		tid = true
+	case 2: // PIDTYPE_PGID: F_SETOWN takes a group negated
 		own = -own
 	}
-	return own, int(o.GetSignum()), true
+	return own, tid, int(o.GetSignum()), true
 }
 
-// setFown gives the file the owner (the task or process group that gets
-// SIGIO) and signal it had (F_SETOWN, F_SETSIG); PIDs are restored as
+// OwnerTIDArg returns the struct f_owner_ex that makes thread tid the
+// owner (F_SETOWN_EX).
+func OwnerTIDArg(tid int) []byte {
+	b := make([]byte, 8)
+	binary.LittleEndian.PutUint32(b[0:], fOwnerTID)
+	binary.LittleEndian.PutUint32(b[4:], uint32(int32(tid)))
+	return b
+}
+
+// setFown gives the file the owner (the task, thread or process group that
+// gets SIGIO) and signal it had (F_SETOWN, F_SETSIG); PIDs are restored as
 // dumped, so the owner's number is the same in crtools' pid namespace
 // (unless OwnerByTask).
 func setFown(f *os.File, o *pb.FownEntry) error {
-	own, sig, ok := FownArgs(o)
+	own, tid, sig, ok := FownArgs(o)
 	if !ok {
 		return nil
 	}
-	if _, err := unix.FcntlInt(f.Fd(), unix.F_SETOWN, own); err != nil {
+	if tid {
+		if err := setOwnEx(int(f.Fd()), fOwnerEx{Type: fOwnerTID, Pid: int32(own)}); err != nil {
+			return err
+		}
+	} else if _, err := unix.FcntlInt(f.Fd(), unix.F_SETOWN, own); err != nil {
 		return os.NewSyscallError("fcntl(F_SETOWN)", err)
 	}
 	if sig != 0 {

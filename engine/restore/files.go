@@ -153,11 +153,19 @@ func (p *puppet) openRegFile(reg *pb.RegFileEntry) (uint64, error) {
 // records (nothing if it had no owner). The task names the owner by the
 // images' pid, as its own pid namespace numbers it.
 func (p *puppet) queueFown(desc string, fd uint64, o *pb.FownEntry) error {
-	own, sig, ok := files.FownArgs(o)
+	own, tid, sig, ok := files.FownArgs(o)
 	if !ok {
 		return nil
 	}
-	if err := p.queuef(fmt.Sprintf("set owner of %s to %d", desc, own), unix.SYS_FCNTL, fd, unix.F_SETOWN, uint64(int64(own))); err != nil {
+	if tid {
+		addr, err := p.put(files.OwnerTIDArg(own))
+		if err != nil {
+			return err
+		}
+		if err := p.queuef(fmt.Sprintf("set owner of %s to thread %d", desc, own), unix.SYS_FCNTL, fd, unix.F_SETOWN_EX, addr); err != nil {
+			return err
+		}
+	} else if err := p.queuef(fmt.Sprintf("set owner of %s to %d", desc, own), unix.SYS_FCNTL, fd, unix.F_SETOWN, uint64(int64(own))); err != nil {
 		return err
 	}
 	if sig != 0 {

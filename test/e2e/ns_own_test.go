@@ -16,8 +16,9 @@ import (
 )
 
 // TestNSPidFileOwnersAndLocks: a tree that is a pid namespace of its own
-// (testdata/ns_own.c), where files are owned by a task and by a process
-// group (F_SETOWN of two pipes) and a task holds an flock and a POSIX lock,
+// (testdata/ns_own.c), where files are owned by a task, a process group and
+// a thread (F_SETOWN, F_SETOWN_EX of pipes) and a task holds an flock and a
+// POSIX lock,
 // is dumped with -n pid -l, killed and restored into a new pid namespace.
 // From inside the restored tree, F_GETOWN must name the owners by their
 // pids inside the namespace (crtools reads them in its own, where the same
@@ -33,7 +34,7 @@ func TestNSPidFileOwnersAndLocks(t *testing.T) {
 
 func testFileOwnersAndLocks(t *testing.T, ownNS bool) {
 	rp := harness.Subreaper()
-	bin := buildTestdata(t, "ns_own.c")
+	bin := buildTestdata(t, "ns_own.c", "-pthread")
 	work := t.TempDir()
 	report := filepath.Join(work, "report")
 	cmd := exec.Command(bin, report, work)

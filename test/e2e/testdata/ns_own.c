@@ -8,13 +8,15 @@
  *   - fd 43, argv[2]/posix.dat, is opened by C, which holds a POSIX write
  *     lock on its bytes 0..9;
  *   - fd 44, argv[2]/flock.dat, is opened by C, which holds an exclusive
- *     flock on it.
+ *     flock on it;
+ *   - fd 45, the read end of a third pipe, made by C, whose owner is a
+ *     second thread T of C (F_SETOWN_EX, F_OWNER_TID).
  * (The owner of a regular file is not dumped: see the test.)
  *
  * On SIGUSR1 the init writes "PASS counter token" or "FAIL reason" to
  * argv[1] (atomically by rename), checking from inside the namespace that
  * F_GETOWN of fd 41 (init) names C and that of fd 42 (C, asked through
- * shared memory) names C's group, that another open of flock.dat cannot take an flock, and that
+ * shared memory) names C's group, that of fd 45 (F_GETOWN_EX) thread T, that another open of flock.dat cannot take an flock, and that
  * F_GETLK on posix.dat names C as the holder. token is drawn at start and
  * kept in memory only. The first report says the tree is ready.
  * SIGTERM to the init kills C, reaps it and exits 0.
@@ -22,6 +24,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,11 +40,23 @@ static volatile sig_atomic_t report, stop;
 static void on_usr1(int sig) { (void)sig; report = 1; }
 static void on_term(int sig) { (void)sig; stop = 1; }
 
-/* C answers the init's requests (req) with its own pid and F_GETOWN of
- * its fd 42 (minus its group). */
+/* C answers the init's requests (req) with its own pid, F_GETOWN of its
+ * fd 42 (minus its group) and F_GETOWN_EX of its fd 45; t_tid is T's tid,
+ * as T read it at start. */
 struct shared {
-	volatile int ready, req, ans, c_pid, c_own;
+	volatile int ready, req, ans, c_pid, c_own, t_tid, t_type, t_own;
 };
+
+static struct shared *sh;
+
+static void *thread_t(void *arg)
+{
+	(void)arg;
+	sh->t_tid = gettid();
+	for (;;)
+		pause();
+	return NULL;
+}
 
 static void write_file(const char *path, const char *s)
 {
@@ -60,7 +75,6 @@ int main(int argc, char **argv)
 	unsigned long token, counter = 0;
 	char flockp[4096], posixp[4096];
 	struct timespec now;
-	struct shared *sh;
 	int p[2];
 	pid_t c;
 
@@ -82,7 +96,9 @@ int main(int argc, char **argv)
 		return 2;
 	if (c == 0) {
 		struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 10};
-		int f, q, cp[2];
+		struct f_owner_ex ox;
+		int f, q, cp[2], tp[2];
+		pthread_t th;
 
 		signal(SIGUSR1, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);
@@ -97,6 +113,15 @@ int main(int argc, char **argv)
 		close(q);
 		if (fcntl(42, F_SETOWN, -getpgrp()) || flock(44, LOCK_EX | LOCK_NB) || fcntl(43, F_SETLK, &fl))
 			exit(2);
+		if (pipe(tp) || dup2(tp[0], 45) != 45 || pthread_create(&th, NULL, thread_t, NULL))
+			exit(2);
+		close(tp[0]);
+		while (!sh->t_tid)
+			nanosleep(&ts, NULL);
+		ox.type = F_OWNER_TID;
+		ox.pid = sh->t_tid;
+		if (fcntl(45, F_SETOWN_EX, &ox))
+			exit(2);
 		sh->ready = 1;
 		for (;;) {
 			int req = __atomic_load_n(&sh->req, __ATOMIC_ACQUIRE);
@@ -104,6 +129,10 @@ int main(int argc, char **argv)
 			if (req != sh->ans) {
 				sh->c_pid = getpid();
 				sh->c_own = fcntl(42, F_GETOWN);
+				ox.type = ox.pid = -1;
+				fcntl(45, F_GETOWN_EX, &ox);
+				sh->t_type = ox.type;
+				sh->t_own = ox.pid;
 				__atomic_store_n(&sh->ans, req, __ATOMIC_RELEASE);
 			}
 			nanosleep(&ts, NULL);
@@ -139,6 +168,9 @@ int main(int argc, char **argv)
 				snprintf(buf, sizeof buf, "FAIL F_GETOWN of the pipe is %d, want the child %d\n", own, c);
 			else if (sh->c_own != -c)
 				snprintf(buf, sizeof buf, "FAIL F_GETOWN of the child's pipe is %d, want the child's group %d\n", sh->c_own, -c);
+			else if (sh->t_type != F_OWNER_TID || sh->t_own != sh->t_tid)
+				snprintf(buf, sizeof buf, "FAIL F_GETOWN_EX of the child's third pipe is type %d pid %d, want the thread (type %d) %d\n",
+					 sh->t_type, sh->t_own, F_OWNER_TID, sh->t_tid);
 			else if (f < 0 || q < 0)
 				snprintf(buf, sizeof buf, "FAIL open the lock files: errno %d\n", errno);
 			else if (fr)

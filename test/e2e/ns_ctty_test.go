@@ -3,10 +3,8 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,16 +23,7 @@ import (
 func TestNSPidControllingTerminal(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
-	bin := buildTestdata(t, "ns_ctty.c")
-	report := filepath.Join(t.TempDir(), "report")
-	cmd := exec.Command(bin, report)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: unix.CLONE_NEWPID}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s in a new pid namespace: %v", bin, err)
-	}
-	orig := cmd.Process.Pid
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	orig, report, done := startInPidNS(t, "ns_ctty.c")
 	t.Cleanup(func() { harness.KillTree(orig) })
 
 	// ask waits for the init's report and returns its fields: PASS, the

@@ -121,16 +121,8 @@ func nsInits(t *testing.T) map[int]bool {
 func TestNSPidDumpRestore(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
-	bin := buildTestdata(t, "ns_pid.c")
-	report := filepath.Join(t.TempDir(), "report")
-	cmd := exec.Command(bin, report)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: unix.CLONE_NEWPID}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s in a new pid namespace: %v", bin, err)
-	}
-	orig := &pidTree{init: cmd.Process.Pid, report: report}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	init, report, done := startInPidNS(t, "ns_pid.c")
+	orig := &pidTree{init: init, report: report}
 	t.Cleanup(func() { _ = unix.Kill(orig.init, unix.SIGKILL) })
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -243,4 +235,21 @@ func TestNSPidDumpRestore(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Errorf("original init %d did not end on SIGTERM", orig.init)
 	}
+}
+
+// startInPidNS builds testdata/src and starts it as the init of a new pid
+// namespace, in a session of its own, with a report file path as its
+// argument. done receives the result of its Wait.
+func startInPidNS(t *testing.T, src string) (pid int, report string, done <-chan error) {
+	t.Helper()
+	bin := buildTestdata(t, src)
+	report = filepath.Join(t.TempDir(), "report")
+	cmd := exec.Command(bin, report)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: unix.CLONE_NEWPID}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s in a new pid namespace: %v", bin, err)
+	}
+	ch := make(chan error, 1)
+	go func() { ch <- cmd.Wait() }()
+	return cmd.Process.Pid, report, ch
 }

@@ -240,7 +240,8 @@ func (s *dumpState) collectFd(pid, fd int) (*pb.FdinfoEntry, error) {
 
 // fileID finds the open file description behind fd among those seen so far
 // (kcmp KCMP_FILE, among the files with the same inode), or records a new
-// one. flags are its open flags (without O_CLOEXEC), pos its offset.
+// one, with its owner (F_SETOWN). flags are its open flags (without
+// O_CLOEXEC), pos its offset.
 func (s *dumpState) fileID(pid, fd int, path string, st *unix.Stat_t, flags uint32, pos int64) (uint32, error) {
 	key := [2]uint64{st.Dev, st.Ino}
 	if s.files.open == nil {
@@ -251,11 +252,19 @@ func (s *dumpState) fileID(pid, fd int, path string, st *unix.Stat_t, flags uint
 		ix = &files.KcmpIndex{Type: files.KcmpFile}
 		s.files.open[key] = ix
 	}
+	var ownErr error
 	id, _, err := ix.Find(pid, uintptr(fd), func() uint32 {
+		// The owner belongs to the open file description: read once,
+		// for the first descriptor of it.
+		fown, err := s.special.Owner(pid, fd)
+		if err != nil {
+			ownErr = err
+			fown = zeroFown()
+		}
 		reg := &pb.RegFileEntry{
 			Flags: proto.Uint32(flags),
 			Pos:   proto.Uint64(uint64(pos)),
-			Fown:  zeroFown(),
+			Fown:  fown,
 			Name:  proto.String(path),
 			Mode:  proto.Uint32(st.Mode),
 		}
@@ -266,6 +275,9 @@ func (s *dumpState) fileID(pid, fd int, path string, st *unix.Stat_t, flags uint
 	})
 	if err != nil {
 		return 0, fmt.Errorf("find the open file description of fd %d of pid %d (%s): %w", fd, pid, path, err)
+	}
+	if ownErr != nil {
+		return 0, fmt.Errorf("%s: %w", path, ownErr)
 	}
 	return id, nil
 }

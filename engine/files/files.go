@@ -522,6 +522,23 @@ func classify(link string, st *unix.Stat_t, f *os.File) (pb.FdTypes, error) {
 // ErrUnsupported is wrapped by errors about file kinds crtools cannot dump.
 var ErrUnsupported = errors.New("not supported")
 
+// Owner returns the owner (F_SETOWN) and signal (F_SETSIG) of the open
+// file behind fd of pid, for a file the caller dumps itself (a regular
+// file or directory: Dump hands those back with ErrNotHandled and takes no
+// copy of them). It reads them through a copy of the descriptor.
+func (d *Dumper) Owner(pid, fd int) (*pb.FownEntry, error) {
+	f, err := d.getfd(pid, fd)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	o, err := dumpFown(f)
+	if err != nil {
+		return nil, fmt.Errorf("dump owner of fd %d of pid %d: %w", fd, pid, err)
+	}
+	return o, nil
+}
+
 // kcmpFile reports whether fd1 of pid1 and fd2 of pid2 are one open file
 // description.
 func dumpFown(f *os.File) (*pb.FownEntry, error) {

@@ -3,13 +3,15 @@
  * number: a regular file open read-write at an offset, an O_APPEND log, a
  * directory, /dev/null, /dev/zero, /dev/urandom, with and without
  * close-on-exec; stdin is /dev/null and stdout/stderr are files (the
- * harness sets them up).
+ * harness sets them up). The read-write file is owned (F_SETOWN) by the
+ * process, with a signal of its own (F_SETSIG); the directory is owned by
+ * the process group.
  *
  * Verify checks numbers, access modes and flags, close-on-exec, offsets,
  * identities (inode, device numbers), contents, and that the descriptors
  * still work: the O_APPEND file appends, the directory resolves names,
  * the devices read and write, and stdout's offset moved exactly by what
- * the workload wrote.
+ * the workload wrote, and the owners and the signal.
  */
 #include "crt.h"
 
@@ -20,6 +22,7 @@ enum { FD_RW = 10, FD_APPEND = 11, FD_DIR = 12, FD_NULL = 13, FD_ZERO = 14, FD_U
 
 #define RW_LEN 10000
 #define RW_OFF 4321
+#define OWNER_SIG (SIGRTMIN + 3)
 
 static ino_t rw_ino, dir_ino, out_ino;
 static off_t out_pos;
@@ -56,6 +59,14 @@ static void check_fd(int fd, int accmode, int flags, int cloexec, const char *wh
 		  cloexec);
 }
 
+static void check_owner(int fd, int type, pid_t pid, const char *what)
+{
+	struct f_owner_ex o = { 0 };
+
+	CRT_CHECK(fcntl(fd, F_GETOWN_EX, &o) == 0 && o.type == type && o.pid == pid,
+		  "%s: owner type %d pid %d, want type %d pid %d", what, o.type, o.pid, type, (int)pid);
+}
+
 static void check_dev(int fd, int maj, int min, const char *what)
 {
 	struct stat st;
@@ -79,6 +90,9 @@ static void verify(void)
 		  (long)lseek(FD_RW, 0, SEEK_CUR), RW_OFF);
 	CRT_CHECK(pread(FD_RW, buf, RW_LEN, 0) == RW_LEN, "read-write file: short read");
 	CRT_CHECK_PATTERN(buf, RW_LEN, 30, "read-write file");
+	check_owner(FD_RW, F_OWNER_PID, getpid(), "read-write file");
+	CRT_CHECK(fcntl(FD_RW, F_GETSIG) == OWNER_SIG, "read-write file: owner signal %d, want %d",
+		  fcntl(FD_RW, F_GETSIG), OWNER_SIG);
 
 	check_fd(FD_APPEND, O_WRONLY, O_APPEND, 0, "append file");
 	fstat(FD_APPEND, &st);
@@ -95,6 +109,7 @@ static void verify(void)
 	CRT_CHECK(fd >= 0 && ino_of(fd) == rw_ino, "directory: openat rw.txt gives another file");
 	if (fd >= 0)
 		close(fd);
+	check_owner(FD_DIR, F_OWNER_PGRP, getpgrp(), "directory");
 
 	check_fd(FD_NULL, O_WRONLY, 0, 0, "/dev/null");
 	check_dev(FD_NULL, 1, 3, "/dev/null");
@@ -133,6 +148,13 @@ int main(void)
 	place(open("append.log", O_WRONLY | O_CREAT | O_APPEND, 0644), FD_APPEND, 0);
 	place(open(".", O_RDONLY | O_DIRECTORY), FD_DIR, 1);
 	dir_ino = ino_of(FD_DIR);
+	{
+		struct f_owner_ex grp = { .type = F_OWNER_PGRP, .pid = getpgrp() };
+
+		if (fcntl(FD_RW, F_SETOWN, getpid()) || fcntl(FD_RW, F_SETSIG, OWNER_SIG) ||
+		    fcntl(FD_DIR, F_SETOWN_EX, &grp))
+			crt_die("set the owners");
+	}
 	place(open("/dev/null", O_WRONLY), FD_NULL, 0);
 	place(open("/dev/zero", O_RDONLY), FD_ZERO, 1);
 	place(open("/dev/urandom", O_RDONLY | O_NONBLOCK), FD_URANDOM, 0);

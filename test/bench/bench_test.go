@@ -312,10 +312,11 @@ func stepTimes(path string) string {
 // huge pages (the strictest baseline), without, they have 4 KiB pages like
 // the benchmark's dumped memory (THP is "madvise" on these machines, and
 // the workload does not ask). The buffers are mappings of their own,
-// unmapped before it returns: 2 GiB of garbage left on the Go heap made
-// the runtime's scavenger return it to the kernel page by page while the
-// dump ran, and doubled to quintupled the dump's copy time on a 2-core
-// machine (0.8-2.2 s against 0.40-0.42 s once released).
+// unmapped before it returns. Idle memory costs CPU on these machines:
+// with the 2 GiB left on the Go heap the 1 GiB dump took 0.8-2.2 s
+// instead of 0.40-0.42 s, and with them kept mapped 1.0-2.6 s (the
+// runtime's scavenger returns freed heap page by page, and these VMs run
+// DAMON with a pageout scheme that works on memory nobody touches).
 func memcpyTime(b *testing.B, n int, huge bool) time.Duration {
 	b.Helper()
 	var bufs [2][]byte

@@ -539,8 +539,7 @@ func (d *Dumper) Owner(pid, fd int) (*pb.FownEntry, error) {
 	return o, nil
 }
 
-// kcmpFile reports whether fd1 of pid1 and fd2 of pid2 are one open file
-// description.
+// dumpFown reads the owner (F_GETOWN_EX) and signal (F_GETSIG) of f.
 func dumpFown(f *os.File) (*pb.FownEntry, error) {
 	fd := int(f.Fd())
 	own, err := getOwnEx(fd)

@@ -27,7 +27,8 @@ type Dump struct {
 }
 
 // Seen is what the caller read of the frozen tree already, so that
-// CollectWith reads nothing twice; a nil field is read from /proc.
+// CollectWith reads nothing twice; a nil Link or RootStatus is read from
+// /proc.
 type Seen struct {
 	// Link returns /proc/PID/ns/NAME's target, as os.Readlink would.
 	Link func(pid int, name string) (string, error)
@@ -36,7 +37,8 @@ type Seen struct {
 	// Socket tells whether task pid holds a socket (-n net refuses it):
 	// the first such descriptor and its /proc/PID/fd link
 	// ("socket:[123]"), ok false if none. The caller's list must be of
-	// every descriptor of the task.
+	// every descriptor of the task. Required with -n net (the dump
+	// engine lists every descriptor anyway: no second walk of /proc/PID/fd).
 	Socket func(pid int) (fd int, link string, ok bool)
 }
 
@@ -144,6 +146,9 @@ func CollectWith(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string, see
 		d.mnt = m
 	}
 	if req["net"] {
+		if seen.Socket == nil {
+			return nil, fmt.Errorf("collect the network namespace: the caller gave no Seen.Socket to check the tasks' sockets with")
+		}
 		n, err := collectNet(root, pids, idOf(ids[0], "net"), seen.Socket)
 		if err != nil {
 			return nil, err

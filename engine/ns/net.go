@@ -9,8 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -84,18 +82,12 @@ type netDump struct {
 
 // collectNet reads the links, addresses and routes of the network
 // namespace of pid. pids are the live tasks of the tree: none may hold a
-// socket (socket, Seen.Socket, tells from the caller's descriptors; nil:
-// read each task's).
+// socket (socket, Seen.Socket, tells from the caller's descriptors):
+// sockets are not restored into the restored network namespace yet.
 func collectNet(pid int, pids []int, id uint32, socket func(pid int) (int, string, bool)) (*netDump, error) {
 	for _, p := range pids {
-		if socket != nil {
-			if fd, l, ok := socket(p); ok {
-				return nil, holdsSocket(p, strconv.Itoa(fd), l)
-			}
-			continue
-		}
-		if err := noSockets(p); err != nil {
-			return nil, err
+		if fd, l, ok := socket(p); ok {
+			return nil, fmt.Errorf("task %d holds a socket (fd %d, %s) in the network namespace checkpointed with -n net; sockets inside a checkpointed network namespace: %w", p, fd, l, engine.ErrNotSupported)
 		}
 	}
 	d := &netDump{id: id, img: netImage{Peers: map[string]string{}}}
@@ -168,29 +160,6 @@ func collectNet(pid int, pids []int, id uint32, socket func(pid int) (int, strin
 		}
 	}
 	return d, nil
-}
-
-// noSockets refuses a task holding a socket: sockets are not restored into
-// the restored network namespace yet.
-func noSockets(pid int) error {
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("list fds of pid %d: %w", pid, err)
-	}
-	for _, e := range ents {
-		l, err := os.Readlink(filepath.Join(dir, e.Name()))
-		if err == nil && strings.HasPrefix(l, "socket:") {
-			return holdsSocket(pid, e.Name(), l)
-		}
-	}
-	return nil
-}
-
-// holdsSocket is noSockets' refusal of pid's descriptor fd, link its
-// /proc link.
-func holdsSocket(pid int, fd, link string) error {
-	return fmt.Errorf("task %d holds a socket (fd %s, %s) in the network namespace checkpointed with -n net; sockets inside a checkpointed network namespace: %w", pid, fd, link, engine.ErrNotSupported)
 }
 
 // write writes netdev-ID.img and net-ID.json into dir.

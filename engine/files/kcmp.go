@@ -55,7 +55,9 @@ type kcmpItem struct {
 // newID() and returns that with found false.
 func (k *KcmpIndex) Find(pid int, idx uintptr, newID func() uint32) (id uint32, found bool, err error) {
 	var cerr error
-	seen := map[int]int{} // kcmp results by index, not to ask twice
+	// The last index the search found true, and kcmp's answer there: the
+	// index it returns (a search narrows onto it), not to ask twice.
+	lastI, lastR := -1, 0
 	i := sort.Search(len(k.items), func(i int) bool {
 		if cerr != nil {
 			return true
@@ -70,18 +72,21 @@ func (k *KcmpIndex) Find(pid int, idx uintptr, newID func() uint32) (id uint32, 
 			cerr = fmt.Errorf("compare with pid %d (%d): kcmp gave no order (%d)", o.pid, o.idx, r)
 			return true
 		}
-		seen[i] = r
 		// First item not less than ours: the same (0) or greater (1:
 		// ours sorts before it).
-		return r == 0 || r == 1
+		if r == 0 || r == 1 {
+			lastI, lastR = i, r
+			return true
+		}
+		return false
 	})
 	if cerr != nil {
 		return 0, false, cerr
 	}
 	if i < len(k.items) {
 		o := k.items[i]
-		r, ok := seen[i]
-		if !ok {
+		r := lastR
+		if lastI != i {
 			if r, err = Kcmp(pid, o.pid, k.Type, idx, o.idx); err != nil {
 				return 0, false, fmt.Errorf("compare with pid %d (%d): %w", o.pid, o.idx, err)
 			}

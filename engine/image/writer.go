@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/proc"
 )
 
 // Writer writes one image file: the header, then entries and payloads.
@@ -37,7 +38,7 @@ func Create(dir string, kind *Kind, id uint64) (*Writer, error) {
 
 // CreatePath creates (or truncates) the file at path as an image of kind.
 func CreatePath(path string, kind *Kind) (*Writer, error) {
-	fd, err := openFd(path, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o600)
+	fd, err := proc.OpenNoPoll(path, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("create image: %w", err)
 	}
@@ -109,25 +110,11 @@ func createFile(path string) (*os.File, error) {
 // hundreds of images, a restore of 50 tasks opens some 350. Errors are
 // *os.PathError, as os.OpenFile's.
 func openFile(path string, flags int, perm uint32) (*os.File, error) {
-	fd, err := openFd(path, flags, perm)
+	fd, err := proc.OpenNoPoll(path, flags, perm)
 	if err != nil {
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), path), nil
-}
-
-// openFd is openFile's open, for a caller that needs no *os.File.
-func openFd(path string, flags int, perm uint32) (int, error) {
-	for {
-		fd, err := unix.Open(path, flags|unix.O_CLOEXEC, perm)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return -1, &os.PathError{Op: "open", Path: path, Err: err}
-		}
-		return fd, nil
-	}
 }
 
 // fdFile is an image file written with plain write(2) calls: os.NewFile

@@ -96,7 +96,7 @@ func ListTasks(pid int) ([]int, error) {
 // call, and a dump lists the threads of every task at each freeze pass and
 // the fds of every task.
 func listNumbers(dir string) ([]int, error) {
-	fd, err := openNoPoll(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	fd, err := OpenNoPoll(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -54,7 +54,7 @@ func readCopy(path string, record bool) ([]byte, error) {
 // several fresh pages per task. record: the file is one record
 // (ReadRecord), whole after a read that did not fill the buffer.
 func readPooled(path string, record bool, parse func([]byte) error) error {
-	fd, err := openNoPoll(path, unix.O_RDONLY|unix.O_CLOEXEC)
+	fd, err := OpenNoPoll(path, unix.O_RDONLY, 0)
 	if err != nil {
 		return err
 	}
@@ -92,18 +92,21 @@ func readPooled(path string, record bool, parse func([]byte) error) error {
 // registering it with Go's poller (see ReadFile), for a caller that reads
 // it in its own way (pagemap at offsets, PAGEMAP_SCAN).
 func Open(path string) (*os.File, error) {
-	fd, err := openNoPoll(path, unix.O_RDONLY|unix.O_CLOEXEC)
+	fd, err := OpenNoPoll(path, unix.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), path), nil
 }
 
-// openNoPoll opens path with a plain open (no poller, see ReadFile), again when
-// a signal interrupts it; its error is an *os.PathError as os.Open's.
-func openNoPoll(path string, flags int) (int, error) {
+// OpenNoPoll opens path with a plain open(2), O_CLOEXEC added, again when a
+// signal interrupts it, and never registers it with Go's poller (see
+// ReadFile): for /proc files here, and for the image files (engine/image)
+// and /proc/PID/mem (engine/ptrace) a dump or restore opens by the hundred.
+// Its error is an *os.PathError as os.OpenFile's.
+func OpenNoPoll(path string, flags int, perm uint32) (int, error) {
 	for {
-		fd, err := unix.Open(path, flags, 0)
+		fd, err := unix.Open(path, flags|unix.O_CLOEXEC, perm)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}

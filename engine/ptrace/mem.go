@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine/proc"
 )
 
 // ReadMem copies len(buf) bytes of pid's memory at addr into buf. It uses
@@ -62,13 +64,9 @@ func procMemIO(pid int, addr uintptr, buf []byte, write bool) (int, error) {
 	if write {
 		flag, op = unix.O_WRONLY, "write"
 	}
-	var fd int
-	err := retry(func() (err error) {
-		fd, err = unix.Open(path, flag|unix.O_CLOEXEC, 0)
-		return err
-	})
+	fd, err := proc.OpenNoPoll(path, flag, 0)
 	if err != nil {
-		return 0, &os.PathError{Op: "open", Path: path, Err: err}
+		return 0, err
 	}
 	defer unix.Close(fd)
 	done := 0

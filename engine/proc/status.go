@@ -131,52 +131,36 @@ func ParseStatus(data []byte) (*Status, error) {
 				}
 				s.Groups = append(s.Groups, uint32(v))
 			}
-		case "NSpid", "NSpgid", "NSsid":
-			var ids []int
-			for _, g := range strings.Fields(val) {
-				var v int
-				if v, err = strconv.Atoi(g); err != nil {
-					break
-				}
-				ids = append(ids, v)
-			}
-			switch key {
-			case "NSpid":
-				s.NSpid = ids
-			case "NSpgid":
-				s.NSpgid = ids
-			default:
-				s.NSsid = ids
-			}
-		case "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb":
-			var v uint64
-			v, err = strconv.ParseUint(val, 16, 64)
-			switch key {
-			case "SigPnd":
-				s.SigPnd = v
-			case "ShdPnd":
-				s.ShdPnd = v
-			case "SigBlk":
-				s.SigBlk = v
-				seen |= seenSigBlk
-			case "SigIgn":
-				s.SigIgn = v
-				seen |= seenSigIgn
-			case "SigCgt":
-				s.SigCgt = v
-				seen |= seenSigCgt
-			case "CapInh":
-				s.CapInh = v
-			case "CapPrm":
-				s.CapPrm = v
-			case "CapEff":
-				s.CapEff = v
-				seen |= seenCapEff
-			case "CapBnd":
-				s.CapBnd = v
-			case "CapAmb":
-				s.CapAmb = v
-			}
+		case "NSpid":
+			s.NSpid, err = parseIDs(val)
+		case "NSpgid":
+			s.NSpgid, err = parseIDs(val)
+		case "NSsid":
+			s.NSsid, err = parseIDs(val)
+		case "SigPnd":
+			s.SigPnd, err = strconv.ParseUint(val, 16, 64)
+		case "ShdPnd":
+			s.ShdPnd, err = strconv.ParseUint(val, 16, 64)
+		case "SigBlk":
+			s.SigBlk, err = strconv.ParseUint(val, 16, 64)
+			seen |= seenSigBlk
+		case "SigIgn":
+			s.SigIgn, err = strconv.ParseUint(val, 16, 64)
+			seen |= seenSigIgn
+		case "SigCgt":
+			s.SigCgt, err = strconv.ParseUint(val, 16, 64)
+			seen |= seenSigCgt
+		case "CapInh":
+			s.CapInh, err = strconv.ParseUint(val, 16, 64)
+		case "CapPrm":
+			s.CapPrm, err = strconv.ParseUint(val, 16, 64)
+		case "CapEff":
+			s.CapEff, err = strconv.ParseUint(val, 16, 64)
+			seen |= seenCapEff
+		case "CapBnd":
+			s.CapBnd, err = strconv.ParseUint(val, 16, 64)
+		case "CapAmb":
+			s.CapAmb, err = strconv.ParseUint(val, 16, 64)
 		case "NoNewPrivs", "Seccomp":
 			var v uint64
 			v, err = strconv.ParseUint(val, 10, 32)
@@ -200,6 +184,19 @@ func ParseStatus(data []byte) (*Status, error) {
 		}
 	}
 	return s, nil
+}
+
+// parseIDs parses an NSpid-like line: one id per pid namespace.
+func parseIDs(val string) ([]int, error) {
+	var ids []int
+	for _, g := range strings.Fields(val) {
+		v, err := strconv.Atoi(g)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, v)
+	}
+	return ids, nil
 }
 
 // unescapeName undoes the escaping of the Name line: the kernel prints the

@@ -205,8 +205,13 @@ func BuildC(t testing.TB, src string, extraFlags ...string) string {
 	}
 	h := sha256.New()
 	h.Write(code)
-	if hdr, err := os.ReadFile(filepath.Join(filepath.Dir(src), "crt.h")); err == nil {
-		h.Write(hdr)
+	// The headers next to the source (crt.h of the workloads, report.h
+	// of test/e2e/testdata) are part of what is built.
+	hdrs, _ := filepath.Glob(filepath.Join(filepath.Dir(src), "*.h"))
+	for _, p := range hdrs {
+		if hdr, err := os.ReadFile(p); err == nil {
+			h.Write(hdr)
+		}
 	}
 	flags := append([]string{"-O1", "-g", "-pthread", "-Wall"}, extraFlags...)
 	fmt.Fprintf(h, "\x00%q", flags)

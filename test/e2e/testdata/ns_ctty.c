@@ -30,10 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t report, stop;
-
-static void on_usr1(int sig) { (void)sig; report = 1; }
-static void on_term(int sig) { (void)sig; stop = 1; }
+#include "report.h"
 
 /* S answers the init's requests (req) here with its terminal's
  * foreground group (tcgetpgrp). /proc is no help: the tree sees the outer
@@ -42,22 +39,10 @@ struct shared {
 	volatile int g_pid, ready, req, ans, s_tcpgrp;
 };
 
-static void write_file(const char *path, const char *s)
-{
-	char tmp[4096];
-	int fd, n = strlen(s);
-
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	if (fd < 0 || write(fd, s, n) != n || close(fd) < 0 || rename(tmp, path) < 0)
-		exit(3);
-}
-
 int main(int argc, char **argv)
 {
 	struct timespec ts = {0, 2 * 1000 * 1000};
 	unsigned long token, counter = 0;
-	struct timespec now;
 	struct shared *sh;
 	char name[64];
 	pid_t s_pid;
@@ -65,10 +50,7 @@ int main(int argc, char **argv)
 
 	if (argc != 2)
 		return 1;
-	clock_gettime(CLOCK_REALTIME, &now);
-	token = (unsigned long)now.tv_nsec * 2654435761UL + (unsigned long)now.tv_sec;
-	signal(SIGUSR1, on_usr1);
-	signal(SIGTERM, on_term);
+	token = report_start();
 	sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sh == MAP_FAILED)
 		return 2;

@@ -35,10 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t report, stop;
-
-static void on_usr1(int sig) { (void)sig; report = 1; }
-static void on_term(int sig) { (void)sig; stop = 1; }
+#include "report.h"
 
 /* C answers the init's requests (req) with its own pid, F_GETOWN of its
  * fd 42 (minus its group) and F_GETOWN_EX of its fd 45; t_tid is T's tid,
@@ -58,23 +55,11 @@ static void *thread_t(void *arg)
 	return NULL;
 }
 
-static void write_file(const char *path, const char *s)
-{
-	char tmp[4096];
-	int fd, n = strlen(s);
-
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	if (fd < 0 || write(fd, s, n) != n || close(fd) < 0 || rename(tmp, path) < 0)
-		exit(3);
-}
-
 int main(int argc, char **argv)
 {
 	struct timespec ts = {0, 2 * 1000 * 1000};
 	unsigned long token, counter = 0;
 	char flockp[4096], posixp[4096];
-	struct timespec now;
 	int p[2];
 	pid_t c;
 
@@ -82,10 +67,7 @@ int main(int argc, char **argv)
 		return 1;
 	snprintf(flockp, sizeof flockp, "%s/flock.dat", argv[2]);
 	snprintf(posixp, sizeof posixp, "%s/posix.dat", argv[2]);
-	clock_gettime(CLOCK_REALTIME, &now);
-	token = (unsigned long)now.tv_nsec * 2654435761UL + (unsigned long)now.tv_sec;
-	signal(SIGUSR1, on_usr1);
-	signal(SIGTERM, on_term);
+	token = report_start();
 	sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sh == MAP_FAILED || pipe(p) || dup2(p[0], 41) != 41)
 		return 2;

@@ -19,22 +19,15 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t report, stop;
-
-static void on_usr1(int sig) { (void)sig; report = 1; }
-static void on_term(int sig) { (void)sig; stop = 1; }
+#include "report.h"
 
 static void write_report(const char *path, unsigned long counter, unsigned long token)
 {
-	char tmp[4096], buf[256];
-	int fd, n;
+	char buf[256];
 
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	/* Raw syscalls: what the kernel says now, no cached value. */
-	n = snprintf(buf, sizeof(buf), "%ld %ld %lu %lu\n", syscall(SYS_getpid), syscall(SYS_getppid), counter, token);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	if (fd < 0 || write(fd, buf, n) != n || close(fd) < 0 || rename(tmp, path) < 0)
-		exit(3);
+	snprintf(buf, sizeof(buf), "%ld %ld %lu %lu\n", syscall(SYS_getpid), syscall(SYS_getppid), counter, token);
+	write_file(path, buf);
 }
 
 static void loop(const char *path, unsigned long token, pid_t child)
@@ -63,15 +56,11 @@ int main(int argc, char **argv)
 {
 	char cpath[4096], ctmp[4096];
 	unsigned long token;
-	struct timespec now;
 	pid_t child;
 
 	if (argc != 2)
 		return 1;
-	clock_gettime(CLOCK_REALTIME, &now);
-	token = (unsigned long)now.tv_nsec * 2654435761UL + (unsigned long)now.tv_sec;
-	signal(SIGUSR1, on_usr1);
-	signal(SIGTERM, on_term);
+	token = report_start();
 	snprintf(cpath, sizeof(cpath), "%s.child", argv[1]);
 	child = fork();
 	if (child < 0)

@@ -33,8 +33,8 @@ func startDetached(t testing.TB, src string, args ...string) int {
 	return pid
 }
 
-// startDetachedReady is startDetached, and also returns the path of the
-// program's $READY file (for what it writes there, or next to it).
+// startDetachedReady is startDetached, and also returns the first line the
+// program wrote to $READY (which starts with "ready").
 func startDetachedReady(t testing.TB, src string, args ...string) (int, string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -59,7 +59,8 @@ func startDetachedReady(t testing.TB, src string, args ...string) (int, string) 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if b, _ := os.ReadFile(ready); bytes.HasPrefix(b, []byte("ready")) {
-			return pid, ready
+			line, _, _ := strings.Cut(string(b), "\n")
+			return pid, line
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s (pid %d) did not get ready", bin, pid)

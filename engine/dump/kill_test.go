@@ -69,7 +69,18 @@ int main(void)
 // until the Dumper is closed.
 func TestFinishKillLetsGo(t *testing.T) {
 	requireRoot(t)
-	_, ready := startDetachedReady(t, killParentSrc)
+	parent := startDetached(t, killParentSrc)
+	readyPath := fmt.Sprintf("/proc/%d/environ", parent)
+	env, err := os.ReadFile(readyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ready string
+	for _, kv := range strings.Split(string(env), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "READY="); ok {
+			ready = v
+		}
+	}
 	b, err := os.ReadFile(ready)
 	if err != nil {
 		t.Fatal(err)

@@ -580,15 +580,8 @@ func readBatches(ctx context.Context, pid int, plans []batchPlan, first, step in
 		b := batch{buf: buf[:p.bytes], runs: p.runs}
 		start := time.Now()
 		if p.viaMem {
-			if mem == nil {
-				var err error
-				if mem, err = os.Open(fmt.Sprintf("/proc/%d/mem", pid)); err != nil {
-					full <- batch{buf: buf, err: fmt.Errorf("open memory of pid %d: %w", pid, err)}
-					return spent
-				}
-			}
-			if _, err := mem.ReadAt(b.buf, int64(p.runs[0].start)); err != nil {
-				full <- batch{buf: buf, err: fmt.Errorf("read memory of pid %d at %#x: %w", pid, p.runs[0].start, err)}
+			if err := readViaMem(pid, &mem, b.buf, p.runs[0].start); err != nil {
+				full <- batch{buf: buf, err: err}
 				return spent
 			}
 		} else {
@@ -605,6 +598,23 @@ func readBatches(ctx context.Context, pid int, plans []batchPlan, first, step in
 		full <- b
 	}
 	return spent
+}
+
+// readViaMem reads buf at addr from pid's /proc/PID/mem, *mem, opened on
+// first use (the caller closes it), for pages the task may not read itself
+// (pageRange.viaMem): both page copies (readBatches, copyBatch) read them so.
+func readViaMem(pid int, mem **os.File, buf []byte, addr uint64) error {
+	if *mem == nil {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+		if err != nil {
+			return fmt.Errorf("open memory of pid %d: %w", pid, err)
+		}
+		*mem = f
+	}
+	if _, err := (*mem).ReadAt(buf, int64(addr)); err != nil {
+		return fmt.Errorf("read memory of pid %d at %#x: %w", pid, addr, err)
+	}
+	return nil
 }
 
 // copyBatch copies the batch p into out at its place, len(chunk) bytes at
@@ -651,16 +661,9 @@ func copyBatch(pid int, p batchPlan, out *pagesOut, chunk []byte, mem **os.File,
 		}
 		buf := chunk[:n]
 		if p.viaMem {
-			if *mem == nil {
-				f, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
-				if err != nil {
-					return fmt.Errorf("open memory of pid %d: %w", pid, err)
-				}
-				*mem = f
-			}
 			// One run (planBatches): remote[0] is all of buf.
-			if _, err := (*mem).ReadAt(buf, int64(remote[0].Base)); err != nil {
-				return fmt.Errorf("read memory of pid %d at %#x: %w", pid, remote[0].Base, err)
+			if err := readViaMem(pid, mem, buf, uint64(remote[0].Base)); err != nil {
+				return err
 			}
 		} else if err := readv(pid, buf, remote, out.raw); err != nil {
 			return err

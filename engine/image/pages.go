@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"sort"
-	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -170,8 +169,9 @@ func (pm *PageIndex) Lookup(vaddr, length uint64) []Segment {
 	return out
 }
 
-// pagesBufs are the buffers of PagesWriters, back in the pool on Close.
-var pagesBufs = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4*directWrite) }}
+// pagesBufs are the buffers of PagesWriters, back in the list on Close (a
+// freeList, not a sync.Pool: see freeList).
+var pagesBufs = freeList[*bufio.Writer]{make: func() *bufio.Writer { return bufio.NewWriterSize(nil, 4*directWrite) }}
 
 // PagesWriter writes a pagemap image and its pages file together. Runs are
 // added in increasing address order; adjacent runs with the same flags are
@@ -208,7 +208,7 @@ func CreatePages(dir string, kind *Kind, id uint64, pagesID uint32) (*PagesWrite
 	// gathers small runs: a few times directWrite is plenty, and a tree
 	// of many small tasks takes its buffers from a pool instead of
 	// allocating (and zeroing) one per task.
-	pw := pagesBufs.Get().(*bufio.Writer)
+	pw := pagesBufs.get()
 	pw.Reset(f)
 	return &PagesWriter{pm: pm, pages: f, pw: pw}, nil
 }
@@ -353,7 +353,7 @@ func (w *PagesWriter) Close() error {
 		err = fmt.Errorf("write %s: %w", w.pages.Name(), ferr)
 	}
 	w.pw.Reset(nil)
-	pagesBufs.Put(w.pw)
+	pagesBufs.put(w.pw)
 	w.pw = nil
 	if cerr := w.pages.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close %s: %w", w.pages.Name(), cerr)

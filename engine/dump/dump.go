@@ -37,7 +37,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"time"
 
@@ -323,14 +322,5 @@ func (d *Dumper) allThreads() []*thread {
 	for _, t := range d.tasks {
 		out = append(out, t.threads...)
 	}
-	return out
-}
-
-func sortedKeys(m map[int]bool) []int {
-	out := make([]int, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Ints(out)
 	return out
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -212,23 +211,18 @@ func (r *restorer) pickTrampoline(puppetMaps []span) (uint64, error) {
 
 // readMaps returns the address ranges of /proc/PID/maps.
 func readMaps(pid int) ([]span, error) {
-	b, err := procfs.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	path := fmt.Sprintf("/proc/%d/maps", pid)
+	b, err := procfs.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	var out []span
-	for _, line := range strings.Split(string(b), "\n") {
-		rng, _, _ := strings.Cut(line, " ")
-		lo, hi, ok := strings.Cut(rng, "-")
-		if !ok {
-			continue
-		}
-		s, err1 := strconv.ParseUint(lo, 16, 64)
-		e, err2 := strconv.ParseUint(hi, 16, 64)
-		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("parse /proc/%d/maps line %q", pid, line)
-		}
-		out = append(out, span{s, e})
+	maps, err := procfs.ParseMaps(b)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	out := make([]span, len(maps))
+	for i, m := range maps {
+		out[i] = span{m.Start, m.End}
 	}
 	return out, nil
 }

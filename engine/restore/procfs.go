@@ -1,9 +1,7 @@
 package restore
 
 import (
-	"bytes"
 	"fmt"
-	"strconv"
 
 	procfs "github.com/crtools/crtools/engine/proc"
 )
@@ -20,25 +18,14 @@ func findMapping(pid int, name string) (uint64, uint64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	suffix := []byte(" " + name)
-	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
+	maps, err := procfs.ParseMaps(b)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	for _, m := range maps {
+		if m.Path == name {
+			return m.Start, m.Size(), nil
 		}
-		if !bytes.HasSuffix(line, suffix) {
-			continue
-		}
-		rng, _, _ := bytes.Cut(line, []byte(" "))
-		lo, hi, ok := bytes.Cut(rng, []byte("-"))
-		s, err1 := strconv.ParseUint(string(lo), 16, 64)
-		e, err2 := strconv.ParseUint(string(hi), 16, 64)
-		if !ok || err1 != nil || err2 != nil || e < s {
-			return 0, 0, fmt.Errorf("parse %s line %q", path, line)
-		}
-		return s, e - s, nil
 	}
 	return 0, 0, fmt.Errorf("no %s mapping in %s", name, path)
 }

@@ -256,11 +256,7 @@ func (p *puppet) clone1(flags, exitSignal uint64, tid int) (*puppet, error) {
 	if err != nil {
 		return nil, err
 	}
-	regs, err := p.prepare(unix.SYS_CLONE3, []uint64{argsAddr, cloneArgsSize})
-	if err != nil {
-		return nil, err
-	}
-	if err := ptrace.SetRegs(p.pid, &regs); err != nil {
+	if err := p.prepare(unix.SYS_CLONE3, []uint64{argsAddr, cloneArgsSize}); err != nil {
 		return nil, err
 	}
 	if err := ptrace.Cont(p.pid, 0); err != nil {
@@ -403,11 +399,7 @@ func (p *puppet) exitAs(status uint32) error {
 		}
 		nr, args = unix.SYS_TGKILL, []uint64{uint64(p.vtgid), uint64(p.vpid), uint64(sig)}
 	}
-	regs, err := p.prepare(nr, args)
-	if err != nil {
-		return err
-	}
-	if err := ptrace.SetRegs(p.pid, &regs); err != nil {
+	if err := p.prepare(nr, args); err != nil {
 		return err
 	}
 	if err := ptrace.Cont(p.pid, 0); err != nil {

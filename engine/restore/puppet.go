@@ -197,23 +197,23 @@ func (p *puppet) flush() error {
 }
 
 // prepare sets the registers for an injected syscall nr at the trampoline.
-func (p *puppet) prepare(nr int, args []uint64) (ptrace.Regs, error) {
+func (p *puppet) prepare(nr int, args []uint64) error {
 	if len(args) > 6 {
-		return ptrace.Regs{}, fmt.Errorf("syscall %d: %d arguments, at most 6", nr, len(args))
+		return fmt.Errorf("syscall %d: %d arguments, at most 6", nr, len(args))
 	}
 	if p.started != nil {
 		// A bug too: a started batch must be collected first.
-		return ptrace.Regs{}, fmt.Errorf("syscall %d in puppet %d: a batch is still running", nr, p.pid)
+		return fmt.Errorf("syscall %d in puppet %d: a batch is still running", nr, p.pid)
 	}
 	if len(p.pending) > 0 {
 		// A bug, not a state of the task: queued calls must run first.
-		return ptrace.Regs{}, fmt.Errorf("syscall %d in puppet %d: %d queued calls not run (%s first)", nr, p.pid, len(p.pending), p.pending[0].what)
+		return fmt.Errorf("syscall %d in puppet %d: %d queued calls not run (%s first)", nr, p.pid, len(p.pending), p.pending[0].what)
 	}
 	if err := p.born(); err != nil {
-		return ptrace.Regs{}, err
+		return err
 	}
 	if err := p.flush(); err != nil {
-		return ptrace.Regs{}, err
+		return err
 	}
 	var a [6]uint64
 	copy(a[:], args)
@@ -224,7 +224,7 @@ func (p *puppet) prepare(nr int, args []uint64) (ptrace.Regs, error) {
 	// syscall and "restart" it.
 	r.Orig_rax = ^uint64(0)
 	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
-	return r, nil
+	return ptrace.SetRegs(p.pid, &r)
 }
 
 // call injects syscall nr and returns its result. A result in [-4095, -1]
@@ -236,14 +236,10 @@ func (p *puppet) call(nr int, args ...uint64) (uint64, error) {
 			return 0, err
 		}
 	}
-	r, err := p.prepare(nr, args)
-	if err != nil {
+	if err := p.prepare(nr, args); err != nil {
 		return 0, err
 	}
 	p.atTrap = false
-	if err := ptrace.SetRegs(p.pid, &r); err != nil {
-		return 0, err
-	}
 	if err := ptrace.Cont(p.pid, 0); err != nil {
 		return 0, err
 	}

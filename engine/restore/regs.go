@@ -78,11 +78,7 @@ func (r *restorer) finishProc(pr *proc) error {
 // the single-step trap raised as the syscall returns stops the task in a
 // signal-delivery-stop (SIGTRAP) before it runs any instruction.
 func (p *puppet) unmapTrampoline() error {
-	regs, err := p.prepare(unix.SYS_MUNMAP, []uint64{p.tr.addr, p.tr.size})
-	if err != nil {
-		return err
-	}
-	if err := ptrace.SetRegs(p.pid, &regs); err != nil {
+	if err := p.prepare(unix.SYS_MUNMAP, []uint64{p.tr.addr, p.tr.size}); err != nil {
 		return err
 	}
 	if err := ptrace.SingleStep(p.pid, 0); err != nil {

@@ -85,14 +85,10 @@ func (p *puppet) dropTrampolineQuietly(sa kernelSigaction) error {
 // syscall-exit-stop. Signals that stop the puppet meanwhile are
 // suppressed, as waitTrap does.
 func (p *puppet) callSyscallStops(nr int, args ...uint64) (uint64, error) {
-	r, err := p.prepare(nr, args)
-	if err != nil {
+	if err := p.prepare(nr, args); err != nil {
 		return 0, err
 	}
 	p.atTrap = false
-	if err := ptrace.SetRegs(p.pid, &r); err != nil {
-		return 0, err
-	}
 	// Puppets have PTRACE_O_TRACESYSGOOD: a syscall-stop reports
 	// SIGTRAP|0x80, a signal never does.
 	for stops := 0; stops < 2; {

@@ -272,7 +272,7 @@ func (in *Injector) BatchAt(code, table uintptr, maxCalls int) (*Batch, error) {
 	if _, err := WriteMem(in.Tid, code, batchCode); err != nil {
 		return nil, fmt.Errorf("prepare batch in task %d: %w", in.Tid, err)
 	}
-	return &Batch{in: in, addr: code, table: table, maxCalls: maxCalls, borrowed: true}, nil
+	return in.BatchOver(code, table, maxCalls)
 }
 
 // BatchCode returns the code BatchAt writes, for a caller that puts it in

@@ -3,15 +3,11 @@ package restore
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"testing"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
-	"github.com/crtools/crtools/engine"
 	"github.com/crtools/crtools/engine/image"
-	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/engine/ptrace"
 )
 
@@ -55,17 +51,9 @@ func TestFillPieces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := freePid(t)
-	vma := &pb.VmaEntry{Start: u64(base), End: u64(base + npages*pageSize), Prot: u32(unix.PROT_READ | unix.PROT_WRITE),
-		Flags: u32(unix.MAP_PRIVATE | unix.MAP_ANONYMOUS), Status: u32(vmaAreaRegular | vmaAnonPrivate)}
-	task := &taskImage{pid: pid, tids: []int{pid}, mm: &pb.MmEntry{Vmas: []*pb.VmaEntry{vma}}, pagemap: pm}
-	r := &restorer{opts: engine.RestoreOptions{ImagesDir: dir}, log: zerolog.New(os.Stderr),
-		img: &imageSet{dir: dir, tasks: []*taskImage{task}, files: map[uint32]*pb.FileEntry{}}}
+	r, task, p := startAnonTask(t, dir, base, npages*pageSize, unix.PROT_READ|unix.PROT_WRITE, pm)
 	defer r.Close()
-	if err := r.CreateTasks(t.Context()); err != nil {
-		t.Fatalf("CreateTasks: %v", err)
-	}
-	p := r.procs[0].threads[0]
+	pid := task.pid
 	var reported int64
 	p.filled = func(n int64) { reported += n }
 	err = r.tr.Do(func() error {

@@ -47,6 +47,24 @@ func u32(v uint32) *uint32 { return &v }
 // chosen PID, everything unmapped but the trampoline, one VMA mapped and
 // filled from a pages file by injected preadv, read back from outside,
 // then killed without a trace.
+// startAnonTask creates the puppet of a one-task image at a free pid whose
+// memory is one private anonymous VMA of size bytes at base with prot,
+// filled from pm (not yet mapped: the test maps it). The caller closes r.
+func startAnonTask(t *testing.T, dir string, base, size uint64, prot int, pm *image.PageIndex) (*restorer, *taskImage, *puppet) {
+	t.Helper()
+	pid := freePid(t)
+	vma := &pb.VmaEntry{Start: u64(base), End: u64(base + size), Prot: u32(uint32(prot)),
+		Flags: u32(unix.MAP_PRIVATE | unix.MAP_ANONYMOUS), Status: u32(vmaAreaRegular | vmaAnonPrivate)}
+	task := &taskImage{pid: pid, tids: []int{pid}, mm: &pb.MmEntry{Vmas: []*pb.VmaEntry{vma}}, pagemap: pm}
+	r := &restorer{opts: engine.RestoreOptions{ImagesDir: dir}, log: zerolog.New(os.Stderr),
+		img: &imageSet{dir: dir, tasks: []*taskImage{task}, files: map[uint32]*pb.FileEntry{}}}
+	if err := r.CreateTasks(t.Context()); err != nil {
+		r.Close()
+		t.Fatalf("CreateTasks: %v", err)
+	}
+	return r, task, r.procs[0].threads[0]
+}
+
 func TestPuppetMemory(t *testing.T) {
 	requireRoot(t)
 	dir := t.TempDir()
@@ -74,17 +92,9 @@ func TestPuppetMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	pid := freePid(t)
-	vma := &pb.VmaEntry{Start: u64(base), End: u64(base + npages*pageSize), Prot: u32(unix.PROT_READ),
-		Flags: u32(unix.MAP_PRIVATE | unix.MAP_ANONYMOUS), Status: u32(vmaAreaRegular | vmaAnonPrivate)}
-	task := &taskImage{pid: pid, tids: []int{pid}, mm: &pb.MmEntry{Vmas: []*pb.VmaEntry{vma}}, pagemap: pm}
-	r := &restorer{opts: engine.RestoreOptions{ImagesDir: dir}, log: zerolog.New(os.Stderr),
-		img: &imageSet{dir: dir, tasks: []*taskImage{task}, files: map[uint32]*pb.FileEntry{}}}
+	r, task, p := startAnonTask(t, dir, base, npages*pageSize, unix.PROT_READ, pm)
 	defer r.Close()
-	if err := r.CreateTasks(t.Context()); err != nil {
-		t.Fatalf("CreateTasks: %v", err)
-	}
-	p := r.procs[0].threads[0]
+	pid := task.pid
 	if p.pid != pid {
 		t.Fatalf("puppet has pid %d, want %d", p.pid, pid)
 	}

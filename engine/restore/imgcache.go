@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/crtools/crtools/engine/image"
+	procfs "github.com/crtools/crtools/engine/proc"
 )
 
 // imageCache decodes each distinct content of an image kind once. The
@@ -51,15 +51,9 @@ const cacheMaxFile = 1 << 20
 // file, for some 300 files in a 50-task tree.
 func readImageFile(dir string, kind *image.Kind, id uint64) (b []byte, path string, ok bool, err error) {
 	path = kind.Path(dir, id)
-	var fd int
-	for {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	fd, err := procfs.OpenNoPoll(path, unix.O_RDONLY, 0)
 	if err != nil {
-		return nil, path, false, fmt.Errorf("open image: %w", &os.PathError{Op: "open", Path: path, Err: err})
+		return nil, path, false, fmt.Errorf("open image: %w", err)
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t

@@ -58,8 +58,28 @@ type Kind struct {
 	// Single: the file holds exactly one entry.
 	Single bool
 
-	entry protoreflect.MessageType // type of every entry (nil: raw)
-	head  protoreflect.MessageType // type of the first entry, if different (pagemap)
+	entry *msgType // type of every entry (nil: raw)
+	head  *msgType // type of the first entry, if different (pagemap)
+}
+
+// msgType is what a Kind needs of its entry type: a constructor and a type
+// test. Not a protoreflect.MessageType: getting one calls ProtoReflect,
+// which registers every descriptor of package pb (see its doc.go), and
+// these are package variables, built at every crtools start.
+type msgType struct {
+	new func() proto.Message
+	is  func(proto.Message) bool
+}
+
+// mt is the msgType of *T.
+func mt[T any, P interface {
+	*T
+	proto.Message
+}]() *msgType {
+	return &msgType{
+		new: func() proto.Message { return P(new(T)) },
+		is:  func(m proto.Message) bool { _, ok := m.(P); return ok },
+	}
 }
 
 // NewEntry returns an empty message of the kind's entry type, or nil for
@@ -67,20 +87,22 @@ type Kind struct {
 // for pagemaps: a PagemapHead).
 func (k *Kind) NewEntry(first bool) proto.Message {
 	if first && k.head != nil {
-		return k.head.New().Interface()
+		return k.head.new()
 	}
 	if k.entry == nil {
 		return nil
 	}
-	return k.entry.New().Interface()
+	return k.entry.new()
 }
 
-// EntryName is the full protobuf name of the kind's entry type.
+// EntryName is the full protobuf name of the kind's entry type. It uses
+// reflection (registering package pb's descriptors): for errors and tools,
+// not for the dump and restore paths.
 func (k *Kind) EntryName() protoreflect.FullName {
 	if k.entry == nil {
 		return ""
 	}
-	return k.entry.Descriptor().FullName()
+	return k.entry.new().ProtoReflect().Descriptor().FullName()
 }
 
 // HasID reports whether the file name carries an id.
@@ -102,48 +124,46 @@ func (k *Kind) Path(dir string, id uint64) string {
 
 func (k *Kind) String() string { return k.Name }
 
-func mt(m proto.Message) protoreflect.MessageType { return m.ProtoReflect().Type() }
-
 // The kinds crtools reads and writes. Magic values and file names are
 // CRIU's (criu/include/magic.h, criu/image-desc.c).
 var (
-	Inventory    = &Kind{Name: "INVENTORY", Single: true, Magic: 0x58313116, Header: HeaderOwn, Pattern: "inventory.img", entry: mt(&pb.InventoryEntry{})}
-	Pstree       = &Kind{Name: "PSTREE", Magic: 0x50273030, Pattern: "pstree.img", entry: mt(&pb.PstreeEntry{})}
-	Core         = &Kind{Name: "CORE", Single: true, Magic: 0x55053847, Pattern: "core-%d.img", entry: mt(&pb.CoreEntry{})}
-	IDs          = &Kind{Name: "IDS", Single: true, Magic: 0x54432030, Pattern: "ids-%d.img", entry: mt(&pb.TaskKobjIdsEntry{})}
-	MM           = &Kind{Name: "MM", Single: true, Magic: 0x57492820, Pattern: "mm-%d.img", entry: mt(&pb.MmEntry{})}
-	Pagemap      = &Kind{Name: "PAGEMAP", Magic: 0x56084025, Pattern: "pagemap-%d.img", head: mt(&pb.PagemapHead{}), entry: mt(&pb.PagemapEntry{})}
-	ShmemPagemap = &Kind{Name: "SHMEM_PAGEMAP", Magic: 0x56084025, Pattern: "pagemap-shmem-%d.img", head: mt(&pb.PagemapHead{}), entry: mt(&pb.PagemapEntry{})}
+	Inventory    = &Kind{Name: "INVENTORY", Single: true, Magic: 0x58313116, Header: HeaderOwn, Pattern: "inventory.img", entry: mt[pb.InventoryEntry]()}
+	Pstree       = &Kind{Name: "PSTREE", Magic: 0x50273030, Pattern: "pstree.img", entry: mt[pb.PstreeEntry]()}
+	Core         = &Kind{Name: "CORE", Single: true, Magic: 0x55053847, Pattern: "core-%d.img", entry: mt[pb.CoreEntry]()}
+	IDs          = &Kind{Name: "IDS", Single: true, Magic: 0x54432030, Pattern: "ids-%d.img", entry: mt[pb.TaskKobjIdsEntry]()}
+	MM           = &Kind{Name: "MM", Single: true, Magic: 0x57492820, Pattern: "mm-%d.img", entry: mt[pb.MmEntry]()}
+	Pagemap      = &Kind{Name: "PAGEMAP", Magic: 0x56084025, Pattern: "pagemap-%d.img", head: mt[pb.PagemapHead](), entry: mt[pb.PagemapEntry]()}
+	ShmemPagemap = &Kind{Name: "SHMEM_PAGEMAP", Magic: 0x56084025, Pattern: "pagemap-shmem-%d.img", head: mt[pb.PagemapHead](), entry: mt[pb.PagemapEntry]()}
 	Pages        = &Kind{Name: "PAGES", Magic: 0, Header: HeaderNone, Pattern: "pages-%d.img"}
-	Fdinfo       = &Kind{Name: "FDINFO", Magic: 0x56213732, Pattern: "fdinfo-%d.img", entry: mt(&pb.FdinfoEntry{})}
-	Files        = &Kind{Name: "FILES", Magic: 0x56303138, Pattern: "files.img", entry: mt(&pb.FileEntry{})}
-	FS           = &Kind{Name: "FS", Single: true, Magic: 0x51403912, Pattern: "fs-%d.img", entry: mt(&pb.FsEntry{})}
-	PipesData    = &Kind{Name: "PIPES_DATA", Magic: 0x56453709, Pattern: "pipes-data.img", Payload: PayloadPipeData, entry: mt(&pb.PipeDataEntry{})}
-	FifoData     = &Kind{Name: "FIFO_DATA", Magic: 0x59333054, Pattern: "fifo-data.img", Payload: PayloadPipeData, entry: mt(&pb.PipeDataEntry{})}
-	SkQueues     = &Kind{Name: "SK_QUEUES", Magic: 0x56264026, Pattern: "sk-queues.img", Payload: PayloadSkQueue, entry: mt(&pb.SkPacketEntry{})}
-	GhostFile    = &Kind{Name: "GHOST_FILE", Magic: 0x52583605, Pattern: "ghost-file-%x.img", Payload: PayloadGhost, entry: mt(&pb.GhostFileEntry{})}
-	RemapFpath   = &Kind{Name: "REMAP_FPATH", Magic: 0x59133954, Pattern: "remap-fpath.img", entry: mt(&pb.RemapFilePathEntry{})}
-	MemfdInode   = &Kind{Name: "MEMFD_INODE", Magic: 0x48453499, Pattern: "memfd.img", entry: mt(&pb.MemfdInodeEntry{})}
-	Timens       = &Kind{Name: "TIMENS", Single: true, Magic: 0x43114433, Pattern: "timens-%d.img", entry: mt(&pb.TimensEntry{})}
-	Seccomp      = &Kind{Name: "SECCOMP", Single: true, Magic: 0x64413049, Pattern: "seccomp.img", entry: mt(&pb.SeccompEntry{})}
-	EventpollTfd = &Kind{Name: "EVENTPOLL_TFD", Magic: 0x44433746, Pattern: "eventpoll-tfd.img", entry: mt(&pb.EventpollTfdEntry{})}
-	TCPStream    = &Kind{Name: "TCP_STREAM", Magic: 0x51465506, Pattern: "tcp-stream-%x.img", Payload: PayloadTCPStream, entry: mt(&pb.TcpStreamEntry{})}
-	FileLocks    = &Kind{Name: "FILE_LOCKS", Magic: 0x54323616, Pattern: "filelocks.img", entry: mt(&pb.FileLockEntry{})}
-	TTYInfo      = &Kind{Name: "TTY_INFO", Magic: 0x59453036, Pattern: "tty-info.img", entry: mt(&pb.TtyInfoEntry{})}
-	TTYData      = &Kind{Name: "TTY_DATA", Magic: 0x59413026, Pattern: "tty-data.img", entry: mt(&pb.TtyDataEntry{})}
-	UTSNS        = &Kind{Name: "UTSNS", Single: true, Magic: 0x54473203, Pattern: "utsns-%d.img", entry: mt(&pb.UtsnsEntry{})}
-	IPCVar       = &Kind{Name: "IPCNS_VAR", Single: true, Magic: 0x53115007, Pattern: "ipcns-var-%d.img", entry: mt(&pb.IpcVarEntry{})}
-	IPCShm       = &Kind{Name: "IPCNS_SHM", Magic: 0x46283044, Pattern: "ipcns-shm-%d.img", Payload: PayloadRest, entry: mt(&pb.IpcShmEntry{})}
-	IPCMsg       = &Kind{Name: "IPCNS_MSG", Magic: 0x55453737, Pattern: "ipcns-msg-%d.img", Payload: PayloadRest, entry: mt(&pb.IpcMsgEntry{})}
-	IPCSem       = &Kind{Name: "IPCNS_SEM", Magic: 0x59573019, Pattern: "ipcns-sem-%d.img", Payload: PayloadRest, entry: mt(&pb.IpcSemEntry{})}
-	Netdev       = &Kind{Name: "NETDEV", Magic: 0x57373951, Pattern: "netdev-%d.img", entry: mt(&pb.NetDeviceEntry{})}
-	Netns        = &Kind{Name: "NETNS", Single: true, Magic: 0x55933752, Pattern: "netns-%d.img", entry: mt(&pb.NetnsEntry{})}
-	Mnts         = &Kind{Name: "MNTS", Magic: 0x55563928, Pattern: "mountpoints-%d.img", entry: mt(&pb.MntEntry{})}
-	Cgroup       = &Kind{Name: "CGROUP", Single: true, Magic: 0x59383330, Pattern: "cgroup.img", entry: mt(&pb.CgroupEntry{})}
-	Userns       = &Kind{Name: "USERNS", Single: true, Magic: 0x55474906, Pattern: "userns-%d.img", entry: mt(&pb.UsernsEntry{})}
-	StatsDump    = &Kind{Name: "STATS", Single: true, Magic: 0x57093306, Header: HeaderService, Pattern: "stats-dump", entry: mt(&pb.StatsEntry{})}
-	StatsRestore = &Kind{Name: "STATS", Single: true, Magic: 0x57093306, Header: HeaderService, Pattern: "stats-restore", entry: mt(&pb.StatsEntry{})}
-	IrmapCache   = &Kind{Name: "IRMAP_CACHE", Magic: 0x57004059, Header: HeaderService, Pattern: "irmap-cache", entry: mt(&pb.IrmapCacheEntry{})}
+	Fdinfo       = &Kind{Name: "FDINFO", Magic: 0x56213732, Pattern: "fdinfo-%d.img", entry: mt[pb.FdinfoEntry]()}
+	Files        = &Kind{Name: "FILES", Magic: 0x56303138, Pattern: "files.img", entry: mt[pb.FileEntry]()}
+	FS           = &Kind{Name: "FS", Single: true, Magic: 0x51403912, Pattern: "fs-%d.img", entry: mt[pb.FsEntry]()}
+	PipesData    = &Kind{Name: "PIPES_DATA", Magic: 0x56453709, Pattern: "pipes-data.img", Payload: PayloadPipeData, entry: mt[pb.PipeDataEntry]()}
+	FifoData     = &Kind{Name: "FIFO_DATA", Magic: 0x59333054, Pattern: "fifo-data.img", Payload: PayloadPipeData, entry: mt[pb.PipeDataEntry]()}
+	SkQueues     = &Kind{Name: "SK_QUEUES", Magic: 0x56264026, Pattern: "sk-queues.img", Payload: PayloadSkQueue, entry: mt[pb.SkPacketEntry]()}
+	GhostFile    = &Kind{Name: "GHOST_FILE", Magic: 0x52583605, Pattern: "ghost-file-%x.img", Payload: PayloadGhost, entry: mt[pb.GhostFileEntry]()}
+	RemapFpath   = &Kind{Name: "REMAP_FPATH", Magic: 0x59133954, Pattern: "remap-fpath.img", entry: mt[pb.RemapFilePathEntry]()}
+	MemfdInode   = &Kind{Name: "MEMFD_INODE", Magic: 0x48453499, Pattern: "memfd.img", entry: mt[pb.MemfdInodeEntry]()}
+	Timens       = &Kind{Name: "TIMENS", Single: true, Magic: 0x43114433, Pattern: "timens-%d.img", entry: mt[pb.TimensEntry]()}
+	Seccomp      = &Kind{Name: "SECCOMP", Single: true, Magic: 0x64413049, Pattern: "seccomp.img", entry: mt[pb.SeccompEntry]()}
+	EventpollTfd = &Kind{Name: "EVENTPOLL_TFD", Magic: 0x44433746, Pattern: "eventpoll-tfd.img", entry: mt[pb.EventpollTfdEntry]()}
+	TCPStream    = &Kind{Name: "TCP_STREAM", Magic: 0x51465506, Pattern: "tcp-stream-%x.img", Payload: PayloadTCPStream, entry: mt[pb.TcpStreamEntry]()}
+	FileLocks    = &Kind{Name: "FILE_LOCKS", Magic: 0x54323616, Pattern: "filelocks.img", entry: mt[pb.FileLockEntry]()}
+	TTYInfo      = &Kind{Name: "TTY_INFO", Magic: 0x59453036, Pattern: "tty-info.img", entry: mt[pb.TtyInfoEntry]()}
+	TTYData      = &Kind{Name: "TTY_DATA", Magic: 0x59413026, Pattern: "tty-data.img", entry: mt[pb.TtyDataEntry]()}
+	UTSNS        = &Kind{Name: "UTSNS", Single: true, Magic: 0x54473203, Pattern: "utsns-%d.img", entry: mt[pb.UtsnsEntry]()}
+	IPCVar       = &Kind{Name: "IPCNS_VAR", Single: true, Magic: 0x53115007, Pattern: "ipcns-var-%d.img", entry: mt[pb.IpcVarEntry]()}
+	IPCShm       = &Kind{Name: "IPCNS_SHM", Magic: 0x46283044, Pattern: "ipcns-shm-%d.img", Payload: PayloadRest, entry: mt[pb.IpcShmEntry]()}
+	IPCMsg       = &Kind{Name: "IPCNS_MSG", Magic: 0x55453737, Pattern: "ipcns-msg-%d.img", Payload: PayloadRest, entry: mt[pb.IpcMsgEntry]()}
+	IPCSem       = &Kind{Name: "IPCNS_SEM", Magic: 0x59573019, Pattern: "ipcns-sem-%d.img", Payload: PayloadRest, entry: mt[pb.IpcSemEntry]()}
+	Netdev       = &Kind{Name: "NETDEV", Magic: 0x57373951, Pattern: "netdev-%d.img", entry: mt[pb.NetDeviceEntry]()}
+	Netns        = &Kind{Name: "NETNS", Single: true, Magic: 0x55933752, Pattern: "netns-%d.img", entry: mt[pb.NetnsEntry]()}
+	Mnts         = &Kind{Name: "MNTS", Magic: 0x55563928, Pattern: "mountpoints-%d.img", entry: mt[pb.MntEntry]()}
+	Cgroup       = &Kind{Name: "CGROUP", Single: true, Magic: 0x59383330, Pattern: "cgroup.img", entry: mt[pb.CgroupEntry]()}
+	Userns       = &Kind{Name: "USERNS", Single: true, Magic: 0x55474906, Pattern: "userns-%d.img", entry: mt[pb.UsernsEntry]()}
+	StatsDump    = &Kind{Name: "STATS", Single: true, Magic: 0x57093306, Header: HeaderService, Pattern: "stats-dump", entry: mt[pb.StatsEntry]()}
+	StatsRestore = &Kind{Name: "STATS", Single: true, Magic: 0x57093306, Header: HeaderService, Pattern: "stats-restore", entry: mt[pb.StatsEntry]()}
+	IrmapCache   = &Kind{Name: "IRMAP_CACHE", Magic: 0x57004059, Header: HeaderService, Pattern: "irmap-cache", entry: mt[pb.IrmapCacheEntry]()}
 )
 
 // Kinds lists every known kind. Where two kinds share a magic (PAGEMAP and

@@ -89,7 +89,7 @@ func DecodePagemap(r *Reader) (*PageIndex, error) {
 		if e.Blocks != nil {
 			return nil, bad("compressed pages: %w", ErrUnsupported)
 		}
-		if len(e.ProtoReflect().GetUnknown()) > 0 {
+		if len(e.UnknownBytes()) > 0 {
 			// A field we do not know may move the pages (as
 			// compression does): refuse rather than misplace them.
 			return nil, bad("fields unknown to crtools: %w", ErrUnsupported)

@@ -242,7 +242,7 @@ func (r *Reader) Next(msg proto.Message) error {
 		return fmt.Errorf("read entry %d of %s: %w", r.n, r.name, err)
 	}
 	r.off += int64(size)
-	if err := proto.Unmarshal(b, msg); err != nil {
+	if err := unmarshalEntry(b, msg); err != nil {
 		return &DecodeError{File: r.name, Offset: start, Entry: r.n, Type: string(msg.ProtoReflect().Descriptor().Name()), Err: err}
 	}
 	r.n++

@@ -11,7 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/engine/proc"
@@ -214,15 +213,16 @@ func (w *Writer) Write(msg proto.Message) error {
 	if w.kind.Single && w.n > 0 {
 		return fmt.Errorf("write entry %d to %s: a %s image holds one entry", w.n, w.name, w.kind.Name)
 	}
-	want := w.kind.entry.Descriptor().FullName()
+	want := w.kind.entry
 	if w.n == 0 && w.kind.head != nil {
-		want = w.kind.head.Descriptor().FullName()
+		want = w.kind.head
 	}
-	if got := msg.ProtoReflect().Descriptor().FullName(); got != want && !w.isChunk(got) {
-		return fmt.Errorf("write entry %d to %s: got a %s, want a %s", w.n, w.name, got, want)
+	if !want.is(msg) && !w.isChunk(msg) {
+		return fmt.Errorf("write entry %d to %s: got a %s, want a %s", w.n, w.name,
+			msg.ProtoReflect().Descriptor().FullName(), want.new().ProtoReflect().Descriptor().FullName())
 	}
 	var err error
-	w.buf, err = proto.MarshalOptions{}.MarshalAppend(append(w.buf[:0], 0, 0, 0, 0), msg)
+	w.buf, err = appendEntry(w.buf[:0], msg)
 	if err != nil {
 		return fmt.Errorf("encode entry %d of %s: %w", w.n, w.name, err)
 	}
@@ -230,7 +230,6 @@ func (w *Writer) Write(msg proto.Message) error {
 	if size > DefaultMaxEntry {
 		return fmt.Errorf("encode entry %d of %s: %d bytes is over the %d limit readers enforce", w.n, w.name, size, DefaultMaxEntry)
 	}
-	binary.LittleEndian.PutUint32(w.buf, uint32(size))
 	if err := w.write(w.buf); err != nil {
 		return err
 	}
@@ -239,8 +238,9 @@ func (w *Writer) Write(msg proto.Message) error {
 }
 
 // Ghost files may carry chunk entries after their head entry.
-func (w *Writer) isChunk(got protoreflect.FullName) bool {
-	return w.kind == GhostFile && w.n > 0 && got == (&pb.GhostChunkEntry{}).ProtoReflect().Descriptor().FullName()
+func (w *Writer) isChunk(msg proto.Message) bool {
+	_, ok := msg.(*pb.GhostChunkEntry)
+	return w.kind == GhostFile && w.n > 0 && ok
 }
 
 // WriteExtra appends payload bytes after the last entry (pipe data, queue

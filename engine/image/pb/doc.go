@@ -1,11 +1,25 @@
 // Package pb holds the Go types generated from the CRIU-format image
 // definitions in schemas/images. Do not edit the *.pb.go files; change the
-// .proto files and run `go generate ./engine/image/pb` (needs protoc and
-// protoc-gen-go in PATH). The generated files are committed so that a build
-// needs neither.
+// .proto files and run `go generate ./engine/image/pb` (needs protoc,
+// protoc-gen-go v1.36.12 and protoc-gen-go-vtproto v0.6.0 in PATH:
+// `go install github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto@v0.6.0`).
+// The generated files are committed so that a build needs none of them.
+//
+// Besides protoc-gen-go's types, protoc-gen-go-vtproto generates for every
+// type MarshalVT, MarshalToSizedBufferVT, SizeVT and UnmarshalVT
+// (*_vtproto.pb.go): plain code with no reflection, which engine/image's
+// reader and writer use. protobuf-go's proto.Marshal and proto.Unmarshal
+// build a coder for each type by reflection on its first use: the first
+// CoreEntry cost 1.4 ms, ten other types 1.7 ms, most of a single-process
+// restore's load step (8.4 ms) and of a dump's write-images (5.3 ms). The
+// generated code checks required fields as protobuf-go does (an error
+// naming the missing field) and gives the same bytes; engine/image's tests
+// compare the two on every entry type, the CRIU fixture and a fresh dump.
+// Both store a number an enum does not list (protobuf-go treats proto2
+// enums as open).
 //
 // Only engine/image should build entries from these types directly; the rest
 // of crtools goes through that package.
 package pb
 
-//go:generate sh -c "protoc -I ../../../schemas/images --go_out=. --go_opt=paths=source_relative ../../../schemas/images/*.proto"
+//go:generate sh -c "protoc -I ../../../schemas/images --go_out=. --go_opt=paths=source_relative --go-vtproto_out=. --go-vtproto_opt=paths=source_relative,features=marshal+unmarshal+size ../../../schemas/images/*.proto"

@@ -34,35 +34,67 @@ func retry(f func() error) error {
 	}
 }
 
-// ptraceRequestNames gives error messages the request's name.
-var ptraceRequestNames = map[int]string{
-	unix.PTRACE_PEEKTEXT:               "PTRACE_PEEKTEXT",
-	unix.PTRACE_PEEKDATA:               "PTRACE_PEEKDATA",
-	unix.PTRACE_PEEKUSR:                "PTRACE_PEEKUSER",
-	unix.PTRACE_POKEDATA:               "PTRACE_POKEDATA",
-	unix.PTRACE_CONT:                   "PTRACE_CONT",
-	unix.PTRACE_SINGLESTEP:             "PTRACE_SINGLESTEP",
-	unix.PTRACE_GETREGS:                "PTRACE_GETREGS",
-	unix.PTRACE_SETREGS:                "PTRACE_SETREGS",
-	unix.PTRACE_GETFPREGS:              "PTRACE_GETFPREGS",
-	unix.PTRACE_SETFPREGS:              "PTRACE_SETFPREGS",
-	unix.PTRACE_DETACH:                 "PTRACE_DETACH",
-	unix.PTRACE_SYSCALL:                "PTRACE_SYSCALL",
-	unix.PTRACE_SETOPTIONS:             "PTRACE_SETOPTIONS",
-	unix.PTRACE_GETEVENTMSG:            "PTRACE_GETEVENTMSG",
-	unix.PTRACE_GETSIGINFO:             "PTRACE_GETSIGINFO",
-	unix.PTRACE_SETSIGINFO:             "PTRACE_SETSIGINFO",
-	unix.PTRACE_GETREGSET:              "PTRACE_GETREGSET",
-	unix.PTRACE_SETREGSET:              "PTRACE_SETREGSET",
-	unix.PTRACE_SEIZE:                  "PTRACE_SEIZE",
-	unix.PTRACE_INTERRUPT:              "PTRACE_INTERRUPT",
-	unix.PTRACE_LISTEN:                 "PTRACE_LISTEN",
-	unix.PTRACE_PEEKSIGINFO:            "PTRACE_PEEKSIGINFO",
-	unix.PTRACE_GETSIGMASK:             "PTRACE_GETSIGMASK",
-	unix.PTRACE_SETSIGMASK:             "PTRACE_SETSIGMASK",
-	unix.PTRACE_SECCOMP_GET_FILTER:     "PTRACE_SECCOMP_GET_FILTER",
-	unix.PTRACE_GET_SYSCALL_INFO:       "PTRACE_GET_SYSCALL_INFO",
-	unix.PTRACE_GET_RSEQ_CONFIGURATION: "PTRACE_GET_RSEQ_CONFIGURATION",
+// ptraceRequestName gives error messages the request's name, "" for an
+// unknown one. A switch, not a map: a map would be built at start-up in
+// every crtools run.
+func ptraceRequestName(req int) string {
+	switch req {
+	case unix.PTRACE_PEEKTEXT:
+		return "PTRACE_PEEKTEXT"
+	case unix.PTRACE_PEEKDATA:
+		return "PTRACE_PEEKDATA"
+	case unix.PTRACE_PEEKUSR:
+		return "PTRACE_PEEKUSER"
+	case unix.PTRACE_POKEDATA:
+		return "PTRACE_POKEDATA"
+	case unix.PTRACE_CONT:
+		return "PTRACE_CONT"
+	case unix.PTRACE_SINGLESTEP:
+		return "PTRACE_SINGLESTEP"
+	case unix.PTRACE_GETREGS:
+		return "PTRACE_GETREGS"
+	case unix.PTRACE_SETREGS:
+		return "PTRACE_SETREGS"
+	case unix.PTRACE_GETFPREGS:
+		return "PTRACE_GETFPREGS"
+	case unix.PTRACE_SETFPREGS:
+		return "PTRACE_SETFPREGS"
+	case unix.PTRACE_DETACH:
+		return "PTRACE_DETACH"
+	case unix.PTRACE_SYSCALL:
+		return "PTRACE_SYSCALL"
+	case unix.PTRACE_SETOPTIONS:
+		return "PTRACE_SETOPTIONS"
+	case unix.PTRACE_GETEVENTMSG:
+		return "PTRACE_GETEVENTMSG"
+	case unix.PTRACE_GETSIGINFO:
+		return "PTRACE_GETSIGINFO"
+	case unix.PTRACE_SETSIGINFO:
+		return "PTRACE_SETSIGINFO"
+	case unix.PTRACE_GETREGSET:
+		return "PTRACE_GETREGSET"
+	case unix.PTRACE_SETREGSET:
+		return "PTRACE_SETREGSET"
+	case unix.PTRACE_SEIZE:
+		return "PTRACE_SEIZE"
+	case unix.PTRACE_INTERRUPT:
+		return "PTRACE_INTERRUPT"
+	case unix.PTRACE_LISTEN:
+		return "PTRACE_LISTEN"
+	case unix.PTRACE_PEEKSIGINFO:
+		return "PTRACE_PEEKSIGINFO"
+	case unix.PTRACE_GETSIGMASK:
+		return "PTRACE_GETSIGMASK"
+	case unix.PTRACE_SETSIGMASK:
+		return "PTRACE_SETSIGMASK"
+	case unix.PTRACE_SECCOMP_GET_FILTER:
+		return "PTRACE_SECCOMP_GET_FILTER"
+	case unix.PTRACE_GET_SYSCALL_INFO:
+		return "PTRACE_GET_SYSCALL_INFO"
+	case unix.PTRACE_GET_RSEQ_CONFIGURATION:
+		return "PTRACE_GET_RSEQ_CONFIGURATION"
+	}
+	return ""
 }
 
 // ptraceError wraps err like os.NewSyscallError, naming request and task:
@@ -72,8 +104,8 @@ func ptraceError(req, tid int, err error) error {
 	if err == nil {
 		return nil
 	}
-	name, ok := ptraceRequestNames[req]
-	if !ok {
+	name := ptraceRequestName(req)
+	if name == "" {
 		name = fmt.Sprintf("%#x", req)
 	}
 	return os.NewSyscallError(fmt.Sprintf("ptrace(%s, %d)", name, tid), err)

@@ -130,11 +130,13 @@ func Load(name string, data []byte, baseDir string) ([]*Job, error) {
 	return jobs, nil
 }
 
-var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+// Compiled on first use: only a spec with a YAML error needs it, and a
+// package-level regexp is compiled in every crtools run.
+var yamlLineRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^yaml: line (\d+): (.*)$`) })
 
 func yamlSyntaxError(name string, err error) *Error {
 	msg := err.Error()
-	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+	if m := yamlLineRE().FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
 		return &Error{File: name, Line: line, Column: 1, Msg: "invalid YAML: " + m[2]}
 	}
@@ -312,7 +314,8 @@ func keyNode(n *yaml.Node, name string) *yaml.Node {
 	return n
 }
 
-var printer = message.NewPrinter(language.English)
+// printer is made on first use, like yamlLineRE.
+var printer = sync.OnceValue(func() *message.Printer { return message.NewPrinter(language.English) })
 
 // schemaErrors flattens a validation error to its leaves and places each
 // at the YAML node it is about.
@@ -376,7 +379,7 @@ func schemaErrors(file string, root *yaml.Node, ve *jsonschema.ValidationError) 
 		case *kind.MinProperties, *kind.MaxProperties:
 			msg = "expected " + schemaDescription(l.SchemaURL)
 			if msg == "expected " {
-				msg = l.ErrorKind.LocalizedString(printer)
+				msg = l.ErrorKind.LocalizedString(printer())
 			}
 		case *kind.Maximum:
 			msg = fmt.Sprintf("expected at most %s, got %s", k.Want.RatString(), k.Got.RatString())
@@ -387,7 +390,7 @@ func schemaErrors(file string, root *yaml.Node, ve *jsonschema.ValidationError) 
 		case *kind.MinLength:
 			msg = "expected a non-empty string"
 		default:
-			msg = l.ErrorKind.LocalizedString(printer)
+			msg = l.ErrorKind.LocalizedString(printer())
 		}
 		e := &Error{File: file, Line: n.Line, Column: n.Column, Path: fieldPath(path), Msg: msg}
 		if !seen[e.Error()] {

@@ -2,6 +2,7 @@ package show
 
 import (
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -11,47 +12,50 @@ import (
 // hexFields are the fields shown in hex: addresses, masks and flag words.
 // The list follows what CRIU marks for crit with (criu).hex and
 // (criu).flags, so our JSON looks like crit's; keyed by message name, then
-// field name ("*" for every field of the message).
-var hexFields = map[string]map[string]bool{
-	"task_core_entry":      set("blk_sigset", "blk_sigset_extended"),
-	"thread_core_entry":    set("futex_rla", "blk_sigset", "blk_sigset_extended"),
-	"thread_sas_entry":     set("ss_sp"),
-	"thread_info_x86":      set("clear_tid_addr"),
-	"user_x86_regs_entry":  set("*"),
-	"user_x86_xsave_entry": set("xstate_bv"),
-	"rseq_entry":           set("rseq_abi_pointer", "signature"),
-	"sa_entry":             set("sigaction", "flags", "restorer", "mask", "mask_extended"),
-	"mm_entry": set("mm_start_code", "mm_end_code", "mm_start_data", "mm_end_data", "mm_start_stack",
-		"mm_start_brk", "mm_brk", "mm_arg_start", "mm_arg_end", "mm_env_start", "mm_env_end"),
-	"vma_entry":            set("start", "end", "pgoff", "prot", "flags", "status", "madv", "fdflags"),
-	"pagemap_entry":        set("vaddr", "flags"),
-	"reg_file_entry":       set("flags"),
-	"memfd_file_entry":     set("flags"),
-	"memfd_inode_entry":    set("seals"),
-	"pipe_entry":           set("flags"),
-	"fifo_entry":           set(),
-	"unix_sk_entry":        set("flags", "uflags"),
-	"inet_sk_entry":        set("flags"),
-	"packet_sock_entry":    set("flags"),
-	"netlink_sk_entry":     set("flags"),
-	"eventfd_file_entry":   set("flags"),
-	"eventpoll_file_entry": set("flags"),
-	"eventpoll_tfd_entry":  set("events", "data"),
-	"signalfd_entry":       set("flags", "sigmask"),
-	"timerfd_entry":        set("flags", "settime_flags"),
-	"inotify_file_entry":   set("flags"),
-	"inotify_wd_entry":     set("mask", "ignored_mask"),
-	"fanotify_file_entry":  set("flags", "faflags", "evflags"),
-	"fanotify_mark_entry":  set("mflags", "mask", "ignored_mask"),
-	"tty_file_entry":       set("flags"),
-	"tcp_stream_entry":     set("opt_mask"),
-	"mnt_entry":            set("flags", "sb_flags"),
-	"net_device_entry":     set("flags"),
-	"tun_link_entry":       set("flags"),
-	"posix_timer_entry":    set("sival_ptr"),
-	"creds_entry":          set("cap_inh", "cap_prm", "cap_eff", "cap_bnd", "cap_amb", "secbits"),
-	"fdinfo_entry":         set("flags"),
-}
+// field name ("*" for every field of the message). Built on first use
+// (only crtools show needs it), not in every crtools run.
+var hexFields = sync.OnceValue(func() map[string]map[string]bool {
+	return map[string]map[string]bool{
+		"task_core_entry":      set("blk_sigset", "blk_sigset_extended"),
+		"thread_core_entry":    set("futex_rla", "blk_sigset", "blk_sigset_extended"),
+		"thread_sas_entry":     set("ss_sp"),
+		"thread_info_x86":      set("clear_tid_addr"),
+		"user_x86_regs_entry":  set("*"),
+		"user_x86_xsave_entry": set("xstate_bv"),
+		"rseq_entry":           set("rseq_abi_pointer", "signature"),
+		"sa_entry":             set("sigaction", "flags", "restorer", "mask", "mask_extended"),
+		"mm_entry": set("mm_start_code", "mm_end_code", "mm_start_data", "mm_end_data", "mm_start_stack",
+			"mm_start_brk", "mm_brk", "mm_arg_start", "mm_arg_end", "mm_env_start", "mm_env_end"),
+		"vma_entry":            set("start", "end", "pgoff", "prot", "flags", "status", "madv", "fdflags"),
+		"pagemap_entry":        set("vaddr", "flags"),
+		"reg_file_entry":       set("flags"),
+		"memfd_file_entry":     set("flags"),
+		"memfd_inode_entry":    set("seals"),
+		"pipe_entry":           set("flags"),
+		"fifo_entry":           set(),
+		"unix_sk_entry":        set("flags", "uflags"),
+		"inet_sk_entry":        set("flags"),
+		"packet_sock_entry":    set("flags"),
+		"netlink_sk_entry":     set("flags"),
+		"eventfd_file_entry":   set("flags"),
+		"eventpoll_file_entry": set("flags"),
+		"eventpoll_tfd_entry":  set("events", "data"),
+		"signalfd_entry":       set("flags", "sigmask"),
+		"timerfd_entry":        set("flags", "settime_flags"),
+		"inotify_file_entry":   set("flags"),
+		"inotify_wd_entry":     set("mask", "ignored_mask"),
+		"fanotify_file_entry":  set("flags", "faflags", "evflags"),
+		"fanotify_mark_entry":  set("mflags", "mask", "ignored_mask"),
+		"tty_file_entry":       set("flags"),
+		"tcp_stream_entry":     set("opt_mask"),
+		"mnt_entry":            set("flags", "sb_flags"),
+		"net_device_entry":     set("flags"),
+		"tun_link_entry":       set("flags"),
+		"posix_timer_entry":    set("sival_ptr"),
+		"creds_entry":          set("cap_inh", "cap_prm", "cap_eff", "cap_bnd", "cap_amb", "secbits"),
+		"fdinfo_entry":         set("flags"),
+	}
+})
 
 func set(names ...string) map[string]bool {
 	m := map[string]bool{}
@@ -73,7 +77,7 @@ func isHex(fd protoreflect.FieldDescriptor) bool {
 	default:
 		return false
 	}
-	m := hexFields[string(fd.ContainingMessage().Name())]
+	m := hexFields()[string(fd.ContainingMessage().Name())]
 	return m["*"] || m[string(fd.Name())]
 }
 

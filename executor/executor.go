@@ -292,6 +292,10 @@ func (r *run) cleanup() {
 	if r.lock != nil {
 		r.lock.release()
 	}
+	// Dump and restore read and write images without protobuf-go's
+	// reflection, whose set-up would cost every run milliseconds
+	// (engine/image/pb's doc.go); test/e2e checks this line.
+	r.log.Debug().Bool("registered", image.ProtobufRegistered()).Msg("protobuf descriptors")
 }
 
 func (r *run) runStep(ctx context.Context, s planner.Step, log zerolog.Logger) error {

@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"google.golang.org/protobuf/proto"
+
+	"github.com/crtools/crtools/engine/image/pb"
 )
 
 // vtMessage is what protoc-gen-go-vtproto adds to every type of package
@@ -64,3 +66,8 @@ func unmarshalEntry(b []byte, msg proto.Message) error {
 	vm.Reset()
 	return vm.UnmarshalVT(b)
 }
+
+// ProtobufRegistered reports whether package pb's descriptors have been
+// registered, which only reflective use of its types does (pb's doc.go):
+// dump and restore must not need it.
+func ProtobufRegistered() bool { return pb.Registered() }

@@ -106,6 +106,7 @@ func dumpKill(t *testing.T, w *harness.Workload) string {
 	}
 	took := time.Since(start)
 	t.Logf("dump of %d took %v", w.Pid, took)
+	checkNoReflection(t, w, "dump.log")
 	if took > 5*time.Second {
 		// Rare slow dumps: keep the evidence (the log goes with the
 		// test's temporary directory).
@@ -135,6 +136,7 @@ func restoreDetached(t *testing.T, w *harness.Workload, dir string) {
 		t.Fatalf("crtools restore -D %s -d: exit %d\n%s\n%s", dir, code, out, readLog(w, "restore.log"))
 	}
 	t.Logf("restore of %d took %v", w.Pid, time.Since(start))
+	checkNoReflection(t, w, "restore.log")
 }
 
 // verifyRestored checks the restored workload twice (state intact, same

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -24,4 +25,23 @@ func TestDumpImagesVTMatchesReflection(t *testing.T) {
 		t.Fatalf("checked only %d image files, %d entries", files, entries)
 	}
 	t.Logf("%d image files, %d entries", files, entries)
+}
+
+// checkNoReflection checks the log of a crtools run (-v 2) in the
+// workload's directory: the run did not register protobuf descriptors,
+// that is, it read and wrote its images without protobuf-go's reflection
+// (engine/image/pb's doc.go says why: several ms of every run).
+func checkNoReflection(t *testing.T, w *harness.Workload, name string) {
+	t.Helper()
+	log := readLog(w, name)
+	for _, l := range strings.Split(log, "\n") {
+		if !strings.Contains(l, "protobuf descriptors") {
+			continue
+		}
+		if !strings.Contains(l, "registered=false") {
+			t.Errorf("%s: the run used protobuf reflection (%q); find what with CRTOOLS_CPUPROFILE or a breakpoint in pb.registerSlow", name, l)
+		}
+		return
+	}
+	t.Errorf("%s has no protobuf descriptors line:\n%s", name, log)
 }

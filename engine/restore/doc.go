@@ -63,7 +63,10 @@
 //
 // Every ptrace call and wait4 runs on the ptrace.Tracer's locked thread;
 // the phases hand it whole closures. Only the page copy (process_vm_writev,
-// no ptrace) runs elsewhere, one task at a time. Kill kills every task
+// no ptrace) runs elsewhere, one task at a time per lane. With two CPUs,
+// RestoreState and Resume run a second lane (lanes.go): processes that
+// share nothing with the others are handed over to a second tracer thread
+// on the other CPU and restored there at the same time. Kill kills every task
 // created so far; the puppets are traced with PTRACE_O_EXITKILL, so a
 // killed crtools leaves none behind.
 package restore

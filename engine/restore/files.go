@@ -53,7 +53,7 @@ func (p *puppet) restoreFiles(img *imageSet, fds []*pb.FdinfoEntry) error {
 		case pb.FdTypes_REG:
 			if img.special != nil && img.special.Handles(id) { // a deleted file
 				tmp, err = p.takeSpecial(img, id)
-			} else if o, ok := img.fdOwners[id]; ok && o.pid != p.tgid {
+			} else if o, ok := img.fdOwner(id); ok && o.pid != p.tgid {
 				// Opened before a fork: one open file (one offset)
 				// for every task that has it.
 				tmp, err = p.takeFrom(o.vpid, o.fd)
@@ -106,8 +106,7 @@ func (p *puppet) restoreFiles(img *imageSet, fds []*pb.FdinfoEntry) error {
 		// The fcntl, dups and close above are queued: with the fd
 		// table known (fdtable.go) every file of the task goes in one
 		// batch.
-		if _, ok := img.fdOwners[id]; !ok {
-			img.fdOwners[id] = fdOwner{pid: p.tgid, vpid: p.vtgid, fd: uint64(targets[0].GetFd())}
+		if img.claimFile(id, fdOwner{pid: p.tgid, vpid: p.vtgid, fd: uint64(targets[0].GetFd())}) {
 			if img.special != nil && img.special.OwnerByTask && img.special.Handles(id) {
 				// The first task to get the file names its owner,
 				// inside the tree's pid namespace (files.Restorer).
@@ -182,6 +181,26 @@ type fdOwner struct {
 	// name in a syscall injected into another puppet.
 	vpid int
 	fd   uint64
+}
+
+// fdOwner returns the task that got open file id first.
+func (img *imageSet) fdOwner(id uint32) (fdOwner, bool) {
+	img.fdOwnersMu.Lock()
+	defer img.fdOwnersMu.Unlock()
+	o, ok := img.fdOwners[id]
+	return o, ok
+}
+
+// claimFile makes o the owner of open file id unless it has one, and tells
+// whether it did.
+func (img *imageSet) claimFile(id uint32, o fdOwner) bool {
+	img.fdOwnersMu.Lock()
+	defer img.fdOwnersMu.Unlock()
+	if _, ok := img.fdOwners[id]; ok {
+		return false
+	}
+	img.fdOwners[id] = o
+	return true
 }
 
 // takeFrom copies fd of puppet pid into this puppet (pidfd_getfd).

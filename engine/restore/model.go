@@ -1,6 +1,8 @@
 package restore
 
 import (
+	"sync"
+
 	"github.com/crtools/crtools/engine/files"
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
@@ -20,9 +22,11 @@ type imageSet struct {
 
 	// fdOwners records, during restore, which task got each open file
 	// first, so that other tasks share it (files.go).
-	fdOwners map[uint32]fdOwner
-	special  *files.Restorer // pipes, sockets, ... (special.go)
-	memfds   *memfdSet       // memfd.img (memfd.go)
+	// Two lanes of RestoreState use it (lanes.go): fdOwnersMu guards it.
+	fdOwners   map[uint32]fdOwner
+	fdOwnersMu sync.Mutex
+	special    *files.Restorer // pipes, sockets, ... (special.go)
+	memfds     *memfdSet       // memfd.img (memfd.go)
 }
 
 // taskImage is one process of the tree.

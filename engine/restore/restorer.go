@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -65,8 +66,10 @@ type restorer struct {
 	// initial is what every puppet has when RestoreState starts, read
 	// from the first one restored (state.go).
 	initial *initialState
-	// vdsoLanded: vDSO placements checked once (mapVdso).
-	vdsoLanded map[vdsoPlace]bool
+	// lane is the second lane of RestoreState, if any (lanes.go).
+	lane *lane
+	// noLanes: one tracer only (tests compare).
+	noLanes bool
 }
 
 // addFilled counts n more bytes of memory filled and reports progress.
@@ -89,6 +92,9 @@ type proc struct {
 	// sigtrapIgn is the task's SIGTRAP action when it is SIG_IGN, which
 	// dropTrampoline installs (sigtrap.go).
 	sigtrapIgn *kernelSigaction
+	// lane is the second lane when it restores this process (lanes.go):
+	// its tracer drives the puppet from then on.
+	lane *lane
 }
 
 func (r *restorer) Load(ctx context.Context) error {
@@ -381,68 +387,14 @@ func (r *restorer) RestoreState(ctx context.Context) error {
 			}
 		}
 	}
-	// One hand-over to the tracer thread for all tasks. The copy of a
-	// task's memory (one at a time: they share a buffer) overlaps the
-	// injections of the next task's beginProc and of its own endProc
-	// (state.go).
-	err := r.tr.Do(func() error {
-		var prev, filling *procState
-		// No copy outlives a failure.
-		defer func() {
-			if filling != nil {
-				_ = filling.waitFill()
-			}
-		}()
-		end := func(st *procState) error {
-			filled, err := r.endProc(st)
-			if err != nil {
-				return fmt.Errorf("restore task %d: %w", st.pr.t.pid, err)
-			}
-			st.pr.done = true
-			calls := 0
-			for _, th := range st.pr.threads {
-				calls += th.calls
-			}
-			r.log.Debug().Int("pid", st.pr.t.pid).Dur("took", time.Since(st.start)).Int64("bytes", filled).
-				Dur("populate", st.pr.threads[0].populateTime).Dur("read", st.pr.threads[0].readTime).
-				Int("syscalls", calls).Msg("task state restored")
-			return nil
-		}
-		for _, pr := range r.procs {
-			if pr.t.dead() {
-				continue
-			}
-			start := time.Now()
-			st, err := r.beginProc(pr)
-			if err != nil {
-				return fmt.Errorf("restore task %d: %w", pr.t.pid, err)
-			}
-			st.start = start
-			if prev != nil {
-				// The previous copy is done before this one starts.
-				if err := prev.waitFill(); err != nil {
-					return fmt.Errorf("restore task %d: %w", prev.pr.t.pid, err)
-				}
-			}
-			st.startFill(r)
-			filling = st
-			if prev != nil {
-				// endProc's fillShmem copies through the same buffer.
-				if r.shm.unfilled() {
-					_ = st.waitFill() // its error comes with end(st)
-				}
-				if err := end(prev); err != nil {
-					return err
-				}
-			}
-			prev = st
-		}
-		if prev != nil {
-			filling = nil
-			return end(prev)
-		}
-		return nil
-	})
+	var err error
+	if l := r.planLane(); l != nil { // lanes.go
+		err = r.restoreWithLane(l)
+	} else {
+		// One hand-over to the tracer thread for all tasks.
+		all := &lane{procs: r.procs, shm: r.shm, vdso: map[vdsoPlace]bool{}, tramp: r.tramp}
+		err = r.tr.Do(func() error { return r.restoreProcs(all, nil, nil) })
+	}
 	if err != nil {
 		return err
 	}
@@ -454,50 +406,163 @@ func (r *restorer) RestoreState(ctx context.Context) error {
 	return nil
 }
 
+// restoreProcs restores the state of l's processes, one after the other.
+// The copy of a task's memory (one at a time: they share a buffer)
+// overlaps the injections of the next task's beginProc and of its own
+// endProc (state.go). failed, if set, is shared with another lane: set on
+// failure, and the work stops when it is. afterFirst, if set, is called
+// once the first process is done.
+// Preconditions: on the tracer thread of l's puppets.
+func (r *restorer) restoreProcs(l *lane, failed *atomic.Bool, afterFirst func()) (err error) {
+	if failed != nil {
+		defer func() {
+			if err != nil {
+				failed.Store(true)
+			}
+		}()
+	}
+	var prev, filling *procState
+	// No copy outlives a failure.
+	defer func() {
+		if filling != nil {
+			_ = filling.waitFill()
+		}
+	}()
+	ended := 0
+	end := func(st *procState) error {
+		filled, err := r.endProc(st)
+		if err != nil {
+			return fmt.Errorf("restore task %d: %w", st.pr.t.pid, err)
+		}
+		st.pr.done = true
+		calls := 0
+		for _, th := range st.pr.threads {
+			calls += th.calls
+		}
+		r.log.Debug().Int("pid", st.pr.t.pid).Dur("took", time.Since(st.start)).Int64("bytes", filled).
+			Dur("populate", st.pr.threads[0].populateTime).Dur("read", st.pr.threads[0].readTime).
+			Int("syscalls", calls).Msg("task state restored")
+		if ended++; ended == 1 && afterFirst != nil {
+			afterFirst()
+		}
+		return nil
+	}
+	for _, pr := range l.procs {
+		if pr.t.dead() {
+			continue
+		}
+		if failed != nil && failed.Load() {
+			return errors.New("restore: stopped, another lane failed")
+		}
+		start := time.Now()
+		st, err := r.beginProc(pr, l)
+		if err != nil {
+			return fmt.Errorf("restore task %d: %w", pr.t.pid, err)
+		}
+		st.start = start
+		if prev != nil {
+			// The previous copy is done before this one starts.
+			if err := prev.waitFill(); err != nil {
+				return fmt.Errorf("restore task %d: %w", prev.pr.t.pid, err)
+			}
+		}
+		st.startFill(r)
+		filling = st
+		if prev != nil {
+			// endProc's fillShmem copies through the same buffer.
+			if l.shm.unfilled() {
+				_ = st.waitFill() // its error comes with end(st)
+			}
+			if err := end(prev); err != nil {
+				return err
+			}
+		}
+		prev = st
+	}
+	if prev != nil {
+		filling = nil
+		return end(prev)
+	}
+	return nil
+}
+
 func (r *restorer) Resume(ctx context.Context) error {
-	err := r.tr.Do(func() error {
-		// Every thread of every task gets its registers first; then all
-		// are let go together, so no restored task runs while another is
-		// still a puppet.
+	// Every thread of every task gets its registers first; then all are
+	// let go together, so no restored task runs while another is still a
+	// puppet. The second lane's tasks (lanes.go) on its own tracer, at
+	// the same time.
+	err := r.onLanes(func(l *lane) error {
 		for _, pr := range r.procs {
-			if pr.t.dead() {
+			if pr.t.dead() || pr.lane != l {
 				continue
 			}
 			if err := r.finishProc(pr); err != nil {
 				return fmt.Errorf("resume task %d: %w", pr.t.pid, err)
 			}
 		}
-		if err := r.unpin(); err != nil {
-			return err
-		}
-		r.shellForeground() // shelljob.go
-		for _, pr := range r.procs {
-			if pr.t.dead() {
-				continue
-			}
-			for i, th := range pr.threads {
-				// A task that was stopped (job control) is let go
-				// with its stop signal, which stops it again at once.
-				sig := 0
-				if i == 0 && pr.t.core().GetTc().GetTaskState() == taskStopped {
-					sig = int(unix.SIGSTOP)
-					if s := pr.t.core().GetTc().GetStopSigno(); s != 0 {
-						sig = int(s)
-					}
-				}
-				if err := ptrace.Detach(th.pid, sig); err != nil {
-					return fmt.Errorf("resume task %d: %w", th.pid, err)
-				}
-			}
-		}
-		r.waitStopped() // create.go
 		return nil
 	})
+	if err == nil {
+		err = r.tr.Do(func() error {
+			if err := r.unpin(); err != nil {
+				return err
+			}
+			r.shellForeground() // shelljob.go
+			return nil
+		})
+	}
+	if err == nil {
+		err = r.onLanes(func(l *lane) error {
+			for _, pr := range r.procs {
+				if pr.t.dead() || pr.lane != l {
+					continue
+				}
+				if err := detachProc(pr); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return err
 	}
+	r.waitStopped() // create.go
 	r.resumed = true
 	r.log.Info().Int("pid", r.rootPid).Msg("restored")
+	return nil
+}
+
+// onLanes runs f(nil) on the main tracer and, with a second lane
+// (lanes.go), f(lane) on its tracer at the same time, and waits for both.
+func (r *restorer) onLanes(f func(l *lane) error) error {
+	l := r.lane
+	if l == nil {
+		return r.tr.Do(func() error { return f(nil) })
+	}
+	lerr := make(chan error, 1)
+	go func() { lerr <- l.tr.Do(func() error { return f(l) }) }()
+	err := r.tr.Do(func() error { return f(nil) })
+	return errors.Join(err, <-lerr)
+}
+
+// detachProc lets every thread of pr go.
+// Preconditions: on the tracer thread of pr's puppets; finishProc ran.
+func detachProc(pr *proc) error {
+	for i, th := range pr.threads {
+		// A task that was stopped (job control) is let go with its stop
+		// signal, which stops it again at once.
+		sig := 0
+		if i == 0 && pr.t.core().GetTc().GetTaskState() == taskStopped {
+			sig = int(unix.SIGSTOP)
+			if s := pr.t.core().GetTc().GetStopSigno(); s != 0 {
+				sig = int(s)
+			}
+		}
+		if err := ptrace.Detach(th.pid, sig); err != nil {
+			return fmt.Errorf("resume task %d: %w", th.pid, err)
+		}
+	}
 	return nil
 }
 
@@ -582,6 +647,9 @@ func (r *restorer) Close() error {
 		}
 		r.tr.Close()
 		r.tr = nil
+	}
+	if r.lane != nil {
+		r.lane.tr.Close()
 	}
 	return nil
 }

@@ -26,6 +26,7 @@ type procState struct {
 	pr    *proc
 	vmas  []*pb.VmaEntry
 	plans []vmaPlan
+	shm   *shmState // of the process's lane
 
 	fillDone chan struct{}
 	filled   int64
@@ -64,7 +65,7 @@ func (st *procState) waitFill() error {
 // beginProc readies the puppets of one process for its memory: signals
 // blocked, crtools' files closed, every mapping made.
 // Preconditions: on the tracer thread; every puppet of pr is stopped.
-func (r *restorer) beginProc(pr *proc) (*procState, error) {
+func (r *restorer) beginProc(pr *proc, l *lane) (*procState, error) {
 	t := pr.t
 	lead := pr.threads[0]
 	lead.log = r.taskLog(t.pid)
@@ -111,16 +112,13 @@ func (r *restorer) beginProc(pr *proc) (*procState, error) {
 	}
 
 	// Memory.
-	st := &procState{pr: pr, vmas: t.mm.GetVmas()}
+	st := &procState{pr: pr, vmas: t.mm.GetVmas(), shm: l.shm}
 	err := func() error {
 		if err := lead.unmapPuppet(); err != nil {
 			return err
 		}
 		lead.bare = false // threads share it: one lead, one mm
-		if r.vdsoLanded == nil {
-			r.vdsoLanded = map[vdsoPlace]bool{}
-		}
-		checkVdso, err := lead.mapVdso(st.vmas, r.vdsoLanded)
+		checkVdso, err := lead.mapVdso(st.vmas, l.vdso)
 		if err != nil {
 			return err
 		}
@@ -129,7 +127,7 @@ func (r *restorer) beginProc(pr *proc) (*procState, error) {
 		if r.tableOfOne(t) {
 			lead.keepExe = uint64(t.mm.GetExeFileId())
 		}
-		if st.plans, err = lead.mapVMAs(r.img, r.shm, st.vmas, t.pagemap); err != nil {
+		if st.plans, err = lead.mapVMAs(r.img, l.shm, st.vmas, t.pagemap); err != nil {
 			return err
 		}
 		return checkVdso()
@@ -179,7 +177,7 @@ func (r *restorer) endProc(st *procState) (int64, error) {
 		return filled, err
 	}
 	vmas, plans := st.vmas, st.plans
-	n, err := lead.fillShmem(r.img, r.shm, vmas)
+	n, err := lead.fillShmem(r.img, st.shm, vmas)
 	filled += n
 	if err != nil {
 		return filled, err

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +27,16 @@ func TestDumpImagesVTMatchesReflection(t *testing.T) {
 		t.Fatalf("checked only %d image files, %d entries", files, entries)
 	}
 	t.Logf("%d image files, %d entries", files, entries)
+	// crtools show is reflective: its fresh process registers the
+	// descriptors on first use (engine/image/pb's doc.go), and must
+	// render the same entries.
+	core := filepath.Join(dir, fmt.Sprintf("core-%d.img", w.Pid))
+	for _, args := range [][]string{{"show", "-f", core}, {"show", "-f", core, "--json"}} {
+		code, out := crtools(t, args...)
+		if code != 0 || !strings.Contains(out, "X86_64") || !strings.Contains(out, "lay out(x)") {
+			t.Errorf("crtools %v: exit %d, want the core's mtype X86_64 and comm lay out(x):\n%s", args, code, out)
+		}
+	}
 }
 
 // checkNoReflection checks the log of a crtools run (-v 2) in the

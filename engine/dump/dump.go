@@ -196,6 +196,9 @@ func (d *Dumper) Freeze(ctx context.Context) error {
 	if d.tr == nil {
 		d.tr = ptrace.NewTracer()
 	}
+	if err := ptrace.QuietStops(); err != nil {
+		d.log.Debug().Err(err).Msg("SIGCHLD stays signalled for tracee stops")
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	err := d.tr.Do(func() error { return d.freezeTree(ctx) })

@@ -3,6 +3,7 @@ package dump
 import (
 	"context"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -183,5 +184,72 @@ func TestThreadSched(t *testing.T) {
 			t.Errorf("thread %d: nice %d policy %d prio %d, want nice %d policy %d", tid,
 				tc.GetSchedNice(), tc.GetSchedPolicy(), tc.GetSchedPrio(), want[i].nice, want[i].policy)
 		}
+	}
+}
+
+// threadChildSrc: the second thread forks the child (its parent is that
+// thread, not the leader); the child forks a grandchild.
+const threadChildSrc = `
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <signal.h>
+#include <unistd.h>
+static volatile pid_t child;
+static void *forker(void *a) {
+	(void)a;
+	pid_t c = fork();
+	if (c == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (fork() == 0) { prctl(PR_SET_PDEATHSIG, SIGKILL); for (;;) pause(); }
+		for (;;) pause();
+	}
+	child = c;
+	for (;;) pause();
+	return NULL;
+}
+int main(void) {
+	pthread_t th;
+	pthread_create(&th, NULL, forker, NULL);
+	while (!child) usleep(1000);
+	usleep(20000);
+	FILE *f = fopen(getenv("READY"), "w");
+	fprintf(f, "ready %d\n", child);
+	fclose(f);
+	for (;;) pause();
+}
+`
+
+// TestDumpChildOfThread: a child forked by a thread other than the leader
+// (and that child's own child) are found by the freeze, which reads only
+// the leader's children before the threads are stopped and every thread's
+// after.
+func TestDumpChildOfThread(t *testing.T) {
+	requireRoot(t)
+	pid, ready := startDetachedReady(t, threadChildSrc)
+	kid, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(ready, "ready")))
+	if err != nil {
+		t.Fatalf("ready line %q: %v", ready, err)
+	}
+	defer syscall.Kill(kid, syscall.SIGKILL)
+	dir := t.TempDir()
+	if _, err := dumpPid(t, pid, dir, engine.FinishLeaveRunning); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := image.ReadFile(dir, image.Pstree, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 3 {
+		t.Fatalf("pstree has %d entries, want 3 (the process, its thread's child and grandchild)", len(ents))
+	}
+	got := map[uint32]uint32{}
+	for _, e := range ents {
+		p := e.Msg.(*pb.PstreeEntry)
+		got[p.GetPid()] = p.GetPpid()
+	}
+	if got[uint32(kid)] != uint32(pid) {
+		t.Errorf("pstree %v: child %d of pid %d missing", got, kid, pid)
 	}
 }

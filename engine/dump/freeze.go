@@ -52,10 +52,18 @@ func (d *Dumper) freezeTree(ctx context.Context) error {
 			if t.zombie {
 				continue
 			}
-			c, err := d.seizeThreads(t, &pending)
+			seized, err := d.seizeThreads(t, &pending)
 			if err == nil {
-				changed = changed || c
-				c, err = d.findChildren(t)
+				changed = changed || seized
+				// Threads seized just now may still be on their
+				// way to the stop: their children are read again
+				// by the next pass, which then proves the tree
+				// complete. Early, only the leader's are read (to
+				// find the children in this pass, and seize them
+				// with the rest); a child of another thread is
+				// found by that next pass all the same.
+				var c bool
+				c, err = d.findChildren(t, seized)
 				changed = changed || c
 			}
 			if errors.Is(err, errVanished) && t.parent != nil {
@@ -167,8 +175,9 @@ func (d *Dumper) seizeOne(t *task, tid int, pending *[]pendingStop) error {
 			return nil
 		}
 	}
-	if t.pid == unix.Getpid() {
-		// Seizing ourselves fails with a bare EPERM; say why.
+	if tid == t.pid && t.pid == unix.Getpid() {
+		// Seizing ourselves fails with a bare EPERM; say why. (The
+		// leader is always seized first, see seizeThreads.)
 		return fmt.Errorf("the tree of pid %d contains crtools itself (pid %d); dump a tree crtools does not run in", d.opts.Pid, t.pid)
 	}
 	// No PTRACE_O_EXITKILL: if crtools dies mid-dump the tree must carry on.
@@ -226,11 +235,16 @@ func (d *Dumper) stopFailed(t *task, th *thread, err error) error {
 	return fmt.Errorf("stop thread %d of pid %d: %w", th.tid, t.pid, err)
 }
 
-// findChildren adds the children of every thread of t as new tasks.
-// Preconditions: every thread of t is stopped (so none can fork meanwhile).
-func (d *Dumper) findChildren(t *task) (bool, error) {
+// findChildren adds the children of every thread of t as new tasks, or
+// only of its leader when leaderOnly. The children are complete when every
+// thread of t is stopped (so none can fork meanwhile).
+func (d *Dumper) findChildren(t *task, leaderOnly bool) (bool, error) {
 	changed := false
-	for _, th := range t.threads {
+	threads := t.threads
+	if leaderOnly && len(threads) > 1 {
+		threads = threads[:1]
+	}
+	for _, th := range threads {
 		kids, err := proc.ReadChildren(t.pid, th.tid)
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
 			return changed, fmt.Errorf("task %d %w", t.pid, errVanished)

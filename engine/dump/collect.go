@@ -2,6 +2,7 @@ package dump
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -44,7 +45,7 @@ type dumpState struct {
 	// scanVec is the PAGEMAP_SCAN result buffer of collectMemory (mem.go),
 	// one for every task: they are scanned one after the other.
 	scanVec []pagemap.Region
-	// stats are the /proc/PID/stat of every task (collectStart), by pid:
+	// stats are the /proc/PID/stat of every task (collectState), by pid:
 	// engine/files takes sessions and terminals from them.
 	stats map[int]*proc.Stat
 	// smaps are the memory maps read ahead (readAheadSmaps), by pid;
@@ -97,7 +98,7 @@ func (d *Dumper) Collect(ctx context.Context) error {
 		Tree: tree, ExtUnixSk: d.opts.ExtUnixSk, FileLocks: d.opts.FileLocks, ShellJob: d.opts.ShellJob,
 		LinkRemap: d.opts.LinkRemap, GhostLimit: d.opts.GhostLimit, TCPSkipInFlight: d.opts.TCPSkipInFlight, EvasiveDevices: d.opts.EvasiveDevices, Log: d.log,
 		TCPEstablished: d.opts.TCPEstablished, NextID: func() uint32 { s.files.next++; return s.files.next },
-		// Every task's stat is read (collectStart) before any descriptor
+		// Every task's stat is read (collectState) before any descriptor
 		// is dumped (collectMid), on the same goroutine.
 		TaskStat: func(pid int) *proc.Stat { return s.stats[pid] },
 	})
@@ -237,24 +238,26 @@ func (s *dumpState) nsID(ts *taskState, ns string) (uint32, error) {
 // tracer thread, the registers of every thread and the injected getters of
 // every task at once (injectAll: a few round trips for the whole tree),
 // then the rest of each task (files, ids, cores).
+//
+// The tracer reads each task's registers as soon as its state and status
+// are read (collectState), while this goroutine reads the rest of its start
+// (collectRest: timers, memory map) and the next tasks': a 50-thread
+// task's 250 register reads then overlap the read of its memory map. It
+// injects only once every start is done: no /proc read of the first round
+// sees the injections' mapping.
 func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 	s.readAheadSmaps(d.tasks)
-	var cs []*collecting
-	for _, t := range d.tasks {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		c, err := d.collectStart(s, t)
-		if err != nil {
-			return err
-		}
-		cs = append(cs, c)
-	}
+	// toRegs never blocks: room for every task.
+	toRegs := make(chan *collecting, len(d.tasks))
+	// startsDone says, once every start is done, whether all went well
+	// (the tracer then injects).
+	startsDone := make(chan bool, 1)
 	// The tracer thread reads the registers and injects while this
 	// goroutine reads what needs neither (files, ids, namespaces, limits,
 	// threads' status): the two run on both CPUs at once. They share
 	// nothing they write (the tracer sets regs, shared and job of each
-	// collecting and the threads' deferred signals; collectMid the rest).
+	// collecting and the threads' deferred signals; collectRest and
+	// collectMid the rest).
 	traced := make(chan error, 1)
 	// regsRead is closed once every thread's registers are read: the
 	// tracer writes no collecting's regs after it (the injections only
@@ -262,18 +265,28 @@ func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 	regsRead := make(chan struct{})
 	go func() {
 		traced <- d.tr.Do(func() error {
-			var jobs []*injectJob
-			for _, c := range cs {
+			var started []*collecting
+			for c := range toRegs {
+				started = append(started, c)
 				if c.ts.t.zombie {
 					continue
 				}
 				if err := c.readRegs(); err != nil {
 					return err
 				}
+			}
+			if !<-startsDone {
+				return errStartFailed
+			}
+			close(regsRead)
+			var jobs []*injectJob
+			for _, c := range started {
+				if c.ts.t.zombie {
+					continue
+				}
 				c.job = &injectJob{t: c.ts.t, status: c.status, timers: c.timers, vdsoStart: c.vdsoStart, vdsoEnd: c.vdsoEnd, regs: c.regs}
 				jobs = append(jobs, c.job)
 			}
-			close(regsRead)
 			injectAll(jobs, d.opts.KillAtFinish)
 			for _, j := range jobs {
 				if j.err != nil {
@@ -283,6 +296,30 @@ func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 			return nil
 		})
 	}()
+	var cs []*collecting
+	var startErr error
+	for _, t := range d.tasks {
+		if startErr = ctx.Err(); startErr != nil {
+			break
+		}
+		var c *collecting
+		if c, startErr = d.collectState(s, t); startErr != nil {
+			break
+		}
+		toRegs <- c
+		if !t.zombie {
+			if startErr = s.collectRest(c); startErr != nil {
+				break
+			}
+		}
+		cs = append(cs, c)
+	}
+	close(toRegs)
+	startsDone <- startErr == nil
+	if startErr != nil {
+		<-traced // registers only: nothing to undo
+		return startErr
+	}
 	var midErr error
 	for _, c := range cs {
 		if midErr = ctx.Err(); midErr != nil {
@@ -333,6 +370,10 @@ func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 	return nil
 }
 
+// errStartFailed tells the tracer's round of collectTasks that a start
+// failed: no injection.
+var errStartFailed = errors.New("collect: a task's start failed")
+
 // smapsRead is a /proc/PID/smaps read ahead.
 type smapsRead struct {
 	maps []proc.Mapping
@@ -341,9 +382,9 @@ type smapsRead struct {
 
 // readAheadSmaps reads the smaps of every task, in order, on a goroutine of
 // its own: the kernel's walk of each memory map (the costliest /proc read
-// of a task) runs on the other CPU while collectStart works through the
+// of a task) runs on the other CPU while collectTasks works through the
 // tasks before. Every read is over before the injections of the tracer
-// round (collectStart takes each result), so none sees their mapping.
+// round (collectRest takes each result), so none sees their mapping.
 func (s *dumpState) readAheadSmaps(tasks []*task) {
 	s.smaps = map[int]chan smapsRead{}
 	pids := make([]int, len(tasks))
@@ -405,10 +446,9 @@ type threadRegs struct {
 	rseq    ptrace.RseqConfig
 }
 
-// collectStart reads what /proc tells of t: its state (a zombie is done
-// here), status, POSIX timers and memory map (before any injection, which
-// maps and unmaps memory; the map also tells where the vDSO is).
-func (d *Dumper) collectStart(s *dumpState, t *task) (*collecting, error) {
+// collectState reads the state of t (a zombie is done here) and its
+// status: all readRegs needs.
+func (d *Dumper) collectState(s *dumpState, t *task) (*collecting, error) {
 	pid := t.pid
 	ts := &taskState{t: t}
 	c := &collecting{ts: ts}
@@ -453,20 +493,29 @@ func (d *Dumper) collectStart(s *dumpState, t *task) (*collecting, error) {
 	if status.Seccomp == 2 {
 		return nil, fmt.Errorf("pid %d runs under seccomp filters; seccomp is not supported yet", pid)
 	}
+	return c, nil
+}
+
+// collectRest reads the rest of what /proc tells of a live task before any
+// injection: its POSIX timers and memory map (the injections map and unmap
+// memory; the map also tells where the vDSO is).
+func (s *dumpState) collectRest(c *collecting) error {
+	pid := c.ts.t.pid
+	var err error
 	if c.timers, err = proc.ReadTimers(pid); err != nil {
-		return nil, fmt.Errorf("read POSIX timers of pid %d: %w", pid, err)
+		return fmt.Errorf("read POSIX timers of pid %d: %w", pid, err)
 	}
 	vmas, pages, err := s.collectMemory(pid)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	c.vmas, ts.pages = vmas, pages
+	c.vmas, c.ts.pages = vmas, pages
 	for _, v := range vmas {
 		if v.GetStatus()&vmaAreaVDSO != 0 {
 			c.vdsoStart, c.vdsoEnd = uintptr(v.GetStart()), uintptr(v.GetEnd())
 		}
 	}
-	return c, nil
+	return nil
 }
 
 // readRegs reads the registers, FPU state, mask, pending signals and rseq
@@ -527,8 +576,8 @@ func fpEntries(cs []*collecting) error {
 	return nil
 }
 
-// collectMid collects the rest of a task collectStart and the tracer
-// round went through.
+// collectMid collects the rest of a task the first round (collectState,
+// collectRest) and the tracer round went through.
 func (d *Dumper) collectMid(s *dumpState, c *collecting) error {
 	ts, t, st, status := c.ts, c.ts.t, c.st, c.status
 	pid := t.pid

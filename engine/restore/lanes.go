@@ -277,8 +277,15 @@ func (r *restorer) restoreWithLane(l *lane) error {
 	})
 	close(mainDone)
 	lerr := <-laneErr
-	if err != nil || lerr != nil {
-		return errors.Join(err, lerr)
+	// The error of the lane that failed, not the other's stop.
+	switch {
+	case errors.Is(err, errLaneStopped) && lerr != nil:
+		return lerr
+	case errors.Is(lerr, errLaneStopped) && err != nil:
+		return err
 	}
-	return nil
+	return errors.Join(err, lerr)
 }
+
+// errLaneStopped: a lane stopped because the other failed.
+var errLaneStopped = errors.New("restore: stopped, another lane failed")

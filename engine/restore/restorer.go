@@ -452,7 +452,7 @@ func (r *restorer) restoreProcs(l *lane, failed *atomic.Bool, afterFirst func())
 			continue
 		}
 		if failed != nil && failed.Load() {
-			return errors.New("restore: stopped, another lane failed")
+			return errLaneStopped
 		}
 		start := time.Now()
 		st, err := r.beginProc(pr, l)

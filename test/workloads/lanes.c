@@ -4,7 +4,7 @@
  * restore them on two tracers at once (engine/restore/lanes.go).
  *
  * Each child has state of its own: a name (PR_SET_NAME), a umask, a
- * blocked signal, a handler with flags, a file it opened itself (a
+ * parent-death signal, a blocked signal, a handler with flags, a file it opened itself (a
  * regular file, read-write, at an offset of its own), a patterned heap
  * block and a patterned private mapping, and a counter. Every 5 ms it
  * checks all of it, its pid and its parent (it exits if the parent is not
@@ -13,13 +13,15 @@
  *
  * Verify checks that every child reports OK with the pid fork returned
  * and that its counter moves on (it waits for a new report), and the
- * root's own state (its heap pattern).
+ * root's own state (its heap pattern). Verify-and-exit kills and reaps
+ * the children before the root exits.
  */
 #include "crt.h"
 
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #define MAXCHILD 64
 #define HEAP_LEN (48 * 1024)
@@ -51,6 +53,9 @@ static void child(int i, pid_t parent)
 
 	signal(SIGUSR1, SIG_IGN);
 	signal(SIGUSR2, SIG_IGN);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(0);
 	snprintf(name, sizeof(name), "lane-%d", i);
 	prctl(PR_SET_NAME, name);
 	umask(mask);
@@ -83,6 +88,7 @@ static void child(int i, pid_t parent)
 
 	for (;;) {
 		char got[16] = "";
+		int pdeath = 0;
 		mode_t m;
 
 		if (getppid() != parent)
@@ -93,10 +99,13 @@ static void child(int i, pid_t parent)
 		prctl(PR_GET_NAME, got);
 		sigprocmask(SIG_BLOCK, NULL, &now);
 		sigaction(SIGALRM, NULL, &cur);
+		prctl(PR_GET_PDEATHSIG, &pdeath);
 		if (getpid() != me)
 			snprintf(reason, sizeof(reason), "pid %d, was %d", (int)getpid(), (int)me);
 		else if (strcmp(got, name))
 			snprintf(reason, sizeof(reason), "name %s, want %s", got, name);
+		else if (pdeath != SIGKILL)
+			snprintf(reason, sizeof(reason), "parent-death signal %d, want %d", pdeath, SIGKILL);
 		else if (m != mask)
 			snprintf(reason, sizeof(reason), "umask %o, want %o", m, mask);
 		else if (!sigismember(&now, sig))
@@ -193,6 +202,14 @@ int main(int argc, char **argv)
 			for (int i = 0; i < n; i++)
 				check_child(i, deadline);
 			CRT_CHECK_PATTERN(heap, HEAP_LEN, 7, "root heap");
+			if (crt_usr2) {
+				/* Nothing writes into the working directory once
+				 * the root is gone: the test removes it. */
+				for (int i = 0; i < n; i++)
+					kill(forked[i], SIGKILL);
+				for (int i = 0; i < n; i++)
+					waitpid(forked[i], NULL, 0);
+			}
 			crt_report();
 		}
 		crt_tick();

@@ -3,7 +3,7 @@ package restore
 import (
 	"errors"
 	"fmt"
-	"os"
+	"io"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -17,6 +17,7 @@ import (
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/engine/kernel"
 	"github.com/crtools/crtools/engine/pagemap"
+	procfs "github.com/crtools/crtools/engine/proc"
 )
 
 // taskSizeMax is the top of the 47-bit user address space (TASK_SIZE with
@@ -500,11 +501,14 @@ const (
 // kernel and nothing serialises them: reads of the pages file share its
 // page cache, and faults in the puppet take its mmap lock shared.
 func (p *puppet) writeRuns(path string, start int64, runs []iovec) (int64, error) {
-	f, err := os.Open(path)
+	// Without Go's poller: os.Open tries to register the file with
+	// epoll (four fcntls and an epoll_ctl that fails for a regular
+	// file), once per task.
+	fd, err := procfs.OpenNoPoll(path, unix.O_RDONLY, 0)
 	if err != nil {
 		return 0, fmt.Errorf("open pages file: %w", err)
 	}
-	defer f.Close()
+	defer unix.Close(fd)
 	// ends[i] is where run i ends in the concatenation of the runs.
 	ends := make([]uint64, len(runs))
 	var total uint64
@@ -534,7 +538,7 @@ func (p *puppet) writeRuns(path string, start int64, runs []iovec) (int64, error
 			for k := w; k < pieces && !failed.Load(); k += nw {
 				lo := uint64(k) * fillChunk
 				hi := min(lo+fillChunk, total)
-				err := p.writePiece(f, path, start, buf[:hi-lo], runs, ends, lo, remote)
+				err := p.writePiece(fd, path, start, buf[:hi-lo], runs, ends, lo, remote)
 				if err != nil {
 					mu.Lock()
 					if first == nil {
@@ -561,9 +565,9 @@ func (p *puppet) writeRuns(path string, start int64, runs []iovec) (int64, error
 // writePiece copies bytes [lo, lo+len(buf)) of the concatenated runs
 // (ends: where each run ends in it) from the pages file, where they start
 // at offset start+lo, into the puppet through buf.
-func (p *puppet) writePiece(f *os.File, path string, start int64, buf []byte, runs []iovec, ends []uint64, lo uint64, remote []unix.RemoteIovec) error {
+func (p *puppet) writePiece(fd int, path string, start int64, buf []byte, runs []iovec, ends []uint64, lo uint64, remote []unix.RemoteIovec) error {
 	off := start + int64(lo)
-	if _, err := f.ReadAt(buf, off); err != nil {
+	if err := preadFull(fd, buf, off); err != nil {
 		return fmt.Errorf("read %s at %d: %w", path, off, err)
 	}
 	// The runs covering the piece: the first one ending after lo, on.
@@ -598,6 +602,25 @@ func (p *puppet) writePiece(f *os.File, path string, start int64, buf []byte, ru
 		local[0].Base = &buf[written]
 		local[0].Len = uint64(len(buf) - written)
 		remote = pagemap.AdvanceRemote(remote, w)
+	}
+	return nil
+}
+
+// preadFull reads len(buf) bytes of fd at off (io.ErrUnexpectedEOF when the
+// file ends before).
+func preadFull(fd int, buf []byte, off int64) error {
+	for len(buf) > 0 {
+		n, err := unix.Pread(fd, buf, off)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		buf, off = buf[n:], off+int64(n)
 	}
 	return nil
 }

@@ -187,8 +187,9 @@ func TestThreadSched(t *testing.T) {
 	}
 }
 
-// threadChildSrc: the second thread forks the child (its parent is that
-// thread, not the leader); the child forks a grandchild.
+// threadChildSrc: the last thread forks the child (its parent is that
+// thread, not the leader); the child forks a grandchild. argv[1] threads
+// that only wait are started before it.
 const threadChildSrc = `
 #include <pthread.h>
 #include <stdio.h>
@@ -209,8 +210,11 @@ static void *forker(void *a) {
 	for (;;) pause();
 	return NULL;
 }
-int main(void) {
+static void *idle(void *a) { (void)a; for (;;) pause(); return NULL; }
+int main(int argc, char **argv) {
 	pthread_t th;
+	for (int i = argc > 1 ? atoi(argv[1]) : 0; i > 0; i--)
+		pthread_create(&th, NULL, idle, NULL);
 	pthread_create(&th, NULL, forker, NULL);
 	while (!child) usleep(1000);
 	usleep(20000);
@@ -227,7 +231,15 @@ int main(void) {
 // after.
 func TestDumpChildOfThread(t *testing.T) {
 	requireRoot(t)
-	pid, ready := startDetachedReady(t, threadChildSrc)
+	// Two threads, and twelve (whose children are read on two
+	// goroutines, the forker's by the second: readChildren).
+	for _, idle := range []string{"0", "10"} {
+		t.Run("idle="+idle, func(t *testing.T) { testDumpChildOfThread(t, idle) })
+	}
+}
+
+func testDumpChildOfThread(t *testing.T, idle string) {
+	pid, ready := startDetachedReady(t, threadChildSrc, idle)
 	kid, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(ready, "ready")))
 	if err != nil {
 		t.Fatalf("ready line %q: %v", ready, err)

@@ -261,6 +261,12 @@ func (r *restorer) restoreWithLane(l *lane) error {
 			select {
 			case <-rootDone:
 			case <-mainDone:
+			}
+			// rootDone is closed before mainDone when the root is
+			// restored: both may be closed by now.
+			select {
+			case <-rootDone:
+			default:
 				return nil // the main lane failed before the root was done
 			}
 			return r.restoreProcs(l, &failed, nil)

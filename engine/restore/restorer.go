@@ -398,6 +398,11 @@ func (r *restorer) RestoreState(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	for _, pr := range r.procs {
+		if !pr.t.dead() && !pr.done {
+			return fmt.Errorf("restore task %d: its state was not restored (a bug in crtools)", pr.t.pid)
+		}
+	}
 	// Every task holds its own copies of the special files now; crtools
 	// lets go of its own (a pipe whose writer was gone reads EOF again).
 	if err := r.img.closeSpecial(); err != nil {

@@ -137,6 +137,18 @@ type Batch struct {
 	// Scratch is writable memory for out-arguments (StartNewBatchSlots),
 	// else 0.
 	Scratch uintptr
+	// with, withAddr: bytes the next setup writes to withAddr together
+	// with the table (WriteWith).
+	with     []byte
+	withAddr uintptr
+}
+
+// WriteWith has the next Start or Run write data to addr in the task (plain
+// writable memory, like the table) with the same process_vm_writev as the
+// table of calls: the caller's argument data for the batch costs no write
+// of its own. data must stay untouched until then.
+func (b *Batch) WriteWith(addr uintptr, data []byte) {
+	b.with, b.withAddr = data, addr
 }
 
 // NewBatch maps the batch code and a table for maxCalls calls in the task
@@ -154,7 +166,7 @@ func (in *Injector) NewBatch(maxCalls int) (*Batch, error) {
 		return nil, fmt.Errorf("prepare batch in task %d: %w", in.Tid, err)
 	}
 	b := &Batch{in: in, addr: addr, table: addr + uintptr(page), size: size, maxCalls: maxCalls}
-	if err := writeMemFast(in.Tid, addr, batchCode); err != nil {
+	if err := writeMemFast(in.Tid, addr, batchCode, 0, nil); err != nil {
 		return nil, errors.Join(fmt.Errorf("prepare batch in task %d: %w", in.Tid, err), b.Close())
 	}
 	if _, err := in.Syscall(unix.SYS_MPROTECT, addr, uintptr(page), unix.PROT_READ|unix.PROT_EXEC); err != nil {
@@ -384,10 +396,16 @@ func (b *Batch) Finish() error {
 	return b.wait(calls, true)
 }
 
-// setup writes the table of calls and points the task at the code.
+// setup writes the table of calls (and WriteWith's data) and points the
+// task at the code.
 func (b *Batch) setup(calls []BatchCall) error {
 	in := b.in
+	with, withAddr := b.with, b.withAddr
+	b.with, b.withAddr = nil, 0
 	if len(calls) == 0 {
+		if len(with) > 0 {
+			return writeMemFast(in.Tid, withAddr, with, 0, nil)
+		}
 		return nil
 	}
 	b.npre = len(b.pre)
@@ -423,7 +441,12 @@ func (b *Batch) setup(calls []BatchCall) error {
 			return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 		}
 		b.needCode = false
-	} else if err := writeMemFast(in.Tid, tableAddr, table); err != nil {
+		if len(with) > 0 {
+			if err := writeMemFast(in.Tid, withAddr, with, 0, nil); err != nil {
+				return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+			}
+		}
+	} else if err := writeMemFast(in.Tid, tableAddr, table, withAddr, with); err != nil {
 		return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 	}
 	r := in.session.regs
@@ -544,21 +567,33 @@ func (b *Batch) readResults(tableAddr uintptr, calls []BatchCall) error {
 	return nil
 }
 
-// writeMemFast writes plain writable memory with process_vm_writev (no
-// open of /proc/PID/mem), falling back to WriteMem.
-func writeMemFast(pid int, addr uintptr, buf []byte) error {
+// writeMemFast writes buf to addr, and buf2 (if not empty) to addr2, in
+// plain writable memory with one process_vm_writev (no open of
+// /proc/PID/mem), falling back to WriteMem.
+func writeMemFast(pid int, addr uintptr, buf []byte, addr2 uintptr, buf2 []byte) error {
 	local := []unix.Iovec{{Base: &buf[0]}}
 	local[0].SetLen(len(buf))
 	remote := []unix.RemoteIovec{{Base: addr, Len: len(buf)}}
+	total := len(buf)
+	if len(buf2) > 0 {
+		l := unix.Iovec{Base: &buf2[0]}
+		l.SetLen(len(buf2))
+		local = append(local, l)
+		remote = append(remote, unix.RemoteIovec{Base: addr2, Len: len(buf2)})
+		total += len(buf2)
+	}
 	var n int
 	err := retry(func() (err error) {
 		n, err = unix.ProcessVMWritev(pid, local, remote, 0)
 		return err
 	})
-	if err == nil && n == len(buf) {
+	if err == nil && n == total {
 		return nil
 	}
-	_, err = WriteMem(pid, addr, buf)
+	if _, err = WriteMem(pid, addr, buf); err != nil || len(buf2) == 0 {
+		return err
+	}
+	_, err = WriteMem(pid, addr2, buf2)
 	return err
 }
 

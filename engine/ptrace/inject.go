@@ -346,7 +346,7 @@ func (in *Injector) StartEnd() error {
 	if s.rseqCsAddr != 0 {
 		var b [8]byte
 		binary.LittleEndian.PutUint64(b[:], s.rseqCs)
-		if err := writeMemFast(in.Tid, s.rseqCsAddr, b[:]); err != nil {
+		if err := writeMemFast(in.Tid, s.rseqCsAddr, b[:], 0, nil); err != nil {
 			return fmt.Errorf("restore rseq_cs of task %d: %w", in.Tid, err)
 		}
 	}

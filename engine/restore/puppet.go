@@ -388,9 +388,6 @@ func (p *puppet) startPending() error {
 		p.started = &startedBatch{done: true, err: p.runOne(pend[0])}
 		return nil
 	}
-	if err := p.flush(); err != nil {
-		return err
-	}
 	if p.batch == nil {
 		in := &ptrace.Injector{Tid: p.pid}
 		// The code is in the trampoline since the first puppet
@@ -419,7 +416,13 @@ func (p *puppet) startPending() error {
 		}
 	}
 	p.atTrap = false
-	if err := p.batch.Start(calls); err != nil {
+	// The calls' data goes in with the table: one process_vm_writev.
+	if len(p.scratch) > 0 {
+		p.batch.WriteWith(uintptr(p.tr.scratch), p.scratch)
+	}
+	err := p.batch.Start(calls)
+	p.scratch = p.scratch[:0]
+	if err != nil {
 		p.fds = nil
 		return fmt.Errorf("%s (and %d more calls) in task %d: %w", pend[0].what, len(pend)-1, p.pid, err)
 	}

@@ -278,3 +278,29 @@ func TestReaderRequiredFieldError(t *testing.T) {
 		}
 	}
 }
+
+// TestVTWrongWireType pins the one place where the generated decoder is
+// stricter than protobuf-go (pb's doc.go): a known field with another wire
+// type than its own is an error naming the field, not an unknown field.
+func TestVTWrongWireType(t *testing.T) {
+	b, err := proto.Marshal(&pb.FsEntry{CwdId: proto.Uint32(1), RootId: proto.Uint32(2)})
+	must(t, err)
+	b = protowire.AppendTag(b, 3, protowire.BytesType) // umask is a varint
+	b = protowire.AppendBytes(b, []byte("xy"))
+	if err := proto.Unmarshal(b, &pb.FsEntry{}); err != nil {
+		t.Fatalf("proto.Unmarshal: %v (it keeps such a field as unknown)", err)
+	}
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, "fs", FS)
+	must(t, err)
+	must(t, w.Close())
+	img := append(buf.Bytes(), byte(len(b)), 0, 0, 0)
+	img = append(img, b...)
+	r, err := NewReader(bytes.NewReader(img), "fs-1.img", FS, int64(len(img)), Limits{})
+	must(t, err)
+	_, err = r.ReadAll()
+	var de *DecodeError
+	if !errors.As(err, &de) || !strings.Contains(err.Error(), "fs-1.img") || !strings.Contains(err.Error(), "Umask") {
+		t.Fatalf("got %v, want a DecodeError naming the file and the field", err)
+	}
+}

@@ -16,7 +16,12 @@
 // naming the missing field) and gives the same bytes; engine/image's tests
 // compare the two on every entry type, the CRIU fixture and a fresh dump.
 // Both store a number an enum does not list (protobuf-go treats proto2
-// enums as open).
+// enums as open). One difference: a field this package knows, met with
+// another wire type than its own (a uint32 field holding bytes, say),
+// protobuf-go keeps among the unknown fields, the generated decoder
+// refuses ("wrong wireType ... for field X", a DecodeError naming the
+// file). Our .proto files give every field CRIU's type, so only a damaged
+// or foreign image does that (TestVTWrongWireType).
 //
 // Registration on first use. protoc-gen-go registers every descriptor of
 // every file in package initialisation (func init() { file_X_proto_init() }):

@@ -20,7 +20,7 @@ import (
 	"github.com/crtools/crtools/spec"
 )
 
-func init() { registerCommand(newApplyCommand) }
+func init() { registerCommand("apply", newApplyCommand) }
 
 // lockDirEnv overrides where recipe locks live (tests, unprivileged use).
 const lockDirEnv = "CRTOOLS_LOCK_DIR"

@@ -14,7 +14,7 @@ import (
 	"github.com/crtools/crtools/engine/kernel"
 )
 
-func init() { registerCommand(newCheckCommand) }
+func init() { registerCommand("check", newCheckCommand) }
 
 func newCheckCommand(g *globalOptions) *cobra.Command {
 	var ms, asJSON bool
@@ -75,7 +75,14 @@ needs it.`,
 	fl.BoolVar(&ms, "ms", false, "leave out features mainline kernels lack (every feature probed today is in mainline)")
 	fl.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	fl.StringArrayVar(&only, "feature", nil, "probe only the feature `NAME` (repeatable)")
-	c.Long += "\n\nFeatures:\n" + featureList()
+	// The feature list goes into the help text when help is shown, not
+	// whenever the command tree is built.
+	c.SetHelpFunc(func(cmd *cobra.Command, args []string) {
+		if !strings.Contains(cmd.Long, "\n\nFeatures:\n") {
+			cmd.Long += "\n\nFeatures:\n" + featureList()
+		}
+		cmd.Root().HelpFunc()(cmd, args)
+	})
 	return c
 }
 

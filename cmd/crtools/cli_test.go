@@ -136,6 +136,33 @@ func TestReorderArgs(t *testing.T) {
 	}
 }
 
+// TestRootFor: a command word first builds that command alone, under its
+// registered name; anything else builds the whole tree. Both give the
+// same args as reorderArgs on the whole tree.
+func TestRootFor(t *testing.T) {
+	for _, f := range commandFactories {
+		if got := f.make(&globalOptions{}).Name(); got != f.name {
+			t.Errorf("command registered as %q is named %q", f.name, got)
+		}
+	}
+	full := newRootCommand(&globalOptions{})
+	for _, in := range []string{"dump -D d -t 5", "restore -d -v 2", "-D d -t 5 dump", "check --help", "help", "frob -D d", "", "-V"} {
+		args := strings.Fields(in)
+		root, got := rootFor(&globalOptions{}, args)
+		if want := reorderArgs(full, args); strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("rootFor(%q) args %q, want %q", in, got, want)
+		}
+		n := len(root.Commands())
+		if len(args) > 0 && (args[0] == "dump" || args[0] == "restore" || args[0] == "check") {
+			if n != 1 || root.Commands()[0].Name() != args[0] {
+				t.Errorf("rootFor(%q) built %d commands, want %s alone", in, n, args[0])
+			}
+		} else if n != len(commandFactories) {
+			t.Errorf("rootFor(%q) built %d commands, want all %d", in, n, len(commandFactories))
+		}
+	}
+}
+
 // TestOptionsBeforeCommandSameJob: both orders build the same job.
 func TestOptionsBeforeCommandSameJob(t *testing.T) {
 	build := func(args ...string) string {

@@ -11,7 +11,7 @@ import (
 	"github.com/crtools/crtools/spec"
 )
 
-func init() { registerCommand(newDumpCommand) }
+func init() { registerCommand("dump", newDumpCommand) }
 
 // dumpFlags are the dump options of crtools(1), plus -R.
 type dumpFlags struct {

@@ -13,7 +13,7 @@ import (
 	"github.com/crtools/crtools/engine/ptrace"
 )
 
-func init() { registerCommand(newExecCommand) }
+func init() { registerCommand("exec", newExecCommand) }
 
 func newExecCommand(g *globalOptions) *cobra.Command {
 	var pid int

@@ -40,8 +40,7 @@ func main() {
 // stderr and an exit code. Tests call it in-process.
 func run(args []string, stdout, stderr io.Writer) int {
 	g := &globalOptions{}
-	root := newRootCommand(g)
-	args = reorderArgs(root, args)
+	root, args := rootFor(g, args)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

@@ -12,7 +12,7 @@ import (
 	"github.com/crtools/crtools/engine/pageserver"
 )
 
-func init() { registerCommand(newPageServerCommand) }
+func init() { registerCommand("page-server", newPageServerCommand) }
 
 func newPageServerCommand(g *globalOptions) *cobra.Command {
 	var address string

@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { registerCommand(newPlanCommand) }
+func init() { registerCommand("plan", newPlanCommand) }
 
 func newPlanCommand(g *globalOptions) *cobra.Command {
 	var asJSON bool

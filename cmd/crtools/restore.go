@@ -10,7 +10,7 @@ import (
 	"github.com/crtools/crtools/spec"
 )
 
-func init() { registerCommand(newRestoreCommand) }
+func init() { registerCommand("restore", newRestoreCommand) }
 
 type restoreFlags struct {
 	Tree           int

@@ -19,13 +19,20 @@ import (
 // -ldflags "-X main.version=...".
 var version = "0.0.2-dev"
 
+// commandFactory makes the sub-command called name.
+type commandFactory struct {
+	name string
+	make func(g *globalOptions) *cobra.Command
+}
+
 // commandFactories are the constructors of the sub-commands, added by the
 // files of this package in their init functions.
-var commandFactories []func(g *globalOptions) *cobra.Command
+var commandFactories []commandFactory
 
-// registerCommand adds a sub-command constructor. Call it from init.
-func registerCommand(f func(g *globalOptions) *cobra.Command) {
-	commandFactories = append(commandFactories, f)
+// registerCommand adds the constructor of the sub-command called name (the
+// first word of its Use). Call it from init.
+func registerCommand(name string, f func(g *globalOptions) *cobra.Command) {
+	commandFactories = append(commandFactories, commandFactory{name, f})
 }
 
 // globalOptions are the options every command takes (-D, -o, -v, ...).
@@ -82,6 +89,30 @@ var errVersionShown = errors.New("version shown")
 
 // newRootCommand builds the whole command tree with fresh option values.
 func newRootCommand(g *globalOptions) *cobra.Command {
+	return newRoot(g, commandFactories)
+}
+
+// rootFor builds the command tree args need, and puts the command word
+// first (reorderArgs). When args start with a command word, as in
+// `crtools dump -t PID -D DIR`, only that command is built: the other
+// commands, their flags and check's feature list are work (and memory
+// touched) in every run for nothing, and reorderArgs leaves such args as
+// they are. Anything else (options before the command, help, an unknown
+// command with its suggestions) gets the whole tree.
+func rootFor(g *globalOptions, args []string) (*cobra.Command, []string) {
+	if len(args) > 0 {
+		for _, f := range commandFactories {
+			if f.name == args[0] {
+				return newRoot(g, []commandFactory{f}), args
+			}
+		}
+	}
+	root := newRootCommand(g)
+	return root, reorderArgs(root, args)
+}
+
+// newRoot builds the root command with the given sub-commands.
+func newRoot(g *globalOptions, commands []commandFactory) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "crtools <command> [options]",
 		Short: "checkpoint/restore in userspace",
@@ -128,8 +159,8 @@ Exit codes: 0 done; 1 failed (and rolled back); 2 usage error or invalid spec;
 	pf.BoolVarP(&g.Version, "version", "V", false, "print program version")
 	root.Flags().BoolP("help", "h", false, "print inline help")
 
-	for _, f := range commandFactories {
-		c := f(g)
+	for _, f := range commands {
+		c := f.make(g)
 		c.Flags().BoolP("help", "h", false, "print inline help for "+c.Name())
 		root.AddCommand(c)
 	}

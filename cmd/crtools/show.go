@@ -10,7 +10,7 @@ import (
 	"github.com/crtools/crtools/engine/show"
 )
 
-func init() { registerCommand(newShowCommand) }
+func init() { registerCommand("show", newShowCommand) }
 
 func newShowCommand(g *globalOptions) *cobra.Command {
 	var file string

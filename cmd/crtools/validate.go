@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { registerCommand(newValidateCommand) }
+func init() { registerCommand("validate", newValidateCommand) }
 
 func newValidateCommand(g *globalOptions) *cobra.Command {
 	return &cobra.Command{

@@ -3,14 +3,17 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -178,16 +181,274 @@ type textWriter struct {
 	w io.Writer
 }
 
-var levelLetter = map[string]string{
-	"trace": "T", "debug": "D", "info": "I", "warn": "W", "error": "E", "fatal": "F", "panic": "P",
+func levelLetter(level string) string {
+	switch level {
+	case "trace":
+		return "T"
+	case "debug":
+		return "D"
+	case "info":
+		return "I"
+	case "warn":
+		return "W"
+	case "error":
+		return "E"
+	case "fatal":
+		return "F"
+	case "panic":
+		return "P"
+	}
+	return ""
 }
 
 func (t *textWriter) Write(p []byte) (int, error) {
+	// zerolog's lines are flat objects of strings, numbers and booleans:
+	// scanned by hand, they cost a tenth of decoding them into a map
+	// with encoding/json (every line of a run's log goes through here).
+	// Anything else takes the general path, which gives the same text.
+	line, ok := textLineFlat(p)
+	if !ok {
+		line, ok = textLineJSON(p)
+		if !ok {
+			return t.w.Write(p)
+		}
+	}
+	if _, err := io.WriteString(t.w, line); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// logField is one member of a flat JSON object: its key and either a
+// string (str, unescaped) or the text of a number, true, false or null.
+type logField struct {
+	key, val string
+	str      bool
+}
+
+// textLineFlat formats a zerolog line whose values are all scalars, like
+// textLineJSON would; ok is false for any other input.
+func textLineFlat(p []byte) (string, bool) {
+	var buf [24]logField
+	fields, ok := scanFlatObject(p, buf[:0])
+	if !ok {
+		return "", false
+	}
+	// Sorted by key; of repeated keys the last one counts, as in a map.
+	sort.SliceStable(fields, func(i, j int) bool { return fields[i].key < fields[j].key })
+	var b strings.Builder
+	b.Grow(len(p) + 16)
+	var ts, level, msg *logField
+	for i := range fields {
+		f := &fields[i]
+		if i+1 < len(fields) && fields[i+1].key == f.key {
+			continue
+		}
+		switch f.key {
+		case "t":
+			ts = f
+		case "level":
+			level = f
+		case "message":
+			msg = f
+		}
+	}
+	if ts != nil && !ts.str && ts.val != "null" && ts.val != "true" && ts.val != "false" {
+		x, err := strconv.ParseFloat(ts.val, 64)
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
+			return "", false
+		}
+		fmt.Fprintf(&b, "(%09.6f) ", x)
+	}
+	if level != nil && level.str {
+		if s := levelLetter(level.val); s != "" {
+			b.WriteString(s + ": ")
+		}
+	}
+	if msg != nil && msg.str {
+		b.WriteString(msg.val)
+	}
+	for i := range fields {
+		f := &fields[i]
+		if i+1 < len(fields) && fields[i+1].key == f.key {
+			continue
+		}
+		if f.key == "t" || f.key == "level" || f.key == "message" {
+			continue
+		}
+		b.WriteByte(' ')
+		b.WriteString(f.key)
+		b.WriteByte('=')
+		if f.str && (f.val == "" || strings.ContainsAny(f.val, " \t\n\"=")) {
+			b.WriteString(strconv.Quote(f.val))
+		} else {
+			b.WriteString(f.val)
+		}
+	}
+	b.WriteByte('\n')
+	return b.String(), true
+}
+
+// scanFlatObject parses p as one JSON object (then only white space) whose
+// keys and string values need no unescaping but \" and \\, and whose other
+// values are numbers, true, false or null. ok is false for anything else:
+// nested values, other escapes, invalid UTF-8, malformed JSON.
+func scanFlatObject(p []byte, fields []logField) ([]logField, bool) {
+	i := skipSpace(p, 0)
+	if i >= len(p) || p[i] != '{' {
+		return nil, false
+	}
+	i = skipSpace(p, i+1)
+	if i < len(p) && p[i] == '}' {
+		return fields, skipSpace(p, i+1) == len(p)
+	}
+	for {
+		var f logField
+		var ok bool
+		if i >= len(p) || p[i] != '"' {
+			return nil, false
+		}
+		if f.key, i, ok = scanString(p, i); !ok {
+			return nil, false
+		}
+		i = skipSpace(p, i)
+		if i >= len(p) || p[i] != ':' {
+			return nil, false
+		}
+		i = skipSpace(p, i+1)
+		if i >= len(p) {
+			return nil, false
+		}
+		if p[i] == '"' {
+			f.str = true
+			if f.val, i, ok = scanString(p, i); !ok {
+				return nil, false
+			}
+		} else {
+			j := i
+			for j < len(p) && (p[j] == '-' || p[j] == '+' || p[j] == '.' || p[j] >= '0' && p[j] <= '9' || p[j] >= 'a' && p[j] <= 'z' || p[j] == 'E') {
+				j++
+			}
+			f.val = string(p[i:j])
+			if !scalarLiteral(f.val) {
+				return nil, false
+			}
+			i = j
+		}
+		fields = append(fields, f)
+		i = skipSpace(p, i)
+		if i >= len(p) {
+			return nil, false
+		}
+		switch p[i] {
+		case ',':
+			i = skipSpace(p, i+1)
+		case '}':
+			return fields, skipSpace(p, i+1) == len(p)
+		default:
+			return nil, false
+		}
+	}
+}
+
+func skipSpace(p []byte, i int) int {
+	for i < len(p) && (p[i] == ' ' || p[i] == '\n' || p[i] == '\t' || p[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// scanString reads the JSON string starting at p[i] (a quote). Only the
+// escapes \" and \\ are taken; control characters and invalid UTF-8 are
+// refused.
+func scanString(p []byte, i int) (string, int, bool) {
+	i++
+	start := i
+	escaped := false
+	for ; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c == '"':
+			s := p[start:i]
+			if !utf8.Valid(s) {
+				return "", 0, false
+			}
+			if !escaped {
+				return string(s), i + 1, true
+			}
+			out := make([]byte, 0, len(s))
+			for k := 0; k < len(s); k++ {
+				if s[k] == '\\' {
+					k++
+				}
+				out = append(out, s[k])
+			}
+			return string(out), i + 1, true
+		case c == '\\':
+			if i+1 >= len(p) || (p[i+1] != '"' && p[i+1] != '\\') {
+				return "", 0, false
+			}
+			escaped = true
+			i++
+		case c < 0x20:
+			return "", 0, false
+		}
+	}
+	return "", 0, false
+}
+
+// scalarLiteral reports whether s is true, false, null or a JSON number.
+func scalarLiteral(s string) bool {
+	switch s {
+	case "true", "false", "null":
+		return true
+	case "":
+		return false
+	}
+	i := 0
+	if s[i] == '-' {
+		i++
+	}
+	digits := func() int {
+		n := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	if i < len(s) && s[i] == '0' {
+		i++
+	} else if digits() == 0 {
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(s)
+}
+
+// textLineJSON formats any JSON object line: decoded into a map, keys
+// sorted, strings quoted when they hold a blank, a quote or '=', other
+// values as JSON. ok is false when p is no JSON object.
+func textLineJSON(p []byte) (string, bool) {
 	var m map[string]any
 	d := json.NewDecoder(bytes.NewReader(p))
 	d.UseNumber()
 	if err := d.Decode(&m); err != nil {
-		return t.w.Write(p)
+		return "", false
 	}
 	var b strings.Builder
 	if ts, ok := m["t"].(json.Number); ok {
@@ -195,7 +456,7 @@ func (t *textWriter) Write(p []byte) (int, error) {
 		fmt.Fprintf(&b, "(%09.6f) ", f)
 	}
 	if lv, ok := m["level"].(string); ok {
-		if s := levelLetter[lv]; s != "" {
+		if s := levelLetter(lv); s != "" {
 			b.WriteString(s + ": ")
 		}
 	}
@@ -225,10 +486,7 @@ func (t *textWriter) Write(p []byte) (int, error) {
 		fmt.Fprintf(&b, " %s=%s", k, s)
 	}
 	b.WriteByte('\n')
-	if _, err := io.WriteString(t.w, b.String()); err != nil {
-		return 0, err
-	}
-	return len(p), nil
+	return b.String(), true
 }
 
 // isTerminal reports whether w is a terminal; the progress bar is only

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -177,12 +179,17 @@ func (l *logs) Close() {
 // textWriter turns zerolog's JSON lines into CRIU-like text:
 //
 //	(00.012345) I: freeze tree pid=1234
+//
+// Its loggers wrap it in zerolog.SyncWriter: one Write at a time, so the
+// buffers are reused from line to line.
 type textWriter struct {
-	w io.Writer
+	w      io.Writer
+	line   []byte
+	fields []logField
 }
 
-func levelLetter(level string) string {
-	switch level {
+func levelLetter(level []byte) string {
+	switch string(level) {
 	case "trace":
 		return "T"
 	case "debug":
@@ -203,17 +210,21 @@ func levelLetter(level string) string {
 
 func (t *textWriter) Write(p []byte) (int, error) {
 	// zerolog's lines are flat objects of strings, numbers and booleans:
-	// scanned by hand, they cost a tenth of decoding them into a map
-	// with encoding/json (every line of a run's log goes through here).
-	// Anything else takes the general path, which gives the same text.
-	line, ok := textLineFlat(p)
+	// scanned by hand into reused buffers, they cost a fraction of
+	// decoding each into a map with encoding/json, and allocate nothing
+	// (in a run too short for a garbage collection every allocation is
+	// fresh memory, a page fault per 4 KiB). Anything else takes the
+	// general path, which gives the same text.
+	line, fields, ok := appendTextLineFlat(t.line[:0], p, t.fields[:0])
+	t.line, t.fields = line[:0], fields[:0]
 	if !ok {
-		line, ok = textLineJSON(p)
+		s, ok := textLineJSON(p)
 		if !ok {
 			return t.w.Write(p)
 		}
+		line = []byte(s)
 	}
-	if _, err := io.WriteString(t.w, line); err != nil {
+	if _, err := t.w.Write(line); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -221,30 +232,29 @@ func (t *textWriter) Write(p []byte) (int, error) {
 
 // logField is one member of a flat JSON object: its key and either a
 // string (str, unescaped) or the text of a number, true, false or null.
+// Both point into the line or into unescaped, a buffer of their own.
 type logField struct {
-	key, val string
+	key, val []byte
 	str      bool
 }
 
-// textLineFlat formats a zerolog line whose values are all scalars, like
-// textLineJSON would; ok is false for any other input.
-func textLineFlat(p []byte) (string, bool) {
-	var buf [24]logField
-	fields, ok := scanFlatObject(p, buf[:0])
+// appendTextLineFlat appends to dst the text textLineJSON gives for a
+// zerolog line whose values are all scalars; ok is false for any other
+// input. fields is scratch space, returned for reuse.
+func appendTextLineFlat(dst, p []byte, fields []logField) (_ []byte, _ []logField, ok bool) {
+	fields, ok = scanFlatObject(p, fields)
 	if !ok {
-		return "", false
+		return dst, fields, false
 	}
 	// Sorted by key; of repeated keys the last one counts, as in a map.
-	sort.SliceStable(fields, func(i, j int) bool { return fields[i].key < fields[j].key })
-	var b strings.Builder
-	b.Grow(len(p) + 16)
+	slices.SortStableFunc(fields, func(a, b logField) int { return bytes.Compare(a.key, b.key) })
 	var ts, level, msg *logField
 	for i := range fields {
 		f := &fields[i]
-		if i+1 < len(fields) && fields[i+1].key == f.key {
+		if i+1 < len(fields) && bytes.Equal(fields[i+1].key, f.key) {
 			continue
 		}
-		switch f.key {
+		switch string(f.key) {
 		case "t":
 			ts = f
 		case "level":
@@ -253,40 +263,58 @@ func textLineFlat(p []byte) (string, bool) {
 			msg = f
 		}
 	}
-	if ts != nil && !ts.str && ts.val != "null" && ts.val != "true" && ts.val != "false" {
-		x, err := strconv.ParseFloat(ts.val, 64)
+	if ts != nil && !ts.str && ts.val[0] != 'n' && ts.val[0] != 't' && ts.val[0] != 'f' {
+		x, err := strconv.ParseFloat(string(ts.val), 64)
 		if err != nil && !errors.Is(err, strconv.ErrRange) {
-			return "", false
+			return dst, fields, false
 		}
-		fmt.Fprintf(&b, "(%09.6f) ", x)
+		dst = appendSeconds(dst, x)
 	}
 	if level != nil && level.str {
 		if s := levelLetter(level.val); s != "" {
-			b.WriteString(s + ": ")
+			dst = append(dst, s...)
+			dst = append(dst, ": "...)
 		}
 	}
 	if msg != nil && msg.str {
-		b.WriteString(msg.val)
+		dst = append(dst, msg.val...)
 	}
 	for i := range fields {
 		f := &fields[i]
-		if i+1 < len(fields) && fields[i+1].key == f.key {
+		if i+1 < len(fields) && bytes.Equal(fields[i+1].key, f.key) {
 			continue
 		}
-		if f.key == "t" || f.key == "level" || f.key == "message" {
+		switch string(f.key) {
+		case "t", "level", "message":
 			continue
 		}
-		b.WriteByte(' ')
-		b.WriteString(f.key)
-		b.WriteByte('=')
-		if f.str && (f.val == "" || strings.ContainsAny(f.val, " \t\n\"=")) {
-			b.WriteString(strconv.Quote(f.val))
+		dst = append(dst, ' ')
+		dst = append(dst, f.key...)
+		dst = append(dst, '=')
+		if f.str && (len(f.val) == 0 || bytes.ContainsAny(f.val, " \t\n\"=")) {
+			dst = strconv.AppendQuote(dst, string(f.val))
 		} else {
-			b.WriteString(f.val)
+			dst = append(dst, f.val...)
 		}
 	}
-	b.WriteByte('\n')
-	return b.String(), true
+	return append(dst, '\n'), fields, true
+}
+
+// appendSeconds appends "(%09.6f) " of x, as fmt would, without fmt for
+// the usual case (not negative, finite).
+func appendSeconds(dst []byte, x float64) []byte {
+	if !(x >= 0 && x <= math.MaxFloat64) {
+		return fmt.Appendf(dst, "(%09.6f) ", x)
+	}
+	dst = append(dst, '(')
+	at := len(dst)
+	dst = strconv.AppendFloat(dst, x, 'f', 6, 64)
+	if n := len(dst) - at; n < 9 {
+		dst = append(dst, "000000000"[:9-n]...)
+		copy(dst[at+9-n:], dst[at:at+n])
+		copy(dst[at:at+9-n], "000000000")
+	}
+	return append(dst, ") "...)
 }
 
 // scanFlatObject parses p as one JSON object (then only white space) whose
@@ -296,7 +324,7 @@ func textLineFlat(p []byte) (string, bool) {
 func scanFlatObject(p []byte, fields []logField) ([]logField, bool) {
 	i := skipSpace(p, 0)
 	if i >= len(p) || p[i] != '{' {
-		return nil, false
+		return fields, false
 	}
 	i = skipSpace(p, i+1)
 	if i < len(p) && p[i] == '}' {
@@ -306,39 +334,39 @@ func scanFlatObject(p []byte, fields []logField) ([]logField, bool) {
 		var f logField
 		var ok bool
 		if i >= len(p) || p[i] != '"' {
-			return nil, false
+			return fields, false
 		}
 		if f.key, i, ok = scanString(p, i); !ok {
-			return nil, false
+			return fields, false
 		}
 		i = skipSpace(p, i)
 		if i >= len(p) || p[i] != ':' {
-			return nil, false
+			return fields, false
 		}
 		i = skipSpace(p, i+1)
 		if i >= len(p) {
-			return nil, false
+			return fields, false
 		}
 		if p[i] == '"' {
 			f.str = true
 			if f.val, i, ok = scanString(p, i); !ok {
-				return nil, false
+				return fields, false
 			}
 		} else {
 			j := i
 			for j < len(p) && (p[j] == '-' || p[j] == '+' || p[j] == '.' || p[j] >= '0' && p[j] <= '9' || p[j] >= 'a' && p[j] <= 'z' || p[j] == 'E') {
 				j++
 			}
-			f.val = string(p[i:j])
+			f.val = p[i:j]
 			if !scalarLiteral(f.val) {
-				return nil, false
+				return fields, false
 			}
 			i = j
 		}
 		fields = append(fields, f)
 		i = skipSpace(p, i)
 		if i >= len(p) {
-			return nil, false
+			return fields, false
 		}
 		switch p[i] {
 		case ',':
@@ -346,7 +374,7 @@ func scanFlatObject(p []byte, fields []logField) ([]logField, bool) {
 		case '}':
 			return fields, skipSpace(p, i+1) == len(p)
 		default:
-			return nil, false
+			return fields, false
 		}
 	}
 }
@@ -359,9 +387,9 @@ func skipSpace(p []byte, i int) int {
 }
 
 // scanString reads the JSON string starting at p[i] (a quote). Only the
-// escapes \" and \\ are taken; control characters and invalid UTF-8 are
-// refused.
-func scanString(p []byte, i int) (string, int, bool) {
+// escapes \" and \\ are taken (unescaped into a new slice); control
+// characters and invalid UTF-8 are refused.
+func scanString(p []byte, i int) ([]byte, int, bool) {
 	i++
 	start := i
 	escaped := false
@@ -371,10 +399,10 @@ func scanString(p []byte, i int) (string, int, bool) {
 		case c == '"':
 			s := p[start:i]
 			if !utf8.Valid(s) {
-				return "", 0, false
+				return nil, 0, false
 			}
 			if !escaped {
-				return string(s), i + 1, true
+				return s, i + 1, true
 			}
 			out := make([]byte, 0, len(s))
 			for k := 0; k < len(s); k++ {
@@ -383,23 +411,23 @@ func scanString(p []byte, i int) (string, int, bool) {
 				}
 				out = append(out, s[k])
 			}
-			return string(out), i + 1, true
+			return out, i + 1, true
 		case c == '\\':
 			if i+1 >= len(p) || (p[i+1] != '"' && p[i+1] != '\\') {
-				return "", 0, false
+				return nil, 0, false
 			}
 			escaped = true
 			i++
 		case c < 0x20:
-			return "", 0, false
+			return nil, 0, false
 		}
 	}
-	return "", 0, false
+	return nil, 0, false
 }
 
 // scalarLiteral reports whether s is true, false, null or a JSON number.
-func scalarLiteral(s string) bool {
-	switch s {
+func scalarLiteral(s []byte) bool {
+	switch string(s) {
 	case "true", "false", "null":
 		return true
 	case "":
@@ -456,7 +484,7 @@ func textLineJSON(p []byte) (string, bool) {
 		fmt.Fprintf(&b, "(%09.6f) ", f)
 	}
 	if lv, ok := m["level"].(string); ok {
-		if s := levelLetter(lv); s != "" {
+		if s := levelLetter([]byte(lv)); s != "" {
 			b.WriteString(s + ": ")
 		}
 	}

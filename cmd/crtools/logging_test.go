@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -59,13 +61,14 @@ func textLineCases() [][]byte {
 	return lines
 }
 
-// TestTextLineFlatMatchesJSON: where the hand scanner takes a line, it
+// TestAppendTextLineFlatMatchesJSON: where the hand scanner takes a line, it
 // gives the text the encoding/json path gives; it takes zerolog's usual
 // lines.
-func TestTextLineFlatMatchesJSON(t *testing.T) {
+func TestAppendTextLineFlatMatchesJSON(t *testing.T) {
 	taken := 0
 	for _, p := range textLineCases() {
-		got, ok := textLineFlat(p)
+		b, _, ok := appendTextLineFlat(nil, p, nil)
+		got := string(b)
 		want, wok := textLineJSON(p)
 		if !ok {
 			continue
@@ -84,8 +87,19 @@ func TestTextLineFlatMatchesJSON(t *testing.T) {
 		`{"level":"debug","job":"dump-42","step":"lock","took":0.27322,"t":0.0123,"message":"step done"}` + "\n",
 		`{"level":"error","error":"open \"x\": no such file","t":1,"message":"quotes"}` + "\n",
 	} {
-		if _, ok := textLineFlat([]byte(p)); !ok {
+		if _, _, ok := appendTextLineFlat(nil, []byte(p), nil); !ok {
 			t.Errorf("%s: not taken by the scanner", p)
+		}
+	}
+}
+
+// TestAppendSeconds: the time prefix is fmt's "(%09.6f) ".
+func TestAppendSeconds(t *testing.T) {
+	for _, x := range []float64{0, 1e-7, 5e-7, 0.0123456789, 1, 9.9999994, 9.9999995, 9.9999996, 10, 99.9999995,
+		99.9999996, 100, 123456.5, 1e300, -0.5, -1e-9, math.Inf(1), math.Inf(-1), math.NaN(), math.Copysign(0, -1)} {
+		got := string(appendSeconds(nil, x))
+		if want := fmt.Sprintf("(%09.6f) ", x); got != want {
+			t.Errorf("%v: got %q, want %q", x, got, want)
 		}
 	}
 }
@@ -102,23 +116,29 @@ func TestTextWriter(t *testing.T) {
 	if want := "(00.500000) I: tree frozen job=dump-1 pid=12\n"; out.String() != want {
 		t.Errorf("got %q, want %q", out.String(), want)
 	}
+	// A usual line allocates nothing once the buffers have grown.
+	line := []byte(`{"level":"debug","job":"dump-1","step":"write-images","took":5.23,"t":0.0143,"message":"step done"}` + "\n")
+	if n := testing.AllocsPerRun(100, func() { w.Write(line) }); n != 0 {
+		t.Errorf("Write allocates %v times per line, want 0", n)
+	}
 	out.Reset()
 	if _, err := w.Write([]byte("plain text\n")); err != nil || out.String() != "plain text\n" {
 		t.Errorf("non-JSON input: %q, %v", out.String(), err)
 	}
 }
 
-// FuzzTextLineFlat: for any input the scanner takes, encoding/json gives
+// FuzzAppendTextLineFlat: for any input the scanner takes, encoding/json gives
 // the same text.
-func FuzzTextLineFlat(f *testing.F) {
+func FuzzAppendTextLineFlat(f *testing.F) {
 	for _, p := range textLineCases() {
 		f.Add(p)
 	}
 	f.Fuzz(func(t *testing.T, p []byte) {
-		got, ok := textLineFlat(p)
+		b, _, ok := appendTextLineFlat([]byte("x"), p, nil)
 		if !ok {
 			return
 		}
+		got := string(b[1:])
 		want, wok := textLineJSON(p)
 		if !wok || got != want {
 			t.Errorf("%q: scanner %q, encoding/json %q (ok %v)", p, got, want, wok)

@@ -1,19 +1,16 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/executor"
 	"github.com/crtools/crtools/planner"
@@ -217,10 +214,15 @@ func runJob(cmd *cobra.Command, g *globalOptions, job *spec.Job, fromSpec bool) 
 	if term && lc.Level > 0 {
 		opts.Progress = stderr
 	}
-	// SIGINT/SIGTERM cancel the run; the executor then rolls back.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, unix.SIGTERM)
-	defer stop()
-	jr := executor.Run(ctx, plan, opts)
+	// SIGINT/SIGTERM cancel the run; the executor then rolls back. run
+	// started catching them for the first job (g.signals).
+	sigs := g.signals
+	g.signals = nil
+	if sigs == nil {
+		sigs = catchSignals()
+	}
+	defer sigs.release()
+	jr := executor.Run(sigs.context(), plan, opts)
 	if fromSpec {
 		jr.WriteText(cmd.OutOrStdout())
 	}

@@ -40,6 +40,16 @@ func main() {
 // stderr and an exit code. Tests call it in-process.
 func run(args []string, stdout, stderr io.Writer) int {
 	g := &globalOptions{}
+	// The job commands catch SIGINT and SIGTERM (runJob); that is set up
+	// on another goroutine from here on, while the arguments are parsed.
+	if len(args) > 0 && (args[0] == "dump" || args[0] == "restore" || args[0] == "apply") {
+		g.signals = catchSignals()
+		defer func() {
+			if g.signals != nil { // no job ran
+				g.signals.release()
+			}
+		}()
+	}
 	root, args := rootFor(g, args)
 	root.SetArgs(args)
 	root.SetOut(stdout)

@@ -44,6 +44,10 @@ type globalOptions struct {
 	LogFormat string // --log-format text|json
 	Close     []int  // --close: descriptors of crtools itself to close first
 	Version   bool   // -V
+
+	// signals: SIGINT and SIGTERM caught since run started, for the
+	// first job of a dump, restore or apply (runJob takes it).
+	signals *jobSignals
 }
 
 // Exit codes of crtools (issue 6; also in README).

@@ -413,18 +413,7 @@ func (b *Batch) setup(calls []BatchCall) error {
 	if b.npre > 0 {
 		calls = append(append([]BatchCall{}, b.pre...), calls...)
 	}
-	table := make([]byte, len(calls)*batchEntrySize)
-	for i, c := range calls {
-		e := table[i*batchEntrySize:]
-		nr := uint64(c.Nr)
-		if c.MayFail {
-			nr |= batchMayFail
-		}
-		binary.LittleEndian.PutUint64(e, nr)
-		for j, a := range c.Args {
-			binary.LittleEndian.PutUint64(e[8+8*j:], uint64(a))
-		}
-	}
+	table := BatchTable(calls)
 	if b.needCode {
 		// The code page and the table after it, read-only for the task
 		// until the batch's mprotect: one write through /proc/PID/mem,
@@ -565,6 +554,25 @@ func (b *Batch) readResults(tableAddr uintptr, calls []BatchCall) error {
 		calls[i].Ran = true
 	}
 	return nil
+}
+
+// BatchTable returns calls as the batch code's table (64 bytes a call),
+// for a caller that sets a task going through BatchCode itself: rbx = the
+// table, r12 = the number of calls, rip = the code.
+func BatchTable(calls []BatchCall) []byte {
+	table := make([]byte, len(calls)*batchEntrySize)
+	for i, c := range calls {
+		e := table[i*batchEntrySize:]
+		nr := uint64(c.Nr)
+		if c.MayFail {
+			nr |= batchMayFail
+		}
+		binary.LittleEndian.PutUint64(e, nr)
+		for j, a := range c.Args {
+			binary.LittleEndian.PutUint64(e[8+8*j:], uint64(a))
+		}
+	}
+	return table
 }
 
 // writeMemFast writes buf to addr, and buf2 (if not empty) to addr2, in

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -21,32 +22,58 @@ import (
 //
 // ptrace ties a tracee to the thread that attached it, and every clone
 // with CLONE_PTRACE is traced by its creator's tracer, so every puppet is
-// created on the main tracer (CreateTasks, as always). The second lane's
-// puppets are then handed over: the main tracer parks each in pause()
-// with every signal blocked (registers at the trampoline's syscall) and
-// detaches it, the second tracer seizes and interrupts it, which stops it
-// inside pause before it returns to user space. Between the two a parked
-// puppet is traced by nobody: a crtools killed in that window (some
-// hundred microseconds per process) leaves it asleep in pause, with no
-// EXITKILL to end it; Kill, which runs on any failure, kills it as every
+// created on the main tracer (CreateTasks, as always). The processes the
+// second lane may take (half of them) are then parked: the main tracer
+// has each set PR_SET_PDEATHSIG(SIGKILL) and wait in pause() with every
+// signal blocked, and detaches it. Each lane, when it is ready for its
+// next process, takes one from the pool (procPool) and seizes and
+// interrupts it, which stops it inside pause before it returns to user
+// space; the main lane takes from the pool once its own are done, so a
+// second lane on a busier CPU restores fewer. A parked puppet is traced by
+// nobody until a lane takes it: if crtools dies meanwhile, its parent (a
+// puppet, PTRACE_O_EXITKILL, or parked too) dies, and the parent-death
+// signal takes it along; any failure runs Kill, which kills it as every
 // other task.
 //
 // Only processes whose restore touches nothing another lane writes go to
-// the second lane (laneOK): single-threaded, not the root, no session
-// leader, nothing shared with another task (memory, fd table, fs info,
-// signal handlers), no shared anonymous memory or memfd, no special file
-// (and no file lock in the images at all), and every open file either its own or also held
-// by the root, which the main lane restores first: the second lane starts
-// once the root is done (its files are then in fdOwners, and
+// the pool (laneOK): single-threaded, not the root, no session leader,
+// nothing shared with another task (memory, fd table, fs info, signal
+// handlers), no shared anonymous memory or memfd, no special file (and no
+// file lock in the images at all), and every open file either its own or
+// also held by the root, which the main lane restores first: the second
+// lane starts once the root is done (its files are then in fdOwners, and
 // r.initial is read). Each lane has its own page copy buffer, shmem state
 // and vDSO placements; fdOwners has a lock.
 type lane struct {
 	tr    *ptrace.Tracer // nil: the main tracer (r.tr)
-	procs []*proc
+	procs []*proc        // restored on this lane, in order, before any of pool
+	// pool, shared by both lanes, holds the parked processes: each lane
+	// takes the next one when it is ready for it, so a lane whose CPU is
+	// busier (other programs) restores fewer.
+	pool  *procPool
 	tramp *trampoline // the lane's copy (its own fill buffer)
 	shm   *shmState
 	vdso  map[vdsoPlace]bool
-	cpu   int // the CPU the tracer and its puppets run on
+	cpu   int  // the CPU the tracer and its puppets run on
+	main  bool // the main lane: its puppets keep pr.lane nil
+}
+
+// procPool hands out parked processes to the lanes.
+type procPool struct {
+	mu    sync.Mutex
+	procs []*proc
+}
+
+// take returns the next parked process, or nil when none is left.
+func (q *procPool) take() *proc {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.procs) == 0 {
+		return nil
+	}
+	pr := q.procs[0]
+	q.procs = q.procs[1:]
+	return pr
 }
 
 // minLaneProcs is the fewest processes worth a second lane: handing a
@@ -88,13 +115,15 @@ func (r *restorer) planLane() *lane {
 			ok = append(ok, pr)
 		}
 	}
-	// Half of the work, from the end of the image order: the main lane
-	// starts at the root.
+	// Half of the work goes to the pool, from the end of the image
+	// order; the main lane restores the rest (the root first) and then
+	// helps with what the second lane has not taken: a process that
+	// needs no hand-over costs less on the main lane.
 	k := min(len(ok), alive/2)
 	if k < minLaneProcs {
 		return nil
 	}
-	l := &lane{procs: ok[len(ok)-k:], shm: newShmState(), vdso: map[vdsoPlace]bool{}, cpu: cpu}
+	l := &lane{pool: &procPool{procs: ok[len(ok)-k:]}, shm: newShmState(), vdso: map[vdsoPlace]bool{}, cpu: cpu}
 	t := *r.tramp
 	t.fillBuf, t.xstate = nil, nil
 	l.tramp = &t
@@ -180,11 +209,12 @@ func containsTask(ts []*taskImage, t *taskImage) bool {
 	return false
 }
 
-// parkLane readies l's puppets for the hand-over and lets them go: each
-// waits in pause() with every signal blocked.
+// parkLane readies the puppets of l's pool for the hand-over and lets
+// them go: each waits in pause() with every signal blocked, and dies with
+// its parent.
 // Preconditions: on the main tracer thread; every puppet of l is stopped.
 func (r *restorer) parkLane(l *lane) error {
-	for _, pr := range l.procs {
+	for _, pr := range l.pool.procs {
 		p := pr.threads[0]
 		if err := p.born(); err != nil {
 			return err
@@ -195,69 +225,84 @@ func (r *restorer) parkLane(l *lane) error {
 		if err := ptrace.SetSigmask(p.pid, ^uint64(0)); err != nil {
 			return err
 		}
+		// Through the batch code: PR_SET_PDEATHSIG(SIGKILL), so that
+		// the parked puppet dies with its parent (a puppet that dies
+		// with crtools, PTRACE_O_EXITKILL), then pause(), which never
+		// returns (queueThread sets the dumped parent-death signal).
+		table := ptrace.BatchTable([]ptrace.BatchCall{
+			{Nr: unix.SYS_PRCTL, Args: [6]uintptr{unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL)}},
+			{Nr: unix.SYS_PAUSE},
+		})
+		tableAddr := r.tramp.scratch + r.tramp.scratchSize
+		n, err := unix.ProcessVMWritev(p.pid, []unix.Iovec{{Base: &table[0], Len: uint64(len(table))}},
+			[]unix.RemoteIovec{{Base: uintptr(tableAddr), Len: len(table)}}, 0)
+		if err == nil && n != len(table) {
+			err = fmt.Errorf("short write: %d of %d bytes", n, len(table))
+		}
+		if err != nil {
+			return fmt.Errorf("hand task %d over: %w", p.pid, err)
+		}
 		regs := p.regs
-		regs.Rip = r.tramp.addr // `syscall; int3`: pause never returns here
-		regs.Rax = unix.SYS_PAUSE
+		regs.Rip = r.tramp.addr + batchCodeOff
+		regs.Rbx, regs.R12 = tableAddr, 2
 		regs.Orig_rax = ^uint64(0)
+		regs.Eflags &^= 0x100 // no single-step
 		if err := ptrace.SetRegs(p.pid, &regs); err != nil {
 			return err
 		}
+		p.pdeathKill = true
 		if err := ptrace.Detach(p.pid, 0); err != nil {
 			return fmt.Errorf("hand task %d over: %w", p.pid, err)
 		}
-		pr.lane = l
-		p.tr = l.tramp
 		p.atTrap = false
 	}
 	return nil
 }
 
-// adoptLane seizes l's parked puppets and stops them, pins them and the
-// tracer thread to l's CPU.
+// adopt seizes pr's parked puppet for lane l, stops it and pins it to
+// l's CPU.
 // Preconditions: on l's tracer thread.
-func (r *restorer) adoptLane(l *lane) error {
+func (r *restorer) adopt(l *lane, pr *proc) error {
+	p := pr.threads[0]
+	if err := ptrace.Seize(p.pid, puppetOptions); err != nil {
+		return fmt.Errorf("take task %d over: %w", p.pid, err)
+	}
+	if err := ptrace.Interrupt(p.pid); err != nil {
+		return fmt.Errorf("take task %d over: %w", p.pid, err)
+	}
+	if _, err := ptrace.WaitInterrupted(p.pid); err != nil {
+		return fmt.Errorf("take task %d over: %w", p.pid, err)
+	}
 	var one unix.CPUSet
 	one.Set(l.cpu)
-	// Only speed depends on these.
-	_ = unix.SchedSetaffinity(0, &one)
-	for _, pr := range l.procs {
-		p := pr.threads[0]
-		if err := ptrace.Seize(p.pid, puppetOptions); err != nil {
-			return fmt.Errorf("take task %d over: %w", p.pid, err)
-		}
-		if err := ptrace.Interrupt(p.pid); err != nil {
-			return fmt.Errorf("take task %d over: %w", p.pid, err)
-		}
+	// Only speed depends on it.
+	_ = unix.SchedSetaffinity(p.pid, &one)
+	if !l.main {
+		pr.lane = l
 	}
-	for _, pr := range l.procs {
-		p := pr.threads[0]
-		if _, err := ptrace.WaitInterrupted(p.pid); err != nil {
-			return fmt.Errorf("take task %d over: %w", p.pid, err)
-		}
-		_ = unix.SchedSetaffinity(p.pid, &one)
-	}
+	p.tr = l.tramp
 	return nil
 }
 
 // restoreWithLane is RestoreState's work with a second lane l: the main
-// lane restores the other processes on r.tr, l its own on a tracer of its
-// own, from the moment the root is done.
+// lane restores the processes that are not in l's pool on r.tr, then
+// takes from the pool; l takes from the pool on a tracer of its own from
+// the moment the root is done.
 func (r *restorer) restoreWithLane(l *lane) error {
 	if err := r.tr.Do(func() error { return r.parkLane(l) }); err != nil {
 		return err
 	}
 	l.tr = ptrace.NewTracer()
 	r.lane = l
-	r.log.Debug().Int("procs", len(l.procs)).Int("cpu", l.cpu).Msg("second tracer restores processes")
+	r.log.Debug().Int("procs", len(l.pool.procs)).Int("cpu", l.cpu).Msg("second tracer restores processes")
 	var failed atomic.Bool
 	rootDone, mainDone := make(chan struct{}), make(chan struct{})
 	laneErr := make(chan error, 1)
 	go func() {
 		laneErr <- l.tr.Do(func() error {
-			if err := r.adoptLane(l); err != nil {
-				failed.Store(true)
-				return err
-			}
+			var one unix.CPUSet
+			one.Set(l.cpu)
+			_ = unix.SchedSetaffinity(0, &one) // only speed depends on it
 			select {
 			case <-rootDone:
 			case <-mainDone:
@@ -272,9 +317,13 @@ func (r *restorer) restoreWithLane(l *lane) error {
 			return r.restoreProcs(l, &failed, nil)
 		})
 	}()
-	main := &lane{shm: r.shm, vdso: map[vdsoPlace]bool{}, tramp: r.tramp}
+	inPool := map[*proc]bool{}
+	for _, pr := range l.pool.procs {
+		inPool[pr] = true
+	}
+	main := &lane{shm: r.shm, vdso: map[vdsoPlace]bool{}, tramp: r.tramp, pool: l.pool, main: true, cpu: r.firstCPU()}
 	for _, pr := range r.procs {
-		if pr.lane == nil {
+		if !inPool[pr] {
 			main.procs = append(main.procs, pr)
 		}
 	}
@@ -291,6 +340,16 @@ func (r *restorer) restoreWithLane(l *lane) error {
 		return err
 	}
 	return errors.Join(err, lerr)
+}
+
+// firstCPU is the CPU pin gave the main tracer: the first of crtools' mask.
+func (r *restorer) firstCPU() int {
+	for c := 0; c < 1024; c++ {
+		if r.origMask.IsSet(c) {
+			return c
+		}
+	}
+	return 0
 }
 
 // errLaneStopped: a lane stopped because the other failed.

@@ -80,6 +80,9 @@ type puppet struct {
 	// comm is the task's name (PR_SET_NAME) when crtools set it, or
 	// inherited it from the puppet it was cloned from; "" when unknown.
 	comm string
+	// pdeathKill: parkLane gave the puppet PR_SET_PDEATHSIG(SIGKILL);
+	// queueThread sets the dumped one, also when it is none.
+	pdeathKill bool
 	// bare: the address space holds the trampoline and nothing else
 	// (the first puppet once it dropped its exec'ed image, and its
 	// clones until RestoreState maps their memory): unmapPuppet has

@@ -446,13 +446,36 @@ func (r *restorer) restoreProcs(l *lane, failed *atomic.Bool, afterFirst func())
 		}
 		r.log.Debug().Int("pid", st.pr.t.pid).Dur("took", time.Since(st.start)).Int64("bytes", filled).
 			Dur("populate", st.pr.threads[0].populateTime).Dur("read", st.pr.threads[0].readTime).
-			Int("syscalls", calls).Msg("task state restored")
+			Int("syscalls", calls).Bool("second_lane", st.pr.lane != nil).Msg("task state restored")
 		if ended++; ended == 1 && afterFirst != nil {
 			afterFirst()
 		}
 		return nil
 	}
-	for _, pr := range l.procs {
+	own := l.procs
+	next := func() (*proc, error) {
+		if len(own) > 0 {
+			pr := own[0]
+			own = own[1:]
+			return pr, nil
+		}
+		if l.pool == nil {
+			return nil, nil
+		}
+		pr := l.pool.take()
+		if pr == nil {
+			return nil, nil
+		}
+		return pr, r.adopt(l, pr) // lanes.go
+	}
+	for {
+		pr, err := next()
+		if err != nil {
+			return err
+		}
+		if pr == nil {
+			break
+		}
 		if pr.t.dead() {
 			continue
 		}

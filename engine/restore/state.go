@@ -714,7 +714,7 @@ func (p *puppet) queueThread(core *pb.CoreEntry, leader bool) error {
 			return err
 		}
 	}
-	if sig := tc.GetPdeathSig(); sig != 0 {
+	if sig := tc.GetPdeathSig(); sig != 0 || p.pdeathKill {
 		if err := p.queuef("set parent-death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(sig)); err != nil {
 			return err
 		}

@@ -32,8 +32,3 @@ require (
 // instead of in a package init (10 ms of every crtools run); see
 // third_party/jsonschema/CRTOOLS-PATCH.md.
 replace github.com/santhosh-tekuri/jsonschema/v6 => ./third_party/jsonschema
-
-// A copy of yaml.v3 v3.0.1 whose resolve tables and regexps are made on
-// first use instead of in package inits (0.5-0.8 ms of every crtools
-// run); see third_party/yaml/CRTOOLS-PATCH.md.
-replace gopkg.in/yaml.v3 => ./third_party/yaml

@@ -1,1 +1,0 @@
-module gopkg.in/yaml.v3

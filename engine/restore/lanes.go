@@ -90,15 +90,7 @@ func (r *restorer) planLane() *lane {
 		return nil
 	}
 	// The second CPU of crtools' mask (pin took the first).
-	cpu, n := -1, 0
-	for c := 0; c < 1024; c++ {
-		if r.origMask.IsSet(c) {
-			if n++; n == 2 {
-				cpu = c
-				break
-			}
-		}
-	}
+	cpu := nthCPU(r.origMask, 2)
 	if cpu < 0 {
 		return nil
 	}
@@ -344,12 +336,19 @@ func (r *restorer) restoreWithLane(l *lane) error {
 
 // firstCPU is the CPU pin gave the main tracer: the first of crtools' mask.
 func (r *restorer) firstCPU() int {
+	return max(nthCPU(r.origMask, 1), 0)
+}
+
+// nthCPU is the n-th CPU (from 1) of set, or -1 when set has fewer.
+func nthCPU(set *unix.CPUSet, n int) int {
 	for c := 0; c < 1024; c++ {
-		if r.origMask.IsSet(c) {
-			return c
+		if set.IsSet(c) {
+			if n--; n == 0 {
+				return c
+			}
 		}
 	}
-	return 0
+	return -1
 }
 
 // errLaneStopped: a lane stopped because the other failed.

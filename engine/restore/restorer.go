@@ -337,11 +337,8 @@ func (r *restorer) pin() {
 		return
 	}
 	var one unix.CPUSet
-	for c := 0; c < 1024; c++ {
-		if orig.IsSet(c) {
-			one.Set(c)
-			break
-		}
+	if c := nthCPU(&orig, 1); c >= 0 { // lanes.go
+		one.Set(c)
 	}
 	if unix.SchedSetaffinity(0, &one) == nil {
 		r.origMask = &orig

@@ -226,12 +226,7 @@ func (r *restorer) parkLane(l *lane) error {
 			{Nr: unix.SYS_PAUSE},
 		})
 		tableAddr := r.tramp.scratch + r.tramp.scratchSize
-		n, err := unix.ProcessVMWritev(p.pid, []unix.Iovec{{Base: &table[0], Len: uint64(len(table))}},
-			[]unix.RemoteIovec{{Base: uintptr(tableAddr), Len: len(table)}}, 0)
-		if err == nil && n != len(table) {
-			err = fmt.Errorf("short write: %d of %d bytes", n, len(table))
-		}
-		if err != nil {
+		if err := writePlain(p.pid, tableAddr, table); err != nil { // puppet.go
 			return fmt.Errorf("hand task %d over: %w", p.pid, err)
 		}
 		regs := p.regs

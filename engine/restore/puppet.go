@@ -187,16 +187,22 @@ func (p *puppet) flush() error {
 	}
 	// The scratch area is plain read-write memory, so one
 	// process_vm_writev does (WriteMem would open /proc/PID/mem each time).
-	n, err := unix.ProcessVMWritev(p.pid, []unix.Iovec{{Base: &p.scratch[0], Len: uint64(len(p.scratch))}},
-		[]unix.RemoteIovec{{Base: uintptr(p.tr.scratch), Len: len(p.scratch)}}, 0)
-	if err == nil && n != len(p.scratch) {
-		err = fmt.Errorf("short write: %d of %d bytes", n, len(p.scratch))
-	}
-	if err != nil {
+	if err := writePlain(p.pid, p.tr.scratch, p.scratch); err != nil {
 		return fmt.Errorf("write scratch area of puppet %d: %w", p.pid, err)
 	}
 	p.scratch = p.scratch[:0]
 	return nil
+}
+
+// writePlain writes b (not empty) at addr of pid, plain writable memory,
+// with one process_vm_writev; a short write is an error.
+func writePlain(pid int, addr uint64, b []byte) error {
+	n, err := unix.ProcessVMWritev(pid, []unix.Iovec{{Base: &b[0], Len: uint64(len(b))}},
+		[]unix.RemoteIovec{{Base: uintptr(addr), Len: len(b)}}, 0)
+	if err == nil && n != len(b) {
+		err = fmt.Errorf("short write: %d of %d bytes", n, len(b))
+	}
+	return err
 }
 
 // prepare sets the registers for an injected syscall nr at the trampoline.

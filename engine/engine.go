@@ -90,7 +90,10 @@ type RestoreOptions struct {
 	FileLocks      bool
 	VethPairs      []VethPair
 	ActionScripts  []string
-	Log            zerolog.Logger
+	// Log, and PidLog and the loggers it gives, must be safe for
+	// concurrent use (zerolog.SyncWriter): restore may work on two
+	// processes at once (engine/restore/lanes.go).
+	Log zerolog.Logger
 	// PidLog, if set, gives the logger for work on one process
 	// (--log-pid); nil: use Log.
 	PidLog   func(pid int) zerolog.Logger

@@ -102,6 +102,11 @@ func process(src []byte) ([]byte, string, error) {
 	if !headerRE.Match(src) {
 		return nil, "", fmt.Errorf("not written by protoc-gen-go")
 	}
+	if bytes.Contains(src, []byte("protoimpl.ExtensionInfo")) {
+		// Its E_* variables are filled by the file's init and used
+		// without any method this tool hooks.
+		return nil, "", fmt.Errorf("declares extensions, which lazy registration does not cover")
+	}
 	m := initRE.FindAllSubmatchIndex(src, -1)
 	if len(m) != 1 {
 		return nil, "", fmt.Errorf("%d init functions calling file_*_proto_init, want 1", len(m))

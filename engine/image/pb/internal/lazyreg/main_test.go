@@ -66,6 +66,7 @@ func TestProcess(t *testing.T) {
 		"no init":       strings.Replace(sample, "func init() { file_x_proto_init() }\n", "", 1),
 		"renamed":       strings.Replace(sample, "ProtoReflect() protoreflect.Message {", "ProtoReflect() (m protoreflect.Message) {", 1),
 		"not protoc-go": strings.Replace(sample, "protoc-gen-go.", "something.", 1),
+		"extension":     sample + "var file_x_proto_extTypes = []protoimpl.ExtensionInfo{}\n",
 	} {
 		if _, _, err := process([]byte(bad)); err == nil {
 			t.Errorf("%s: accepted", name)

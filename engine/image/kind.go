@@ -82,6 +82,13 @@ func mt[T any, P interface {
 	}
 }
 
+// name is the full protobuf name of the type. It uses reflection
+// (registering package pb's descriptors): for errors and tools, not for
+// the dump and restore paths.
+func (t *msgType) name() protoreflect.FullName {
+	return t.new().ProtoReflect().Descriptor().FullName()
+}
+
 // NewEntry returns an empty message of the kind's entry type, or nil for
 // raw kinds. first asks for the type of the first entry (which differs
 // for pagemaps: a PagemapHead).
@@ -95,14 +102,13 @@ func (k *Kind) NewEntry(first bool) proto.Message {
 	return k.entry.new()
 }
 
-// EntryName is the full protobuf name of the kind's entry type. It uses
-// reflection (registering package pb's descriptors): for errors and tools,
-// not for the dump and restore paths.
+// EntryName is the full protobuf name of the kind's entry type (by
+// reflection: see msgType.name).
 func (k *Kind) EntryName() protoreflect.FullName {
 	if k.entry == nil {
 		return ""
 	}
-	return k.entry.new().ProtoReflect().Descriptor().FullName()
+	return k.entry.name()
 }
 
 // HasID reports whether the file name carries an id.

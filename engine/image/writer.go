@@ -219,7 +219,7 @@ func (w *Writer) Write(msg proto.Message) error {
 	}
 	if !want.is(msg) && !w.isChunk(msg) {
 		return fmt.Errorf("write entry %d to %s: got a %s, want a %s", w.n, w.name,
-			msg.ProtoReflect().Descriptor().FullName(), want.new().ProtoReflect().Descriptor().FullName())
+			msg.ProtoReflect().Descriptor().FullName(), want.name())
 	}
 	var err error
 	w.buf, err = appendEntry(w.buf[:0], msg)

@@ -85,7 +85,7 @@ const minLaneProcs = 4
 // namespaces, file locks. Loggers are safe for concurrent use (crtools'
 // are zerolog.SyncWriter's, per-pid ones made under a lock).
 func (r *restorer) planLane() *lane {
-	if r.noLanes || r.origMask == nil || runtime.GOMAXPROCS(0) < 2 || r.opts.Progress != nil ||
+	if r.origMask == nil || runtime.GOMAXPROCS(0) < 2 || r.opts.Progress != nil ||
 		r.opts.ShellJob || r.nsCloneFlags() != 0 || r.anyLocks() {
 		return nil
 	}

@@ -68,8 +68,6 @@ type restorer struct {
 	initial *initialState
 	// lane is the second lane of RestoreState, if any (lanes.go).
 	lane *lane
-	// noLanes: one tracer only (tests compare).
-	noLanes bool
 }
 
 // addFilled counts n more bytes of memory filled and reports progress.

@@ -54,8 +54,7 @@ type lane struct {
 	tramp *trampoline // the lane's copy (its own fill buffer)
 	shm   *shmState
 	vdso  map[vdsoPlace]bool
-	cpu   int  // the CPU the tracer and its puppets run on
-	main  bool // the main lane: its puppets keep pr.lane nil
+	cpu   int // the CPU the tracer and its puppets run on
 }
 
 // procPool hands out parked processes to the lanes.
@@ -264,7 +263,7 @@ func (r *restorer) adopt(l *lane, pr *proc) error {
 	one.Set(l.cpu)
 	// Only speed depends on it.
 	_ = unix.SchedSetaffinity(p.pid, &one)
-	if !l.main {
+	if l.tr != nil { // the main lane's puppets keep pr.lane nil
 		pr.lane = l
 	}
 	p.tr = l.tramp
@@ -308,7 +307,7 @@ func (r *restorer) restoreWithLane(l *lane) error {
 	for _, pr := range l.pool.procs {
 		inPool[pr] = true
 	}
-	main := &lane{shm: r.shm, vdso: map[vdsoPlace]bool{}, tramp: r.tramp, pool: l.pool, main: true, cpu: r.firstCPU()}
+	main := &lane{shm: r.shm, vdso: map[vdsoPlace]bool{}, tramp: r.tramp, pool: l.pool, cpu: r.firstCPU()}
 	for _, pr := range r.procs {
 		if !inPool[pr] {
 			main.procs = append(main.procs, pr)

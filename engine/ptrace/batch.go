@@ -439,11 +439,7 @@ func (b *Batch) setup(calls []BatchCall) error {
 		return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 	}
 	r := in.session.regs
-	r.Rip = uint64(b.addr)
-	r.Rbx = uint64(tableAddr)
-	r.R12 = uint64(len(calls))
-	r.Orig_rax = ^uint64(0)
-	r.Eflags &^= 0x100
+	PointAtBatch(&r, b.addr, tableAddr, len(calls))
 	if err := SetRegs(in.Tid, &r); err != nil {
 		return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 	}
@@ -557,8 +553,8 @@ func (b *Batch) readResults(tableAddr uintptr, calls []BatchCall) error {
 }
 
 // BatchTable returns calls as the batch code's table (64 bytes a call),
-// for a caller that sets a task going through BatchCode itself: rbx = the
-// table, r12 = the number of calls, rip = the code.
+// for a caller that sets a task going through BatchCode itself
+// (PointAtBatch).
 func BatchTable(calls []BatchCall) []byte {
 	table := make([]byte, len(calls)*batchEntrySize)
 	for i, c := range calls {
@@ -573,6 +569,17 @@ func BatchTable(calls []BatchCall) []byte {
 		}
 	}
 	return table
+}
+
+// PointAtBatch sets r to run the batch code at code over the table of n
+// calls at table (rip = the code, rbx = the table, r12 = n), with no
+// syscall to restart (orig_rax -1) and no single-step.
+func PointAtBatch(r *Regs, code, table uintptr, n int) {
+	r.Rip = uint64(code)
+	r.Rbx = uint64(table)
+	r.R12 = uint64(n)
+	r.Orig_rax = ^uint64(0)
+	r.Eflags &^= 0x100
 }
 
 // writeMemFast writes buf to addr, and buf2 (if not empty) to addr2, in

@@ -229,10 +229,7 @@ func (r *restorer) parkLane(l *lane) error {
 			return fmt.Errorf("hand task %d over: %w", p.pid, err)
 		}
 		regs := p.regs
-		regs.Rip = r.tramp.addr + batchCodeOff
-		regs.Rbx, regs.R12 = tableAddr, 2
-		regs.Orig_rax = ^uint64(0)
-		regs.Eflags &^= 0x100 // no single-step
+		ptrace.PointAtBatch(&regs, uintptr(r.tramp.addr+batchCodeOff), uintptr(tableAddr), 2)
 		if err := ptrace.SetRegs(p.pid, &regs); err != nil {
 			return err
 		}

@@ -606,8 +606,11 @@ func (r *restorer) Kill() error {
 			}
 		}
 		// Reap them: crtools is the parent of the first puppet and
-		// the root, and the tracer of all, so wait4 on the tracer thread
-		// collects each (ECHILD: already reaped, or detached earlier).
+		// the root, and the tracer of all (the second lane's on its own
+		// thread, lanes.go: wait4 without __WNOTHREAD collects the
+		// tracees of every thread of crtools), so wait4 here collects
+		// each (ECHILD: already reaped, or detached earlier, as a
+		// parked puppet of the second lane).
 		for i := len(r.created) - 1; i >= 0; i-- {
 			for {
 				_, err := unix.Wait4(r.created[i], nil, unix.WALL, nil)

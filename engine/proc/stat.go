@@ -9,6 +9,11 @@ import (
 // PF_KTHREAD is the per-task flag (stat field 9) of kernel threads.
 const PF_KTHREAD = 0x00200000
 
+// PF_EXITING is the per-task flag (stat field 9) of a task inside do_exit
+// that is not a zombie yet: it runs (R) or sleeps (D) while it releases
+// its memory and files.
+const PF_EXITING = 0x00000004
+
 // Stat holds the fields of /proc/PID/stat (or /proc/PID/task/TID/stat) that
 // crtools uses. Field numbers in comments are those of proc(5).
 type Stat struct {
@@ -43,6 +48,9 @@ type Stat struct {
 
 // IsKernelThread reports whether the task is a kernel thread.
 func (s *Stat) IsKernelThread() bool { return s.Flags&PF_KTHREAD != 0 }
+
+// IsExiting reports whether the task is inside do_exit (PF_EXITING).
+func (s *Stat) IsExiting() bool { return s.Flags&PF_EXITING != 0 }
 
 // ParseStat parses the contents of a stat file. The comm may hold any byte
 // including spaces and parentheses, so it ends at the LAST ')' of the line.

@@ -46,35 +46,87 @@ func (e *PidInUseError) Error() string {
 	return fmt.Sprintf("pid %d is in use by a running process (%s); stop it, or restore on a machine where the PID is free, or dump the tree in a PID namespace of its own (dump -n pid of a tree whose root is PID 1 there), whose restore creates a new PID namespace where the PIDs are free", e.Pid, e.Comm)
 }
 
-// zombieWait bounds how long restore waits for a zombie holding a PID it
-// needs to be reaped (some inits reap slowly, and a dump kills the task
-// just before a restore wants its PID).
+// zombieWait bounds how long restore waits for a zombie or a dying task
+// holding a PID it needs to go (some inits reap slowly, and a dump kills
+// the task just before a restore wants its PID).
 var zombieWait = 10 * time.Second
 
-// waitPidsFree waits (bounded) until none of pids exists. A zombie is
-// waited for; a live process is an error naming it.
+// pidHolder is what holds a PID restore needs.
+type pidHolder int
+
+const (
+	pidFree   pidHolder = iota
+	pidZombie           // exited, waits for its parent to reap it
+	pidDying            // killed or inside do_exit, not a zombie yet
+	pidLive
+)
+
+// sigkillBit is SIGKILL in a /proc/PID/status signal mask.
+const sigkillBit = 1 << (unix.SIGKILL - 1)
+
+// classifyHolder tells from the task's stat (and its status, read only
+// when stat says it runs) what holds a PID. A task that is killed but not
+// a zombie yet is dying: a dump's SIGKILL (or a parent-death SIGKILL)
+// lands on a task that may be scheduled much later on a loaded host, and
+// then spends a while in do_exit (PF_EXITING, shown as R or D) releasing
+// its memory and pipes before it is a zombie. A SIGKILL can be neither
+// blocked nor ignored, so a task with one pending dies too.
+func classifyHolder(st *procfs.Stat, status func() (*procfs.Status, error)) pidHolder {
+	switch {
+	case st.State == 'Z' || st.State == 'X':
+		return pidZombie
+	case st.IsExiting():
+		return pidDying
+	}
+	if s, err := status(); err == nil && (s.SigPnd|s.ShdPnd)&sigkillBit != 0 {
+		return pidDying
+	}
+	return pidLive
+}
+
+// holderOf reads what holds pid (pidFree if nothing does) and its stat.
+func holderOf(pid int) (pidHolder, *procfs.Stat, error) {
+	st, err := procfs.ReadStat(pid)
+	// ESRCH: the task was released while its stat was read.
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+		return pidFree, nil, nil
+	}
+	if err != nil {
+		return pidLive, nil, fmt.Errorf("check pid %d: %w", pid, err)
+	}
+	return classifyHolder(st, func() (*procfs.Status, error) { return procfs.ReadStatus(pid) }), st, nil
+}
+
+// waitPidsFree waits (bounded) until none of pids exists. A zombie or a
+// dying task is waited for; a live process is an error naming it.
 func (r *restorer) waitPidsFree(pids []int) error {
 	deadline := time.Now().Add(zombieWait)
 	for _, pid := range pids {
 		logged := false
 		for {
-			state, comm, err := pidState(pid)
-			// ESRCH: the task was released while its stat was read.
-			if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+			holder, st, err := holderOf(pid)
+			if err != nil {
+				return err
+			}
+			if holder == pidFree {
 				break
 			}
-			if err != nil {
-				return fmt.Errorf("check pid %d: %w", pid, err)
-			}
-			if state != "Z" && state != "X" {
-				return &PidInUseError{Pid: pid, Comm: comm}
+			if holder == pidLive {
+				return &PidInUseError{Pid: pid, Comm: st.Comm}
 			}
 			if !logged {
-				r.log.Info().Int("pid", pid).Msgf("waiting for PID %d to be reaped", pid)
+				if holder == pidDying {
+					r.log.Info().Int("pid", pid).Str("state", string(st.State)).Msgf("waiting for PID %d to be released by a task that was killed and is exiting", pid)
+				} else {
+					r.log.Info().Int("pid", pid).Msgf("waiting for PID %d to be reaped", pid)
+				}
 				logged = true
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("pid %d is still held by a zombie (%s) after %v: its parent does not reap it", pid, comm, zombieWait)
+				if holder == pidDying {
+					return fmt.Errorf("pid %d is still held by a dying task (%s, state %c) after %v", pid, st.Comm, st.State, zombieWait)
+				}
+				return fmt.Errorf("pid %d is still held by a zombie (%s) after %v: its parent does not reap it", pid, st.Comm, zombieWait)
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
@@ -240,7 +292,7 @@ func (p *puppet) clone(flags, exitSignal uint64, tid int) (*puppet, error) {
 		if !errors.As(err, &inUse) || time.Now().After(deadline) {
 			return c, err
 		}
-		if state, _, serr := pidState(tid); serr == nil && state != "Z" && state != "X" {
+		if h, _, serr := holderOf(tid); serr == nil && h == pidLive {
 			return c, err
 		}
 		time.Sleep(time.Millisecond)

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -15,6 +17,7 @@ import (
 	"github.com/crtools/crtools/engine"
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
+	procfs "github.com/crtools/crtools/engine/proc"
 	"github.com/crtools/crtools/engine/ptrace"
 	"github.com/crtools/crtools/test/testenv"
 )
@@ -191,3 +194,67 @@ func TestPidInUse(t *testing.T) {
 }
 
 var _ = filepath.Join
+
+// TestClassifyHolder: a task killed but not yet a zombie holds its PID only
+// for a moment, as a zombie does, and restore waits for it (the pipeline
+// test once saw a child of a killed pipeline still running its do_exit,
+// state R, when restore wanted its PID).
+func TestClassifyHolder(t *testing.T) {
+	noStatus := func() (*procfs.Status, error) { return &procfs.Status{}, nil }
+	killed := func() (*procfs.Status, error) { return &procfs.Status{SigPnd: 1 << 8}, nil }
+	groupKilled := func() (*procfs.Status, error) { return &procfs.Status{ShdPnd: 1<<8 | 1<<14}, nil }
+	otherSig := func() (*procfs.Status, error) { return &procfs.Status{SigPnd: 1<<14 | 1<<9}, nil }
+	gone := func() (*procfs.Status, error) { return nil, os.ErrNotExist }
+	for _, c := range []struct {
+		name   string
+		st     procfs.Stat
+		status func() (*procfs.Status, error)
+		want   pidHolder
+	}{
+		{"zombie", procfs.Stat{State: 'Z'}, noStatus, pidZombie},
+		{"dead", procfs.Stat{State: 'X'}, noStatus, pidZombie},
+		{"in do_exit running", procfs.Stat{State: 'R', Flags: procfs.PF_EXITING | 0x400000}, noStatus, pidDying},
+		{"in do_exit sleeping", procfs.Stat{State: 'D', Flags: procfs.PF_EXITING}, noStatus, pidDying},
+		{"SIGKILL pending", procfs.Stat{State: 'S'}, killed, pidDying},
+		{"SIGKILL pending for the group", procfs.Stat{State: 'R'}, groupKilled, pidDying},
+		{"other signals pending", procfs.Stat{State: 'S'}, otherSig, pidLive},
+		{"running", procfs.Stat{State: 'R', Flags: 0x400000}, noStatus, pidLive},
+		{"status unreadable", procfs.Stat{State: 'S'}, gone, pidLive},
+	} {
+		if got := classifyHolder(&c.st, c.status); got != c.want {
+			t.Errorf("%s: classifyHolder = %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+// TestHolderOf reads real tasks: this process is live, an unreaped child
+// is a zombie, a reaped one frees its PID.
+func TestHolderOf(t *testing.T) {
+	if h, _, err := holderOf(os.Getpid()); err != nil || h != pidLive {
+		t.Errorf("holderOf(self) = %d, %v, want live", h, err)
+	}
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	// Wait for the zombie without reaping it.
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
+		t.Fatal(err)
+	}
+	if h, _, err := holderOf(pid); err != nil || h != pidZombie {
+		t.Errorf("holderOf(zombie %d) = %d, %v, want zombie", pid, h, err)
+	}
+	r := &restorer{log: zerolog.Nop()}
+	done := make(chan error, 1)
+	go func() { done <- r.waitPidsFree([]int{pid}) }()
+	time.Sleep(20 * time.Millisecond)
+	_ = cmd.Wait()
+	if err := <-done; err != nil {
+		t.Errorf("waitPidsFree(zombie reaped after 20 ms) = %v", err)
+	}
+	if h, _, err := holderOf(pid); err != nil || h != pidFree {
+		t.Errorf("holderOf(reaped %d) = %d, %v, want free", pid, h, err)
+	}
+}

@@ -182,6 +182,13 @@ func (d *Dumper) seizeOne(t *task, tid int, pending *[]pendingStop) error {
 	}
 	// No PTRACE_O_EXITKILL: if crtools dies mid-dump the tree must carry on.
 	if err := ptrace.Seize(tid, 0); err != nil {
+		if errors.Is(err, unix.EPERM) && exitedOrExiting(t.pid, tid) {
+			// The kernel refuses to attach to a task that has exited
+			// (its exit_state is set: a zombie, or a thread being
+			// released) with EPERM, not ESRCH: in a tree that forks
+			// and exits this is a task that is gone, like ESRCH below.
+			err = fmt.Errorf("thread %d has exited: %w", tid, unix.ESRCH)
+		}
 		if errors.Is(err, unix.EPERM) {
 			if s, serr := proc.ReadStatus(tid); serr == nil && s.TracerPid != 0 {
 				who := describePid(tid)
@@ -206,6 +213,17 @@ func (d *Dumper) seizeOne(t *task, tid int, pending *[]pendingStop) error {
 	}
 	*pending = append(*pending, pendingStop{t, th})
 	return nil
+}
+
+// exitedOrExiting reports whether thread tid of pid is gone, a zombie, or
+// inside do_exit (PF_EXITING): a seize refused with EPERM then says that it
+// exited, not that crtools may not trace it.
+func exitedOrExiting(pid, tid int) bool {
+	st, err := proc.ReadTaskStat(pid, tid)
+	if err != nil {
+		return errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH)
+	}
+	return st.State == 'Z' || st.State == 'X' || st.IsExiting()
 }
 
 // finishStop waits for the stop of a thread seizeOne interrupted.

@@ -258,3 +258,49 @@ func TestHolderOf(t *testing.T) {
 		t.Errorf("holderOf(reaped %d) = %d, %v, want free", pid, h, err)
 	}
 }
+
+// TestWaitPidsFreeDying: a task killed a moment ago holds its PID while it
+// releases its memory in do_exit (state R, PF_EXITING), before it is a
+// zombie: restore waits for it as for a zombie, as it does after a dump
+// that kills its tree without waiting (engine/dump killAll).
+func TestWaitPidsFreeDying(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatalf("python3 (installed by .ci/run): %v", err)
+	}
+	// 64 MiB written: its exit_mm takes long enough to be seen (tens of
+	// ms here); it says when it is done.
+	cmd := exec.Command(py, "-c", `import os, time
+b = b"\x01" * (64 << 20)
+os.write(1, b"x")
+time.sleep(100)`)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	if _, err := out.Read(make([]byte, 1)); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("memory toucher %d did not start: %v", pid, err)
+	}
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if h, st, err := holderOf(pid); err != nil || h == pidLive {
+		t.Errorf("holderOf(pid %d just killed) = %d (%+v), %v, want dying or zombie", pid, h, st, err)
+	}
+	r := &restorer{log: zerolog.Nop()}
+	done := make(chan error, 1)
+	go func() { done <- r.waitPidsFree([]int{pid}) }()
+	// Reap it only once it is a zombie (as its parent would).
+	var info unix.Siginfo
+	_ = unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+	_ = cmd.Wait()
+	if err := <-done; err != nil {
+		t.Errorf("waitPidsFree(pid %d killed) = %v, want it to wait until the PID is free", pid, err)
+	}
+}

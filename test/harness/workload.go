@@ -331,8 +331,8 @@ func (w *Workload) signalAndRead(sig unix.Signal, timeout time.Duration) (Result
 		}
 		if time.Now().After(deadline) {
 			st, _ := procState(w.Pid)
-			return Result{}, fmt.Errorf("workload %s (pid %d, state %q) gave no result %v after %v\n%s",
-				name, w.Pid, st, sig, timeout, w.Output())
+			return Result{}, fmt.Errorf("workload %s (pid %d, state %q) gave no result %v after %v\n%s%s",
+				name, w.Pid, st, sig, timeout, threadsReport(w.Pid), w.Output())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -381,4 +381,36 @@ func (w *Workload) Progress() uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.progress
+}
+
+// threadsReport describes every thread of pid (state, syscall, pending
+// and blocked signals) for a workload that did not answer: it tells a
+// signal that went nowhere from a thread that never ran.
+func threadsReport(pid int) string {
+	tids, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, e := range tids {
+		dir := fmt.Sprintf("/proc/%d/task/%s", pid, e.Name())
+		st, _ := procState(pid)
+		if s, err := os.ReadFile(dir + "/stat"); err == nil {
+			if i := strings.LastIndexByte(string(s), ')'); i >= 0 && i+2 < len(s) {
+				st = s[i+2]
+			}
+		}
+		sc, _ := os.ReadFile(dir + "/syscall")
+		fmt.Fprintf(&b, "thread %s: state %c syscall %s", e.Name(), st, strings.Fields(string(sc) + " ?")[0])
+		status, _ := os.ReadFile(dir + "/status")
+		for _, l := range strings.Split(string(status), "\n") {
+			for _, k := range []string{"SigPnd:", "ShdPnd:", "SigBlk:", "SigIgn:", "SigCgt:"} {
+				if strings.HasPrefix(l, k) {
+					fmt.Fprintf(&b, " %s", strings.Join(strings.Fields(l), " "))
+				}
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }

@@ -210,6 +210,21 @@ int main(int argc, char **argv)
 	if (sigaction(SIGTRAP, &sa, NULL))
 		crt_die("sigaction SIGTRAP");
 
+	/*
+	 * The verify signals are for the main thread only. A new thread
+	 * starts with its creator's mask: block them before creating the
+	 * workers, or a worker not yet scheduled (a loaded host) has them
+	 * unblocked until its own pthread_sigmask, and a verify sent in that
+	 * window may be taken by it: its handler sets the flag, but the main
+	 * thread sleeps on in pause() and never reports.
+	 */
+	sigset_t verify_sigs;
+
+	sigemptyset(&verify_sigs);
+	sigaddset(&verify_sigs, SIGUSR1);
+	sigaddset(&verify_sigs, SIGUSR2);
+	if (pthread_sigmask(SIG_BLOCK, &verify_sigs, NULL))
+		crt_die("block the verify signals");
 	for (int i = 0; i < 2; i++) {
 		workers[i].id = i + 1;
 		sigemptyset(&workers[i].mask);

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -184,20 +185,11 @@ func (r *restorer) laneOK(pr *proc, holders map[uint32][]*taskImage) bool {
 			return false // a special file (special.go) or unknown
 		}
 		h := holders[fi.GetId()]
-		if len(h) > 1 && !containsTask(h, root) {
+		if len(h) > 1 && !slices.Contains(h, root) {
 			return false // another task could be its first restorer
 		}
 	}
 	return true
-}
-
-func containsTask(ts []*taskImage, t *taskImage) bool {
-	for _, x := range ts {
-		if x == t {
-			return true
-		}
-	}
-	return false
 }
 
 // parkLane readies the puppets of l's pool for the hand-over and lets

@@ -26,9 +26,6 @@ const (
 	taskStopped = 3
 )
 
-// pfExiting is the PF_EXITING task flag (stat field 9).
-const pfExiting = 0x00000004
-
 // Task flags kept in TaskCoreEntry.flags (PF_FORKNOEXEC, PF_RANDOMIZE).
 const keptTaskFlags = 0x00000040 | 0x00400000
 
@@ -463,7 +460,7 @@ func (d *Dumper) collectState(s *dumpState, t *task) (*collecting, error) {
 	// cannot stop, and its namespaces and files are going away) is
 	// dumped as the zombie it is about to become; its exit code is set
 	// already.
-	if (st.State == 'Z' || st.Flags&pfExiting != 0) && t.parent != nil {
+	if (st.State == 'Z' || st.IsExiting()) && t.parent != nil {
 		t.zombie, t.exitCode = true, st.ExitCode
 	}
 	ppid := uint32(0)

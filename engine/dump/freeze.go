@@ -223,7 +223,7 @@ func exitedOrExiting(pid, tid int) bool {
 	if err != nil {
 		return errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH)
 	}
-	return st.State == 'Z' || st.State == 'X' || st.IsExiting()
+	return st.Exited() || st.IsExiting()
 }
 
 // finishStop waits for the stop of a thread seizeOne interrupted.

@@ -52,6 +52,10 @@ func (s *Stat) IsKernelThread() bool { return s.Flags&PF_KTHREAD != 0 }
 // IsExiting reports whether the task is inside do_exit (PF_EXITING).
 func (s *Stat) IsExiting() bool { return s.Flags&PF_EXITING != 0 }
 
+// Exited reports whether the task has exited: a zombie (Z) or being
+// released (X).
+func (s *Stat) Exited() bool { return s.State == 'Z' || s.State == 'X' }
+
 // ParseStat parses the contents of a stat file. The comm may hold any byte
 // including spaces and parentheses, so it ends at the LAST ')' of the line.
 func ParseStat(data []byte) (*Stat, error) {

@@ -73,7 +73,7 @@ const sigkillBit = 1 << (unix.SIGKILL - 1)
 // blocked nor ignored, so a task with one pending dies too.
 func classifyHolder(st *procfs.Stat, status func() (*procfs.Status, error)) pidHolder {
 	switch {
-	case st.State == 'Z' || st.State == 'X':
+	case st.Exited():
 		return pidZombie
 	case st.IsExiting():
 		return pidDying

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"sort"
-	"strings"
 	"syscall"
 	"time"
 
@@ -132,20 +131,6 @@ func (r *restorer) waitPidsFree(pids []int) error {
 		}
 	}
 	return nil
-}
-
-// pidState returns the state letter and comm of /proc/PID/stat.
-func pidState(pid int) (string, string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "", "", err
-	}
-	s := string(b)
-	open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if open < 0 || close < open || len(s) < close+3 {
-		return "", "", fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	return s[close+2 : close+3], s[open+1 : close], nil
 }
 
 // startFirstPuppet starts the first puppet and gives it the trampoline.
@@ -338,7 +323,10 @@ func (p *puppet) clone1(flags, exitSignal uint64, tid int) (*puppet, error) {
 	ret, err := p.result(unix.SYS_CLONE3)
 	if err != nil {
 		if isErrno(err, unix.EEXIST) {
-			_, comm, _ := pidState(tid)
+			var comm string
+			if st, serr := procfs.ReadStat(tid); serr == nil {
+				comm = st.Comm
+			}
 			return nil, &PidInUseError{Pid: tid, Comm: comm}
 		}
 		return nil, kernel.IfMissing("clone3-set_tid", fmt.Errorf("clone3 task %d in puppet %d: %w", tid, p.pid, err))
@@ -628,10 +616,10 @@ func (r *restorer) waitStopped() {
 		for {
 			// threads[0].pid: the pid in crtools' namespace (the
 			// image pid differs when restoring into a new pid namespace).
-			state, _, err := pidState(pr.threads[0].pid)
-			if err != nil || state == "T" || time.Now().After(deadline) {
-				if err == nil && state != "T" {
-					r.log.Debug().Int("pid", pr.threads[0].pid).Str("state", state).Msg("restored stopped task not stopped yet")
+			st, err := procfs.ReadStat(pr.threads[0].pid)
+			if err != nil || st.State == 'T' || time.Now().After(deadline) {
+				if err == nil && st.State != 'T' {
+					r.log.Debug().Int("pid", pr.threads[0].pid).Str("state", string(st.State)).Msg("restored stopped task not stopped yet")
 				}
 				break
 			}

@@ -86,6 +86,27 @@ func testLog(t testing.TB) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 }
 
+// collected returns a dumper of opts whose tree is frozen and collected;
+// the test fails, with the tree resumed, if either phase fails. The dumper
+// is closed when the test ends.
+func collected(t testing.TB, opts engine.DumpOptions) *Dumper {
+	t.Helper()
+	d, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	ctx := context.Background()
+	if err := d.Freeze(ctx); err != nil {
+		t.Fatalf("freeze: %v", err)
+	}
+	if err := d.Collect(ctx); err != nil {
+		d.Resume()
+		t.Fatalf("collect: %v", err)
+	}
+	return d
+}
+
 // dumpPid runs every phase of a dump of pid into dir and finishes with mode.
 func dumpPid(t testing.TB, pid int, dir string, mode engine.FinishMode) (Timings, error) {
 	d, err := New(engine.DumpOptions{Pid: pid, Log: testLog(t)})

@@ -52,24 +52,14 @@ func TestKeptBatchUnmapped(t *testing.T) {
 				return string(b)
 			}
 			before := maps()
-			d, err := New(engine.DumpOptions{Pid: pid, Log: testLog(t), KillAtFinish: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer d.Close()
+			d := collected(t, engine.DumpOptions{Pid: pid, Log: testLog(t), KillAtFinish: true})
 			ctx := context.Background()
-			if err := d.Freeze(ctx); err != nil {
-				t.Fatalf("freeze: %v", err)
-			}
-			if err := d.Collect(ctx); err != nil {
-				d.Resume()
-				t.Fatalf("collect: %v", err)
-			}
 			// The batch is a code page (r-x) and its tables (rw-): two
 			// mappings.
 			if n, m := strings.Count(before, "\n"), strings.Count(maps(), "\n"); m != n+2 {
 				t.Errorf("frozen after collect: %d mappings, want the %d of before and the batch's two", m, n)
 			}
+			var err error
 			switch finish {
 			case "resume":
 				err = d.Resume()

@@ -92,19 +92,8 @@ func TestFinishKillLetsGo(t *testing.T) {
 	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
 
 	dir := t.TempDir()
-	d, err := New(engine.DumpOptions{Pid: child, Log: testLog(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := collected(t, engine.DumpOptions{Pid: child, Log: testLog(t)})
 	ctx := context.Background()
-	if err := d.Freeze(ctx); err != nil {
-		t.Fatalf("freeze: %v", err)
-	}
-	if err := d.Collect(ctx); err != nil {
-		d.Resume()
-		t.Fatalf("collect: %v", err)
-	}
 	if err := d.WriteImages(ctx, dir); err != nil {
 		d.Resume()
 		t.Fatalf("write images: %v", err)

@@ -202,20 +202,8 @@ func TestWriteImagesMetaFails(t *testing.T) {
 	if err := os.Mkdir(image.Inventory.Path(dir, 0), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(engine.DumpOptions{Pid: pid, Log: testLog(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	ctx := context.Background()
-	if err := d.Freeze(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Collect(ctx); err != nil {
-		d.Resume()
-		t.Fatal(err)
-	}
-	err = d.WriteImages(ctx, dir)
+	d := collected(t, engine.DumpOptions{Pid: pid, Log: testLog(t)})
+	err := d.WriteImages(context.Background(), dir)
 	if rerr := d.Resume(); rerr != nil {
 		t.Errorf("resume: %v", rerr)
 	}

@@ -248,12 +248,17 @@ func appendTextLineFlat(dst, p []byte, fields []logField) (_ []byte, _ []logFiel
 	}
 	// Sorted by key; of repeated keys the last one counts, as in a map.
 	slices.SortStableFunc(fields, func(a, b logField) int { return bytes.Compare(a.key, b.key) })
+	kept := fields[:0] // in place: each write is at or before the field read
+	for i := range fields {
+		if i+1 < len(fields) && bytes.Equal(fields[i+1].key, fields[i].key) {
+			continue
+		}
+		kept = append(kept, fields[i])
+	}
+	fields = kept
 	var ts, level, msg *logField
 	for i := range fields {
 		f := &fields[i]
-		if i+1 < len(fields) && bytes.Equal(fields[i+1].key, f.key) {
-			continue
-		}
 		switch string(f.key) {
 		case "t":
 			ts = f
@@ -281,9 +286,6 @@ func appendTextLineFlat(dst, p []byte, fields []logField) (_ []byte, _ []logFiel
 	}
 	for i := range fields {
 		f := &fields[i]
-		if i+1 < len(fields) && bytes.Equal(fields[i+1].key, f.key) {
-			continue
-		}
 		switch string(f.key) {
 		case "t", "level", "message":
 			continue

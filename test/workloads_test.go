@@ -55,6 +55,8 @@ func TestWorkloadsPlain(t *testing.T) {
 		{"threads.c", []string{"64"}},
 		{"tree.c", nil},
 		{"forkstorm.c", nil},
+		{"leaderexit.c", []string{"self"}},
+		{"leaderexit.c", []string{"child"}},
 	}
 	for _, c := range cases {
 		name := c.src

@@ -461,6 +461,9 @@ func (d *Dumper) collectState(s *dumpState, t *task) (*collecting, error) {
 	// dumped as the zombie it is about to become; its exit code is set
 	// already.
 	if (st.State == 'Z' || st.IsExiting()) && t.parent != nil {
+		if err := refuseLeaderExited(pid, st.Comm); err != nil {
+			return nil, err
+		}
 		t.zombie, t.exitCode = true, st.ExitCode
 	}
 	ppid := uint32(0)

@@ -164,6 +164,9 @@ func checkRoot(pid int) error {
 		return fmt.Errorf("pid 1 (%s) is the init process of crtools' PID namespace; it cannot be dumped from inside that namespace", st.Comm)
 	}
 	if st.State == 'Z' {
+		if err := refuseLeaderExited(pid, st.Comm); err != nil {
+			return err
+		}
 		return fmt.Errorf("pid %d (%s) is a zombie; there is nothing to dump", pid, st.Comm)
 	}
 	status, err := proc.ReadStatus(pid)

@@ -170,6 +170,9 @@ func (d *Dumper) seizeOne(t *task, tid int, pending *[]pendingStop) error {
 			return fmt.Errorf("pid %d (%s) is a kernel thread; kernel threads cannot be dumped", t.pid, st.Comm)
 		}
 		if st.State == 'Z' {
+			if err := refuseLeaderExited(t.pid, st.Comm); err != nil {
+				return err
+			}
 			t.zombie, t.exitCode = true, st.ExitCode
 			t.ppid, t.pgid, t.sid = st.Ppid, st.Pgrp, st.Session
 			return nil

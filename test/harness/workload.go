@@ -138,8 +138,21 @@ func (w *Workload) Kill() {
 // its environment names this workload's result file.
 func (w *Workload) owns(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-	if err != nil {
-		return false // gone, or a zombie: nothing to kill
+	if err != nil || len(b) == 0 {
+		// Gone, or a zombie: nothing to kill. Or a process whose main
+		// thread exited (its leader a zombie) while others run: ask
+		// those.
+		b = nil
+		tids, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, e := range tids {
+			if tb, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/environ", pid, e.Name())); err == nil && len(tb) > 0 {
+				b = tb
+				break
+			}
+		}
+		if b == nil {
+			return false
+		}
 	}
 	want := "CRT_RESULT=" + w.ResultPath
 	for _, kv := range strings.Split(string(b), "\x00") {

@@ -195,6 +195,14 @@ func (r *restorer) laneOK(pr *proc, holders map[uint32][]*taskImage) bool {
 // parkLane readies the puppets of l's pool for the hand-over and lets
 // them go: each waits in pause() with every signal blocked, and dies with
 // its parent.
+//
+// The parent-death signal is set while the puppet is still traced: set
+// after the detach (it once was, in the batch that then paused), a crtools
+// killed in between would take the parent along (PTRACE_O_EXITKILL) before
+// the puppet asked to die with it, and leave it asleep in pause() forever.
+// The calls are started in every puppet before the first is waited for.
+// queueThread later sets the dumped parent-death signal, also when it is
+// none (pdeathKill).
 // Preconditions: on the main tracer thread; every puppet of l is stopped.
 func (r *restorer) parkLane(l *lane) error {
 	for _, pr := range l.pool.procs {
@@ -208,24 +216,33 @@ func (r *restorer) parkLane(l *lane) error {
 		if err := ptrace.SetSigmask(p.pid, ^uint64(0)); err != nil {
 			return err
 		}
-		// Through the batch code: PR_SET_PDEATHSIG(SIGKILL), so that
-		// the parked puppet dies with its parent (a puppet that dies
-		// with crtools, PTRACE_O_EXITKILL), then pause(), which never
-		// returns (queueThread sets the dumped parent-death signal).
-		table := ptrace.BatchTable([]ptrace.BatchCall{
-			{Nr: unix.SYS_PRCTL, Args: [6]uintptr{unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL)}},
-			{Nr: unix.SYS_PAUSE},
-		})
-		tableAddr := r.tramp.scratch + r.tramp.scratchSize
-		if err := writePlain(p.pid, tableAddr, table); err != nil { // puppet.go
+		if err := p.prepare(unix.SYS_PRCTL, []uint64{unix.PR_SET_PDEATHSIG, uint64(unix.SIGKILL)}); err != nil {
 			return fmt.Errorf("hand task %d over: %w", p.pid, err)
 		}
-		regs := p.regs
-		ptrace.PointAtBatch(&regs, uintptr(r.tramp.addr+batchCodeOff), uintptr(tableAddr), 2)
-		if err := ptrace.SetRegs(p.pid, &regs); err != nil {
-			return err
+		p.atTrap = false
+		if err := ptrace.Cont(p.pid, 0); err != nil {
+			return fmt.Errorf("hand task %d over: %w", p.pid, err)
+		}
+	}
+	for _, pr := range l.pool.procs {
+		p := pr.threads[0]
+		if _, err := p.waitTrap(); err != nil {
+			return fmt.Errorf("hand task %d over: set parent-death signal: %w", p.pid, err)
+		}
+		p.atTrap = true
+		if _, err := p.result(unix.SYS_PRCTL); err != nil {
+			return fmt.Errorf("hand task %d over: set parent-death signal: %w", p.pid, err)
 		}
 		p.pdeathKill = true
+		// pause() never returns: every signal is blocked.
+		if err := p.prepare(unix.SYS_PAUSE, nil); err != nil {
+			return fmt.Errorf("hand task %d over: %w", p.pid, err)
+		}
+		if parkHook != nil {
+			if err := parkHook(p); err != nil {
+				return err
+			}
+		}
 		if err := ptrace.Detach(p.pid, 0); err != nil {
 			return fmt.Errorf("hand task %d over: %w", p.pid, err)
 		}
@@ -233,6 +250,10 @@ func (r *restorer) parkLane(l *lane) error {
 	}
 	return nil
 }
+
+// parkHook, when set (by tests only), sees each puppet parkLane hands over
+// just before the detach, stopped with its registers set for pause().
+var parkHook func(p *puppet) error
 
 // adopt seizes pr's parked puppet for lane l, stops it and pins it to
 // l's CPU.

@@ -96,7 +96,10 @@ type RestoreOptions struct {
 	Log zerolog.Logger
 	// PidLog, if set, gives the logger for work on one process
 	// (--log-pid); nil: use Log.
-	PidLog   func(pid int) zerolog.Logger
+	PidLog func(pid int) zerolog.Logger
+	// Progress, if set, is called now and then while memory is copied.
+	// It may be called from several goroutines at once, and a call may
+	// report less done than one before it.
 	Progress func(done, total int64)
 }
 

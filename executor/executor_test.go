@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -746,6 +747,41 @@ func TestProgressLine(t *testing.T) {
 		"\r\x1b[K[7/12] write-images\r\x1b[K[7/12] write-images 3 MiB\r\x1b[K"
 	if b.String() != want {
 		t.Errorf("got %q\nwant %q", b.String(), want)
+	}
+}
+
+// TestProgressLineConcurrent: a restore's two lanes report memory from two
+// goroutines at once, not always in order: the line never goes back and
+// ends at 100% (run with -race).
+func TestProgressLineConcurrent(t *testing.T) {
+	var b strings.Builder
+	p := &progress{w: &b, total: 12}
+	p.step(8, "restore-state")
+	const total = 100 << 20
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 25 {
+				p.bytes(done.Add(1<<20), total)
+			}
+		})
+	}
+	wg.Wait()
+	p.bytes(40<<20, total) // late and behind: not drawn
+	last := -1
+	for _, f := range strings.Split(b.String(), "\r\x1b[K")[2:] {
+		var pct int
+		if _, err := fmt.Sscanf(f, "[8/12] restore-state %d%%", &pct); err != nil {
+			t.Fatalf("line %q: %v", f, err)
+		}
+		if pct <= last {
+			t.Errorf("progress went from %d%% to %d%%", last, pct)
+		}
+		last = pct
+	}
+	if last != 100 {
+		t.Errorf("last percentage drawn %d, want 100", last)
 	}
 }
 

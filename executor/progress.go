@@ -24,13 +24,14 @@ func (p *progress) step(i int, name string) {
 	fmt.Fprintf(p.w, "\r\x1b[K[%d/%d] %s", i, p.total, name)
 }
 
-// bytes is the engine's Progress callback; total may be 0 (unknown).
+// bytes is the engine's Progress callback; total may be 0 (unknown). Safe
+// for concurrent use; the line never goes back within a step.
 func (p *progress) bytes(done, total int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if total <= 0 {
 		mib := int(done >> 20)
-		if mib == p.last {
+		if mib <= p.last {
 			return
 		}
 		p.last = mib
@@ -38,7 +39,9 @@ func (p *progress) bytes(done, total int64) {
 		return
 	}
 	pct := int(done * 100 / total)
-	if pct == p.last {
+	if pct <= p.last {
+		// Equal, or behind: a restore's two lanes report from two
+		// goroutines, not always in order.
 		return
 	}
 	p.last = pct

@@ -81,12 +81,11 @@ func (q *procPool) take() *proc {
 const minLaneProcs = 4
 
 // planLane picks the processes of the second lane, or returns nil when
-// there is none: fewer than two CPUs, progress reports (one counter),
-// namespaces, file locks. Loggers are safe for concurrent use (crtools'
-// are zerolog.SyncWriter's, per-pid ones made under a lock).
+// there is none: fewer than two CPUs, namespaces, file locks. Loggers are
+// safe for concurrent use (crtools' are zerolog.SyncWriter's, per-pid ones
+// made under a lock), and so is the progress count (addFilled).
 func (r *restorer) planLane() *lane {
-	if r.origMask == nil || runtime.GOMAXPROCS(0) < 2 || r.opts.Progress != nil ||
-		r.opts.ShellJob || r.nsCloneFlags() != 0 || r.anyLocks() {
+	if r.origMask == nil || runtime.GOMAXPROCS(0) < 2 || r.opts.ShellJob || r.nsCloneFlags() != 0 || r.anyLocks() {
 		return nil
 	}
 	// The second CPU of crtools' mask (pin took the first).

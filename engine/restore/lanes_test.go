@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,5 +76,41 @@ func TestParkLanePdeathsigBeforeDetach(t *testing.T) {
 		if !strings.Contains(string(st), want) {
 			t.Errorf("parked puppet's status lacks %q:\n%s", strings.TrimSpace(want), st)
 		}
+	}
+}
+
+// TestAddFilledConcurrent: the progress count of memory filled is added to
+// by both lanes' page copies at once (the second lane runs with a progress
+// bar): no addition is lost, and every report is within the total (run
+// with -race).
+func TestAddFilledConcurrent(t *testing.T) {
+	const workers, adds, chunk = 8, 2000, 4096
+	var reports, maxDone atomic.Int64
+	r := &restorer{fillTotal: workers * adds * chunk}
+	r.opts.Progress = func(done, total int64) {
+		reports.Add(1)
+		if done <= 0 || done > total {
+			t.Errorf("progress %d of %d", done, total)
+		}
+		for m := maxDone.Load(); done > m && !maxDone.CompareAndSwap(m, done); m = maxDone.Load() {
+		}
+	}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range adds {
+				r.addFilled(chunk)
+			}
+		})
+	}
+	wg.Wait()
+	if got := r.fillDone.Load(); got != r.fillTotal {
+		t.Errorf("filled %d bytes in all, want %d", got, r.fillTotal)
+	}
+	if got := maxDone.Load(); got != r.fillTotal {
+		t.Errorf("highest progress reported %d, want %d", got, r.fillTotal)
+	}
+	if got := reports.Load(); got != workers*adds {
+		t.Errorf("%d progress reports, want %d", got, workers*adds)
 	}
 }

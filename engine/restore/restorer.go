@@ -60,8 +60,10 @@ type restorer struct {
 	// network namespace; Kill deletes them.
 	netLinks []string
 
-	// Memory filled so far and in all, for opts.Progress.
-	fillDone, fillTotal int64
+	// Memory filled so far and in all, for opts.Progress. Both lanes
+	// (lanes.go) and their page-copy goroutines add to fillDone.
+	fillDone  atomic.Int64
+	fillTotal int64
 
 	// initial is what every puppet has when RestoreState starts, read
 	// from the first one restored (state.go).
@@ -71,9 +73,10 @@ type restorer struct {
 }
 
 // addFilled counts n more bytes of memory filled and reports progress.
+// Safe for concurrent use; reports may arrive out of order (see
+// engine.RestoreOptions.Progress).
 func (r *restorer) addFilled(n int64) {
-	r.fillDone += n
-	r.opts.Progress(r.fillDone, r.fillTotal)
+	r.opts.Progress(r.fillDone.Add(n), r.fillTotal)
 }
 
 // proc is one restored process: its image and a puppet per thread.
@@ -375,7 +378,8 @@ func (r *restorer) procOf(t *taskImage) *proc {
 
 func (r *restorer) RestoreState(ctx context.Context) error {
 	if r.opts.Progress != nil {
-		r.fillDone, r.fillTotal = 0, 0
+		r.fillDone.Store(0)
+		r.fillTotal = 0
 		for _, pr := range r.procs {
 			if !pr.t.dead() && pr.t.pagemap != nil {
 				r.fillTotal += pr.t.pagemap.PagesSize

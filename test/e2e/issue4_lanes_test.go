@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/test/harness"
 )
@@ -115,4 +119,58 @@ func noTreeTaskLeft(t *testing.T, pids []int) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestIssue4LanesProgressBar: with a progress bar (stderr a terminal and
+// -v 1 or more) restore still uses the second lane, whose page copies add
+// to the bar's count at the same time as the main lane's; the bar is drawn
+// and the restored tree checks itself as in TestIssue4Lanes.
+func TestIssue4LanesProgressBar(t *testing.T) {
+	harness.RequireRoot(t)
+	rp := harness.Subreaper()
+	w := harness.StartWorkload(t, harness.BuildC(t, "lanes.c"), "12")
+	w.MustReady(30 * time.Second)
+	w.MustVerify(10 * time.Second)
+	before := snapTree(t, w.Pid)
+	dir := dumpKill(t, w)
+	for pid := range before {
+		rp.Forget(pid)
+	}
+	master, slavePath := harness.OpenPty(t)
+	slave, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bar bytes.Buffer
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		_, _ = io.Copy(&bar, master) // ends with EIO once the slave is closed
+	}()
+	logFile := filepath.Join(w.Dir, "restore.log")
+	cmd := exec.Command(harness.BuildCrtools(t), "restore", "-D", dir, "-d", "-v", "2", "-o", logFile)
+	cmd.Stdout, cmd.Stderr = slave, slave
+	start := time.Now()
+	err = cmd.Run()
+	t.Logf("restore took %v", time.Since(start))
+	slave.Close()
+	select {
+	case <-drained:
+	case <-time.After(10 * time.Second):
+		t.Error("terminal output not drained")
+	}
+	if err != nil {
+		t.Fatalf("restore with a progress bar: %v\n%s\n%s", err, bar.String(), lastLines(readLog(w, "restore.log"), 30))
+	}
+	if !strings.Contains(bar.String(), "\r\x1b[K[") || !strings.Contains(bar.String(), "%") {
+		t.Errorf("no progress bar with memory percentage on the terminal: %q", bar.String())
+	}
+	log := readLog(w, "restore.log")
+	if runtime.NumCPU() >= 2 && !strings.Contains(log, "second tracer restores processes") {
+		t.Errorf("restore with a progress bar used one tracer on %d CPUs; its log:\n%s", runtime.NumCPU(), lastLines(log, 30))
+	}
+	after := snapTree(t, w.Pid)
+	compareSnaps(t, before, after, false)
+	verifyRestored(t, w)
+	waitExit(t, rp, w.Pid, 0)
 }

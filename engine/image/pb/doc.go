@@ -44,9 +44,14 @@
 // every kind of image does not register, and test/e2e that whole dumps and
 // restores do not (the executor logs it at -v 2).
 //
+// Freshness without protoc: lazyreg last writes generated.sha256, the sums
+// of every .proto file and of every file go generate wrote; TestGeneratedFresh
+// recomputes them, so a .proto changed without `go generate` fails the tests
+// even where protoc and its plugins are missing (CI has no plugins).
+//
 // Only engine/image should build entries from these types directly; the rest
 // of crtools goes through that package.
 package pb
 
 //go:generate sh -c "protoc -I ../../../schemas/images --go_out=. --go_opt=paths=source_relative --go-vtproto_out=. --go-vtproto_opt=paths=source_relative,features=marshal+unmarshal+size ../../../schemas/images/*.proto"
-//go:generate go run ./internal/lazyreg
+//go:generate go run ./internal/lazyreg ../../../schemas/images

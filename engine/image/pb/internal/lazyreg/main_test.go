@@ -1,6 +1,10 @@
 package main
 
 import (
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -71,5 +75,42 @@ func TestProcess(t *testing.T) {
 		if _, _, err := process([]byte(bad)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// TestWriteStamp: the stamp lists every .proto file of the given directory
+// and every generated file of the current one, sorted, with their SHA-256
+// in sha256sum's format.
+func TestWriteStamp(t *testing.T) {
+	root := t.TempDir()
+	protos := filepath.Join(root, "protos")
+	gen := filepath.Join(root, "pb")
+	for dir, files := range map[string][]string{protos: {"b.proto", "a.proto", "notes.txt"}, gen: {"a.pb.go", "a_vtproto.pb.go", "lazyreg.gen.go", "doc.go"}} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if err := os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Chdir(gen)
+	if err := writeStamp("../protos", StampFile); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(StampFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want strings.Builder
+	for _, p := range []string{"../protos/a.proto", "../protos/b.proto", "a.pb.go", "a_vtproto.pb.go", "lazyreg.gen.go"} {
+		fmt.Fprintf(&want, "%x  %s\n", sha256.Sum256([]byte(filepath.Base(p))), p)
+	}
+	if string(b) != want.String() {
+		t.Errorf("stamp:\n%s\nwant:\n%s", b, want.String())
+	}
+	if err := writeStamp(gen, StampFile); err == nil {
+		t.Error("a directory without .proto files made a stamp")
 	}
 }

@@ -139,22 +139,12 @@ func load(dir string) (*imageSet, error) {
 // load reads the images of task t. The mm, fs and fd images go through
 // cache: tasks forked from one program share their decoded content.
 func (t *taskImage) load(dir string, cache *imageCache) error {
-	for _, tid := range t.tids {
-		c := &pb.CoreEntry{}
-		if err := image.ReadOne(dir, image.Core, uint64(tid), c); err != nil {
-			return fmt.Errorf("read core of task %d: %w", tid, err)
-		}
-		if tid == t.pid && c.GetTc().GetTaskState() == taskDead {
-			t.cores[tid] = c // a zombie has nothing but its exit code
-			continue
-		}
-		if c.GetMtype() != pb.CoreEntry_X86_64 || c.GetThreadInfo() == nil || c.GetThreadInfo().GetGpregs() == nil {
-			return fmt.Errorf("read core of task %d: not an x86-64 task with registers", tid)
-		}
-		if m := c.GetThreadInfo().GetGpregs().GetMode(); m != pb.UserX86RegsMode_NATIVE {
-			return fmt.Errorf("read core of task %d: 32-bit (compat) tasks are not supported", tid)
-		}
-		t.cores[tid] = c
+	cores, err := readCores(dir, t.pid, t.tids)
+	if err != nil {
+		return err
+	}
+	for i, tid := range t.tids {
+		t.cores[tid] = cores[i]
 	}
 	core := t.core()
 	if core.GetTc() == nil {
@@ -203,6 +193,62 @@ func (t *taskImage) load(dir string, cache *imageCache) error {
 		}
 	}
 	return nil
+}
+
+// parallelCores is the number of threads from which a task's core images
+// are read on two goroutines.
+const parallelCores = 8
+
+// readCores reads and checks the core image of each of tids, the threads
+// of task pid (pid first). A many-threaded task's are read half on another
+// goroutine: each is an open, a read and a decode (some 100 us here, most
+// of it decoding the registers and xstate), one after the other the
+// larger part of loading a 50-thread process, with the other CPU idle.
+func readCores(dir string, pid int, tids []int) ([]*pb.CoreEntry, error) {
+	cores := make([]*pb.CoreEntry, len(tids))
+	errs := make([]error, len(tids))
+	read := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			cores[i], errs[i] = readCore(dir, pid, tids[i])
+		}
+	}
+	if len(tids) < parallelCores {
+		read(0, len(tids))
+	} else {
+		half := len(tids) / 2
+		done := make(chan struct{})
+		go func() {
+			read(half, len(tids))
+			close(done)
+		}()
+		read(0, half)
+		<-done
+	}
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return cores, nil
+}
+
+// readCore reads the core image of thread tid of task pid and checks that
+// it is one crtools restores.
+func readCore(dir string, pid, tid int) (*pb.CoreEntry, error) {
+	c := &pb.CoreEntry{}
+	if err := image.ReadOne(dir, image.Core, uint64(tid), c); err != nil {
+		return nil, fmt.Errorf("read core of task %d: %w", tid, err)
+	}
+	if tid == pid && c.GetTc().GetTaskState() == taskDead {
+		return c, nil // a zombie has nothing but its exit code
+	}
+	if c.GetMtype() != pb.CoreEntry_X86_64 || c.GetThreadInfo() == nil || c.GetThreadInfo().GetGpregs() == nil {
+		return nil, fmt.Errorf("read core of task %d: not an x86-64 task with registers", tid)
+	}
+	if m := c.GetThreadInfo().GetGpregs().GetMode(); m != pb.UserX86RegsMode_NATIVE {
+		return nil, fmt.Errorf("read core of task %d: 32-bit (compat) tasks are not supported", tid)
+	}
+	return c, nil
 }
 
 // checkPagesFile makes sure the pages file of pm holds every byte its runs

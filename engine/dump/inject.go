@@ -417,23 +417,25 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 		n := len(j.t.threads) - 1
 		j.ths, j.thBatch, j.thCalls = make([]*ptrace.Injector, n), make([]*ptrace.Batch, n), make([][]ptrace.BatchCall, n)
 		j.thBegun, j.thRun, j.thEnding = make([]bool, n), make([]bool, n), make([]bool, n)
-		for i, th := range j.t.threads[1:] {
-			in := j.leader.ForThread(th.tid)
-			j.ths[i] = in
-			if err := j.begin(in, i+1); err != nil {
-				return fmt.Errorf("begin injection into thread %d: %w", th.tid, err)
-			}
-			j.thBegun[i] = true
-			b, err := j.batch.Slot(i+1, in)
+		if err := j.beginThreads(); err != nil {
+			return err
+		}
+		for i := range j.t.threads[1:] {
+			b, err := j.batch.Slot(i+1, j.ths[i])
 			if err != nil {
 				return err
 			}
 			j.thBatch[i] = b
 			j.thCalls[i] = queryCalls(b, j.threadQs[i+1])
-			if err := b.Start(j.thCalls[i]); err != nil {
-				return fmt.Errorf("inject getters into thread %d: %w", th.tid, err)
-			}
+		}
+		// Every table in one write, every thread pointed at its batch,
+		// then all set going.
+		started, err := ptrace.StartAll(j.thBatch, j.thCalls)
+		for i := range started {
 			j.thRun[i] = true
+		}
+		if err != nil {
+			return fmt.Errorf("inject getters into the threads of pid %d: %w", j.t.pid, err)
 		}
 		return nil
 	})
@@ -540,6 +542,39 @@ func (j *injectJob) begin(in *ptrace.Injector, i int) error {
 		return in.BeginWith(r.regs, r.sigmask, r.rseq)
 	}
 	return in.Begin()
+}
+
+// beginThreads begins the injection into every thread of the job's task
+// but the leader (j.ths), from the registers read just before
+// (ptrace.BeginAllWith: their rseq_cs words in one read), or one by one
+// with Begin when there are none.
+func (j *injectJob) beginThreads() error {
+	ths := j.t.threads[1:]
+	for i, th := range ths {
+		j.ths[i] = j.leader.ForThread(th.tid)
+	}
+	if len(j.regs) < len(j.t.threads) {
+		for i, th := range ths {
+			if err := j.ths[i].Begin(); err != nil {
+				return fmt.Errorf("begin injection into thread %d: %w", th.tid, err)
+			}
+			j.thBegun[i] = true
+		}
+		return nil
+	}
+	regs, masks, rseqs := make([]ptrace.Regs, len(ths)), make([]uint64, len(ths)), make([]ptrace.RseqConfig, len(ths))
+	for i := range ths {
+		r := &j.regs[i+1]
+		regs[i], masks[i], rseqs[i] = r.regs, r.sigmask, r.rseq
+	}
+	n, err := ptrace.BeginAllWith(j.ths, regs, masks, rseqs)
+	for i := range n {
+		j.thBegun[i] = true
+	}
+	if err != nil {
+		return fmt.Errorf("begin injection into the threads of pid %d: %w", j.t.pid, err)
+	}
+	return nil
 }
 
 // eachJob runs step on every job and returns those that are still fine;

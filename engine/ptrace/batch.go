@@ -396,6 +396,151 @@ func (b *Batch) Finish() error {
 	return b.wait(calls, true)
 }
 
+// StartAll is Start of each batch bs[i] with calls[i], for batches in
+// threads of one process (Slot, or BatchOver in memory they share): their
+// tables and WriteWith data go in with one process_vm_writev instead of one
+// each, and every thread is pointed at its batch before the first is set
+// going, so that the tracer's requests are not slowed by threads already
+// running on the other CPU. It returns how many were started, bs[:n] (each
+// needs its Finish), and why the others were not.
+// Preconditions: caller is on the tracer thread; every thread is
+// ptrace-stopped.
+func StartAll(bs []*Batch, calls [][]BatchCall) (int, error) {
+	if len(bs) != len(calls) {
+		return 0, fmt.Errorf("start batches: %d batches, %d call lists", len(bs), len(calls))
+	}
+	var writes []memWrite
+	laid := make([]int, len(bs)) // the table's calls (with pre), 0: none
+	for i, b := range bs {
+		in := b.in
+		switch {
+		case b.addr == 0:
+			return 0, fmt.Errorf("run batch in task %d: batch closed", in.Tid)
+		case len(calls[i]) > b.maxCalls:
+			return 0, fmt.Errorf("run batch in task %d: %d calls, room for %d", in.Tid, len(calls[i]), b.maxCalls)
+		case in.session == nil:
+			return 0, fmt.Errorf("run batch in task %d: injection not begun", in.Tid)
+		case b.running != nil:
+			return 0, fmt.Errorf("run batch in task %d: a batch is still running", in.Tid)
+		case b.needCode:
+			// Its code goes in through /proc/PID/mem (setup).
+			return 0, fmt.Errorf("run batch in task %d: StartAll with a batch whose code is not written yet", in.Tid)
+		}
+		var err error
+		if writes, laid[i], err = b.layout(calls[i], writes); err != nil {
+			return 0, err
+		}
+	}
+	if len(bs) > 0 {
+		if err := writeMany(bs[0].in.Tid, writes); err != nil {
+			return 0, fmt.Errorf("run batches in task %d: %w", bs[0].in.Tid, err)
+		}
+	}
+	for i, b := range bs {
+		if laid[i] == 0 {
+			continue
+		}
+		if err := b.point(laid[i]); err != nil {
+			return 0, err
+		}
+	}
+	for i, b := range bs {
+		if len(calls[i]) == 0 {
+			b.running = []BatchCall{}
+			continue
+		}
+		if err := Cont(b.in.Tid, 0); err != nil {
+			return i, fmt.Errorf("run batch in task %d: %w", b.in.Tid, err)
+		}
+		b.running = calls[i]
+	}
+	return len(bs), nil
+}
+
+// memWrite is one write of writeMany.
+type memWrite struct {
+	addr uintptr
+	data []byte
+}
+
+// layout adds the writes of setup for calls (the table, with b's pre
+// calls ahead, and WriteWith's data) to writes, for a batch whose code is
+// in place. n is the number of table entries, 0 for no calls.
+func (b *Batch) layout(calls []BatchCall, writes []memWrite) (_ []memWrite, n int, err error) {
+	with, withAddr := b.with, b.withAddr
+	b.with, b.withAddr = nil, 0
+	if len(with) > 0 {
+		writes = append(writes, memWrite{withAddr, with})
+	}
+	if len(calls) == 0 {
+		return writes, 0, nil
+	}
+	b.npre = len(b.pre)
+	if b.npre > 0 {
+		calls = append(append([]BatchCall{}, b.pre...), calls...)
+	}
+	tableAddr := b.table - uintptr(b.npre*batchEntrySize)
+	return append(writes, memWrite{tableAddr, BatchTable(calls)}), len(calls), nil
+}
+
+// point points the task at the batch code and its table of n entries
+// (layout).
+func (b *Batch) point(n int) error {
+	in := b.in
+	r := in.session.regs
+	PointAtBatch(&r, b.addr, b.table-uintptr(b.npre*batchEntrySize), n)
+	if err := SetRegs(in.Tid, &r); err != nil {
+		return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+	}
+	in.Events = in.Events[:0]
+	in.trapped = true // the batch ends in its int3's SIGTRAP stop
+	return nil
+}
+
+// writeMany writes every w into pid's memory, with as few
+// process_vm_writev as IOV_MAX allows (through /proc/PID/mem, one by one,
+// if that fails).
+func writeMany(pid int, ws []memWrite) error {
+	const iovMax = 1024
+	for len(ws) > 0 {
+		part := ws[:min(len(ws), iovMax)]
+		ws = ws[len(part):]
+		local := make([]unix.Iovec, 0, len(part))
+		remote := make([]unix.RemoteIovec, 0, len(part))
+		total := 0
+		for _, w := range part {
+			if len(w.data) == 0 {
+				continue
+			}
+			l := unix.Iovec{Base: &w.data[0]}
+			l.SetLen(len(w.data))
+			local = append(local, l)
+			remote = append(remote, unix.RemoteIovec{Base: w.addr, Len: len(w.data)})
+			total += len(w.data)
+		}
+		if total == 0 {
+			continue
+		}
+		var n int
+		err := retry(func() (err error) {
+			n, err = unix.ProcessVMWritev(pid, local, remote, 0)
+			return err
+		})
+		if err == nil && n == total {
+			continue
+		}
+		for _, w := range part {
+			if len(w.data) == 0 {
+				continue
+			}
+			if _, err := WriteMem(pid, w.addr, w.data); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // setup writes the table of calls (and WriteWith's data) and points the
 // task at the code.
 func (b *Batch) setup(calls []BatchCall) error {

@@ -308,6 +308,67 @@ func (in *Injector) BeginWith(regs Regs, mask uint64, rseq RseqConfig) error {
 	return nil
 }
 
+// BeginAllWith is BeginWith of each of ins, threads of one process, with
+// regs[i], masks[i] and rseqs[i]: the rseq_cs words of all of them are read
+// with one process_vm_readv instead of one each (they share their memory).
+// It returns how many were begun, ins[:n] (each needs its End), and why the
+// others were not.
+// Preconditions: caller is on the tracer thread; every thread is
+// ptrace-stopped.
+func BeginAllWith(ins []*Injector, regs []Regs, masks []uint64, rseqs []RseqConfig) (int, error) {
+	if len(regs) != len(ins) || len(masks) != len(ins) || len(rseqs) != len(ins) {
+		return 0, fmt.Errorf("begin injections: %d injectors, %d registers, %d masks, %d rseqs", len(ins), len(regs), len(masks), len(rseqs))
+	}
+	ss := make([]*injectSession, len(ins))
+	var local []unix.Iovec
+	var remote []unix.RemoteIovec
+	var at []int // the session of each iovec
+	words := make([]byte, 8*len(ins))
+	for i, in := range ins {
+		if in.session != nil {
+			return 0, fmt.Errorf("begin injection into task %d: already begun", in.Tid)
+		}
+		ss[i] = &injectSession{regs: regs[i], mask: masks[i]}
+		if rseqs[i].RseqAbiPointer == 0 {
+			continue
+		}
+		l := unix.Iovec{Base: &words[8*i]}
+		l.SetLen(8)
+		local = append(local, l)
+		remote = append(remote, unix.RemoteIovec{Base: uintptr(rseqs[i].RseqAbiPointer) + rseqCsOffset, Len: 8})
+		at = append(at, i)
+	}
+	if len(at) > 0 {
+		var n int
+		err := retry(func() (err error) {
+			n, err = unix.ProcessVMReadv(ins[0].Tid, local, remote, 0)
+			return err
+		})
+		if err != nil {
+			n = 0
+		}
+		for k, i := range at {
+			if k >= n/8 {
+				// Not read together: alone, with saveRseqCs's errors.
+				if err := saveRseqCs(ins[i].Tid, rseqs[i], ss[i]); err != nil {
+					return 0, err
+				}
+				continue
+			}
+			if v := binary.LittleEndian.Uint64(words[8*i:]); v != 0 {
+				ss[i].rseqCsAddr, ss[i].rseqCs = uintptr(rseqs[i].RseqAbiPointer)+rseqCsOffset, v
+			}
+		}
+	}
+	for i, in := range ins {
+		if err := SetSigmask(in.Tid, injectMask); err != nil {
+			return i, err
+		}
+		in.session = ss[i]
+	}
+	return len(ins), nil
+}
+
 // Adopt starts an injection session without reading or changing anything
 // of the task (Begin costs four ptrace calls): regs are what batches start
 // from (segment selectors, flags). End must not be called. It is for a

@@ -381,21 +381,41 @@ type startedBatch struct {
 // of the same process with their own slot, threadSlot) before it collects
 // each with finishPending. A single queued call runs at once.
 func (p *puppet) startPending() error {
+	calls, pend, err := p.preparePending()
+	if err != nil || calls == nil {
+		return err
+	}
+	err = p.batch.Start(calls)
+	p.scratch = p.scratch[:0]
+	if err != nil {
+		p.fds = nil
+		return fmt.Errorf("%s (and %d more calls) in task %d: %w", pend[0].what, len(pend)-1, p.pid, err)
+	}
+	p.started = &startedBatch{pend: pend, calls: calls}
+	return nil
+}
+
+// preparePending is startPending up to the Start of the batch: it returns
+// the batch calls of the queued ones, pend, with the scratch data to
+// write along (WriteWith), or no calls when there is nothing to start
+// (p.started is then set: nothing queued, or a single call that ran at
+// once).
+func (p *puppet) preparePending() (calls []ptrace.BatchCall, pend []pendingCall, err error) {
 	if p.started != nil {
-		return fmt.Errorf("puppet %d: a batch is still running", p.pid)
+		return nil, nil, fmt.Errorf("puppet %d: a batch is still running", p.pid)
 	}
 	if len(p.pending) == 0 {
 		p.started = &startedBatch{done: true}
-		return nil
+		return nil, nil, nil
 	}
 	if err := p.born(); err != nil {
-		return err
+		return nil, nil, err
 	}
-	pend := p.pending
+	pend = p.pending
 	p.pending = nil
 	if len(pend) == 1 {
 		p.started = &startedBatch{done: true, err: p.runOne(pend[0])}
-		return nil
+		return nil, nil, nil
 	}
 	if p.batch == nil {
 		in := &ptrace.Injector{Tid: p.pid}
@@ -403,7 +423,7 @@ func (p *puppet) startPending() error {
 		// (startFirstPuppet).
 		b, err := in.BatchOver(uintptr(p.tr.addr+batchCodeOff), uintptr(p.tr.scratch+p.tr.scratchSize), p.tr.maxCalls())
 		if err != nil {
-			return fmt.Errorf("prepare batch in puppet %d: %w", p.pid, err)
+			return nil, nil, fmt.Errorf("prepare batch in puppet %d: %w", p.pid, err)
 		}
 		// One injection session for the puppet's life, adopted rather
 		// than begun: a batch begun and ended per run costs eight more
@@ -411,11 +431,11 @@ func (p *puppet) startPending() error {
 		// and nothing of a puppet's registers or mask needs to survive
 		// its batches (endProc and finishProc set them).
 		if err := in.Adopt(p.regs); err != nil {
-			return fmt.Errorf("prepare batch in puppet %d: %w", p.pid, err)
+			return nil, nil, fmt.Errorf("prepare batch in puppet %d: %w", p.pid, err)
 		}
 		p.batch = b
 	}
-	calls := make([]ptrace.BatchCall, len(pend))
+	calls = make([]ptrace.BatchCall, len(pend))
 	for i, c := range pend {
 		calls[i].Nr = uintptr(c.nr)
 		calls[i].MayFail = c.mayFail
@@ -429,14 +449,53 @@ func (p *puppet) startPending() error {
 	if len(p.scratch) > 0 {
 		p.batch.WriteWith(uintptr(p.tr.scratch), p.scratch)
 	}
-	err := p.batch.Start(calls)
-	p.scratch = p.scratch[:0]
-	if err != nil {
-		p.fds = nil
-		return fmt.Errorf("%s (and %d more calls) in task %d: %w", pend[0].what, len(pend)-1, p.pid, err)
+	return calls, pend, nil
+}
+
+// startPendingAll is startPending of every puppet of ths, threads of one
+// process each with its own slot of the trampoline (threadSlot): every
+// batch table goes in with one write, and every thread is set going once
+// all are ready (ptrace.StartAll). The puppets whose batch started
+// (p.started set) need finishPending, also when it fails.
+func startPendingAll(ths []*puppet) error {
+	var bs []*ptrace.Batch
+	var calls [][]ptrace.BatchCall
+	var pends [][]pendingCall
+	var ps []*puppet
+	var first error
+	for _, p := range ths {
+		c, pend, err := p.preparePending()
+		if err != nil {
+			first = err
+			break
+		}
+		if c == nil {
+			continue
+		}
+		bs, calls, pends, ps = append(bs, p.batch), append(calls, c), append(pends, pend), append(ps, p)
 	}
-	p.started = &startedBatch{pend: pend, calls: calls}
-	return nil
+	if first != nil {
+		// Nothing was written for the prepared ones: they start
+		// nothing, and their calls are dropped with the restore.
+		for _, p := range ps {
+			p.scratch, p.fds = p.scratch[:0], nil
+			p.batch.WriteWith(0, nil)
+		}
+		return first
+	}
+	n, err := ptrace.StartAll(bs, calls)
+	for i, p := range ps {
+		p.scratch = p.scratch[:0]
+		if i < n {
+			p.started = &startedBatch{pend: pends[i], calls: calls[i]}
+			continue
+		}
+		p.fds = nil
+		if i == n && err != nil {
+			err = fmt.Errorf("%s (and %d more calls) in task %d: %w", pends[i][0].what, len(pends[i])-1, p.pid, err)
+		}
+	}
+	return err
 }
 
 // finishPending waits for the batch of startPending and returns what

@@ -611,24 +611,36 @@ func restoreOtherThreads(pr *proc) error {
 			started = nil
 			return first
 		}
+		// Every thread's calls queued, then all batches set going at
+		// once: one write for every table (startPendingAll).
+		var queued []*puppet
+		unqueue := func() {
+			for _, th := range queued {
+				th.tr, th.batch, th.pending, th.scratch = tr, nil, nil, th.scratch[:0]
+			}
+		}
 		for i, th := range round {
 			if len(th.pending) > 0 || len(th.scratch) > 0 || th.started != nil {
-				_ = finish()
+				unqueue()
 				return fmt.Errorf("restore thread %d: calls queued before its own (a bug in crtools)", th.pid)
 			}
 			th.tr, th.batch = threadSlot(tr, i), nil
+			queued = append(queued, th)
 			if err := th.queueThread(t.cores[th.vpid], false); err != nil {
-				th.tr, th.pending, th.scratch = tr, nil, th.scratch[:0]
-				return errors.Join(err, finish())
+				unqueue()
+				return err
 			}
-			if err := th.startPending(); err != nil {
-				th.tr, th.batch = tr, nil
-				return errors.Join(err, finish())
-			}
-			started = append(started, th)
 		}
-		if err := finish(); err != nil {
-			return err
+		serr := startPendingAll(round)
+		for _, th := range round {
+			if th.started != nil {
+				started = append(started, th)
+			} else {
+				th.tr, th.batch = tr, nil
+			}
+		}
+		if err := finish(); err != nil || serr != nil {
+			return errors.Join(serr, err)
 		}
 	}
 	return nil

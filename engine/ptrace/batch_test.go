@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -356,5 +357,139 @@ func TestPipelined(t *testing.T) {
 		}
 		waitState(t, pid, 'S') // back in its sleep, not stopped
 
+	}
+}
+
+// TestStartAllThreads runs a batch in every thread of a process at once as
+// the dump does (BeginAllWith, slots, StartAll): each thread runs its own
+// calls in its own context, and every thread gets its registers, signal
+// mask and the process its memory map back.
+func TestStartAllThreads(t *testing.T) {
+	requireRoot(t)
+	w := startWorkload(t, "blocker", "threads", "5")
+	var tids []int
+	for _, f := range w.ready[1:] {
+		tid, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatalf("ready line %q: %v", w.ready, err)
+		}
+		tids = append(tids, tid)
+	}
+	pid := tids[0]
+	tr := NewTracer()
+	t.Cleanup(tr.Close)
+	for _, tid := range tids {
+		stopped(t, tr, tid)
+	}
+	maps := countMaps(t, pid)
+	err := tr.Do(func() error {
+		regs := make([]Regs, len(tids))
+		masks := make([]uint64, len(tids))
+		rseqs := make([]RseqConfig, len(tids))
+		for i, tid := range tids {
+			var err error
+			if regs[i], err = GetRegs(tid); err != nil {
+				return err
+			}
+			if masks[i], err = GetSigmask(tid); err != nil {
+				return err
+			}
+			if rseqs[i], err = GetRseqConfig(tid); err != nil {
+				return err
+			}
+		}
+		if masks[1] == masks[2] {
+			t.Errorf("threads 1 and 2 have the same mask %#x: the workload did not set them", masks[1])
+		}
+		leader, err := NewInjector(pid)
+		if err != nil {
+			return err
+		}
+		leader.SettleAtEnd = true
+		if err := leader.BeginWith(regs[0], masks[0], rseqs[0]); err != nil {
+			return err
+		}
+		ins := make([]*Injector, len(tids)-1)
+		for i, tid := range tids[1:] {
+			ins[i] = leader.ForThread(tid)
+		}
+		if n, err := BeginAllWith(ins, regs[1:], masks[1:], rseqs[1:]); err != nil || n != len(ins) {
+			return fmt.Errorf("begin threads: %d of %d, %v", n, len(ins), err)
+		}
+		if err := leader.StartNewBatchSlots(4, 64, len(tids)); err != nil {
+			return err
+		}
+		b, err := leader.FinishNewBatch()
+		if err != nil {
+			return err
+		}
+		c0 := []BatchCall{{Nr: unix.SYS_GETTID}}
+		if err := b.Run(c0); err != nil || int(c0[0].Ret) != pid {
+			t.Errorf("leader: %v %+v", err, c0)
+		}
+		if n, err := StartAll([]*Batch{b}, nil); err == nil || n != 0 {
+			t.Errorf("StartAll with a call list missing: %d, %v", n, err)
+		}
+		bs := make([]*Batch, len(ins))
+		calls := make([][]BatchCall, len(ins))
+		for i, in := range ins {
+			if bs[i], err = b.Slot(i+1, in); err != nil {
+				return err
+			}
+			calls[i] = []BatchCall{{Nr: unix.SYS_GETTID}, {Nr: unix.SYS_GETPID}}
+		}
+		if n, err := StartAll(bs, calls); err != nil || n != len(bs) {
+			return fmt.Errorf("start all: %d of %d, %v", n, len(bs), err)
+		}
+		for i, tid := range tids[1:] {
+			if err := bs[i].Finish(); err != nil {
+				return err
+			}
+			if int(calls[i][0].Ret) != tid || int(calls[i][1].Ret) != pid {
+				t.Errorf("thread %d: gettid %d, getpid %d", tid, calls[i][0].Ret, calls[i][1].Ret)
+			}
+			if err := ins[i].StartEnd(); err != nil {
+				return err
+			}
+		}
+		for _, in := range ins {
+			if err := in.FinishEnd(); err != nil {
+				return err
+			}
+		}
+		if err := b.Close(); err != nil {
+			return err
+		}
+		if err := leader.End(); err != nil {
+			return err
+		}
+		for i, tid := range tids {
+			r, err := GetRegs(tid)
+			if err != nil {
+				return err
+			}
+			m, err := GetSigmask(tid)
+			if err != nil {
+				return err
+			}
+			if r != regs[i] || m != masks[i] {
+				t.Errorf("thread %d: registers or mask changed (mask %#x, was %#x)", tid, m, masks[i])
+			}
+		}
+		for _, tid := range tids {
+			if err := Detach(tid, 0); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := countMaps(t, pid); got != maps {
+		t.Errorf("%d mappings after, %d before", got, maps)
+	}
+	for _, tid := range tids {
+		waitState(t, tid, 'S') // back in pause, not stopped
 	}
 }

@@ -6,6 +6,9 @@
  *   blocker masked         blocks SIGUSR1 and SIGUSR2, installs two seccomp
  *                          filters (1 and 2 instructions, both allow all),
  *                          then sleeps forever
+ *   blocker threads N      starts N more threads, each with its own mask
+ *                          (SIGUSR2 blocked in the odd ones), that all
+ *                          sleep forever; prints "ready PID TID..."
  * Prints "ready PID" before blocking. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -15,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sys/prctl.h>
@@ -30,6 +34,36 @@ static void install_allow(int n) {
 }
 
 static void on_usr1(int s) { (void)s; }
+
+static pid_t tids[64];
+
+static void *sleeper(void *arg) {
+	long i = (long)arg;
+	if (i % 2) {
+		sigset_t m;
+		sigemptyset(&m);
+		sigaddset(&m, SIGUSR2);
+		pthread_sigmask(SIG_BLOCK, &m, NULL);
+	}
+	__atomic_store_n(&tids[i], (pid_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
+	for (;;) pause();
+	return NULL;
+}
+
+static void start_threads(int n) {
+	for (long i = 0; i < n; i++) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, sleeper, (void *)i)) { perror("pthread_create"); exit(1); }
+	}
+	printf("ready %d", getpid());
+	for (int i = 0; i < n; i++) {
+		while (!__atomic_load_n(&tids[i], __ATOMIC_ACQUIRE)) usleep(1000);
+		printf(" %d", tids[i]);
+	}
+	printf("\n");
+	fflush(stdout);
+	for (;;) pause();
+}
 
 static long now_ms(void) {
 	struct timespec t;
@@ -52,6 +86,10 @@ int main(int argc, char **argv) {
 		prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 		install_allow(1);
 		install_allow(2);
+	}
+	if (!strcmp(argv[1], "threads")) {
+		int n = atoi(argv[2]);
+		start_threads(n < 64 ? n : 64);
 	}
 	printf("ready %d\n", getpid());
 	fflush(stdout);

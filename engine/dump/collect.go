@@ -905,6 +905,8 @@ func (s *dumpState) innerPids() error {
 //   - the session and foreground group of the tree's pseudo-terminals:
 //     restore looks a terminal up by the image's session id (0: no
 //     foreground group to restore);
+//   - the session and foreground group of a shell job's terminal (-j):
+//     restore gives crtools' terminal to the tree's group of that id;
 //   - the owner (F_SETOWN) of a file: a task, thread or process group
 //     (0: no owner);
 //   - the task that held a lock, which restore matches with the image's
@@ -912,7 +914,7 @@ func (s *dumpState) innerPids() error {
 func (s *dumpState) innerFilePids(ids map[int]int) {
 	set := s.special.Set()
 	for _, info := range set.TtyInfo {
-		if info.GetType() != pb.TtyType_PTY || info.GetSid() == 0 {
+		if (info.GetType() != pb.TtyType_PTY && info.GetType() != pb.TtyType_EXT_TTY) || info.GetSid() == 0 {
 			continue
 		}
 		info.Sid = proto.Uint32(uint32(ids[int(info.GetSid())]))

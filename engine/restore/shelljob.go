@@ -32,14 +32,25 @@ func (r *restorer) shellForeground() {
 	if !r.opts.ShellJob || r.img == nil || r.img.special == nil {
 		return
 	}
-	live := func(pgid int) bool {
+	// live: the group pgid of the images (inside the tree's pid
+	// namespace, -n pid) as crtools sees it, if a task of the tree is in
+	// it: the pid of its leader's puppet.
+	live := func(pgid int) int {
+		outer := pgid
 		for _, pr := range r.procs {
-			if !pr.t.dead() && pr.t.pgid == pgid {
-				got, err := unix.Getpgid(pr.threads[0].pid)
-				return err == nil && got == pgid
+			if pr.t.pid == pgid {
+				outer = pr.threads[0].pid
 			}
 		}
-		return false
+		for _, pr := range r.procs {
+			if !pr.t.dead() && pr.t.pgid == pgid {
+				if got, err := unix.Getpgid(pr.threads[0].pid); err == nil && got == outer {
+					return outer
+				}
+				return 0
+			}
+		}
+		return 0
 	}
 	pgrp, err := r.img.special.ShellForeground(live)
 	if err != nil {

@@ -1,8 +1,8 @@
 package main
 
 import (
-	"crypto/sha256"
 	"fmt"
+	"hash/fnv"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -96,8 +96,14 @@ func restoreJob(g *globalOptions, f *restoreFlags) (*spec.Job, error) {
 	}, nil
 }
 
-// restoreLockName names the lock of a command-line restore.
+// restoreLockName names the lock of a command-line restore: the base name
+// for people, and a 32-bit hash of the whole path so that directories with
+// the same base name do not exclude each other. The hash guards against
+// accidents, not adversaries (a collision only makes two restores take
+// turns), so FNV-1a does: crypto/sha256 would link the crypto tree into
+// crtools, whose package inits every command pays for at start-up.
 func restoreLockName(dir string) string {
-	sum := sha256.Sum256([]byte(dir))
-	return fmt.Sprintf("restore-%s-%x", filepath.Base(dir), sum[:4])
+	h := fnv.New32a()
+	h.Write([]byte(dir))
+	return fmt.Sprintf("restore-%s-%08x", filepath.Base(dir), h.Sum32())
 }

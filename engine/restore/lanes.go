@@ -56,6 +56,8 @@ type lane struct {
 	shm   *shmState
 	vdso  map[vdsoPlace]bool
 	cpu   int // the CPU the tracer and its puppets run on
+	// heirBuf holds a heir's pages data (inherit.go), reused.
+	heirBuf []byte
 }
 
 // procPool hands out parked processes to the lanes.
@@ -155,7 +157,7 @@ func (r *restorer) fileHolders() map[uint32][]*taskImage {
 func (r *restorer) laneOK(pr *proc, holders map[uint32][]*taskImage) bool {
 	t := pr.t
 	root := r.img.tasks[0]
-	if t.dead() || t == root || len(pr.threads) != 1 || t.sid == t.pid || pr.sharedFiles || pr.sharedFS ||
+	if t.dead() || t == root || pr.heir != nil || len(pr.heirs) > 0 || len(pr.threads) != 1 || t.sid == t.pid || pr.sharedFiles || pr.sharedFS ||
 		t.core().GetTc().GetTaskState() != taskAlive || t.ids == nil || t.mm == nil || pr.threads[0].crtoolsFd >= 0 {
 		return false
 	}

@@ -96,6 +96,12 @@ type proc struct {
 	// lane is the second lane when it restores this process (lanes.go):
 	// its tracer drives the puppet from then on.
 	lane *lane
+	// heir, if set, makes this process a heir of its parent: created by
+	// fork from it during RestoreState (inherit.go); heirs are the
+	// parent's.
+	heir      *heir
+	heirs     []*proc
+	heirPages []byte // the data of this process's pages, for its heirs
 }
 
 func (r *restorer) Load(ctx context.Context) error {
@@ -169,6 +175,11 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 		}
 	}
 	start := time.Now()
+	all := make([]*proc, len(r.img.tasks))
+	for i, t := range r.img.tasks {
+		all[i] = &proc{t: t}
+	}
+	r.planHeirs(all) // inherit.go
 	r.tr = ptrace.NewTracer()
 	err := r.tr.Do(func() error {
 		r.pin()
@@ -186,9 +197,14 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 		}()
 		// Tasks are known to Kill once they exist (clones are queued
 		// and run in batches: clonePuppet).
-		created := func(c *puppet) { r.created = append(r.created, c.pid) }
-		for _, t := range r.img.tasks {
-			pr := &proc{t: t}
+		created := r.createdFunc()
+		for i, t := range r.img.tasks {
+			pr := all[i]
+			if pr.heir != nil {
+				// Forked from its parent in RestoreState (inherit.go).
+				r.procs = append(r.procs, pr)
+				continue
+			}
 			var lead *puppet
 			if t.parent == nil {
 				// CLONE_PARENT makes crtools the root's parent; clone3
@@ -298,6 +314,9 @@ func (r *restorer) setProcessGroups() error {
 	}
 	for pass := 0; pass < 2; pass++ {
 		for _, pr := range r.procs {
+			if pr.heir != nil {
+				continue // in its parent's group (heirOK), created later
+			}
 			t := pr.t
 			leader := t.pgid == t.pid
 			if (pass == 0) != leader || t.sid == t.pid {
@@ -449,6 +468,18 @@ func (r *restorer) restoreProcs(l *lane, failed *atomic.Bool, afterFirst func())
 		if ended++; ended == 1 && afterFirst != nil {
 			afterFirst()
 		}
+		// Its heirs, forked from it during endProc (inherit.go).
+		for _, h := range st.pr.heirs {
+			start := time.Now()
+			filled, err := r.restoreHeir(h, l)
+			if err != nil {
+				return fmt.Errorf("restore task %d: %w", h.t.pid, err)
+			}
+			h.done = true
+			h.threads[0].log.Info().Int("threads", 1).Int64("bytes", filled).Msg("task state restored")
+			r.log.Debug().Int("pid", h.t.pid).Dur("took", time.Since(start)).Int64("bytes", filled).
+				Int("syscalls", h.threads[0].calls).Bool("heir", true).Msg("task state restored")
+		}
 		return nil
 	}
 	own := l.procs
@@ -475,8 +506,8 @@ func (r *restorer) restoreProcs(l *lane, failed *atomic.Bool, afterFirst func())
 		if pr == nil {
 			break
 		}
-		if pr.t.dead() {
-			continue
+		if pr.t.dead() || pr.heir != nil {
+			continue // a heir comes with its parent (end)
 		}
 		if failed != nil && failed.Load() {
 			return errLaneStopped

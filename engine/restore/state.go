@@ -255,6 +255,12 @@ func (r *restorer) endProc(st *procState) (int64, error) {
 		}
 	}
 
+	// Heirs are forked now, with what fork copies in place and nothing
+	// of what it would copy wrongly (inherit.go); the clones run with
+	// the leader's batch, before its calls.
+	if err := r.cloneHeirs(pr, r.createdFunc()); err != nil {
+		return filled, err
+	}
 	// Per thread: the leader's state (the others' ran before the fill),
 	// and every thread's pending signals, once the actions are in place.
 	if err := lead.restoreLeader(t.cores[lead.vpid]); err != nil {
@@ -306,6 +312,16 @@ func (r *restorer) taskLog(pid int) zerolog.Logger {
 // bounds, arg and env areas, the saved auxv, and the exe file (which the
 // kernel only accepts once the old executable is unmapped).
 func (p *puppet) restoreMM(img *imageSet, mm *pb.MmEntry) error {
+	return p.setMMMap(img, mm, false)
+}
+
+// restoreMMNoExe is restoreMM for a heir (inherit.go), whose executable
+// fork copied: the kernel refuses to replace it while it is mapped.
+func (p *puppet) restoreMMNoExe(img *imageSet, mm *pb.MmEntry) error {
+	return p.setMMMap(img, mm, true)
+}
+
+func (p *puppet) setMMMap(img *imageSet, mm *pb.MmEntry, keepExe bool) error {
 	m := prctlMMMap{
 		StartCode: mm.GetMmStartCode(), EndCode: mm.GetMmEndCode(),
 		StartData: mm.GetMmStartData(), EndData: mm.GetMmEndData(),
@@ -326,7 +342,7 @@ func (p *puppet) restoreMM(img *imageSet, mm *pb.MmEntry) error {
 		m.Auxv, m.AuxvSize = addr, uint32(len(b))
 	}
 	exeFd := ^uint64(0)
-	if fe := img.files[mm.GetExeFileId()]; fe != nil && fe.GetReg() != nil {
+	if fe := img.files[mm.GetExeFileId()]; fe != nil && fe.GetReg() != nil && !keepExe {
 		fd := p.exeFd
 		if p.keepExe != uint64(mm.GetExeFileId()) || fd == noFd {
 			var err error

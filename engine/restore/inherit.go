@@ -1,0 +1,502 @@
+package restore
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/engine/image"
+	"github.com/crtools/crtools/engine/image/pb"
+	procfs "github.com/crtools/crtools/engine/proc"
+	"github.com/crtools/crtools/engine/ptrace"
+)
+
+// Heirs: a child forked from its parent usually has the parent's memory
+// layout, files, fs info, signal actions and limits, and most of its
+// pages. Restoring it the full way (unmap the puppet, mmap every VMA,
+// write every page, open or take every file) does all of that again. An
+// heir is instead created late, by fork (clone3 without CLONE_VM) from
+// its parent's puppet once the parent's memory, files, fs info, signal
+// actions and limits are restored, and before anything fork does not
+// copy or copies wrongly (per-thread state, pending signals, credentials,
+// the trampoline's removal). It then has its parent's restored memory,
+// copy-on-write: only the pages in which its image differs are written
+// (and pages the parent has and it has not are dropped with
+// MADV_DONTNEED, which gives an anonymous page back as zeros and a
+// private file page as the file's), and only what fork does not copy is
+// restored (restoreHeir). In a 50-task tree of children forked from one
+// parent this saves about 20 mmaps, 20-odd pages written and a dozen file
+// calls per child.
+//
+// Only children whose images say that this gives exactly their dumped
+// state are heirs (heirOK): a single-threaded leaf, alive, in its parent's
+// session and group, sharing no fd table, fs info, mm or signal handlers
+// with another task (nor does its parent), with only private VMAs (none
+// MADV_DONTFORK/WIPEONFORK) on both sides and the vDSO where the parent
+// has it, the parent's mm fields but for the brk, and the parent's fd
+// table image (the same open files on the same numbers: fork shares the
+// open files as the dump found them shared), fs image, signal actions,
+// limits, personality and oom_score_adj. The parent's VMAs the heir does
+// not have as they are go, the heir's own are mapped and filled (layout).
+// No heirs with namespaces, a shell job, or file locks (POSIX locks are
+// not inherited). Every other task is restored as before.
+type heir struct {
+	from *proc // the parent, restored the full way
+
+	// Its layout against the parent's (layout).
+	unmap  []iovec        // the parent's VMAs it does not have
+	mapv   []*pb.VmaEntry // its VMAs the parent does not have
+	kept   []*pb.VmaEntry // its VMAs the parent has as they are
+	setBrk bool           // its brk differs (PR_SET_MM_MAP)
+}
+
+// pageDiff is what a heir's memory needs beyond its parent's.
+type pageDiff struct {
+	runs  []iovec // the heir's pages its parent's differ from
+	from  []int64 // where each run is in the heir's pages data
+	size  int64   // bytes in runs
+	drops []iovec // pages the parent has and the heir has not
+}
+
+// heirMaxPages bounds the pages files compared for a heir: the
+// comparison reads both, and for big memories the plain copy is as fast.
+const heirMaxPages = 8 << 20
+
+// madvDontfork and madvWipeonfork are MADV_DONTFORK and MADV_WIPEONFORK:
+// a VMA with either is not copied (or comes empty) by fork.
+const (
+	madvDontfork   = 10
+	madvWipeonfork = 18
+)
+
+// heirsPossible tells whether the restore allows heirs at all.
+func (r *restorer) heirsPossible() bool {
+	return !r.opts.ShellJob && r.nsCloneFlags() == 0 && !r.newPidNS() && !r.anyLocks()
+}
+
+// heirOK tells whether t, not yet created, can be created as a heir of its
+// parent (see heir). Preconditions: heirsPossible.
+func (r *restorer) heirOK(t *taskImage, keys msgKeys) bool {
+	p := t.parent
+	if p == nil || t.dead() || p.dead() || len(t.tids) != 1 || len(t.children) != 0 {
+		return false
+	}
+	tc, ptc := t.core().GetTc(), p.core().GetTc()
+	if tc.GetTaskState() != taskAlive || ptc.GetTaskState() != taskAlive {
+		return false
+	}
+	if t.sid != p.sid || t.pgid != p.pgid || t.sid == t.pid || t.pgid == t.pid {
+		return false
+	}
+	if t.ids == nil || p.ids == nil || t.mm == nil || p.mm == nil || t.pagemap == nil || p.pagemap == nil {
+		return false
+	}
+	// Nothing shared with another task, by the heir or its parent.
+	for _, x := range []*taskImage{t, p} {
+		for _, o := range r.img.tasks {
+			if o == x || o.ids == nil {
+				continue
+			}
+			if o.ids.GetVmId() == x.ids.GetVmId() || o.ids.GetFilesId() == x.ids.GetFilesId() ||
+				o.ids.GetFsId() == x.ids.GetFsId() || o.ids.GetSighandId() == x.ids.GetSighandId() {
+				return false
+			}
+		}
+	}
+	if t.mm != p.mm && !mmFieldsEqual(t.mm, p.mm) {
+		return false
+	}
+	for _, v := range slices.Concat(t.mm.GetVmas(), p.mm.GetVmas()) {
+		st := v.GetStatus()
+		if st&(vmaAnonShared|vmaFileShared|vmaUnsupp|vmaAreaSysvipc|vmaAreaSocket|vmaAreaAioring|vmaAreaMemfd) != 0 ||
+			v.GetMadv()&(1<<madvDontfork|1<<madvWipeonfork) != 0 {
+			return false
+		}
+		if st&vmaFilePrivate != 0 {
+			if fe := r.img.files[uint32(v.GetShmid())]; fe == nil || fe.GetReg() == nil {
+				return false
+			}
+		}
+	}
+	if t.pagemap.PagesSize > heirMaxPages || p.pagemap.PagesSize > heirMaxPages {
+		return false
+	}
+	for _, pm := range []*image.PageIndex{t.pagemap, p.pagemap} {
+		for _, run := range pm.Runs {
+			if run.Flags&image.PEParent != 0 {
+				return false // fillPages says why
+			}
+		}
+	}
+	if (t.fs == nil) != (p.fs == nil) || (t.fs != nil && !keys.same(t.fs, p.fs)) {
+		return false
+	}
+	if !slices.EqualFunc(t.fds, p.fds, func(a, b *pb.FdinfoEntry) bool { return keys.same(a, b) }) {
+		return false
+	}
+	if !slices.EqualFunc(tc.GetSigactions(), ptc.GetSigactions(), func(a, b *pb.SaEntry) bool { return keys.same(a, b) }) {
+		return false
+	}
+	if (tc.Rlimits == nil) != (ptc.Rlimits == nil) || (tc.Rlimits != nil && !keys.same(tc.Rlimits, ptc.Rlimits)) ||
+		tc.GetPersonality() != ptc.GetPersonality() ||
+		(tc.OomScoreAdj == nil) != (ptc.OomScoreAdj == nil) || tc.GetOomScoreAdj() != ptc.GetOomScoreAdj() {
+		return false
+	}
+	// The vDSO and vvar (and vsyscall) are where the parent has them.
+	pv := keys.set(p.mm.GetVmas())
+	for _, v := range t.mm.GetVmas() {
+		if v.GetStatus()&(vmaAreaVdso|vmaAreaVvar|vmaAreaVsyscall) != 0 && !pv[keys.key(v)] {
+			return false
+		}
+	}
+	return true
+}
+
+// vtMessage is an image message with the generated marshaller (no
+// protobuf reflection on the restore path: see pb's lazy registration).
+type vtMessage interface{ MarshalVT() ([]byte, error) }
+
+// msgKeys compares image messages by their encoding, each encoded once.
+// Decoded messages with equal content are often one (imgcache.go).
+type msgKeys map[vtMessage]string
+
+func (k msgKeys) key(m vtMessage) string {
+	if s, ok := k[m]; ok {
+		return s
+	}
+	b, err := m.MarshalVT()
+	s := string(b)
+	if err != nil {
+		s = fmt.Sprintf("unencodable %p", m) // equal to nothing else
+	}
+	k[m] = s
+	return s
+}
+
+// same tells whether a and b (not nil) have the same content.
+func (k msgKeys) same(a, b vtMessage) bool { return a == b || k.key(a) == k.key(b) }
+
+// set is the set of the keys of vmas.
+func (k msgKeys) set(vmas []*pb.VmaEntry) map[string]bool {
+	s := make(map[string]bool, len(vmas))
+	for _, v := range vmas {
+		s[k.key(v)] = true
+	}
+	return s
+}
+
+// mmFieldsEqual compares what restoreMM sets from two mm images, and the
+// dumpable flag, which fork copies too. The VMAs are compared apart
+// (heirLayout).
+func mmFieldsEqual(a, b *pb.MmEntry) bool {
+	return a.GetMmStartCode() == b.GetMmStartCode() && a.GetMmEndCode() == b.GetMmEndCode() &&
+		a.GetMmStartData() == b.GetMmStartData() && a.GetMmEndData() == b.GetMmEndData() &&
+		a.GetMmStartStack() == b.GetMmStartStack() && a.GetMmArgStart() == b.GetMmArgStart() &&
+		a.GetMmArgEnd() == b.GetMmArgEnd() && a.GetMmEnvStart() == b.GetMmEnvStart() &&
+		a.GetMmEnvEnd() == b.GetMmEnvEnd() && a.GetExeFileId() == b.GetExeFileId() &&
+		slices.Equal(a.GetMmSavedAuxv(), b.GetMmSavedAuxv()) &&
+		(a.Dumpable == nil) == (b.Dumpable == nil) && a.GetDumpable() == b.GetDumpable() &&
+		a.GetThpDisabled() == b.GetThpDisabled()
+}
+
+// heirLayout sets what turns the parent's mappings into the heir's: the
+// parent's VMAs the heir does not have as they are go, the heir's the
+// parent does not have are made, and the brk is set when it differs.
+func (h *heir) layout(t *taskImage, keys msgKeys) {
+	pv, cv := h.from.t.mm.GetVmas(), t.mm.GetVmas()
+	pset, cset := keys.set(pv), keys.set(cv)
+	for _, v := range pv {
+		if !cset[keys.key(v)] {
+			h.unmap = append(h.unmap, iovec{Base: v.GetStart(), Len: vmaLen(v)})
+		}
+	}
+	for _, v := range cv {
+		if pset[keys.key(v)] {
+			h.kept = append(h.kept, v)
+		} else {
+			h.mapv = append(h.mapv, v)
+		}
+	}
+	h.setBrk = t.mm.GetMmStartBrk() != h.from.t.mm.GetMmStartBrk() || t.mm.GetMmBrk() != h.from.t.mm.GetMmBrk()
+}
+
+// inVMAs tells whether addr is in one of vmas.
+func inVMAs(vmas []*pb.VmaEntry, addr uint64) bool {
+	for _, v := range vmas {
+		if v.GetStart() <= addr && addr < v.GetEnd() {
+			return true
+		}
+	}
+	return false
+}
+
+// readPages reads the pages pm uses from its pages file, into buf if it
+// is big enough.
+func readPages(dir string, pm *image.PageIndex, buf []byte) ([]byte, error) {
+	if cap(buf) < int(pm.PagesSize) {
+		buf = make([]byte, pm.PagesSize)
+	}
+	buf = buf[:pm.PagesSize]
+	if pm.PagesSize == 0 {
+		return buf, nil
+	}
+	path := image.Pages.Path(dir, uint64(pm.PagesID))
+	fd, err := procfs.OpenNoPoll(path, unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open pages file: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := preadFull(fd, buf, 0); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return buf, nil
+}
+
+// pageAt is a page of a pagemap: its address and where it is in the
+// pages data.
+type pageAt struct {
+	addr uint64
+	off  int64
+}
+
+// presentPages lists the pages pm has in its pages file, in address order.
+func presentPages(pm *image.PageIndex) []pageAt {
+	var ps []pageAt
+	for _, run := range pm.Runs {
+		if run.Offset < 0 {
+			continue
+		}
+		for i := uint64(0); i < run.NrPages; i++ {
+			ps = append(ps, pageAt{run.Vaddr + i*pageSize, run.Offset + int64(i*pageSize)})
+		}
+	}
+	return ps
+}
+
+// diffPages compares the pages of a child (cpm, with data cdata) with its
+// parent's (ppm, pdata): what the child's memory, a copy of the parent's
+// in the VMAs kept, fresh elsewhere, needs to be the child's.
+func diffPages(ppm *image.PageIndex, pdata []byte, cpm *image.PageIndex, cdata []byte, kept []*pb.VmaEntry) *pageDiff {
+	d := &pageDiff{}
+	pp, cp := presentPages(ppm), presentPages(cpm)
+	// The parent's pages outside the kept VMAs are gone with their VMA.
+	pp = slices.DeleteFunc(pp, func(pg pageAt) bool { return !inVMAs(kept, pg.addr) })
+	add := func(list *[]iovec, addr uint64) {
+		if n := len(*list); n > 0 && (*list)[n-1].Base+(*list)[n-1].Len == addr {
+			(*list)[n-1].Len += pageSize
+			return
+		}
+		*list = append(*list, iovec{Base: addr, Len: pageSize})
+	}
+	write := func(c pageAt) {
+		// A run goes on while both the addresses and the data do.
+		if n := len(d.runs); n > 0 && d.runs[n-1].Base+d.runs[n-1].Len == c.addr && d.from[n-1]+int64(d.runs[n-1].Len) == c.off {
+			d.runs[n-1].Len += pageSize
+		} else {
+			d.runs = append(d.runs, iovec{Base: c.addr, Len: pageSize})
+			d.from = append(d.from, c.off)
+		}
+		d.size += pageSize
+	}
+	i, j := 0, 0
+	for i < len(pp) || j < len(cp) {
+		switch {
+		case j == len(cp) || (i < len(pp) && pp[i].addr < cp[j].addr):
+			add(&d.drops, pp[i].addr) // the parent's only
+			i++
+		case i == len(pp) || cp[j].addr < pp[i].addr:
+			write(cp[j]) // the child's only
+			j++
+		default:
+			if !inVMAs(kept, cp[j].addr) || !bytes.Equal(pdata[pp[i].off:pp[i].off+pageSize], cdata[cp[j].off:cp[j].off+pageSize]) {
+				write(cp[j])
+			}
+			i++
+			j++
+		}
+	}
+	return d
+}
+
+// planHeirs picks the heirs among procs, every task in image order, none
+// created yet (CreateTasks).
+func (r *restorer) planHeirs(procs []*proc) {
+	if !r.heirsPossible() {
+		return
+	}
+	byTask := map[*taskImage]*proc{}
+	for _, pr := range procs {
+		byTask[pr.t] = pr
+	}
+	keys := msgKeys{}
+	for _, pr := range procs {
+		if !r.heirOK(pr.t, keys) {
+			continue
+		}
+		from := byTask[pr.t.parent]
+		pr.heir = &heir{from: from}
+		pr.heir.layout(pr.t, keys)
+		from.heirs = append(from.heirs, pr)
+	}
+}
+
+// cloneHeirs queues the forks of pr's heirs from its leader's puppet: they
+// run with its next batch. Preconditions: on pr's tracer thread; pr's
+// memory, files, fs info, signal actions and limits are restored (or
+// queued before), nothing else of its per-thread state.
+func (r *restorer) cloneHeirs(pr *proc, created func(*puppet)) error {
+	lead := pr.threads[0]
+	for _, h := range pr.heirs {
+		c, err := lead.queueClone(0, uint64(unix.SIGCHLD), h.t.pid, created)
+		if err != nil {
+			return fmt.Errorf("create task %d: %w", h.t.pid, err)
+		}
+		h.threads = []*puppet{c}
+		h.lane = pr.lane
+	}
+	return nil
+}
+
+// restoreHeir restores what fork did not give heir pr: its own pages,
+// timers, per-thread state, pending signals, credentials, registers.
+// Preconditions: on its parent's tracer thread; cloneHeirs' batch ran.
+func (r *restorer) restoreHeir(pr *proc, l *lane) (int64, error) {
+	t := pr.t
+	lead := pr.threads[0]
+	lead.log = r.taskLog(t.pid)
+	if err := lead.born(); err != nil {
+		return 0, err
+	}
+	// The pages are compared here, on the tracer thread, through
+	// buffers read once (the parent's) or reused (the heir's, l's):
+	// fresh memory for every heir would cost a page fault per page.
+	h := pr.heir
+	from := h.from.t
+	var err error
+	if h.from.heirPages == nil {
+		if h.from.heirPages, err = readPages(r.img.dir, from.pagemap, nil); err != nil {
+			return 0, fmt.Errorf("restore task %d: pages of its parent: %w", t.pid, err)
+		}
+	}
+	if l.heirBuf, err = readPages(r.img.dir, t.pagemap, l.heirBuf); err != nil {
+		return 0, fmt.Errorf("restore task %d: %w", t.pid, err)
+	}
+	d := diffPages(from.pagemap, h.from.heirPages, t.pagemap, l.heirBuf, h.kept)
+	for _, u := range h.unmap {
+		if err := lead.queuef(fmt.Sprintf("unmap the parent's VMA %#x-%#x", u.Base, u.Base+u.Len), unix.SYS_MUNMAP, u.Base, u.Len); err != nil {
+			return 0, err
+		}
+	}
+	var plans []vmaPlan
+	if len(h.mapv) > 0 {
+		if plans, err = lead.mapVMAs(r.img, nil, h.mapv, t.pagemap); err != nil {
+			return 0, err
+		}
+	}
+	if err := lead.runPending(); err != nil {
+		return 0, err
+	}
+	if err := lead.writeDiff(d, l.heirBuf); err != nil {
+		return 0, err
+	}
+	for _, dr := range d.drops {
+		if err := lead.queuef(fmt.Sprintf("drop the parent's pages %#x+%d", dr.Base, dr.Len), unix.SYS_MADVISE, dr.Base, dr.Len, unix.MADV_DONTNEED); err != nil {
+			return 0, err
+		}
+	}
+	if err := lead.protectVMAs(plans); err != nil {
+		return 0, err
+	}
+	if h.setBrk {
+		if err := lead.restoreMMNoExe(r.img, t.mm); err != nil {
+			return 0, err
+		}
+	}
+	tc := t.core().GetTc()
+	pr.sigtrapIgn = sigtrapIgnOf(tc.GetSigactions())
+	if err := lead.restoreItimers(tc.GetTimers()); err != nil {
+		return 0, err
+	}
+	if err := lead.restorePosixTimers(tc.GetTimers().GetPosix()); err != nil {
+		return 0, err
+	}
+	if tc.GetChildSubreaper() {
+		if err := lead.queuef("set child subreaper", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
+			return 0, err
+		}
+	}
+	if err := lead.restoreLeader(t.cores[lead.vpid]); err != nil {
+		return 0, err
+	}
+	if err := lead.queueSignals(tc.GetSignalsS(), true); err != nil {
+		return 0, err
+	}
+	if err := lead.runPending(); err != nil {
+		return 0, err
+	}
+	if err := lead.restoreCreds(t.cores[lead.vpid].GetThreadCore().GetCreds(), r.initial.creds); err != nil {
+		return 0, err
+	}
+	if err := r.dropTrampoline(pr); err != nil {
+		return 0, err
+	}
+	return d.size, nil
+}
+
+// writeDiff writes a heir's own pages (data: its pages data) with one
+// process_vm_writev. Where a VMA is not writable (by its image, or widened
+// for the fill: plans) that fails; those runs go through /proc/PID/mem,
+// which may write read-only private pages, as a debugger does.
+func (p *puppet) writeDiff(d *pageDiff, data []byte) error {
+	if len(d.runs) == 0 {
+		return nil
+	}
+	local := make([]unix.Iovec, 0, len(d.runs))
+	remote := make([]unix.RemoteIovec, 0, len(d.runs))
+	for i, run := range d.runs {
+		local = append(local, unix.Iovec{Base: &data[d.from[i]], Len: run.Len})
+		remote = append(remote, unix.RemoteIovec{Base: uintptr(run.Base), Len: int(run.Len)})
+	}
+	if len(d.runs) <= maxIovecs {
+		if n, err := unix.ProcessVMWritev(p.pid, local, remote, 0); err == nil && int64(n) == d.size {
+			return nil
+		}
+	}
+	// One run at a time (writing a run again is harmless).
+	for i, run := range d.runs {
+		b := data[d.from[i] : d.from[i]+int64(run.Len)]
+		err := writePlain(p.pid, run.Base, b)
+		if err != nil {
+			_, err = ptrace.WriteMem(p.pid, uintptr(run.Base), b)
+		}
+		if err != nil {
+			return fmt.Errorf("write pages %#x+%d of task %d: %w", run.Base, run.Len, p.pid, err)
+		}
+	}
+	return nil
+}
+
+// sigtrapIgnOf returns the SIGTRAP action when it is SIG_IGN, as
+// restoreSigactions does for a task whose actions fork copied.
+func sigtrapIgnOf(sas []*pb.SaEntry) *kernelSigaction {
+	sig := 0
+	for _, sa := range sas {
+		sig++
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			sig++
+		}
+		if sig == int(unix.SIGTRAP) && sa.GetSigaction() == sigIgn {
+			return &kernelSigaction{Handler: sa.GetSigaction(), Flags: sa.GetFlags(), Restorer: sa.GetRestorer(), Mask: sa.GetMask()}
+		}
+	}
+	return nil
+}
+
+// createdFunc returns what tells Kill about each task created. Only the
+// main tracer creates tasks (heirs' parents are never on the second lane,
+// laneOK).
+func (r *restorer) createdFunc() func(*puppet) {
+	return func(c *puppet) { r.created = append(r.created, c.pid) }
+}

@@ -132,16 +132,22 @@ func TestShellJobPidNSForeground(t *testing.T) {
 		b, _ := os.ReadFile(rlog)
 		t.Fatalf("crtools restore -j: exit %s\n%s", rc, b)
 	}
+	restored := runningExe(bin)
+	t.Cleanup(func() {
+		for _, pid := range restored {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	})
+	if len(restored) != 1 {
+		t.Fatalf("%d processes run %s after the restore (%v), want 1", len(restored), bin, restored)
+	}
 	fg, err := unix.IoctlGetInt(int(mB.Fd()), unix.TIOCGPGRP)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fg > 0 {
-		t.Cleanup(func() { harness.KillTree(fg) })
-	}
-	if fg == sh.Process.Pid {
+	if fg != restored[0] {
 		b, _ := os.ReadFile(rlog)
-		t.Fatalf("terminal B still has the shell's group %d in the foreground, not the restored init's\n%s", fg, lastLines(string(b), 20))
+		t.Fatalf("terminal B's foreground group is %d (the shell is %d), not the restored init's %d\n%s", fg, sh.Process.Pid, restored[0], lastLines(string(b), 20))
 	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", fg))
 	if err != nil {
@@ -185,4 +191,20 @@ func extTTYGroup(t *testing.T, out string) (pgrp, sid int) {
 		t.Fatalf("%d EXT_TTY entries in tty-info.img, want 1\n%s", n, out)
 	}
 	return pgrp, sid
+}
+
+// runningExe lists the processes whose executable is bin.
+func runningExe(bin string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && exe == bin {
+			out = append(out, pid)
+		}
+	}
+	return out
 }

@@ -169,10 +169,15 @@ func (d *Dumper) seizeOne(t *task, tid int, pending *[]pendingStop) error {
 		if st.IsKernelThread() {
 			return fmt.Errorf("pid %d (%s) is a kernel thread; kernel threads cannot be dumped", t.pid, st.Comm)
 		}
-		if st.State == 'Z' {
+		if st.State == 'Z' || st.IsExiting() {
+			// Also a leader still on its way out (PF_EXITING) while
+			// other threads run on: once seized, it would never stop,
+			// and the wait for its stop would last as long as they do.
 			if err := refuseLeaderExited(t.pid, st.Comm); err != nil {
 				return err
 			}
+		}
+		if st.State == 'Z' {
 			t.zombie, t.exitCode = true, st.ExitCode
 			t.ppid, t.pgid, t.sid = st.Ppid, st.Pgrp, st.Session
 			return nil

@@ -90,13 +90,21 @@ func GetXState(tid int) ([]byte, error) {
 			return b[:len(b):len(b)], nil
 		}
 	}
-	b, err := getRegset(tid, ntX86XState, make([]byte, maxXStateSize))
+	// maxXStateLen, not the constant: a constant-size 64 KiB buffer that
+	// does not escape lives on the goroutine's stack, which then grows to
+	// 128 KiB (copied) and has all 64 KiB zeroed, 16 fresh pages touched
+	// in every dump and restore; a heap buffer of that size comes from
+	// fresh, already zero pages, of which the kernel touches what it fills.
+	b, err := getRegset(tid, ntX86XState, make([]byte, maxXStateLen))
 	if err != nil {
 		return nil, err
 	}
 	xstateSize.Store(int64(len(b)))
 	return append([]byte(nil), b...), nil
 }
+
+// maxXStateLen is maxXStateSize as a variable (GetXState).
+var maxXStateLen = maxXStateSize
 
 // xstateSize is the size of NT_X86_XSTATE that GetXState learnt.
 var xstateSize atomic.Int64

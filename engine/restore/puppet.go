@@ -67,6 +67,9 @@ type puppet struct {
 	// atTrap: the last stop of the puppet was the SIGTRAP of an
 	// injection's int3 (dropTrampoline).
 	atTrap bool
+	// masked: the thread was born with puppetMask blocked
+	// (blockForThreads), which beginProc then need not set.
+	masked bool
 	// creator, until the task exists, is the puppet whose queued clone3
 	// creates it (queueClone); born runs that queue.
 	creator *puppet

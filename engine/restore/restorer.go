@@ -246,12 +246,25 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 					return err
 				}
 			}
+			// Threads are born with the puppets' mask (state.go).
+			var unmask func() error
+			if len(t.tids) > 1 && !r.newPidNS() {
+				if unmask, err = lead.blockForThreads(); err != nil {
+					return err
+				}
+			}
 			for _, tid := range t.tids[1:] {
 				th, err := r.clonePuppet(lead, threadCloneFlags, 0, tid, created)
 				if err != nil {
 					return fmt.Errorf("create thread %d of task %d: %w", tid, t.pid, err)
 				}
+				th.masked = unmask != nil
 				pr.threads = append(pr.threads, th)
+			}
+			if unmask != nil {
+				if err := unmask(); err != nil {
+					return err
+				}
 			}
 			r.procs = append(r.procs, pr)
 		}

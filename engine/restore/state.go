@@ -76,7 +76,10 @@ func (r *restorer) beginProc(pr *proc, l *lane) (*procState, error) {
 	// forces one, and a forced signal that is blocked resets its handler
 	// to SIG_DFL (a Go program's SIGTRAP handler was lost that way).
 	for _, th := range pr.threads {
-		if err := ptrace.SetSigmask(th.pid, ^uint64(0)&^(1<<(unix.SIGTRAP-1))); err != nil {
+		if th.masked {
+			continue // born with it (blockForThreads)
+		}
+		if err := ptrace.SetSigmask(th.pid, puppetMask); err != nil {
 			return nil, err
 		}
 	}
@@ -591,6 +594,37 @@ func (p *puppet) restoreRlimits(rl *pb.TaskRlimitsEntry, initial map[int]unix.Rl
 		}
 	}
 	return nil
+}
+
+// puppetMask is the signal mask of a puppet from beginProc on: every
+// signal blocked but SIGTRAP (see there).
+const puppetMask = ^uint64(0) &^ (1 << (unix.SIGTRAP - 1))
+
+// blockForThreads queues, ahead of the clones of p's threads, the calls
+// that make them be born with puppetMask blocked (a clone inherits its
+// creator's mask), so that beginProc need not set it in each with a
+// PTRACE_SETSIGMASK of its own: p's mask is puppetMask while they are
+// cloned, and the mask p had before (read once) right after them (unmask,
+// which the caller queues after the last clone). A thread cloned by a
+// clone retried outside the queue (queueClone) is a new puppet, not
+// masked: beginProc sets its mask as before.
+// Preconditions: on the tracer thread; p is stopped.
+func (p *puppet) blockForThreads() (unmask func() error, err error) {
+	old, err := ptrace.GetSigmask(p.pid)
+	if err != nil {
+		return nil, fmt.Errorf("read signal mask of task %d: %w", p.pid, err)
+	}
+	setMask := func(what string, m uint64) error {
+		a, err := p.put(u64Bytes([]uint64{m}))
+		if err != nil {
+			return err
+		}
+		return p.queuef(what, unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, a, 0, 8)
+	}
+	if err := setMask("block signals for the threads' clones", puppetMask); err != nil {
+		return nil, err
+	}
+	return func() error { return setMask("unblock signals after the threads' clones", old) }, nil
 }
 
 // restoreOtherThreads restores what is per thread (queueThread) in every

@@ -442,9 +442,12 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 	// Their results; the threads settle.
 	live = eachJob(live, func(j *injectJob) error {
 		var first error
+		// Every thread's batch waited for, then the results of all
+		// in one read (ptrace.FinishAll).
+		errs := ptrace.FinishAll(j.thBatch)
 		for i, th := range j.t.threads[1:] {
 			j.thRun[i] = false
-			err := j.thBatch[i].Finish()
+			err := errs[i]
 			if err != nil {
 				err = fmt.Errorf("inject getters into thread %d: %w", th.tid, err)
 			}

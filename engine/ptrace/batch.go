@@ -596,30 +596,55 @@ func (b *Batch) setup(calls []BatchCall) error {
 // wait drives the batch set up by setup to its int3 and fills in calls.
 // started: the task was resumed already (Start).
 func (b *Batch) wait(user []BatchCall, started bool) error {
+	e, err := b.waitEnd(user, started)
+	if err != nil {
+		return err
+	}
+	if e.read {
+		if err := b.readResults(e.tableAddr, e.calls[:e.ran]); err != nil {
+			return err
+		}
+	}
+	return b.ended(user, e)
+}
+
+// batchEnd is where a batch ended (waitEnd), for ended.
+type batchEnd struct {
+	user      []BatchCall // the caller's calls
+	calls     []BatchCall // b's pre calls, then the user's
+	npre      int
+	tableAddr uintptr
+	ran       int
+	lastRet   uint64
+	read      bool // the results of calls[:ran] are to be read from the table
+}
+
+// waitEnd is the first half of wait: it drives the batch to its int3 and
+// tells how far it got, without reading the results.
+func (b *Batch) waitEnd(user []BatchCall, started bool) (batchEnd, error) {
 	in := b.in
 	npre := b.npre
 	b.npre = 0
-	tableAddr := b.table - uintptr(npre*batchEntrySize)
-	calls := user
+	e := batchEnd{user: user, npre: npre, tableAddr: b.table - uintptr(npre*batchEntrySize), calls: user}
 	if npre > 0 {
-		calls = append(append([]BatchCall{}, b.pre...), user...)
+		e.calls = append(append([]BatchCall{}, b.pre...), user...)
 	}
 	end := uint64(b.addr) + uint64(len(batchCode))
-	var left, lastRet uint64
+	var left uint64
 	for {
 		if !started {
 			if err := Cont(in.Tid, 0); err != nil {
-				return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+				return e, fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 			}
 		}
 		started = false
 		st, err := WaitStopped(in.Tid)
 		if err != nil {
-			return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+			return e, fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 		}
 		if st.Event != 0 {
 			if err := in.noteEvent(st); err != nil {
-				return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+				return e, fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 			}
 			continue
 		}
@@ -629,41 +654,47 @@ func (b *Batch) wait(user []BatchCall, started bool) error {
 		}
 		regs, err := GetRegs(in.Tid)
 		if err != nil {
-			return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+			return e, fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 		}
 		if regs.Rip == end {
 			left = regs.R12
-			lastRet = regs.Rax // the result of the last call that ran
+			e.lastRet = regs.Rax // the result of the last call that ran
 			break
 		}
 		si, err := GetSiginfo(in.Tid)
 		if err != nil {
-			return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+			return e, fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 		}
 		if code := int32(binary.LittleEndian.Uint32(si[8:])); code <= 0 {
 			in.Deferred = append(in.Deferred, st.Sig)
 			continue
 		}
-		return fmt.Errorf("run batch in task %d: unexpected trap at %#x", in.Tid, regs.Rip)
+		return e, fmt.Errorf("run batch in task %d: unexpected trap at %#x", in.Tid, regs.Rip)
 	}
-	ran := len(calls) - int(left)
-	if ran < 0 || ran > len(calls) {
-		return fmt.Errorf("run batch in task %d: %d of %d calls left, corrupt state", in.Tid, left, len(calls))
+	e.ran = len(e.calls) - int(left)
+	if e.ran < 0 || e.ran > len(e.calls) {
+		return e, fmt.Errorf("run batch in task %d: %d of %d calls left, corrupt state", in.Tid, left, len(e.calls))
 	}
+	noResults := true
+	for i := range e.ran {
+		noResults = noResults && e.calls[i].NoResult
+	}
+	e.read = e.ran > 0 && !noResults
+	return e, nil
+}
+
+// ended is the second half of wait, once the results are read (when
+// e.read): it fills in user and returns wait's error.
+func (b *Batch) ended(user []BatchCall, e batchEnd) error {
+	in, calls, ran, npre := b.in, e.calls, e.ran, e.npre
 	if ran == 0 {
 		return nil
 	}
-	noResults := true
-	for i := range ran {
-		noResults = noResults && calls[i].NoResult
-	}
-	if noResults {
+	if !e.read {
 		for i := range ran {
 			calls[i].Ran = true
 		}
-		calls[ran-1].Ret = uintptr(lastRet)
-	} else if err := b.readResults(tableAddr, calls[:ran]); err != nil {
-		return err
+		calls[ran-1].Ret = uintptr(e.lastRet)
 	}
 	last := &calls[ran-1]
 	if ran <= npre {
@@ -680,6 +711,72 @@ func (b *Batch) wait(user []BatchCall, started bool) error {
 		return &BatchError{Index: ran - 1 - npre, Nr: last.Nr, Errno: e.(unix.Errno)}
 	}
 	return nil
+}
+
+// FinishAll is Finish of each batch of bs, batches of threads of one
+// process that StartAll started: it waits for every one, then reads the
+// results of all of them with one process_vm_readv instead of one each.
+// errs[i] is what bs[i].Finish would have returned.
+// Preconditions: caller is on the tracer thread.
+func FinishAll(bs []*Batch) (errs []error) {
+	errs = make([]error, len(bs))
+	ends := make([]batchEnd, len(bs))
+	var local []unix.Iovec
+	var remote []unix.RemoteIovec
+	var at []int // the batch of each iovec
+	var bufs [][]byte
+	for i, b := range bs {
+		calls := b.running
+		if calls == nil {
+			errs[i] = fmt.Errorf("finish batch in task %d: no batch started", b.in.Tid)
+			continue
+		}
+		b.running = nil
+		if len(calls) == 0 {
+			continue // ended: nothing ran, nothing to fill in
+		}
+		if ends[i], errs[i] = b.waitEnd(calls, true); errs[i] != nil || !ends[i].read {
+			continue
+		}
+		buf := make([]byte, ends[i].ran*batchEntrySize)
+		l := unix.Iovec{Base: &buf[0]}
+		l.SetLen(len(buf))
+		local = append(local, l)
+		remote = append(remote, unix.RemoteIovec{Base: ends[i].tableAddr, Len: len(buf)})
+		at, bufs = append(at, i), append(bufs, buf)
+	}
+	got := 0
+	if len(at) > 0 {
+		err := retry(func() (err error) {
+			got, err = unix.ProcessVMReadv(bs[at[0]].in.Tid, local, remote, 0)
+			return err
+		})
+		if err != nil {
+			got = 0
+		}
+	}
+	for k, i := range at {
+		b, e, buf := bs[i], ends[i], bufs[k]
+		if got < len(buf) {
+			// Not read together (the read stops at the first range
+			// it cannot read): alone, with readResults's errors.
+			got = 0
+			errs[i] = b.readResults(e.tableAddr, e.calls[:e.ran])
+			continue
+		}
+		got -= len(buf)
+		for j := range e.ran {
+			e.calls[j].Ret = uintptr(binary.LittleEndian.Uint64(buf[j*batchEntrySize+56:]))
+			e.calls[j].Ran = true
+		}
+	}
+	for i, b := range bs {
+		if errs[i] != nil || len(ends[i].user) == 0 {
+			continue
+		}
+		errs[i] = b.ended(ends[i].user, ends[i])
+	}
+	return errs
 }
 
 // readResults reads the results of the calls that ran from the table at

@@ -361,7 +361,7 @@ func TestPipelined(t *testing.T) {
 }
 
 // TestStartAllThreads runs a batch in every thread of a process at once as
-// the dump does (BeginAllWith, slots, StartAll): each thread runs its own
+// the dump does (BeginAllWith, slots, StartAll, FinishAll): each thread runs its own
 // calls in its own context, and every thread gets its registers, signal
 // mask and the process its memory map back.
 func TestStartAllThreads(t *testing.T) {
@@ -441,11 +441,12 @@ func TestStartAllThreads(t *testing.T) {
 		if n, err := StartAll(bs, calls); err != nil || n != len(bs) {
 			return fmt.Errorf("start all: %d of %d, %v", n, len(bs), err)
 		}
+		errs := FinishAll(bs)
 		for i, tid := range tids[1:] {
-			if err := bs[i].Finish(); err != nil {
-				return err
+			if errs[i] != nil {
+				return errs[i]
 			}
-			if int(calls[i][0].Ret) != tid || int(calls[i][1].Ret) != pid {
+			if !calls[i][0].Ran || !calls[i][1].Ran || int(calls[i][0].Ret) != tid || int(calls[i][1].Ret) != pid {
 				t.Errorf("thread %d: gettid %d, getpid %d", tid, calls[i][0].Ret, calls[i][1].Ret)
 			}
 			if err := ins[i].StartEnd(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/crtools/crtools/engine"
 )
@@ -86,4 +87,72 @@ func TestKeptBatchUnmapped(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTracerDeathAfterCollect: crtools dies (its tracer thread ends
+// without detaching anything) after the injections of a dump whose tree
+// was to be killed (KillAtFinish: the threads are not settled, but wait
+// in the SIGTRAP stop of their last batch with SIGTRAP blocked): the
+// kernel detaches them and the tree runs on, each thread with SIGTRAP
+// queued again but blocked instead of delivered (which would kill it).
+func TestTracerDeathAfterCollect(t *testing.T) {
+	requireRoot(t)
+	pid := startDetached(t, keepBatchSrc)
+	d := collected(t, engine.DumpOptions{Pid: pid, Log: testLog(t), KillAtFinish: true})
+	held := 0
+	for _, th := range d.allThreads() {
+		if th.held {
+			held++
+		}
+	}
+	if held != 2 {
+		t.Errorf("%d threads left in their SIGTRAP stop with SIGTRAP blocked, want both", held)
+	}
+	// The tracer thread exits as crtools' would (exit_ptrace).
+	d.tr.Close()
+	d.tr, d.frozen = nil, false
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		states, err := threadStates(pid)
+		if err != nil {
+			t.Fatalf("task %d after its tracer died: %v", pid, err)
+		}
+		if states == "SS" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("threads of %d in states %q after their tracer died, want both sleeping", pid, states)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Still so a moment later: no SIGTRAP was delivered.
+	time.Sleep(100 * time.Millisecond)
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("task %d a moment after its tracer died: %v", pid, err)
+	}
+	if states, err := threadStates(pid); err != nil || states != "SS" {
+		t.Errorf("threads of %d in states %q (%v) a moment after their tracer died", pid, states, err)
+	}
+}
+
+// threadStates is the state letter of every thread of pid, in the order
+// of /proc/PID/task.
+func threadStates(pid int) (string, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return "", err
+	}
+	var s strings.Builder
+	for _, e := range ents {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, e.Name()))
+		if err != nil {
+			return "", err
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) {
+			return "", fmt.Errorf("stat of thread %s: %q", e.Name(), b)
+		}
+		s.WriteByte(b[i+2])
+	}
+	return s.String(), nil
 }

@@ -11,7 +11,7 @@ import (
 // every command (a dump, a restore) pays for. Each had a lighter
 // replacement that is equally correct where crtools used it.
 var notLinked = map[string]string{
-	"crypto/rand":   "random ids come from unix.Getrandom (engine/dump runID)",
+	"crypto/rand":   "the dump run id comes from math/rand, seeded from the kernel at start-up (engine/dump runID)",
 	"crypto/sha256": "the restore lock name hashes the path with FNV-1a (restoreLockName)",
 }
 

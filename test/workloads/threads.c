@@ -5,7 +5,8 @@
  *   every worker  counts in its own slot, keeps an id in a TLS variable,
  *                 blocks its own real-time signal and runs on its own
  *                 alternate signal stack, and checks all three on every
- *                 round (a thread cannot be checked from outside);
+ *                 round (a thread cannot be checked from outside), and
+ *                 sleeps with a value of its own in xmm7, checked after;
  *   workers 0, 1  play mutex/condvar ping-pong;
  *   the last one  sleeps for an hour in one nanosleep (it must neither
  *                 return early nor lose its place).
@@ -74,6 +75,28 @@ static void self_check(struct worker *w)
 		thread_bad(w, "alternate stack changed");
 }
 
+/* Sleeps about ms with a raw nanosleep while a value of the worker's own
+ * sits in xmm7, and checks it after: a worker is mostly frozen in here,
+ * so its FPU/SSE registers must be restored with it (glibc's sleep would
+ * be free to use xmm7 itself). */
+static void fpu_sleep_ms(struct worker *w, int ms)
+{
+	struct timespec ts = { 0, ms * 1000000L };
+	uint64_t want = 0x5eed000000000000ULL | (uint64_t)w->idx, got;
+
+	__asm__ volatile("movq %[in], %%xmm7\n\t"
+			 "mov $35, %%eax\n\t" /* SYS_nanosleep */
+			 "mov %[ts], %%rdi\n\t"
+			 "xor %%esi, %%esi\n\t"
+			 "syscall\n\t"
+			 "movq %%xmm7, %[out]\n\t"
+			 : [out] "=r"(got)
+			 : [in] "r"(want), [ts] "r"(&ts)
+			 : "rax", "rdi", "rsi", "rcx", "r11", "xmm7", "memory");
+	if (got != want)
+		thread_bad(w, "FPU register xmm7 changed");
+}
+
 static void *work(void *arg)
 {
 	struct worker *w = arg;
@@ -122,7 +145,7 @@ static void *work(void *arg)
 			pthread_mutex_unlock(&mu);
 		}
 		w->count++;
-		crt_sleep_ms(1);
+		fpu_sleep_ms(w, 1);
 	}
 	return NULL;
 }

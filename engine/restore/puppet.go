@@ -67,6 +67,8 @@ type puppet struct {
 	// atTrap: the last stop of the puppet was the SIGTRAP of an
 	// injection's int3 (dropTrampoline).
 	atTrap bool
+	// xstateSet: its dumped xstate is set (setXState).
+	xstateSet bool
 	// masked: the thread was born with puppetMask blocked
 	// (blockForThreads), which beginProc then need not set.
 	masked bool

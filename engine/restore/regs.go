@@ -105,27 +105,16 @@ func (p *puppet) unmapTrampoline() error {
 	return nil
 }
 
-// setFinalState sets the dumped registers, xstate and blocked mask.
+// setFinalState sets the dumped registers, xstate (unless setXState did)
+// and blocked mask.
 func (p *puppet) setFinalState(core *pb.CoreEntry) error {
 	ti := core.GetThreadInfo()
 	regs := regsFromImage(ti.GetGpregs(), p.regs)
 	restartSyscall(&regs)
-	// Every puppet has the same xstate, the clean one of the exec the
-	// first puppet started with (puppets run no FPU instruction, and
-	// clone copies it): read once, it is the base of every thread's.
-	if p.tr.xstate == nil {
-		xs, err := ptrace.GetXState(p.pid)
-		if err != nil {
+	if !p.xstateSet {
+		if err := p.setXState(core); err != nil {
 			return err
 		}
-		p.tr.xstate = xs
-	}
-	xs := append([]byte(nil), p.tr.xstate...)
-	if err := patchXState(xs, ti.GetFpregs()); err != nil {
-		return fmt.Errorf("build FPU state of task %d: %w", p.pid, err)
-	}
-	if err := ptrace.SetXState(p.pid, xs); err != nil {
-		return fmt.Errorf("set FPU state of task %d: %w", p.pid, err)
 	}
 	if err := ptrace.SetRegs(p.pid, &regs); err != nil {
 		return fmt.Errorf("set registers of task %d: %w", p.pid, err)
@@ -137,6 +126,33 @@ func (p *puppet) setFinalState(core *pb.CoreEntry) error {
 	if err := ptrace.SetSigmask(p.pid, mask); err != nil {
 		return fmt.Errorf("set blocked signals of task %d: %w", p.pid, err)
 	}
+	return nil
+}
+
+// setXState sets the dumped FPU/xstate. Injected syscalls leave it alone
+// (the trampoline runs no FPU instruction), so it may be set any time
+// before the task runs its own code: endProc sets the other threads'
+// while the pages are still being copied, which Resume otherwise does
+// one thread after the other.
+func (p *puppet) setXState(core *pb.CoreEntry) error {
+	// Every puppet has the same xstate, the clean one of the exec the
+	// first puppet started with (puppets run no FPU instruction, and
+	// clone copies it): read once, it is the base of every thread's.
+	if p.tr.xstate == nil {
+		xs, err := ptrace.GetXState(p.pid)
+		if err != nil {
+			return err
+		}
+		p.tr.xstate = xs
+	}
+	xs := append([]byte(nil), p.tr.xstate...)
+	if err := patchXState(xs, core.GetThreadInfo().GetFpregs()); err != nil {
+		return fmt.Errorf("build FPU state of task %d: %w", p.pid, err)
+	}
+	if err := ptrace.SetXState(p.pid, xs); err != nil {
+		return fmt.Errorf("set FPU state of task %d: %w", p.pid, err)
+	}
+	p.xstateSet = true
 	return nil
 }
 

@@ -174,6 +174,13 @@ func (r *restorer) endProc(st *procState) (int64, error) {
 		_ = st.waitFill()
 		return 0, err
 	}
+	// Their xstate too (regs.go), while the pages are still copied.
+	for _, th := range pr.threads[1:] {
+		if err := th.setXState(t.cores[th.vpid]); err != nil {
+			_ = st.waitFill()
+			return 0, err
+		}
+	}
 	err := st.waitFill()
 	filled := st.filled
 	if err != nil {

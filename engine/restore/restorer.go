@@ -246,9 +246,11 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 					return err
 				}
 			}
-			// Threads are born with the puppets' mask (state.go).
+			// Threads are born with the puppets' mask (state.go), when
+			// their leader exists already (a leader whose own clone is
+			// still queued is not there to read its mask from).
 			var unmask func() error
-			if len(t.tids) > 1 && !r.newPidNS() {
+			if len(t.tids) > 1 && !r.newPidNS() && lead.creator == nil {
 				if unmask, err = lead.blockForThreads(); err != nil {
 					return err
 				}

@@ -66,6 +66,9 @@ func (r *restorer) finishProc(pr *proc) error {
 		return fmt.Errorf("finish task %d: its trampoline is still mapped", pr.t.pid)
 	}
 	for _, th := range pr.threads {
+		if th.finalSet {
+			continue // endProc set it, and nothing was injected since
+		}
 		if err := th.setFinalState(pr.t.cores[th.vpid]); err != nil {
 			return err
 		}
@@ -126,6 +129,22 @@ func (p *puppet) setFinalState(core *pb.CoreEntry) error {
 	if err := ptrace.SetSigmask(p.pid, mask); err != nil {
 		return fmt.Errorf("set blocked signals of task %d: %w", p.pid, err)
 	}
+	p.finalSet = true
+	return nil
+}
+
+// unfinal readies a puppet whose final state is set (finalSet) for one
+// more injection: its signals blocked again (beginProc says why); the
+// registers are the injection's own, and finishProc sets the final ones
+// again.
+func (p *puppet) unfinal() error {
+	if !p.finalSet {
+		return nil
+	}
+	if err := ptrace.SetSigmask(p.pid, puppetMask); err != nil {
+		return fmt.Errorf("block signals of task %d: %w", p.pid, err)
+	}
+	p.finalSet = false
 	return nil
 }
 

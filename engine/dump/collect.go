@@ -39,7 +39,7 @@ type dumpState struct {
 	// sockets are the first socket descriptor of each task that holds
 	// one (collectFd), by pid: -n net refuses them (engine/ns).
 	sockets map[int]socketFd
-	// scanVec is the PAGEMAP_SCAN result buffer of collectMemory (mem.go),
+	// scanVec is the PAGEMAP_SCAN result buffer of scanPages (mem.go),
 	// one for every task: they are scanned one after the other.
 	scanVec []pagemap.Region
 	// stats are the /proc/PID/stat of every task (collectState), by pid:
@@ -241,7 +241,8 @@ func (s *dumpState) nsID(ts *taskState, ns string) (uint32, error) {
 // (collectRest: timers, memory map) and the next tasks': a 50-thread
 // task's 250 register reads then overlap the read of its memory map. It
 // injects only once every start is done: no /proc read of the first round
-// sees the injections' mapping.
+// sees the injections' mapping. The scan of the pages to save waits for the
+// third round (collectMid), which runs while the tracer injects.
 func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 	s.readAheadSmaps(d.tasks)
 	// toRegs never blocks: room for every task.
@@ -419,6 +420,7 @@ type collecting struct {
 	status             *proc.Status
 	timers             []proc.PosixTimer
 	vmas               []*pb.VmaEntry
+	scan               []scanVMA // the mappings whose pages collectMid scans
 	vdsoStart, vdsoEnd uintptr
 	regs               []threadRegs // per thread, threads[0] first
 	shared             [][]byte     // process-wide pending signals
@@ -505,11 +507,11 @@ func (s *dumpState) collectRest(c *collecting) error {
 	if c.timers, err = proc.ReadTimers(pid); err != nil {
 		return fmt.Errorf("read POSIX timers of pid %d: %w", pid, err)
 	}
-	vmas, pages, err := s.collectMemory(pid)
+	vmas, want, err := s.collectMemory(pid)
 	if err != nil {
 		return err
 	}
-	c.vmas, c.ts.pages = vmas, pages
+	c.vmas, c.scan = vmas, want
 	for _, v := range vmas {
 		if v.GetStatus()&vmaAreaVDSO != 0 {
 			c.vdsoStart, c.vdsoEnd = uintptr(v.GetStart()), uintptr(v.GetEnd())
@@ -582,6 +584,11 @@ func (d *Dumper) collectMid(s *dumpState, c *collecting) error {
 	ts, t, st, status := c.ts, c.ts.t, c.st, c.status
 	pid := t.pid
 	var err error
+	// The pages to save, while the tracer injects (collectMemory says
+	// why that is safe).
+	if ts.pages, err = s.scanPages(pid, c.scan); err != nil {
+		return err
+	}
 	if c.auxv, err = proc.ReadAuxv(pid); err != nil {
 		return fmt.Errorf("read auxv of pid %d: %w", pid, err)
 	}

@@ -66,24 +66,19 @@ var madvFlags = map[string]uint{
 	"dd": unix.MADV_DONTDUMP, "wf": unix.MADV_WIPEONFORK,
 }
 
-// collectMemory builds the VMA list of pid and the page ranges to save.
-func (s *dumpState) collectMemory(pid int) ([]*pb.VmaEntry, []pageRange, error) {
+// collectMemory builds the VMA list of pid and picks the mappings whose
+// pages scanPages then finds (the page ranges to save).
+//
+// The two are apart so that the scan can run while the tracer injects
+// (collectMid): only the VMA list must be read before the injections map
+// their batch memory; the scan covers the mappings of that list only
+// (splitRuns cuts away whatever a scan of a run finds between them), and
+// the injections touch no page of theirs.
+func (s *dumpState) collectMemory(pid int) ([]*pb.VmaEntry, []scanVMA, error) {
 	maps, err := s.readSmaps(pid) // collect.go: read ahead on another CPU
 	if err != nil {
 		return nil, nil, fmt.Errorf("read memory map of pid %d: %w", pid, err)
 	}
-	// Opened without Go's poller (five syscalls a file that /proc does
-	// not need); the scan buffer is the dump's, reused for every task.
-	pm, err := proc.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
-	if err != nil {
-		return nil, nil, fmt.Errorf("open pagemap of pid %d: %w", pid, err)
-	}
-	defer pm.Close()
-	if s.scanVec == nil {
-		s.scanVec = make([]pagemap.Region, 1024)
-	}
-	scanner := &pageScanner{f: pm, vec: s.scanVec}
-
 	var vmas []*pb.VmaEntry
 	var want []scanVMA // the mappings whose pages are scanned, in order
 	for i := range maps {
@@ -191,11 +186,31 @@ func (s *dumpState) collectMemory(pid int) ([]*pb.VmaEntry, []pageRange, error) 
 		newRun := len(want) == 0 || want[len(want)-1].index != i-1 || big || want[len(want)-1].big
 		want = append(want, scanVMA{start: m.Start, end: m.End, file: m.IsFile(), viaMem: !m.Read, index: i, newRun: newRun, big: big})
 	}
+	return vmas, want, nil
+}
+
+// scanPages finds the pages to save of the mappings of pid that
+// collectMemory picked.
+func (s *dumpState) scanPages(pid int, want []scanVMA) ([]pageRange, error) {
+	if len(want) == 0 {
+		return nil, nil
+	}
+	// Opened without Go's poller (five syscalls a file that /proc does
+	// not need); the scan buffer is the dump's, reused for every task.
+	pm, err := proc.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return nil, fmt.Errorf("open pagemap of pid %d: %w", pid, err)
+	}
+	defer pm.Close()
+	if s.scanVec == nil {
+		s.scanVec = make([]pagemap.Region, 1024)
+	}
+	scanner := &pageScanner{f: pm, vec: s.scanVec}
 	pages, err := scanner.scanAll(want)
 	if err != nil {
-		return nil, nil, fmt.Errorf("scan pages of pid %d: %w", pid, err)
+		return nil, fmt.Errorf("scan pages of pid %d: %w", pid, err)
 	}
-	return vmas, pages, nil
+	return pages, nil
 }
 
 // scanVMA is a mapping whose pages collectMemory scans.

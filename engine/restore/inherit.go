@@ -389,14 +389,14 @@ func (r *restorer) restoreHeir(pr *proc, l *lane) (int64, error) {
 			return 0, err
 		}
 	}
+	// mapVMAs runs the unmaps and its mmaps; without VMAs of its own the
+	// unmaps wait for the batch below: the pages written are all in VMAs
+	// that exist by then, none in one that goes.
 	var plans []vmaPlan
 	if len(h.mapv) > 0 {
 		if plans, err = lead.mapVMAs(r.img, nil, h.mapv, t.pagemap); err != nil {
 			return 0, err
 		}
-	}
-	if err := lead.runPending(); err != nil {
-		return 0, err
 	}
 	if err := lead.writeDiff(d, l.heirBuf); err != nil {
 		return 0, err

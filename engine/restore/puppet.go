@@ -67,12 +67,6 @@ type puppet struct {
 	// atTrap: the last stop of the puppet was the SIGTRAP of an
 	// injection's int3 (dropTrampoline).
 	atTrap bool
-	// xstateSet: its dumped xstate is set (setXState).
-	xstateSet bool
-	// finalSet: its dumped registers and mask are set already
-	// (endProc); an injection after them first blocks the signals again
-	// (unfinal), and Resume then sets them once more.
-	finalSet bool
 	// masked: the thread was born with puppetMask blocked
 	// (blockForThreads), which beginProc then need not set.
 	masked bool
@@ -231,9 +225,6 @@ func (p *puppet) prepare(nr int, args []uint64) error {
 		return err
 	}
 	if err := p.flush(); err != nil {
-		return err
-	}
-	if err := p.unfinal(); err != nil {
 		return err
 	}
 	var a [6]uint64
@@ -428,9 +419,6 @@ func (p *puppet) preparePending() (calls []ptrace.BatchCall, pend []pendingCall,
 	if len(pend) == 1 {
 		p.started = &startedBatch{done: true, err: p.runOne(pend[0])}
 		return nil, nil, nil
-	}
-	if err := p.unfinal(); err != nil {
-		return nil, nil, err
 	}
 	if p.batch == nil {
 		in := &ptrace.Injector{Tid: p.pid}

@@ -66,9 +66,6 @@ func (r *restorer) finishProc(pr *proc) error {
 		return fmt.Errorf("finish task %d: its trampoline is still mapped", pr.t.pid)
 	}
 	for _, th := range pr.threads {
-		if th.finalSet {
-			continue // endProc set it, and nothing was injected since
-		}
 		if err := th.setFinalState(pr.t.cores[th.vpid]); err != nil {
 			return err
 		}
@@ -108,52 +105,11 @@ func (p *puppet) unmapTrampoline() error {
 	return nil
 }
 
-// setFinalState sets the dumped registers, xstate (unless setXState did)
-// and blocked mask.
+// setFinalState sets the dumped registers, xstate and blocked mask.
 func (p *puppet) setFinalState(core *pb.CoreEntry) error {
 	ti := core.GetThreadInfo()
 	regs := regsFromImage(ti.GetGpregs(), p.regs)
 	restartSyscall(&regs)
-	if !p.xstateSet {
-		if err := p.setXState(core); err != nil {
-			return err
-		}
-	}
-	if err := ptrace.SetRegs(p.pid, &regs); err != nil {
-		return fmt.Errorf("set registers of task %d: %w", p.pid, err)
-	}
-	mask := core.GetThreadCore().GetBlkSigset()
-	if core.GetThreadCore().BlkSigset == nil {
-		mask = core.GetTc().GetBlkSigset()
-	}
-	if err := ptrace.SetSigmask(p.pid, mask); err != nil {
-		return fmt.Errorf("set blocked signals of task %d: %w", p.pid, err)
-	}
-	p.finalSet = true
-	return nil
-}
-
-// unfinal readies a puppet whose final state is set (finalSet) for one
-// more injection: its signals blocked again (beginProc says why); the
-// registers are the injection's own, and finishProc sets the final ones
-// again.
-func (p *puppet) unfinal() error {
-	if !p.finalSet {
-		return nil
-	}
-	if err := ptrace.SetSigmask(p.pid, puppetMask); err != nil {
-		return fmt.Errorf("block signals of task %d: %w", p.pid, err)
-	}
-	p.finalSet = false
-	return nil
-}
-
-// setXState sets the dumped FPU/xstate. Injected syscalls leave it alone
-// (the trampoline runs no FPU instruction), so it may be set any time
-// before the task runs its own code: endProc sets the other threads'
-// while the pages are still being copied, which Resume otherwise does
-// one thread after the other.
-func (p *puppet) setXState(core *pb.CoreEntry) error {
 	// Every puppet has the same xstate, the clean one of the exec the
 	// first puppet started with (puppets run no FPU instruction, and
 	// clone copies it): read once, it is the base of every thread's.
@@ -165,13 +121,22 @@ func (p *puppet) setXState(core *pb.CoreEntry) error {
 		p.tr.xstate = xs
 	}
 	xs := append([]byte(nil), p.tr.xstate...)
-	if err := patchXState(xs, core.GetThreadInfo().GetFpregs()); err != nil {
+	if err := patchXState(xs, ti.GetFpregs()); err != nil {
 		return fmt.Errorf("build FPU state of task %d: %w", p.pid, err)
 	}
 	if err := ptrace.SetXState(p.pid, xs); err != nil {
 		return fmt.Errorf("set FPU state of task %d: %w", p.pid, err)
 	}
-	p.xstateSet = true
+	if err := ptrace.SetRegs(p.pid, &regs); err != nil {
+		return fmt.Errorf("set registers of task %d: %w", p.pid, err)
+	}
+	mask := core.GetThreadCore().GetBlkSigset()
+	if core.GetThreadCore().BlkSigset == nil {
+		mask = core.GetTc().GetBlkSigset()
+	}
+	if err := ptrace.SetSigmask(p.pid, mask); err != nil {
+		return fmt.Errorf("set blocked signals of task %d: %w", p.pid, err)
+	}
 	return nil
 }
 

@@ -174,25 +174,6 @@ func (r *restorer) endProc(st *procState) (int64, error) {
 		_ = st.waitFill()
 		return 0, err
 	}
-	// Their final state too (regs.go), while the pages are still
-	// copied, rather than one after the other in Resume: the xstate
-	// (which injections leave alone), and the registers and mask of a
-	// thread with no signals of its own to queue (queueSignals injects;
-	// any injection after puts its signals back under the puppets' mask,
-	// unfinal, and Resume sets them again).
-	for _, th := range pr.threads[1:] {
-		core := t.cores[th.vpid]
-		var err error
-		if len(core.GetThreadCore().GetSignalsP().GetSignals()) == 0 {
-			err = th.setFinalState(core)
-		} else {
-			err = th.setXState(core)
-		}
-		if err != nil {
-			_ = st.waitFill()
-			return 0, err
-		}
-	}
 	err := st.waitFill()
 	filled := st.filled
 	if err != nil {

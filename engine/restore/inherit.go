@@ -113,8 +113,9 @@ func (r *restorer) heirOK(t *taskImage, keys msgKeys) bool {
 	}
 	for _, v := range slices.Concat(t.mm.GetVmas(), p.mm.GetVmas()) {
 		st := v.GetStatus()
+		// Huge pages: MADV_DONTNEED of one 4 KiB page would fail.
 		if st&(vmaAnonShared|vmaFileShared|vmaUnsupp|vmaAreaSysvipc|vmaAreaSocket|vmaAreaAioring|vmaAreaMemfd) != 0 ||
-			v.GetMadv()&(1<<madvDontfork|1<<madvWipeonfork) != 0 {
+			v.GetMadv()&(1<<madvDontfork|1<<madvWipeonfork) != 0 || v.GetFlags()&unix.MAP_HUGETLB != 0 {
 			return false
 		}
 		if st&vmaFilePrivate != 0 {

@@ -411,10 +411,7 @@ func (p *puppet) queueClone(flags, exitSignal uint64, tid int, created func(*pup
 		}
 		c.creator = nil
 		created(c)
-		// A creator attached with PTRACE_SEIZE (a heir lane's seed,
-		// inherit.go) passes that on: the child's first stop is then
-		// PTRACE_EVENT_STOP.
-		if st.Sig != int(unix.SIGSTOP) && st.Event != unix.PTRACE_EVENT_STOP {
+		if st.Sig != int(unix.SIGSTOP) {
 			return fmt.Errorf("new task %d stopped by %v, want SIGSTOP", tid, st)
 		}
 		return nil

@@ -2,11 +2,8 @@ package restore
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"runtime"
 	"slices"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -347,20 +344,12 @@ func (r *restorer) planHeirs(procs []*proc) {
 }
 
 // cloneHeirs queues the forks of pr's heirs from its leader's puppet: they
-// run with its next batch. With a heir lane (l.heirLane) and enough heirs,
-// the second half but its first (the seed) is left to that lane, which
-// forks them from the seed (handHeirs). Preconditions: on pr's tracer
-// thread; pr's memory, files, fs info, signal actions and limits are
-// restored (or queued before), nothing else of its per-thread state.
-func (r *restorer) cloneHeirs(pr *proc, l *lane) error {
+// run with its next batch. Preconditions: on pr's tracer thread; pr's
+// memory, files, fs info, signal actions and limits are restored (or
+// queued before), nothing else of its per-thread state.
+func (r *restorer) cloneHeirs(pr *proc, created func(*puppet)) error {
 	lead := pr.threads[0]
-	heirs := pr.heirs
-	if l != nil && l.heirLane != nil && len(heirs) >= minHeirSplit {
-		pr.heirSplit = len(heirs) / 2
-		heirs = heirs[:pr.heirSplit+1]
-	}
-	created := r.createdFunc()
-	for _, h := range heirs {
+	for _, h := range pr.heirs {
 		c, err := lead.queueClone(0, uint64(unix.SIGCHLD), h.t.pid, created)
 		if err != nil {
 			return fmt.Errorf("create task %d: %w", h.t.pid, err)
@@ -368,160 +357,6 @@ func (r *restorer) cloneHeirs(pr *proc, l *lane) error {
 		h.threads = []*puppet{c}
 		h.lane = pr.lane
 	}
-	return nil
-}
-
-// Heir lane: when no process may go to a second lane (lanes.go) but a
-// parent has many heirs, a second tracer on the other CPU creates and
-// restores half of them: the main lane forks one (the seed) with its own
-// and hands it over parked (parkProcs); the heir lane adopts it, forks
-// the others from it with CLONE_PARENT (they are the parent's children,
-// with the parent's restored memory: the seed's is still that), restores
-// them and the seed. A heir's restore is mostly round trips to its puppet,
-// which a tracer and its puppets on one CPU do one after the other.
-
-// minHeirSplit is the fewest heirs of one parent worth the heir lane.
-const minHeirSplit = 8
-
-// heirJob is a seed and the heirs the heir lane forks from it.
-type heirJob struct {
-	seed *proc
-	rest []*proc
-}
-
-// planHeirLane returns the heir lane, or nil when none is worth it.
-func (r *restorer) planHeirLane() *lane {
-	if r.origMask == nil || runtime.GOMAXPROCS(0) < 2 || r.opts.Progress != nil {
-		return nil
-	}
-	cpu := nthCPU(r.origMask, 2)
-	if cpu < 0 {
-		return nil
-	}
-	n := 0
-	for _, pr := range r.procs {
-		if len(pr.heirs) >= minHeirSplit {
-			n++
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	l := &lane{shm: newShmState(), vdso: map[vdsoPlace]bool{}, cpu: cpu, heirJobs: make(chan heirJob, n)}
-	t := *r.tramp
-	t.fillBuf, t.xstate = nil, nil
-	l.tramp = &t
-	return l
-}
-
-// restoreWithHeirLane is RestoreState's work with the heir lane l: the
-// main lane restores every process as without it, and hands l its jobs.
-func (r *restorer) restoreWithHeirLane(l *lane) error {
-	l.tr = ptrace.NewTracer()
-	r.lane = l
-	laneErr := make(chan error, 1)
-	go func() {
-		laneErr <- l.tr.Do(func() error {
-			var one unix.CPUSet
-			one.Set(l.cpu)
-			_ = unix.SchedSetaffinity(0, &one) // only speed depends on it
-			var first error
-			for job := range l.heirJobs {
-				if first == nil {
-					first = r.restoreHeirJob(l, job)
-				}
-				// After a failure the jobs left are only drained:
-				// their seeds wait parked, and Kill kills them.
-			}
-			return first
-		})
-	}()
-	main := &lane{procs: r.procs, shm: r.shm, vdso: map[vdsoPlace]bool{}, tramp: r.tramp, heirLane: l}
-	err := r.tr.Do(func() error { return r.restoreProcs(main, nil, nil) })
-	close(l.heirJobs)
-	return errors.Join(err, <-laneErr)
-}
-
-// handHeirs hands pr's split heirs (cloneHeirs) to the heir lane and
-// returns those the main lane restores. Preconditions: on the main
-// tracer; pr's endProc ran.
-func (r *restorer) handHeirs(l *lane, pr *proc) ([]*proc, error) {
-	if pr.heirSplit == 0 {
-		return pr.heirs, nil
-	}
-	k := pr.heirSplit
-	// Read here, before both lanes use them.
-	if err := r.readHeirPages(pr); err != nil {
-		return nil, err
-	}
-	seed := pr.heirs[k]
-	if err := r.parkProcs([]*proc{seed}); err != nil { // lanes.go
-		return nil, err
-	}
-	l.heirLane.heirJobs <- heirJob{seed: seed, rest: pr.heirs[k+1:]}
-	r.log.Debug().Int("pid", seed.t.pid).Int("heirs", len(pr.heirs)-k).Int("cpu", l.heirLane.cpu).Msg("heir lane restores heirs")
-	return pr.heirs[:k], nil
-}
-
-// restoreHeirJob adopts a seed, forks the job's heirs from it, and
-// restores them and the seed. Preconditions: on l's tracer thread.
-func (r *restorer) restoreHeirJob(l *lane, job heirJob) error {
-	seed := job.seed
-	if err := r.adopt(l, seed); err != nil { // lanes.go
-		return err
-	}
-	sp := seed.threads[0]
-	// The mask of a driven puppet (beginProc), which its forks get.
-	if err := ptrace.SetSigmask(sp.pid, ^uint64(0)&^(1<<(unix.SIGTRAP-1))); err != nil {
-		return err
-	}
-	created := r.createdFunc()
-	for _, h := range job.rest {
-		// CLONE_PARENT: the seed's parent, the heirs', is theirs;
-		// clone3 wants exit_signal 0 then (they get the seed's).
-		c, err := sp.queueClone(unix.CLONE_PARENT, 0, h.t.pid, created)
-		if err != nil {
-			return fmt.Errorf("create task %d: %w", h.t.pid, err)
-		}
-		h.threads = []*puppet{c}
-		h.lane = l
-	}
-	if err := sp.runPending(); err != nil {
-		return err
-	}
-	for _, h := range job.rest {
-		if err := r.restoreHeirLogged(h, l); err != nil {
-			return err
-		}
-	}
-	return r.restoreHeirLogged(seed, l)
-}
-
-// restoreHeirLogged is restoreHeir with its error named and its cost
-// logged.
-func (r *restorer) restoreHeirLogged(h *proc, l *lane) error {
-	start := time.Now()
-	filled, err := r.restoreHeir(h, l)
-	if err != nil {
-		return fmt.Errorf("restore task %d: %w", h.t.pid, err)
-	}
-	h.done = true
-	h.threads[0].log.Info().Int("threads", 1).Int64("bytes", filled).Msg("task state restored")
-	r.log.Debug().Int("pid", h.t.pid).Dur("took", time.Since(start)).Int64("bytes", filled).
-		Int("syscalls", h.threads[0].calls).Bool("heir", true).Bool("second_lane", l.tr != nil).Msg("task state restored")
-	return nil
-}
-
-// readHeirPages reads the data of pr's pages for its heirs, once.
-func (r *restorer) readHeirPages(pr *proc) error {
-	if pr.heirPages != nil {
-		return nil
-	}
-	b, err := readPages(r.img.dir, pr.t.pagemap, nil)
-	if err != nil {
-		return fmt.Errorf("restore the heirs of task %d: pages of their parent: %w", pr.t.pid, err)
-	}
-	pr.heirPages = b
 	return nil
 }
 
@@ -540,10 +375,12 @@ func (r *restorer) restoreHeir(pr *proc, l *lane) (int64, error) {
 	// fresh memory for every heir would cost a page fault per page.
 	h := pr.heir
 	from := h.from.t
-	if err := r.readHeirPages(h.from); err != nil {
-		return 0, err
-	}
 	var err error
+	if h.from.heirPages == nil {
+		if h.from.heirPages, err = readPages(r.img.dir, from.pagemap, nil); err != nil {
+			return 0, fmt.Errorf("restore task %d: pages of its parent: %w", t.pid, err)
+		}
+	}
 	if l.heirBuf, err = readPages(r.img.dir, t.pagemap, l.heirBuf); err != nil {
 		return 0, fmt.Errorf("restore task %d: %w", t.pid, err)
 	}
@@ -658,12 +495,9 @@ func sigtrapIgnOf(sas []*pb.SaEntry) *kernelSigaction {
 	return nil
 }
 
-// createdFunc returns what tells Kill about each task created: the main
-// tracer and a heir lane's may at the same time.
+// createdFunc returns what tells Kill about each task created. Only the
+// main tracer creates tasks (heirs' parents are never on the second lane,
+// laneOK).
 func (r *restorer) createdFunc() func(*puppet) {
-	return func(c *puppet) {
-		r.createdMu.Lock()
-		r.created = append(r.created, c.pid)
-		r.createdMu.Unlock()
-	}
+	return func(c *puppet) { r.created = append(r.created, c.pid) }
 }

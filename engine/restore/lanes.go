@@ -58,10 +58,6 @@ type lane struct {
 	cpu   int // the CPU the tracer and its puppets run on
 	// heirBuf holds a heir's pages data (inherit.go), reused.
 	heirBuf []byte
-	// heirJobs, on a heir lane (inherit.go), hands it heirs to create
-	// and restore; heirLane, on the main lane, is that lane.
-	heirJobs chan heirJob
-	heirLane *lane
 }
 
 // procPool hands out parked processes to the lanes.
@@ -210,13 +206,7 @@ func (r *restorer) laneOK(pr *proc, holders map[uint32][]*taskImage) bool {
 // none (pdeathKill).
 // Preconditions: on the main tracer thread; every puppet of l is stopped.
 func (r *restorer) parkLane(l *lane) error {
-	return r.parkProcs(l.pool.procs)
-}
-
-// parkProcs is parkLane's work for the single-threaded procs (also a heir
-// lane's seeds, inherit.go).
-func (r *restorer) parkProcs(procs []*proc) error {
-	for _, pr := range procs {
+	for _, pr := range l.pool.procs {
 		p := pr.threads[0]
 		if err := p.born(); err != nil {
 			return err
@@ -235,7 +225,7 @@ func (r *restorer) parkProcs(procs []*proc) error {
 			return fmt.Errorf("hand task %d over: %w", p.pid, err)
 		}
 	}
-	for _, pr := range procs {
+	for _, pr := range l.pool.procs {
 		p := pr.threads[0]
 		if _, err := p.waitTrap(); err != nil {
 			return fmt.Errorf("hand task %d over: set parent-death signal: %w", p.pid, err)

@@ -40,9 +40,7 @@ type restorer struct {
 	shm     *shmState
 	procs   []*proc // in image order; procs[0] is the root
 	created []int   // every task created, puppets included, for Kill
-	// createdMu guards created while two lanes create heirs (inherit.go).
-	createdMu sync.Mutex
-	rootPid   int
+	rootPid int
 
 	waitOnce   sync.Once
 	waitStatus int
@@ -104,7 +102,6 @@ type proc struct {
 	heir      *heir
 	heirs     []*proc
 	heirPages []byte // the data of this process's pages, for its heirs
-	heirSplit int    // heirs from this index on go to the heir lane (cloneHeirs)
 }
 
 func (r *restorer) Load(ctx context.Context) error {
@@ -426,8 +423,6 @@ func (r *restorer) RestoreState(ctx context.Context) error {
 	var err error
 	if l := r.planLane(); l != nil { // lanes.go
 		err = r.restoreWithLane(l)
-	} else if l := r.planHeirLane(); l != nil { // inherit.go
-		err = r.restoreWithHeirLane(l)
 	} else {
 		// One hand-over to the tracer thread for all tasks.
 		all := &lane{procs: r.procs, shm: r.shm, vdso: map[vdsoPlace]bool{}, tramp: r.tramp}
@@ -488,16 +483,17 @@ func (r *restorer) restoreProcs(l *lane, failed *atomic.Bool, afterFirst func())
 		if ended++; ended == 1 && afterFirst != nil {
 			afterFirst()
 		}
-		// Its heirs, forked from it during endProc (inherit.go); a
-		// heir lane takes some.
-		mine, err := r.handHeirs(l, st.pr)
-		if err != nil {
-			return err
-		}
-		for _, h := range mine {
-			if err := r.restoreHeirLogged(h, l); err != nil {
-				return err
+		// Its heirs, forked from it during endProc (inherit.go).
+		for _, h := range st.pr.heirs {
+			start := time.Now()
+			filled, err := r.restoreHeir(h, l)
+			if err != nil {
+				return fmt.Errorf("restore task %d: %w", h.t.pid, err)
 			}
+			h.done = true
+			h.threads[0].log.Info().Int("threads", 1).Int64("bytes", filled).Msg("task state restored")
+			r.log.Debug().Int("pid", h.t.pid).Dur("took", time.Since(start)).Int64("bytes", filled).
+				Int("syscalls", h.threads[0].calls).Bool("heir", true).Msg("task state restored")
 		}
 		return nil
 	}

@@ -27,7 +27,6 @@ type procState struct {
 	vmas  []*pb.VmaEntry
 	plans []vmaPlan
 	shm   *shmState // of the process's lane
-	lane  *lane     // the lane restoring it
 
 	fillDone chan struct{}
 	filled   int64
@@ -116,7 +115,7 @@ func (r *restorer) beginProc(pr *proc, l *lane) (*procState, error) {
 	}
 
 	// Memory.
-	st := &procState{pr: pr, vmas: t.mm.GetVmas(), shm: l.shm, lane: l}
+	st := &procState{pr: pr, vmas: t.mm.GetVmas(), shm: l.shm}
 	err := func() error {
 		if err := lead.unmapPuppet(); err != nil {
 			return err
@@ -262,7 +261,7 @@ func (r *restorer) endProc(st *procState) (int64, error) {
 	// Heirs are forked now, with what fork copies in place and nothing
 	// of what it would copy wrongly (inherit.go); the clones run with
 	// the leader's batch, before its calls.
-	if err := r.cloneHeirs(pr, st.lane); err != nil {
+	if err := r.cloneHeirs(pr, r.createdFunc()); err != nil {
 		return filled, err
 	}
 	// Per thread: the leader's state (the others' ran before the fill),

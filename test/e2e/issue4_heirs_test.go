@@ -1,10 +1,18 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/crtools/crtools/engine/image"
+	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/test/harness"
 )
 
@@ -17,7 +25,9 @@ import (
 // it added, another heap size. Every child checks all of it, its name and
 // its parent-death signal, and reports; verify checks every report moves
 // on with the pid fork gave, and the root's own memory. /proc of the tree
-// is compared as for the other trees.
+// is compared as for the other trees. Before that, a restore that fails
+// in the last child (a heir: its image asks for a POSIX timer id no
+// restore can reach) exits 1 and leaves no task of the tree behind.
 func TestIssue4Heirs(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
@@ -33,6 +43,48 @@ func TestIssue4Heirs(t *testing.T) {
 	for pid := range before {
 		rp.Forget(pid)
 	}
+	pids := pstreePids(t, dir)
+	t.Run("heir fails", func(t *testing.T) {
+		bad := filepath.Join(t.TempDir(), "images")
+		if out, err := exec.Command("cp", "-a", dir, bad).CombinedOutput(); err != nil {
+			t.Fatalf("copy images: %v\n%s", err, out)
+		}
+		last := pids[len(pids)-1]
+		core := &pb.CoreEntry{}
+		if err := image.ReadOne(bad, image.Core, uint64(last), core); err != nil {
+			t.Fatal(err)
+		}
+		zero := func() *pb.ItimerEntry {
+			return &pb.ItimerEntry{Isec: proto.Uint64(0), Iusec: proto.Uint64(0), Vsec: proto.Uint64(0), Vusec: proto.Uint64(0)}
+		}
+		if core.Tc.Timers == nil {
+			core.Tc.Timers = &pb.TaskTimersEntry{Real: zero(), Virt: zero(), Prof: zero()}
+		}
+		core.Tc.Timers.Posix = append(core.Tc.Timers.Posix, &pb.PosixTimerEntry{ItId: proto.Uint32(5000),
+			ClockId: proto.Uint32(1), SiSigno: proto.Uint32(14), ItSigevNotify: proto.Uint32(0), SivalPtr: proto.Uint64(0),
+			Overrun: proto.Uint32(0), Isec: proto.Uint64(0), Insec: proto.Uint64(0), Vsec: proto.Uint64(0), Vnsec: proto.Uint64(0)})
+		if err := os.Remove(image.Core.Path(bad, uint64(last))); err != nil {
+			t.Fatal(err)
+		}
+		if err := image.WriteFile(bad, image.Core, uint64(last), core); err != nil {
+			t.Fatal(err)
+		}
+		logFile := filepath.Join(t.TempDir(), "restore.log")
+		out, err := exec.Command(harness.BuildCrtools(t), "restore", "-D", bad, "-d", "-v", "2", "-o", logFile).CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+			t.Errorf("restore: %v, want exit 1\n%s", err, lastLines(string(out), 15))
+		}
+		if !strings.Contains(string(out), "timer id 5000") {
+			t.Errorf("the error is not the last child's timer:\n%s", lastLines(string(out), 5))
+		}
+		if log, _ := os.ReadFile(logFile); strings.Count(string(log), "heir=true") != n-1 {
+			t.Errorf("the children before the last were not restored as heirs; the log:\n%s", lastLines(string(log), 30))
+		}
+		for _, pid := range pids {
+			rp.Forget(pid)
+		}
+		noHeirLeft(t, pids)
+	})
 	restoreDetached(t, w, dir)
 	after := snapTree(t, w.Pid)
 	compareSnaps(t, before, after, false)
@@ -42,4 +94,34 @@ func TestIssue4Heirs(t *testing.T) {
 	}
 	verifyRestored(t, w)
 	waitExit(t, rp, w.Pid, 0)
+}
+
+// noHeirLeft fails unless, within 5 s, none of pids is a task of the
+// restore: a puppet ("exe" until named) or a task named as heirs.c's.
+func noHeirLeft(t *testing.T, pids []int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var left []string
+		for _, pid := range pids {
+			comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			if err != nil {
+				continue
+			}
+			if c := strings.TrimSpace(string(comm)); c == "exe" || strings.HasPrefix(c, "heir") {
+				left = append(left, fmt.Sprintf("%d (%s)", pid, c))
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("tasks of the tree left behind: %s", strings.Join(left, ", "))
+			for _, pid := range pids {
+				harness.KillTree(pid)
+			}
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

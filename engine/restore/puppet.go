@@ -392,7 +392,7 @@ func (p *puppet) startPending() error {
 	p.scratch = p.scratch[:0]
 	if err != nil {
 		p.fds = nil
-		return fmt.Errorf("%s (and %d more calls) in task %d: %w", pend[0].what, len(pend)-1, p.pid, err)
+		return p.batchError(pend, err)
 	}
 	p.started = &startedBatch{pend: pend, calls: calls}
 	return nil
@@ -495,10 +495,16 @@ func startPendingAll(ths []*puppet) error {
 		}
 		p.fds = nil
 		if i == n && err != nil {
-			err = fmt.Errorf("%s (and %d more calls) in task %d: %w", pends[i][0].what, len(pends[i])-1, p.pid, err)
+			err = p.batchError(pends[i], err)
 		}
 	}
 	return err
+}
+
+// batchError is err, a failure of the batch of pend as a whole (not of
+// one of its calls), named by the batch's first call.
+func (p *puppet) batchError(pend []pendingCall, err error) error {
+	return fmt.Errorf("%s (and %d more calls) in task %d: %w", pend[0].what, len(pend)-1, p.pid, err)
 }
 
 // finishPending waits for the batch of startPending and returns what
@@ -543,7 +549,7 @@ func (p *puppet) finishPending() error {
 	}
 	if err != nil {
 		p.fds = nil
-		return fmt.Errorf("%s (and %d more calls) in task %d: %w", pend[0].what, len(pend)-1, p.pid, err)
+		return p.batchError(pend, err)
 	}
 	for i, c := range calls {
 		if pend[i].hasExpect && uint64(c.Ret) != pend[i].expect {

@@ -40,6 +40,7 @@ func (r *restorer) shellForeground() {
 		for _, pr := range r.procs {
 			if pr.t.pid == pgid {
 				outer = pr.threads[0].pid
+				break
 			}
 		}
 		for _, pr := range r.procs {

@@ -418,15 +418,16 @@ func applyTermios(f *os.File, info *pb.TtyInfoEntry) error {
 // that had the dumped terminal in the foreground, so that a full-screen
 // program keeps getting its input and SIGWINCH. With -j the tree lives in
 // crtools' session (crtools(1): it inherits session and process group), so
-// the group can own crtools' terminal; live says whether a group was
-// restored, and returns its id as crtools sees it (the image's id inside a
-// pid namespace of the tree's own differs), or 0 (a foreground group
-// outside the tree, or crtools' own, is left as it is). The caller runs
-// this while the tasks are still stopped, before
-// they run: a job started in the background would be stopped by SIGTTOU at
-// its first terminal setting. It returns the group it made foreground (0:
-// none). If the restored window size differs from the terminal's, the group
-// gets a SIGWINCH (delivered once it runs) to redraw for the new size.
+// the group can own crtools' terminal. live takes a group as the images
+// number it and returns its id as crtools sees it if the group was
+// restored (the image's id inside a pid namespace of the tree's own
+// differs), else 0: a foreground group outside the tree, or crtools' own,
+// is left as it is. The caller runs this while the tasks are still
+// stopped, before they run: a job started in the background would be
+// stopped by SIGTTOU at its first terminal setting. It returns the group
+// it made foreground (0: none). If the restored window size differs from
+// the terminal's, the group gets a SIGWINCH (delivered once it runs) to
+// redraw for the new size.
 func (r *Restorer) ShellForeground(live func(pgid int) int) (int, error) {
 	if r.ShellTTY == nil || r.set == nil {
 		return 0, nil

@@ -217,11 +217,7 @@ func (r *restorer) parkLane(l *lane) error {
 		if err := ptrace.SetSigmask(p.pid, ^uint64(0)); err != nil {
 			return err
 		}
-		if err := p.prepare(unix.SYS_PRCTL, []uint64{unix.PR_SET_PDEATHSIG, uint64(unix.SIGKILL)}); err != nil {
-			return fmt.Errorf("hand task %d over: %w", p.pid, err)
-		}
-		p.atTrap = false
-		if err := ptrace.Cont(p.pid, 0); err != nil {
+		if err := p.startCall(unix.SYS_PRCTL, []uint64{unix.PR_SET_PDEATHSIG, uint64(unix.SIGKILL)}); err != nil {
 			return fmt.Errorf("hand task %d over: %w", p.pid, err)
 		}
 	}

@@ -248,11 +248,7 @@ func (p *puppet) call(nr int, args ...uint64) (uint64, error) {
 			return 0, err
 		}
 	}
-	if err := p.prepare(nr, args); err != nil {
-		return 0, err
-	}
-	p.atTrap = false
-	if err := ptrace.Cont(p.pid, 0); err != nil {
+	if err := p.startCall(nr, args); err != nil {
 		return 0, err
 	}
 	if _, err := p.waitTrap(); err != nil {
@@ -273,6 +269,16 @@ func (p *puppet) call(nr int, args ...uint64) (uint64, error) {
 		}
 	}
 	return ret, err
+}
+
+// startCall sets syscall nr going in the puppet: call up to its waitTrap,
+// for a caller that runs a call in several puppets at once (parkLane).
+func (p *puppet) startCall(nr int, args []uint64) error {
+	if err := p.prepare(nr, args); err != nil {
+		return err
+	}
+	p.atTrap = false
+	return ptrace.Cont(p.pid, 0)
 }
 
 // waitTrap waits for the int3 stop. Other stops are possible meanwhile: a

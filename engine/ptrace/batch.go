@@ -359,15 +359,8 @@ func (b *Batch) Run(calls []BatchCall) (err error) {
 // Preconditions: caller is on the tracer thread; the task is ptrace-stopped.
 func (b *Batch) Start(calls []BatchCall) error {
 	in := b.in
-	switch {
-	case b.addr == 0:
-		return fmt.Errorf("run batch in task %d: batch closed", in.Tid)
-	case len(calls) > b.maxCalls:
-		return fmt.Errorf("run batch in task %d: %d calls, room for %d", in.Tid, len(calls), b.maxCalls)
-	case in.session == nil:
-		return fmt.Errorf("run batch in task %d: injection not begun", in.Tid)
-	case b.running != nil:
-		return fmt.Errorf("run batch in task %d: a batch is still running", in.Tid)
+	if err := b.startable(calls); err != nil {
+		return err
 	}
 	if err := b.setup(calls); err != nil {
 		return err
@@ -396,6 +389,22 @@ func (b *Batch) Finish() error {
 	return b.wait(calls, true)
 }
 
+// startable says why b cannot start calls now (Start, StartAll), or nil.
+func (b *Batch) startable(calls []BatchCall) error {
+	in := b.in
+	switch {
+	case b.addr == 0:
+		return fmt.Errorf("run batch in task %d: batch closed", in.Tid)
+	case len(calls) > b.maxCalls:
+		return fmt.Errorf("run batch in task %d: %d calls, room for %d", in.Tid, len(calls), b.maxCalls)
+	case in.session == nil:
+		return fmt.Errorf("run batch in task %d: injection not begun", in.Tid)
+	case b.running != nil:
+		return fmt.Errorf("run batch in task %d: a batch is still running", in.Tid)
+	}
+	return nil
+}
+
 // StartAll is Start of each batch bs[i] with calls[i], for batches in
 // threads of one process (Slot, or BatchOver in memory they share): their
 // tables and WriteWith data go in with one process_vm_writev instead of one
@@ -412,19 +421,12 @@ func StartAll(bs []*Batch, calls [][]BatchCall) (int, error) {
 	var writes []memWrite
 	laid := make([]int, len(bs)) // the table's calls (with pre), 0: none
 	for i, b := range bs {
-		in := b.in
-		switch {
-		case b.addr == 0:
-			return 0, fmt.Errorf("run batch in task %d: batch closed", in.Tid)
-		case len(calls[i]) > b.maxCalls:
-			return 0, fmt.Errorf("run batch in task %d: %d calls, room for %d", in.Tid, len(calls[i]), b.maxCalls)
-		case in.session == nil:
-			return 0, fmt.Errorf("run batch in task %d: injection not begun", in.Tid)
-		case b.running != nil:
-			return 0, fmt.Errorf("run batch in task %d: a batch is still running", in.Tid)
-		case b.needCode:
+		if err := b.startable(calls[i]); err != nil {
+			return 0, err
+		}
+		if b.needCode {
 			// Its code goes in through /proc/PID/mem (setup).
-			return 0, fmt.Errorf("run batch in task %d: StartAll with a batch whose code is not written yet", in.Tid)
+			return 0, fmt.Errorf("run batch in task %d: StartAll with a batch whose code is not written yet", b.in.Tid)
 		}
 		var err error
 		if writes, laid[i], err = b.layout(calls[i], writes); err != nil {
@@ -583,14 +585,7 @@ func (b *Batch) setup(calls []BatchCall) error {
 	} else if err := writeMemFast(in.Tid, tableAddr, table, withAddr, with); err != nil {
 		return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 	}
-	r := in.session.regs
-	PointAtBatch(&r, b.addr, tableAddr, len(calls))
-	if err := SetRegs(in.Tid, &r); err != nil {
-		return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
-	}
-	in.Events = in.Events[:0]
-	in.trapped = true // the batch ends in its int3's SIGTRAP stop
-	return nil
+	return b.point(len(calls))
 }
 
 // wait drives the batch set up by setup to its int3 and fills in calls.

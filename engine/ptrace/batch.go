@@ -760,10 +760,7 @@ func FinishAll(bs []*Batch) (errs []error) {
 			continue
 		}
 		got -= len(buf)
-		for j := range e.ran {
-			e.calls[j].Ret = uintptr(binary.LittleEndian.Uint64(buf[j*batchEntrySize+56:]))
-			e.calls[j].Ran = true
-		}
+		fillResults(e.calls[:e.ran], buf)
 	}
 	for i, b := range bs {
 		if errs[i] != nil || len(ends[i].user) == 0 {
@@ -782,11 +779,18 @@ func (b *Batch) readResults(tableAddr uintptr, calls []BatchCall) error {
 	if _, err := ReadMem(in.Tid, tableAddr, out); err != nil {
 		return fmt.Errorf("run batch in task %d: read results: %w", in.Tid, err)
 	}
-	for i := range ran {
-		calls[i].Ret = uintptr(binary.LittleEndian.Uint64(out[i*batchEntrySize+56:]))
+	fillResults(calls, out)
+	return nil
+}
+
+// fillResults fills in calls, which ran, from table, their entries of the
+// batch table as the batch code left them (the result in each entry's last
+// word).
+func fillResults(calls []BatchCall, table []byte) {
+	for i := range calls {
+		calls[i].Ret = uintptr(binary.LittleEndian.Uint64(table[i*batchEntrySize+56:]))
 		calls[i].Ran = true
 	}
-	return nil
 }
 
 // BatchTable returns calls as the batch code's table (64 bytes a call),

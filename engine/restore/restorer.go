@@ -491,6 +491,12 @@ func (r *restorer) restoreProcs(l *lane, failed *atomic.Bool, afterFirst func())
 				return fmt.Errorf("restore task %d: %w", h.t.pid, err)
 			}
 			h.done = true
+			if r.opts.Progress != nil && h.t.pagemap != nil {
+				// All its memory is in place now, inherited or written
+				// (filled counts only the pages written): fillTotal
+				// counts the whole of it.
+				r.addFilled(h.t.pagemap.PagesSize)
+			}
 			h.threads[0].log.Info().Int("threads", 1).Int64("bytes", filled).Msg("task state restored")
 			r.log.Debug().Int("pid", h.t.pid).Dur("took", time.Since(start)).Int64("bytes", filled).
 				Int("syscalls", h.threads[0].calls).Bool("heir", true).Msg("task state restored")

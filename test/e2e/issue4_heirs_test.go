@@ -1,16 +1,21 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/crtools/crtools/engine"
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/test/harness"
@@ -27,7 +32,8 @@ import (
 // on with the pid fork gave, and the root's own memory. /proc of the tree
 // is compared as for the other trees. Before that, a restore that fails
 // in the last child (a heir: its image asks for a POSIX timer id no
-// restore can reach) exits 1 and leaves no task of the tree behind.
+// restore can reach) exits 1 and leaves no task of the tree behind, and a
+// restore with a progress callback reports all the memory filled.
 func TestIssue4Heirs(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
@@ -85,6 +91,10 @@ func TestIssue4Heirs(t *testing.T) {
 		}
 		noHeirLeft(t, pids)
 	})
+	t.Run("progress", func(t *testing.T) { heirsProgress(t, dir, n) })
+	for _, pid := range pids {
+		rp.Forget(pid)
+	}
 	restoreDetached(t, w, dir)
 	after := snapTree(t, w.Pid)
 	compareSnaps(t, before, after, false)
@@ -94,6 +104,45 @@ func TestIssue4Heirs(t *testing.T) {
 	}
 	verifyRestored(t, w)
 	waitExit(t, rp, w.Pid, 0)
+}
+
+// heirsProgress restores the images in dir (a root and n heirs) in the
+// test process with a progress callback, up to and with RestoreState:
+// the memory reported filled reaches the total, heirs' memory (inherited
+// and their own pages written) included. Then it kills the tree.
+func heirsProgress(t *testing.T, dir string, n int) {
+	var mu sync.Mutex
+	var top, total int64
+	var logBuf bytes.Buffer
+	r, err := engine.NewRestorer(engine.RestoreOptions{ImagesDir: dir, Detached: true,
+		Log: zerolog.New(&logBuf).Level(zerolog.DebugLevel),
+		Progress: func(done, all int64) {
+			mu.Lock()
+			defer mu.Unlock()
+			top = max(top, done)
+			total = all
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, phase := range []func(context.Context) error{r.Load, r.CreateTasks, r.RestoreState} {
+		if err := phase(context.Background()); err != nil {
+			_ = r.Kill()
+			t.Fatal(err)
+		}
+	}
+	if err := r.Kill(); err != nil {
+		t.Error(err)
+	}
+	if got := strings.Count(logBuf.String(), `"heir":true`); got != n {
+		t.Errorf("%d children restored as heirs, want %d", got, n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if total <= 0 || top != total {
+		t.Errorf("progress reached %d of %d bytes, want all of them", top, total)
+	}
 }
 
 // noHeirLeft fails unless, within 5 s, none of pids is a task of the

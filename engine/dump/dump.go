@@ -108,19 +108,6 @@ type thread struct {
 	// deferred are signals that arrived while syscalls were injected
 	// and that the injector held back; they are queued again on detach.
 	deferred []int
-	// held: the injections left the thread in their last SIGTRAP stop
-	// with SIGTRAP blocked (ptrace.Injector.TrapBlockedAtEnd);
-	// heldMask is its own mask, which detachAll puts back.
-	held     bool
-	heldMask uint64
-}
-
-// noteHeld records in th whether in, which injected into it, left it
-// with SIGTRAP blocked (TrapBlockedAtEnd).
-func (th *thread) noteHeld(in *ptrace.Injector) {
-	if in != nil && in.HeldTrap && !th.held {
-		th.held, th.heldMask = true, in.HeldMask
-	}
 }
 
 // New returns a Dumper for the tree rooted at opts.Pid.

@@ -368,14 +368,6 @@ func (d *Dumper) detachAll() error {
 		}
 	}
 	for _, th := range d.allThreads() {
-		if th.held {
-			// Its own mask back, without the SIGTRAP the injections
-			// left blocked; detaching discards that SIGTRAP.
-			if err := ptrace.SetSigmask(th.tid, th.heldMask); err != nil && !errors.Is(err, unix.ESRCH) && first == nil {
-				first = fmt.Errorf("put signal mask of thread %d back: %w", th.tid, err)
-			}
-			th.held = false
-		}
 		if err := ptrace.Detach(th.tid, 0); err != nil && !errors.Is(err, unix.ESRCH) && first == nil {
 			first = fmt.Errorf("detach thread %d: %w", th.tid, err)
 		}

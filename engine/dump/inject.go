@@ -362,19 +362,8 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 			continue
 		}
 		j.leader = leader
-		// See injectQueries for why SettleAtEnd. A tree that will be
-		// killed (keepBatch) is spared the settle's round trip of
-		// every thread: its threads stay in the SIGTRAP stop of their
-		// last batch with SIGTRAP blocked, which keeps them alive as
-		// well if crtools dies (ptrace.Injector.TrapBlockedAtEnd; the
-		// price, then, is a SIGTRAP left blocked and pending in each).
-		// A Resume or a Finish that lets the tree run puts their masks
-		// back before detaching (detachAll).
-		if keepBatch && !j.t.groupStopped {
-			leader.TrapBlockedAtEnd = true
-		} else {
-			leader.SettleAtEnd = !j.t.groupStopped
-		}
+		// See injectQueries for why SettleAtEnd.
+		leader.SettleAtEnd = !j.t.groupStopped
 		if err := j.begin(leader, 0); err != nil {
 			j.err = fmt.Errorf("begin injection into pid %d: %w", j.t.pid, err)
 			continue
@@ -500,7 +489,6 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 			if err := j.ths[i].FinishEnd(); err != nil && first == nil {
 				first = fmt.Errorf("put registers of thread %d back: %w", th.tid, err)
 			}
-			th.noteHeld(j.ths[i])
 			th.deferred = append(th.deferred, j.ths[i].Deferred...)
 		}
 		if first != nil {
@@ -536,7 +524,6 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 	eachJob(live, func(j *injectJob) error {
 		j.ending = false
 		err := j.leader.FinishEnd()
-		j.t.threads[0].noteHeld(j.leader)
 		j.t.threads[0].deferred = append(j.t.threads[0].deferred, j.leader.Deferred...)
 		if err != nil {
 			return fmt.Errorf("put registers of pid %d back: %w", j.t.pid, err)
@@ -626,10 +613,7 @@ func (j *injectJob) fail(err error) {
 			errs = append(errs, in.End())
 			j.thBegun[i] = false
 		}
-		if in != nil {
-			j.t.threads[i+1].noteHeld(in)
-			j.t.threads[i+1].deferred = append(j.t.threads[i+1].deferred, in.Deferred...)
-		}
+		j.t.threads[i+1].deferred = append(j.t.threads[i+1].deferred, in.Deferred...)
 	}
 	if j.leader != nil {
 		if j.mapping {
@@ -655,7 +639,6 @@ func (j *injectJob) fail(err error) {
 			errs = append(errs, j.leader.End())
 			j.begun = false
 		}
-		j.t.threads[0].noteHeld(j.leader)
 		j.t.threads[0].deferred = append(j.t.threads[0].deferred, j.leader.Deferred...)
 		j.leader.Deferred = nil
 	}

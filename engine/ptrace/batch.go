@@ -874,5 +874,5 @@ func (b *Batch) Slot(i int, th *Injector) (*Batch, error) {
 // reading /proc again.
 func (in *Injector) ForThread(tid int) *Injector {
 	return &Injector{Tid: tid, SyscallAddr: in.SyscallAddr, Scratch: in.Scratch, ScratchSize: in.ScratchSize,
-		syscallStops: in.syscallStops, SettleAtEnd: in.SettleAtEnd, TrapBlockedAtEnd: in.TrapBlockedAtEnd}
+		syscallStops: in.syscallStops, SettleAtEnd: in.SettleAtEnd}
 }

@@ -50,22 +50,6 @@ type Injector struct {
 	// and kill the task; a dump (no PTRACE_O_EXITKILL) sets this so that
 	// its tree survives a crtools killed mid-dump.
 	SettleAtEnd bool
-	// TrapBlockedAtEnd is the cheaper alternative to SettleAtEnd for a
-	// task the tracer will kill (or detach itself) anyway: End leaves the
-	// task in the SIGTRAP stop of its last injection, without the round
-	// trip of a settle, but with SIGTRAP blocked on top of its own mask.
-	// Were the tracer to die, a kernel that hands the SIGTRAP on would
-	// then queue it again instead of delivering it (ptrace_signal
-	// requeues a signal blocked by then): the task runs on, with SIGTRAP
-	// blocked and pending. (Kernel 6.18 was seen to drop the SIGTRAP of
-	// a tracee whose tracer exits: the task runs on with SIGTRAP
-	// blocked, nothing pending; engine/dump TestTracerDeathAfterCollect.) HeldMask is the task's own mask, which the tracer puts
-	// back (SetSigmask) before it detaches the task itself.
-	TrapBlockedAtEnd bool
-	// HeldMask, when HeldTrap, is the task's own signal mask that End
-	// left with SIGTRAP added (TrapBlockedAtEnd).
-	HeldMask uint64
-	HeldTrap bool
 	// trapped: the task is in the SIGTRAP stop of an injection.
 	trapped bool
 	// started: Start set the task going, Finish has not waited yet.
@@ -428,12 +412,6 @@ func (in *Injector) StartEnd() error {
 		}
 	}
 	in.endMask = &s.mask
-	if in.TrapBlockedAtEnd && in.trapped {
-		mask := s.mask | 1<<(unix.SIGTRAP-1)
-		in.endMask = &mask
-		in.HeldMask, in.HeldTrap = s.mask, true
-		return in.FinishEnd()
-	}
 	// Settle while every signal but SIGTRAP is still blocked.
 	if in.SettleAtEnd && in.trapped {
 		if err := Interrupt(in.Tid); err != nil {

@@ -33,7 +33,8 @@ import (
 // Only children whose images say that this gives exactly their dumped
 // state are heirs (heirOK): a single-threaded leaf, alive, in its parent's
 // session and group, sharing no fd table, fs info, mm or signal handlers
-// with another task (nor does its parent), with only private VMAs (none
+// with another task (nor does its parent, whose other threads have no
+// rseq area: the kernel writes to those), with only private VMAs (none
 // MADV_DONTFORK/WIPEONFORK) on both sides and the vDSO where the parent
 // has it, the parent's mm fields but for the brk, and the parent's fd
 // table image (the same open files on the same numbers: fork shares the
@@ -92,6 +93,17 @@ func (r *restorer) heirOK(t *taskImage, keys msgKeys) bool {
 	}
 	if t.ids == nil || p.ids == nil || t.mm == nil || p.mm == nil || t.pagemap == nil || p.pagemap == nil {
 		return false
+	}
+	// The parent's memory must be its image when the heir is forked. Its
+	// other threads register their rseq areas before (restoreOtherThreads,
+	// while the pages are copied), and the kernel then writes their cpu
+	// fields into that memory, before or after the fill; the heir would
+	// keep those bytes where its image may have others (the leader's
+	// area is registered after the fork).
+	for _, tid := range p.tids[1:] {
+		if p.cores[tid].GetThreadCore().GetRseqEntry().GetRseqAbiPointer() != 0 {
+			return false
+		}
 	}
 	// Nothing shared with another task, by the heir or its parent.
 	for _, x := range []*taskImage{t, p} {

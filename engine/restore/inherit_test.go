@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
 )
@@ -47,5 +49,51 @@ func TestDiffPages(t *testing.T) {
 	}
 	if want := []iovec{{a + 2*pageSize, 2 * pageSize}}; len(d.drops) != 1 || d.drops[0] != want[0] {
 		t.Errorf("drops %v, want %v", d.drops, want)
+	}
+}
+
+// heirPair is a parent (pid 10, threads tids) and its child (pid 20) whose
+// images make the child a heir: alive, in the parent's session and group
+// (1), nothing shared, one memory image for both.
+func heirPair(tids ...int) (*restorer, *taskImage) {
+	alive := func() *pb.CoreEntry {
+		return &pb.CoreEntry{Tc: &pb.TaskCoreEntry{TaskState: proto.Uint32(taskAlive)}, ThreadCore: &pb.ThreadCoreEntry{}}
+	}
+	ids := func(n uint32) *pb.TaskKobjIdsEntry {
+		return &pb.TaskKobjIdsEntry{VmId: proto.Uint32(n), FilesId: proto.Uint32(n), FsId: proto.Uint32(n), SighandId: proto.Uint32(n)}
+	}
+	mm := &pb.MmEntry{Vmas: []*pb.VmaEntry{{Start: u64(0x10000), End: u64(0x20000), Status: proto.Uint32(vmaAreaRegular)}}}
+	p := &taskImage{pid: 10, pgid: 1, sid: 1, tids: tids, cores: map[int]*pb.CoreEntry{}, ids: ids(1), mm: mm, pagemap: &image.PageIndex{}}
+	for _, tid := range tids {
+		p.cores[tid] = alive()
+	}
+	c := &taskImage{pid: 20, ppid: 10, pgid: 1, sid: 1, tids: []int{20}, cores: map[int]*pb.CoreEntry{20: alive()}, ids: ids(2), mm: mm,
+		pagemap: &image.PageIndex{}, parent: p}
+	p.children = []*taskImage{c}
+	return &restorer{img: &imageSet{tasks: []*taskImage{p, c}}}, c
+}
+
+// TestHeirOKParentThreadRseq: a parent's other threads register their
+// rseq areas before the heirs are forked (restoreOtherThreads, while the
+// pages are copied), and the kernel then writes their cpu fields into
+// the parent's memory, where the heir's copy would keep them instead of
+// the bytes its image has: no heir then. A single-threaded parent, or
+// one whose other threads have no rseq area, still has heirs.
+func TestHeirOKParentThreadRseq(t *testing.T) {
+	r, c := heirPair(10)
+	if !r.heirOK(c, msgKeys{}) {
+		t.Fatal("child of a single-threaded parent is no heir")
+	}
+	r, c = heirPair(10, 11)
+	if !r.heirOK(c, msgKeys{}) {
+		t.Fatal("child of a parent whose other thread has no rseq area is no heir")
+	}
+	c.parent.cores[10].ThreadCore.RseqEntry = &pb.RseqEntry{RseqAbiPointer: u64(0x10020), RseqAbiSize: proto.Uint32(32), Signature: proto.Uint32(0x53053053)}
+	if !r.heirOK(c, msgKeys{}) {
+		t.Fatal("child of a parent whose leader (registered after the fork) has an rseq area is no heir")
+	}
+	c.parent.cores[11].ThreadCore.RseqEntry = &pb.RseqEntry{RseqAbiPointer: u64(0x10040), RseqAbiSize: proto.Uint32(32), Signature: proto.Uint32(0x53053053)}
+	if r.heirOK(c, msgKeys{}) {
+		t.Error("child of a parent whose other thread has an rseq area is a heir")
 	}
 }

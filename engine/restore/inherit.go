@@ -42,7 +42,9 @@ import (
 // limits, personality and oom_score_adj. The parent's VMAs the heir does
 // not have as they are go, the heir's own are mapped and filled (layout).
 // No heirs with namespaces, a shell job, or file locks (POSIX locks are
-// not inherited). Every other task is restored as before.
+// not inherited). A heir is forked after its parent's other children:
+// a child with a later sibling that is no heir is none (planHeirs).
+// Every other task is restored as before.
 type heir struct {
 	from *proc // the parent, restored the full way
 
@@ -344,8 +346,23 @@ func (r *restorer) planHeirs(procs []*proc) {
 		byTask[pr.t] = pr
 	}
 	keys := msgKeys{}
+	ok := map[*taskImage]bool{}
 	for _, pr := range procs {
-		if !r.heirOK(pr.t, keys) {
+		ok[pr.t] = r.heirOK(pr.t, keys)
+	}
+	// Heirs are forked after their parent's other children: only the
+	// last children, each heir-able, are heirs, so that the parent's list
+	// of children keeps the dumped order (wait() looks for exited
+	// children in that order).
+	last := map[*taskImage]bool{}
+	for _, pr := range procs {
+		c := pr.t.children
+		for i := len(c) - 1; i >= 0 && ok[c[i]]; i-- {
+			last[c[i]] = true
+		}
+	}
+	for _, pr := range procs {
+		if !last[pr.t] {
 			continue
 		}
 		from := byTask[pr.t.parent]

@@ -97,3 +97,36 @@ func TestHeirOKParentThreadRseq(t *testing.T) {
 		t.Error("child of a parent whose other thread has an rseq area is a heir")
 	}
 }
+
+// TestPlanHeirsOrder: heirs are forked after every other child of their
+// parent, so only children none of whose later siblings is restored the
+// full way are heirs: a parent's list of children keeps the dumped order,
+// in which wait() finds them (the first of two exited children in the
+// list is reaped first).
+func TestPlanHeirsOrder(t *testing.T) {
+	r, c := heirPair(10)
+	p := c.parent
+	for i, tids := range [][]int{{21, 31}, {22}} {
+		o := &taskImage{pid: tids[0], ppid: 10, pgid: 1, sid: 1, tids: tids, cores: map[int]*pb.CoreEntry{}, mm: p.mm, pagemap: &image.PageIndex{}, parent: p,
+			ids: &pb.TaskKobjIdsEntry{VmId: proto.Uint32(uint32(3 + i)), FilesId: proto.Uint32(uint32(3 + i)), FsId: proto.Uint32(uint32(3 + i)), SighandId: proto.Uint32(uint32(3 + i))}}
+		for _, tid := range tids {
+			o.cores[tid] = &pb.CoreEntry{Tc: &pb.TaskCoreEntry{TaskState: proto.Uint32(taskAlive)}, ThreadCore: &pb.ThreadCoreEntry{}}
+		}
+		p.children = append(p.children, o)
+		r.img.tasks = append(r.img.tasks, o)
+	}
+	var procs []*proc
+	for _, ti := range r.img.tasks {
+		procs = append(procs, &proc{t: ti})
+	}
+	r.planHeirs(procs)
+	// 20 is heir-able but 21 after it is not (two threads); 22 is last.
+	for i, want := range []bool{false, false, false, true} {
+		if got := procs[i].heir != nil; got != want {
+			t.Errorf("task %d: heir %v, want %v", procs[i].t.pid, got, want)
+		}
+	}
+	if len(procs[0].heirs) != 1 || procs[0].heirs[0] != procs[3] {
+		t.Errorf("heirs of the parent: %d, want task 22 only", len(procs[0].heirs))
+	}
+}

@@ -51,30 +51,7 @@ func TestIssue4Heirs(t *testing.T) {
 	}
 	pids := pstreePids(t, dir)
 	t.Run("heir fails", func(t *testing.T) {
-		bad := filepath.Join(t.TempDir(), "images")
-		if out, err := exec.Command("cp", "-a", dir, bad).CombinedOutput(); err != nil {
-			t.Fatalf("copy images: %v\n%s", err, out)
-		}
-		last := pids[len(pids)-1]
-		core := &pb.CoreEntry{}
-		if err := image.ReadOne(bad, image.Core, uint64(last), core); err != nil {
-			t.Fatal(err)
-		}
-		zero := func() *pb.ItimerEntry {
-			return &pb.ItimerEntry{Isec: proto.Uint64(0), Iusec: proto.Uint64(0), Vsec: proto.Uint64(0), Vusec: proto.Uint64(0)}
-		}
-		if core.Tc.Timers == nil {
-			core.Tc.Timers = &pb.TaskTimersEntry{Real: zero(), Virt: zero(), Prof: zero()}
-		}
-		core.Tc.Timers.Posix = append(core.Tc.Timers.Posix, &pb.PosixTimerEntry{ItId: proto.Uint32(5000),
-			ClockId: proto.Uint32(1), SiSigno: proto.Uint32(14), ItSigevNotify: proto.Uint32(0), SivalPtr: proto.Uint64(0),
-			Overrun: proto.Uint32(0), Isec: proto.Uint64(0), Insec: proto.Uint64(0), Vsec: proto.Uint64(0), Vnsec: proto.Uint64(0)})
-		if err := os.Remove(image.Core.Path(bad, uint64(last))); err != nil {
-			t.Fatal(err)
-		}
-		if err := image.WriteFile(bad, image.Core, uint64(last), core); err != nil {
-			t.Fatal(err)
-		}
+		bad := imagesWithCore(t, dir, pids[len(pids)-1], heirTimer)
 		logFile := filepath.Join(t.TempDir(), "restore.log")
 		out, err := exec.Command(harness.BuildCrtools(t), "restore", "-D", bad, "-d", "-v", "2", "-o", logFile).CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
@@ -85,6 +62,28 @@ func TestIssue4Heirs(t *testing.T) {
 		}
 		if log, _ := os.ReadFile(logFile); strings.Count(string(log), "heir=true") != n-1 {
 			t.Errorf("the children before the last were not restored as heirs; the log:\n%s", lastLines(string(log), 30))
+		}
+		for _, pid := range pids {
+			rp.Forget(pid)
+		}
+		noHeirLeft(t, pids)
+	})
+	t.Run("parent fails", func(t *testing.T) {
+		// The root's process-wide pending signals are queued after its
+		// heirs were forked (endProc): a short siginfo there fails the
+		// restore with every heir alive but not restored yet.
+		bad := imagesWithCore(t, dir, pids[0], func(core *pb.CoreEntry) {
+			if core.Tc.SignalsS == nil {
+				core.Tc.SignalsS = &pb.SignalQueueEntry{}
+			}
+			core.Tc.SignalsS.Signals = append(core.Tc.SignalsS.Signals, &pb.SiginfoEntry{Siginfo: []byte{10, 0, 0, 0}})
+		})
+		out, err := exec.Command(harness.BuildCrtools(t), "restore", "-D", bad, "-d").CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+			t.Errorf("restore: %v, want exit 1\n%s", err, lastLines(string(out), 15))
+		}
+		if !strings.Contains(string(out), "siginfo of 4 bytes") {
+			t.Errorf("the error is not the root's siginfo:\n%s", lastLines(string(out), 5))
 		}
 		for _, pid := range pids {
 			rp.Forget(pid)
@@ -173,4 +172,39 @@ func noHeirLeft(t *testing.T, pids []int) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// heirTimer gives core a POSIX timer id no restore can reach.
+func heirTimer(core *pb.CoreEntry) {
+	zero := func() *pb.ItimerEntry {
+		return &pb.ItimerEntry{Isec: proto.Uint64(0), Iusec: proto.Uint64(0), Vsec: proto.Uint64(0), Vusec: proto.Uint64(0)}
+	}
+	if core.Tc.Timers == nil {
+		core.Tc.Timers = &pb.TaskTimersEntry{Real: zero(), Virt: zero(), Prof: zero()}
+	}
+	core.Tc.Timers.Posix = append(core.Tc.Timers.Posix, &pb.PosixTimerEntry{ItId: proto.Uint32(5000),
+		ClockId: proto.Uint32(1), SiSigno: proto.Uint32(14), ItSigevNotify: proto.Uint32(0), SivalPtr: proto.Uint64(0),
+		Overrun: proto.Uint32(0), Isec: proto.Uint64(0), Insec: proto.Uint64(0), Vsec: proto.Uint64(0), Vnsec: proto.Uint64(0)})
+}
+
+// imagesWithCore copies the images in dir and changes the core image of
+// pid in the copy with edit.
+func imagesWithCore(t *testing.T, dir string, pid int, edit func(*pb.CoreEntry)) string {
+	t.Helper()
+	bad := filepath.Join(t.TempDir(), "images")
+	if out, err := exec.Command("cp", "-a", dir, bad).CombinedOutput(); err != nil {
+		t.Fatalf("copy images: %v\n%s", err, out)
+	}
+	core := &pb.CoreEntry{}
+	if err := image.ReadOne(bad, image.Core, uint64(pid), core); err != nil {
+		t.Fatal(err)
+	}
+	edit(core)
+	if err := os.Remove(image.Core.Path(bad, uint64(pid))); err != nil {
+		t.Fatal(err)
+	}
+	if err := image.WriteFile(bad, image.Core, uint64(pid), core); err != nil {
+		t.Fatal(err)
+	}
+	return bad
 }

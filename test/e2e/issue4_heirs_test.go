@@ -27,7 +27,9 @@ import (
 // every child, and then makes its memory the child's own: pages the child
 // rewrote (also in a read-only mapping), pages only the parent touched
 // after the fork (zeros in the child), a mapping the parent unmapped, one
-// it added, another heap size. Every child checks all of it, its name and
+// it added, another heap size, a private file mapping the child split and
+// wrote, one the parent wrote after the fork (the file's pages in the
+// child). Every child checks all of it, its name and
 // its parent-death signal, and reports; verify checks every report moves
 // on with the pid fork gave, and the root's own memory. /proc of the tree
 // is compared as for the other trees. Before that, a restore that fails

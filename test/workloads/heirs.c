@@ -17,7 +17,14 @@
  *           child has and the parent has not);
  *   added   4 pages the root maps at a fixed address after the forks (a
  *           VMA the parent has and the child must not);
- *   heap    the root grows its heap after the forks (another brk).
+ *   heap    the root grows its heap after the forks (another brk);
+ *   fmap    2 pages of a file the root maps privately, read-only, before
+ *           the forks; each child makes the second writable and fills it
+ *           with its own pattern (the parent's VMA split in two file
+ *           VMAs of the child's own, one with a page of its own);
+ *   fdirty  the same 2 pages mapped privately, writable; the root writes
+ *           the first after the forks (a file page the parent has and the
+ *           child has not: the file's contents).
  *
  * Each child also has a name and, for even ones, a parent-death signal of
  * its own. Every 5 ms it checks all of it and writes "OK pid count count"
@@ -40,7 +47,7 @@ static pid_t forked[MAXCHILD];
 static uint64_t seen[MAXCHILD];
 #define REC 128
 
-static unsigned char *common, *mine, *zeroed, *ro, *gone;
+static unsigned char *common, *mine, *zeroed, *ro, *gone, *fmap, *fdirty;
 static int rfd; /* heirs.report: a record of REC bytes per child */
 
 static unsigned char *anon(size_t len)
@@ -69,8 +76,9 @@ static void child(int i, pid_t parent)
 	 * pages 4-7 are pattern 2 + 4 * PG from their start. */
 	crt_fill(mine, 4 * PG, 30 + i);
 	crt_fill(ro, 2 * PG, 60 + i);
-	if (mprotect(ro, 2 * PG, PROT_READ))
+	if (mprotect(ro, 2 * PG, PROT_READ) || mprotect(fmap + PG, PG, PROT_READ | PROT_WRITE))
 		_exit(2);
+	crt_fill(fmap + PG, PG, 110 + i);
 	for (;;) {
 		int pdeath = -1;
 		long bad;
@@ -96,6 +104,12 @@ static void child(int i, pid_t parent)
 			snprintf(reason, sizeof(reason), "read-only pages: byte %ld", bad);
 		else if ((bad = crt_find_bad(gone, 4 * PG, 70)) >= 0)
 			snprintf(reason, sizeof(reason), "mapping the parent unmapped: byte %ld", bad);
+		else if ((bad = crt_find_bad(fmap, PG, 100)) >= 0)
+			snprintf(reason, sizeof(reason), "file pages: byte %ld", bad);
+		else if ((bad = crt_find_bad(fmap + PG, PG, 110 + i)) >= 0)
+			snprintf(reason, sizeof(reason), "own page of a file mapping: byte %ld", bad);
+		else if ((bad = crt_find_bad(fdirty, 2 * PG, 100)) >= 0)
+			snprintf(reason, sizeof(reason), "file page the parent wrote: byte %ld", bad);
 		else if (msync(ADDED, PG, MS_ASYNC) == 0 || errno != ENOMEM)
 			snprintf(reason, sizeof(reason), "the parent's later mapping is mapped here");
 		else {
@@ -168,6 +182,19 @@ int main(int argc, char **argv)
 	crt_fill(common, 8 * PG, 1);
 	crt_fill(mine, 8 * PG, 2);
 	crt_fill(gone, 4 * PG, 70);
+	{
+		unsigned char page[2 * PG];
+		int fd = open("heirs.map", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+		crt_fill(page, 2 * PG, 100);
+		if (fd < 0 || write(fd, page, 2 * PG) != 2 * PG)
+			crt_die("heirs.map");
+		fmap = mmap(NULL, 2 * PG, PROT_READ, MAP_PRIVATE, fd, 0);
+		fdirty = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+		if (fmap == MAP_FAILED || fdirty == MAP_FAILED)
+			crt_die("mmap heirs.map");
+		close(fd);
+	}
 	for (int i = 0; i < n; i++) {
 		pid_t root = getpid();
 		pid_t p = fork();
@@ -180,6 +207,7 @@ int main(int argc, char **argv)
 	}
 	crt_fill(zeroed, 4 * PG, 40);
 	crt_fill(ro, 2 * PG, 50);
+	crt_fill(fdirty, PG, 120);
 	if (mprotect(ro, 2 * PG, PROT_READ) || munmap(gone, 4 * PG))
 		crt_die("mprotect/munmap");
 	added = mmap(ADDED, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
@@ -208,6 +236,9 @@ int main(int argc, char **argv)
 			CRT_CHECK_PATTERN(zeroed, 4 * PG, 40, "root zeroed");
 			CRT_CHECK_PATTERN(ro, 2 * PG, 50, "root ro");
 			CRT_CHECK_PATTERN(added, 4 * PG, 80, "root added");
+			CRT_CHECK_PATTERN(fmap, 2 * PG, 100, "root file mapping");
+			CRT_CHECK_PATTERN(fdirty, PG, 120, "root written file page");
+			CRT_CHECK_PATTERN(fdirty + PG, PG, 100 + PG, "root file page");
 			for (int k = 0; k < 8; k++)
 				CRT_CHECK_PATTERN(heap[k], 16 * 1024, 90 + k, "root heap");
 			if (crt_usr2) {

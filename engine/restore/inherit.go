@@ -509,19 +509,18 @@ func (p *puppet) writeDiff(d *pageDiff, data []byte) error {
 }
 
 // sigtrapIgnOf returns the SIGTRAP action when it is SIG_IGN, as
-// restoreSigactions does for a task whose actions fork copied.
+// restoreSigactions does for a task whose actions fork copied. The
+// entries are for signals 1, 2, ... but SIGKILL and SIGSTOP, which come
+// after SIGTRAP: its entry is the SIGTRAP-th.
 func sigtrapIgnOf(sas []*pb.SaEntry) *kernelSigaction {
-	sig := 0
-	for _, sa := range sas {
-		sig++
-		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
-			sig++
-		}
-		if sig == int(unix.SIGTRAP) && sa.GetSigaction() == sigIgn {
-			return &kernelSigaction{Handler: sa.GetSigaction(), Flags: sa.GetFlags(), Restorer: sa.GetRestorer(), Mask: sa.GetMask()}
-		}
+	if len(sas) < int(unix.SIGTRAP) {
+		return nil
 	}
-	return nil
+	sa := sas[unix.SIGTRAP-1]
+	if sa.GetSigaction() != sigIgn {
+		return nil
+	}
+	return &kernelSigaction{Handler: sa.GetSigaction(), Flags: sa.GetFlags(), Restorer: sa.GetRestorer(), Mask: sa.GetMask()}
 }
 
 // createdFunc returns what tells Kill about each task created. Only the

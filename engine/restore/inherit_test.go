@@ -130,3 +130,22 @@ func TestPlanHeirsOrder(t *testing.T) {
 		t.Errorf("heirs of the parent: %d, want task 22 only", len(procs[0].heirs))
 	}
 }
+
+// TestSigtrapIgnOf: the SIGTRAP entry of an image's actions (signals 1,
+// 2, ... but SIGKILL and SIGSTOP) when it is SIG_IGN, else nothing.
+func TestSigtrapIgnOf(t *testing.T) {
+	sas := make([]*pb.SaEntry, 62)
+	for i := range sas {
+		sas[i] = &pb.SaEntry{Sigaction: u64(0), Flags: u64(uint64(i)), Restorer: u64(0), Mask: u64(0)}
+	}
+	if got := sigtrapIgnOf(sas); got != nil {
+		t.Errorf("default actions: %+v, want none", got)
+	}
+	sas[4].Sigaction = u64(sigIgn) // signal 5, SIGTRAP
+	if got := sigtrapIgnOf(sas); got == nil || got.Handler != sigIgn || got.Flags != 4 {
+		t.Errorf("ignored SIGTRAP: %+v, want SIG_IGN with flags 4", got)
+	}
+	if got := sigtrapIgnOf(sas[:4]); got != nil {
+		t.Errorf("4 entries: %+v, want none", got)
+	}
+}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,10 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/crtools/crtools/engine"
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/restore"
 	"github.com/crtools/crtools/test/harness"
 )
 
@@ -546,7 +550,8 @@ func dirSum(t *testing.T, dir string) string {
 
 // TestIssue4FailedRestore makes restores of tree.c fail: at each step of
 // the plan (CRTOOLS_FAULT_STEP), with one PID of the tree held by another
-// process, and with a truncated pages image of the last task. Every
+// process, with a truncated pages image of the last task, and with a damaged
+// core image of the last task (found late in the load step). Every
 // failure exits 1, leaves no task of the tree behind (and the foreign
 // process alone), and the images as they were; then a restore succeeds.
 func TestIssue4FailedRestore(t *testing.T) {
@@ -621,12 +626,56 @@ func TestIssue4FailedRestore(t *testing.T) {
 		}
 		restoreFail(t, nil, bad)
 	})
+	t.Run("damaged last core", func(t *testing.T) {
+		// Found late in the load step (the last task's core): the
+		// rollback contract holds whatever Load has started by then.
+		bad := copyDir(t, dir)
+		core := fmt.Sprintf("core-%d.img", last)
+		spoilAt(t, filepath.Join(bad, core), 12, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+		out := restoreFail(t, nil, bad)
+		if !strings.Contains(out, core) {
+			t.Errorf("the error does not name %s:\n%s", core, lastLines(out, 5))
+		}
+		// In the test process, a puppet would be its child: a failed
+		// Load leaves none behind, not even stopped.
+		r, err := engine.NewRestorer(engine.RestoreOptions{ImagesDir: bad, Detached: true, Log: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Load(context.Background()); err == nil || !strings.Contains(err.Error(), core) {
+			t.Errorf("load: %v, want an error naming %s", err, core)
+		}
+		if left := puppetChildren(t); len(left) > 0 {
+			t.Errorf("puppets left after a failed load: %v", left)
+		}
+		r.Close()
+	})
 	if t.Failed() {
 		return
 	}
 	restoreDetached(t, w, dir)
 	verifyRestored(t, w)
 	waitExit(t, rp, w.Pid, 0)
+}
+
+// puppetChildren lists the children of the test process that are restore
+// puppets (crtools' binary run with restore.PuppetArg).
+func puppetChildren(t *testing.T) []string {
+	t.Helper()
+	var left []string
+	tasks, _ := filepath.Glob("/proc/self/task/*/children")
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, pid := range strings.Fields(string(b)) {
+			if c, err := os.ReadFile("/proc/" + pid + "/cmdline"); err == nil && strings.Contains(string(c), restore.PuppetArg) {
+				left = append(left, pid)
+			}
+		}
+	}
+	return left
 }
 
 // holdPid starts a sleeping process with the given PID (through

@@ -466,7 +466,12 @@ func (r *restorer) restoreHeir(pr *proc, l *lane) (int64, error) {
 	if err := lead.runPending(); err != nil {
 		return 0, err
 	}
-	if err := lead.restoreCreds(t.cores[lead.vpid].GetThreadCore().GetCreds(), r.initial.creds); err != nil {
+	c := t.cores[lead.vpid].GetThreadCore().GetCreds()
+	if err := lead.restoreCreds(c, r.initial.creds); err != nil {
+		return 0, err
+	}
+	// Fork copied the parent's flag, which its image has (heirOK).
+	if err := lead.dumpableAfterCreds(t.mm, credsChange(c, r.initial.creds)); err != nil {
 		return 0, err
 	}
 	if err := r.dropTrampoline(pr); err != nil {

@@ -289,10 +289,16 @@ func (r *restorer) endProc(st *procState) (int64, error) {
 	}
 	// Credentials last: lowering them may take away what the steps
 	// above needed.
+	changed := false
 	for _, th := range pr.threads {
-		if err := th.restoreCreds(t.cores[th.vpid].GetThreadCore().GetCreds(), r.initial.creds); err != nil {
+		c := t.cores[th.vpid].GetThreadCore().GetCreds()
+		changed = changed || credsChange(c, r.initial.creds)
+		if err := th.restoreCreds(c, r.initial.creds); err != nil {
 			return filled, err
 		}
+	}
+	if err := lead.dumpableAfterCreds(t.mm, changed); err != nil {
+		return filled, err
 	}
 	// Last, the trampoline goes (regs.go).
 	if err := r.dropTrampoline(pr); err != nil {
@@ -316,6 +322,26 @@ func (r *restorer) taskLog(pid int) zerolog.Logger {
 // kernel only accepts once the old executable is unmapped).
 func (p *puppet) restoreMM(img *imageSet, mm *pb.MmEntry) error {
 	return p.setMMMap(img, mm, false)
+}
+
+// dumpableAfterCreds sets the dumped dumpable flag again once the
+// credentials of the task's threads are restored, when they changed any
+// (changed): a change of uid, gid, fsuid or fsgid, or a loss of
+// capabilities, makes the kernel reset it (commit_creds, to
+// fs.suid_dumpable: 0 by default), and a dumpable process of a non-root
+// user came back with its /proc files owned by root, out of its user's
+// reach (ptrace, core dumps). prctl takes 0 and 1 only.
+func (p *puppet) dumpableAfterCreds(mm *pb.MmEntry, changed bool) error {
+	if !changed || mm.Dumpable == nil || mm.GetDumpable() > 1 {
+		return nil
+	}
+	_, err := p.callf("set dumpable again after the credentials", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(mm.GetDumpable()))
+	return err
+}
+
+// credsChange tells whether restoreCreds(c, cur) changes anything.
+func credsChange(c *pb.CredsEntry, cur creds) bool {
+	return c != nil && !credsFromImage(c).equal(cur)
 }
 
 // restoreMMNoExe is restoreMM for a heir (inherit.go), whose executable

@@ -210,3 +210,23 @@ func imagesWithCore(t *testing.T, dir string, pid int, edit func(*pb.CoreEntry))
 	}
 	return bad
 }
+
+// TestHeirsUserDumpable: a dumpable process of another user (euid 65534)
+// and its child, restored as a heir, are still dumpable after the
+// restore: setting their credentials makes the kernel reset the flag,
+// which restore must set again afterwards (userdump.c checks it in both).
+func TestHeirsUserDumpable(t *testing.T) {
+	harness.RequireRoot(t)
+	rp := harness.Subreaper()
+	w := harness.StartWorkload(t, harness.BuildC(t, "userdump.c"))
+	w.MustReady(10 * time.Second)
+	w.MustVerify(10 * time.Second)
+	dir := dumpKill(t, w)
+	rp.Forget(w.Pid)
+	restoreDetached(t, w, dir)
+	if log := readLog(w, "restore.log"); strings.Count(log, "heir=true") != 1 {
+		t.Errorf("the child was not restored as a heir; the log:\n%s", lastLines(log, 30))
+	}
+	verifyRestoredPrep(t, w, nil)
+	waitWorkloadExit(t, rp, w)
+}

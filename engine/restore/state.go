@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -249,6 +250,13 @@ func (r *restorer) endProc(st *procState) (int64, error) {
 	}
 	if t.mm.Dumpable != nil && t.mm.GetDumpable() != 1 {
 		if err := lead.queuef("set dumpable", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(t.mm.GetDumpable())); err != nil {
+			return filled, err
+		}
+	}
+	// Fork copies the flag, which is per mm, to heirs (heirOK compares
+	// it).
+	if t.mm.ThpDisabled != nil && t.mm.GetThpDisabled() != r.initial.thpDisabled {
+		if err := lead.queuef("set THP disable", unix.SYS_PRCTL, unix.PR_SET_THP_DISABLE, boolU64(t.mm.GetThpDisabled())); err != nil {
 			return filled, err
 		}
 	}
@@ -567,6 +575,7 @@ type initialState struct {
 	creds       creds
 	rlimits     map[int]unix.Rlimit
 	oomScoreAdj int32
+	thpDisabled bool // PR_SET_THP_DISABLE, kept across exec from crtools
 }
 
 func readInitialState(pid int) (*initialState, error) {
@@ -587,6 +596,11 @@ func readInitialState(pid int) (*initialState, error) {
 		return nil, fmt.Errorf("read oom_score_adj of task %d: %w", pid, err)
 	}
 	st.oomScoreAdj = int32(v)
+	status, err := procfs.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, fmt.Errorf("read status of task %d: %w", pid, err)
+	}
+	st.thpDisabled = bytes.Contains(status, []byte("\nTHP_enabled:\t0\n"))
 	return st, nil
 }
 

@@ -27,7 +27,8 @@
  *           child has not: the file's contents).
  *
  * Each child also has a name and, for even ones, a parent-death signal of
- * its own. Every 5 ms it checks all of it and writes "OK pid count count"
+ * its own; the root disables transparent huge pages before the forks
+ * (PR_SET_THP_DISABLE, which fork copies), and every task checks it. Every 5 ms it checks all of it and writes "OK pid count count"
  * or "FAIL reason" into its record of the report file the root opened
  * before the forks (a child that opened a file of its own would not be a
  * heir when dumped at that moment); verify checks each child's report
@@ -94,6 +95,8 @@ static void child(int i, pid_t parent)
 			snprintf(reason, sizeof(reason), "name %s, want %s", got, name);
 		else if (pdeath != want_pdeath)
 			snprintf(reason, sizeof(reason), "parent-death signal %d, want %d", pdeath, want_pdeath);
+		else if (prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) != 1)
+			snprintf(reason, sizeof(reason), "THP disable %d, want 1", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
 		else if ((bad = crt_find_bad(common, 8 * PG, 1)) >= 0)
 			snprintf(reason, sizeof(reason), "common: byte %ld", bad);
 		else if ((bad = crt_find_bad(mine, 4 * PG, 30 + i)) >= 0)
@@ -174,6 +177,8 @@ int main(int argc, char **argv)
 	rfd = open("heirs.report", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (rfd < 0 || ftruncate(rfd, MAXCHILD * REC))
 		crt_die("report file");
+	if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
+		crt_die("PR_SET_THP_DISABLE");
 	common = anon(8 * PG);
 	mine = anon(8 * PG);
 	zeroed = anon(4 * PG);
@@ -231,6 +236,8 @@ int main(int argc, char **argv)
 
 			for (int i = 0; i < n; i++)
 				check_child(i, deadline);
+			CRT_CHECK(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1, "root: THP disable %d, want 1",
+				  prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
 			CRT_CHECK_PATTERN(common, 8 * PG, 1, "root common");
 			CRT_CHECK_PATTERN(mine, 8 * PG, 2, "root mine");
 			CRT_CHECK_PATTERN(zeroed, 4 * PG, 40, "root zeroed");

@@ -236,7 +236,23 @@ func exitedOrExiting(pid, tid int) bool {
 
 // finishStop waits for the stop of a thread seizeOne interrupted.
 func (d *Dumper) finishStop(t *task, th *thread) error {
-	stop, err := ptrace.WaitInterrupted(th.tid)
+	var stop ptrace.StopInfo
+	var err error
+	if th.tid == t.pid && len(t.threads) > 1 {
+		// A leader that entered do_exit between seizeOne's look at its
+		// state and its seize never stops, and its exit is reported
+		// only once the other threads, which we stop, are gone: without
+		// giving up, this wait would last for ever.
+		stop, err = ptrace.WaitInterruptedOr(th.tid, func() error {
+			st, err := proc.ReadStat(t.pid)
+			if err != nil || !(st.Exited() || st.IsExiting()) {
+				return nil // the wait says what became of it
+			}
+			return refuseLeaderExited(t.pid, st.Comm)
+		})
+	} else {
+		stop, err = ptrace.WaitInterrupted(th.tid)
+	}
 	if err != nil {
 		return d.stopFailed(t, th, err)
 	}

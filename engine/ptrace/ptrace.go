@@ -3,6 +3,7 @@ package ptrace
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -190,6 +191,11 @@ func WaitStopped(tid int) (StopInfo, error) {
 	if err != nil {
 		return StopInfo{}, err
 	}
+	return describeStop(tid, ws)
+}
+
+// describeStop is WaitStopped's reading of a wait status of tid.
+func describeStop(tid int, ws unix.WaitStatus) (StopInfo, error) {
 	if ws.Exited() || ws.Signaled() {
 		return StopInfo{Status: ws}, &ExitedError{Tid: tid, Status: ws}
 	}
@@ -219,19 +225,64 @@ func InterruptAndWait(tid int) (StopInfo, error) {
 func WaitInterrupted(tid int) (StopInfo, error) {
 	for {
 		st, err := WaitStopped(tid)
-		if err != nil {
+		if done, err := interruptedOr(tid, st, err); done {
 			return st, err
 		}
-		if st.Event == unix.PTRACE_EVENT_STOP {
-			return st, nil
+	}
+}
+
+// interruptedOr tells whether a wait for tid's interrupt stop that gave st
+// and err is over (with err), or resumes tid past a stop that came first:
+// a signal-delivery-stop (or another event); the interrupt stays pending,
+// so tid is resumed with the signal and waited for again.
+func interruptedOr(tid int, st StopInfo, err error) (bool, error) {
+	if err != nil {
+		return true, err
+	}
+	if st.Event == unix.PTRACE_EVENT_STOP {
+		return true, nil
+	}
+	sig := 0
+	if st.SignalDelivery() {
+		sig = st.Sig
+	}
+	if err := Cont(tid, sig); err != nil {
+		return true, err
+	}
+	return false, nil
+}
+
+// WaitInterruptedOr is WaitInterrupted for a stop that may never come: the
+// leader of a multi-threaded process that entered do_exit (pthread_exit)
+// after it was seized never stops, and the kernel reports its exit only
+// once every other thread has gone, which the tracer keeps stopped. While
+// no state change is there, it calls giveUp, 20 us after the first look
+// and then less and less often (at most every 2 ms), and returns giveUp's
+// error if it gives one. In the usual case the stop is there at the first
+// look: one wait4 with WNOHANG, as WaitInterrupted would make without it.
+func WaitInterruptedOr(tid int, giveUp func() error) (StopInfo, error) {
+	pause := 20 * time.Microsecond
+	for {
+		var ws unix.WaitStatus
+		var got int
+		err := retry(func() error {
+			var err error
+			got, err = unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
+			return err
+		})
+		if err != nil {
+			return StopInfo{}, os.NewSyscallError(fmt.Sprintf("wait4(%d)", tid), err)
 		}
-		// A signal-delivery-stop (or another event) came first; the
-		// interrupt stays pending, so resume with the signal and wait on.
-		sig := 0
-		if st.SignalDelivery() {
-			sig = st.Sig
+		if got == 0 {
+			if err := giveUp(); err != nil {
+				return StopInfo{}, err
+			}
+			time.Sleep(pause)
+			pause = min(2*pause, 2*time.Millisecond)
+			continue
 		}
-		if err := Cont(tid, sig); err != nil {
+		st, err := describeStop(tid, ws)
+		if done, err := interruptedOr(tid, st, err); done {
 			return st, err
 		}
 	}

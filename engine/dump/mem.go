@@ -98,6 +98,9 @@ func (s *dumpState) collectMemory(pid int) ([]*pb.VmaEntry, []scanVMA, error) {
 		if m.Flag("nr") {
 			flags |= unix.MAP_NORESERVE
 		}
+		if m.Flag("lo") { // mlock, mlockall: restore locks it again
+			flags |= unix.MAP_LOCKED
+		}
 		var madv uint64
 		for f, bit := range madvFlags {
 			if m.Flag(f) {

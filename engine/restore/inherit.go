@@ -439,6 +439,9 @@ func (r *restorer) restoreHeir(pr *proc, l *lane) (int64, error) {
 	if err := lead.protectVMAs(plans); err != nil {
 		return 0, err
 	}
+	if err := lead.lockVMAs(t.mm.GetVmas()); err != nil {
+		return 0, err
+	}
 	if h.setBrk {
 		if err := lead.restoreMMNoExe(r.img, t.mm); err != nil {
 			return 0, err

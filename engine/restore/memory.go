@@ -421,6 +421,26 @@ func (p *puppet) protectVMAs(plans []vmaPlan) error {
 	return nil // queued: the caller's next batch
 }
 
+// lockVMAs locks the VMAs that were locked (mlock, mlockall: MAP_LOCKED
+// in the image, from smaps' "lo"). mapVMAs maps them unlocked: locking
+// then would fault in every page before the fill writes them. A fork
+// (heirs) does not copy the lock either, so a heir locks its own, all of
+// them. PROT_NONE VMAs stay unlocked: mlock refuses to fault them in.
+// MLOCK_ONFAULT locks come back as full ones (smaps does not tell them
+// apart). Queued: the caller's next batch.
+func (p *puppet) lockVMAs(vmas []*pb.VmaEntry) error {
+	for _, v := range vmas {
+		if v.GetFlags()&unix.MAP_LOCKED == 0 || v.GetProt() == unix.PROT_NONE {
+			continue
+		}
+		if err := p.queuef(fmt.Sprintf("mlock VMA %#x-%#x", v.GetStart(), v.GetEnd()), unix.SYS_MLOCK,
+			v.GetStart(), vmaLen(v)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // atFdcwd is AT_FDCWD (-100) as a register value.
 const atFdcwd = ^uint64(99)
 

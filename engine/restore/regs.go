@@ -66,8 +66,54 @@ func (r *restorer) finishProc(pr *proc) error {
 		return fmt.Errorf("finish task %d: its trampoline is still mapped", pr.t.pid)
 	}
 	for _, th := range pr.threads {
-		if err := th.setFinalState(pr.t.cores[th.vpid]); err != nil {
+		core := pr.t.cores[th.vpid]
+		if err := th.setFinalState(core); err != nil {
 			return err
+		}
+		if err := restoreSched(th.pid, core.GetThreadCore(), initialSched(r.initial)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func initialSched(st *initialState) *unix.SchedAttr {
+	if st == nil {
+		return nil
+	}
+	return st.sched
+}
+
+// restoreSched sets a thread's dumped scheduling policy, real-time
+// priority and nice value, from outside (no stop of the thread). It runs
+// in finishProc, after the last injected call and before the detach:
+// nothing the restore does later changes them (unpin only sets the CPU
+// mask), and the thread runs its own code with them from its first
+// instruction. Skipped when the thread already has them (initial: the
+// puppet's, nil when unknown).
+func restoreSched(tid int, tc *pb.ThreadCoreEntry, initial *unix.SchedAttr) error {
+	if tc.SchedPolicy == nil {
+		return nil
+	}
+	policy, nice, prio := tc.GetSchedPolicy(), tc.GetSchedNice(), tc.GetSchedPrio()
+	if initial != nil && initial.Flags&unix.SCHED_FLAG_RESET_ON_FORK == 0 &&
+		policy == initial.Policy && nice == initial.Nice && prio == initial.Priority {
+		return nil
+	}
+	if policy == unix.SCHED_DEADLINE {
+		// Its runtime, deadline and period are not in the images.
+		return fmt.Errorf("restore scheduling of thread %d: SCHED_DEADLINE is not supported", tid)
+	}
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: policy, Nice: nice, Priority: prio}
+	if err := unix.SchedSetAttr(tid, &attr, 0); err != nil {
+		return fmt.Errorf("restore scheduling policy %d (priority %d, nice %d) of thread %d: %w", policy, prio, nice, tid, err)
+	}
+	if policy != unix.SCHED_NORMAL && policy != unix.SCHED_BATCH {
+		// sched_setattr sets the nice value of SCHED_NORMAL and
+		// SCHED_BATCH only; an idle or real-time thread keeps its own
+		// (for when it leaves the policy), set by setpriority.
+		if err := unix.Setpriority(unix.PRIO_PROCESS, tid, int(nice)); err != nil {
+			return fmt.Errorf("restore nice %d of thread %d: %w", nice, tid, err)
 		}
 	}
 	return nil

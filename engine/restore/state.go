@@ -189,6 +189,9 @@ func (r *restorer) endProc(st *procState) (int64, error) {
 	if err := lead.protectVMAs(plans); err != nil {
 		return filled, err
 	}
+	if err := lead.lockVMAs(vmas); err != nil {
+		return filled, err
+	}
 	if err := lead.restoreMM(r.img, t.mm); err != nil {
 		return filled, err
 	}
@@ -576,6 +579,10 @@ type initialState struct {
 	rlimits     map[int]unix.Rlimit
 	oomScoreAdj int32
 	thpDisabled bool // PR_SET_THP_DISABLE, kept across exec from crtools
+	// sched is the scheduling of every puppet until finishProc sets the
+	// dumped one (heirs too: their parent is a puppet when they are
+	// forked); nil when it could not be read.
+	sched *unix.SchedAttr
 }
 
 func readInitialState(pid int) (*initialState, error) {
@@ -601,6 +608,7 @@ func readInitialState(pid int) (*initialState, error) {
 		return nil, fmt.Errorf("read status of task %d: %w", pid, err)
 	}
 	st.thpDisabled = bytes.Contains(status, []byte("\nTHP_enabled:\t0\n"))
+	st.sched, _ = unix.SchedGetAttr(pid, 0) // only speed depends on it
 	return st, nil
 }
 

@@ -28,7 +28,12 @@
  *
  * Each child also has a name and, for even ones, a parent-death signal of
  * its own; the root disables transparent huge pages before the forks
- * (PR_SET_THP_DISABLE, which fork copies), and every task checks it. Every 5 ms it checks all of it and writes "OK pid count count"
+ * (PR_SET_THP_DISABLE, which fork copies), and every task checks it.
+ * Scheduling: the root runs SCHED_BATCH at nice 2 from before the forks
+ * (fork copies it); child i keeps that (i % 3 == 0), or sets SCHED_OTHER
+ * nice 6 (1) or SCHED_IDLE nice 1 (2), and checks its own; child 1 locks
+ * its own 4 pages of mine (mlock; fork copies no lock) and checks VmLck.
+ * Every 5 ms it checks all of it and writes "OK pid count count"
  * or "FAIL reason" into its record of the report file the root opened
  * before the forks (a child that opened a file of its own would not be a
  * heir when dumped at that moment); verify checks each child's report
@@ -38,6 +43,8 @@
 
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sched.h>
 #include <sys/wait.h>
 
 #define MAXCHILD 64
@@ -60,6 +67,38 @@ static unsigned char *anon(size_t len)
 	return p;
 }
 
+/* sched_bad describes how the calling task's policy and nice differ from
+ * the wanted ones, in why; 0 if they do not. */
+static int sched_bad(int policy, int nice, char *why, size_t len)
+{
+	int p = sched_getscheduler(0), n;
+
+	errno = 0;
+	n = getpriority(PRIO_PROCESS, 0);
+	if (p == policy && n == nice && !errno)
+		return 0;
+	snprintf(why, len, "policy %d nice %d, want policy %d nice %d", p, n, policy, nice);
+	return 1;
+}
+
+static long vmlck_kb(void)
+{
+	char line[256];
+	long kb = -1;
+	FILE *f = fopen("/proc/self/status", "re");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmLck: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+static const int child_policy[3] = { SCHED_BATCH, SCHED_OTHER, SCHED_IDLE };
+static const int child_nice[3] = { 2, 6, 1 };
+
 static void child(int i, pid_t parent)
 {
 	char name[16], reason[96], buf[REC], got[16];
@@ -80,6 +119,15 @@ static void child(int i, pid_t parent)
 	if (mprotect(ro, 2 * PG, PROT_READ) || mprotect(fmap + PG, PG, PROT_READ | PROT_WRITE))
 		_exit(2);
 	crt_fill(fmap + PG, PG, 110 + i);
+	if (i % 3) {
+		struct sched_param sp = { 0 };
+
+		if (sched_setscheduler(0, child_policy[i % 3], &sp) ||
+		    setpriority(PRIO_PROCESS, 0, child_nice[i % 3]))
+			_exit(2);
+	}
+	if (i == 1 && mlock(mine, 4 * PG))
+		_exit(2);
 	for (;;) {
 		int pdeath = -1;
 		long bad;
@@ -97,6 +145,10 @@ static void child(int i, pid_t parent)
 			snprintf(reason, sizeof(reason), "parent-death signal %d, want %d", pdeath, want_pdeath);
 		else if (prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) != 1)
 			snprintf(reason, sizeof(reason), "THP disable %d, want 1", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
+		else if (sched_bad(child_policy[i % 3], child_nice[i % 3], reason, sizeof(reason)))
+			;
+		else if (vmlck_kb() != (i == 1 ? 16 : 0))
+			snprintf(reason, sizeof(reason), "VmLck %ld kB, want %d", vmlck_kb(), i == 1 ? 16 : 0);
 		else if ((bad = crt_find_bad(common, 8 * PG, 1)) >= 0)
 			snprintf(reason, sizeof(reason), "common: byte %ld", bad);
 		else if ((bad = crt_find_bad(mine, 4 * PG, 30 + i)) >= 0)
@@ -179,6 +231,12 @@ int main(int argc, char **argv)
 		crt_die("report file");
 	if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
 		crt_die("PR_SET_THP_DISABLE");
+	{
+		struct sched_param sp = { 0 };
+
+		if (sched_setscheduler(0, SCHED_BATCH, &sp) || setpriority(PRIO_PROCESS, 0, 2))
+			crt_die("set scheduling");
+	}
 	common = anon(8 * PG);
 	mine = anon(8 * PG);
 	zeroed = anon(4 * PG);
@@ -238,6 +296,11 @@ int main(int argc, char **argv)
 				check_child(i, deadline);
 			CRT_CHECK(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1, "root: THP disable %d, want 1",
 				  prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
+			{
+				char why[96];
+
+				CRT_CHECK(!sched_bad(SCHED_BATCH, 2, why, sizeof(why)), "root: %s", why);
+			}
 			CRT_CHECK_PATTERN(common, 8 * PG, 1, "root common");
 			CRT_CHECK_PATTERN(mine, 8 * PG, 2, "root mine");
 			CRT_CHECK_PATTERN(zeroed, 4 * PG, 40, "root zeroed");

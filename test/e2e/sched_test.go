@@ -1,0 +1,102 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/crtools/crtools/test/harness"
+)
+
+// TestSchedAndMlockRestored: the scheduling of every thread (nice values,
+// SCHED_BATCH, SCHED_IDLE with a nice value) and an mlock'ed region come
+// back with the restored process (sched.c). Before, restore left every
+// thread with crtools' own scheduling (SCHED_OTHER, nice 0) and mapped the
+// region unlocked (dump did not even record the lock). Real-time policies
+// are not used here: a spinning real-time task would starve the shared
+// test host.
+func TestSchedAndMlockRestored(t *testing.T) {
+	rp, w, dir := dumpedWorkload(t, harness.BuildC(t, "sched.c"))
+	b, err := os.ReadFile(filepath.Join(w.Dir, "locked"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	locked, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(string(b)), "0x"), 16, 64)
+	if err != nil {
+		t.Fatalf("address of the locked region %q: %v", b, err)
+	}
+	restoreDetached(t, w, dir)
+
+	// Every thread's nice (stat field 19) and policy (field 41), as
+	// sched.c sets them: the main thread nice 3, workers nice 5, 10,
+	// SCHED_BATCH (3) nice 7, SCHED_IDLE (5) nice 4.
+	var got []string
+	tids, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", w.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range tids {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", w.Pid, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(st)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // field 3 first
+		got = append(got, fmt.Sprintf("nice %s policy %s", f[19-3], f[41-3]))
+	}
+	slices.Sort(got)
+	want := []string{"nice 10 policy 0", "nice 3 policy 0", "nice 4 policy 5", "nice 5 policy 0", "nice 7 policy 3"}
+	if !slices.Equal(got, want) {
+		t.Errorf("restored threads' scheduling %q, want %q", got, want)
+	}
+
+	// The region is locked again.
+	if flags := vmFlagsAt(t, w.Pid, locked); !slices.Contains(strings.Fields(flags), "lo") {
+		t.Errorf("restored VMA at %#x has VmFlags %q, want \"lo\" (locked)", locked, flags)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", w.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(line, "VmLck:") {
+			f := strings.Fields(line)
+			if kb, _ := strconv.Atoi(f[1]); kb < 64 {
+				t.Errorf("restored process: %q, want >= 64 kB", line)
+			}
+		}
+	}
+	// The threads run on (each checks its own scheduling too).
+	verifyRestored(t, w)
+	waitWorkloadExit(t, rp, w)
+}
+
+// vmFlagsAt is the VmFlags line of pid's VMA that starts at addr.
+func vmFlagsAt(t *testing.T, pid int, addr uint64) string {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	in := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if start, _, ok := strings.Cut(strings.Fields(line)[0], "-"); ok && !strings.HasSuffix(strings.Fields(line)[0], ":") {
+			a, err := strconv.ParseUint(start, 16, 64)
+			in = err == nil && a == addr
+			continue
+		}
+		if in && strings.HasPrefix(line, "VmFlags:") {
+			return strings.TrimSpace(strings.TrimPrefix(line, "VmFlags:"))
+		}
+	}
+	t.Fatalf("no VMA at %#x in pid %d's smaps", addr, pid)
+	return ""
+}

@@ -1,0 +1,153 @@
+/*
+ * sched: threads with scheduling of their own and a locked memory region.
+ *
+ *   main thread  nice 3, answers verify requests;
+ *   worker 0     nice 5;          worker 1  nice 10;
+ *   worker 2     SCHED_BATCH, nice 7;
+ *   worker 3     SCHED_IDLE, nice 4 (sched_setattr keeps an idle thread's
+ *                nice only through setpriority).
+ *
+ * Every worker counts and checks its own policy and nice value from
+ * inside on every round (a thread's view of itself). A 16-page patterned
+ * region is locked with mlock; its address is written to the file
+ * "locked" for the test, which checks smaps' "lo" on it.
+ *
+ * Verify checks each worker's own findings, that each one moved on, the
+ * main thread's scheduling, the locked region's pattern and that the
+ * process has locked memory (VmLck in /proc/self/status).
+ */
+#include "crt.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+
+#define NW 4
+#define LOCK_LEN (16 * 4096)
+
+struct worker {
+	pthread_t th;
+	int idx;
+	int policy, nice;
+	volatile pid_t tid;
+	volatile uint64_t count;
+	volatile int bad;
+	char why[128];
+};
+
+static struct worker workers[NW] = {
+	{ .idx = 0, .policy = SCHED_OTHER, .nice = 5 },
+	{ .idx = 1, .policy = SCHED_OTHER, .nice = 10 },
+	{ .idx = 2, .policy = SCHED_BATCH, .nice = 7 },
+	{ .idx = 3, .policy = SCHED_IDLE, .nice = 4 },
+};
+static volatile int started;
+
+/* sched_check returns 0 when the calling thread has policy and nice. */
+static int sched_check(int policy, int nice, char *why, size_t len)
+{
+	int p = sched_getscheduler(0), n;
+
+	errno = 0;
+	n = getpriority(PRIO_PROCESS, (id_t)gettid());
+	if (p != policy || n != nice || errno) {
+		snprintf(why, len, "policy %d nice %d, want policy %d nice %d", p, n, policy, nice);
+		return -1;
+	}
+	return 0;
+}
+
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+	struct sched_param sp = { 0 };
+	sigset_t set;
+
+	w->tid = gettid();
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGUSR2);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	if (setpriority(PRIO_PROCESS, (id_t)w->tid, w->nice) || sched_setscheduler(0, w->policy, &sp))
+		crt_die("worker %d: set scheduling", w->idx);
+	__atomic_add_fetch(&started, 1, __ATOMIC_SEQ_CST);
+	for (;;) {
+		if (!w->bad && sched_check(w->policy, w->nice, w->why, sizeof(w->why)))
+			w->bad = 1;
+		w->count++;
+		crt_sleep_ms(1);
+	}
+	return NULL;
+}
+
+static long vmlck_kb(void)
+{
+	char line[256];
+	long kb = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmLck: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+int main(void)
+{
+	unsigned char *locked;
+	char buf[64], why[128];
+
+	crt_init();
+	if (setpriority(PRIO_PROCESS, (id_t)gettid(), 3))
+		crt_die("setpriority main");
+	locked = mmap(NULL, LOCK_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (locked == MAP_FAILED)
+		crt_die("mmap");
+	crt_fill(locked, LOCK_LEN, 5);
+	if (mlock(locked, LOCK_LEN))
+		crt_die("mlock");
+	snprintf(buf, sizeof(buf), "%p\n", (void *)locked);
+	if (crt_write_atomic("locked", buf))
+		crt_die("write locked");
+	for (int i = 0; i < NW; i++)
+		if (pthread_create(&workers[i].th, NULL, work, &workers[i]))
+			crt_die("pthread_create");
+	while (__atomic_load_n(&started, __ATOMIC_SEQ_CST) < NW)
+		crt_sleep_ms(1);
+	crt_ready();
+	for (;;) {
+		if (crt_pending()) {
+			uint64_t before[NW];
+			int64_t end = crt_now() + 3000000000LL;
+			int moved;
+
+			for (int i = 0; i < NW; i++) {
+				before[i] = workers[i].count;
+				CRT_CHECK(!workers[i].bad, "worker %d (TID %d): %s", i, (int)workers[i].tid,
+					  workers[i].why);
+			}
+			CRT_CHECK(sched_check(SCHED_OTHER, 3, why, sizeof(why)) == 0, "main thread: %s", why);
+			CRT_CHECK_PATTERN(locked, LOCK_LEN, 5, "locked region");
+			CRT_CHECK(vmlck_kb() >= LOCK_LEN / 1024, "VmLck %ld kB, want >= %d", vmlck_kb(),
+				  LOCK_LEN / 1024);
+			do {
+				moved = 1;
+				for (int i = 0; i < NW; i++)
+					moved &= workers[i].count > before[i];
+				if (!moved)
+					crt_sleep_ms(5);
+			} while (!moved && crt_now() < end);
+			for (int i = 0; i < NW; i++)
+				CRT_CHECK(workers[i].count > before[i], "worker %d (TID %d) stuck at %" PRIu64, i,
+					  (int)workers[i].tid, before[i]);
+			crt_report();
+		}
+		crt_tick();
+		crt_sleep_ms(1);
+	}
+	return 0;
+}

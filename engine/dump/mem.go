@@ -98,7 +98,12 @@ func (s *dumpState) collectMemory(pid int) ([]*pb.VmaEntry, []scanVMA, error) {
 		if m.Flag("nr") {
 			flags |= unix.MAP_NORESERVE
 		}
-		if m.Flag("lo") { // mlock, mlockall: restore locks it again
+		// mlock, mlockall: restore locks it again. Not a lock on fault
+		// ("lf" too: MLOCK_ONFAULT, MCL_ONFAULT), which the images have
+		// no bit for: a full lock would fault in every page of what may
+		// be a large, mostly untouched region, so such a VMA comes back
+		// unlocked.
+		if m.Flag("lo") && !m.Flag("lf") {
 			flags |= unix.MAP_LOCKED
 		}
 		var madv uint64

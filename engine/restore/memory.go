@@ -426,8 +426,8 @@ func (p *puppet) protectVMAs(plans []vmaPlan) error {
 // then would fault in every page before the fill writes them. A fork
 // (heirs) does not copy the lock either, so a heir locks its own, all of
 // them. PROT_NONE VMAs stay unlocked: mlock refuses to fault them in.
-// MLOCK_ONFAULT locks come back as full ones (smaps does not tell them
-// apart). Queued: the caller's next batch.
+// (Locks on fault are not in the images: see dump's collectMemory.)
+// Queued: the caller's next batch.
 func (p *puppet) lockVMAs(vmas []*pb.VmaEntry) error {
 	for _, v := range vmas {
 		if v.GetFlags()&unix.MAP_LOCKED == 0 || v.GetProt() == unix.PROT_NONE {

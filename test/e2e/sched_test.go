@@ -31,6 +31,7 @@ func TestSchedAndMlockRestored(t *testing.T) {
 		t.Fatalf("address of the locked region %q: %v", b, err)
 	}
 	restoreDetached(t, w, dir)
+	ownCPUs := statusField(t, "/proc/self/status", "Cpus_allowed_list:")
 
 	// Every thread's nice (stat field 19) and policy (field 41), as
 	// sched.c sets them: the main thread nice 3, workers nice 5, 10,
@@ -48,6 +49,12 @@ func TestSchedAndMlockRestored(t *testing.T) {
 		s := string(st)
 		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // field 3 first
 		got = append(got, fmt.Sprintf("nice %s policy %s", f[19-3], f[41-3]))
+		// The restore pins its puppets to one CPU and gives them
+		// crtools' mask back (restorer.go unpin): setting the policy
+		// must leave that alone.
+		if cpus := statusField(t, fmt.Sprintf("/proc/%d/task/%s/status", w.Pid, e.Name()), "Cpus_allowed_list:"); cpus != ownCPUs {
+			t.Errorf("restored thread %s runs on CPUs %s, want %s", e.Name(), cpus, ownCPUs)
+		}
 	}
 	slices.Sort(got)
 	want := []string{"nice 10 policy 0", "nice 3 policy 0", "nice 4 policy 5", "nice 5 policy 0", "nice 7 policy 3"}
@@ -59,17 +66,8 @@ func TestSchedAndMlockRestored(t *testing.T) {
 	if flags := vmFlagsAt(t, w.Pid, locked); !slices.Contains(strings.Fields(flags), "lo") {
 		t.Errorf("restored VMA at %#x has VmFlags %q, want \"lo\" (locked)", locked, flags)
 	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", w.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if strings.HasPrefix(line, "VmLck:") {
-			f := strings.Fields(line)
-			if kb, _ := strconv.Atoi(f[1]); kb < 64 {
-				t.Errorf("restored process: %q, want >= 64 kB", line)
-			}
-		}
+	if lck := statusField(t, fmt.Sprintf("/proc/%d/status", w.Pid), "VmLck:"); lck != "64 kB" {
+		t.Errorf("restored process: VmLck %s, want 64 kB", lck)
 	}
 	// The threads run on (each checks its own scheduling too).
 	verifyRestored(t, w)
@@ -98,5 +96,21 @@ func vmFlagsAt(t *testing.T, pid int, addr uint64) string {
 		}
 	}
 	t.Fatalf("no VMA at %#x in pid %d's smaps", addr, pid)
+	return ""
+}
+
+// statusField is the value of a "Name:" line of a /proc status file.
+func statusField(t *testing.T, path, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name); ok {
+			return strings.Join(strings.Fields(v), " ")
+		}
+	}
+	t.Fatalf("%s has no %s line", path, name)
 	return ""
 }

@@ -17,19 +17,14 @@ import (
 // SCHED_BATCH, SCHED_IDLE with a nice value) and an mlock'ed region come
 // back with the restored process (sched.c). Before, restore left every
 // thread with crtools' own scheduling (SCHED_OTHER, nice 0) and mapped the
-// region unlocked (dump did not even record the lock). Real-time policies
+// region unlocked (dump did not even record the lock). A region locked on
+// fault, which the images cannot describe, comes back unlocked and not
+// faulted in (a full lock would fault in all of it). Real-time policies
 // are not used here: a spinning real-time task would starve the shared
 // test host.
 func TestSchedAndMlockRestored(t *testing.T) {
 	rp, w, dir := dumpedWorkload(t, harness.BuildC(t, "sched.c"))
-	b, err := os.ReadFile(filepath.Join(w.Dir, "locked"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	locked, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(string(b)), "0x"), 16, 64)
-	if err != nil {
-		t.Fatalf("address of the locked region %q: %v", b, err)
-	}
+	locked, onfault := addrFile(t, w.Dir, "locked"), addrFile(t, w.Dir, "onfault")
 	restoreDetached(t, w, dir)
 	ownCPUs := statusField(t, "/proc/self/status", "Cpus_allowed_list:")
 
@@ -63,19 +58,39 @@ func TestSchedAndMlockRestored(t *testing.T) {
 	}
 
 	// The region is locked again.
-	if flags := vmFlagsAt(t, w.Pid, locked); !slices.Contains(strings.Fields(flags), "lo") {
+	if flags := smapsField(t, w.Pid, locked, "VmFlags:"); !slices.Contains(strings.Fields(flags), "lo") {
 		t.Errorf("restored VMA at %#x has VmFlags %q, want \"lo\" (locked)", locked, flags)
 	}
+	// The region locked on fault is not locked (the images cannot say
+	// so), and not faulted in: only its 2 written pages are there.
 	if lck := statusField(t, fmt.Sprintf("/proc/%d/status", w.Pid), "VmLck:"); lck != "64 kB" {
-		t.Errorf("restored process: VmLck %s, want 64 kB", lck)
+		t.Errorf("restored process: VmLck %s, want 64 kB (the mlock'ed region only)", lck)
+	}
+	if rss := smapsField(t, w.Pid, onfault, "Rss:"); rss != "8 kB" {
+		t.Errorf("restored region locked on fault: Rss %s, want 8 kB (its written pages)", rss)
 	}
 	// The threads run on (each checks its own scheduling too).
 	verifyRestored(t, w)
 	waitWorkloadExit(t, rp, w)
 }
 
-// vmFlagsAt is the VmFlags line of pid's VMA that starts at addr.
-func vmFlagsAt(t *testing.T, pid int, addr uint64) string {
+// addrFile is the address (%p) the workload wrote to file name in dir.
+func addrFile(t *testing.T, dir, name string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(string(b)), "0x"), 16, 64)
+	if err != nil {
+		t.Fatalf("address in %s %q: %v", name, b, err)
+	}
+	return a
+}
+
+// smapsField is the value of a "Name:" line of pid's VMA that holds addr
+// in its smaps.
+func smapsField(t *testing.T, pid int, addr uint64, name string) string {
 	t.Helper()
 	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
 	if err != nil {
@@ -86,16 +101,18 @@ func vmFlagsAt(t *testing.T, pid int, addr uint64) string {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := sc.Text()
-		if start, _, ok := strings.Cut(strings.Fields(line)[0], "-"); ok && !strings.HasSuffix(strings.Fields(line)[0], ":") {
-			a, err := strconv.ParseUint(start, 16, 64)
-			in = err == nil && a == addr
+		first := strings.Fields(line)[0]
+		if start, end, ok := strings.Cut(first, "-"); ok && !strings.HasSuffix(first, ":") {
+			a, err1 := strconv.ParseUint(start, 16, 64)
+			e, err2 := strconv.ParseUint(end, 16, 64)
+			in = err1 == nil && err2 == nil && a <= addr && addr < e
 			continue
 		}
-		if in && strings.HasPrefix(line, "VmFlags:") {
-			return strings.TrimSpace(strings.TrimPrefix(line, "VmFlags:"))
+		if v, ok := strings.CutPrefix(line, name); ok && in {
+			return strings.Join(strings.Fields(v), " ")
 		}
 	}
-	t.Fatalf("no VMA at %#x in pid %d's smaps", addr, pid)
+	t.Fatalf("no %s line of a VMA holding %#x in pid %d's smaps", name, addr, pid)
 	return ""
 }
 

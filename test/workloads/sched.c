@@ -10,7 +10,10 @@
  * Every worker counts and checks its own policy and nice value from
  * inside on every round (a thread's view of itself). A 16-page patterned
  * region is locked with mlock; its address is written to the file
- * "locked" for the test, which checks smaps' "lo" on it.
+ * "locked" for the test, which checks smaps' "lo" on it. A 64-page region
+ * locked on fault (mlock2 MLOCK_ONFAULT: the images cannot say so) with
+ * 2 pages written must come back without the other 62 faulted in; its
+ * address is in the file "onfault".
  *
  * Verify checks each worker's own findings, that each one moved on, the
  * main thread's scheduling, the locked region's pattern and that the
@@ -25,6 +28,7 @@
 
 #define NW 4
 #define LOCK_LEN (16 * 4096)
+#define ONFAULT_LEN (64 * 4096)
 
 struct worker {
 	pthread_t th;
@@ -98,7 +102,7 @@ static long vmlck_kb(void)
 
 int main(void)
 {
-	unsigned char *locked;
+	unsigned char *locked, *onfault;
 	char buf[64], why[128];
 
 	crt_init();
@@ -113,6 +117,13 @@ int main(void)
 	snprintf(buf, sizeof(buf), "%p\n", (void *)locked);
 	if (crt_write_atomic("locked", buf))
 		crt_die("write locked");
+	onfault = mmap(NULL, ONFAULT_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (onfault == MAP_FAILED || mlock2(onfault, ONFAULT_LEN, MLOCK_ONFAULT))
+		crt_die("mlock2 on fault");
+	crt_fill(onfault, 2 * 4096, 6);
+	snprintf(buf, sizeof(buf), "%p\n", (void *)onfault);
+	if (crt_write_atomic("onfault", buf))
+		crt_die("write onfault");
 	for (int i = 0; i < NW; i++)
 		if (pthread_create(&workers[i].th, NULL, work, &workers[i]))
 			crt_die("pthread_create");
@@ -132,6 +143,7 @@ int main(void)
 			}
 			CRT_CHECK(sched_check(SCHED_OTHER, 3, why, sizeof(why)) == 0, "main thread: %s", why);
 			CRT_CHECK_PATTERN(locked, LOCK_LEN, 5, "locked region");
+			CRT_CHECK_PATTERN(onfault, 2 * 4096, 6, "region locked on fault");
 			CRT_CHECK(vmlck_kb() >= LOCK_LEN / 1024, "VmLck %ld kB, want >= %d", vmlck_kb(),
 				  LOCK_LEN / 1024);
 			do {

@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -36,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -259,6 +261,37 @@ __attribute__((unused)) static long crt_find_bad(const void *p, size_t len, uint
 		if (b[i] != crt_pattern(seed, i))
 			return (long)i;
 	return -1;
+}
+
+/* crt_sched_differs returns non-zero, describing it in why, when the
+ * calling thread's policy or nice value is not the wanted one (nice is per
+ * thread: getpriority of 0 is the calling thread's). */
+__attribute__((unused)) static int crt_sched_differs(int policy, int nice, char *why, size_t len)
+{
+	int p = sched_getscheduler(0), n;
+
+	errno = 0;
+	n = getpriority(PRIO_PROCESS, 0);
+	if (p == policy && n == nice && !errno)
+		return 0;
+	snprintf(why, len, "policy %d nice %d, want policy %d nice %d", p, n, policy, nice);
+	return 1;
+}
+
+/* crt_vmlck_kb is the process's locked memory (VmLck) in kB, -1 if unknown. */
+__attribute__((unused)) static long crt_vmlck_kb(void)
+{
+	char line[256];
+	long kb = -1;
+	FILE *f = fopen("/proc/self/status", "re");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmLck: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
 }
 
 #define CRT_CHECK_PATTERN(p, len, seed, what)                                                            \

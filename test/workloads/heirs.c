@@ -67,35 +67,6 @@ static unsigned char *anon(size_t len)
 	return p;
 }
 
-/* sched_bad describes how the calling task's policy and nice differ from
- * the wanted ones, in why; 0 if they do not. */
-static int sched_bad(int policy, int nice, char *why, size_t len)
-{
-	int p = sched_getscheduler(0), n;
-
-	errno = 0;
-	n = getpriority(PRIO_PROCESS, 0);
-	if (p == policy && n == nice && !errno)
-		return 0;
-	snprintf(why, len, "policy %d nice %d, want policy %d nice %d", p, n, policy, nice);
-	return 1;
-}
-
-static long vmlck_kb(void)
-{
-	char line[256];
-	long kb = -1;
-	FILE *f = fopen("/proc/self/status", "re");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmLck: %ld kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb;
-}
-
 static const int child_policy[3] = { SCHED_BATCH, SCHED_OTHER, SCHED_IDLE };
 static const int child_nice[3] = { 2, 6, 1 };
 
@@ -145,10 +116,10 @@ static void child(int i, pid_t parent)
 			snprintf(reason, sizeof(reason), "parent-death signal %d, want %d", pdeath, want_pdeath);
 		else if (prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) != 1)
 			snprintf(reason, sizeof(reason), "THP disable %d, want 1", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
-		else if (sched_bad(child_policy[i % 3], child_nice[i % 3], reason, sizeof(reason)))
+		else if (crt_sched_differs(child_policy[i % 3], child_nice[i % 3], reason, sizeof(reason)))
 			;
-		else if (vmlck_kb() != (i == 1 ? 16 : 0))
-			snprintf(reason, sizeof(reason), "VmLck %ld kB, want %d", vmlck_kb(), i == 1 ? 16 : 0);
+		else if (crt_vmlck_kb() != (i == 1 ? 16 : 0))
+			snprintf(reason, sizeof(reason), "VmLck %ld kB, want %d", crt_vmlck_kb(), i == 1 ? 16 : 0);
 		else if ((bad = crt_find_bad(common, 8 * PG, 1)) >= 0)
 			snprintf(reason, sizeof(reason), "common: byte %ld", bad);
 		else if ((bad = crt_find_bad(mine, 4 * PG, 30 + i)) >= 0)
@@ -299,7 +270,7 @@ int main(int argc, char **argv)
 			{
 				char why[96];
 
-				CRT_CHECK(!sched_bad(SCHED_BATCH, 2, why, sizeof(why)), "root: %s", why);
+				CRT_CHECK(!crt_sched_differs(SCHED_BATCH, 2, why, sizeof(why)), "root: %s", why);
 			}
 			CRT_CHECK_PATTERN(common, 8 * PG, 1, "root common");
 			CRT_CHECK_PATTERN(mine, 8 * PG, 2, "root mine");

@@ -48,20 +48,6 @@ static struct worker workers[NW] = {
 };
 static volatile int started;
 
-/* sched_check returns 0 when the calling thread has policy and nice. */
-static int sched_check(int policy, int nice, char *why, size_t len)
-{
-	int p = sched_getscheduler(0), n;
-
-	errno = 0;
-	n = getpriority(PRIO_PROCESS, (id_t)gettid());
-	if (p != policy || n != nice || errno) {
-		snprintf(why, len, "policy %d nice %d, want policy %d nice %d", p, n, policy, nice);
-		return -1;
-	}
-	return 0;
-}
-
 static void *work(void *arg)
 {
 	struct worker *w = arg;
@@ -77,27 +63,12 @@ static void *work(void *arg)
 		crt_die("worker %d: set scheduling", w->idx);
 	__atomic_add_fetch(&started, 1, __ATOMIC_SEQ_CST);
 	for (;;) {
-		if (!w->bad && sched_check(w->policy, w->nice, w->why, sizeof(w->why)))
+		if (!w->bad && crt_sched_differs(w->policy, w->nice, w->why, sizeof(w->why)))
 			w->bad = 1;
 		w->count++;
 		crt_sleep_ms(1);
 	}
 	return NULL;
-}
-
-static long vmlck_kb(void)
-{
-	char line[256];
-	long kb = -1;
-	FILE *f = fopen("/proc/self/status", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmLck: %ld kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb;
 }
 
 int main(void)
@@ -141,10 +112,10 @@ int main(void)
 				CRT_CHECK(!workers[i].bad, "worker %d (TID %d): %s", i, (int)workers[i].tid,
 					  workers[i].why);
 			}
-			CRT_CHECK(sched_check(SCHED_OTHER, 3, why, sizeof(why)) == 0, "main thread: %s", why);
+			CRT_CHECK(crt_sched_differs(SCHED_OTHER, 3, why, sizeof(why)) == 0, "main thread: %s", why);
 			CRT_CHECK_PATTERN(locked, LOCK_LEN, 5, "locked region");
 			CRT_CHECK_PATTERN(onfault, 2 * 4096, 6, "region locked on fault");
-			CRT_CHECK(vmlck_kb() >= LOCK_LEN / 1024, "VmLck %ld kB, want >= %d", vmlck_kb(),
+			CRT_CHECK(crt_vmlck_kb() >= LOCK_LEN / 1024, "VmLck %ld kB, want >= %d", crt_vmlck_kb(),
 				  LOCK_LEN / 1024);
 			do {
 				moved = 1;

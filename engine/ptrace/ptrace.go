@@ -255,10 +255,10 @@ func interruptedOr(tid int, st StopInfo, err error) (bool, error) {
 // WaitInterruptedOr is WaitInterrupted for a stop that may never come: the
 // leader of a multi-threaded process that entered do_exit (pthread_exit)
 // after it was seized never stops, and the kernel reports its exit only
-// once every other thread has gone, which the tracer keeps stopped. While
-// no state change is there, it calls giveUp, 20 us after the first look
-// and then less and less often (at most every 2 ms), and returns giveUp's
-// error if it gives one. In the usual case the stop is there at the first
+// once every other thread has gone, which the tracer keeps stopped. After
+// every look that finds no state change it calls giveUp, and returns its
+// error if it gives one; the looks are 20 us apart at first, then further
+// and further (at most 2 ms). In the usual case the stop is there at the first
 // look: one wait4 with WNOHANG, as WaitInterrupted would make without it.
 func WaitInterruptedOr(tid int, giveUp func() error) (StopInfo, error) {
 	pause := 20 * time.Microsecond

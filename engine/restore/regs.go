@@ -65,12 +65,13 @@ func (r *restorer) finishProc(pr *proc) error {
 	if !pr.noTrampoline {
 		return fmt.Errorf("finish task %d: its trampoline is still mapped", pr.t.pid)
 	}
+	initial := initialSched(r.initial)
 	for _, th := range pr.threads {
 		core := pr.t.cores[th.vpid]
 		if err := th.setFinalState(core); err != nil {
 			return err
 		}
-		if err := restoreSched(th.pid, core.GetThreadCore(), initialSched(r.initial)); err != nil {
+		if err := restoreSched(th.pid, core.GetThreadCore(), initial); err != nil {
 			return err
 		}
 	}

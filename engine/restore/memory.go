@@ -427,18 +427,74 @@ func (p *puppet) protectVMAs(plans []vmaPlan) error {
 // (heirs) does not copy the lock either, so a heir locks its own, all of
 // them. PROT_NONE VMAs stay unlocked: mlock refuses to fault them in.
 // (Locks on fault are not in the images: see dump's collectMemory.)
-// Queued: the caller's next batch.
+// A file VMA may fail with ENOMEM yet be locked (past the end of its
+// file): accepted once smaps shows the lock. Queued: the caller's next
+// batch.
 func (p *puppet) lockVMAs(vmas []*pb.VmaEntry) error {
 	for _, v := range vmas {
 		if v.GetFlags()&unix.MAP_LOCKED == 0 || v.GetProt() == unix.PROT_NONE {
 			continue
 		}
-		if err := p.queuef(fmt.Sprintf("mlock VMA %#x-%#x", v.GetStart(), v.GetEnd()), unix.SYS_MLOCK,
-			v.GetStart(), vmaLen(v)); err != nil {
+		what := fmt.Sprintf("mlock VMA %#x-%#x", v.GetStart(), v.GetEnd())
+		if v.GetStatus()&(vmaFilePrivate|vmaFileShared) == 0 {
+			if err := p.queuef(what, unix.SYS_MLOCK, v.GetStart(), vmaLen(v)); err != nil {
+				return err
+			}
+			continue
+		}
+		start, end := v.GetStart(), v.GetEnd()
+		after := func(_ uint64, err error) error {
+			if err == nil {
+				return nil
+			}
+			if errors.Is(err, unix.ENOMEM) {
+				// A file mapping that reaches past the end of its
+				// file: mlock sets VM_LOCKED on the whole VMA, then
+				// fails to fault in the pages beyond the end (they
+				// have none) and returns ENOMEM. mlockall ignores
+				// that, so such a VMA was locked in the dumped
+				// process. The lock is what is restored: accept
+				// the error if the kernel did set it.
+				locked, lerr := vmaRangeLocked(p.pid, start, end)
+				if lerr != nil {
+					return fmt.Errorf("%s in task %d: %w (and check its lock: %w)", what, p.pid, err, lerr)
+				}
+				if locked {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s in task %d: %w", what, p.pid, err)
+		}
+		if err := p.queue(pendingCall{what: what, nr: unix.SYS_MLOCK, mayFail: true, after: after},
+			[]uint64{start, end - start}); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// vmaRangeLocked tells whether every VMA of task pid in [start, end) is
+// locked (smaps' "lo") and they cover it all.
+func vmaRangeLocked(pid int, start, end uint64) (bool, error) {
+	maps, err := procfs.ReadSmaps(pid)
+	if err != nil {
+		return false, err
+	}
+	at := start
+	for i := range maps {
+		m := &maps[i]
+		if m.End <= at || m.Start >= end {
+			continue
+		}
+		if m.Start > at || !m.Flag("lo") {
+			return false, nil
+		}
+		at = m.End
+		if at >= end {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // atFdcwd is AT_FDCWD (-100) as a register value.

@@ -131,3 +131,19 @@ func statusField(t *testing.T, path, name string) string {
 	t.Fatalf("%s has no %s line", path, name)
 	return ""
 }
+
+// TestMlockallFilePastEOFRestored: a process that did mlockall(MCL_CURRENT)
+// with a file mapping longer than its file (mlockpast.c) comes back with
+// that mapping locked, and runs on. An mlock of such a VMA fails with
+// ENOMEM (the pages past the end of the file cannot be faulted in) though
+// the kernel locks the VMA; restore failed on that error before.
+func TestMlockallFilePastEOFRestored(t *testing.T) {
+	rp, w, dir := dumpedWorkload(t, harness.BuildC(t, "mlockpast.c"))
+	mapped := addrFile(t, w.Dir, "mapped")
+	restoreDetached(t, w, dir)
+	if flags := smapsField(t, w.Pid, mapped, "VmFlags:"); !slices.Contains(strings.Fields(flags), "lo") {
+		t.Errorf("restored file VMA at %#x has VmFlags %q, want \"lo\" (locked)", mapped, flags)
+	}
+	verifyRestored(t, w)
+	waitWorkloadExit(t, rp, w)
+}

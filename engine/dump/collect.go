@@ -643,6 +643,12 @@ func (d *Dumper) collectMid(s *dumpState, c *collecting) error {
 				return err
 			}
 		}
+		if c.thSched[i].Policy == unix.SCHED_DEADLINE {
+			// Its runtime, deadline and period have no place in the
+			// images: a restore could not give it back.
+			return fmt.Errorf("pid %d: thread %d has scheduling policy SCHED_DEADLINE (%d); SCHED_DEADLINE is not supported",
+				pid, th.tid, unix.SCHED_DEADLINE)
+		}
 		head, hlen, err := getRobustList(th.tid)
 		if err != nil {
 			return fmt.Errorf("read robust list of thread %d: %w", th.tid, err)

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/crtools/crtools/engine/files"
@@ -247,6 +248,14 @@ func readCore(dir string, pid, tid int) (*pb.CoreEntry, error) {
 	}
 	if m := c.GetThreadInfo().GetGpregs().GetMode(); m != pb.UserX86RegsMode_NATIVE {
 		return nil, fmt.Errorf("read core of task %d: 32-bit (compat) tasks are not supported", tid)
+	}
+	if tc := c.GetThreadCore(); tc.SchedPolicy != nil && tc.GetSchedPolicy() == unix.SCHED_DEADLINE {
+		// Its runtime, deadline and period are not in the images
+		// (crtools' dump refuses such a thread; images from
+		// elsewhere may hold one). Refused here, before any task
+		// exists, not after the whole restore.
+		return nil, fmt.Errorf("read core of task %d: thread %d has scheduling policy SCHED_DEADLINE (%d), whose runtime, deadline and period the images cannot hold; SCHED_DEADLINE is not supported",
+			pid, tid, unix.SCHED_DEADLINE)
 	}
 	return c, nil
 }

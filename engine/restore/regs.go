@@ -101,10 +101,7 @@ func restoreSched(tid int, tc *pb.ThreadCoreEntry, initial *unix.SchedAttr) erro
 		policy == initial.Policy && nice == initial.Nice && prio == initial.Priority {
 		return nil
 	}
-	if policy == unix.SCHED_DEADLINE {
-		// Its runtime, deadline and period are not in the images.
-		return fmt.Errorf("restore scheduling of thread %d: SCHED_DEADLINE is not supported", tid)
-	}
+	// SCHED_DEADLINE never gets here: load refuses it (readCore).
 	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: policy, Nice: nice, Priority: prio}
 	if err := unix.SchedSetAttr(tid, &attr, 0); err != nil {
 		return fmt.Errorf("restore scheduling policy %d (priority %d, nice %d) of thread %d: %w", policy, prio, nice, tid, err)

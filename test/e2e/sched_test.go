@@ -9,7 +9,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/test/harness"
 )
 
@@ -144,6 +149,71 @@ func TestMlockallFilePastEOFRestored(t *testing.T) {
 	if flags := smapsField(t, w.Pid, mapped, "VmFlags:"); !slices.Contains(strings.Fields(flags), "lo") {
 		t.Errorf("restored file VMA at %#x has VmFlags %q, want \"lo\" (locked)", mapped, flags)
 	}
+	verifyRestored(t, w)
+	waitWorkloadExit(t, rp, w)
+}
+
+// TestSchedDeadlineRefused: SCHED_DEADLINE, whose runtime, deadline and
+// period the images cannot hold, is refused by dump (exit 1, a message
+// naming pid, thread and policy, the process left running untraced) and,
+// in images from elsewhere (a core edited to policy 6), by restore's load
+// before any task is created. Before, dump wrote such images and restore
+// refused them only in its last step, after restoring the whole tree.
+func TestSchedDeadlineRefused(t *testing.T) {
+	harness.RequireRoot(t)
+	rp := harness.Subreaper()
+	w := harness.StartWorkload(t, harness.BuildC(t, "simple.c"))
+	w.MustReady(10 * time.Second)
+	w.MustVerify(10 * time.Second)
+	// A tiny reservation (1 ms every 100 ms) of a thread that mostly
+	// sleeps: no load on the shared host.
+	dl := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_DEADLINE,
+		Runtime: 1_000_000, Deadline: 100_000_000, Period: 100_000_000}
+	if err := unix.SchedSetAttr(w.Pid, &dl, 0); err != nil {
+		t.Fatalf("set SCHED_DEADLINE on pid %d: %v", w.Pid, err)
+	}
+	dir := filepath.Join(t.TempDir(), "images")
+	code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir, "-v", "0")
+	if want := fmt.Sprintf("pid %d: thread %d has scheduling policy SCHED_DEADLINE (6); SCHED_DEADLINE is not supported", w.Pid, w.Pid); code != 1 || !strings.Contains(out, want) {
+		t.Errorf("dump of a SCHED_DEADLINE process: exit %d, output %q; want exit 1 and %q", code, out, want)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("the refused dump left %s behind", dir)
+	}
+	if tr := tracerOf(w.Pid); tr != 0 {
+		t.Errorf("pid %d still traced by %d after the refused dump", w.Pid, tr)
+	}
+	if a, err := unix.SchedGetAttr(w.Pid, 0); err != nil || a.Policy != unix.SCHED_DEADLINE {
+		t.Errorf("after the refused dump: scheduling %+v, %v; want SCHED_DEADLINE as before", a, err)
+	}
+	normal := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}
+	if err := unix.SchedSetAttr(w.Pid, &normal, 0); err != nil {
+		t.Fatalf("set SCHED_NORMAL on pid %d: %v", w.Pid, err)
+	}
+	w.MustVerify(10 * time.Second) // it ran on
+
+	// Restore: images whose core says SCHED_DEADLINE fail the load.
+	dir = dumpKill(t, w)
+	rp.Forget(w.Pid)
+	bad := imagesWithCore(t, dir, w.Pid, func(c *pb.CoreEntry) { c.ThreadCore.SchedPolicy = proto.Uint32(unix.SCHED_DEADLINE) })
+	logPath := filepath.Join(t.TempDir(), "restore.log")
+	code, out = crtools(t, "restore", "-D", bad, "-d", "-v", "2", "-o", logPath)
+	log, _ := os.ReadFile(logPath)
+	if want := fmt.Sprintf("thread %d has scheduling policy SCHED_DEADLINE (6)", w.Pid); code == 0 || !strings.Contains(out, want) {
+		t.Errorf("restore of a SCHED_DEADLINE core: exit %d, output %q; want a failure saying %q", code, out, want)
+	}
+	failedInLoad := false
+	for _, line := range strings.Split(string(log), "\n") {
+		failedInLoad = failedInLoad || strings.Contains(line, "step failed") && strings.Contains(line, "step=load")
+	}
+	if !failedInLoad || strings.Contains(string(log), "step=create-tasks") {
+		t.Errorf("restore of a SCHED_DEADLINE core did not stop in its load step; the log:\n%s", log)
+	}
+	if code == 0 {
+		return // something runs with the dumped PID: not this test's to verify
+	}
+	// The untouched images still restore, and the process runs on.
+	restoreDetached(t, w, dir)
 	verifyRestored(t, w)
 	waitWorkloadExit(t, rp, w)
 }

@@ -33,11 +33,13 @@
  * (fork copies it); child i keeps that (i % 3 == 0), or sets SCHED_OTHER
  * nice 6 (1) or SCHED_IDLE nice 1 (2), and checks its own; child 1 locks
  * its own 4 pages of mine (mlock; fork copies no lock) and checks VmLck.
- * Every 5 ms it checks all of it and writes "OK pid count count"
- * or "FAIL reason" into its record of the report file the root opened
- * before the forks (a child that opened a file of its own would not be a
- * heir when dumped at that moment); verify checks each child's report
- * moves on with the pid fork gave it, and the root's own memory.
+ * Every 5 ms it checks all of it (VmLck only when the root asks: reading
+ * it opens a file) and writes "OK pid count checked count" or "FAIL
+ * reason" into its record of the report file the root opened before the
+ * forks (a child that opened a file of its own would not be a heir when
+ * dumped at that moment); verify asks every child for a check, waits for
+ * each child's report made since, moving on with the pid fork gave it,
+ * and checks the root's own memory.
  */
 #include "crt.h"
 
@@ -54,6 +56,8 @@
 static pid_t forked[MAXCHILD];
 static uint64_t seen[MAXCHILD];
 #define REC 128
+/* Child i's slot for the root's check requests, after the records. */
+#define REQ_AT(i) ((off_t)MAXCHILD * REC + (off_t)(i) * (off_t)sizeof(uint64_t))
 
 static unsigned char *common, *mine, *zeroed, *ro, *gone, *fmap, *fdirty;
 static int rfd; /* heirs.report: a record of REC bytes per child */
@@ -75,7 +79,8 @@ static void child(int i, pid_t parent)
 	char name[16], reason[96], buf[REC], got[16];
 	int want_pdeath = i % 2 ? 0 : SIGKILL;
 	pid_t me = getpid();
-	uint64_t count = 0;
+	uint64_t count = 0, checked = 0;
+	char lck[96] = "";
 
 	if (want_pdeath)
 		prctl(PR_SET_PDEATHSIG, want_pdeath);
@@ -102,9 +107,21 @@ static void child(int i, pid_t parent)
 	for (;;) {
 		int pdeath = -1;
 		long bad;
+		uint64_t want = 0;
 
 		if (getppid() != parent)
 			_exit(0);
+		/* VmLck is read from /proc/self/status: a file of the
+		 * child's own while it is open, which makes it no heir. So
+		 * only when the root asks (check_children), which waits for
+		 * the answer: no dump finds the file open. */
+		if (pread(rfd, &want, sizeof(want), REQ_AT(i)) == sizeof(want) && want > checked) {
+			long kb = crt_vmlck_kb();
+
+			if (kb != (i == 1 ? 16 : 0) && !lck[0])
+				snprintf(lck, sizeof(lck), "VmLck %ld kB, want %d", kb, i == 1 ? 16 : 0);
+			checked = want;
+		}
 		reason[0] = 0;
 		prctl(PR_GET_NAME, got);
 		prctl(PR_GET_PDEATHSIG, &pdeath);
@@ -118,8 +135,8 @@ static void child(int i, pid_t parent)
 			snprintf(reason, sizeof(reason), "THP disable %d, want 1", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
 		else if (crt_sched_differs(child_policy[i % 3], child_nice[i % 3], reason, sizeof(reason)))
 			;
-		else if (crt_vmlck_kb() != (i == 1 ? 16 : 0))
-			snprintf(reason, sizeof(reason), "VmLck %ld kB, want %d", crt_vmlck_kb(), i == 1 ? 16 : 0);
+		else if (lck[0])
+			snprintf(reason, sizeof(reason), "%s", lck);
 		else if ((bad = crt_find_bad(common, 8 * PG, 1)) >= 0)
 			snprintf(reason, sizeof(reason), "common: byte %ld", bad);
 		else if ((bad = crt_find_bad(mine, 4 * PG, 30 + i)) >= 0)
@@ -150,7 +167,8 @@ static void child(int i, pid_t parent)
 		if (reason[0])
 			snprintf(buf, sizeof(buf), "FAIL %s\n", reason);
 		else
-			snprintf(buf, sizeof(buf), "OK %d %" PRIu64 " %" PRIu64 "\n", (int)me, count, count);
+			snprintf(buf, sizeof(buf), "OK %d %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", (int)me, count, checked,
+				 count);
 		if (pwrite(rfd, buf, REC, (off_t)i * REC) != REC)
 			_exit(2);
 		crt_sleep_ms(5);
@@ -158,14 +176,15 @@ static void child(int i, pid_t parent)
 }
 
 /* check_child waits (until deadline, CLOCK_MONOTONIC ns) for a report of
- * child i newer than the last one seen, and checks it. */
-static void check_child(int i, int64_t deadline)
+ * child i newer than the last one seen, made after its check request
+ * number req, and checks it. */
+static void check_child(int i, int64_t deadline, uint64_t req)
 {
 	char buf[REC + 1];
 
 	for (;;) {
 		int pid = 0;
-		uint64_t count = 0, again = 1;
+		uint64_t count = 0, again = 1, checked = 0;
 		ssize_t n = pread(rfd, buf, REC, (off_t)i * REC);
 
 		buf[n > 0 ? n : 0] = 0;
@@ -175,8 +194,8 @@ static void check_child(int i, int64_t deadline)
 		}
 		/* The count twice: a record read while written (torn) does
 		 * not count. */
-		if (sscanf(buf, "OK %d %" SCNu64 " %" SCNu64, &pid, &count, &again) == 3 && count == again &&
-		    count > seen[i]) {
+		if (sscanf(buf, "OK %d %" SCNu64 " %" SCNu64 " %" SCNu64, &pid, &count, &checked, &again) == 4 &&
+		    count == again && count > seen[i] && checked >= req) {
 			CRT_CHECK(pid == forked[i], "child %d reports pid %d, fork gave %d", i, pid, (int)forked[i]);
 			seen[i] = count;
 			return;
@@ -189,6 +208,20 @@ static void check_child(int i, int64_t deadline)
 	}
 }
 
+/* check_children asks children 0..n-1 to check their VmLck (a new
+ * request number in their slot) and checks their reports made since. */
+static void check_children(int n, int64_t deadline)
+{
+	static uint64_t req;
+
+	req++;
+	for (int i = 0; i < n; i++)
+		if (pwrite(rfd, &req, sizeof(req), REQ_AT(i)) != sizeof(req))
+			crt_die("check request");
+	for (int i = 0; i < n; i++)
+		check_child(i, deadline, req);
+}
+
 int main(int argc, char **argv)
 {
 	int n = argc > 1 ? atoi(argv[1]) : 6;
@@ -198,7 +231,7 @@ int main(int argc, char **argv)
 		crt_die("child count %d", n);
 	crt_init();
 	rfd = open("heirs.report", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (rfd < 0 || ftruncate(rfd, MAXCHILD * REC))
+	if (rfd < 0 || ftruncate(rfd, REQ_AT(MAXCHILD)))
 		crt_die("report file");
 	if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
 		crt_die("PR_SET_THP_DISABLE");
@@ -254,8 +287,7 @@ int main(int argc, char **argv)
 			crt_die("malloc");
 		crt_fill(heap[k], 16 * 1024, 90 + k);
 	}
-	for (int i = 0; i < n; i++)
-		check_child(i, crt_now() + 5 * 1000000000LL);
+	check_children(n, crt_now() + 5 * 1000000000LL);
 	if (crt_failed)
 		crt_die("children not sound: %s", crt_reason);
 	crt_ready();
@@ -263,8 +295,7 @@ int main(int argc, char **argv)
 		if (crt_pending()) {
 			int64_t deadline = crt_now() + 3 * 1000000000LL;
 
-			for (int i = 0; i < n; i++)
-				check_child(i, deadline);
+			check_children(n, deadline);
 			CRT_CHECK(prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1, "root: THP disable %d, want 1",
 				  prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
 			{

@@ -115,9 +115,29 @@ func (r *restorer) beginProc(pr *proc, l *lane) (*procState, error) {
 		}
 	}
 
+	// The first task (the root, on the main lane; the second lane starts
+	// after it) reads the puppets' initial state before anything of it
+	// changes.
+	if r.initial == nil {
+		var err error
+		if r.initial, err = readInitialState(lead.pid); err != nil {
+			lead.fds = nil
+			return nil, err
+		}
+	}
+
 	// Memory.
 	st := &procState{pr: pr, vmas: t.mm.GetVmas(), shm: l.shm}
 	err := func() error {
+		// THP-disable first, in the batch of the mappings: set after the
+		// fill, memory filled before could be backed by huge pages in a
+		// process that had them disabled. Fork copies the flag, which is
+		// per mm, to heirs (heirOK compares it).
+		if t.mm.ThpDisabled != nil && t.mm.GetThpDisabled() != r.initial.thpDisabled {
+			if err := lead.queuef("set THP disable", unix.SYS_PRCTL, unix.PR_SET_THP_DISABLE, boolU64(t.mm.GetThpDisabled())); err != nil {
+				return err
+			}
+		}
 		if err := lead.unmapPuppet(); err != nil {
 			return err
 		}
@@ -231,11 +251,6 @@ func (r *restorer) endProc(st *procState) (int64, error) {
 	if err := lead.restorePosixTimers(tc.GetTimers().GetPosix()); err != nil {
 		return filled, err
 	}
-	if r.initial == nil {
-		if r.initial, err = readInitialState(lead.pid); err != nil {
-			return filled, err
-		}
-	}
 	if err := lead.restoreRlimits(tc.GetRlimits(), r.initial.rlimits); err != nil {
 		return filled, err
 	}
@@ -256,13 +271,7 @@ func (r *restorer) endProc(st *procState) (int64, error) {
 			return filled, err
 		}
 	}
-	// Fork copies the flag, which is per mm, to heirs (heirOK compares
-	// it).
-	if t.mm.ThpDisabled != nil && t.mm.GetThpDisabled() != r.initial.thpDisabled {
-		if err := lead.queuef("set THP disable", unix.SYS_PRCTL, unix.PR_SET_THP_DISABLE, boolU64(t.mm.GetThpDisabled())); err != nil {
-			return filled, err
-		}
-	}
+	// THP-disable was set in beginProc, before the mappings.
 	if tc.OomScoreAdj != nil && tc.GetOomScoreAdj() != r.initial.oomScoreAdj {
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", lead.pid), []byte(fmt.Sprint(tc.GetOomScoreAdj())), 0); err != nil {
 			r.log.Warn().Err(err).Int("pid", t.pid).Msg("cannot restore oom_score_adj")

@@ -80,21 +80,22 @@ func (r *restorer) heirsPossible() bool {
 }
 
 // heirOK tells whether t, not yet created, can be created as a heir of its
-// parent (see heir). Preconditions: heirsPossible.
-func (r *restorer) heirOK(t *taskImage, keys msgKeys) bool {
+// parent (see heir), and if not, why: a constant string (no allocation),
+// which planHeirs logs. Preconditions: heirsPossible.
+func (r *restorer) heirOK(t *taskImage, keys msgKeys) (ok bool, why string) {
 	p := t.parent
 	if p == nil || t.dead() || p.dead() || len(t.tids) != 1 || len(t.children) != 0 {
-		return false
+		return false, "not a live single-threaded leaf with a live parent"
 	}
 	tc, ptc := t.core().GetTc(), p.core().GetTc()
 	if tc.GetTaskState() != taskAlive || ptc.GetTaskState() != taskAlive {
-		return false
+		return false, "task state not alive"
 	}
 	if t.sid != p.sid || t.pgid != p.pgid || t.sid == t.pid || t.pgid == t.pid {
-		return false
+		return false, "session or group differs from the parent's, or leads one"
 	}
 	if t.ids == nil || p.ids == nil || t.mm == nil || p.mm == nil || t.pagemap == nil || p.pagemap == nil {
-		return false
+		return false, "ids, mm or pages missing"
 	}
 	// The parent's memory must be its image when the heir is forked. Its
 	// other threads register their rseq areas before (restoreOtherThreads,
@@ -104,7 +105,7 @@ func (r *restorer) heirOK(t *taskImage, keys msgKeys) bool {
 	// area is registered after the fork).
 	for _, tid := range p.tids[1:] {
 		if p.cores[tid].GetThreadCore().GetRseqEntry().GetRseqAbiPointer() != 0 {
-			return false
+			return false, "a thread of the parent has an rseq area"
 		}
 	}
 	// Nothing shared with another task, by the heir or its parent.
@@ -115,58 +116,58 @@ func (r *restorer) heirOK(t *taskImage, keys msgKeys) bool {
 			}
 			if o.ids.GetVmId() == x.ids.GetVmId() || o.ids.GetFilesId() == x.ids.GetFilesId() ||
 				o.ids.GetFsId() == x.ids.GetFsId() || o.ids.GetSighandId() == x.ids.GetSighandId() {
-				return false
+				return false, "shares ids with another task"
 			}
 		}
 	}
 	if t.mm != p.mm && !mmFieldsEqual(t.mm, p.mm) {
-		return false
+		return false, "mm fields differ"
 	}
 	for _, v := range slices.Concat(t.mm.GetVmas(), p.mm.GetVmas()) {
 		st := v.GetStatus()
 		// Huge pages: MADV_DONTNEED of one 4 KiB page would fail.
 		if st&(vmaAnonShared|vmaFileShared|vmaUnsupp|vmaAreaSysvipc|vmaAreaSocket|vmaAreaAioring|vmaAreaMemfd) != 0 ||
 			v.GetMadv()&(1<<madvDontfork|1<<madvWipeonfork) != 0 || v.GetFlags()&unix.MAP_HUGETLB != 0 {
-			return false
+			return false, "unsupported VMA (shared, huge, DONTFORK, socket, ...)"
 		}
 		if st&vmaFilePrivate != 0 {
 			if fe := r.img.files[uint32(v.GetShmid())]; fe == nil || fe.GetReg() == nil {
-				return false
+				return false, "file VMA without a regular file"
 			}
 		}
 	}
 	if t.pagemap.PagesSize > heirMaxPages || p.pagemap.PagesSize > heirMaxPages {
-		return false
+		return false, "too many pages"
 	}
 	for _, pm := range []*image.PageIndex{t.pagemap, p.pagemap} {
 		for _, run := range pm.Runs {
 			if run.Flags&image.PEParent != 0 {
-				return false // fillPages says why
+				return false, "pages in a parent image" // fillPages says why
 			}
 		}
 	}
 	if (t.fs == nil) != (p.fs == nil) || (t.fs != nil && !keys.same(t.fs, p.fs)) {
-		return false
+		return false, "fs differs"
 	}
 	if !slices.EqualFunc(t.fds, p.fds, func(a, b *pb.FdinfoEntry) bool { return keys.same(a, b) }) {
-		return false
+		return false, "fds differ"
 	}
 	if !slices.EqualFunc(tc.GetSigactions(), ptc.GetSigactions(), func(a, b *pb.SaEntry) bool { return keys.same(a, b) }) {
-		return false
+		return false, "sigactions differ"
 	}
 	if (tc.Rlimits == nil) != (ptc.Rlimits == nil) || (tc.Rlimits != nil && !keys.same(tc.Rlimits, ptc.Rlimits)) ||
 		tc.GetPersonality() != ptc.GetPersonality() ||
 		(tc.OomScoreAdj == nil) != (ptc.OomScoreAdj == nil) || tc.GetOomScoreAdj() != ptc.GetOomScoreAdj() {
-		return false
+		return false, "rlimits, personality or oom_score_adj differ"
 	}
 	// The vDSO and vvar (and vsyscall) are where the parent has them.
 	pv := keys.set(p.mm.GetVmas())
 	for _, v := range t.mm.GetVmas() {
 		if v.GetStatus()&(vmaAreaVdso|vmaAreaVvar|vmaAreaVsyscall) != 0 && !pv[keys.key(v)] {
-			return false
+			return false, "vDSO or vvar not where the parent has it"
 		}
 	}
-	return true
+	return true, ""
 }
 
 // vtMessage is an image message with the generated marshaller (no
@@ -348,7 +349,13 @@ func (r *restorer) planHeirs(procs []*proc) {
 	keys := msgKeys{}
 	ok := map[*taskImage]bool{}
 	for _, pr := range procs {
-		ok[pr.t] = r.heirOK(pr.t, keys)
+		var why string
+		ok[pr.t], why = r.heirOK(pr.t, keys)
+		if !ok[pr.t] && pr.t.parent != nil {
+			// Which comparison failed: otherwise a test that expects
+			// heirs has nothing to say why it got none.
+			r.log.Debug().Int("pid", pr.t.pid).Str("no_heir", why).Msg("restored the full way")
+		}
 	}
 	// Heirs are forked after their parent's other children: only the
 	// last children, each heir-able, are heirs, so that the parent's list
@@ -363,6 +370,9 @@ func (r *restorer) planHeirs(procs []*proc) {
 	}
 	for _, pr := range procs {
 		if !last[pr.t] {
+			if ok[pr.t] {
+				r.log.Debug().Int("pid", pr.t.pid).Str("no_heir", "a later sibling is no heir").Msg("restored the full way")
+			}
 			continue
 		}
 		from := byTask[pr.t.parent]

@@ -2,8 +2,10 @@ package restore
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/crtools/crtools/engine/image"
@@ -81,20 +83,20 @@ func heirPair(tids ...int) (*restorer, *taskImage) {
 // one whose other threads have no rseq area, still has heirs.
 func TestHeirOKParentThreadRseq(t *testing.T) {
 	r, c := heirPair(10)
-	if !r.heirOK(c, msgKeys{}) {
-		t.Fatal("child of a single-threaded parent is no heir")
+	if ok, why := r.heirOK(c, msgKeys{}); !ok || why != "" {
+		t.Fatalf("child of a single-threaded parent is no heir (%q)", why)
 	}
 	r, c = heirPair(10, 11)
-	if !r.heirOK(c, msgKeys{}) {
-		t.Fatal("child of a parent whose other thread has no rseq area is no heir")
+	if ok, why := r.heirOK(c, msgKeys{}); !ok {
+		t.Fatalf("child of a parent whose other thread has no rseq area is no heir (%q)", why)
 	}
 	c.parent.cores[10].ThreadCore.RseqEntry = &pb.RseqEntry{RseqAbiPointer: u64(0x10020), RseqAbiSize: proto.Uint32(32), Signature: proto.Uint32(0x53053053)}
-	if !r.heirOK(c, msgKeys{}) {
-		t.Fatal("child of a parent whose leader (registered after the fork) has an rseq area is no heir")
+	if ok, why := r.heirOK(c, msgKeys{}); !ok {
+		t.Fatalf("child of a parent whose leader (registered after the fork) has an rseq area is no heir (%q)", why)
 	}
 	c.parent.cores[11].ThreadCore.RseqEntry = &pb.RseqEntry{RseqAbiPointer: u64(0x10040), RseqAbiSize: proto.Uint32(32), Signature: proto.Uint32(0x53053053)}
-	if r.heirOK(c, msgKeys{}) {
-		t.Error("child of a parent whose other thread has an rseq area is a heir")
+	if ok, why := r.heirOK(c, msgKeys{}); ok || why != "a thread of the parent has an rseq area" {
+		t.Errorf("child of a parent whose other thread has an rseq area: heir %v, reason %q", ok, why)
 	}
 }
 
@@ -119,7 +121,21 @@ func TestPlanHeirsOrder(t *testing.T) {
 	for _, ti := range r.img.tasks {
 		procs = append(procs, &proc{t: ti})
 	}
+	var logBuf bytes.Buffer
+	r.log = zerolog.New(&logBuf).Level(zerolog.DebugLevel)
 	r.planHeirs(procs)
+	// Each child that is no heir says why, once.
+	for _, want := range []string{
+		`{"level":"debug","pid":20,"no_heir":"a later sibling is no heir","message":"restored the full way"}`,
+		`{"level":"debug","pid":21,"no_heir":"not a live single-threaded leaf with a live parent","message":"restored the full way"}`,
+	} {
+		if n := strings.Count(logBuf.String(), want+"\n"); n != 1 {
+			t.Errorf("log has %d times %s, want once; log:\n%s", n, want, logBuf.String())
+		}
+	}
+	if n := strings.Count(logBuf.String(), "no_heir"); n != 2 {
+		t.Errorf("log has %d no_heir lines, want 2 (20, 21); log:\n%s", n, logBuf.String())
+	}
 	// 20 is heir-able but 21 after it is not (two threads); 22 is last.
 	for i, want := range []bool{false, false, false, true} {
 		if got := procs[i].heir != nil; got != want {

@@ -418,8 +418,8 @@ func StartAll(bs []*Batch, calls [][]BatchCall) (int, error) {
 	if len(bs) != len(calls) {
 		return 0, fmt.Errorf("start batches: %d batches, %d call lists", len(bs), len(calls))
 	}
-	var writes []memWrite
-	laid := make([]int, len(bs)) // the table's calls (with pre), 0: none
+	// Every batch is checked before any is laid out: layout takes each
+	// batch's pending writes, which a refusal of a later one must leave.
 	for i, b := range bs {
 		if err := b.startable(calls[i]); err != nil {
 			return 0, err
@@ -428,6 +428,10 @@ func StartAll(bs []*Batch, calls [][]BatchCall) (int, error) {
 			// Its code goes in through /proc/PID/mem (setup).
 			return 0, fmt.Errorf("run batch in task %d: StartAll with a batch whose code is not written yet", b.in.Tid)
 		}
+	}
+	var writes []memWrite
+	laid := make([]int, len(bs)) // the table's calls (with pre), 0: none
+	for i, b := range bs {
 		var err error
 		if writes, laid[i], err = b.layout(calls[i], writes); err != nil {
 			return 0, err

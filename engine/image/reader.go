@@ -54,6 +54,11 @@ type Reader struct {
 	n      int // entries read so far
 	limits Limits
 	buf    []byte
+
+	// mem: the whole file is data (NewBytesReader); r is nil, and
+	// entries are decoded from data in place.
+	mem  bool
+	data []byte
 }
 
 // Open opens the image of kind with the given id in dir and checks its
@@ -110,6 +115,38 @@ func newReader(r io.Reader, c io.Closer, name string, kind *Kind, size int64, li
 	return rd, nil
 }
 
+// NewBytesReader reads an image of kind (nil: from its header) held whole
+// in data, read from the file name (used in errors). Entries are decoded
+// from data in place, with no buffer and no copy; the decoded messages
+// do not refer to data (the generated decoders copy bytes and strings),
+// and payloads are copies, so data may be reused once the reader is done.
+// Errors are those of a Reader on the file itself.
+func NewBytesReader(data []byte, name string, kind *Kind, limits Limits) (*Reader, error) {
+	rd := &Reader{kind: kind, name: name, size: int64(len(data)), limits: limits, mem: true, data: data}
+	if err := rd.readHeader(); err != nil {
+		return nil, err
+	}
+	return rd, nil
+}
+
+// fill reads len(b) bytes at the reader's offset, as io.ReadFull does
+// (io.EOF when none is left, io.ErrUnexpectedEOF when some but not all
+// are), without moving the offset.
+func (r *Reader) fill(b []byte) (int, error) {
+	if !r.mem {
+		return io.ReadFull(r.r, b)
+	}
+	n := copy(b, r.data[min(r.off, int64(len(r.data))):])
+	switch {
+	case n == len(b):
+		return n, nil
+	case n == 0:
+		return 0, io.EOF
+	default:
+		return n, io.ErrUnexpectedEOF
+	}
+}
+
 // SetLimits changes the limits for the entries still to be read.
 func (r *Reader) SetLimits(l Limits) { r.limits = l }
 
@@ -132,7 +169,7 @@ func (r *Reader) Close() error {
 
 func (r *Reader) readU32(what string) (uint32, error) {
 	var b [4]byte
-	n, err := io.ReadFull(r.r, b[:])
+	n, err := r.fill(b[:])
 	if err != nil {
 		if err == io.EOF {
 			return 0, io.EOF
@@ -216,6 +253,11 @@ func (r *Reader) readHeader() error {
 // clean end of the file, and a typed error (*TruncatedError, *DecodeError,
 // *LimitError) naming the file otherwise.
 func (r *Reader) Next(msg proto.Message) error {
+	return r.next(msg, func(b []byte) error { return unmarshalEntry(b, msg) })
+}
+
+// next reads the next entry's bytes and decodes them into msg with decode.
+func (r *Reader) next(msg proto.Message, decode func([]byte) error) error {
 	if r.kind != nil && r.kind.Header == HeaderNone {
 		return fmt.Errorf("read entry of %s: raw %s image has no entries", r.name, r.kind.Name)
 	}
@@ -230,11 +272,18 @@ func (r *Reader) Next(msg proto.Message) error {
 	if r.size >= 0 && int64(size) > r.size-r.off {
 		return &TruncatedError{File: r.name, Offset: r.off, What: fmt.Sprintf("entry %d", r.n), Want: int64(size), Got: r.size - r.off}
 	}
-	if cap(r.buf) < int(size) {
-		r.buf = make([]byte, size)
+	var b []byte
+	var n int
+	if r.mem {
+		// The size check above makes the entry lie in data.
+		b, n = r.data[r.off:r.off+int64(size)], int(size)
+	} else {
+		if cap(r.buf) < int(size) {
+			r.buf = make([]byte, size)
+		}
+		b = r.buf[:size]
+		n, err = io.ReadFull(r.r, b)
 	}
-	b := r.buf[:size]
-	n, err := io.ReadFull(r.r, b)
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || err == io.EOF {
 			return &TruncatedError{File: r.name, Offset: r.off, What: fmt.Sprintf("entry %d", r.n), Want: int64(size), Got: int64(n)}
@@ -242,7 +291,7 @@ func (r *Reader) Next(msg proto.Message) error {
 		return fmt.Errorf("read entry %d of %s: %w", r.n, r.name, err)
 	}
 	r.off += int64(size)
-	if err := unmarshalEntry(b, msg); err != nil {
+	if err := decode(b); err != nil {
 		return &DecodeError{File: r.name, Offset: start, Entry: r.n, Type: string(msg.ProtoReflect().Descriptor().Name()), Err: err}
 	}
 	r.n++
@@ -259,7 +308,7 @@ func (r *Reader) ReadExtra(n int64) ([]byte, error) {
 		return nil, &TruncatedError{File: r.name, Offset: r.off, What: what, Want: n, Got: r.size - r.off}
 	}
 	b := make([]byte, n)
-	got, err := io.ReadFull(r.r, b)
+	got, err := r.fill(b)
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || err == io.EOF {
 			return nil, &TruncatedError{File: r.name, Offset: r.off, What: what, Want: n, Got: int64(got)}
@@ -274,7 +323,16 @@ func (r *Reader) ReadExtra(n int64) ([]byte, error) {
 // payload limit).
 func (r *Reader) ReadRest() ([]byte, error) {
 	lim := r.limits.payload()
-	b, err := io.ReadAll(io.LimitReader(r.r, lim+1))
+	var b []byte
+	var err error
+	if r.mem {
+		b = append([]byte(nil), r.data[min(r.off, int64(len(r.data))):]...)
+		if int64(len(b)) > lim {
+			b = b[:lim+1]
+		}
+	} else {
+		b, err = io.ReadAll(io.LimitReader(r.r, lim+1))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", r.name, err)
 	}

@@ -262,6 +262,18 @@ func TestKindByFilename(t *testing.T) {
 		if got, id, ok := KindByFilename(k.FileName(7)); !ok || got != k || (k.HasID() && id != 7) {
 			t.Errorf("%s: FileName(7)=%s maps back to %v %d", k, k.FileName(7), got, id)
 		}
+		if got, id, ok := KindByFilename(k.FileName(4194303)); !ok || got != k || (k.HasID() && id != 4194303) {
+			t.Errorf("%s: FileName(4194303)=%s maps back to %v %d", k, k.FileName(4194303), got, id)
+		}
+	}
+	for k, want := range map[*Kind]string{Core: "core-4194303.img", GhostFile: "ghost-file-3fffff.img", TCPStream: "tcp-stream-ff.img", Pstree: "pstree.img"} {
+		id := uint64(4194303)
+		if k == TCPStream {
+			id = 255
+		}
+		if got := k.FileName(id); got != want {
+			t.Errorf("%s.FileName(%d) = %s, want %s", k, id, got, want)
+		}
 	}
 }
 

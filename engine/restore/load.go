@@ -7,7 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -27,16 +29,22 @@ func load(dir string) (*imageSet, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("open images directory %s: not a directory", dir)
 	}
+	d, err := openImageDir(dir) // imgread.go
+	if err != nil {
+		return nil, fmt.Errorf("open images directory: %w", err)
+	}
+	defer d.close()
+	rd := d.reader()
 	img := &imageSet{dir: dir, files: map[uint32]*pb.FileEntry{}, fdOwners: map[uint32]fdOwner{}}
 	inv := &pb.InventoryEntry{}
-	if err := image.ReadOne(dir, image.Inventory, 0, inv); errors.Is(err, fs.ErrNotExist) {
+	if err := rd.readOne(image.Inventory, 0, inv); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("read inventory: %w (%s is not an images directory written by crtools dump or CRIU)", err, dir)
 	} else if err != nil {
 		return nil, fmt.Errorf("read inventory: %w", err)
 	}
 	img.inventory = inv
 
-	entries, err := image.ReadFile(dir, image.Pstree, 0)
+	entries, err := rd.readFile(image.Pstree, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read process tree: %w", err)
 	}
@@ -75,11 +83,8 @@ func load(dir string) (*imageSet, error) {
 		par.children = append(par.children, t)
 	}
 
-	if image.Exists(dir, image.Files, 0) {
-		fes, err := image.ReadFile(dir, image.Files, 0)
-		if err != nil {
-			return nil, fmt.Errorf("read files: %w", err)
-		}
+	// files.img is optional: missing, it is ErrNotExist (no stat first).
+	if fes, err := rd.readFile(image.Files, 0); err == nil {
 		var list []*pb.FileEntry
 		for _, e := range fes {
 			fe := e.Msg.(*pb.FileEntry)
@@ -91,24 +96,32 @@ func load(dir string) (*imageSet, error) {
 			return nil, fmt.Errorf("read images of pipes, sockets and other files: %w", err)
 		}
 		img.special = files.NewRestorer(set, zerolog.Nop())
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read files: %w", err)
 	}
 
 	img.shmem = map[uint64]*image.PageIndex{}
-	// Tasks' images are independent files: read them in parallel (a
-	// 50-task tree has some 300 of them).
+	// Tasks' images are independent files: read them on as many
+	// goroutines as there are CPUs to run them (a 50-task tree has some
+	// 300 files), each with its reader (and buffer), the tasks taken in
+	// turn.
 	errs := make([]error, len(img.tasks))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
-	cache := &imageCache{} // imgcache.go
-	for i, t := range img.tasks {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			errs[i] = t.load(dir, cache)
-			<-sem
-		}()
+	workers := min(runtime.GOMAXPROCS(0), len(img.tasks), 8)
+	var next atomic.Int32
+	work := func(r *imageReader) {
+		for {
+			i := int(next.Add(1)) - 1
+			if i >= len(img.tasks) {
+				return
+			}
+			errs[i] = img.tasks[i].load(r)
+		}
 	}
+	var wg sync.WaitGroup
+	for range workers - 1 {
+		wg.Go(func() { work(d.reader()) })
+	}
+	work(rd)
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
@@ -118,14 +131,17 @@ func load(dir string) (*imageSet, error) {
 	for _, t := range img.tasks {
 		for _, v := range t.mm.GetVmas() {
 			id := v.GetShmid()
-			if v.GetStatus()&vmaAnonShared == 0 || img.shmem[id] != nil || !image.Exists(dir, image.ShmemPagemap, id) {
+			if v.GetStatus()&vmaAnonShared == 0 || img.shmem[id] != nil {
 				continue
 			}
-			pm, err := image.ReadPagemap(dir, image.ShmemPagemap, id)
+			pm, err := rd.readPagemap(image.ShmemPagemap, id)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // optional
+			}
 			if err != nil {
 				return nil, fmt.Errorf("read shared memory pages of shmem %d: %w", id, err)
 			}
-			if err := checkPagesFile(dir, pm); err != nil {
+			if err := d.checkPagesFile(pm); err != nil {
 				return nil, fmt.Errorf("read shared memory pages of shmem %d: %w", id, err)
 			}
 			img.shmem[id] = pm
@@ -137,10 +153,11 @@ func load(dir string) (*imageSet, error) {
 	return img, nil
 }
 
-// load reads the images of task t. The mm, fs and fd images go through
-// cache: tasks forked from one program share their decoded content.
-func (t *taskImage) load(dir string, cache *imageCache) error {
-	cores, err := readCores(dir, t.pid, t.tids)
+// load reads the images of task t with r. The mm, fs and fd images go
+// through r's cache: tasks forked from one program share their decoded
+// content.
+func (t *taskImage) load(r *imageReader) error {
+	cores, err := readCores(r, t.pid, t.tids)
 	if err != nil {
 		return err
 	}
@@ -158,31 +175,32 @@ func (t *taskImage) load(dir string, cache *imageCache) error {
 	// Optional images are read without a stat first (one syscall less
 	// each, 150 for 50 tasks): a missing one is ErrNotExist.
 	ids := &pb.TaskKobjIdsEntry{}
-	if err := image.ReadOne(dir, image.IDs, uint64(t.pid), ids); err == nil {
+	if err := r.readOne(image.IDs, uint64(t.pid), ids); err == nil {
 		t.ids = ids
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("read ids of task %d: %w", t.pid, err)
 	}
-	mm, err := cache.readOne(dir, image.MM, uint64(t.pid), func() proto.Message { return &pb.MmEntry{} })
+	cache := r.d.cache
+	mm, err := cache.readOne(r, image.MM, uint64(t.pid), func() proto.Message { return &pb.MmEntry{} })
 	if err != nil {
 		return fmt.Errorf("read memory map of task %d: %w", t.pid, err)
 	}
 	t.mm = mm.(*pb.MmEntry)
-	pm, err := image.ReadPagemap(dir, image.Pagemap, uint64(t.pid))
+	pm, err := r.readPagemap(image.Pagemap, uint64(t.pid))
 	if err != nil {
 		return fmt.Errorf("read pagemap of task %d: %w", t.pid, err)
 	}
-	if err := checkPagesFile(dir, pm); err != nil {
+	if err := r.d.checkPagesFile(pm); err != nil {
 		return fmt.Errorf("read pages of task %d: %w", t.pid, err)
 	}
 	t.pagemap = pm
-	if fse, err := cache.readOne(dir, image.FS, uint64(t.pid), func() proto.Message { return &pb.FsEntry{} }); err == nil {
+	if fse, err := cache.readOne(r, image.FS, uint64(t.pid), func() proto.Message { return &pb.FsEntry{} }); err == nil {
 		t.fs = fse.(*pb.FsEntry)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("read fs of task %d: %w", t.pid, err)
 	}
 	if t.ids != nil {
-		fis, err := cache.readAll(dir, image.Fdinfo, uint64(t.ids.GetFilesId()), func() proto.Message { return &pb.FdinfoEntry{} })
+		fis, err := cache.readAll(r, image.Fdinfo, uint64(t.ids.GetFilesId()), func() proto.Message { return &pb.FdinfoEntry{} })
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
@@ -205,24 +223,24 @@ const parallelCores = 8
 // goroutine: each is an open, a read and a decode (some 100 us here, most
 // of it decoding the registers and xstate), one after the other the
 // larger part of loading a 50-thread process, with the other CPU idle.
-func readCores(dir string, pid int, tids []int) ([]*pb.CoreEntry, error) {
+func readCores(r *imageReader, pid int, tids []int) ([]*pb.CoreEntry, error) {
 	cores := make([]*pb.CoreEntry, len(tids))
 	errs := make([]error, len(tids))
-	read := func(lo, hi int) {
+	read := func(r *imageReader, lo, hi int) {
 		for i := lo; i < hi; i++ {
-			cores[i], errs[i] = readCore(dir, pid, tids[i])
+			cores[i], errs[i] = readCore(r, pid, tids[i])
 		}
 	}
 	if len(tids) < parallelCores {
-		read(0, len(tids))
+		read(r, 0, len(tids))
 	} else {
 		half := len(tids) / 2
 		done := make(chan struct{})
 		go func() {
-			read(half, len(tids))
+			read(r.d.reader(), half, len(tids))
 			close(done)
 		}()
-		read(0, half)
+		read(r, 0, half)
 		<-done
 	}
 	for _, err := range errs {
@@ -235,9 +253,9 @@ func readCores(dir string, pid int, tids []int) ([]*pb.CoreEntry, error) {
 
 // readCore reads the core image of thread tid of task pid and checks that
 // it is one crtools restores.
-func readCore(dir string, pid, tid int) (*pb.CoreEntry, error) {
+func readCore(r *imageReader, pid, tid int) (*pb.CoreEntry, error) {
 	c := &pb.CoreEntry{}
-	if err := image.ReadOne(dir, image.Core, uint64(tid), c); err != nil {
+	if err := r.readCore(tid, c); err != nil {
 		return nil, fmt.Errorf("read core of task %d: %w", tid, err)
 	}
 	if tid == pid && c.GetTc().GetTaskState() == taskDead {
@@ -263,17 +281,17 @@ func readCore(dir string, pid, tid int) (*pb.CoreEntry, error) {
 // checkPagesFile makes sure the pages file of pm holds every byte its runs
 // use, so that a missing or truncated pages image fails the load, naming
 // the file, before any task exists.
-func checkPagesFile(dir string, pm *image.PageIndex) error {
+func (d *imageDir) checkPagesFile(pm *image.PageIndex) error {
 	if pm.PagesSize == 0 {
 		return nil
 	}
-	path := image.Pages.Path(dir, uint64(pm.PagesID))
-	st, err := os.Stat(path)
+	name := image.Pages.FileName(uint64(pm.PagesID))
+	st, err := d.stat(name)
 	if err != nil {
 		return err
 	}
-	if st.Size() < pm.PagesSize {
-		return &image.TruncatedError{File: path, Offset: st.Size(), What: "page data of " + filepath.Base(pm.File), Want: pm.PagesSize, Got: st.Size()}
+	if st.Size < pm.PagesSize {
+		return &image.TruncatedError{File: filepath.Join(d.dir, name), Offset: st.Size, What: "page data of " + filepath.Base(pm.File), Want: pm.PagesSize, Got: st.Size}
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -37,5 +38,49 @@ func TestStartupDeps(t *testing.T) {
 	}
 	if len(crypto) > 0 {
 		t.Errorf("crtools links %d crypto packages (%s ...): their inits cost every command at start-up; find who imports them with go list -deps -f '{{.ImportPath}} {{.Imports}}'", len(crypto), strings.Join(crypto[:min(3, len(crypto))], " "))
+	}
+}
+
+// TestStartupBinary runs the built binary, whose start-up (package
+// prefault's init, prefault.Heap before a job) tests calling run in
+// process skip: the informational commands, a usage error and a job that
+// fails keep their output and exit codes.
+func TestStartupBinary(t *testing.T) {
+	bin := crtoolsBin(t)
+	dir := t.TempDir()
+	// A PID that existed a moment ago: a fresh one is not reused so soon.
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := strconv.Itoa(gone.Process.Pid)
+	for _, c := range []struct {
+		args       []string
+		code       int
+		stdout     string // prefix
+		stderrHave string
+	}{
+		{[]string{"--version"}, exitOK, "Version: ", ""},
+		{[]string{"-V"}, exitOK, "Version: ", ""},
+		{[]string{"--help"}, exitOK, "crtools", ""},
+		{[]string{"dump", "--help"}, exitOK, "Checkpoint the process tree", ""},
+		{[]string{"dump", "--bogus"}, exitUsage, "", "crtools: unknown flag: --bogus\nRun 'crtools dump --help'.\n"},
+		{[]string{"dump", "-t", dead, "-D", dir + "/img"}, exitFailed, "", "crtools: checkpoint \"dump-" + dead + "\" failed: step resolve-target: pid " + dead + " does not exist; rolled back\n"},
+		{[]string{"restore", "-D", dir + "/none"}, exitFailed, "", "failed: step pick-images: images directory: stat "},
+	} {
+		var stdout, stderr strings.Builder
+		cmd := exec.Command(bin, c.args...)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if code != c.code || !strings.HasPrefix(stdout.String(), c.stdout) || !strings.Contains(stderr.String(), c.stderrHave) {
+			t.Errorf("%v: exit %d, stdout %.80q, stderr %.300q; want exit %d, stdout starting %q, stderr with %q",
+				c.args, code, stdout.String(), stderr.String(), c.code, c.stdout, c.stderrHave)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -78,5 +79,37 @@ func TestInNamespace(t *testing.T) {
 	}
 	if err := inNamespace(cmd.Process.Pid, "mnt", func() error { return nil }); err == nil {
 		t.Error("inNamespace mnt: no error for a namespace it does not handle")
+	}
+}
+
+// TestLoadRefusesUnsupportedImages: an images directory holding a network
+// namespace or SysV IPC objects is refused, naming the first such image
+// (by name) of the first kind found, before anything else is read.
+func TestLoadRefusesUnsupportedImages(t *testing.T) {
+	for _, c := range []struct {
+		files []string
+		want  string
+	}{
+		{[]string{"core-1.img", "ipcns-sem-3.img", "netns-9.img"}, "restore network namespaces (netns-9.img)"},
+		{[]string{"ipcns-msg-12.img", "ipcns-msg-11.img", "pstree.img"}, "restore SysV message queues (ipcns-msg-11.img)"},
+		{[]string{"ipcns-shm-1.img"}, "restore SysV shared memory (ipcns-shm-1.img)"},
+		{[]string{"ipcns-var-1.img", "netns-.imgx", "core-2.img"}, ""},
+	} {
+		dir := t.TempDir()
+		for _, f := range c.files {
+			if err := os.WriteFile(filepath.Join(dir, f), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := Load(dir, 2, nil)
+		if c.want == "" {
+			if err != nil {
+				t.Errorf("%v: %v", c.files, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) || !errors.Is(err, engine.ErrNotSupported) {
+			t.Errorf("%v: got %v, want %q (not supported)", c.files, err, c.want)
+		}
 	}
 }

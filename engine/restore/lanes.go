@@ -118,7 +118,7 @@ func (r *restorer) planLane() *lane {
 	}
 	l := &lane{pool: &procPool{procs: ok[len(ok)-k:]}, shm: newShmState(), vdso: map[vdsoPlace]bool{}, cpu: cpu}
 	t := *r.tramp
-	t.fillBuf, t.xstate = nil, nil
+	t.fillBuf, t.xstate, t.xsBuf = nil, nil, nil
 	l.tramp = &t
 	return l
 }

@@ -134,6 +134,7 @@ type trampoline struct {
 
 	fillBuf []byte // crtools-side buffer for page copies (fillBuffer)
 	xstate  []byte // a puppet's xstate, the base of every thread's (setFinalState)
+	xsBuf   []byte // setFinalState's buffer, reused for every thread
 
 	// tableCalls, if not 0, is the room of the batch table after the
 	// scratch area, else batchCalls: a slot (threadSlot) is smaller.

@@ -164,7 +164,11 @@ func (p *puppet) setFinalState(core *pb.CoreEntry) error {
 		}
 		p.tr.xstate = xs
 	}
-	xs := append([]byte(nil), p.tr.xstate...)
+	// One buffer for every thread of the lane: SETREGSET copies it, and
+	// a fresh 2.4 KiB (AVX-512) buffer per thread was fresh heap pages,
+	// whose first-touch faults cost more here than the copy itself.
+	xs := append(p.tr.xsBuf[:0], p.tr.xstate...)
+	p.tr.xsBuf = xs
 	if err := patchXState(xs, ti.GetFpregs()); err != nil {
 		return fmt.Errorf("build FPU state of task %d: %w", p.pid, err)
 	}
@@ -322,18 +326,23 @@ func patchXState(xs []byte, fp *pb.UserX86FpregsEntry) error {
 	bv := uint64(xfeatureMaskFPSSE)
 	if xsave != nil {
 		bv |= xsave.GetXstateBv()
-		put := func(bit int, b []byte) {
-			if c, ok := cpu.XStateComponent(bit); ok && len(b) > 0 && c.Offset+min(len(b), c.Size) <= len(xs) {
-				copy(xs[c.Offset:c.Offset+min(len(b), c.Size)], b)
+		// Each component's words straight into xs (no temporary
+		// buffers: this runs for every thread), at most its size.
+		area := func(bit int) []byte {
+			if c, ok := cpu.XStateComponent(bit); ok && c.Offset < len(xs) {
+				return xs[c.Offset:min(c.Offset+c.Size, len(xs))]
 			}
+			return nil
 		}
-		put(2, u32Bytes(xsave.GetYmmhSpace()))
-		put(3, u64Bytes(xsave.GetBndregState()))
-		put(4, u64Bytes(xsave.GetBndcsrState()))
-		put(5, u64Bytes(xsave.GetOpmaskReg()))
-		put(6, u64Bytes(xsave.GetZmmUpper()))
-		put(7, u64Bytes(xsave.GetHi16Zmm()))
-		put(9, u32Bytes(xsave.GetPkru()))
+		put32 := func(bit int, v []uint32) { putU32s(area(bit), v) }
+		put64 := func(bit int, v []uint64) { putU64s(area(bit), v) }
+		put32(2, xsave.GetYmmhSpace())
+		put64(3, xsave.GetBndregState())
+		put64(4, xsave.GetBndcsrState())
+		put64(5, xsave.GetOpmaskReg())
+		put64(6, xsave.GetZmmUpper())
+		put64(7, xsave.GetHi16Zmm())
+		put32(9, xsave.GetPkru())
 	}
 	if bv&^supported != 0 {
 		return fmt.Errorf("the image uses xstate features %#x this CPU lacks (it has %#x)", bv&^supported, supported)
@@ -352,10 +361,14 @@ func putU32s(dst []byte, v []uint32) {
 	}
 }
 
-func u32Bytes(v []uint32) []byte {
-	b := make([]byte, 4*len(v))
-	putU32s(b, v)
-	return b
+// putU64s is putU32s for 64-bit words.
+func putU64s(dst []byte, v []uint64) {
+	for i, w := range v {
+		if 8*i+8 > len(dst) {
+			return
+		}
+		le.PutUint64(dst[8*i:], w)
+	}
 }
 
 func u64Bytes(v []uint64) []byte {

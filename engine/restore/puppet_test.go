@@ -36,7 +36,16 @@ func freePid(t testing.TB) int {
 	}
 	var last int
 	fmt.Sscan(strings.TrimSpace(string(b)), &last)
+	// Past pid_max the kernel goes on from 300 (RESERVED_PIDS), and
+	// clone3 refuses a set_tid above pid_max (EINVAL).
+	pidMax := 32768
+	if b, err := os.ReadFile("/proc/sys/kernel/pid_max"); err == nil {
+		fmt.Sscan(strings.TrimSpace(string(b)), &pidMax)
+	}
 	for pid := last + 500; ; pid++ {
+		if pid >= pidMax {
+			pid = 300 + pid - pidMax
+		}
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
 			return pid
 		}

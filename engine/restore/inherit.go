@@ -336,6 +336,26 @@ func diffPages(ppm *image.PageIndex, pdata []byte, cpm *image.PageIndex, cdata [
 	return d
 }
 
+// also adds the page at addr to d's runs when pm has it (in its pages
+// data) and d does not write it yet: rewritten with its own contents, it
+// is the heir's own copy before the heir runs.
+func (d *pageDiff) also(pm *image.PageIndex, addr uint64) {
+	for _, run := range d.runs {
+		if run.Base <= addr && addr < run.Base+run.Len {
+			return
+		}
+	}
+	for _, run := range pm.Runs {
+		if run.Offset < 0 || addr < run.Vaddr || addr >= run.End() {
+			continue
+		}
+		d.runs = append(d.runs, iovec{Base: addr, Len: pageSize})
+		d.from = append(d.from, run.Offset+int64(addr-run.Vaddr))
+		d.size += pageSize
+		return
+	}
+}
+
 // planHeirs picks the heirs among procs, every task in image order, none
 // created yet (CreateTasks).
 func (r *restorer) planHeirs(procs []*proc) {
@@ -424,6 +444,14 @@ func (r *restorer) restoreHeir(pr *proc, l *lane) (int64, error) {
 		return 0, fmt.Errorf("restore task %d: %w", t.pid, err)
 	}
 	d := diffPages(from.pagemap, h.from.heirPages, t.pagemap, l.heirBuf, h.kept)
+	// The kernel writes the rseq area once it is registered (below), on
+	// the way back to user space: a copy-on-write fault in the heir,
+	// some 60 us here (a fresh mm under shadow paging), where the copy
+	// made by writeDiff's process_vm_writev, from outside and before
+	// the heir runs, costs a few.
+	if rs := t.cores[lead.vpid].GetThreadCore().GetRseqEntry(); rs != nil && rs.GetRseqAbiPointer() != 0 {
+		d.also(t.pagemap, rs.GetRseqAbiPointer()&^(pageSize-1))
+	}
 	for _, u := range h.unmap {
 		if err := lead.queuef(fmt.Sprintf("unmap the parent's VMA %#x-%#x", u.Base, u.Base+u.Len), unix.SYS_MUNMAP, u.Base, u.Len); err != nil {
 			return 0, err

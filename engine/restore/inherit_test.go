@@ -54,6 +54,30 @@ func TestDiffPages(t *testing.T) {
 	}
 }
 
+// TestDiffPagesAlso: also adds a page the heir has and the diff does not
+// write (page 0, the same as the parent's), with its place in the heir's
+// pages data, once; a page the diff writes already or the heir does not
+// have is left alone.
+func TestDiffPagesAlso(t *testing.T) {
+	const a = 0x10000
+	cpm := &image.PageIndex{Runs: []image.PageRun{
+		{Vaddr: a, NrPages: 2, Offset: 0, Flags: image.PEPresent},
+		{Vaddr: a + 4*pageSize, NrPages: 1, Offset: -1, Flags: image.PEParent},
+	}}
+	d := &pageDiff{runs: []iovec{{a + pageSize, pageSize}}, from: []int64{pageSize}, size: pageSize}
+	d.also(cpm, a+pageSize)   // written already
+	d.also(cpm, a+4*pageSize) // not in the heir's pages data
+	d.also(cpm, a+8*pageSize) // not the heir's at all
+	if len(d.runs) != 1 || d.size != pageSize {
+		t.Fatalf("runs %v (size %d), want the one run only", d.runs, d.size)
+	}
+	d.also(cpm, a)
+	d.also(cpm, a)
+	if len(d.runs) != 2 || d.runs[1] != (iovec{a, pageSize}) || d.from[1] != 0 || d.size != 2*pageSize {
+		t.Errorf("runs %v from %v (size %d), want page %#x from 0 added once", d.runs, d.from, d.size, a)
+	}
+}
+
 // heirPair is a parent (pid 10, threads tids) and its child (pid 20) whose
 // images make the child a heir: alive, in the parent's session and group
 // (1), nothing shared, one memory image for both.

@@ -70,6 +70,22 @@ func TestIssue4Heirs(t *testing.T) {
 		}
 		noHeirLeft(t, pids)
 	})
+	t.Run("first heir fails", func(t *testing.T) {
+		// The first heir fails with every later one forked and not
+		// restored yet: no task is left, those included.
+		bad := imagesWithCore(t, dir, pids[1], heirTimer)
+		out, err := exec.Command(harness.BuildCrtools(t), "restore", "-D", bad, "-d").CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+			t.Errorf("restore: %v, want exit 1\n%s", err, lastLines(string(out), 15))
+		}
+		if !strings.Contains(string(out), "timer id 5000") || !strings.Contains(string(out), fmt.Sprintf("restore task %d", pids[1])) {
+			t.Errorf("the error is not the first child's timer:\n%s", lastLines(string(out), 5))
+		}
+		for _, pid := range pids {
+			rp.Forget(pid)
+		}
+		noHeirLeft(t, pids)
+	})
 	t.Run("parent fails", func(t *testing.T) {
 		// The root's process-wide pending signals are queued after its
 		// heirs were forked (endProc): a short siginfo there fails the

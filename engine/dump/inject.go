@@ -377,11 +377,15 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 		if len(j.threadQs) > 0 {
 			j.procQs = append(j.procQs, j.threadQs[0]...)
 		}
-		most := len(j.procQs)
-		for _, qs := range j.threadQs {
+		// The leader's slot holds the process-wide getters, every other
+		// thread's only its own few.
+		most := 0
+		for _, qs := range j.threadQs[1:] {
 			most = max(most, len(qs))
 		}
-		if err := leader.StartNewBatchSlots(most, most*queryOut, len(j.t.threads)); err != nil {
+		first := ptrace.SlotSize{Calls: len(j.procQs), Scratch: len(j.procQs) * queryOut}
+		rest := ptrace.SlotSize{Calls: most, Scratch: most * queryOut}
+		if err := leader.StartNewBatchSized(first, rest, len(j.t.threads)); err != nil {
 			j.fail(err)
 			continue
 		}

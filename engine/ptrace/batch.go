@@ -121,9 +121,13 @@ type Batch struct {
 	// running: the calls of a batch Start set going and Finish has not
 	// waited for yet.
 	running []BatchCall
-	// slots, slotSize: StartNewBatchSlots's layout.
-	slots    int
-	slotSize uintptr
+	// slots, slot0Size, slotSize, slotCalls: StartNewBatchSized's
+	// layout: slot 0 (this batch) takes slot0Size bytes of table and
+	// scratch, every other slot slotSize, for slotCalls calls.
+	slots     int
+	slot0Size uintptr
+	slotSize  uintptr
+	slotCalls int
 	// pre are calls that run ahead of the next batch's own, in the table
 	// entries just before it (FinishNewBatch's mprotect); npre of the
 	// running batch are such.
@@ -187,20 +191,40 @@ func (in *Injector) NewBatch(maxCalls int) (*Batch, error) {
 // tasks. Only between Begin and End.
 // Preconditions: caller is on the tracer thread; the task is ptrace-stopped.
 func (in *Injector) StartNewBatchSlots(maxCalls, scratch, slots int) error {
+	s := SlotSize{Calls: maxCalls, Scratch: scratch}
+	return in.StartNewBatchSized(s, s, slots)
+}
+
+// SlotSize is the room of one slot of StartNewBatchSized: calls and
+// scratch bytes.
+type SlotSize struct{ Calls, Scratch int }
+
+// entries is the number of table entries the slot takes.
+func (s SlotSize) entries() int { return s.Calls + (s.Scratch+batchEntrySize-1)/batchEntrySize }
+
+// StartNewBatchSized is StartNewBatchSlots with slot 0 (the Batch of
+// FinishNewBatch) of size first and every other slot of size rest: a
+// process's own getters need room for many calls, each of its threads'
+// for a few, and slots all as large as the first made the memory of a
+// 50-thread task, which the tables' writes and the calls' results fault
+// in on both sides, several times what the threads use.
+func (in *Injector) StartNewBatchSized(first, rest SlotSize, slots int) error {
 	if in.syscallStops {
 		return fmt.Errorf("prepare batch in task %d: %w", in.Tid, ErrSyscallStops)
 	}
-	per := maxCalls + (scratch+batchEntrySize-1)/batchEntrySize
 	slots = max(slots, 1)
-	// One more entry per slot: the first run's mprotect goes ahead of
-	// slot 0's calls.
+	// One more entry: the first run's mprotect goes ahead of slot 0's
+	// calls.
+	entries := 1 + first.entries() + (slots-1)*rest.entries()
 	page := os.Getpagesize()
-	size := page + ((per*slots+1)*batchEntrySize+page-1)/page*page
+	size := page + (entries*batchEntrySize+page-1)/page*page
 	if err := in.Start(unix.SYS_MMAP, 0, uintptr(size), unix.PROT_READ|unix.PROT_EXEC,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0); err != nil {
 		return fmt.Errorf("prepare batch in task %d: %w", in.Tid, err)
 	}
-	in.newBatch = &Batch{in: in, size: size, maxCalls: maxCalls, slots: slots, slotSize: uintptr(per * batchEntrySize)}
+	in.newBatch = &Batch{in: in, size: size, maxCalls: first.Calls, slots: slots,
+		slot0Size: uintptr(first.entries() * batchEntrySize), slotSize: uintptr(rest.entries() * batchEntrySize),
+		slotCalls: rest.Calls}
 	return nil
 }
 
@@ -857,9 +881,9 @@ func writeMemFast(pid int, addr uintptr, buf []byte, addr2 uintptr, buf2 []byte)
 	return err
 }
 
-// Slot returns the Batch of slot i (StartNewBatchSlots), run through th (an
-// injector of a thread of the same process, see Injector.ForThread); its
-// Close leaves the memory alone.
+// Slot returns the Batch of slot i (StartNewBatchSlots, StartNewBatchSized),
+// run through th (an injector of a thread of the same process, see
+// Injector.ForThread); its Close leaves the memory alone.
 func (b *Batch) Slot(i int, th *Injector) (*Batch, error) {
 	if i < 0 || i >= b.slots {
 		return nil, fmt.Errorf("batch slot %d of task %d: %d slots", i, b.in.Tid, b.slots)
@@ -868,8 +892,12 @@ func (b *Batch) Slot(i int, th *Injector) (*Batch, error) {
 		// StartNewBatchSlots's memory is made ready by slot 0's first run.
 		return nil, fmt.Errorf("batch slot %d of task %d: slot 0 has not run yet", i, b.in.Tid)
 	}
-	off := uintptr(i) * b.slotSize
-	return &Batch{in: th, addr: b.addr, table: b.table + off, maxCalls: b.maxCalls, Scratch: b.Scratch + off, borrowed: true}, nil
+	if i == 0 {
+		return &Batch{in: th, addr: b.addr, table: b.table, maxCalls: b.maxCalls, Scratch: b.Scratch, borrowed: true}, nil
+	}
+	table := b.table + b.slot0Size + uintptr(i-1)*b.slotSize
+	return &Batch{in: th, addr: b.addr, table: table, maxCalls: b.slotCalls,
+		Scratch: table + uintptr(b.slotCalls*batchEntrySize), borrowed: true}, nil
 }
 
 // ForThread returns an injector for another thread tid of the same

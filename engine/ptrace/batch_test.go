@@ -416,7 +416,8 @@ func TestStartAllThreads(t *testing.T) {
 		if n, err := BeginAllWith(ins, regs[1:], masks[1:], rseqs[1:]); err != nil || n != len(ins) {
 			return fmt.Errorf("begin threads: %d of %d, %v", n, len(ins), err)
 		}
-		if err := leader.StartNewBatchSlots(4, 64, len(tids)); err != nil {
+		// The leader's slot larger than the threads' (as a dump's).
+		if err := leader.StartNewBatchSized(SlotSize{Calls: 4, Scratch: 64}, SlotSize{Calls: 2, Scratch: 32}, len(tids)); err != nil {
 			return err
 		}
 		b, err := leader.FinishNewBatch()
@@ -492,5 +493,51 @@ func TestStartAllThreads(t *testing.T) {
 	}
 	for _, tid := range tids {
 		waitState(t, tid, 'S') // back in pause, not stopped
+	}
+}
+
+// TestBatchSlotsSized: slots of StartNewBatchSized lie one after the
+// other, slot 0 with its own size, each with room for its calls and
+// scratch, all inside the mapping.
+func TestBatchSlotsSized(t *testing.T) {
+	first, rest := SlotSize{Calls: 20, Scratch: 20 * 32}, SlotSize{Calls: 3, Scratch: 3 * 32}
+	const slots = 50
+	page := uintptr(os.Getpagesize())
+	entries := 1 + first.entries() + (slots-1)*rest.entries()
+	size := page + (uintptr(entries*batchEntrySize)+page-1)/page*page
+	addr := uintptr(0x10000)
+	table := addr + page + batchEntrySize
+	b := &Batch{in: &Injector{Tid: 1}, addr: addr, table: table, size: int(size), maxCalls: first.Calls, slots: slots,
+		slot0Size: uintptr(first.entries() * batchEntrySize), slotSize: uintptr(rest.entries() * batchEntrySize), slotCalls: rest.Calls}
+	b.Scratch = b.table + uintptr(b.maxCalls*batchEntrySize)
+	end := table
+	for i := range slots {
+		s, err := b.Slot(i, &Injector{Tid: 100 + i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := first
+		if i > 0 {
+			room = rest
+		}
+		if s.maxCalls != room.Calls {
+			t.Errorf("slot %d: room for %d calls, want %d", i, s.maxCalls, room.Calls)
+		}
+		if s.table != end {
+			t.Errorf("slot %d: table at %#x, want %#x (right after the slot before)", i, s.table, end)
+		}
+		if s.Scratch != s.table+uintptr(room.Calls*batchEntrySize) {
+			t.Errorf("slot %d: scratch at %#x, not right after its %d table entries at %#x", i, s.Scratch, room.Calls, s.table)
+		}
+		end = s.table + uintptr(room.entries()*batchEntrySize)
+		if end < s.Scratch+uintptr(room.Scratch) {
+			t.Errorf("slot %d: %d scratch bytes at %#x reach past the slot's end %#x", i, room.Scratch, s.Scratch, end)
+		}
+	}
+	if end > addr+size {
+		t.Errorf("slots end at %#x, the mapping at %#x", end, addr+size)
+	}
+	if _, err := b.Slot(slots, &Injector{Tid: 1}); err == nil {
+		t.Errorf("slot %d of %d given", slots, slots)
 	}
 }

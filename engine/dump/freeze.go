@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/engine/proc"
@@ -261,8 +262,12 @@ func (d *Dumper) finishStop(t *task, th *thread) error {
 		t.groupStopped = true
 		t.stopSig = stop.Sig
 	}
-	tl := d.taskLog(t.pid)
-	tl.Debug().Int("tid", th.tid).Str("stop", stop.String()).Msg("seized")
+	if d.log.GetLevel() <= zerolog.DebugLevel && zerolog.GlobalLevel() <= zerolog.DebugLevel {
+		// Only then: a task's logger is made for each line (two
+		// copies of the logger's context a thread).
+		tl := d.taskLog(t.pid)
+		tl.Debug().Int("tid", th.tid).Str("stop", stop.String()).Msg("seized")
+	}
 	return nil
 }
 

@@ -72,99 +72,102 @@ func ParseStatus(data []byte) (*Status, error) {
 		if !ok {
 			continue
 		}
-		val := string(bytes.TrimLeft(v, " \t"))
-		key := string(k)
+		// No string of the whole line: every conversion below is
+		// either kept (Name) or passed to a parser that keeps nothing,
+		// for which the compiler makes no copy on the heap (a status
+		// has some 60 lines, a dump parses one a thread).
+		val := bytes.TrimLeft(v, " \t")
 		var err error
-		switch key {
+		switch string(k) {
 		case "Name":
-			s.Name = unescapeName(val)
+			s.Name = unescapeName(string(val))
 			seen |= seenName
 		case "Umask":
 			var v uint64
-			v, err = strconv.ParseUint(val, 8, 32)
+			v, err = strconv.ParseUint(string(val), 8, 32)
 			s.Umask, s.HasUmask = uint32(v), true
 		case "State":
-			if val == "" {
+			if len(val) == 0 {
 				err = fmt.Errorf("empty")
 			} else {
 				s.State = val[0]
 			}
 		case "Tgid":
-			s.Tgid, err = strconv.Atoi(val)
+			s.Tgid, err = strconv.Atoi(string(val))
 			seen |= seenTgid
 		case "Pid":
-			s.Pid, err = strconv.Atoi(val)
+			s.Pid, err = strconv.Atoi(string(val))
 			seen |= seenPid
 		case "PPid":
-			s.PPid, err = strconv.Atoi(val)
+			s.PPid, err = strconv.Atoi(string(val))
 			seen |= seenPPid
 		case "TracerPid":
-			s.TracerPid, err = strconv.Atoi(val)
+			s.TracerPid, err = strconv.Atoi(string(val))
 			seen |= seenTracerPid
 		case "Threads":
-			s.Threads, err = strconv.Atoi(val)
+			s.Threads, err = strconv.Atoi(string(val))
 		case "Uid", "Gid":
-			f := strings.Fields(val)
+			f := bytes.Fields(val)
 			if len(f) != 4 {
 				err = fmt.Errorf("want 4 ids, got %d", len(f))
 				break
 			}
 			dst := &s.Uid
 			seen |= seenUid
-			if key == "Gid" {
+			if k[0] == 'G' {
 				dst = &s.Gid
 				seen |= seenGid
 			}
 			for i := range f {
 				var v uint64
-				if v, err = strconv.ParseUint(f[i], 10, 32); err != nil {
+				if v, err = strconv.ParseUint(string(f[i]), 10, 32); err != nil {
 					break
 				}
 				dst[i] = uint32(v)
 			}
 		case "Groups":
 			s.Groups = []uint32{}
-			for _, g := range strings.Fields(val) {
+			for _, g := range bytes.Fields(val) {
 				var v uint64
-				if v, err = strconv.ParseUint(g, 10, 32); err != nil {
+				if v, err = strconv.ParseUint(string(g), 10, 32); err != nil {
 					break
 				}
 				s.Groups = append(s.Groups, uint32(v))
 			}
 		case "NSpid":
-			s.NSpid, err = parseIDs(val)
+			s.NSpid, err = parseIDs(string(val))
 		case "NSpgid":
-			s.NSpgid, err = parseIDs(val)
+			s.NSpgid, err = parseIDs(string(val))
 		case "NSsid":
-			s.NSsid, err = parseIDs(val)
+			s.NSsid, err = parseIDs(string(val))
 		case "SigPnd":
-			s.SigPnd, err = strconv.ParseUint(val, 16, 64)
+			s.SigPnd, err = strconv.ParseUint(string(val), 16, 64)
 		case "ShdPnd":
-			s.ShdPnd, err = strconv.ParseUint(val, 16, 64)
+			s.ShdPnd, err = strconv.ParseUint(string(val), 16, 64)
 		case "SigBlk":
-			s.SigBlk, err = strconv.ParseUint(val, 16, 64)
+			s.SigBlk, err = strconv.ParseUint(string(val), 16, 64)
 			seen |= seenSigBlk
 		case "SigIgn":
-			s.SigIgn, err = strconv.ParseUint(val, 16, 64)
+			s.SigIgn, err = strconv.ParseUint(string(val), 16, 64)
 			seen |= seenSigIgn
 		case "SigCgt":
-			s.SigCgt, err = strconv.ParseUint(val, 16, 64)
+			s.SigCgt, err = strconv.ParseUint(string(val), 16, 64)
 			seen |= seenSigCgt
 		case "CapInh":
-			s.CapInh, err = strconv.ParseUint(val, 16, 64)
+			s.CapInh, err = strconv.ParseUint(string(val), 16, 64)
 		case "CapPrm":
-			s.CapPrm, err = strconv.ParseUint(val, 16, 64)
+			s.CapPrm, err = strconv.ParseUint(string(val), 16, 64)
 		case "CapEff":
-			s.CapEff, err = strconv.ParseUint(val, 16, 64)
+			s.CapEff, err = strconv.ParseUint(string(val), 16, 64)
 			seen |= seenCapEff
 		case "CapBnd":
-			s.CapBnd, err = strconv.ParseUint(val, 16, 64)
+			s.CapBnd, err = strconv.ParseUint(string(val), 16, 64)
 		case "CapAmb":
-			s.CapAmb, err = strconv.ParseUint(val, 16, 64)
+			s.CapAmb, err = strconv.ParseUint(string(val), 16, 64)
 		case "NoNewPrivs", "Seccomp":
 			var v uint64
-			v, err = strconv.ParseUint(val, 10, 32)
-			if key == "Seccomp" {
+			v, err = strconv.ParseUint(string(val), 10, 32)
+			if k[0] == 'S' {
 				s.Seccomp = uint32(v)
 			} else {
 				s.NoNewPrivs = uint32(v)
@@ -173,7 +176,7 @@ func ParseStatus(data []byte) (*Status, error) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("parse status: %s: %w", key, err)
+			return nil, fmt.Errorf("parse status: %s: %w", k, err)
 		}
 	}
 	if seen != seenAll {
@@ -239,14 +242,21 @@ func ReadTaskStatus(pid, tid int) (*Status, error) {
 	return readStatusFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
 }
 
+// readStatusFile reads and parses a status file straight from the pooled
+// buffer (ParseStatus keeps nothing of it): no copy of each thread's 1.5
+// KiB.
 func readStatusFile(path string) (*Status, error) {
-	b, err := ReadRecord(path)
+	var s *Status
+	var perr error
+	err := readPooled(path, true, func(b []byte) error {
+		s, perr = ParseStatus(b)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	s, err := ParseStatus(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if perr != nil {
+		return nil, fmt.Errorf("%s: %w", path, perr)
 	}
 	return s, nil
 }

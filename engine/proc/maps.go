@@ -285,7 +285,7 @@ func isOctal(c byte) bool { return c >= '0' && c <= '7' }
 func ReadSmaps(pid int) ([]Mapping, error) {
 	path := fmt.Sprintf("/proc/%d/smaps", pid)
 	var m []Mapping
-	err := readPooled(path, false, func(b []byte) (err error) {
+	err := readPooledFrom(&smapsBufs, smapsBufSize, path, false, func(b []byte) (err error) {
 		if m, err = ParseMaps(b); err != nil { // copies what it keeps
 			return fmt.Errorf("%s: %w", path, err)
 		}

@@ -54,18 +54,36 @@ func readCopy(path string, record bool) ([]byte, error) {
 // several fresh pages per task. record: the file is one record
 // (ReadRecord), whole after a read that did not fill the buffer.
 func readPooled(path string, record bool, parse func([]byte) error) error {
+	return readPooledFrom(&readBufs, 64<<10, path, record, parse)
+}
+
+// smapsBufs are the buffers ReadSmaps reads into: the smaps of a process
+// with 50 threads (two mappings each: stack and guard) is some 110 KiB,
+// which a 64 KiB buffer of readBufs read only after growing it (a copy
+// into a new buffer, its tail zeroed: twice the pages faulted in). A fresh
+// large buffer is not zeroed; only the pages a read fills are touched.
+var smapsBufs = sync.Pool{New: func() any {
+	b := make([]byte, smapsBufSize)
+	return &b
+}}
+
+const smapsBufSize = 256 << 10
+
+// readPooledFrom is readPooled with buffers of pool, which are size bytes
+// when new.
+func readPooledFrom(pool *sync.Pool, size int, path string, record bool, parse func([]byte) error) error {
 	fd, err := OpenNoPoll(path, unix.O_RDONLY, 0)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	bp := readBufs.Get().(*[]byte)
+	bp := pool.Get().(*[]byte)
 	defer func() {
 		if len(*bp) > 1<<20 {
 			// Not kept: one huge smaps would pin its buffer.
-			*bp = make([]byte, 64<<10)
+			*bp = make([]byte, size)
 		}
-		readBufs.Put(bp)
+		pool.Put(bp)
 	}()
 	buf := *bp
 	n := 0

@@ -228,12 +228,29 @@ func TestBytesReaderMatchesStream(t *testing.T) {
 					t.Fatalf("%s cut at %d: entry %d differs", name, cut, i)
 				}
 			}
+			if k.head != nil { // a pagemap: DecodePagemap too
+				want, errWant := decodePagemapFrom(NewReader(bytes.NewReader(b), name, k, int64(len(b)), Limits{}))
+				got, errGot := decodePagemapFrom(NewBytesReader(b, name, k, Limits{}))
+				if fmt.Sprint(errGot) != fmt.Sprint(errWant) || fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Fatalf("%s cut at %d: DecodePagemap from bytes: %v %v, from a stream: %v %v", name, cut, got, errGot, want, errWant)
+				}
+				if got != nil && cut == len(img) && (len(got.Runs) == 0 || cap(got.Runs) != len(got.Runs)) {
+					t.Errorf("%s: %d runs in a slice of %d", name, len(got.Runs), cap(got.Runs))
+				}
+			}
 			n++
 		}
 	}
 	if n < 1000 {
 		t.Fatalf("only %d cases", n)
 	}
+}
+
+func decodePagemapFrom(r *Reader, err error) (*PageIndex, error) {
+	if err != nil {
+		return nil, err
+	}
+	return DecodePagemap(r)
 }
 
 func readAllFrom(r *Reader, err error) ([]*Entry, error) {

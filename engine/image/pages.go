@@ -71,10 +71,13 @@ func DecodePagemap(r *Reader) (*PageIndex, error) {
 		return nil, err
 	}
 	pm := &PageIndex{File: r.name, PagesID: head.GetPagesId()}
+	if n := r.entriesLeft(); n > 0 {
+		pm.Runs = make([]PageRun, 0, n)
+	}
 	var off int64
 	var prevEnd uint64
+	e := &pb.PagemapEntry{} // each Next resets it
 	for i := 0; ; i++ {
-		e := &pb.PagemapEntry{}
 		start := r.off
 		err := r.Next(e)
 		if err == io.EOF {

@@ -122,11 +122,19 @@ func newReader(r io.Reader, c io.Closer, name string, kind *Kind, size int64, li
 // and payloads are copies, so data may be reused once the reader is done.
 // Errors are those of a Reader on the file itself.
 func NewBytesReader(data []byte, name string, kind *Kind, limits Limits) (*Reader, error) {
-	rd := &Reader{kind: kind, name: name, size: int64(len(data)), limits: limits, mem: true, data: data}
-	if err := rd.readHeader(); err != nil {
+	rd := &Reader{}
+	if err := rd.ResetBytes(data, name, kind, limits); err != nil {
 		return nil, err
 	}
 	return rd, nil
+}
+
+// ResetBytes makes r a reader of data as NewBytesReader does, without
+// allocating one: a reader of many files in turn reuses one Reader (r
+// must not be a reader that opened its file: it is not closed).
+func (r *Reader) ResetBytes(data []byte, name string, kind *Kind, limits Limits) error {
+	*r = Reader{kind: kind, name: name, size: int64(len(data)), limits: limits, mem: true, data: data}
+	return r.readHeader()
 }
 
 // fill reads len(b) bytes at the reader's offset, as io.ReadFull does
@@ -145,6 +153,25 @@ func (r *Reader) fill(b []byte) (int, error) {
 	default:
 		return n, io.ErrUnexpectedEOF
 	}
+}
+
+// entriesLeft counts the entries of at least 4 bytes left in a bytes
+// reader, by their sizes, or returns 0 for a reader on a stream. It sizes
+// what decoding them will append to (pagemap runs): each counted entry
+// takes 8 bytes of the file or more, whatever the sizes say.
+func (r *Reader) entriesLeft() int {
+	if !r.mem {
+		return 0
+	}
+	n := 0
+	for off := r.off; off+4 <= int64(len(r.data)); {
+		size := int64(binary.LittleEndian.Uint32(r.data[off:]))
+		off += 4 + size
+		if size >= 4 {
+			n++
+		}
+	}
+	return n
 }
 
 // SetLimits changes the limits for the entries still to be read.

@@ -44,8 +44,8 @@ func (d *imageDir) close() { unix.Close(d.fd) }
 // reader returns a reader of d for one goroutine.
 func (d *imageDir) reader() *imageReader { return &imageReader{d: d} }
 
-// stat is os.Stat of the file name in d.
-func (d *imageDir) stat(name string) (*unix.Stat_t, error) {
+// size is the size of the file name in d, as os.Stat says it.
+func (d *imageDir) size(name string) (int64, error) {
 	var st unix.Stat_t
 	for {
 		err := unix.Fstatat(d.fd, name, &st, 0)
@@ -53,9 +53,9 @@ func (d *imageDir) stat(name string) (*unix.Stat_t, error) {
 			continue
 		}
 		if err != nil {
-			return nil, &os.PathError{Op: "stat", Path: filepath.Join(d.dir, name), Err: err}
+			return 0, &os.PathError{Op: "stat", Path: filepath.Join(d.dir, name), Err: err}
 		}
-		return &st, nil
+		return st.Size, nil
 	}
 }
 
@@ -68,11 +68,12 @@ const maxWhole = 4 << 20
 type imageReader struct {
 	d   *imageDir
 	buf []byte
+	rd  image.Reader // open's reader of buf, reused too
 }
 
 // open opens the image of kind with id as image.Open does, with the same
 // errors. data is the file's content when it was read whole (the reader
-// decodes from it; it stays valid until the next open), nil when the
+// decodes from it; both stay valid until the next open), nil when the
 // reader reads the file itself (the caller closes it then).
 func (r *imageReader) open(kind *image.Kind, id uint64) (rd *image.Reader, data []byte, err error) {
 	name := kind.FileName(id)
@@ -115,11 +116,10 @@ func (r *imageReader) open(kind *image.Kind, id uint64) (rd *image.Reader, data 
 		n += m
 	}
 	b = b[:n]
-	rd, err = image.NewBytesReader(b, path, kind, image.Limits{})
-	if err != nil {
+	if err := r.rd.ResetBytes(b, path, kind, image.Limits{}); err != nil {
 		return nil, nil, err
 	}
-	return rd, b, nil
+	return &r.rd, b, nil
 }
 
 // closeIfFile closes rd when open returned no data (a reader on the file).

@@ -286,12 +286,12 @@ func (d *imageDir) checkPagesFile(pm *image.PageIndex) error {
 		return nil
 	}
 	name := image.Pages.FileName(uint64(pm.PagesID))
-	st, err := d.stat(name)
+	size, err := d.size(name)
 	if err != nil {
 		return err
 	}
-	if st.Size < pm.PagesSize {
-		return &image.TruncatedError{File: filepath.Join(d.dir, name), Offset: st.Size, What: "page data of " + filepath.Base(pm.File), Want: pm.PagesSize, Got: st.Size}
+	if size < pm.PagesSize {
+		return &image.TruncatedError{File: filepath.Join(d.dir, name), Offset: size, What: "page data of " + filepath.Base(pm.File), Want: pm.PagesSize, Got: size}
 	}
 	return nil
 }

@@ -244,7 +244,8 @@ func (s *dumpState) nsID(ts *taskState, ns string) (uint32, error) {
 // sees the injections' mapping. The scan of the pages to save waits for the
 // third round (collectMid), which runs while the tracer injects.
 func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
-	s.readAheadSmaps(d.tasks)
+	s.readAheadSmaps(d.tasks, d.earlySmaps)
+	d.earlySmaps = nil
 	// toRegs never blocks: room for every task.
 	toRegs := make(chan *collecting, len(d.tasks))
 	// startsDone says, once every start is done, whether all went well
@@ -383,14 +384,36 @@ type smapsRead struct {
 // of a task) runs on the other CPU while collectTasks works through the
 // tasks before. Every read is over before the injections of the tracer
 // round (collectRest takes each result), so none sees their mapping.
-func (s *dumpState) readAheadSmaps(tasks []*task) {
-	s.smaps = map[int]chan smapsRead{}
+// early are the reads the freeze started already (startSmaps), used when
+// they are of exactly these tasks.
+func (s *dumpState) readAheadSmaps(tasks []*task, early map[int]chan smapsRead) {
+	if len(early) == len(tasks) {
+		all := true
+		for _, t := range tasks {
+			if _, ok := early[t.pid]; !ok {
+				all = false
+				break
+			}
+		}
+		if all {
+			s.smaps = early
+			return
+		}
+	}
+	s.smaps = startSmaps(tasks)
+}
+
+// startSmaps starts reading the smaps of tasks, in order, on a goroutine
+// of its own (readAheadSmaps); each result comes on the channel of its
+// pid.
+func startSmaps(tasks []*task) map[int]chan smapsRead {
+	out := map[int]chan smapsRead{}
 	pids := make([]int, len(tasks))
 	chans := make([]chan smapsRead, len(tasks))
 	for i, t := range tasks {
 		pids[i] = t.pid
 		chans[i] = make(chan smapsRead, 1) // never blocks the reader
-		s.smaps[t.pid] = chans[i]
+		out[t.pid] = chans[i]
 	}
 	// The goroutine sees only pids and chans, never the map.
 	go func() {
@@ -399,6 +422,7 @@ func (s *dumpState) readAheadSmaps(tasks []*task) {
 			chans[i] <- smapsRead{m, err}
 		}
 	}()
+	return out
 }
 
 // readSmaps returns the smaps of pid read ahead, or reads them now; a

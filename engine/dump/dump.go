@@ -74,8 +74,12 @@ type Dumper struct {
 	frozen   bool
 	finished bool
 	state    *dumpState // what Collect found
-	bufs     [][]byte   // batch buffers for page copies, reused across tasks
-	chunks   [][]byte   // readers' chunk buffers (write.go), reused likewise
+	// earlySmaps are the smaps reads the freeze started once every
+	// thread was stopped (freezeTree), by pid, for Collect; nil if none
+	// or if the tree changed after they started.
+	earlySmaps map[int]chan smapsRead
+	bufs       [][]byte // batch buffers for page copies, reused across tasks
+	chunks     [][]byte // readers' chunk buffers (write.go), reused likewise
 
 	Timings Timings
 }
@@ -209,7 +213,7 @@ func (d *Dumper) Freeze(ctx context.Context) error {
 		if rerr := d.tr.Do(d.detachAll); rerr != nil {
 			d.log.Error().Err(rerr).Msg("resume after failed freeze")
 		}
-		d.tasks, d.byPid = nil, map[int]*task{}
+		d.tasks, d.byPid, d.earlySmaps = nil, map[int]*task{}, nil
 		return err
 	}
 	d.frozen = true

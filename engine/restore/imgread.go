@@ -29,9 +29,12 @@ type imageDir struct {
 
 // openImageDir opens dir for load. The caller closes it.
 func openImageDir(dir string) (*imageDir, error) {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	// O_PATH: a directory one may search but not list serves too, as
+	// it did when each file was opened by its whole path.
+	const flags = unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC
+	fd, err := unix.Open(dir, flags, 0)
 	for err == unix.EINTR {
-		fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		fd, err = unix.Open(dir, flags, 0)
 	}
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: dir, Err: err}

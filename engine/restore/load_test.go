@@ -76,3 +76,16 @@ func TestLoadCRIUFixture(t *testing.T) {
 		t.Errorf("shared memory, memfds or special files not loaded: %d %v %v", len(img.shmem), img.memfds, img.special)
 	}
 }
+
+// BenchmarkLoadCRIUFixture: load of the CRIU 4.2 fixture (warm: the
+// first-touch page faults that dominate a fresh crtools are not in it;
+// allocs/op is the figure to watch).
+func BenchmarkLoadCRIUFixture(b *testing.B) {
+	dir := filepath.Join("..", "image", "testdata", "criu-4.2-tree")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := load(dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

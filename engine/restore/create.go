@@ -136,18 +136,32 @@ func (r *restorer) waitPidsFree(pids []int) error {
 // startFirstPuppet starts the first puppet and gives it the trampoline.
 // Preconditions: on the tracer thread.
 func (r *restorer) startFirstPuppet() (*puppet, error) {
-	// /proc/self/exe works even when crtools' file was replaced or
-	// removed since it started; the puppet never runs it anyway.
-	exe := "/proc/self/exe"
-	cmd := exec.Command(exe, PuppetArg)
-	cmd.Env = []string{}
-	// No Setpgid/Setsid: the root inherits crtools' session and group
-	// unless the image says it led its own (restoreSession).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Ptrace: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start first puppet %s: %w", exe, err)
+	start := func(exe string) (int, error) {
+		cmd := exec.Command(exe, PuppetArg)
+		cmd.Env = []string{}
+		// No Setpgid/Setsid: the root inherits crtools' session and
+		// group unless the image says it led its own (restoreSession).
+		cmd.SysProcAttr = &syscall.SysProcAttr{Ptrace: true}
+		if err := cmd.Start(); err != nil {
+			return 0, fmt.Errorf("start first puppet %s: %w", exe, err)
+		}
+		return cmd.Process.Pid, nil
 	}
-	pid := cmd.Process.Pid
+	// A one-page static executable (puppetelf.go); crtools' own binary
+	// when that fails: /proc/self/exe works even when crtools' file was
+	// replaced or removed since it started. The puppet runs neither.
+	pid := 0
+	fd, err := puppetMemfd()
+	if err == nil {
+		pid, err = start(fmt.Sprintf("/proc/self/fd/%d", fd))
+		unix.Close(fd)
+	}
+	if err != nil {
+		r.log.Debug().Err(err).Msg("first puppet is crtools' own binary")
+		if pid, err = start("/proc/self/exe"); err != nil {
+			return nil, err
+		}
+	}
 	r.created = append(r.created, pid)
 	st, err := ptrace.WaitStopped(pid)
 	if err != nil {

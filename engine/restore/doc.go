@@ -5,9 +5,10 @@
 // # Algorithm
 //
 // Load decodes every image once (model.go). CreateTasks starts the first
-// puppet — crtools' own binary (/proc/self/exe) with PTRACE_TRACEME, which
-// stops at its exec before any Go code runs — writes `syscall; int3` at its
-// entry point and maps the trampoline (one code page and a scratch area)
+// puppet — a one-page static executable written to a memfd (puppetelf.go;
+// crtools' own binary, /proc/self/exe, if that fails) with PTRACE_TRACEME,
+// which stops at its exec before any of its code runs — writes
+// `syscall; int3` at its entry point and maps the trampoline (one code page and a scratch area)
 // at an address free in the puppet and in every task of the images. From
 // then on every syscall is injected at the trampoline: set the registers,
 // PTRACE_CONT, collect RAX at the int3 (puppet.go). Calls whose result

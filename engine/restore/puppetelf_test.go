@@ -1,0 +1,76 @@
+package restore
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/crtools/crtools/engine"
+	"github.com/crtools/crtools/engine/image/pb"
+)
+
+// vsyscallAddr is where the kernel's [vsyscall] page is in every task.
+const vsyscallAddr = 0xffffffffff600000
+
+func TestPuppetELFLayout(t *testing.T) {
+	b := puppetELF()
+	if len(b) > pageSize {
+		t.Fatalf("puppetELF is %d bytes, more than its one page", len(b))
+	}
+	if want := elfHeaderSize + 2*elfPhdrSize + len(trampolineCode); len(b) != want {
+		t.Errorf("puppetELF is %d bytes, want %d", len(b), want)
+	}
+	entry := le.Uint64(b[24:])
+	if off := entry - puppetELFBase; off >= uint64(len(b)) || string(b[off:off+uint64(len(trampolineCode))]) != string(trampolineCode) {
+		t.Errorf("entry %#x does not hold the trampoline code", entry)
+	}
+}
+
+// TestFirstPuppetIsPuppetELF: the tasks are cloned from a first puppet
+// exec'ed from the memfd (not crtools' binary, the fallback), with
+// personality 0 (no READ_IMPLIES_EXEC from the exec, which every task
+// would inherit) and nothing of the executable left mapped.
+func TestFirstPuppetIsPuppetELF(t *testing.T) {
+	requireRoot(t)
+	pid := freePid(t)
+	task := &taskImage{pid: pid, tids: []int{pid}, mm: &pb.MmEntry{}}
+	r := &restorer{opts: engine.RestoreOptions{ImagesDir: t.TempDir()}, log: zerolog.New(os.Stderr),
+		img: &imageSet{tasks: []*taskImage{task}, files: map[uint32]*pb.FileEntry{}}}
+	defer r.Close()
+	if err := r.CreateTasks(t.Context()); err != nil {
+		t.Fatalf("CreateTasks: %v", err)
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(exe, "memfd:crtools-puppet") {
+		t.Errorf("task %d's executable is %q, want the puppet memfd", pid, exe)
+	}
+	pers, err := os.ReadFile(fmt.Sprintf("/proc/%d/personality", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(pers)) != "00000000" {
+		t.Errorf("task %d has personality %s, want 0", pid, pers)
+	}
+	// The unmaps are queued with the next call: run one.
+	if err := r.tr.Do(func() error { return r.procs[0].threads[0].runPending() }); err != nil {
+		t.Fatal(err)
+	}
+	maps, err := readMaps(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range maps {
+		if m.start == vsyscallAddr {
+			continue // cannot be unmapped
+		}
+		if m.start < r.tramp.addr || m.end > r.tramp.addr+r.tramp.size {
+			t.Errorf("task %d has %#x-%#x mapped besides the trampoline", pid, m.start, m.end)
+		}
+	}
+}

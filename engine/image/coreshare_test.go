@@ -288,3 +288,19 @@ func TestBytesReaderPayloadCopied(t *testing.T) {
 		t.Fatalf("no payload in the fixture's pipes-data.img")
 	}
 }
+
+// TestExists: present images (and a directory in an image's place, as
+// with os.Stat) exist, missing ones and those of a missing directory not.
+func TestExists(t *testing.T) {
+	if !Exists(criuDir, Core, 11215) || !Exists(criuDir, Inventory, 0) {
+		t.Errorf("fixture images not found")
+	}
+	if Exists(criuDir, Core, 1) || Exists(filepath.Join(criuDir, "nope"), Inventory, 0) {
+		t.Errorf("missing images found")
+	}
+	dir := t.TempDir()
+	must(t, os.Mkdir(filepath.Join(dir, "inventory.img"), 0o700))
+	if !Exists(dir, Inventory, 0) {
+		t.Errorf("a directory named inventory.img does not exist")
+	}
+}

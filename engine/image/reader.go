@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
@@ -491,8 +490,16 @@ func ReadOne(dir string, kind *Kind, id uint64, msg proto.Message) error {
 	return nil
 }
 
-// Exists reports whether the image of kind with id is present in dir.
+// Exists reports whether the image of kind with id is present in dir (a
+// stat(2) as os.Stat's, without its FileInfo: restore's load asks for
+// every optional image kind).
 func Exists(dir string, kind *Kind, id uint64) bool {
-	_, err := os.Stat(filepath.Join(dir, kind.FileName(id)))
-	return err == nil
+	path := filepath.Join(dir, kind.FileName(id))
+	var st unix.Stat_t
+	for {
+		err := unix.Stat(path, &st)
+		if err != unix.EINTR {
+			return err == nil
+		}
+	}
 }

@@ -42,6 +42,29 @@ var unsupportedImages = []struct{ glob, what string }{
 	{"ipcns-sem-*.img", "SysV semaphores"},
 }
 
+// dirNames lists the names in dir with plain system calls (an os.File
+// would try the poller and set the descriptor blocking again: three
+// system calls more); nil if it cannot be read.
+func dirNames(dir string) []string {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(fd)
+	var names []string
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := unix.ReadDirent(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n <= 0 {
+			return names
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
+}
+
 // Load reads the namespace images of dir. rootPid is the root's pid in
 // the images; ids are the kobj ids of every task, the root's first.
 func Load(dir string, rootPid int, ids []*pb.TaskKobjIdsEntry) (*Root, error) {
@@ -49,11 +72,7 @@ func Load(dir string, rootPid int, ids []*pb.TaskKobjIdsEntry) (*Root, error) {
 	// read and sort it once per pattern: some 300 names each for a
 	// 50-task tree). An unreadable directory matches nothing, as with
 	// Glob; reading the images says what is wrong with it.
-	var names []string
-	if f, err := os.Open(dir); err == nil {
-		names, _ = f.Readdirnames(-1)
-		f.Close()
-	}
+	names := dirNames(dir)
 	for _, u := range unsupportedImages {
 		first := ""
 		for _, n := range names {

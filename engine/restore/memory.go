@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -407,18 +408,41 @@ func (p *puppet) protectVMAs(plans []vmaPlan) error {
 				return err
 			}
 		}
-		// madv is a bitmap of MADV_* numbers that were in effect.
-		for adv := uint64(0); adv < 64; adv++ {
-			if v.GetMadv()&(1<<adv) == 0 {
-				continue
-			}
-			if err := p.queuef(fmt.Sprintf("madvise(%d) VMA %#x-%#x", adv, v.GetStart(), v.GetEnd()), unix.SYS_MADVISE,
-				v.GetStart(), vmaLen(v), adv); err != nil {
-				return err
-			}
+	}
+	for _, r := range madviseRuns(plans) {
+		if err := p.queuef(fmt.Sprintf("madvise(%d) %#x-%#x", r.adv, r.start, r.end), unix.SYS_MADVISE,
+			r.start, r.end-r.start, r.adv); err != nil {
+			return err
 		}
 	}
 	return nil // queued: the caller's next batch
+}
+
+// madviseRun is one madvise of protectVMAs: advice adv over [start, end).
+type madviseRun struct{ start, end, adv uint64 }
+
+// madviseRuns turns the madvise flags of the VMAs of plans (vma_entry.madv,
+// a bitmap of the MADV_* numbers in effect: states such as
+// MADV_NOHUGEPAGE or MADV_DONTFORK, which the kernel sets VMA by VMA over
+// a range) into one call per advice and run of back-to-back VMAs that
+// have it: the thread stacks of a process and their guard pages, each with
+// the flag, took two calls per thread. plans are in address order.
+func madviseRuns(plans []vmaPlan) []madviseRun {
+	var runs []madviseRun
+	open := map[uint64]int{} // advice -> index in runs of its run going on
+	for _, pl := range plans {
+		v := pl.e
+		for m := v.GetMadv(); m != 0; m &= m - 1 {
+			adv := uint64(bits.TrailingZeros64(m))
+			if i, ok := open[adv]; ok && runs[i].end == v.GetStart() {
+				runs[i].end = v.GetEnd()
+				continue
+			}
+			open[adv] = len(runs)
+			runs = append(runs, madviseRun{start: v.GetStart(), end: v.GetEnd(), adv: adv})
+		}
+	}
+	return runs
 }
 
 // lockVMAs locks the VMAs that were locked (mlock, mlockall: MAP_LOCKED

@@ -31,6 +31,11 @@ const maxBSS = 4 << 20
 // heapMax bounds how much of the heap mapping Heap populates.
 const heapMax = 8 << 20
 
+// initHeap is how much of the heap init populates: what the package
+// inits and a command that runs no job allocate (--version: 64 faults
+// fewer for 128 pages populated; more saved nothing).
+const initHeap = 512 << 10
+
 // mapsBuf holds /proc/self/maps: a Go process has some 30-60 mappings
 // (~5 KiB); a longer file is cut, which only leaves mappings out. It is
 // static so reading it allocates nothing.
@@ -70,6 +75,9 @@ func init() {
 		}
 		prevBin = isBin
 	})
+	// The package inits and main allocate next, every command: ~100
+	// fresh pages within the next 512 KiB for --version.
+	populateHeap(initHeap)
 }
 
 // Heap populates the heap from the lowest free page the Go allocator
@@ -78,19 +86,19 @@ func init() {
 // MiB, all on fresh pages. The mapping the runtime adds when the heap
 // outgrows this one still faults page by page.
 func Heap() {
-	populateHeap()
+	populateHeap(heapMax)
 }
 
 // populateHeap does Heap's work and returns the range it populated
 // (empty if it found no heap mapping).
-func populateHeap() (start, end uintptr) {
+func populateHeap(max uintptr) (start, end uintptr) {
 	front := heapFront()
 	forEachMapping(readMaps(), func(m mapping) {
 		if !m.contains(front) || !m.writable() {
 			return
 		}
 		start = front &^ (pageSize - 1)
-		end = min(m.end, start+heapMax)
+		end = min(m.end, start+max)
 		madvise(start, end-start, madvPopulateWrite)
 	})
 	return start, end

@@ -104,6 +104,9 @@ func (r *imageReader) open(kind *image.Kind, id uint64) (rd *image.Reader, data 
 		r.buf = make([]byte, st.Size)
 	}
 	b := r.buf[:st.Size]
+	if b == nil {
+		b = []byte{} // data is never nil for a file read whole
+	}
 	n := 0
 	for n < len(b) {
 		m, err := unix.Read(fd, b[n:])

@@ -220,9 +220,10 @@ const parallelCores = 8
 
 // readCores reads and checks the core image of each of tids, the threads
 // of task pid (pid first). A many-threaded task's are read half on another
-// goroutine: each is an open, a read and a decode (some 100 us here, most
-// of it decoding the registers and xstate), one after the other the
-// larger part of loading a 50-thread process, with the other CPU idle.
+// goroutine (with a reader of its own): each is four system calls and a
+// decode of the registers (the FPU state and creds are shared, image.
+// CoreShare), some 15-25 us here, one after the other the larger part of
+// loading a 50-thread process, with the other CPU idle.
 func readCores(r *imageReader, pid int, tids []int) ([]*pb.CoreEntry, error) {
 	cores := make([]*pb.CoreEntry, len(tids))
 	errs := make([]error, len(tids))

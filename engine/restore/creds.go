@@ -152,6 +152,11 @@ func readCreds(pid int) (creds, error) {
 	if err != nil {
 		return creds{}, err
 	}
+	return credsFromStatus(b), nil
+}
+
+// credsFromStatus reads the credentials in b, a /proc/PID/status.
+func credsFromStatus(b []byte) creds {
 	var c creds
 	ids := func(v string) []uint32 {
 		var out []uint32
@@ -197,5 +202,5 @@ func readCreds(pid int) (creds, error) {
 	}
 	// Securebits are not in /proc; crtools runs with none, and so does a
 	// puppet.
-	return c, nil
+	return c
 }

@@ -595,11 +595,12 @@ type initialState struct {
 }
 
 func readInitialState(pid int) (*initialState, error) {
-	c, err := readCreds(pid)
+	// One read of the status for the credentials and the THP flag.
+	status, err := procfs.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read status of task %d: %w", pid, err)
 	}
-	st := &initialState{creds: c, rlimits: map[int]unix.Rlimit{}}
+	st := &initialState{creds: credsFromStatus(status), rlimits: map[int]unix.Rlimit{}}
 	for res := 0; res < procfs.NLimits; res++ {
 		var cur unix.Rlimit
 		if err := unix.Prlimit(pid, res, nil, &cur); err != nil {
@@ -612,10 +613,6 @@ func readInitialState(pid int) (*initialState, error) {
 		return nil, fmt.Errorf("read oom_score_adj of task %d: %w", pid, err)
 	}
 	st.oomScoreAdj = int32(v)
-	status, err := procfs.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return nil, fmt.Errorf("read status of task %d: %w", pid, err)
-	}
 	st.thpDisabled = bytes.Contains(status, []byte("\nTHP_enabled:\t0\n"))
 	st.sched, _ = unix.SchedGetAttr(pid, 0) // only speed depends on it
 	return st, nil

@@ -333,8 +333,8 @@ func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 		}
 		s.tasks = append(s.tasks, c.ts)
 	}
-	// The FPU entries while the tracer injects (or after it, if it was
-	// done first); none if it failed.
+	// The threads' core entries while the tracer injects (or after it,
+	// if it was done first); none if it failed.
 	var trErr error
 	traceDone := false
 	if midErr == nil {
@@ -344,7 +344,7 @@ func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 			traceDone = true
 		}
 		if trErr == nil {
-			midErr = fpEntries(cs)
+			midErr = threadCores(cs)
 		}
 	}
 	// Always wait: a failed collection leaves the tree only once every
@@ -456,9 +456,11 @@ type collecting struct {
 	outside  outsideCore
 	thSched  []*proc.Stat // per thread: Nice, Policy, RtPriority
 	thRobust [][2]uint64  // per thread: robust list head and length
-	// fp are the threads' FPU entries, made from regs by the collecting
-	// goroutine while the tracer injects (fpEntries).
-	fp []*pb.UserX86FpregsEntry
+	// thCores are the threads' core entries, threads[0] first, made by
+	// the collecting goroutine while the tracer injects (threadCores)
+	// with everything but what the injections tell (cores fills that
+	// in).
+	thCores []*pb.CoreEntry
 }
 
 type threadRegs struct {
@@ -583,20 +585,44 @@ func (c *collecting) readRegs() error {
 	return nil
 }
 
-// fpEntries makes the FPU entries of every thread of cs from the
-// registers the tracer read.
-func fpEntries(cs []*collecting) error {
+// threadCores makes the core entries of every thread of cs from the
+// registers the tracer read and what collectMid read (status, scheduling,
+// robust list): all but the injected getters' results and the task's
+// own core, which cores adds once the tracer is done. It runs while the
+// tracer injects, on a goroutine that would wait for it otherwise.
+func threadCores(cs []*collecting) error {
 	for _, c := range cs {
 		if c.ts.t.zombie {
 			continue
 		}
-		c.fp = make([]*pb.UserX86FpregsEntry, len(c.regs))
-		for i := range c.regs {
-			fp, err := fpregsEntry(c.regs[i].xstate)
+		c.thCores = make([]*pb.CoreEntry, len(c.regs))
+		for i, th := range c.ts.t.threads {
+			r := &c.regs[i]
+			fp, err := fpregsEntry(r.xstate)
 			if err != nil {
-				return fmt.Errorf("thread %d: %w", c.ts.t.threads[i].tid, err)
+				return fmt.Errorf("thread %d: %w", th.tid, err)
 			}
-			c.fp[i] = fp
+			tstatus, tstat := c.ts.statuses[i], c.thSched[i]
+			thc := &pb.ThreadCoreEntry{
+				FutexRla: proto.Uint64(c.thRobust[i][0]), FutexRlaLen: proto.Uint32(uint32(c.thRobust[i][1])),
+				SchedNice: proto.Int32(int32(tstat.Nice)), SchedPolicy: proto.Uint32(uint32(tstat.Policy)),
+				SchedPrio: proto.Uint32(uint32(tstat.RtPriority)), BlkSigset: proto.Uint64(r.sigmask),
+				Creds:       creds(tstatus, 0), // the securebits come with the injections
+				SeccompMode: pb.SeccompMode(tstatus.Seccomp).Enum(),
+				Comm:        proto.String(tstatus.Name),
+			}
+			if len(r.sigs) > 0 {
+				thc.SignalsP = sigQueue(r.sigs)
+			}
+			if r.rseq.RseqAbiPointer != 0 {
+				thc.RseqEntry = &pb.RseqEntry{RseqAbiPointer: proto.Uint64(r.rseq.RseqAbiPointer),
+					RseqAbiSize: proto.Uint32(r.rseq.RseqAbiSize), Signature: proto.Uint32(r.rseq.Signature)}
+			}
+			c.thCores[i] = &pb.CoreEntry{
+				Mtype:      pb.CoreEntry_X86_64.Enum(),
+				ThreadInfo: &pb.ThreadInfoX86{Gpregs: regsEntry(&r.regs), Fpregs: fp},
+				ThreadCore: thc,
+			}
 		}
 	}
 	return nil
@@ -699,32 +725,12 @@ func (c *collecting) cores() error {
 	}
 	tc := taskCore(t, st, status, inj, regs[0].sigmask, c.shared, &c.outside)
 	for i, th := range t.threads {
-		r := &regs[i]
-		tstatus, tstat := ts.statuses[i], c.thSched[i]
-		fp := c.fp[i]
+		core := c.thCores[i]
 		it := inj.perThread[th.tid]
-		thc := &pb.ThreadCoreEntry{
-			FutexRla: proto.Uint64(c.thRobust[i][0]), FutexRlaLen: proto.Uint32(uint32(c.thRobust[i][1])),
-			SchedNice: proto.Int32(int32(tstat.Nice)), SchedPolicy: proto.Uint32(uint32(tstat.Policy)),
-			SchedPrio: proto.Uint32(uint32(tstat.RtPriority)), BlkSigset: proto.Uint64(r.sigmask),
-			Sas: it.sas, PdeathSig: proto.Uint32(it.pdeathSig),
-			Creds:       creds(tstatus, inj.securebits),
-			SeccompMode: pb.SeccompMode(tstatus.Seccomp).Enum(),
-			Comm:        proto.String(tstatus.Name),
-		}
-		if len(r.sigs) > 0 {
-			thc.SignalsP = sigQueue(r.sigs)
-		}
-		if r.rseq.RseqAbiPointer != 0 {
-			thc.RseqEntry = &pb.RseqEntry{RseqAbiPointer: proto.Uint64(r.rseq.RseqAbiPointer),
-				RseqAbiSize: proto.Uint32(r.rseq.RseqAbiSize), Signature: proto.Uint32(r.rseq.Signature)}
-		}
-		core := &pb.CoreEntry{
-			Mtype: pb.CoreEntry_X86_64.Enum(),
-			ThreadInfo: &pb.ThreadInfoX86{ClearTidAddr: proto.Uint64(it.clearTidAddr),
-				Gpregs: regsEntry(&r.regs), Fpregs: fp},
-			ThreadCore: thc,
-		}
+		core.ThreadInfo.ClearTidAddr = proto.Uint64(it.clearTidAddr)
+		thc := core.ThreadCore
+		thc.Sas, thc.PdeathSig = it.sas, proto.Uint32(it.pdeathSig)
+		thc.Creds.Secbits = proto.Uint32(inj.securebits)
 		if i == 0 {
 			core.Tc = tc
 		}

@@ -13,13 +13,26 @@ import (
 	"github.com/crtools/crtools/engine/proc"
 )
 
-// keepBatchSrc: a process with a second thread, both waiting.
+// keepBatchSrc: a process with a second thread, both waiting. It is ready
+// once the thread runs its own code: glibc starts a thread with every
+// signal blocked and gives it its mask only right before its routine, so a
+// mask read earlier (TestTracerDeathAfterCollect's "before") was all
+// blocked in about one run in eight, and the test failed.
 const keepBatchSrc = `#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-static void *idle(void *a) { (void)a; for (;;) pause(); return NULL; }
+static volatile int started;
+
+static void *idle(void *a)
+{
+	(void)a;
+	__atomic_store_n(&started, 1, __ATOMIC_SEQ_CST);
+	for (;;)
+		pause();
+	return NULL;
+}
 
 int main(void)
 {
@@ -28,6 +41,8 @@ int main(void)
 
 	if (pthread_create(&t, NULL, idle, NULL))
 		return 2;
+	while (!__atomic_load_n(&started, __ATOMIC_SEQ_CST))
+		usleep(100);
 	if (!(f = fopen(getenv("READY"), "w")))
 		return 2;
 	fputs("ready\n", f);

@@ -14,8 +14,6 @@
 // 5.14) answers EINVAL, which is ignored, and crtools runs as before.
 package prefault
 
-import "syscall"
-
 // The MADV_POPULATE_* advice values (linux/mman.h), not in package
 // syscall.
 const (
@@ -43,10 +41,10 @@ var mapsBuf [16 << 10]byte
 
 // init populates the binary's own mappings: its text and read-only data
 // (a read fault maps the 16 pages around it, but crtools touches its code
-// all over) and its data and bss. It runs as early as a package init can
-// here: this package imports nothing but syscall, so it comes right after
-// syscall's own dependencies, before the packages that crtools links for
-// its commands (GODEBUG=inittrace=1 shows the order).
+// all over) and its data and bss. It runs as early as a package init can:
+// this package imports no package with an init (sys_amd64_unsafe.go), so
+// only the few inits sorted before it by import path run first
+// (GODEBUG=inittrace=1 shows the order).
 func init() {
 	maps := readMaps()
 	// The binary is the file mapped where its code is: the first mapping
@@ -106,31 +104,21 @@ func populateHeap(max uintptr) (start, end uintptr) {
 
 const pageSize = 4096
 
-func madvise(addr, n uintptr, advice int) {
-	// Errors are ignored: EINVAL where the kernel lacks the advice,
-	// ENOMEM/EFAULT if a range changed under us. Populating is only ever
-	// a head start.
-	syscall.RawSyscall(syscall.SYS_MADVISE, addr, n, uintptr(advice))
-}
-
 // readMaps reads /proc/self/maps into mapsBuf, or returns nil.
 func readMaps() []byte {
-	fd, err := syscall.Open("/proc/self/maps", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	if err != nil {
+	fd := openMaps()
+	if fd < 0 {
 		return nil
 	}
-	defer syscall.Close(fd)
 	n := 0
 	for n < len(mapsBuf) {
-		m, err := syscall.Read(fd, mapsBuf[n:])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil || m <= 0 {
+		m := read(fd, mapsBuf[n:])
+		if m <= 0 {
 			break
 		}
 		n += m
 	}
+	closeFd(fd)
 	return mapsBuf[:n]
 }
 

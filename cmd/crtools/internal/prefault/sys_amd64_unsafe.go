@@ -1,0 +1,59 @@
+//go:build linux && amd64
+
+package prefault
+
+import "unsafe"
+
+// The system calls are made without package syscall so that this package
+// imports nothing with an init of its own: the Go runtime initializes
+// packages in import path order among those whose imports are done, so a
+// package that waits for none runs among the very first (after errors and
+// math), before internal/godebug, hash/crc32 and syscall, whose inits
+// fault on pages of the binary the populate would have mapped.
+
+// rawSyscall3 is in sys_linux_amd64.s.
+func rawSyscall3(trap, a1, a2, a3 uintptr) uintptr
+
+const (
+	sysRead    = 0
+	sysClose   = 3
+	sysMadvise = 28
+	sysOpenat  = 257
+
+	oCloexec = 0x80000
+	eintr    = 4
+)
+
+var mapsPath = [...]byte{'/', 'p', 'r', 'o', 'c', '/', 's', 'e', 'l', 'f', '/', 'm', 'a', 'p', 's', 0}
+
+// openMaps opens /proc/self/maps read-only, or returns -1.
+func openMaps() int {
+	atFdcwd := -100
+	fd := int(rawSyscall3(sysOpenat, uintptr(atFdcwd), uintptr(unsafe.Pointer(&mapsPath[0])), oCloexec))
+	if fd < 0 {
+		return -1
+	}
+	return fd
+}
+
+// read reads into b; it returns the count, 0 at the end, or -1 on an
+// error. EINTR is retried.
+func read(fd int, b []byte) int {
+	for {
+		n := int(rawSyscall3(sysRead, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b))))
+		if n == -eintr {
+			continue
+		}
+		if n < 0 {
+			return -1
+		}
+		return n
+	}
+}
+
+func closeFd(fd int) { rawSyscall3(sysClose, uintptr(fd), 0, 0) }
+
+// madvise gives advice; errors are ignored: EINVAL where the kernel lacks
+// the advice, ENOMEM/EFAULT if a range changed under us. Populating is
+// only ever a head start.
+func madvise(addr, n uintptr, advice int) { rawSyscall3(sysMadvise, addr, n, uintptr(advice)) }

@@ -1,0 +1,35 @@
+//go:build !(linux && amd64)
+
+package prefault
+
+import "syscall"
+
+// Elsewhere the system calls go through package syscall (which makes this
+// package's init run later, after syscall's).
+
+func openMaps() int {
+	fd, err := syscall.Open("/proc/self/maps", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
+}
+
+func read(fd int, b []byte) int {
+	for {
+		n, err := syscall.Read(fd, b)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return -1
+		}
+		return n
+	}
+}
+
+func closeFd(fd int) { syscall.Close(fd) }
+
+func madvise(addr, n uintptr, advice int) {
+	syscall.Syscall(syscall.SYS_MADVISE, addr, n, uintptr(advice))
+}

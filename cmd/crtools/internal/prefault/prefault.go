@@ -75,7 +75,9 @@ func init() {
 	})
 	// The package inits and main allocate next, every command: ~100
 	// fresh pages within the next 512 KiB for --version.
-	populateHeap(initHeap)
+	// The maps read above still hold the heap's mapping (a new one the
+	// front object might need is missed, and only left to fault).
+	populateHeap(maps, initHeap)
 }
 
 // Heap populates the heap from the lowest free page the Go allocator
@@ -84,14 +86,15 @@ func init() {
 // MiB, all on fresh pages. The mapping the runtime adds when the heap
 // outgrows this one still faults page by page.
 func Heap() {
-	populateHeap(heapMax)
+	populateHeap(readMaps(), heapMax)
 }
 
-// populateHeap does Heap's work and returns the range it populated
-// (empty if it found no heap mapping).
-func populateHeap(max uintptr) (start, end uintptr) {
+// populateHeap does Heap's work with maps, the contents of
+// /proc/self/maps, and returns the range it populated (empty if it found
+// no heap mapping).
+func populateHeap(maps []byte, max uintptr) (start, end uintptr) {
 	front := heapFront()
-	forEachMapping(readMaps(), func(m mapping) {
+	forEachMapping(maps, func(m mapping) {
 		if !m.contains(front) || !m.writable() {
 			return
 		}

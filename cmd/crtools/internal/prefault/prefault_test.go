@@ -131,7 +131,7 @@ func TestInitPopulatesBinary(t *testing.T) {
 // TestHeap: Heap maps the heap from where it grows next to the end of its
 // mapping.
 func TestHeap(t *testing.T) {
-	start, end := populateHeap(heapMax)
+	start, end := populateHeap(readMaps(), heapMax)
 	if end-start < 32<<10 {
 		t.Fatalf("populated %#x-%#x: want at least the 33 KiB object heapFront placed there", start, end)
 	}

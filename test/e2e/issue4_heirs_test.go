@@ -119,6 +119,24 @@ func TestIssue4Heirs(t *testing.T) {
 	if got := strings.Count(log, "heir=true"); got != n {
 		t.Errorf("%d children restored as heirs of their parent, want %d; the log:\n%s", got, n, lastLines(log, 40))
 	}
+	// Every task has its dumped rseq registration again: a dump of the
+	// restored tree finds the same. (heirs.c's children change VMAs next
+	// to their rseq area: each registers its own; TestHeirsRseqInherited
+	// has them inherit the root's.)
+	again := dumpKillLeaveRunning(t, w)
+	for _, pid := range pids {
+		var was, is pb.CoreEntry
+		if err := image.ReadOne(dir, image.Core, uint64(pid), &was); err != nil {
+			t.Fatal(err)
+		}
+		if err := image.ReadOne(again, image.Core, uint64(pid), &is); err != nil {
+			t.Fatal(err)
+		}
+		if a, b := was.GetThreadCore().GetRseqEntry(), is.GetThreadCore().GetRseqEntry(); a.GetRseqAbiPointer() == 0 ||
+			a.GetRseqAbiPointer() != b.GetRseqAbiPointer() || a.GetRseqAbiSize() != b.GetRseqAbiSize() || a.GetSignature() != b.GetSignature() {
+			t.Errorf("task %d: rseq %v after the restore, %v dumped", pid, b, a)
+		}
+	}
 	verifyRestored(t, w)
 	waitExit(t, rp, w.Pid, 0)
 }

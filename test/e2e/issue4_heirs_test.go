@@ -264,3 +264,36 @@ func TestHeirsUserDumpable(t *testing.T) {
 	verifyRestoredPrep(t, w, nil)
 	waitWorkloadExit(t, rp, w)
 }
+
+// TestHeirsRseqInherited restores a root and 4 children that keep the
+// root's rseq area where it is (rseqfan.c): the root registers its area
+// before it forks them (heirsRseq), each heir inherits the registration
+// and registers none of its own, and every task finds the kernel still
+// updating its area after the restore (it writes -2 into cpu_id, sleeps,
+// and must read a CPU back).
+func TestHeirsRseqInherited(t *testing.T) {
+	harness.RequireRoot(t)
+	rp := harness.Subreaper()
+	const n = 4
+	w := harness.StartWorkload(t, harness.BuildC(t, "rseqfan.c"), fmt.Sprint(n))
+	w.MustReady(30 * time.Second)
+	w.MustVerify(10 * time.Second)
+	before := snapTree(t, w.Pid)
+	if len(before) != n+1 {
+		t.Fatalf("%d processes before the dump, want %d", len(before), n+1)
+	}
+	dir := dumpKill(t, w)
+	for pid := range before {
+		rp.Forget(pid)
+	}
+	restoreDetached(t, w, dir)
+	log := readLog(w, "restore.log")
+	if got := strings.Count(log, "heir=true"); got != n {
+		t.Errorf("%d children restored as heirs, want %d; the log:\n%s", got, n, lastLines(log, 40))
+	}
+	if !strings.Contains(log, "rseq registered before the heirs' forks") {
+		t.Errorf("the root did not register its rseq area for its heirs before the forks; the log:\n%s", lastLines(log, 40))
+	}
+	verifyRestored(t, w)
+	waitExit(t, rp, w.Pid, 0)
+}

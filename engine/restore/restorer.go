@@ -595,7 +595,7 @@ func (r *restorer) Resume(ctx context.Context) error {
 	// let go together, so no restored task runs while another is still a
 	// puppet. The second lane's tasks (lanes.go) on its own tracer, at
 	// the same time.
-	err := r.onLanes(func(l *lane) error {
+	finish := func(l *lane) error {
 		for _, pr := range r.procs {
 			if pr.t.dead() || pr.lane != l {
 				continue
@@ -605,28 +605,45 @@ func (r *restorer) Resume(ctx context.Context) error {
 			}
 		}
 		return nil
-	})
-	if err == nil {
-		err = r.tr.Do(func() error {
-			if err := r.unpin(); err != nil {
+	}
+	unpin := func() error {
+		if err := r.unpin(); err != nil {
+			return err
+		}
+		r.shellForeground() // shelljob.go
+		return nil
+	}
+	detach := func(l *lane) error {
+		for _, pr := range r.procs {
+			if pr.t.dead() || pr.lane != l {
+				continue
+			}
+			if err := detachProc(pr); err != nil {
 				return err
 			}
-			r.shellForeground() // shelljob.go
-			return nil
-		})
+		}
+		return nil
 	}
-	if err == nil {
-		err = r.onLanes(func(l *lane) error {
-			for _, pr := range r.procs {
-				if pr.t.dead() || pr.lane != l {
-					continue
-				}
-				if err := detachProc(pr); err != nil {
-					return err
-				}
+	var err error
+	if r.lane == nil {
+		// One hand-over to the tracer thread for all three.
+		err = r.tr.Do(func() error {
+			if err := finish(nil); err != nil {
+				return err
 			}
-			return nil
+			if err := unpin(); err != nil {
+				return err
+			}
+			return detach(nil)
 		})
+	} else {
+		err = r.onLanes(finish)
+		if err == nil {
+			err = r.tr.Do(unpin)
+		}
+		if err == nil {
+			err = r.onLanes(detach)
+		}
 	}
 	if err != nil {
 		return err

@@ -42,7 +42,8 @@ var xsaveComponents = []struct {
 	{bit: 9, wordsOf32: true, set: func(x *pb.UserX86XsaveEntry, w32 []uint32, _ []uint64) { x.Pkru = w32 }},
 }
 
-func words32(b []byte) []uint32 {
+// copyWords32 decodes b as little-endian 32-bit words into a new slice.
+func copyWords32(b []byte) []uint32 {
 	out := make([]uint32, len(b)/4)
 	for i := range out {
 		out[i] = binary.LittleEndian.Uint32(b[i*4:])
@@ -50,7 +51,8 @@ func words32(b []byte) []uint32 {
 	return out
 }
 
-func words64(b []byte) []uint64 {
+// copyWords64 decodes b as little-endian 64-bit words into a new slice.
+func copyWords64(b []byte) []uint64 {
 	out := make([]uint64, len(b)/8)
 	for i := range out {
 		out[i] = binary.LittleEndian.Uint64(b[i*8:])
@@ -59,7 +61,9 @@ func words64(b []byte) []uint64 {
 }
 
 // fpregsEntry splits an NT_X86_XSTATE buffer (or a bare 512-byte fxsave
-// area) into CRIU's UserX86FpregsEntry.
+// area) into CRIU's UserX86FpregsEntry. Its word lists are views of xs
+// where words32 and words64 can make them (words_unsafe.go): xs must not
+// change while the entry is in use.
 func fpregsEntry(xs []byte) (*pb.UserX86FpregsEntry, error) {
 	if len(xs) < 512 {
 		return nil, fmt.Errorf("fpu state is %d bytes, want at least 512", len(xs))

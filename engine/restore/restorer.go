@@ -186,12 +186,6 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 		}
 	}
 	start := time.Now()
-	// Every stop of a puppet (two per thread at least) would otherwise
-	// send crtools a SIGCHLD, each interrupting one of its threads to
-	// run the Go runtime's handler for nothing (ptrace.QuietStops).
-	if err := ptrace.QuietStops(); err != nil {
-		r.log.Debug().Err(err).Msg("SIGCHLD stays signalled for puppet stops")
-	}
 	all := make([]*proc, len(r.img.tasks))
 	for i, t := range r.img.tasks {
 		all[i] = &proc{t: t}

@@ -340,8 +340,12 @@ func (r *restorer) firstCPU() int {
 	return max(nthCPU(r.origMask, 1), 0)
 }
 
-// nthCPU is the n-th CPU (from 1) of set, or -1 when set has fewer.
+// nthCPU is the n-th CPU (from 1) of set, or -1 when set has fewer or is
+// nil (pin could not pin: r.origMask).
 func nthCPU(set *unix.CPUSet, n int) int {
+	if set == nil {
+		return -1
+	}
 	for c := 0; c < 1024; c++ {
 		if set.IsSet(c) {
 			if n--; n == 0 {

@@ -114,3 +114,18 @@ func TestAddFilledConcurrent(t *testing.T) {
 		t.Errorf("%d progress reports, want %d", got, workers*adds)
 	}
 }
+
+// TestNthCPUNoMask: without a mask (pin could not pin the tracer, or was
+// told not to), there is no n-th CPU. It dereferenced the nil mask, which
+// made CreateTasks panic as it dropped the first puppet
+// (BenchmarkPuppetSyscall/unpinned).
+func TestNthCPUNoMask(t *testing.T) {
+	if c := nthCPU(nil, 2); c != -1 {
+		t.Errorf("nthCPU(nil, 2) = %d, want -1", c)
+	}
+	var one unix.CPUSet
+	one.Set(3)
+	if c, d := nthCPU(&one, 1), nthCPU(&one, 2); c != 3 || d != -1 {
+		t.Errorf("nthCPU({3}, 1), nthCPU({3}, 2) = %d, %d, want 3, -1", c, d)
+	}
+}

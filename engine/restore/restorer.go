@@ -201,19 +201,7 @@ func (r *restorer) CreateTasks(ctx context.Context) error {
 		if err := r.giveCrtoolsFd(first); err != nil { // ns.go
 			return err
 		}
-		defer func() {
-			// The first puppet only served to clone the root. Its
-			// exit and reaping took 0.3-0.4 ms here: it dies on the
-			// other CPU, if there is one, and Resume reaps it (Kill
-			// does on failure: it is in r.created).
-			if c := nthCPU(r.origMask, 2); c >= 0 && r.origMask != nil {
-				var other unix.CPUSet
-				other.Set(c)
-				_ = unix.SchedSetaffinity(first.pid, &other)
-			}
-			_ = unix.Kill(first.pid, unix.SIGKILL)
-			r.firstPid = first.pid
-		}()
+		defer r.dropFirst(first.pid, pids)
 		// Tasks are known to Kill once they exist (clones are queued
 		// and run in batches: clonePuppet).
 		created := r.createdFunc()
@@ -647,6 +635,25 @@ func (r *restorer) Resume(ctx context.Context) error {
 	r.resumed = true
 	r.log.Info().Int("pid", r.rootPid).Msg("restored")
 	return nil
+}
+
+// dropFirst kills the first puppet, which only served to clone the root.
+// Its exit and reaping took 0.3-0.4 ms here: it dies on the other CPU, if
+// there is one, and Resume reaps it (Kill does on failure: it is in
+// r.created). Unless pids, the PIDs of the tree's tasks, hold its PID:
+// its zombie keeps the PID until reaped, and a task forked after
+// CreateTasks (a heir, cloneHeirs) would be refused it (EEXIST).
+func (r *restorer) dropFirst(pid int, pids []int) {
+	if c := nthCPU(r.origMask, 2); c >= 0 {
+		var other unix.CPUSet
+		other.Set(c)
+		_ = unix.SchedSetaffinity(pid, &other)
+	}
+	_ = unix.Kill(pid, unix.SIGKILL)
+	r.firstPid = pid
+	if slices.Contains(pids, pid) {
+		r.reapFirst()
+	}
 }
 
 // reapFirst reaps the first puppet, killed by CreateTasks (dead by now):

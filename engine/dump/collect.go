@@ -730,7 +730,7 @@ func (c *collecting) cores() error {
 		core.ThreadInfo.ClearTidAddr = proto.Uint64(it.clearTidAddr)
 		thc := core.ThreadCore
 		thc.Sas, thc.PdeathSig = it.sas, proto.Uint32(it.pdeathSig)
-		thc.Creds.Secbits = proto.Uint32(inj.securebits)
+		*thc.Creds.Secbits = inj.securebits // creds' own word
 		if i == 0 {
 			core.Tc = tc
 		}
@@ -778,15 +778,21 @@ func sigQueue(sigs [][]byte) *pb.SignalQueueEntry {
 	return q
 }
 
-func capWords(v uint64) []uint32 { return []uint32{uint32(v), uint32(v >> 32)} }
-
+// creds makes the image's credentials of a thread from its status. Its 10
+// ids and flags share one allocation, its 5 capability sets another
+// (proto.Uint32 and a slice each made 15 a thread).
 func creds(s *proc.Status, secbits uint32) *pb.CredsEntry {
+	v := &[10]uint32{s.Uid[0], s.Uid[1], s.Uid[2], s.Uid[3], s.Gid[0], s.Gid[1], s.Gid[2], s.Gid[3], secbits, s.NoNewPrivs}
+	caps := &[10]uint32{}
+	for i, c := range []uint64{s.CapInh, s.CapPrm, s.CapEff, s.CapBnd, s.CapAmb} {
+		caps[2*i], caps[2*i+1] = uint32(c), uint32(c>>32)
+	}
 	c := &pb.CredsEntry{
-		Uid: proto.Uint32(s.Uid[0]), Euid: proto.Uint32(s.Uid[1]), Suid: proto.Uint32(s.Uid[2]), Fsuid: proto.Uint32(s.Uid[3]),
-		Gid: proto.Uint32(s.Gid[0]), Egid: proto.Uint32(s.Gid[1]), Sgid: proto.Uint32(s.Gid[2]), Fsgid: proto.Uint32(s.Gid[3]),
-		CapInh: capWords(s.CapInh), CapPrm: capWords(s.CapPrm), CapEff: capWords(s.CapEff),
-		CapBnd: capWords(s.CapBnd), CapAmb: capWords(s.CapAmb),
-		Secbits: proto.Uint32(secbits), Groups: s.Groups, NoNewPrivs: proto.Uint32(s.NoNewPrivs),
+		Uid: &v[0], Euid: &v[1], Suid: &v[2], Fsuid: &v[3],
+		Gid: &v[4], Egid: &v[5], Sgid: &v[6], Fsgid: &v[7],
+		CapInh: caps[0:2:2], CapPrm: caps[2:4:4], CapEff: caps[4:6:6],
+		CapBnd: caps[6:8:8], CapAmb: caps[8:10:10],
+		Secbits: &v[8], Groups: s.Groups, NoNewPrivs: &v[9],
 	}
 	if c.Groups == nil {
 		c.Groups = []uint32{}

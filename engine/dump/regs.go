@@ -11,14 +11,18 @@ import (
 	"github.com/crtools/crtools/engine/ptrace"
 )
 
+// regsEntry makes the image's general registers of r. The 27 values share
+// one allocation (proto.Uint64 makes one each: 27 a thread).
 func regsEntry(r *ptrace.Regs) *pb.UserX86RegsEntry {
-	u := proto.Uint64
+	v := &[27]uint64{r.R15, r.R14, r.R13, r.R12, r.Rbp, r.Rbx, r.R11, r.R10, r.R9, r.R8, r.Rax, r.Rcx,
+		r.Rdx, r.Rsi, r.Rdi, r.Orig_rax, r.Rip, r.Cs, r.Eflags, r.Rsp, r.Ss, r.Fs_base, r.Gs_base,
+		r.Ds, r.Es, r.Fs, r.Gs}
 	return &pb.UserX86RegsEntry{
-		R15: u(r.R15), R14: u(r.R14), R13: u(r.R13), R12: u(r.R12), Bp: u(r.Rbp), Bx: u(r.Rbx),
-		R11: u(r.R11), R10: u(r.R10), R9: u(r.R9), R8: u(r.R8), Ax: u(r.Rax), Cx: u(r.Rcx),
-		Dx: u(r.Rdx), Si: u(r.Rsi), Di: u(r.Rdi), OrigAx: u(r.Orig_rax), Ip: u(r.Rip), Cs: u(r.Cs),
-		Flags: u(r.Eflags), Sp: u(r.Rsp), Ss: u(r.Ss), FsBase: u(r.Fs_base), GsBase: u(r.Gs_base),
-		Ds: u(r.Ds), Es: u(r.Es), Fs: u(r.Fs), Gs: u(r.Gs),
+		R15: &v[0], R14: &v[1], R13: &v[2], R12: &v[3], Bp: &v[4], Bx: &v[5],
+		R11: &v[6], R10: &v[7], R9: &v[8], R8: &v[9], Ax: &v[10], Cx: &v[11],
+		Dx: &v[12], Si: &v[13], Di: &v[14], OrigAx: &v[15], Ip: &v[16], Cs: &v[17],
+		Flags: &v[18], Sp: &v[19], Ss: &v[20], FsBase: &v[21], GsBase: &v[22],
+		Ds: &v[23], Es: &v[24], Fs: &v[25], Gs: &v[26],
 		Mode: pb.UserX86RegsMode_NATIVE.Enum(),
 	}
 }

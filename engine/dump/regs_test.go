@@ -6,6 +6,9 @@ import (
 	"testing"
 
 	"github.com/crtools/crtools/engine/cpu"
+	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/proc"
+	"github.com/crtools/crtools/engine/ptrace"
 )
 
 // TestWords: words32 and words64 give the little-endian words of b, from
@@ -65,5 +68,48 @@ func TestFpregsEntry(t *testing.T) {
 		if !slices.Equal(f.GetXsave().GetZmmUpper(), copyWords64(xs[c.Offset:c.Offset+c.Size])) {
 			t.Errorf("ZMM_Hi256 component at %d: %x", c.Offset, f.GetXsave().GetZmmUpper()[:2])
 		}
+	}
+}
+
+// TestRegsEntry: every register lands in its own field.
+func TestRegsEntry(t *testing.T) {
+	r := ptrace.Regs{R15: 1, R14: 2, R13: 3, R12: 4, Rbp: 5, Rbx: 6, R11: 7, R10: 8, R9: 9, R8: 10,
+		Rax: 11, Rcx: 12, Rdx: 13, Rsi: 14, Rdi: 15, Orig_rax: 16, Rip: 17, Cs: 18, Eflags: 19,
+		Rsp: 20, Ss: 21, Fs_base: 22, Gs_base: 23, Ds: 24, Es: 25, Fs: 26, Gs: 27}
+	e := regsEntry(&r)
+	got := []uint64{e.GetR15(), e.GetR14(), e.GetR13(), e.GetR12(), e.GetBp(), e.GetBx(), e.GetR11(), e.GetR10(),
+		e.GetR9(), e.GetR8(), e.GetAx(), e.GetCx(), e.GetDx(), e.GetSi(), e.GetDi(), e.GetOrigAx(), e.GetIp(),
+		e.GetCs(), e.GetFlags(), e.GetSp(), e.GetSs(), e.GetFsBase(), e.GetGsBase(), e.GetDs(), e.GetEs(),
+		e.GetFs(), e.GetGs()}
+	for i, v := range got {
+		if v != uint64(i+1) {
+			t.Errorf("field %d of the entry is %d, want %d", i, v, i+1)
+		}
+	}
+	if e.GetMode() != pb.UserX86RegsMode_NATIVE {
+		t.Errorf("mode %v", e.GetMode())
+	}
+}
+
+// TestCreds: ids, capability sets (two words each, low first), securebits
+// and no_new_privs land in their fields.
+func TestCreds(t *testing.T) {
+	s := &proc.Status{Uid: [4]uint32{1, 2, 3, 4}, Gid: [4]uint32{5, 6, 7, 8}, CapInh: 0x1_0000_0002,
+		CapPrm: 0x3_0000_0004, CapEff: 0x5_0000_0006, CapBnd: 0x7_0000_0008, CapAmb: 0x9_0000_000a, NoNewPrivs: 1}
+	c := creds(s, 0x2f)
+	ids := []uint32{c.GetUid(), c.GetEuid(), c.GetSuid(), c.GetFsuid(), c.GetGid(), c.GetEgid(), c.GetSgid(), c.GetFsgid()}
+	if !slices.Equal(ids, []uint32{1, 2, 3, 4, 5, 6, 7, 8}) {
+		t.Errorf("ids %v", ids)
+	}
+	for _, x := range []struct {
+		got  []uint32
+		want []uint32
+	}{{c.CapInh, []uint32{2, 1}}, {c.CapPrm, []uint32{4, 3}}, {c.CapEff, []uint32{6, 5}}, {c.CapBnd, []uint32{8, 7}}, {c.CapAmb, []uint32{10, 9}}} {
+		if !slices.Equal(x.got, x.want) || cap(x.got) != 2 {
+			t.Errorf("capability set %v (cap %d), want %v", x.got, cap(x.got), x.want)
+		}
+	}
+	if c.GetSecbits() != 0x2f || c.GetNoNewPrivs() != 1 || c.Groups == nil {
+		t.Errorf("secbits %#x, no_new_privs %d, groups %v", c.GetSecbits(), c.GetNoNewPrivs(), c.Groups)
 	}
 }

@@ -672,6 +672,9 @@ func (b *Batch) waitEnd(user []BatchCall, started bool) (batchEnd, error) {
 			continue
 		}
 		if st.Sig != int(unix.SIGTRAP) {
+			if err := Fault(in.Tid, st.Sig); err != nil {
+				return e, fmt.Errorf("run batch in task %d: %w", in.Tid, err)
+			}
 			in.Deferred = append(in.Deferred, st.Sig)
 			continue
 		}

@@ -541,3 +541,45 @@ func TestBatchSlotsSized(t *testing.T) {
 		t.Errorf("slot %d of %d given", slots, slots)
 	}
 }
+
+// TestBatchFault: a batch whose task faults (here its table is made
+// read-only, so the code's store of the first result faults) returns a
+// *FaultError naming the signal and the address, instead of suppressing
+// the SIGSEGV and resuming the task into the same fault for ever.
+func TestBatchFault(t *testing.T) {
+	requireRoot(t)
+	w := startWorkload(t, "counter")
+	w.expect(t, "tick", 5*time.Second)
+	tr := stoppedTracer(t, w.pid)
+	done := make(chan error, 1)
+	var table uintptr
+	go func() {
+		done <- tr.Do(func() error {
+			in, err := NewInjector(w.pid)
+			if err != nil {
+				return err
+			}
+			if err := in.Begin(); err != nil {
+				return err
+			}
+			b, err := in.NewBatch(4)
+			if err != nil {
+				return err
+			}
+			table = b.table
+			if _, err := in.Syscall(unix.SYS_MPROTECT, b.table&^uintptr(os.Getpagesize()-1), uintptr(os.Getpagesize()), unix.PROT_READ); err != nil {
+				return err
+			}
+			return b.Run([]BatchCall{{Nr: unix.SYS_GETPID}})
+		})
+	}()
+	select {
+	case err := <-done:
+		var fe *FaultError
+		if !errors.As(err, &fe) || fe.Sig != int(unix.SIGSEGV) || fe.Tid != w.pid || fe.Addr&^uint64(os.Getpagesize()-1) != uint64(table)&^uint64(os.Getpagesize()-1) {
+			t.Fatalf("batch storing into a read-only table: %v, want a SIGSEGV fault in its page %#x", err, table)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("batch in a faulting task did not return within 10 s")
+	}
+}

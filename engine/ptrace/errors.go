@@ -1,6 +1,7 @@
 package ptrace
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -109,4 +110,39 @@ func ptraceError(req, tid int, err error) error {
 		name = fmt.Sprintf("%#x", req)
 	}
 	return os.NewSyscallError(fmt.Sprintf("ptrace(%s, %d)", name, tid), err)
+}
+
+// FaultError says that a tracee stopped with a signal the kernel raised
+// for a fault of its own (SIGSEGV, SIGBUS, SIGILL, SIGFPE with a positive
+// si_code): resumed, it would fault again on the same instruction, for
+// ever.
+type FaultError struct {
+	Tid  int
+	Sig  int
+	Code int32
+	Addr uint64 // si_addr: the address that faulted
+}
+
+func (e *FaultError) Error() string {
+	return fmt.Sprintf("task %d faulted: signal %v (code %d) at address %#x", e.Tid, unix.Signal(e.Sig), e.Code, e.Addr)
+}
+
+// Fault returns a *FaultError when tid, in a signal-delivery-stop for
+// sig, stopped for a fault of its own (see FaultError), else nil: a
+// signal sent from outside, or one whose siginfo cannot be read.
+func Fault(tid, sig int) error {
+	switch unix.Signal(sig) {
+	case unix.SIGSEGV, unix.SIGBUS, unix.SIGILL, unix.SIGFPE:
+	default:
+		return nil
+	}
+	si, err := GetSiginfo(tid)
+	if err != nil || len(si) < 24 {
+		return nil
+	}
+	code := int32(binary.LittleEndian.Uint32(si[8:]))
+	if code <= 0 { // SI_USER, SI_TKILL, SI_QUEUE...: sent
+		return nil
+	}
+	return &FaultError{Tid: tid, Sig: sig, Code: code, Addr: binary.LittleEndian.Uint64(si[16:])}
 }

@@ -307,6 +307,10 @@ func (p *puppet) waitTrap() (ptrace.StopInfo, error) {
 		if st.Event != 0 {
 			return st, nil
 		}
+		// A fault of its own comes back at once if suppressed.
+		if err := ptrace.Fault(p.pid, st.Sig); err != nil {
+			return st, err
+		}
 		p.log.Debug().Int("signal", st.Sig).Msg("signal to puppet suppressed")
 		if err := ptrace.Cont(p.pid, 0); err != nil {
 			return st, err

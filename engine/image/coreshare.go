@@ -59,6 +59,22 @@ func (s *CoreShare) share(part int, b []byte, decode func([]byte) (any, bool)) (
 	return e.msg, e.ok
 }
 
+// shareMsg is share for a message of type M, decoded by its generated
+// UnmarshalVT.
+func shareMsg[M any, P interface {
+	*M
+	UnmarshalVT([]byte) error
+}](s *CoreShare, part int, b []byte) (P, bool) {
+	m, ok := s.share(part, b, func(b []byte) (any, bool) {
+		p := P(new(M))
+		return p, p.UnmarshalVT(b) == nil
+	})
+	if !ok {
+		return nil, false
+	}
+	return m.(P), true
+}
+
 // NextCore reads the next entry, a core entry, into c as Next does, with
 // the parts shared through s (nil: Next).
 func (r *Reader) NextCore(c *pb.CoreEntry, s *CoreShare) error {
@@ -100,14 +116,11 @@ func (s *CoreShare) decodeCore(b []byte, c *pb.CoreEntry) bool {
 		return false
 	}
 	if tc != nil {
-		m, ok := s.share(sharedTaskCore, tc, func(b []byte) (any, bool) {
-			m := &pb.TaskCoreEntry{}
-			return m, m.UnmarshalVT(b) == nil
-		})
+		m, ok := shareMsg[pb.TaskCoreEntry](s, sharedTaskCore, tc)
 		if !ok {
 			return false
 		}
-		c.Tc = m.(*pb.TaskCoreEntry)
+		c.Tc = m
 	}
 	if ti != nil {
 		if c.ThreadInfo = s.decodeThreadInfo(ti); c.ThreadInfo == nil {
@@ -160,14 +173,11 @@ func (s *CoreShare) decodeThreadInfo(b []byte) *pb.ThreadInfoX86 {
 				if ti.Fpregs != nil {
 					return nil
 				}
-				m, ok := s.share(sharedFpregs, v, func(b []byte) (any, bool) {
-					m := &pb.UserX86FpregsEntry{}
-					return m, m.UnmarshalVT(b) == nil
-				})
+				m, ok := shareMsg[pb.UserX86FpregsEntry](s, sharedFpregs, v)
 				if !ok {
 					return nil
 				}
-				ti.Fpregs = m.(*pb.UserX86FpregsEntry)
+				ti.Fpregs = m
 			case 4:
 				d := &pb.UserDescT{}
 				if d.UnmarshalVT(v) != nil {
@@ -201,14 +211,11 @@ func (s *CoreShare) decodeThreadCore(b []byte) *pb.ThreadCoreEntry {
 		return nil
 	}
 	if creds != nil {
-		m, ok := s.share(sharedCreds, creds, func(b []byte) (any, bool) {
-			m := &pb.CredsEntry{}
-			return m, m.UnmarshalVT(b) == nil
-		})
+		m, ok := shareMsg[pb.CredsEntry](s, sharedCreds, creds)
 		if !ok {
 			return nil
 		}
-		thc.Creds = m.(*pb.CredsEntry)
+		thc.Creds = m
 	}
 	return thc
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/crtools/crtools/engine"
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/proc"
 )
 
 // Root is what restore needs to give the root task its namespaces.
@@ -42,27 +43,12 @@ var unsupportedImages = []struct{ glob, what string }{
 	{"ipcns-sem-*.img", "SysV semaphores"},
 }
 
-// dirNames lists the names in dir with plain system calls (an os.File
-// would try the poller and set the descriptor blocking again: three
-// system calls more); nil if it cannot be read.
+// dirNames lists the names in dir (proc.ReadDirNames: plain system
+// calls); those read before an error, if it cannot be read.
 func dirNames(dir string) []string {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil
-	}
-	defer unix.Close(fd)
 	var names []string
-	buf := make([]byte, 16<<10)
-	for {
-		n, err := unix.ReadDirent(fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil || n <= 0 {
-			return names
-		}
-		_, _, names = unix.ParseDirent(buf[:n], -1, names)
-	}
+	_ = proc.ReadDirNames(dir, func(name string) { names = append(names, name) })
+	return names
 }
 
 // Load reads the namespace images of dir. rootPid is the root's pid in

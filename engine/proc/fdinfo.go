@@ -90,21 +90,37 @@ func ListTasks(pid int) ([]int, error) {
 	return listNumbers(fmt.Sprintf("/proc/%d/task", pid))
 }
 
-// listNumbers lists the numeric entries of a /proc directory, sorted. It
-// reads the directory with open and getdents into a pooled buffer: os.Open
-// tries every file for the poller and Readdirnames allocates a buffer per
-// call, and a dump lists the threads of every task at each freeze pass and
-// the fds of every task.
+// listNumbers lists the numeric entries of a /proc directory, sorted
+// (ReadDirNames: a dump lists the threads of every task at each freeze
+// pass and the fds of every task).
 func listNumbers(dir string) ([]int, error) {
-	fd, err := OpenNoPoll(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	var out []int
+	err := ReadDirNames(dir, func(name string) {
+		if v, err := strconv.Atoi(name); err == nil {
+			out = append(out, v)
+		}
+	})
 	if err != nil {
 		return nil, err
+	}
+	sort.Ints(out)
+	return out, nil
+}
+
+// ReadDirNames calls f with each name in dir but . and .., in the
+// directory's order. It reads the directory with open and getdents into a
+// pooled buffer: os.Open tries every file for the poller (and sets it
+// blocking again) and Readdirnames allocates a buffer per call. The
+// names f saw before an error stay seen.
+func ReadDirNames(dir string, f func(name string)) error {
+	fd, err := OpenNoPoll(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
 	}
 	defer unix.Close(fd)
 	bp := readBufs.Get().(*[]byte)
 	defer readBufs.Put(bp)
 	buf := *bp
-	var out []int
 	var names []string
 	for {
 		n, err := unix.ReadDirent(fd, buf)
@@ -112,20 +128,16 @@ func listNumbers(dir string) ([]int, error) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", dir, &os.PathError{Op: "getdents", Path: dir, Err: err})
+			return fmt.Errorf("read %s: %w", dir, &os.PathError{Op: "getdents", Path: dir, Err: err})
 		}
 		if n <= 0 {
-			break
+			return nil
 		}
 		_, _, names = unix.ParseDirent(buf[:n], -1, names[:0])
 		for _, name := range names {
-			if v, err := strconv.Atoi(name); err == nil {
-				out = append(out, v)
-			}
+			f(name)
 		}
 	}
-	sort.Ints(out)
-	return out, nil
 }
 
 // ParseChildren parses /proc/PID/task/TID/children: space-separated pids.

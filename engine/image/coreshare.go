@@ -2,7 +2,6 @@ package image
 
 import (
 	"slices"
-	"sync"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -21,8 +20,7 @@ import (
 // shared by the entries that hold them: their users must only read them.
 // A CoreShare is safe for concurrent use.
 type CoreShare struct {
-	mu sync.Mutex
-	m  [numShared]map[string]*sharedMsg
+	memo ContentMemo[int, sharedMsg] // by part, then content
 }
 
 // The parts of a core entry CoreShare shares.
@@ -30,49 +28,29 @@ const (
 	sharedTaskCore = iota
 	sharedFpregs
 	sharedCreds
-	numShared
 )
 
-// sharedMsg is one decoded content; once guards its decoding, so that two
-// decoders of the same content wait for one.
+// sharedMsg is one decoded content. ok false: it did not decode (the
+// caller falls back to the generated decoder, which says why).
 type sharedMsg struct {
-	once sync.Once
-	msg  any
-	ok   bool
+	msg any
+	ok  bool
 }
 
-// share returns the message decoded from b by decode, once per distinct b
-// of part. ok false: b did not decode (the caller falls back to the
-// generated decoder, which says why).
-func (s *CoreShare) share(part int, b []byte, decode func([]byte) (any, bool)) (any, bool) {
-	s.mu.Lock()
-	if s.m[part] == nil {
-		s.m[part] = map[string]*sharedMsg{}
-	}
-	e := s.m[part][string(b)]
-	if e == nil {
-		e = &sharedMsg{}
-		s.m[part][string(b)] = e
-	}
-	s.mu.Unlock()
-	e.once.Do(func() { e.msg, e.ok = decode(b) })
-	return e.msg, e.ok
-}
-
-// shareMsg is share for a message of type M, decoded by its generated
-// UnmarshalVT.
+// shareMsg returns the message of type M decoded from b by its generated
+// UnmarshalVT, once per distinct b of part.
 func shareMsg[M any, P interface {
 	*M
 	UnmarshalVT([]byte) error
 }](s *CoreShare, part int, b []byte) (P, bool) {
-	m, ok := s.share(part, b, func(b []byte) (any, bool) {
+	r := s.memo.Get(part, b, func() sharedMsg {
 		p := P(new(M))
-		return p, p.UnmarshalVT(b) == nil
+		return sharedMsg{p, p.UnmarshalVT(b) == nil}
 	})
-	if !ok {
+	if !r.ok {
 		return nil, false
 	}
-	return m.(P), true
+	return r.msg.(P), true
 }
 
 // NextCore reads the next entry, a core entry, into c as Next does, with

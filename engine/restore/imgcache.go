@@ -3,7 +3,6 @@ package restore
 import (
 	"errors"
 	"io"
-	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -21,14 +20,11 @@ import (
 // entry, under the image package's limits, without being held in memory
 // whole.
 type imageCache struct {
-	mu sync.Mutex
-	m  map[string]map[string]*cached // by kind name, then content
+	memo image.ContentMemo[string, cached] // by kind name, then content
 }
 
-// cached is one decoded content; once guards the decoding, so that two
-// tasks with the same image wait for one decoder.
+// cached is what one content decoded to.
 type cached struct {
-	once sync.Once
 	msgs []proto.Message
 	err  error
 }
@@ -36,23 +32,11 @@ type cached struct {
 // get decodes the content b (of the image at path) with decode, once per
 // distinct content of kind.
 func (c *imageCache) get(kind *image.Kind, b []byte, decode func() ([]proto.Message, error)) ([]proto.Message, error) {
-	c.mu.Lock()
-	if c.m == nil {
-		c.m = map[string]map[string]*cached{}
-	}
-	byContent := c.m[kind.Name]
-	if byContent == nil {
-		byContent = map[string]*cached{}
-		c.m[kind.Name] = byContent
-	}
-	e := byContent[string(b)] // no copy of b to look up
-	if e == nil {
-		e = &cached{}
-		byContent[string(b)] = e
-	}
-	c.mu.Unlock()
-	e.once.Do(func() { e.msgs, e.err = decode() })
-	return e.msgs, e.err
+	r := c.memo.Get(kind.Name, b, func() cached {
+		msgs, err := decode()
+		return cached{msgs, err}
+	})
+	return r.msgs, r.err
 }
 
 // readOne is image.ReadOne through the cache: it returns the decoded

@@ -346,14 +346,10 @@ func (d *pageDiff) also(pm *image.PageIndex, addr uint64) {
 			return
 		}
 	}
-	for _, run := range pm.Runs {
-		if run.Offset < 0 || addr < run.Vaddr || addr >= run.End() {
-			continue
-		}
+	if s := pm.Lookup(addr, pageSize)[0]; s.Offset >= 0 {
 		d.runs = append(d.runs, iovec{Base: addr, Len: pageSize})
-		d.from = append(d.from, run.Offset+int64(addr-run.Vaddr))
+		d.from = append(d.from, s.Offset)
 		d.size += pageSize
-		return
 	}
 }
 
@@ -455,12 +451,7 @@ func (r *restorer) heirsRseq(pr *proc) (rseqArea, bool) {
 
 // hasPage tells whether pm has the page at addr in its pages data.
 func hasPage(pm *image.PageIndex, addr uint64) bool {
-	for _, run := range pm.Runs {
-		if run.Offset >= 0 && run.Vaddr <= addr && addr < run.End() {
-			return true
-		}
-	}
-	return false
+	return pm.Lookup(addr, pageSize)[0].Offset >= 0
 }
 
 // restoreHeir restores what fork did not give heir pr: its own pages,

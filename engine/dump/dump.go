@@ -18,7 +18,8 @@
 //     (DumpOptions.KillAtFinish) unmaps it only if the tree is to run on
 //     after all (Resume, another Finish: unmapBatches). It runs in three
 //     rounds (collectTasks): /proc and the memory map of every task (the
-//     smaps read ahead on another goroutine), then the tracer thread reads
+//     smaps read ahead on another goroutine, started by the freeze once its
+//     first pass has stopped every thread), then the tracer thread reads
 //     the registers and injects into every task at once (injectAll: each
 //     step started in all tasks before waiting for the first) while the
 //     dump goroutine reads files, ids, namespaces and limits, then the

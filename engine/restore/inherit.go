@@ -102,8 +102,7 @@ func (r *restorer) heirOK(t *taskImage, keys msgKeys) (ok bool, why string) {
 	// while the pages are copied), and the kernel then writes their cpu
 	// fields into that memory, before or after the fill; the heir would
 	// keep those bytes where its image may have others (the leader's
-	// area is registered after the forks, or before them when every heir
-	// has the same and gets that page back from its images: heirsRseq).
+	// area is registered after the fork).
 	for _, tid := range p.tids[1:] {
 		if p.cores[tid].GetThreadCore().GetRseqEntry().GetRseqAbiPointer() != 0 {
 			return false, "a thread of the parent has an rseq area"
@@ -405,53 +404,15 @@ func (r *restorer) planHeirs(procs []*proc) {
 // queued before), nothing else of its per-thread state.
 func (r *restorer) cloneHeirs(pr *proc, created func(*puppet)) error {
 	lead := pr.threads[0]
-	// A fork keeps the rseq registration: registered in the parent's
-	// leader first, it need not be again in each heir (a call of some
-	// 70-100 us in a fresh heir here).
-	if a, ok := r.heirsRseq(pr); ok {
-		if err := lead.queueRseq(a); err != nil {
-			return err
-		}
-		r.log.Debug().Int("pid", pr.t.pid).Int("heirs", len(pr.heirs)).Msg("rseq registered before the heirs' forks")
-	}
 	for _, h := range pr.heirs {
 		c, err := lead.queueClone(0, uint64(unix.SIGCHLD), h.t.pid, created)
 		if err != nil {
 			return fmt.Errorf("create task %d: %w", h.t.pid, err)
 		}
-		c.rseq = lead.rseq
 		h.threads = []*puppet{c}
 		h.lane = pr.lane
 	}
 	return nil
-}
-
-// heirsRseq returns the rseq area of pr's leader when every heir of pr
-// has the same, in a VMA it keeps as the parent has it, and has the page
-// of it in its pages data. Registered, the area must stay mapped: the
-// kernel reads it each time the task returns to user space (SIGSEGV if
-// it cannot), which a heir does between the calls that unmap and map its
-// VMAs. Registered before the forks, the kernel writes into the area
-// (the cpu fields, and rseq_cs cleared) as the leader next returns to
-// user space, and each heir, which inherits those bytes, gets its own
-// page back from its images (restoreHeir writes it).
-func (r *restorer) heirsRseq(pr *proc) (rseqArea, bool) {
-	a := rseqOf(pr.t.cores[pr.threads[0].vpid].GetThreadCore())
-	if a.ptr == 0 || pr.threads[0].rseq == a {
-		return rseqArea{}, false
-	}
-	page := a.ptr &^ (pageSize - 1)
-	for _, h := range pr.heirs {
-		if rseqOf(h.t.cores[h.t.tids[0]].GetThreadCore()) != a || !inVMAs(h.heir.kept, a.ptr) || !hasPage(h.t.pagemap, page) {
-			return rseqArea{}, false
-		}
-	}
-	return a, true
-}
-
-// hasPage tells whether pm has the page at addr in its pages data.
-func hasPage(pm *image.PageIndex, addr uint64) bool {
-	return pm.Lookup(addr, pageSize)[0].Offset >= 0
 }
 
 // restoreHeir restores what fork did not give heir pr: its own pages,
@@ -479,8 +440,8 @@ func (r *restorer) restoreHeir(pr *proc, l *lane) (int64, error) {
 		return 0, fmt.Errorf("restore task %d: %w", t.pid, err)
 	}
 	d := diffPages(from.pagemap, h.from.heirPages, t.pagemap, l.heirBuf, h.kept)
-	// The kernel writes the rseq area once it is registered (below, or
-	// inherited: heirsRseq), on the way back to user space: a copy-on-write fault in the heir,
+	// The kernel writes the rseq area once it is registered (below), on
+	// the way back to user space: a copy-on-write fault in the heir,
 	// some 60 us here (a fresh mm under shadow paging), where the copy
 	// made by writeDiff's process_vm_writev, from outside and before
 	// the heir runs, costs a few.

@@ -83,10 +83,6 @@ type puppet struct {
 	// comm is the task's name (PR_SET_NAME) when crtools set it, or
 	// inherited it from the puppet it was cloned from; "" when unknown.
 	comm string
-	// rseq is the rseq area registered in the thread, when crtools
-	// registered it (or the thread inherited it by fork: cloneHeirs);
-	// queueThread skips the same again (the kernel refuses it, EBUSY).
-	rseq rseqArea
 	// pdeathKill: parkLane gave the puppet PR_SET_PDEATHSIG(SIGKILL);
 	// queueThread sets the dumped one, also when it is none.
 	pdeathKill bool
@@ -95,12 +91,6 @@ type puppet struct {
 	// clones until RestoreState maps their memory): unmapPuppet has
 	// nothing to do.
 	bare bool
-}
-
-// rseqArea is an rseq registration: the area, its size, the signature.
-type rseqArea struct {
-	ptr       uint64
-	size, sig uint32
 }
 
 // pendingCall is a queued syscall and what it does (for its error).

@@ -806,8 +806,8 @@ func (p *puppet) queueThread(core *pb.CoreEntry, leader bool) error {
 			return err
 		}
 	}
-	if a := rseqOf(tc); a.ptr != 0 && a != p.rseq {
-		if err := p.queueRseq(a); err != nil {
+	if rs := tc.GetRseqEntry(); rs != nil && rs.GetRseqAbiPointer() != 0 {
+		if err := p.queuef("register rseq", unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature())); err != nil {
 			return err
 		}
 	}
@@ -835,21 +835,6 @@ func (p *puppet) queueThread(core *pb.CoreEntry, leader bool) error {
 			return err
 		}
 	}
-	return nil
-}
-
-// rseqOf is the rseq registration of a thread core (ptr 0: none).
-func rseqOf(tc *pb.ThreadCoreEntry) rseqArea {
-	rs := tc.GetRseqEntry()
-	return rseqArea{ptr: rs.GetRseqAbiPointer(), size: rs.GetRseqAbiSize(), sig: rs.GetSignature()}
-}
-
-// queueRseq queues the registration of rseq area a.
-func (p *puppet) queueRseq(a rseqArea) error {
-	if err := p.queuef("register rseq", unix.SYS_RSEQ, a.ptr, uint64(a.size), 0, uint64(a.sig)); err != nil {
-		return err
-	}
-	p.rseq = a
 	return nil
 }
 

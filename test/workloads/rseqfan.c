@@ -1,8 +1,8 @@
 /*
  * rseqfan [N]: a root that forks N children (default 4) which change
  * nothing of what fork gave them but a few stack and TLS pages, so that
- * restore creates them as heirs with the root's rseq registration
- * (engine/restore/inherit.go, heirsRseq). Every task checks that the
+ * restore creates them as heirs (engine/restore/inherit.go), each with
+ * the rseq area at the root's address. Every task checks that the
  * kernel still keeps its rseq area (glibc's, __rseq_offset from the
  * thread pointer): it writes -2 into cpu_id, sleeps (a context switch),
  * and the kernel must have written the CPU back. A task without its

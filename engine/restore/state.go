@@ -764,11 +764,14 @@ func threadSlots(tr *trampoline) int {
 	return int((tr.scratchSize + batchTableSize) / threadSlotSize)
 }
 
-// threadSlot is the view of slot i of the trampoline tr.
+// threadSlot is the view of slot i of the trampoline tr. It has no page
+// copy buffer: a thread's slot never fills pages, and tr.fillBuf belongs
+// to the goroutine that copies the process's pages meanwhile (startFill),
+// which may be replacing it (a data race, go build -race).
 func threadSlot(tr *trampoline, i int) *trampoline {
 	return &trampoline{addr: tr.addr, size: tr.size, scratch: tr.scratch + uint64(i)*threadSlotSize,
 		scratchSize: threadSlotSize - threadSlotCalls*64, tableCalls: threadSlotCalls,
-		fillBuf: tr.fillBuf, xstate: tr.xstate}
+		xstate: tr.xstate}
 }
 
 // restoreLeader restores what is per thread in the leader, except the

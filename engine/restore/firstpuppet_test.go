@@ -19,12 +19,10 @@ func TestDropFirstFreesTaskPid(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		pid := cmd.Process.Pid
-		t.Cleanup(func() {
-			unix.Kill(pid, unix.SIGKILL)
-			unix.Wait4(pid, nil, unix.WALL, nil)
-		})
-		return pid
+		// Through the Process (a pidfd): the PID may be another
+		// process's by then, once dropFirst or reapFirst reaped it.
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd.Process.Pid
 	}
 	reaped := func(pid int) bool {
 		_, err := unix.Wait4(pid, nil, unix.WALL|unix.WNOHANG, nil)

@@ -54,7 +54,7 @@ type Reader struct {
 	limits Limits
 	buf    []byte
 
-	// mem: the whole file is data (NewBytesReader); r is nil, and
+	// mem: the whole file is data (ResetBytes); r is nil, and
 	// entries are decoded from data in place.
 	mem  bool
 	data []byte
@@ -114,23 +114,14 @@ func newReader(r io.Reader, c io.Closer, name string, kind *Kind, size int64, li
 	return rd, nil
 }
 
-// NewBytesReader reads an image of kind (nil: from its header) held whole
-// in data, read from the file name (used in errors). Entries are decoded
-// from data in place, with no buffer and no copy; the decoded messages
-// do not refer to data (the generated decoders copy bytes and strings),
-// and payloads are copies, so data may be reused once the reader is done.
-// Errors are those of a Reader on the file itself.
-func NewBytesReader(data []byte, name string, kind *Kind, limits Limits) (*Reader, error) {
-	rd := &Reader{}
-	if err := rd.ResetBytes(data, name, kind, limits); err != nil {
-		return nil, err
-	}
-	return rd, nil
-}
-
-// ResetBytes makes r a reader of data as NewBytesReader does, without
-// allocating one: a reader of many files in turn reuses one Reader (r
-// must not be a reader that opened its file: it is not closed).
+// ResetBytes makes r a reader of an image of kind (nil: from its header)
+// held whole in data, read from the file name (used in errors), without
+// allocating a Reader: a reader of many files in turn reuses one (r must
+// not be a reader that opened its file: it is not closed). Entries are
+// decoded from data in place, with no buffer and no copy; the decoded
+// messages do not refer to data (the generated decoders copy bytes and
+// strings), and payloads are copies, so data may be reused once the
+// reader is done. Errors are those of a Reader on the file itself.
 func (r *Reader) ResetBytes(data []byte, name string, kind *Kind, limits Limits) error {
 	*r = Reader{kind: kind, name: name, size: int64(len(data)), limits: limits, mem: true, data: data}
 	return r.readHeader()

@@ -3,10 +3,13 @@ package restore
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/engine"
 	"github.com/crtools/crtools/engine/image/pb"
@@ -74,3 +77,58 @@ func TestFirstPuppetIsPuppetELF(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstPuppetFallback: where memfds may not be executed
+// (vm.memfd_noexec=2: memfd_create with MFD_EXEC is refused), the first
+// puppet is crtools' own binary, and the tasks are still created. The
+// sysctl is per pid namespace: the test sets it in a new one (with a
+// mount namespace for its /proc), where it runs itself again.
+func TestFirstPuppetFallback(t *testing.T) {
+	requireRoot(t)
+	if os.Getenv(noexecChildEnv) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestFirstPuppetFallback$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), noexecChildEnv+"=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS}
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestFirstPuppetFallback") {
+			t.Fatalf("in a pid namespace with vm.memfd_noexec=2: %v\n%s", err, out)
+		}
+		return
+	}
+	// PID 1 of a new pid and mount namespace: its own /proc, and the
+	// sysctl of its pid namespace only.
+	if err := unix.Mount("none", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		t.Fatalf("make mounts private: %v", err)
+	}
+	if err := unix.Mount("proc", "/proc", "proc", 0, ""); err != nil {
+		t.Fatalf("mount /proc: %v", err)
+	}
+	if err := os.WriteFile("/proc/sys/vm/memfd_noexec", []byte("2"), 0o644); err != nil {
+		t.Fatalf("set vm.memfd_noexec: %v", err)
+	}
+	if _, err := puppetMemfd(); err == nil {
+		t.Fatal("puppetMemfd made an executable memfd with vm.memfd_noexec=2")
+	}
+	pid := freePid(t)
+	task := &taskImage{pid: pid, tids: []int{pid}, mm: &pb.MmEntry{}}
+	r := &restorer{opts: engine.RestoreOptions{ImagesDir: t.TempDir()}, log: zerolog.New(os.Stderr),
+		img: &imageSet{tasks: []*taskImage{task}, files: map[uint32]*pb.FileEntry{}}}
+	defer r.Close()
+	if err := r.CreateTasks(t.Context()); err != nil {
+		t.Fatalf("CreateTasks: %v", err)
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exe != self {
+		t.Errorf("task %d's executable is %q, want crtools' own (here the test binary %q)", pid, exe, self)
+	}
+}
+
+// noexecChildEnv tells TestFirstPuppetFallback it runs in its namespace.
+const noexecChildEnv = "CRTOOLS_TEST_MEMFD_NOEXEC_CHILD"

@@ -404,6 +404,18 @@ func (r *restorer) planHeirs(procs []*proc) {
 // queued before), nothing else of its per-thread state.
 func (r *restorer) cloneHeirs(pr *proc, created func(*puppet)) error {
 	lead := pr.threads[0]
+	if len(pr.heirs) > 0 {
+		// The trampoline's scratch area and batch table come empty in
+		// each heir (its injections write what they use before they
+		// run), the code page as it is: fork then leaves the parent's
+		// pages there writable, and the parent's batch, which stores
+		// each clone's result in its table, takes no copy-on-write
+		// fault after every fork (some 20 us each here).
+		tr := lead.tr
+		if err := lead.queuef("wipe the trampoline's data on fork", unix.SYS_MADVISE, tr.scratch, tr.addr+tr.size-tr.scratch, madvWipeonfork); err != nil {
+			return err
+		}
+	}
 	for _, h := range pr.heirs {
 		c, err := lead.queueClone(0, uint64(unix.SIGCHLD), h.t.pid, created)
 		if err != nil {

@@ -251,12 +251,19 @@ func dirSize(dir string) int64 {
 	return n
 }
 
-// cycle dumps pid (killing it) into dir and restores it detached; it
-// returns the two wall times.
-func cycle(b *testing.B, pid int, dir string) (dump, restore time.Duration) {
+// cycle dumps the tree of pids[0] (killing it) into dir and restores it
+// detached; it returns the two wall times. Between the two it waits until
+// every task of the tree (pids) is gone, not only the root: the dump's
+// SIGKILL leaves the children to die and be reaped by the benchmark's
+// reaper, and a restore started while one of them still held its PID
+// waited for it (create-tasks 79 ms instead of ~5 in one tree50 run in
+// six), which timed the harness's reaping, not crtools.
+func cycle(b *testing.B, pids []int, dir string) (dump, restore time.Duration) {
 	b.Helper()
-	dump = run(b, "dump", "-t", strconv.Itoa(pid), "-D", dir)
-	gone(b, pid)
+	dump = run(b, "dump", "-t", strconv.Itoa(pids[0]), "-D", dir)
+	for _, pid := range pids {
+		gone(b, pid)
+	}
 	restore = run(b, "restore", "-D", dir, "-d")
 	return dump, restore
 }
@@ -438,8 +445,12 @@ func BenchmarkTreeAndThreads(b *testing.B) {
 			wd := b.TempDir()
 			pid := start(b, wd, bin, c.mode, strconv.Itoa(c.n))
 			dir := filepath.Join(base, fmt.Sprintf("%s-%d", c.name, i))
+			pids := treePids(pid, c.mode)
+			if n := countTasks(pid, c.mode); n != c.n {
+				b.Fatalf("%s: %d tasks before the dump, want %d", c.name, n, c.n)
+			}
 			b.StartTimer()
-			d, r := cycle(b, pid, dir)
+			d, r := cycle(b, pids, dir)
 			b.StopTimer()
 			// The restored tree has every task.
 			n := countTasks(pid, c.mode)
@@ -479,12 +490,21 @@ func countTasks(pid int, mode string) int {
 		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 		return len(ents)
 	}
-	n := 0
+	return len(treePids(pid, mode))
+}
+
+// treePids lists pid and, for procs, every process of the tree under it
+// (breadth first, pid first); a threads workload is the one process.
+func treePids(pid int, mode string) []int {
+	if mode == "threads" {
+		return []int{pid}
+	}
+	var pids []int
 	queue := []int{pid}
 	for len(queue) > 0 {
 		p := queue[0]
 		queue = queue[1:]
-		n++
+		pids = append(pids, p)
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p, p))
 		for _, f := range strings.Fields(string(b)) {
 			if c, err := strconv.Atoi(f); err == nil {
@@ -492,5 +512,5 @@ func countTasks(pid int, mode string) int {
 			}
 		}
 	}
-	return n
+	return pids
 }

@@ -38,18 +38,7 @@ func TestPuppetELFLayout(t *testing.T) {
 // would inherit) and nothing of the executable left mapped.
 func TestFirstPuppetIsPuppetELF(t *testing.T) {
 	requireRoot(t)
-	pid := freePid(t)
-	task := &taskImage{pid: pid, tids: []int{pid}, mm: &pb.MmEntry{}}
-	r := &restorer{opts: engine.RestoreOptions{ImagesDir: t.TempDir()}, log: zerolog.New(os.Stderr),
-		img: &imageSet{tasks: []*taskImage{task}, files: map[uint32]*pb.FileEntry{}}}
-	defer r.Close()
-	if err := r.CreateTasks(t.Context()); err != nil {
-		t.Fatalf("CreateTasks: %v", err)
-	}
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, pid, exe := createOneTask(t)
 	if !strings.Contains(exe, "memfd:crtools-puppet") {
 		t.Errorf("task %d's executable is %q, want the puppet memfd", pid, exe)
 	}
@@ -109,18 +98,7 @@ func TestFirstPuppetFallback(t *testing.T) {
 	if _, err := puppetMemfd(); err == nil {
 		t.Fatal("puppetMemfd made an executable memfd with vm.memfd_noexec=2")
 	}
-	pid := freePid(t)
-	task := &taskImage{pid: pid, tids: []int{pid}, mm: &pb.MmEntry{}}
-	r := &restorer{opts: engine.RestoreOptions{ImagesDir: t.TempDir()}, log: zerolog.New(os.Stderr),
-		img: &imageSet{tasks: []*taskImage{task}, files: map[uint32]*pb.FileEntry{}}}
-	defer r.Close()
-	if err := r.CreateTasks(t.Context()); err != nil {
-		t.Fatalf("CreateTasks: %v", err)
-	}
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, pid, exe := createOneTask(t)
 	self, err := os.Readlink("/proc/self/exe")
 	if err != nil {
 		t.Fatal(err)
@@ -128,6 +106,26 @@ func TestFirstPuppetFallback(t *testing.T) {
 	if exe != self {
 		t.Errorf("task %d's executable is %q, want crtools' own (here the test binary %q)", pid, exe, self)
 	}
+}
+
+// createOneTask runs CreateTasks for a one-task tree at a free PID (the
+// restorer is closed at the test's end) and returns the task's PID and
+// the executable it was exec'ed from (/proc/PID/exe).
+func createOneTask(t *testing.T) (r *restorer, pid int, exe string) {
+	t.Helper()
+	pid = freePid(t)
+	task := &taskImage{pid: pid, tids: []int{pid}, mm: &pb.MmEntry{}}
+	r = &restorer{opts: engine.RestoreOptions{ImagesDir: t.TempDir()}, log: zerolog.New(os.Stderr),
+		img: &imageSet{tasks: []*taskImage{task}, files: map[uint32]*pb.FileEntry{}}}
+	t.Cleanup(func() { r.Close() })
+	if err := r.CreateTasks(t.Context()); err != nil {
+		t.Fatalf("CreateTasks: %v", err)
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, pid, exe
 }
 
 // noexecChildEnv tells TestFirstPuppetFallback it runs in its namespace.

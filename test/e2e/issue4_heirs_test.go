@@ -40,17 +40,7 @@ func TestIssue4Heirs(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
 	const n = 6
-	w := harness.StartWorkload(t, harness.BuildC(t, "heirs.c"), "6")
-	w.MustReady(30 * time.Second)
-	w.MustVerify(10 * time.Second)
-	before := snapTree(t, w.Pid)
-	if len(before) != n+1 {
-		t.Fatalf("%d processes before the dump, want %d", len(before), n+1)
-	}
-	dir := dumpKill(t, w)
-	for pid := range before {
-		rp.Forget(pid)
-	}
+	w, before, dir := dumpFan(t, "heirs.c", n)
 	pids := pstreePids(t, dir)
 	t.Run("heir fails", func(t *testing.T) {
 		bad := imagesWithCore(t, dir, pids[len(pids)-1], heirTimer)
@@ -144,6 +134,27 @@ func TestIssue4Heirs(t *testing.T) {
 // test process with a progress callback, up to and with RestoreState:
 // the memory reported filled reaches the total, heirs' memory (inherited
 // and their own pages written) included. Then it kills the tree.
+// dumpFan starts the C workload src with n children, checks that its
+// tree has n+1 processes, dumps it (killing it) and returns the workload,
+// the tree before the dump and the images directory. The subreaper
+// forgets the dumped PIDs: the restored tasks will have them.
+func dumpFan(t *testing.T, src string, n int) (*harness.Workload, treeSnap, string) {
+	t.Helper()
+	rp := harness.Subreaper()
+	w := harness.StartWorkload(t, harness.BuildC(t, src), fmt.Sprint(n))
+	w.MustReady(30 * time.Second)
+	w.MustVerify(10 * time.Second)
+	before := snapTree(t, w.Pid)
+	if len(before) != n+1 {
+		t.Fatalf("%d processes before the dump, want %d", len(before), n+1)
+	}
+	dir := dumpKill(t, w)
+	for pid := range before {
+		rp.Forget(pid)
+	}
+	return w, before, dir
+}
+
 func heirsProgress(t *testing.T, dir string, n int) {
 	var mu sync.Mutex
 	var top, total int64
@@ -273,17 +284,7 @@ func TestHeirsRseq(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
 	const n = 4
-	w := harness.StartWorkload(t, harness.BuildC(t, "rseqfan.c"), fmt.Sprint(n))
-	w.MustReady(30 * time.Second)
-	w.MustVerify(10 * time.Second)
-	before := snapTree(t, w.Pid)
-	if len(before) != n+1 {
-		t.Fatalf("%d processes before the dump, want %d", len(before), n+1)
-	}
-	dir := dumpKill(t, w)
-	for pid := range before {
-		rp.Forget(pid)
-	}
+	w, _, dir := dumpFan(t, "rseqfan.c", n)
 	restoreDetached(t, w, dir)
 	log := readLog(w, "restore.log")
 	if got := strings.Count(log, "heir=true"); got != n {

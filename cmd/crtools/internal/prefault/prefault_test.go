@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -159,23 +157,5 @@ func TestPresent(t *testing.T) {
 	madvise(start, 16*pageSize, madvPopulateWrite)
 	if n, _ := present(t, start, start+16*pageSize); n != 16 {
 		t.Fatalf("%d of 16 pages present after MADV_POPULATE_WRITE", n)
-	}
-}
-
-// TestNoDeps: the package imports no package with an init, so that its
-// own init runs among the first (sys_amd64_unsafe.go); an import of
-// syscall (its init and those of its dependencies) would put it after
-// some ten others, which then fault on the binary's pages one by one.
-func TestNoDeps(t *testing.T) {
-	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
-		t.Skipf("on %s/%s the system calls go through package syscall (sys_other.go)", runtime.GOOS, runtime.GOARCH)
-	}
-	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list -deps: %v\n%s", err, out)
-	}
-	deps := strings.Fields(string(out))
-	if len(deps) != 2 || deps[0] != "unsafe" || !strings.HasSuffix(deps[1], "/prefault") {
-		t.Errorf("package prefault depends on %q, want only unsafe", deps)
 	}
 }

@@ -77,7 +77,7 @@ func init() {
 	// fresh pages within the next 512 KiB for --version.
 	// The maps read above still hold the heap's mapping (a new one the
 	// front object might need is missed, and only left to fault).
-	populateHeap(maps, initHeap)
+	populateHeap(maps, heapFront(), initHeap)
 }
 
 // Heap populates the heap from the lowest free page the Go allocator
@@ -86,14 +86,16 @@ func init() {
 // MiB, all on fresh pages. The mapping the runtime adds when the heap
 // outgrows this one still faults page by page.
 func Heap() {
-	populateHeap(readMaps(), heapMax)
+	// The front first: its object may make the runtime map more heap,
+	// which maps read before it would not show.
+	front := heapFront()
+	populateHeap(readMaps(), front, heapMax)
 }
 
-// populateHeap does Heap's work with maps, the contents of
-// /proc/self/maps, and returns the range it populated (empty if it found
-// no heap mapping).
-func populateHeap(maps []byte, max uintptr) (start, end uintptr) {
-	front := heapFront()
+// populateHeap populates from front (heapFront) to the end of its mapping
+// in maps, the contents of /proc/self/maps, at most max bytes, and
+// returns the range it populated (empty if no mapping of maps holds it).
+func populateHeap(maps []byte, front, max uintptr) (start, end uintptr) {
 	forEachMapping(maps, func(m mapping) {
 		if !m.contains(front) || !m.writable() {
 			return

@@ -129,7 +129,8 @@ func TestInitPopulatesBinary(t *testing.T) {
 // TestHeap: Heap maps the heap from where it grows next to the end of its
 // mapping.
 func TestHeap(t *testing.T) {
-	start, end := populateHeap(readMaps(), heapMax)
+	front := heapFront() // before the maps are read, as Heap does
+	start, end := populateHeap(readMaps(), front, heapMax)
 	if end-start < 32<<10 {
 		t.Fatalf("populated %#x-%#x: want at least the 33 KiB object heapFront placed there", start, end)
 	}

@@ -18,15 +18,7 @@ import (
 func TestEarlySmaps(t *testing.T) {
 	requireRoot(t)
 	pid := startDetached(t, keepBatchSrc)
-	d, err := New(engine.DumpOptions{Pid: pid, Log: testLog(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	ctx := context.Background()
-	if err := d.Freeze(ctx); err != nil {
-		t.Fatalf("freeze: %v", err)
-	}
+	d := frozen(t, engine.DumpOptions{Pid: pid, Log: testLog(t)})
 	early := d.earlySmaps
 	if len(early) != 1 || early[pid] == nil {
 		t.Fatalf("smaps read by the freeze: %v, want one of pid %d", early, pid)
@@ -35,7 +27,7 @@ func TestEarlySmaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Collect(ctx); err != nil {
+	if err := d.Collect(context.Background()); err != nil {
 		d.Resume()
 		t.Fatalf("collect: %v", err)
 	}

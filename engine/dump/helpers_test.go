@@ -86,21 +86,28 @@ func testLog(t testing.TB) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 }
 
-// collected returns a dumper of opts whose tree is frozen and collected;
-// the test fails, with the tree resumed, if either phase fails. The dumper
-// is closed when the test ends.
-func collected(t testing.TB, opts engine.DumpOptions) *Dumper {
+// frozen returns a dumper of opts whose tree is frozen; the test fails if
+// the freeze does. The dumper is closed when the test ends.
+func frozen(t testing.TB, opts engine.DumpOptions) *Dumper {
 	t.Helper()
 	d, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	ctx := context.Background()
-	if err := d.Freeze(ctx); err != nil {
+	if err := d.Freeze(context.Background()); err != nil {
 		t.Fatalf("freeze: %v", err)
 	}
-	if err := d.Collect(ctx); err != nil {
+	return d
+}
+
+// collected returns a dumper of opts whose tree is frozen and collected;
+// the test fails, with the tree resumed, if either phase fails. The dumper
+// is closed when the test ends.
+func collected(t testing.TB, opts engine.DumpOptions) *Dumper {
+	t.Helper()
+	d := frozen(t, opts)
+	if err := d.Collect(context.Background()); err != nil {
 		d.Resume()
 		t.Fatalf("collect: %v", err)
 	}

@@ -30,17 +30,7 @@ import (
 func TestIssue4Lanes(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
-	w := harness.StartWorkload(t, harness.BuildC(t, "lanes.c"), "12")
-	w.MustReady(30 * time.Second)
-	w.MustVerify(10 * time.Second)
-	before := snapTree(t, w.Pid)
-	if len(before) != 13 {
-		t.Fatalf("%d processes before the dump, want 13", len(before))
-	}
-	dir := dumpKill(t, w)
-	for pid := range before {
-		rp.Forget(pid)
-	}
+	w, before, dir := dumpFan(t, "lanes.c", 12)
 	pids := pstreePids(t, dir)
 	lanesNeeded := runtime.NumCPU() >= 2
 	for _, c := range []struct {
@@ -128,14 +118,7 @@ func noTreeTaskLeft(t *testing.T, pids []int) {
 func TestIssue4LanesProgressBar(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()
-	w := harness.StartWorkload(t, harness.BuildC(t, "lanes.c"), "12")
-	w.MustReady(30 * time.Second)
-	w.MustVerify(10 * time.Second)
-	before := snapTree(t, w.Pid)
-	dir := dumpKill(t, w)
-	for pid := range before {
-		rp.Forget(pid)
-	}
+	w, before, dir := dumpFan(t, "lanes.c", 12)
 	master, slavePath := harness.OpenPty(t)
 	slave, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {

@@ -138,7 +138,7 @@ type Batch struct {
 	// needCode: the code is not written yet (FinishNewBatch); setup
 	// writes it with the first table.
 	needCode bool
-	// Scratch is writable memory for out-arguments (StartNewBatchSlots),
+	// Scratch is writable memory for out-arguments (StartNewBatchSized),
 	// else 0.
 	Scratch uintptr
 	// with, withAddr: bytes the next setup writes to withAddr together
@@ -179,35 +179,29 @@ func (in *Injector) NewBatch(maxCalls int) (*Batch, error) {
 	return b, nil
 }
 
-// StartNewBatchSlots begins to map room for slots batches of at most
-// maxCalls calls and scratch bytes each (Batch.Scratch, for the calls'
-// out-arguments), which may run at the same time in different threads of
-// the process (Slot), in one injected call where NewBatch takes two: it
-// starts the mmap (Start) and returns; FinishNewBatch waits for it and
-// returns the Batch of slot 0. The memory is mapped read-execute and
-// the code written through /proc/PID/mem (which ignores protections); the
-// first batch run makes the tables writable itself (an mprotect ahead of
-// its calls). Between the two halves the tracer may start the same in other
-// tasks. Only between Begin and End.
-// Preconditions: caller is on the tracer thread; the task is ptrace-stopped.
-func (in *Injector) StartNewBatchSlots(maxCalls, scratch, slots int) error {
-	s := SlotSize{Calls: maxCalls, Scratch: scratch}
-	return in.StartNewBatchSized(s, s, slots)
-}
-
 // SlotSize is the room of one slot of StartNewBatchSized: calls and
-// scratch bytes.
+// scratch bytes (Batch.Scratch, for the calls' out-arguments).
 type SlotSize struct{ Calls, Scratch int }
 
 // entries is the number of table entries the slot takes.
 func (s SlotSize) entries() int { return s.Calls + (s.Scratch+batchEntrySize-1)/batchEntrySize }
 
-// StartNewBatchSized is StartNewBatchSlots with slot 0 (the Batch of
-// FinishNewBatch) of size first and every other slot of size rest: a
-// process's own getters need room for many calls, each of its threads'
-// for a few, and slots all as large as the first made the memory of a
-// 50-thread task, which the tables' writes and the calls' results fault
-// in on both sides, several times what the threads use.
+// StartNewBatchSized begins to map room for slots batches, which may run
+// at the same time in different threads of the process (Slot), in one
+// injected call where NewBatch takes two: it starts the mmap (Start) and
+// returns; FinishNewBatch waits for it and returns the Batch of slot 0.
+// The memory is mapped read-execute and the code written through
+// /proc/PID/mem (which ignores protections); the first batch run makes the
+// tables writable itself (an mprotect ahead of its calls). Between the two
+// halves the tracer may start the same in other tasks. Only between Begin
+// and End.
+//
+// Slot 0 has room first and every other slot rest: a process's own
+// getters need room for many calls, each of its threads' for a few, and
+// slots all as large as the first made the memory of a 50-thread task,
+// which the tables' writes and the calls' results fault in on both sides,
+// several times what the threads use.
+// Preconditions: caller is on the tracer thread; the task is ptrace-stopped.
 func (in *Injector) StartNewBatchSized(first, rest SlotSize, slots int) error {
 	if in.syscallStops {
 		return fmt.Errorf("prepare batch in task %d: %w", in.Tid, ErrSyscallStops)
@@ -228,7 +222,7 @@ func (in *Injector) StartNewBatchSized(first, rest SlotSize, slots int) error {
 	return nil
 }
 
-// FinishNewBatch completes StartNewBatchSlots.
+// FinishNewBatch completes StartNewBatchSized.
 func (in *Injector) FinishNewBatch() (*Batch, error) {
 	b := in.newBatch
 	if b == nil {
@@ -884,7 +878,7 @@ func writeMemFast(pid int, addr uintptr, buf []byte, addr2 uintptr, buf2 []byte)
 	return err
 }
 
-// Slot returns the Batch of slot i (StartNewBatchSlots, StartNewBatchSized),
+// Slot returns the Batch of slot i (StartNewBatchSized),
 // run through th (an injector of a thread of the same process, see
 // Injector.ForThread); its Close leaves the memory alone.
 func (b *Batch) Slot(i int, th *Injector) (*Batch, error) {
@@ -892,7 +886,7 @@ func (b *Batch) Slot(i int, th *Injector) (*Batch, error) {
 		return nil, fmt.Errorf("batch slot %d of task %d: %d slots", i, b.in.Tid, b.slots)
 	}
 	if b.needCode || b.pre != nil {
-		// StartNewBatchSlots's memory is made ready by slot 0's first run.
+		// StartNewBatchSized's memory is made ready by slot 0's first run.
 		return nil, fmt.Errorf("batch slot %d of task %d: slot 0 has not run yet", i, b.in.Tid)
 	}
 	if i == 0 {

@@ -269,7 +269,7 @@ func TestPipelined(t *testing.T) {
 			if err := ins[i].BeginWith(before[i], masks[i], RseqConfig{}); err != nil {
 				return err
 			}
-			if err := ins[i].StartNewBatchSlots(4, 64, 2); err != nil {
+			if err := ins[i].StartNewBatchSized(SlotSize{Calls: 4, Scratch: 64}, SlotSize{Calls: 4, Scratch: 64}, 2); err != nil {
 				return err
 			}
 		}

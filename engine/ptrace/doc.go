@@ -63,7 +63,7 @@
 // of syscalls and stops on an int3: one PTRACE_CONT and one stop for all.
 //
 // Every step that lets the task run has a Start and a Finish half
-// (Injector.Start/Finish, Batch.Start/Finish, StartNewBatchSlots/
+// (Injector.Start/Finish, Batch.Start/Finish, StartNewBatchSized/
 // FinishNewBatch, Batch.StartClose/FinishClose, Injector.StartEnd/
 // FinishEnd): a tracer with many tasks starts the step in all of them
 // before it waits for the first, so they run at the same time and a tree

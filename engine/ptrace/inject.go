@@ -58,7 +58,7 @@ type Injector struct {
 	// endMask is the mask FinishEnd puts back.
 	settling bool
 	endMask  *uint64
-	// newBatch: StartNewBatchSlots started its mmap.
+	// newBatch: StartNewBatchSized started its mmap.
 	newBatch *Batch
 
 	session *injectSession

@@ -352,6 +352,14 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 	var live []*injectJob
 	for _, j := range jobs {
 		j.res = &injected{sigactions: map[int]*pb.SaEntry{}, perThread: map[int]*injectedThread{}}
+		if len(j.t.threads) == 0 {
+			// Not reached today: freeze seizes a live task's leader
+			// first (threads[0]) and a zombie gets no job. Checked
+			// because everything below takes threads[0] for the
+			// leader, and a task without one would panic the dump.
+			j.err = fmt.Errorf("inject getters into pid %d: no stopped thread of it to inject into", j.t.pid)
+			continue
+		}
 		leader, err := ptrace.NewInjectorAt(j.t.pid, j.vdsoStart, j.vdsoEnd, j.status.SigIgn)
 		if err != nil {
 			j.err = err
@@ -374,9 +382,7 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 		for i, th := range j.t.threads {
 			j.threadQs[i] = threadQueries(th.tid, j.res)
 		}
-		if len(j.threadQs) > 0 {
-			j.procQs = append(j.procQs, j.threadQs[0]...)
-		}
+		j.procQs = append(j.procQs, j.threadQs[0]...)
 		// The leader's slot holds the process-wide getters, every other
 		// thread's only its own few.
 		most := 0

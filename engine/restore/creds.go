@@ -2,14 +2,12 @@ package restore
 
 import (
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/engine/image/pb"
+	procfs "github.com/crtools/crtools/engine/proc"
 )
 
 // Securebits and capability prctls not in x/sys/unix under these names.
@@ -26,7 +24,7 @@ const (
 // CAP_SETPCAP), with SECBIT_KEEP_CAPS so the uid change keeps the permitted
 // set; groups, gids, uids; then capset to the dumped sets (only lowering),
 // ambient capabilities, KEEP_CAPS as dumped, and no_new_privs.
-// cur are the thread's credentials now (readCreds).
+// cur are the thread's credentials now (credsFromStatus).
 func (p *puppet) restoreCreds(c *pb.CredsEntry, cur creds) error {
 	if c == nil {
 		return nil
@@ -146,61 +144,15 @@ func credsFromImage(c *pb.CredsEntry) creds {
 	}
 }
 
-// readCreds reads a task's credentials from /proc/PID/status.
-func readCreds(pid int) (creds, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return creds{}, err
+// credsFromStatus is the credentials in s, a parsed /proc/PID/status.
+func credsFromStatus(s *procfs.Status) creds {
+	// Securebits are not in /proc; crtools runs with none, and so does
+	// a puppet.
+	return creds{
+		uid: s.Uid[0], euid: s.Uid[1], suid: s.Uid[2], fsuid: s.Uid[3],
+		gid: s.Gid[0], egid: s.Gid[1], sgid: s.Gid[2], fsgid: s.Gid[3],
+		groups: s.Groups,
+		inh:    s.CapInh, prm: s.CapPrm, eff: s.CapEff, bnd: s.CapBnd, amb: s.CapAmb,
+		noNewPrivs: s.NoNewPrivs == 1,
 	}
-	return credsFromStatus(b), nil
-}
-
-// credsFromStatus reads the credentials in b, a /proc/PID/status.
-func credsFromStatus(b []byte) creds {
-	var c creds
-	ids := func(v string) []uint32 {
-		var out []uint32
-		for _, f := range strings.Fields(v) {
-			n, _ := strconv.ParseUint(f, 10, 32)
-			out = append(out, uint32(n))
-		}
-		return out
-	}
-	hex := func(v string) uint64 {
-		n, _ := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		return n
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		switch k {
-		case "Uid":
-			if u := ids(v); len(u) == 4 {
-				c.uid, c.euid, c.suid, c.fsuid = u[0], u[1], u[2], u[3]
-			}
-		case "Gid":
-			if g := ids(v); len(g) == 4 {
-				c.gid, c.egid, c.sgid, c.fsgid = g[0], g[1], g[2], g[3]
-			}
-		case "Groups":
-			c.groups = ids(v)
-		case "CapInh":
-			c.inh = hex(v)
-		case "CapPrm":
-			c.prm = hex(v)
-		case "CapEff":
-			c.eff = hex(v)
-		case "CapBnd":
-			c.bnd = hex(v)
-		case "CapAmb":
-			c.amb = hex(v)
-		case "NoNewPrivs":
-			c.noNewPrivs = strings.TrimSpace(v) == "1"
-		}
-	}
-	// Securebits are not in /proc; crtools runs with none, and so does a
-	// puppet.
-	return c
 }

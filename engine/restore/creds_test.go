@@ -3,6 +3,8 @@ package restore
 import (
 	"reflect"
 	"testing"
+
+	procfs "github.com/crtools/crtools/engine/proc"
 )
 
 // TestCredsEqual: equal tells apart credentials that differ in any one
@@ -39,5 +41,24 @@ func TestCredsEqual(t *testing.T) {
 		if b.equal(c) || c.equal(b) {
 			t.Errorf("creds that differ in %s compare equal", name)
 		}
+	}
+}
+
+// TestCredsFromStatus: each id, group and capability set of a status goes
+// to its own field of creds.
+func TestCredsFromStatus(t *testing.T) {
+	in := "Name:\tx\nTgid:\t5\nPid:\t5\nPPid:\t1\nTracerPid:\t0\n" +
+		"Uid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\t9 10 \n" +
+		"SigBlk:\t0\nSigIgn:\t0\nSigCgt:\t0\n" +
+		"CapInh:\t000000000000000b\nCapPrm:\t000000000000000c\nCapEff:\t000000000000000d\n" +
+		"CapBnd:\t000001ffffffffff\nCapAmb:\t000000000000000f\nNoNewPrivs:\t1\n"
+	s, err := procfs.ParseStatus([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := creds{uid: 1, euid: 2, suid: 3, fsuid: 4, gid: 5, egid: 6, sgid: 7, fsgid: 8, groups: []uint32{9, 10},
+		inh: 11, prm: 12, eff: 13, bnd: 0x1ffffffffff, amb: 15, noNewPrivs: true}
+	if got := credsFromStatus(s); !reflect.DeepEqual(got, want) {
+		t.Errorf("credsFromStatus:\n got %+v\nwant %+v", got, want)
 	}
 }

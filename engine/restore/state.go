@@ -600,7 +600,11 @@ func readInitialState(pid int) (*initialState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read status of task %d: %w", pid, err)
 	}
-	st := &initialState{creds: credsFromStatus(status), rlimits: map[int]unix.Rlimit{}}
+	parsed, err := procfs.ParseStatus(status)
+	if err != nil {
+		return nil, fmt.Errorf("read status of task %d: %w", pid, err)
+	}
+	st := &initialState{creds: credsFromStatus(parsed), rlimits: map[int]unix.Rlimit{}}
 	for res := 0; res < procfs.NLimits; res++ {
 		var cur unix.Rlimit
 		if err := unix.Prlimit(pid, res, nil, &cur); err != nil {

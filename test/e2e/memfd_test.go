@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -38,6 +40,36 @@ func TestDumpRestoreMemfd(t *testing.T) {
 	// The second open file description, in both tasks.
 	if n := strings.Count(out, "memfd:crt-memfd.test (O_RDONLY|O_LARGEFILE, pos 100)"); n != 2 {
 		t.Errorf("show has the second open file description (O_RDONLY, pos 100) %d times, want 2:\n%s", n, out)
+	}
+
+	// Spoiled memfd images stop the restore in its load step with one
+	// line naming the file, and no task is created.
+	pagemaps, _ := filepath.Glob(filepath.Join(dir, "pagemap-shmem-*.img"))
+	if len(pagemaps) != 2 {
+		t.Fatalf("want the pagemaps of two memfds, have %v", pagemaps)
+	}
+	pagemap := filepath.Base(pagemaps[0])
+	for _, c := range []struct {
+		name  string
+		spoil func(d string)
+		want  []string
+	}{
+		{"bad magic", func(d string) { spoilAt(t, filepath.Join(d, "memfd.img"), 4, []byte{0xde, 0xad, 0xbe, 0xef}) },
+			[]string{"read memfds: ", "memfd.img: bad magic 0xefbeadde for a MEMFD_INODE image"}},
+		{"a directory", func(d string) {
+			os.Remove(filepath.Join(d, "memfd.img"))
+			os.Mkdir(filepath.Join(d, "memfd.img"), 0o755)
+		}, []string{"read memfds: open image ", "memfd.img: is a directory"}},
+		{"pagemap bad magic", func(d string) { spoilAt(t, filepath.Join(d, pagemap), 4, []byte{0xde, 0xad, 0xbe, 0xef}) },
+			[]string{"read pages of memfd \"crt-", pagemap + ": bad magic 0xefbeadde for a SHMEM_PAGEMAP image"}},
+	} {
+		bad := copyDir(t, dir)
+		c.spoil(bad)
+		code, out := crtools(t, "restore", "-D", bad, "-d", "-v", "0")
+		if line := oneLine(t, c.name, code, out, c.want...); !strings.Contains(line, "step load") {
+			t.Errorf("%s: restore failed after it began creating tasks: %s", c.name, line)
+		}
+		pidFree(t, w.Pid, c.name)
 	}
 
 	restoreDetached(t, w, dir)

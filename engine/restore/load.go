@@ -147,7 +147,7 @@ func load(dir string) (*imageSet, error) {
 			img.shmem[id] = pm
 		}
 	}
-	if err := img.loadMemfds(); err != nil { // memfd.go
+	if err := img.loadMemfds(rd); err != nil { // memfd.go
 		return nil, err
 	}
 	return img, nil

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -33,12 +34,14 @@ type memfdSet struct {
 	descs   map[uint32]*os.File            // open file descriptions, by file id
 }
 
-// loadMemfds reads memfd.img and the pages of every memfd object.
-func (img *imageSet) loadMemfds() error {
-	if !image.Exists(img.dir, image.MemfdInode, 0) {
+// loadMemfds reads memfd.img and the pages of every memfd object with r,
+// as load reads the other images. Both are optional: a missing one is
+// ErrNotExist (no stat first).
+func (img *imageSet) loadMemfds(r *imageReader) error {
+	es, err := r.readFile(image.MemfdInode, 0)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	es, err := image.ReadFile(img.dir, image.MemfdInode, 0)
 	if err != nil {
 		return fmt.Errorf("read memfds: %w", err)
 	}
@@ -51,13 +54,17 @@ func (img *imageSet) loadMemfds() error {
 		}
 		ms.byInode[m.GetInodeId()] = m
 		id := uint64(m.GetShmid())
-		if img.shmem[id] == nil && image.Exists(img.dir, image.ShmemPagemap, id) {
-			pm, err := image.ReadPagemap(img.dir, image.ShmemPagemap, id)
-			if err != nil {
-				return fmt.Errorf("read pages of memfd %q: %w", m.GetName(), err)
-			}
-			img.shmem[id] = pm
+		if img.shmem[id] != nil {
+			continue
 		}
+		pm, err := r.readPagemap(image.ShmemPagemap, id)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read pages of memfd %q: %w", m.GetName(), err)
+		}
+		img.shmem[id] = pm
 	}
 	img.memfds = ms
 	return nil

@@ -64,6 +64,11 @@ func (img *imageSet) loadMemfds(r *imageReader) error {
 		if err != nil {
 			return fmt.Errorf("read pages of memfd %q: %w", m.GetName(), err)
 		}
+		// As for every other pagemap: a pages image too short fails
+		// here, naming the file, not in restore-state with a bare EOF.
+		if err := r.d.checkPagesFile(pm); err != nil {
+			return fmt.Errorf("read pages of memfd %q: %w", m.GetName(), err)
+		}
 		img.shmem[id] = pm
 	}
 	img.memfds = ms

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/test/harness"
 )
 
@@ -49,6 +50,16 @@ func TestDumpRestoreMemfd(t *testing.T) {
 		t.Fatalf("want the pagemaps of two memfds, have %v", pagemaps)
 	}
 	pagemap := filepath.Base(pagemaps[0])
+	pr, err := image.OpenPath(pagemaps[0], image.ShmemPagemap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm, err := image.DecodePagemap(pr)
+	pr.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := image.Pages.FileName(uint64(pm.PagesID))
 	for _, c := range []struct {
 		name  string
 		spoil func(d string)
@@ -62,6 +73,8 @@ func TestDumpRestoreMemfd(t *testing.T) {
 		}, []string{"read memfds: open image ", "memfd.img: is a directory"}},
 		{"pagemap bad magic", func(d string) { spoilAt(t, filepath.Join(d, pagemap), 4, []byte{0xde, 0xad, 0xbe, 0xef}) },
 			[]string{"read pages of memfd \"crt-", pagemap + ": bad magic 0xefbeadde for a SHMEM_PAGEMAP image"}},
+		{"truncated pages", func(d string) { os.Truncate(filepath.Join(d, pages), 0) },
+			[]string{"read pages of memfd \"crt-", pages + ": truncated at offset 0: page data of " + pagemap + " needs"}},
 	} {
 		bad := copyDir(t, dir)
 		c.spoil(bad)

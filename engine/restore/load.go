@@ -3,9 +3,7 @@ package restore
 import (
 	"errors"
 	"fmt"
-
 	"io/fs"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -22,13 +20,7 @@ import (
 
 // load reads and checks every image of the tree in dir. It changes nothing.
 func load(dir string) (*imageSet, error) {
-	st, err := os.Stat(dir)
-	if err != nil {
-		return nil, fmt.Errorf("open images directory: %w", err)
-	}
-	if !st.IsDir() {
-		return nil, fmt.Errorf("open images directory %s: not a directory", dir)
-	}
+	// O_DIRECTORY says "not a directory" itself: no stat first.
 	d, err := openImageDir(dir) // imgread.go
 	if err != nil {
 		return nil, fmt.Errorf("open images directory: %w", err)

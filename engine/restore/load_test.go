@@ -1,7 +1,9 @@
 package restore
 
 import (
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -86,6 +88,28 @@ func BenchmarkLoadCRIUFixture(b *testing.B) {
 	for b.Loop() {
 		if _, err := load(dir); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestLoadNotADirectory: a missing images directory and a file given as
+// one fail load with an error that names the path and says why.
+func TestLoadNotADirectory(t *testing.T) {
+	tmp := t.TempDir()
+	file := filepath.Join(tmp, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ dir, want string }{
+		{filepath.Join(tmp, "nope"), "no such file or directory"},
+		{file, "not a directory"},
+	} {
+		_, err := load(c.dir)
+		if err == nil || !strings.HasPrefix(err.Error(), "open images directory") ||
+			!strings.Contains(err.Error(), c.dir) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("load(%s): %v; want an error naming it and saying %q", c.dir, err, c.want)
+		} else {
+			t.Log(err)
 		}
 	}
 }

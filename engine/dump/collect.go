@@ -454,8 +454,8 @@ type collecting struct {
 	auxv     []uint64
 	exeID    uint32
 	outside  outsideCore
-	thSched  []*proc.Stat // per thread: Nice, Policy, RtPriority
-	thRobust [][2]uint64  // per thread: robust list head and length
+	thSched  []threadSchedInfo // per thread
+	thRobust [][2]uint64       // per thread: robust list head and length
 	// thCores are the threads' core entries, threads[0] first, made by
 	// the collecting goroutine while the tracer injects (threadCores)
 	// with everything but what the injections tell (cores fills that
@@ -602,11 +602,11 @@ func threadCores(cs []*collecting) error {
 			if err != nil {
 				return fmt.Errorf("thread %d: %w", th.tid, err)
 			}
-			tstatus, tstat := c.ts.statuses[i], c.thSched[i]
+			tstatus, tsched := c.ts.statuses[i], c.thSched[i]
 			thc := &pb.ThreadCoreEntry{
 				FutexRla: proto.Uint64(c.thRobust[i][0]), FutexRlaLen: proto.Uint32(uint32(c.thRobust[i][1])),
-				SchedNice: proto.Int32(int32(tstat.Nice)), SchedPolicy: proto.Uint32(uint32(tstat.Policy)),
-				SchedPrio: proto.Uint32(uint32(tstat.RtPriority)), BlkSigset: proto.Uint64(r.sigmask),
+				SchedNice: proto.Int32(tsched.nice), SchedPolicy: proto.Uint32(tsched.policy),
+				SchedPrio: proto.Uint32(tsched.prio), BlkSigset: proto.Uint64(r.sigmask),
 				Creds:       creds(tstatus, 0), // the securebits come with the injections
 				SeccompMode: pb.SeccompMode(tstatus.Seccomp).Enum(),
 				Comm:        proto.String(tstatus.Name),
@@ -679,21 +679,22 @@ func (d *Dumper) collectMid(s *dumpState, c *collecting) error {
 	}
 
 	// Threads: status (creds, comm, seccomp), scheduling, robust list.
-	c.thSched = make([]*proc.Stat, len(t.threads))
+	c.thSched = make([]threadSchedInfo, len(t.threads))
 	c.thRobust = make([][2]uint64, len(t.threads))
 	for i, th := range t.threads {
-		c.thSched[i] = st
+		tst := st // the leader's stat is read already
 		if th.tid != pid {
 			tstatus, err := proc.ReadTaskStatus(pid, th.tid)
 			if err != nil {
 				return fmt.Errorf("read status of thread %d: %w", th.tid, err)
 			}
 			ts.statuses = append(ts.statuses, tstatus)
-			if c.thSched[i], err = threadSched(pid, th.tid); err != nil {
-				return err
-			}
+			tst = nil
 		}
-		if c.thSched[i].Policy == unix.SCHED_DEADLINE {
+		if c.thSched[i], err = threadSched(pid, th.tid, tst); err != nil {
+			return err
+		}
+		if c.thSched[i].policy&^unix.SCHED_RESET_ON_FORK == unix.SCHED_DEADLINE {
 			// Its runtime, deadline and period have no place in the
 			// images: a restore could not give it back.
 			return fmt.Errorf("pid %d: thread %d has scheduling policy SCHED_DEADLINE (%d); SCHED_DEADLINE is not supported",
@@ -739,24 +740,43 @@ func (c *collecting) cores() error {
 	return nil
 }
 
-// threadSched reads the scheduling policy, nice value and real-time
-// priority of thread tid of pid: one sched_getattr for the usual policies
-// instead of reading its stat file. sched_getattr reports nice only for
-// the fair policies (stat reports the nice value a real-time thread keeps
-// for later), so for the others the stat file is read.
-func threadSched(pid, tid int) (*proc.Stat, error) {
+// threadSchedInfo is a thread's scheduling as the images hold it.
+type threadSchedInfo struct {
+	// policy is what sched_getscheduler returns: the policy, with
+	// SCHED_RESET_ON_FORK when the thread's children start reset to
+	// SCHED_OTHER (CRIU's images hold it so too).
+	policy uint32
+	prio   uint32 // real-time priority, 0 for the other policies
+	nice   int32
+}
+
+// threadSched reads the scheduling policy, reset-on-fork flag, nice value
+// and real-time priority of thread tid of pid: one sched_getattr for the
+// usual policies. sched_getattr reports nice only for the fair and idle
+// policies (stat reports the nice value a real-time thread keeps for
+// later), so for the others the nice value comes from st, the thread's
+// stat, read here when nil. Stat alone does not do: it does not show
+// reset-on-fork.
+func threadSched(pid, tid int, st *proc.Stat) (threadSchedInfo, error) {
 	a, err := unix.SchedGetAttr(tid, 0)
-	if err == nil {
-		switch a.Policy {
-		case unix.SCHED_NORMAL, unix.SCHED_BATCH, unix.SCHED_IDLE:
-			return &proc.Stat{Nice: int64(a.Nice), Policy: uint64(a.Policy), RtPriority: uint64(a.Priority)}, nil
+	if err != nil {
+		return threadSchedInfo{}, fmt.Errorf("read scheduling of thread %d: %w", tid, err)
+	}
+	s := threadSchedInfo{policy: a.Policy, prio: a.Priority, nice: a.Nice}
+	if a.Flags&unix.SCHED_FLAG_RESET_ON_FORK != 0 {
+		s.policy |= unix.SCHED_RESET_ON_FORK
+	}
+	switch a.Policy {
+	case unix.SCHED_NORMAL, unix.SCHED_BATCH, unix.SCHED_IDLE:
+		return s, nil
+	}
+	if st == nil {
+		if st, err = proc.ReadTaskStat(pid, tid); err != nil {
+			return threadSchedInfo{}, fmt.Errorf("read state of thread %d: %w", tid, err)
 		}
 	}
-	st, err := proc.ReadTaskStat(pid, tid)
-	if err != nil {
-		return nil, fmt.Errorf("read state of thread %d: %w", tid, err)
-	}
-	return st, nil
+	s.nice = int32(st.Nice)
+	return s, nil
 }
 
 // brk is the current program break: the end of the [heap] VMA, or the

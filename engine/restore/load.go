@@ -260,7 +260,7 @@ func readCore(r *imageReader, pid, tid int) (*pb.CoreEntry, error) {
 	if m := c.GetThreadInfo().GetGpregs().GetMode(); m != pb.UserX86RegsMode_NATIVE {
 		return nil, fmt.Errorf("read core of task %d: 32-bit (compat) tasks are not supported", tid)
 	}
-	if tc := c.GetThreadCore(); tc.SchedPolicy != nil && tc.GetSchedPolicy() == unix.SCHED_DEADLINE {
+	if tc := c.GetThreadCore(); tc.SchedPolicy != nil && tc.GetSchedPolicy()&^unix.SCHED_RESET_ON_FORK == unix.SCHED_DEADLINE {
 		// Its runtime, deadline and period are not in the images
 		// (crtools' dump refuses such a thread; images from
 		// elsewhere may hold one). Refused here, before any task

@@ -85,26 +85,34 @@ func initialSched(st *initialState) *unix.SchedAttr {
 	return st.sched
 }
 
-// restoreSched sets a thread's dumped scheduling policy, real-time
-// priority and nice value, from outside (no stop of the thread). It runs
-// in finishProc, after the last injected call and before the detach:
-// nothing the restore does later changes them (unpin only sets the CPU
-// mask), and the thread runs its own code with them from its first
+// restoreSched sets a thread's dumped scheduling policy, reset-on-fork
+// flag, real-time priority and nice value, from outside (no stop of the
+// thread). It runs in finishProc, after the last injected call and before
+// the detach: nothing the restore does later changes them (unpin only sets
+// the CPU mask), and the thread runs its own code with them from its first
 // instruction. Skipped when the thread already has them (initial: the
 // puppet's, nil when unknown).
 func restoreSched(tid int, tc *pb.ThreadCoreEntry, initial *unix.SchedAttr) error {
 	if tc.SchedPolicy == nil {
 		return nil
 	}
+	// The image's policy is what sched_getscheduler returns: reset-on-fork
+	// is a bit of it there, a flag of its own for sched_setattr (which
+	// refuses the policy with the bit).
 	policy, nice, prio := tc.GetSchedPolicy(), tc.GetSchedNice(), tc.GetSchedPrio()
-	if initial != nil && initial.Flags&unix.SCHED_FLAG_RESET_ON_FORK == 0 &&
+	var flags uint64
+	if policy&unix.SCHED_RESET_ON_FORK != 0 {
+		policy &^= unix.SCHED_RESET_ON_FORK
+		flags = unix.SCHED_FLAG_RESET_ON_FORK
+	}
+	if initial != nil && initial.Flags&unix.SCHED_FLAG_RESET_ON_FORK == flags &&
 		policy == initial.Policy && nice == initial.Nice && prio == initial.Priority {
 		return nil
 	}
 	// SCHED_DEADLINE never gets here: load refuses it (readCore).
-	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: policy, Nice: nice, Priority: prio}
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: policy, Flags: flags, Nice: nice, Priority: prio}
 	if err := unix.SchedSetAttr(tid, &attr, 0); err != nil {
-		return fmt.Errorf("restore scheduling policy %d (priority %d, nice %d) of thread %d: %w", policy, prio, nice, tid, err)
+		return fmt.Errorf("restore scheduling policy %d (priority %d, nice %d, reset-on-fork %v) of thread %d: %w", policy, prio, nice, flags != 0, tid, err)
 	}
 	if policy != unix.SCHED_NORMAL && policy != unix.SCHED_BATCH {
 		// sched_setattr sets the nice value of SCHED_NORMAL and

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/test/harness"
 )
@@ -26,7 +27,7 @@ import (
 // fault, which the images cannot describe, comes back unlocked and not
 // faulted in (a full lock would fault in all of it). Real-time policies
 // are not used here: a spinning real-time task would starve the shared
-// test host.
+// test host (TestRealTimeSchedRestored has them, on threads that sleep).
 func TestSchedAndMlockRestored(t *testing.T) {
 	rp, w, dir := dumpedWorkload(t, harness.BuildC(t, "sched.c"))
 	locked, onfault := addrFile(t, w.Dir, "locked"), addrFile(t, w.Dir, "onfault")
@@ -237,4 +238,79 @@ func TestSchedDeadlineRefused(t *testing.T) {
 	restoreDetached(t, w, dir)
 	verifyRestored(t, w)
 	waitWorkloadExit(t, rp, w)
+}
+
+// TestRealTimeSchedRestored: real-time policies come back with their
+// priority, and every policy with its nice value and reset-on-fork flag
+// (rtsched.c): the main thread SCHED_FIFO priority 10 with reset-on-fork
+// and nice 6 (kept for when it leaves the policy), threads SCHED_RR
+// priority 20 nice -3, SCHED_IDLE nice 9, and SCHED_BATCH with
+// reset-on-fork nice 2. Checked from outside before the dump and after the
+// restore (each thread's stat fields 18, 19, 40 and 41, and
+// sched_getattr's flags), and from inside: each thread checks its own
+// scheduling on every round after the restore. The threads sleep between
+// rounds, so a real-time one never holds a CPU of the shared host.
+func TestRealTimeSchedRestored(t *testing.T) {
+	harness.RequireRoot(t)
+	rp := harness.Subreaper()
+	w := harness.StartWorkload(t, harness.BuildC(t, "rtsched.c"))
+	w.MustReady(10 * time.Second)
+	w.MustVerify(10 * time.Second)
+	want := []string{
+		"prio -11 nice 6 rt_priority 10 policy 1 reset-on-fork true",   // main: SCHED_FIFO
+		"prio -21 nice -3 rt_priority 20 policy 2 reset-on-fork false", // SCHED_RR
+		"prio 22 nice 2 rt_priority 0 policy 3 reset-on-fork true",     // SCHED_BATCH
+		"prio 29 nice 9 rt_priority 0 policy 5 reset-on-fork false",    // SCHED_IDLE
+	}
+	slices.Sort(want)
+	if got := threadsSched(t, w.Pid); !slices.Equal(got, want) {
+		t.Fatalf("before the dump: threads' scheduling %q, want %q", got, want)
+	}
+	dir := dumpKill(t, w)
+	rp.Forget(w.Pid)
+	// The image holds the policy as CRIU's does: sched_getscheduler's
+	// value, reset-on-fork a bit of it.
+	core := &pb.CoreEntry{}
+	if err := image.ReadOne(dir, image.Core, uint64(w.Pid), core); err != nil {
+		t.Fatal(err)
+	}
+	if tc := core.GetThreadCore(); tc.GetSchedPolicy() != unix.SCHED_FIFO|unix.SCHED_RESET_ON_FORK || tc.GetSchedPrio() != 10 || tc.GetSchedNice() != 6 {
+		t.Errorf("main thread's core: policy %#x priority %d nice %d, want %#x 10 6", tc.GetSchedPolicy(), tc.GetSchedPrio(),
+			tc.GetSchedNice(), unix.SCHED_FIFO|unix.SCHED_RESET_ON_FORK)
+	}
+	restoreDetached(t, w, dir)
+	if got := threadsSched(t, w.Pid); !slices.Equal(got, want) {
+		t.Errorf("restored threads' scheduling %q, want %q", got, want)
+	}
+	verifyRestored(t, w)
+	waitWorkloadExit(t, rp, w)
+}
+
+// threadsSched is the scheduling of every thread of pid, sorted: stat's
+// priority (18), nice (19), rt_priority (40) and policy (41), and whether
+// sched_getattr says reset-on-fork (which stat does not show).
+func threadsSched(t *testing.T, pid int) []string {
+	t.Helper()
+	tids, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range tids {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(st)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // field 3 first
+		tid, _ := strconv.Atoi(e.Name())
+		a, err := unix.SchedGetAttr(tid, 0)
+		if err != nil {
+			t.Fatalf("sched_getattr of thread %d: %v", tid, err)
+		}
+		got = append(got, fmt.Sprintf("prio %s nice %s rt_priority %s policy %s reset-on-fork %v",
+			f[18-3], f[19-3], f[40-3], f[41-3], a.Flags&unix.SCHED_FLAG_RESET_ON_FORK != 0))
+	}
+	slices.Sort(got)
+	return got
 }

@@ -249,7 +249,11 @@ func TestSchedDeadlineRefused(t *testing.T) {
 // restore (each thread's stat fields 18, 19, 40 and 41, and
 // sched_getattr's flags), and from inside: each thread checks its own
 // scheduling on every round after the restore. The threads sleep between
-// rounds, so a real-time one never holds a CPU of the shared host.
+// rounds, so a real-time one never holds a CPU of the shared host. Where
+// RT group scheduling gives the test's cpu cgroup no rt_runtime_us,
+// SCHED_FIFO and SCHED_RR are refused with EPERM: the workload's setup
+// fails, and so does this test (here crtools runs in the root cpu cgroup,
+// sched_rt_runtime_us 950000).
 func TestRealTimeSchedRestored(t *testing.T) {
 	harness.RequireRoot(t)
 	rp := harness.Subreaper()

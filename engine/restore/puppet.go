@@ -133,8 +133,13 @@ type trampoline struct {
 	scratchSize uint64
 
 	fillBuf []byte // crtools-side buffer for page copies (fillBuffer)
-	xstate  []byte // a puppet's xstate, the base of every thread's (setFinalState)
-	xsBuf   []byte // setFinalState's buffer, reused for every thread
+	// fillOn, if set, is the CPU the first page-copy worker runs on
+	// (writeRuns), and fillBack the mask it gets back after: the CPU the
+	// tracer and the puppets are not pinned to, when no second lane
+	// works there (RestoreState).
+	fillOn, fillBack *unix.CPUSet
+	xstate           []byte // a puppet's xstate, the base of every thread's (setFinalState)
+	xsBuf            []byte // setFinalState's buffer, reused for every thread
 
 	// tableCalls, if not 0, is the room of the batch table after the
 	// scratch area, else batchCalls: a slot (threadSlot) is smaller.

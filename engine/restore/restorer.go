@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -431,6 +432,13 @@ func (r *restorer) RestoreState(ctx context.Context) error {
 	if l := r.planLane(); l != nil { // lanes.go
 		err = r.restoreWithLane(l)
 	} else {
+		// The pages are copied on the CPU the tracer is not pinned to
+		// (fillElsewhere); a second lane would work there.
+		if c := nthCPU(r.origMask, 2); c >= 0 && runtime.GOMAXPROCS(0) >= 2 {
+			var other unix.CPUSet
+			other.Set(c)
+			r.tramp.fillOn, r.tramp.fillBack = &other, r.origMask
+		}
 		// One hand-over to the tracer thread for all tasks.
 		all := &lane{procs: r.procs, shm: r.shm, vdso: map[vdsoPlace]bool{}, tramp: r.tramp}
 		err = r.tr.Do(func() error { return r.restoreProcs(all, nil, nil) })

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -126,16 +128,146 @@ func TestInitPopulatesBinary(t *testing.T) {
 	}
 }
 
-// TestHeap: Heap maps the heap from where it grows next to the end of its
-// mapping.
-func TestHeap(t *testing.T) {
-	front := heapFront() // before the maps are read, as Heap does
-	start, end := populateHeap(readMaps(), front, heapMax)
-	if end-start < 32<<10 {
-		t.Fatalf("populated %#x-%#x: want at least the 33 KiB object heapFront placed there", start, end)
+// heapJob allocates and writes 1.5 MiB the way a job's allocations
+// arrive: small objects (whose spans come from the P's block of pages)
+// and a few large ones (from the page allocator), keeping them all. It
+// returns the page faults this took and the 4 KiB pages written.
+func heapJob() (faults, pages int) {
+	var keep [][]byte
+	var ru0, ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	for i := range 160 {
+		n := 8 << 10
+		if i%40 == 0 {
+			n = 128 << 10
+		}
+		b := make([]byte, n)
+		for o := 0; o < n; o += pageSize {
+			b[o] = 1
+			pages++
+		}
+		keep = append(keep, b)
 	}
-	if n, total := present(t, start, end); n != total {
-		t.Errorf("heap %x-%x: %d of %d pages present after Heap", start, end, n, total)
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	heapKeep = append(heapKeep, keep...)
+	return int(ru1.Minflt - ru0.Minflt), pages
+}
+
+// heapKeep keeps what the tests allocate alive.
+var heapKeep [][]byte
+
+// childEnv names the mode of a test's child process.
+const childEnv = "PREFAULT_TEST_CHILD"
+
+// inChildren runs the test named name again in a child process for each
+// of modes, with childEnv set to the mode and the collector off: the heap
+// is then young, as when crtools calls Heap (no collection has left a
+// hole below its fronts). It returns each child's heapJob figures,
+// "faults N pages M" in its log, per mode. The child process runs the
+// test's checks (childEnv is set there).
+func inChildren(t *testing.T, name string, modes ...string) map[string][][2]int {
+	t.Helper()
+	got := map[string][][2]int{}
+	for _, mode := range modes {
+		cmd := exec.Command(os.Args[0], "-test.run=^"+name+"$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), childEnv+"="+mode, "GOGC=off")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: "+name) {
+			t.Fatalf("child process %s: %v\n%s", mode, err, out)
+		}
+		var f, p int
+		i := strings.Index(string(out), "faults ")
+		if i < 0 {
+			t.Fatalf("child process %s: no figures in\n%s", mode, out)
+		}
+		if _, err := fmt.Sscanf(string(out[i:]), "faults %d pages %d", &f, &p); err != nil {
+			t.Fatalf("child process %s: %v in\n%s", mode, err, out)
+		}
+		got[mode] = append(got[mode], [2]int{f, p})
+	}
+	return got
+}
+
+// medianFaults is the median of the fault counts of runs, and the pages
+// of the first.
+func medianFaults(runs [][2]int) (faults, pages int) {
+	f := make([]int, len(runs))
+	for i, r := range runs {
+		f[i] = r[0]
+	}
+	slices.Sort(f)
+	return f[len(f)/2], runs[0][1]
+}
+
+// checkHeap checks what heap populated: every page present, and at
+// least heapWant less one P's block of pages (heap counts only the rest
+// of the P's block in the first range) from the page allocator's front.
+func checkHeap(t *testing.T, start, end, start2, end2 uintptr) {
+	t.Helper()
+	if end2-start2 < heapWant-pageCacheBlock || end2-start2 > heapWant {
+		t.Errorf("populated %#x-%#x from the page allocator's front: %d bytes, want %d less up to %d", start2, end2, end2-start2, heapWant, pageCacheBlock)
+	}
+	for _, r := range [][2]uintptr{{start, end}, {start2, end2}} {
+		if n, total := present(t, r[0], r[1]); n != total {
+			t.Errorf("heap %x-%x: %d of %d pages present after Heap", r[0], r[1], n, total)
+		}
+	}
+}
+
+// TestHeap: after Heap, the allocations of a job land on pages it
+// populated: in the median of five fresh processes, a fault for fewer
+// than one page in eight written (the rest is the runtime's metadata,
+// and the odd object placed elsewhere), where without it every page
+// faults.
+func TestHeap(t *testing.T) {
+	if mode := os.Getenv(childEnv); mode != "" {
+		if mode == "heap" {
+			start, end, start2, end2 := heap(heapWant)
+			checkHeap(t, start, end, start2, end2)
+		}
+		faults, pages := heapJob()
+		t.Logf("faults %d pages %d", faults, pages)
+		return
+	}
+	runs := inChildren(t, "TestHeap", "control", "heap", "heap", "heap", "heap", "heap")
+	if faults, pages := medianFaults(runs["control"]); faults < pages/2 {
+		t.Errorf("without Heap: %d faults for %d pages written, want one a page: the count does not see faults", faults, pages)
+	}
+	if faults, pages := medianFaults(runs["heap"]); faults > pages/8 {
+		t.Errorf("after Heap: %d faults for %d pages written (median of %v), want under %d", faults, pages, runs["heap"], pages/8)
+	}
+}
+
+// TestHeapShortTail: when less than heapWant is left of the heap's
+// mapping past the page allocator's front (Go 1.26 starts the heap at a
+// random page of its first 4 MiB chunk), Heap populates the chunk the
+// runtime maps next, and a job's allocations land there.
+func TestHeapShortTail(t *testing.T) {
+	if os.Getenv(childEnv) != "" {
+		// Use the mapping up to its last 256 KiB as a job would, 128 KiB
+		// at a time.
+		large := largeFront()
+		mapEnd := mappingEnd(readMaps(), large-1)
+		if mapEnd <= large-1 {
+			t.Fatalf("no writable mapping holds the page allocator's front %#x", large)
+		}
+		for mapEnd-large > 256<<10 {
+			b := make([]byte, 128<<10)
+			heapKeep = append(heapKeep, b)
+			large = sliceAddr(b) + 128<<10
+		}
+		start, end, start2, end2 := heap(heapWant)
+		if start2 < mapEnd {
+			t.Errorf("populated %#x-%#x and %#x-%#x: want the second past the mapping's end %#x", start, end, start2, end2, mapEnd)
+		}
+		checkHeap(t, start, end, start2, end2)
+		faults, pages := heapJob()
+		t.Logf("faults %d pages %d", faults, pages)
+		return
+	}
+	runs := inChildren(t, "TestHeapShortTail", "short", "short", "short", "short", "short")
+	if faults, pages := medianFaults(runs["short"]); faults > pages/8 {
+		t.Errorf("after Heap: %d faults for %d pages written (median of %v), want under %d", faults, pages, runs["short"], pages/8)
 	}
 }
 

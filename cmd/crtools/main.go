@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/crtools/crtools/cmd/crtools/internal/handoff"
 	"github.com/crtools/crtools/cmd/crtools/internal/prefault"
 )
 
@@ -35,12 +36,14 @@ func main() {
 				code := run(os.Args[1:], os.Stdout, os.Stderr)
 				pprof.StopCPUProfile()
 				f.Close()
-				os.Exit(code)
+				handoff.Exit(code)
 			}
 			f.Close()
 		}
 	}
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	// The address space is torn down after the caller's wait returns
+	// (package handoff).
+	handoff.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // run parses args, runs the command and turns its error into one line on

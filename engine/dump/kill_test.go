@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/crtools/crtools/engine"
 )
 
@@ -122,5 +124,59 @@ func TestFinishKillLetsGo(t *testing.T) {
 	}
 	if err := syscall.Kill(child, 0); err != syscall.ESRCH {
 		t.Errorf("killed child %d still exists after its parent reaped it: %v", child, err)
+	}
+}
+
+// TestDieElsewhere: before the SIGKILL of a killing Finish, every thread
+// of the tree (a parent with two threads and a child) is moved off the
+// tracer's CPU, the first of crtools' mask, to the others (dieElsewhere);
+// with one CPU nothing changes.
+func TestDieElsewhere(t *testing.T) {
+	requireRoot(t)
+	pid := startDetached(t, treeSrc)
+	var mask unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &mask); err != nil {
+		t.Fatal(err)
+	}
+	d := frozen(t, engine.DumpOptions{Pid: pid, Log: testLog(t)})
+	var tracer unix.CPUSet
+	if err := d.tr.Do(func() error {
+		d.dieElsewhere()
+		return unix.SchedGetaffinity(0, &tracer)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	own, rest := mask, mask
+	if mask.Count() > 1 {
+		own.Zero()
+		rest.Zero()
+		for c := 0; c < len(mask)*64; c++ {
+			if mask.IsSet(c) {
+				if own.Count() == 0 {
+					own.Set(c)
+				} else {
+					rest.Set(c)
+				}
+			}
+		}
+	}
+	if tracer != own {
+		t.Errorf("tracer thread on CPUs %v, want %v", tracer, own)
+	}
+	threads := d.allThreads()
+	if len(threads) != 3 {
+		t.Fatalf("%d threads seized, want 3", len(threads))
+	}
+	for _, th := range threads {
+		var got unix.CPUSet
+		if err := unix.SchedGetaffinity(th.tid, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got != rest {
+			t.Errorf("thread %d on CPUs %v, want %v", th.tid, got, rest)
+		}
+	}
+	if err := d.Finish(engine.FinishKill); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -59,6 +59,9 @@ func TestHolder(t *testing.T) {
 	if status["PPid"] != strconv.Itoa(cmd.Process.Pid) || !strings.HasPrefix(status["State"], "S") {
 		t.Errorf("holder %d: PPid %s, State %s; want a child of %d, sleeping", holder, status["PPid"], status["State"], cmd.Process.Pid)
 	}
+	if policy := procSched(t, holder, "policy"); policy != "5" {
+		t.Errorf("holder's scheduling policy %q, want SCHED_IDLE (5)", policy)
+	}
 	// Every signal but SIGKILL and SIGSTOP (which cannot be) is blocked.
 	if blk, _ := strconv.ParseUint(status["SigBlk"], 16, 64); blk != ^uint64(0)&^(1<<8|1<<18) {
 		t.Errorf("holder's SigBlk %s, want every signal but SIGKILL and SIGSTOP", status["SigBlk"])
@@ -116,4 +119,19 @@ func procStatus(t *testing.T, pid int) map[string]string {
 		}
 	}
 	return m
+}
+
+// procSched returns the value of field in /proc/PID/sched.
+func procSched(t *testing.T, pid int, field string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/sched", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == field {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }

@@ -1,6 +1,7 @@
 package prefault
 
 import (
+	"debug/elf"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -290,5 +291,26 @@ func TestPresent(t *testing.T) {
 	madvise(start, 16*pageSize, madvPopulateWrite)
 	if n, _ := present(t, start, start+16*pageSize); n != 16 {
 		t.Fatalf("%d of 16 pages present after MADV_POPULATE_WRITE", n)
+	}
+}
+
+// TestDataSection: dataSection finds the .data section debug/elf finds in
+// this test binary.
+func TestDataSection(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.Open(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := f.Section(".data")
+	if f.Type != elf.ET_EXEC || s == nil {
+		t.Fatalf("test binary: type %v, .data %v: want an executable with a .data section", f.Type, s)
+	}
+	if got := dataSection(); got != uintptr(s.Addr) {
+		t.Errorf("dataSection() = %#x, want %#x", got, s.Addr)
 	}
 }

@@ -17,6 +17,7 @@ func rawSyscall3(trap, a1, a2, a3 uintptr) uintptr
 const (
 	sysRead    = 0
 	sysClose   = 3
+	sysLseek   = 8
 	sysMadvise = 28
 	sysOpenat  = 257
 
@@ -24,16 +25,41 @@ const (
 	eintr    = 4
 )
 
-var mapsPath = [...]byte{'/', 'p', 'r', 'o', 'c', '/', 's', 'e', 'l', 'f', '/', 'm', 'a', 'p', 's', 0}
+var (
+	mapsPath = [...]byte{'/', 'p', 'r', 'o', 'c', '/', 's', 'e', 'l', 'f', '/', 'm', 'a', 'p', 's', 0}
+	exePath  = [...]byte{'/', 'p', 'r', 'o', 'c', '/', 's', 'e', 'l', 'f', '/', 'e', 'x', 'e', 0}
+)
 
 // openMaps opens /proc/self/maps read-only, or returns -1.
-func openMaps() int {
+func openMaps() int { return openPath(&mapsPath[0]) }
+
+// openExe opens /proc/self/exe read-only, or returns -1.
+func openExe() int { return openPath(&exePath[0]) }
+
+func openPath(path *byte) int {
 	atFdcwd := -100
-	fd := int(rawSyscall3(sysOpenat, uintptr(atFdcwd), uintptr(unsafe.Pointer(&mapsPath[0])), oCloexec))
+	fd := int(rawSyscall3(sysOpenat, uintptr(atFdcwd), uintptr(unsafe.Pointer(path)), oCloexec))
 	if fd < 0 {
 		return -1
 	}
 	return fd
+}
+
+// readAt reads len(b) bytes at off (or fewer, at the end of the file);
+// it returns the count, or -1 on an error.
+func readAt(fd int, off uint64, b []byte) int {
+	if int(rawSyscall3(sysLseek, uintptr(fd), uintptr(off), 0)) < 0 {
+		return -1
+	}
+	n := 0
+	for n < len(b) {
+		m := read(fd, b[n:])
+		if m <= 0 {
+			break
+		}
+		n += m
+	}
+	return n
 }
 
 // read reads into b; it returns the count, 0 at the end, or -1 on an

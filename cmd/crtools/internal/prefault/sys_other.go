@@ -7,12 +7,24 @@ import "syscall"
 // Elsewhere the system calls go through package syscall (which makes this
 // package's init run later, after syscall's).
 
-func openMaps() int {
-	fd, err := syscall.Open("/proc/self/maps", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+func openMaps() int { return openPath("/proc/self/maps") }
+
+func openExe() int { return openPath("/proc/self/exe") }
+
+func openPath(path string) int {
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return -1
 	}
 	return fd
+}
+
+func readAt(fd int, off uint64, b []byte) int {
+	n, err := syscall.Pread(fd, b, int64(off))
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 func read(fd int, b []byte) int {

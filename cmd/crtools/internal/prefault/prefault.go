@@ -100,6 +100,10 @@ func init() {
 	heap(initHeap)
 }
 
+// residentBuf holds heap's mincore vector: a page each, of up to three
+// blocks of pages before the heap's front.
+var residentBuf [3 * pageCacheBlock / pageSize]byte
+
 // elfBuf holds the ELF header, section headers and section names of the
 // binary, read by dataSection (static, so as to allocate nothing).
 var elfBuf [8 << 10]byte
@@ -184,6 +188,21 @@ func heap(want uintptr) (start, end, start2, end2 uintptr) {
 	from, upTo := blockEnd-3*pageCacheBlock, large-16*goPage
 	if upTo < blockEnd || upTo-from > 4*pageCacheBlock {
 		from, upTo = small, blockEnd // not the young heap described above
+	}
+	// But not below the first page in use: below it lie the pages Go
+	// 1.26 marks in use at random to start the heap (see below), which
+	// nothing touches. mincore tells; without it only the P's block.
+	if vec := residentBuf[:(small-from)/pageSize]; len(vec) > 0 {
+		first := len(vec)
+		if resident(from, vec) {
+			for i, v := range vec {
+				if v&1 != 0 {
+					first = i
+					break
+				}
+			}
+		}
+		from += uintptr(first) * pageSize
 	}
 	start, end = populateHeap(maps, small-1, from, upTo)
 	want -= min(blockEnd-small, want)

@@ -18,6 +18,7 @@ const (
 	sysRead    = 0
 	sysClose   = 3
 	sysLseek   = 8
+	sysMincore = 27
 	sysMadvise = 28
 	sysOpenat  = 257
 
@@ -83,3 +84,10 @@ func closeFd(fd int) { rawSyscall3(sysClose, uintptr(fd), 0, 0) }
 // the advice, ENOMEM/EFAULT if a range changed under us. Populating is
 // only ever a head start.
 func madvise(addr, n uintptr, advice int) { rawSyscall3(sysMadvise, addr, n, uintptr(advice)) }
+
+// resident fills vec with the residency of the pages of [addr,
+// addr+len(vec) pages) (mincore: bit 0 set for a page in memory); it
+// returns false on an error (a part of the range not mapped).
+func resident(addr uintptr, vec []byte) bool {
+	return int(rawSyscall3(sysMincore, addr, uintptr(len(vec))*pageSize, uintptr(unsafe.Pointer(unsafe.SliceData(vec))))) == 0
+}

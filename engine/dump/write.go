@@ -214,6 +214,10 @@ const (
 	bufsPerReader = 2
 	// writebackEvery bytes of pages, writeback of the pages file starts.
 	writebackEvery = 64 << 20
+	// A task with at most smallCopyBytes of pages is copied through
+	// smallChunkBytes of its reader's chunk (copyToFile).
+	smallCopyBytes  = 1 << 20
+	smallChunkBytes = 64 << 10
 )
 
 type batch struct {
@@ -332,6 +336,19 @@ func (d *Dumper) copyToFile(ctx context.Context, taskPid, pid int, plans []batch
 		chunks[w] = d.getChunk()
 	}
 	defer func() { d.chunks = append(d.chunks, chunks...) }()
+	// A task with little memory is copied through the first
+	// smallChunkBytes of each chunk only: every page of a fresh chunk
+	// costs a first touch here (~15 us under shadow paging), and the
+	// first 256 KiB process_vm_readv of a 50-thread dump took 1.17 ms,
+	// the second into the same, touched chunk 0.09 ms.
+	var all uint64
+	for _, p := range plans {
+		all += p.bytes
+	}
+	use := chunkBytes
+	if all <= smallCopyBytes {
+		use = smallChunkBytes
+	}
 	var (
 		failed        atomic.Bool
 		mu            sync.Mutex // what follows
@@ -354,7 +371,7 @@ func (d *Dumper) copyToFile(ctx context.Context, taskPid, pid int, plans []batch
 				err := ctx.Err()
 				if err == nil {
 					start := time.Now()
-					err = copyBatch(taskPid, p, out, chunks[w], &mem, remote)
+					err = copyBatch(taskPid, p, out, chunks[w][:use], &mem, remote)
 					copyTimes[w] += time.Since(start)
 				}
 				mu.Lock()

@@ -214,3 +214,92 @@ func TestWriteImagesMetaFails(t *testing.T) {
 		t.Errorf("pid %d after resume: %+v %v", pid, s, err)
 	}
 }
+
+// smallPatternSrc maps 100 pages and writes every 8-byte word at address a
+// with a*0x9e3779b97f4a7c15, except pages 30-33 (a hole): with its stack
+// and libc, a task of less than smallCopyBytes of pages.
+const smallPatternSrc = `
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(void) {
+	size_t n = 100 * 4096;
+	uint64_t *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return 2;
+	for (size_t i = 0; i < n / 8; i++) {
+		if (i * 8 >= 30 * 4096 && i * 8 < 34 * 4096)
+			continue;
+		p[i] = (uint64_t)(uintptr_t)&p[i] * 0x9e3779b97f4a7c15ULL;
+	}
+	FILE *f = fopen(getenv("READY"), "w");
+	fprintf(f, "ready %lx\n", (unsigned long)(uintptr_t)p);
+	fclose(f);
+	for (;;) pause();
+}
+`
+
+// TestCopyPagesSmall: a task with less than smallCopyBytes of pages is
+// copied through smallChunkBytes of its reader's chunk, several pieces
+// whose ends fall inside runs and at a hole; the images hold exactly the
+// written pages with their contents.
+func TestCopyPagesSmall(t *testing.T) {
+	requireRoot(t)
+	pid, ready := startDetachedReady(t, smallPatternSrc)
+	var start uint64
+	if _, err := fmt.Sscanf(ready, "ready %x", &start); err != nil {
+		t.Fatalf("ready line %q: %v", ready, err)
+	}
+	dir := filepath.Join(t.TempDir(), "img")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dumpPid(t, pid, dir, engine.FinishLeaveRunning); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	pm, err := image.ReadPagemap(dir, image.Pagemap, uint64(pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all uint64
+	for _, r := range pm.Runs {
+		all += r.NrPages * pageSize
+	}
+	if all > smallCopyBytes || all < 3*smallChunkBytes {
+		t.Fatalf("the task has %d bytes of pages: not the small copy of several pieces this test is for", all)
+	}
+	pages, err := image.OpenPages(dir, image.Pagemap, uint64(pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pages.Close()
+	end := start + 100*pageSize
+	var got []pageRange
+	for i, r := range pm.Runs {
+		if r.End() <= start || r.Vaddr >= end {
+			continue
+		}
+		data, err := pages.ReadRun(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		from, to := max(r.Vaddr, start), min(r.End(), end)
+		for a := from; a < to; a += 8 {
+			if w, want := binary.LittleEndian.Uint64(data[a-r.Vaddr:]), a*0x9e3779b97f4a7c15; w != want {
+				t.Fatalf("word at %#x is %#x, want %#x", a, w, want)
+			}
+		}
+		if k := len(got); k > 0 && got[k-1].end == from {
+			got[k-1].end = to
+		} else {
+			got = append(got, pageRange{start: from, end: to})
+		}
+	}
+	want := []pageRange{{start: start, end: start + 30*pageSize}, {start: start + 34*pageSize, end: end}}
+	if !slices.Equal(got, want) {
+		t.Errorf("pages saved %#v, want %#v", got, want)
+	}
+}

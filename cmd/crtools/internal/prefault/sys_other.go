@@ -2,10 +2,7 @@
 
 package prefault
 
-import (
-	"syscall"
-	"unsafe"
-)
+import "syscall"
 
 // Elsewhere the system calls go through package syscall (which makes this
 // package's init run later, after syscall's).
@@ -47,9 +44,4 @@ func closeFd(fd int) { syscall.Close(fd) }
 
 func madvise(addr, n uintptr, advice int) {
 	syscall.Syscall(syscall.SYS_MADVISE, addr, n, uintptr(advice))
-}
-
-func resident(addr uintptr, vec []byte) bool {
-	_, _, errno := syscall.Syscall(syscall.SYS_MINCORE, addr, uintptr(len(vec))*pageSize, uintptr(unsafe.Pointer(unsafe.SliceData(vec))))
-	return errno == 0
 }

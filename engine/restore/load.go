@@ -122,27 +122,41 @@ func load(dir string) (*imageSet, error) {
 	}
 	for _, t := range img.tasks {
 		for _, v := range t.mm.GetVmas() {
-			id := v.GetShmid()
-			if v.GetStatus()&vmaAnonShared == 0 || img.shmem[id] != nil {
+			if v.GetStatus()&vmaAnonShared == 0 {
 				continue
 			}
-			pm, err := rd.readPagemap(image.ShmemPagemap, id)
-			if errors.Is(err, fs.ErrNotExist) {
-				continue // optional
+			if err := img.loadShmem(rd, v.GetShmid()); err != nil {
+				return nil, fmt.Errorf("read shared memory pages of shmem %d: %w", v.GetShmid(), err)
 			}
-			if err != nil {
-				return nil, fmt.Errorf("read shared memory pages of shmem %d: %w", id, err)
-			}
-			if err := d.checkPagesFile(pm); err != nil {
-				return nil, fmt.Errorf("read shared memory pages of shmem %d: %w", id, err)
-			}
-			img.shmem[id] = pm
 		}
 	}
 	if err := img.loadMemfds(rd); err != nil { // memfd.go
 		return nil, err
 	}
 	return img, nil
+}
+
+// loadShmem reads the pagemap of the shared memory object id (an anonymous
+// shared VMA's or a memfd's) into img.shmem, unless it is there already,
+// and checks that its pages file holds every page: a short one fails the
+// load naming the file, not restore-state with a bare EOF. It is optional:
+// an object without one gets no pages.
+func (img *imageSet) loadShmem(r *imageReader, id uint64) error {
+	if img.shmem[id] != nil {
+		return nil
+	}
+	pm, err := r.readPagemap(image.ShmemPagemap, id)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		err = r.d.checkPagesFile(pm)
+	}
+	if err != nil {
+		return err
+	}
+	img.shmem[id] = pm
+	return nil
 }
 
 // load reads the images of task t with r. The mm, fs and fd images go

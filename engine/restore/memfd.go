@@ -53,23 +53,9 @@ func (img *imageSet) loadMemfds(r *imageReader) error {
 			return fmt.Errorf("read memfds: memfd %q is a hugetlb memfd, which crtools cannot restore", m.GetName())
 		}
 		ms.byInode[m.GetInodeId()] = m
-		id := uint64(m.GetShmid())
-		if img.shmem[id] != nil {
-			continue
-		}
-		pm, err := r.readPagemap(image.ShmemPagemap, id)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
+		if err := img.loadShmem(r, uint64(m.GetShmid())); err != nil { // load.go
 			return fmt.Errorf("read pages of memfd %q: %w", m.GetName(), err)
 		}
-		// As for every other pagemap: a pages image too short fails
-		// here, naming the file, not in restore-state with a bare EOF.
-		if err := r.d.checkPagesFile(pm); err != nil {
-			return fmt.Errorf("read pages of memfd %q: %w", m.GetName(), err)
-		}
-		img.shmem[id] = pm
 	}
 	img.memfds = ms
 	return nil

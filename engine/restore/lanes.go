@@ -266,10 +266,8 @@ func (r *restorer) adopt(l *lane, pr *proc) error {
 	if _, err := ptrace.WaitInterrupted(p.pid); err != nil {
 		return fmt.Errorf("take task %d over: %w", p.pid, err)
 	}
-	var one unix.CPUSet
-	one.Set(l.cpu)
 	// Only speed depends on it.
-	_ = unix.SchedSetaffinity(p.pid, &one)
+	_ = pinTo(p.pid, l.cpu)
 	if l.tr != nil { // the main lane's puppets keep pr.lane nil
 		pr.lane = l
 	}
@@ -293,9 +291,7 @@ func (r *restorer) restoreWithLane(l *lane) error {
 	laneErr := make(chan error, 1)
 	go func() {
 		laneErr <- l.tr.Do(func() error {
-			var one unix.CPUSet
-			one.Set(l.cpu)
-			_ = unix.SchedSetaffinity(0, &one) // only speed depends on it
+			_ = pinTo(0, l.cpu) // only speed depends on it
 			select {
 			case <-rootDone:
 			case <-mainDone:
@@ -338,6 +334,13 @@ func (r *restorer) restoreWithLane(l *lane) error {
 // firstCPU is the CPU pin gave the main tracer: the first of crtools' mask.
 func (r *restorer) firstCPU() int {
 	return max(nthCPU(r.origMask, 1), 0)
+}
+
+// pinTo puts thread tid (0: the calling thread) on cpu (>= 0) alone.
+func pinTo(tid, cpu int) error {
+	var one unix.CPUSet
+	one.Set(cpu)
+	return unix.SchedSetaffinity(tid, &one)
 }
 
 // nthCPU is the n-th CPU (from 1) of set, or -1 when set has fewer or is

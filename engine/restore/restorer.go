@@ -632,12 +632,8 @@ func (r *restorer) Resume(ctx context.Context) error {
 			// context switches per thread (0.7-1 ms of a 50-thread
 			// restore). Now the threads run there while the tracer
 			// lets go of the next ones. Failure only costs speed.
-			if other >= 0 {
-				var set unix.CPUSet
-				set.Set(other)
-				if unix.SchedSetaffinity(0, &set) == nil {
-					defer func() { _ = unix.SchedSetaffinity(0, orig) }()
-				}
+			if other >= 0 && pinTo(0, other) == nil { // lanes.go
+				defer func() { _ = unix.SchedSetaffinity(0, orig) }()
 			}
 			return detach(nil)
 		})
@@ -668,9 +664,7 @@ func (r *restorer) Resume(ctx context.Context) error {
 // CreateTasks (a heir, cloneHeirs) would be refused it (EEXIST).
 func (r *restorer) dropFirst(pid int, pids []int) {
 	if c := nthCPU(r.origMask, 2); c >= 0 {
-		var other unix.CPUSet
-		other.Set(c)
-		_ = unix.SchedSetaffinity(pid, &other)
+		_ = pinTo(pid, c)
 	}
 	_ = unix.Kill(pid, unix.SIGKILL)
 	r.firstPid = pid

@@ -17,8 +17,9 @@
 // like any other to the nearest child subreaper or init when crtools
 // exits, and reaped there. It runs no Go code: a few system calls with
 // every signal blocked (a signal would otherwise run crtools' Go handlers
-// on a stack that is not Go's). It runs at SCHED_IDLE, so that on a busy
-// host it does not take a CPU from crtools' caller. It first closes every
+// on a stack that is not Go's). It keeps crtools' scheduling policy: at
+// SCHED_IDLE, so as not to take a CPU from crtools' caller, it outlived
+// crtools by up to seconds on a busy host. It first closes every
 // descriptor but the read end of its pipe, so that none of crtools' files
 // (its output pipes, the images) stays open after crtools exits; then it
 // waits for the end of the pipe and exits.

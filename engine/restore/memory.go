@@ -714,18 +714,15 @@ func (p *puppet) writeRuns(path string, start int64, runs []iovec) (int64, error
 	if total == 0 {
 		return 0, nil
 	}
-	chunk := uint64(fillChunk)
+	chunk, nw := uint64(fillChunk), fillWorkers
 	if total <= fillSmall {
 		// One worker, through a small buffer: every page of a fresh
 		// buffer costs a first touch (see above), more than the
 		// syscalls of the extra pieces.
-		chunk = fillChunkSmall
+		chunk, nw = fillChunkSmall, 1
 	}
 	pieces := int((total + chunk - 1) / chunk)
-	nw := min(fillWorkers, runtime.GOMAXPROCS(0), pieces)
-	if total <= fillSmall {
-		nw = 1
-	}
+	nw = min(nw, runtime.GOMAXPROCS(0), pieces)
 	bufs := p.tr.fillBuffer(nw * int(min(total, chunk)))
 	per := len(bufs) / nw
 	t0 := time.Now()

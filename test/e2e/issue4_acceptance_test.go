@@ -679,8 +679,8 @@ func puppetChildren(t *testing.T) []string {
 }
 
 // holdPid starts a sleeping process with the given PID (through
-// ns_last_pid; retried, other processes fork too) and kills it when the
-// test ends.
+// ns_last_pid; retried, other processes fork too, and one that took the
+// PID is waited for) and kills it when the test ends.
 func holdPid(t *testing.T, pid int) *exec.Cmd {
 	t.Helper()
 	for try := 0; try < 50; try++ {
@@ -697,8 +697,18 @@ func holdPid(t *testing.T, pid int) *exec.Cmd {
 		}
 		cmd.Process.Kill()
 		cmd.Wait()
-		if err := unix.Kill(pid, 0); err == nil {
-			t.Fatalf("pid %d got taken by someone else", pid)
+		// Someone forked between the write and the fork and took pid: a
+		// thread of this process (the Go runtime starts one when a
+		// system call blocks) keeps it for good; any other task is
+		// waited for, then tried again (on a busy host another test's
+		// short-lived process took it 1 run in ~9).
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", pid)); err == nil {
+			t.Fatalf("pid %d got taken by a thread of this test process", pid)
+		}
+		for end := time.Now().Add(10 * time.Second); unix.Kill(pid, 0) == nil; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("pid %d got taken by someone else, still there after 10 s", pid)
+			}
 		}
 	}
 	t.Fatalf("could not start a process with pid %d", pid)

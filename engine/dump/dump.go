@@ -296,8 +296,8 @@ func (d *Dumper) Finish(mode engine.FinishMode) error {
 		err = d.tr.Do(d.killAll)
 		// Let go of the killed tree without waiting for it (killAll
 		// says why): the tracer thread exits and the kernel detaches
-		// its tracees.
-		d.tr.Close()
+		// its tracees. Nor is the thread waited for (Release).
+		d.tr.Release()
 		d.tr = nil
 		if d.state != nil && d.state.special != nil {
 			err = errors.Join(err, d.state.special.ReleaseTCP(true))

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -314,6 +316,61 @@ func TestTracerDo(t *testing.T) {
 	tr.Close()
 	if err := tr.Do(func() error { return nil }); err != ErrTracerClosed {
 		t.Errorf("Do after Close: %v, want ErrTracerClosed", err)
+	}
+}
+
+// TestTracerEarlyAndRelease: NewTracer does not wait for its thread, so a
+// request, a Close or a Release may come before the thread is ready; a
+// Release ends the thread without waiting, and no request runs after it.
+func TestTracerEarlyAndRelease(t *testing.T) {
+	for range 20 {
+		tr := NewTracer()
+		tid := 0
+		if err := tr.Do(func() error { tid = unix.Gettid(); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if tid != tr.Tid() || tid == unix.Gettid() {
+			t.Fatalf("first Do ran on thread %d; tracer thread %d, caller %d", tid, tr.Tid(), unix.Gettid())
+		}
+		// A request queued while the tracer is busy and released
+		// never runs: the loop then has both a request and the
+		// release ready, and select would pick at random.
+		started, block, first := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+		go func() { first <- tr.Do(func() error { close(started); <-block; return nil }) }()
+		<-started
+		tr.Release()
+		ran, second := false, make(chan error, 1)
+		go func() { second <- tr.Do(func() error { ran = true; return nil }) }()
+		// Do may also see the release first and not queue at all.
+		for len(tr.reqs) == 0 && len(second) == 0 {
+			time.Sleep(100 * time.Microsecond)
+		}
+		close(block)
+		if err := <-first; err != nil {
+			t.Fatalf("request running at Release: %v", err)
+		}
+		if err := <-second; err != ErrTracerClosed || ran {
+			t.Fatalf("Do after Release: %v (ran %v), want ErrTracerClosed", err, ran)
+		}
+		tr.Close() // waits for the goroutine; idempotent after Release
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); err == nil {
+			// The thread may take a moment to go once its goroutine
+			// returned: only its goroutine is waited for.
+			deadline := time.Now().Add(5 * time.Second)
+			for err == nil && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+				_, err = os.Stat(fmt.Sprintf("/proc/self/task/%d", tid))
+			}
+			if err == nil {
+				t.Fatalf("tracer thread %d still alive 5 s after Close", tid)
+			}
+		}
+
+		tr = NewTracer()
+		tr.Close() // before the thread was ever ready
+		if err := tr.Do(func() error { return nil }); err != ErrTracerClosed {
+			t.Fatalf("Do after an early Close: %v, want ErrTracerClosed", err)
+		}
 	}
 }
 

@@ -800,11 +800,13 @@ func (r *restorer) Close() error {
 		if !r.resumed && !r.killed {
 			_ = r.Kill()
 		}
-		r.tr.Close()
+		// Every task is detached or killed and reaped by now: the
+		// thread is not waited for (Release).
+		r.tr.Release()
 		r.tr = nil
 	}
 	if r.lane != nil {
-		r.lane.tr.Close()
+		r.lane.tr.Release()
 	}
 	return nil
 }

@@ -236,6 +236,38 @@ static inline void crt_sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
+/*
+ * Workers: an array ws of n structs, each with a counter .count its
+ * thread increments, its .tid, and .bad/.why where it reports a problem.
+ * CRT_WORKERS_SNAPSHOT checks that none reported one and notes each
+ * counter in before[]; CRT_CHECK_WORKERS_MOVED then waits up to 3 s for
+ * every counter to pass its note, and checks that each did (a worker
+ * stuck since the restore).
+ */
+#define CRT_WORKERS_SNAPSHOT(ws, n, before)                                                          \
+	do {                                                                                         \
+		for (int crt_i_ = 0; crt_i_ < (n); crt_i_++) {                                       \
+			(before)[crt_i_] = (ws)[crt_i_].count;                                       \
+			CRT_CHECK(!(ws)[crt_i_].bad, "worker %d (TID %d): %s", crt_i_,               \
+				  (int)(ws)[crt_i_].tid, (ws)[crt_i_].why);                          \
+		}                                                                                    \
+	} while (0)
+#define CRT_CHECK_WORKERS_MOVED(ws, n, before)                                                       \
+	do {                                                                                         \
+		int64_t crt_end_ = crt_now() + 3000000000LL;                                         \
+		int crt_moved_;                                                                      \
+		do {                                                                                 \
+			crt_moved_ = 1;                                                              \
+			for (int crt_i_ = 0; crt_i_ < (n); crt_i_++)                                 \
+				crt_moved_ &= (ws)[crt_i_].count > (before)[crt_i_];                 \
+			if (!crt_moved_)                                                             \
+				crt_sleep_ms(5);                                                     \
+		} while (!crt_moved_ && crt_now() < crt_end_);                                       \
+		for (int crt_i_ = 0; crt_i_ < (n); crt_i_++)                                         \
+			CRT_CHECK((ws)[crt_i_].count > (before)[crt_i_], "worker %d (TID %d) stuck at %" PRIu64, \
+				  crt_i_, (int)(ws)[crt_i_].tid, (before)[crt_i_]);                   \
+	} while (0)
+
 /* crt_pattern is the byte expected at offset i of a region seeded seed. */
 static inline unsigned char crt_pattern(uint64_t seed, uint64_t i)
 {

@@ -113,25 +113,10 @@ int main(void)
 	for (;;) {
 		if (crt_pending()) {
 			uint64_t before[NW];
-			int64_t end = crt_now() + 3000000000LL;
-			int moved;
 
-			for (int i = 0; i < NW; i++) {
-				before[i] = workers[i].count;
-				CRT_CHECK(!workers[i].bad, "worker %d (TID %d): %s", i, (int)workers[i].tid,
-					  workers[i].why);
-			}
+			CRT_WORKERS_SNAPSHOT(workers, NW, before);
 			CRT_CHECK(!differs(&main_want, why, sizeof(why)), "main thread: %s", why);
-			do {
-				moved = 1;
-				for (int i = 0; i < NW; i++)
-					moved &= workers[i].count > before[i];
-				if (!moved)
-					crt_sleep_ms(5);
-			} while (!moved && crt_now() < end);
-			for (int i = 0; i < NW; i++)
-				CRT_CHECK(workers[i].count > before[i], "worker %d (TID %d) stuck at %" PRIu64, i,
-					  (int)workers[i].tid, before[i]);
+			CRT_CHECK_WORKERS_MOVED(workers, NW, before);
 			crt_report();
 		}
 		crt_tick();

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -84,27 +85,31 @@ func TestPlanBatches(t *testing.T) {
 	}
 }
 
-// patternSrc maps 21 MiB of private anonymous memory and writes every
-// 8-byte word at address a with a*0x9e3779b97f4a7c15, except the tenth
-// MiB; then the last MiB is made PROT_NONE (read through /proc/PID/mem).
+// patternSrc maps SIZE bytes of private anonymous memory and writes every
+// 8-byte word at address a with a*0x9e3779b97f4a7c15, except in the hole
+// [LO, HI); then, when NONE > 0, the last NONE bytes are made PROT_NONE
+// (read through /proc/PID/mem). Its arguments: SIZE LO HI NONE, in bytes
+// (patternBig, patternSmall).
 const patternSrc = `
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#define MIB (1UL << 20)
-int main(void) {
-	size_t n = 21 * MIB;
+int main(int argc, char **argv) {
+	if (argc != 5)
+		return 1;
+	size_t n = strtoul(argv[1], NULL, 0), lo = strtoul(argv[2], NULL, 0);
+	size_t hi = strtoul(argv[3], NULL, 0), none = strtoul(argv[4], NULL, 0);
 	uint64_t *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return 2;
 	for (size_t i = 0; i < n / 8; i++) {
-		if (i * 8 >= 9 * MIB && i * 8 < 10 * MIB)
+		if (i * 8 >= lo && i * 8 < hi)
 			continue;
 		p[i] = (uint64_t)(uintptr_t)&p[i] * 0x9e3779b97f4a7c15ULL;
 	}
-	if (mprotect((char *)p + 20 * MIB, MIB, PROT_NONE))
+	if (none > 0 && mprotect((char *)p + n - none, none, PROT_NONE))
 		return 3;
 	FILE *f = fopen(getenv("READY"), "w");
 	fprintf(f, "ready %lx\n", (unsigned long)(uintptr_t)p);
@@ -112,6 +117,13 @@ int main(void) {
 	for (;;) pause();
 }
 `
+
+// patternBig: 21 MiB without the tenth MiB, the last MiB PROT_NONE.
+var patternBig = []string{strconv.Itoa(21 << 20), strconv.Itoa(9 << 20), strconv.Itoa(10 << 20), strconv.Itoa(1 << 20)}
+
+// patternSmall: 100 pages without pages 30-33 (a hole): with its stack and
+// libc, a task of less than smallCopyBytes of pages.
+var patternSmall = []string{strconv.Itoa(100 * 4096), strconv.Itoa(30 * 4096), strconv.Itoa(34 * 4096), "0"}
 
 // TestCopyPagesInMemory dumps a process with patterned memory into a
 // tmpfs directory, where the readers copy with raw system calls
@@ -126,7 +138,7 @@ func TestCopyPagesInMemory(t *testing.T) {
 	}
 	defer os.RemoveAll(shm)
 	for _, base := range []string{shm, t.TempDir()} {
-		pid, ready := startDetachedReady(t, patternSrc)
+		pid, ready := startDetachedReady(t, patternSrc, patternBig...)
 		var start uint64
 		if _, err := fmt.Sscanf(ready, "ready %x", &start); err != nil {
 			t.Fatalf("ready line %q: %v", ready, err)
@@ -196,7 +208,7 @@ func TestCopyPagesInMemory(t *testing.T) {
 // that error (after the copy stopped), and the tree can be resumed.
 func TestWriteImagesMetaFails(t *testing.T) {
 	requireRoot(t)
-	pid := startDetached(t, patternSrc)
+	pid := startDetached(t, patternSrc, patternBig...)
 	dir := t.TempDir()
 	// A directory where the inventory goes: creating it fails.
 	if err := os.Mkdir(image.Inventory.Path(dir, 0), 0o700); err != nil {
@@ -215,39 +227,13 @@ func TestWriteImagesMetaFails(t *testing.T) {
 	}
 }
 
-// smallPatternSrc maps 100 pages and writes every 8-byte word at address a
-// with a*0x9e3779b97f4a7c15, except pages 30-33 (a hole): with its stack
-// and libc, a task of less than smallCopyBytes of pages.
-const smallPatternSrc = `
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/mman.h>
-#include <unistd.h>
-int main(void) {
-	size_t n = 100 * 4096;
-	uint64_t *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		return 2;
-	for (size_t i = 0; i < n / 8; i++) {
-		if (i * 8 >= 30 * 4096 && i * 8 < 34 * 4096)
-			continue;
-		p[i] = (uint64_t)(uintptr_t)&p[i] * 0x9e3779b97f4a7c15ULL;
-	}
-	FILE *f = fopen(getenv("READY"), "w");
-	fprintf(f, "ready %lx\n", (unsigned long)(uintptr_t)p);
-	fclose(f);
-	for (;;) pause();
-}
-`
-
 // TestCopyPagesSmall: a task with less than smallCopyBytes of pages is
 // copied through smallChunkBytes of its reader's chunk, several pieces
 // whose ends fall inside runs and at a hole; the images hold exactly the
 // written pages with their contents.
 func TestCopyPagesSmall(t *testing.T) {
 	requireRoot(t)
-	pid, ready := startDetachedReady(t, smallPatternSrc)
+	pid, ready := startDetachedReady(t, patternSrc, patternSmall...)
 	var start uint64
 	if _, err := fmt.Sscanf(ready, "ready %x", &start); err != nil {
 		t.Fatalf("ready line %q: %v", ready, err)

@@ -263,7 +263,7 @@ func (d *Dumper) unmapBatches() error {
 			continue
 		}
 		t.batch = leftBatch{}
-		in := &ptrace.Injector{Tid: t.pid, SyscallAddr: b.syscall, SettleAtEnd: !t.groupStopped}
+		in := &ptrace.Injector{Tid: t.pid, SyscallAddr: b.syscall, SettleAtEnd: true}
 		_, err := in.Syscall(unix.SYS_MUNMAP, b.addr, uintptr(b.size))
 		t.threads[0].deferred = append(t.threads[0].deferred, in.Deferred...)
 		if err != nil && !errors.Is(err, unix.ESRCH) {

@@ -71,12 +71,16 @@ const queryOut = 32
 func injectQueries(t *task, leader *ptrace.Injector, status *proc.Status, timers []proc.PosixTimer) (res *injected, err error) {
 	res = &injected{sigactions: map[int]*pb.SaEntry{}, perThread: map[int]*injectedThread{}}
 	// No PTRACE_O_EXITKILL at dump: a crtools killed mid-dump must leave
-	// the tree running, not in a SIGTRAP stop that kills it on detach
-	// (threads inherit this through ForThread). Not for a task in
-	// group-stop: settling one made TestIssue4Tree's stopped child come
-	// back running (not understood yet), so a crtools killed mid-dump can
-	// still cost a stopped task its life.
-	leader.SettleAtEnd = !t.groupStopped
+	// the tree alive, running or stopped by job control as it was. Every
+	// task's injections end settled (threads inherit this through
+	// ForThread): a dying tracer leaves a PTRACE_SINGLESTEP's step flag
+	// set and the task would die of SIGTRAP at its next instruction (see
+	// ptrace.Injector.SettleAtEnd), a group-stopped one once continued.
+	// The settle costs a group-stopped task no run of its own: it goes
+	// from the PTRACE_EVENT_STOP back into its group-stop when let go
+	// (TestIssue4Tree, TestDumpCrashKeepsStoppedTask). Here, with
+	// syscall-stops and no step, it is never needed; set all the same.
+	leader.SettleAtEnd = true
 	if err := leader.Begin(); err != nil {
 		return nil, fmt.Errorf("begin injection into pid %d: %w", t.pid, err)
 	}
@@ -371,7 +375,7 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 		}
 		j.leader = leader
 		// See injectQueries for why SettleAtEnd.
-		leader.SettleAtEnd = !j.t.groupStopped
+		leader.SettleAtEnd = true
 		if err := j.begin(leader, 0); err != nil {
 			j.err = fmt.Errorf("begin injection into pid %d: %w", j.t.pid, err)
 			continue

@@ -44,11 +44,24 @@ type Injector struct {
 	syscallStops bool
 
 	// SettleAtEnd: End leaves the task in a PTRACE_EVENT_STOP (as
-	// PTRACE_INTERRUPT does) instead of the SIGTRAP signal-delivery-stop
-	// an injection ends in. Were the tracer to die while the task sits in
-	// that SIGTRAP stop, the kernel would deliver the SIGTRAP on detach
-	// and kill the task; a dump (no PTRACE_O_EXITKILL) sets this so that
-	// its tree survives a crtools killed mid-dump.
+	// PTRACE_INTERRUPT does), reached with PTRACE_CONT, instead of the
+	// SIGTRAP signal-delivery-stop of the last injection, reached with
+	// PTRACE_SINGLESTEP (or the batch's int3). It is for a tracer that may
+	// die without detaching (a dump has no PTRACE_O_EXITKILL: its tree
+	// must survive a crtools killed mid-dump). On the tracer's death the
+	// kernel detaches its tracees (exit_ptrace) but, unlike PTRACE_DETACH,
+	// does not clear the single-step state a PTRACE_SINGLESTEP set (only
+	// PTRACE_DETACH and a resume without stepping do): the task would
+	// trap at the first instruction it runs, untraced, and die of that
+	// SIGTRAP; a task stopped by job control does so once SIGCONT wakes
+	// it (TestSettledTracerDeath). The SIGTRAP stop itself is harmless
+	// once waited for (wait4 clears the code a dying tracer's detach
+	// would deliver). From the PTRACE_EVENT_STOP the detached task goes
+	// on with its own code, or back into its group-stop (the kernel sets
+	// JOBCTL_STOP_PENDING again on detach while the group is stopped).
+	// Left to chance: a tracer killed while the task runs an injected
+	// call (its registers are the injection's then) or before wait4 has
+	// taken the stop it ends in.
 	SettleAtEnd bool
 	// trapped: the task is in the SIGTRAP stop of an injection.
 	trapped bool

@@ -213,6 +213,74 @@ func checkHeap(t *testing.T, start, end, start2, end2 uintptr) {
 			t.Errorf("heap %x-%x: %d of %d pages present after Heap", r[0], r[1], n, total)
 		}
 	}
+	// The page allocator's front on huge pages, where the kernel gives
+	// them (THP enabled=madvise in CI, as on most distributions).
+	want := thpAvailable(t)
+	if n, total := huge(t, start2, end2); (want && n != total) || (!want && n != 0) {
+		t.Errorf("heap %x-%x: %d of %d pages on huge pages after Heap (THP available: %v)", start2, end2, n, total, want)
+	}
+}
+
+// thpEnv, when set in a child process, says its parent disabled THP for
+// it (PR_SET_THP_DISABLE).
+const thpEnv = "PREFAULT_TEST_NO_THP"
+
+// thpAvailable reports whether the kernel gives this process 2 MiB
+// transparent huge pages where it asks for them (MADV_HUGEPAGE).
+func thpAvailable(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(thpEnv) != "" {
+		return false
+	}
+	data, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	if err != nil {
+		t.Fatalf("THP setting: %v", err)
+	}
+	if strings.Contains(string(data), "[never]") {
+		return false
+	}
+	// Since Linux 6.8 each size has its own setting; "inherit" follows
+	// the one above.
+	data, err = os.ReadFile("/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/enabled")
+	return err != nil || !strings.Contains(string(data), "[never]")
+}
+
+// huge counts the pages of [start, end) that are part of a transparent
+// huge page: their frame (/proc/self/pagemap) has KPF_THP in
+// /proc/kpageflags (both need root, as the tests do).
+func huge(t *testing.T, start, end uintptr) (n, total int) {
+	t.Helper()
+	pm, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pm.Close()
+	kf, err := os.Open("/proc/kpageflags")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kf.Close()
+	total = int((end - start) / pageSize)
+	buf := make([]byte, 8*total)
+	if _, err := pm.ReadAt(buf, int64(start/pageSize*8)); err != nil {
+		t.Fatalf("read pagemap: %v", err)
+	}
+	const kpfTHP = 22
+	flags := make([]byte, 8)
+	for i := range total {
+		e := binary.LittleEndian.Uint64(buf[8*i:])
+		pfn := e & (1<<55 - 1)
+		if e>>63 == 0 || pfn == 0 {
+			continue // absent, or its frame hidden (not root)
+		}
+		if _, err := kf.ReadAt(flags, int64(pfn*8)); err != nil {
+			t.Fatalf("read kpageflags: %v", err)
+		}
+		if binary.LittleEndian.Uint64(flags)>>kpfTHP&1 != 0 {
+			n++
+		}
+	}
+	return n, total
 }
 
 // TestHeap: after Heap, the allocations of a job land on pages it
@@ -222,9 +290,20 @@ func checkHeap(t *testing.T, start, end, start2, end2 uintptr) {
 // faults.
 func TestHeap(t *testing.T) {
 	if mode := os.Getenv(childEnv); mode != "" {
-		if mode == "heap" {
+		switch mode {
+		case "heap":
 			start, end, start2, end2 := heap(heapWant)
 			checkHeap(t, start, end, start2, end2)
+		case "control":
+			// What init populated is on huge pages.
+			if n, total := huge(t, hugeStart, hugeEnd); total == 0 || (thpAvailable(t) && n != total) {
+				t.Errorf("heap %x-%x advised by init: %d of %d pages on huge pages", hugeStart, hugeEnd, n, total)
+			}
+			// Past it: the huge page init advised takes a job like
+			// heapJob whole.
+			if large := largeFront(); large < hugeEnd {
+				heapKeep = append(heapKeep, make([]byte, hugeEnd-large))
+			}
 		}
 		faults, pages := heapJob()
 		t.Logf("faults %d pages %d", faults, pages)
@@ -269,6 +348,34 @@ func TestHeapShortTail(t *testing.T) {
 	runs := inChildren(t, "TestHeapShortTail", "short", "short", "short", "short", "short")
 	if faults, pages := medianFaults(runs["short"]); faults > pages/8 {
 		t.Errorf("after Heap: %d faults for %d pages written (median of %v), want under %d", faults, pages, runs["short"], pages/8)
+	}
+}
+
+// TestHeapNoTHP: where the kernel gives no huge pages (here a child
+// process with PR_SET_THP_DISABLE, as under enabled=never), Heap
+// populates the same range on small pages, and a job's allocations land
+// there as well.
+func TestHeapNoTHP(t *testing.T) {
+	if os.Getenv(childEnv) != "" {
+		start, end, start2, end2 := heap(heapWant)
+		checkHeap(t, start, end, start2, end2)
+		faults, pages := heapJob()
+		t.Logf("faults %d pages %d", faults, pages)
+		return
+	}
+	// The flag is the process's, inherited across fork and exec: set for
+	// the moment this test starts its children.
+	const prSetTHPDisable = 41
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetTHPDisable, 1, 0); errno != 0 {
+		t.Fatalf("prctl(PR_SET_THP_DISABLE): %v", errno)
+	}
+	t.Setenv(thpEnv, "1")
+	runs := inChildren(t, "TestHeapNoTHP", "nothp", "nothp", "nothp")
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetTHPDisable, 0, 0); errno != 0 {
+		t.Fatalf("prctl(PR_SET_THP_DISABLE, 0): %v", errno)
+	}
+	if faults, pages := medianFaults(runs["nothp"]); faults > pages/8 {
+		t.Errorf("after Heap: %d faults for %d pages written (median of %v), want under %d", faults, pages, runs["nothp"], pages/8)
 	}
 }
 

@@ -275,9 +275,10 @@ var hugeStart, hugeEnd uintptr
 // the front, at the cost of some address space. A huge page costs more
 // where the kernel has no free 2 MiB block at hand: it compacts memory
 // (defrag=madvise) or falls back to small pages. (No compaction stall was
-// seen on the test machine, /proc/vmstat compact_stall 0.) The heap's
-// resident set grows by up to 2 MiB a command, 4 MiB a job: whole huge
-// pages where 512 KiB and 2 MiB were populated.
+// seen on the test machine, /proc/vmstat compact_stall 0.) The resident
+// set grows: a command has one huge page where 512 KiB were populated,
+// a job up to two where 2.5 MiB were (when init's is the last of its
+// chunk, the job's is in the next one, and the rest of init's unused).
 func hugeHeap(maps []byte, large, want uintptr) (start, end uintptr) {
 	at := large
 	if large < hugeStart || large >= hugeEnd {
@@ -294,43 +295,63 @@ func hugeHeap(maps []byte, large, want uintptr) (start, end uintptr) {
 		heapSink = nil
 		maps = readMaps()
 	}
-	forEachMapping(maps, func(m mapping) {
-		if !m.contains(large) || !m.writable() {
-			return
+	if m := heapMapping(maps, large); m.contains(large) {
+		start, end = large, min(large+want, m.end)
+		// Not a huge page for one page: the object past the mapping's
+		// end puts the front a page past a boundary.
+		if tail := end & (hugePage - 1); tail <= goPage && end-tail > start {
+			end -= tail
 		}
-		start, end = large, max(large, min(large+want, m.end))
 		hugeStart = max(start&^(hugePage-1), m.start)
 		hugeEnd = min((end+hugePage-1)&^(hugePage-1), m.end)
 		madvise(hugeStart, hugeEnd-hugeStart, madvHugepage)
 		madvise(start, end-start, madvPopulateWrite)
-	})
+	}
 	return start, end
 }
 
-// mappingEnd returns the end of the writable mapping of maps that holds
-// a, or a if there is none.
+// mappingEnd returns the end of the heap mapping of maps that holds a
+// (heapMapping), or a if there is none.
 func mappingEnd(maps []byte, a uintptr) uintptr {
-	end := a
-	forEachMapping(maps, func(m mapping) {
-		if m.contains(a) && m.writable() {
-			end = m.end
-		}
-	})
-	return end
+	if m := heapMapping(maps, a); m.contains(a) {
+		return m.end
+	}
+	return a
 }
 
-// populateHeap populates [from, to) within the writable mapping of maps
-// (the contents of /proc/self/maps) that holds at, and returns the range
-// it populated (empty if no mapping of maps holds at).
-func populateHeap(maps []byte, at, from, to uintptr) (start, end uintptr) {
+// heapMapping returns the writable mapping of maps that holds a, with the
+// writable mappings of the same name right before and after it: the
+// runtime maps its heap chunk after chunk, and MADV_HUGEPAGE splits a
+// mapping where it starts and ends. It returns the zero mapping if no
+// writable mapping holds a.
+func heapMapping(maps []byte, a uintptr) mapping {
+	var run, got mapping
 	forEachMapping(maps, func(m mapping) {
-		if !m.contains(at) || !m.writable() {
+		switch {
+		case !m.writable():
+			run = mapping{}
 			return
+		case run.end == m.start && run.path == m.path:
+			run.end = m.end
+		default:
+			run = m
 		}
+		if run.contains(a) || (got.end != 0 && got.start == run.start) {
+			got = run
+		}
+	})
+	return got
+}
+
+// populateHeap populates [from, to) within the heap mapping of maps (the
+// contents of /proc/self/maps) that holds at, and returns the range it
+// populated (empty if no mapping of maps holds at).
+func populateHeap(maps []byte, at, from, to uintptr) (start, end uintptr) {
+	if m := heapMapping(maps, at); m.contains(at) {
 		start = max(from, m.start) &^ (pageSize - 1)
 		end = max(start, min(to, m.end))
 		madvise(start, end-start, madvPopulateWrite)
-	})
+	}
 	return start, end
 }
 

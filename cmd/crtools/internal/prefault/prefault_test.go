@@ -59,6 +59,48 @@ func TestForEachMapping(t *testing.T) {
 	}
 }
 
+// TestHeapMapping: the heap mapping runs over the writable mappings of
+// the same name next to each other (the runtime's chunks, the pieces
+// MADV_HUGEPAGE splits off), and stops at a gap, another name or a
+// mapping not writable.
+func TestHeapMapping(t *testing.T) {
+	maps := []byte("00400000-00a57000 r-xp 00000000 fe:00 1 /bin/x\n" +
+		"c000000000-c000400000 ---p 00000000 00:00 0\n" +
+		"c000400000-c000600000 rw-p 00000000 00:00 0\n" +
+		"c000600000-c000800000 rw-p 00000000 00:00 0\n" + // split off
+		"c000800000-c000c00000 rw-p 00000000 00:00 0\n" + // next chunk
+		"c000c00000-c001000000 rw-p 00000000 00:00 0 [anon: other]\n" +
+		"c001000000-c002000000 ---p 00000000 00:00 0\n" +
+		"c002000000-c002400000 rw-p 00000000 00:00 0\n" +
+		"c002500000-c002600000 rw-p 00000000 00:00 0\n") // after a gap
+	for _, c := range []struct {
+		a          uintptr
+		start, end uintptr
+	}{
+		{0xc000400000, 0xc000400000, 0xc000c00000},
+		{0xc0006fffff, 0xc000400000, 0xc000c00000},
+		{0xc000bfffff, 0xc000400000, 0xc000c00000},
+		{0xc000c00000, 0xc000c00000, 0xc001000000},
+		{0xc002000000, 0xc002000000, 0xc002400000},
+		{0xc002500000, 0xc002500000, 0xc002600000},
+		{0xc000000000, 0, 0}, // not writable
+		{0xc002400000, 0, 0}, // in the gap
+		{0x00500000, 0, 0},
+	} {
+		m := heapMapping(maps, c.a)
+		if m.start != c.start || m.end != c.end {
+			t.Errorf("heapMapping(%#x) = %#x-%#x, want %#x-%#x", c.a, m.start, m.end, c.start, c.end)
+		}
+		wantEnd := c.end
+		if wantEnd == 0 {
+			wantEnd = c.a // none holds it
+		}
+		if got := mappingEnd(maps, c.a); got != wantEnd {
+			t.Errorf("mappingEnd(%#x) = %#x, want %#x", c.a, got, wantEnd)
+		}
+	}
+}
+
 // TestMapsOfSelf parses this test binary's own maps: its text is found
 // by textAddr, as init does.
 func TestMapsOfSelf(t *testing.T) {

@@ -58,3 +58,14 @@ func fsType(fd int) int64 {
 	}
 	return st[0]
 }
+
+// dirty reports whether a page of [off, off+n) of the file fd is dirty
+// or being written back, by cachestat (Linux 6.5+; false where it fails).
+func dirty(fd int, off, n uint64) bool {
+	r := [2]uint64{off, n}
+	var st struct{ cache, dirty, writeback, evicted, recentlyEvicted uint64 }
+	if rawSyscall6(sysCachestat, uintptr(fd), uintptr(unsafe.Pointer(&r)), uintptr(unsafe.Pointer(&st)), 0, 0, 0) != 0 {
+		return false
+	}
+	return st.dirty+st.writeback > 0
+}

@@ -65,7 +65,9 @@ package prefault
 //   - Code runs during the mremap: it is the same before and after, so
 //     execution continues; other threads faulting meanwhile wait for the
 //     mmap lock and then find the new mapping.
-//   - CRTOOLS_NO_HUGETEXT=1 turns it all off (NoHugeTextEnv).
+//   - CRTOOLS_NO_HUGETEXT=1 turns the move and the heal off
+//     (NoHugeTextEnv). Where an earlier run healed the page cache, the
+//     kernel still maps its huge folios: that mapping is the file's.
 
 // System calls and their constants (asm/unistd_64.h, linux/mman.h,
 // linux/fs.h) hugeText makes.
@@ -118,7 +120,8 @@ var (
 		'e', 'n', 'a', 'b', 'l', 'e', 'd', 0}
 )
 
-// NoHugeTextEnv turns hugeText off when set to anything but "" or "0".
+// NoHugeTextEnv turns hugeText off when set to anything but "" or "0":
+// it then neither moves nor heals.
 const NoHugeTextEnv = "CRTOOLS_NO_HUGETEXT"
 
 // hugeChunk is one 2 MiB range of the binary hugeText moves onto a huge

@@ -31,14 +31,14 @@ package prefault
 // longer maps those file pages; it then drops them from the page cache
 // (POSIX_FADV_DONTNEED: the kernel keeps those another process maps) and
 // reads them again through a MADV_HUGEPAGE mapping, in huge folios.
-// Such a run costs 4-19 ms more (the copy, then ~10 MiB read from the
-// disk). The kernel drops no dirty page, so a run that finds them dirty
-// (up to 30 s after the binary was written) only starts their write-back
-// (sync_file_range) and leaves the rest to the next. A run also stops
-// moving at a huge page slow to get, and pages another crtools (or a
-// handoff holder) maps stay: after a build it took 2 runs here, on a
-// busy host up to 4. After that the check is all: 0.4-0.7 ms, where
-// populating the same ranges page by page took ~0.75.
+// Such a run costs 7-33 ms more (the copy, then ~10 MiB read back from
+// the disk; the most on a busy host), once. The kernel drops no dirty
+// page, so a run that finds them dirty (up to 30 s after the binary was
+// written) only starts their write-back (sync_file_range, 1 ms) and
+// leaves the rest to the next. A run also stops moving at a huge page
+// slow to get, and pages another crtools (or a handoff holder) maps stay:
+// after a build it took 2-3 runs here. After that the check is all:
+// 0.4-1.1 ms, where populating the same ranges page by page took ~0.75.
 //
 // Risks, and what is done about them:
 //   - A huge page may take long to get (defrag=madvise compacts

@@ -44,10 +44,13 @@ const maxBSS = 4 << 20
 // heapWant is how much fresh heap Heap populates. A threads50 or tree50
 // dump or restore touches 1.3-1.4 MiB of fresh heap after main starts
 // (the Rss of the heap at exit without populate is ~2.1 MiB, that of
-// --version 0.7-0.8): 2 MiB leaves a margin, and a larger job faults on
-// the rest as before. Populating a page that is then not used costs
-// 1.4 us, faulting on one 13-15 us.
-const heapWant = 2 << 20
+// --version 0.7-0.8), but its allocations move the page allocator's
+// front by 1-5 MiB (a tree50 dump allocates ~4 MB): on huge pages
+// (hugeHeap) 4 MiB costs one more 0.15-0.3 ms populate than 2, and
+// halves the faults a tree50 dump still took past the range populated
+// (12 runs each: median ~290 -> ~50; restore 5 -> 0). A larger job
+// faults on the rest as before.
+const heapWant = 4 << 20
 
 // initHeap is how much of the heap init populates: what the package
 // inits and a command that runs no job allocate (--version: 64 faults
@@ -252,19 +255,19 @@ var hugeStart, hugeEnd uintptr
 // costs address space, not memory, and it is garbage at once. (Until
 // then it counts towards the collector's trigger: it is at most 2 MiB and
 // a page, and main sets GOGC before it calls Heap.) MADV_COLLAPSE would
-// turn the range the
-// front is in into a huge page instead, but it drains the page lists of
-// every CPU first: 0.6-0.9 ms, and 8-14 ms when the other CPU is busy.
+// turn the range the front is in into a huge page instead, but it drains
+// the page lists of every CPU first: 0.6-0.9 ms, and 8-14 ms when the
+// other CPU is busy.
 //
 // The runtime maps its heap in 4 MiB chunks, and Go 1.26 starts the heap
 // at a random page of the first one (mheap.grow, randomizeHeapBase): when
-// less than want is left of the mapping past the front, or no boundary is
-// left before its end, the object ends one page past the mapping's end
-// instead, so that the runtime maps its next chunk now (a chunk mapped
-// later is not advised) and the job's pages come from there. The huge
-// page that holds the object's last page is made all the same: that page
-// is never touched either. (When the boundary leaves less than want, the
-// rest is populated and the job faults past it as before.)
+// less than half of want is left of the mapping past the front, or no
+// boundary is left before its end, the object ends one page past the
+// mapping's end instead, so that the runtime maps its next chunk now (a
+// chunk mapped later is not advised) and the job's pages come from there.
+// The huge page that holds the object's last page is made all the same:
+// that page is never touched either. (Otherwise what is left is
+// populated, and a job that outgrows it faults past it as before.)
 //
 // The advice is asked for once the object is in place: an allocation
 // made meanwhile, by another goroutine, touches the front on small pages
@@ -277,8 +280,9 @@ var hugeStart, hugeEnd uintptr
 // (defrag=madvise) or falls back to small pages. (No compaction stall was
 // seen on the test machine, /proc/vmstat compact_stall 0.) The resident
 // set grows: a command has one huge page where 512 KiB were populated,
-// a job up to two where 2.5 MiB were (when init's is the last of its
-// chunk, the job's is in the next one, and the rest of init's unused).
+// a job two or three where 2.5 MiB were (when init's is the last of its
+// chunk, the job's two are in the next one, and the rest of init's is
+// left unused).
 func hugeHeap(maps []byte, large, want uintptr) (start, end uintptr) {
 	at := large
 	if large < hugeStart || large >= hugeEnd {
@@ -286,7 +290,7 @@ func hugeHeap(maps []byte, large, want uintptr) (start, end uintptr) {
 	}
 	// The mapping is the one that holds the front's last page: it may end
 	// right there.
-	if mapEnd := mappingEnd(maps, large-1); mapEnd > large-1 && (mapEnd-large < want || at == mapEnd) {
+	if mapEnd := mappingEnd(maps, large-1); mapEnd > large-1 && (mapEnd-large < want/2 || at == mapEnd) {
 		at = mapEnd + goPage
 	}
 	if at > large {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -416,6 +417,16 @@ func (r *restorer) cloneHeirs(pr *proc, created func(*puppet)) error {
 			return err
 		}
 	}
+	// The pages the first heir has where its parent's differ go into
+	// the parent for the forks, and the parent's own back after them.
+	var back *pageDiff
+	start := time.Now()
+	if len(pr.heirs) > 1 {
+		var err error
+		if back, err = r.lendHeirPages(pr); err != nil {
+			return err
+		}
+	}
 	for _, h := range pr.heirs {
 		c, err := lead.queueClone(0, uint64(unix.SIGCHLD), h.t.pid, created)
 		if err != nil {
@@ -424,7 +435,78 @@ func (r *restorer) cloneHeirs(pr *proc, created func(*puppet)) error {
 		h.threads = []*puppet{c}
 		h.lane = pr.lane
 	}
+	if back == nil {
+		return nil
+	}
+	// The forks run now, before anything else of the parent's (its rseq
+	// registration writes its memory): then its own pages go back.
+	lent := time.Since(start)
+	if err := lead.runPending(); err != nil {
+		return err
+	}
+	wb := time.Now()
+	if err := lead.writeDiff(back, pr.ownPages); err != nil {
+		return fmt.Errorf("restore task %d: its own pages after the forks: %w", pr.t.pid, err)
+	}
+	pr.ownPages = nil
+	r.log.Debug().Int("pid", pr.t.pid).Int("pages", len(back.runs)).Dur("lend", lent).Dur("back", time.Since(wb)).
+		Msg("the first heir's pages lent to the parent for the forks")
 	return nil
+}
+
+// lendHeirPages writes into pr, before its heirs are forked, the pages in
+// which its first heir differs from it (pages both have, in VMAs the heir
+// keeps), and returns what writes pr's own back after the forks. Children
+// forked from one parent mostly differ from it in the same pages with the
+// same contents (the parent wrote them after the forks): fork gives every
+// heir those pages, shared as in the dumped tree, where each heir would
+// otherwise take a copy of its own (restoreHeir's writeDiff: some 10 us a
+// page). pr.heirPages becomes the parent's memory at the forks, which the
+// heirs' diffs start from.
+func (r *restorer) lendHeirPages(pr *proc) (*pageDiff, error) {
+	own, err := readPages(r.img.dir, pr.t.pagemap, nil)
+	if err != nil {
+		return nil, fmt.Errorf("restore task %d: its pages, for its heirs: %w", pr.t.pid, err)
+	}
+	first := pr.heirs[0]
+	data, err := readPages(r.img.dir, first.t.pagemap, nil)
+	if err != nil {
+		return nil, fmt.Errorf("restore task %d: %w", first.t.pid, err)
+	}
+	lend, back := &pageDiff{}, &pageDiff{}
+	base := own
+	pp, cp := presentPages(pr.t.pagemap), presentPages(first.t.pagemap)
+	for i, j := 0, 0; i < len(pp) && j < len(cp); {
+		switch {
+		case pp[i].addr < cp[j].addr:
+			i++
+		case cp[j].addr < pp[i].addr:
+			j++
+		default:
+			po, co := pp[i].off, cp[j].off
+			if inVMAs(first.heir.kept, pp[i].addr) && !bytes.Equal(own[po:po+pageSize], data[co:co+pageSize]) {
+				if len(back.runs) == 0 {
+					base = slices.Clone(own)
+				}
+				copy(base[po:po+pageSize], data[co:co+pageSize])
+				lend.runs, lend.from = append(lend.runs, iovec{Base: pp[i].addr, Len: pageSize}), append(lend.from, co)
+				back.runs, back.from = append(back.runs, iovec{Base: pp[i].addr, Len: pageSize}), append(back.from, po)
+				lend.size += pageSize
+				back.size += pageSize
+			}
+			i++
+			j++
+		}
+	}
+	pr.heirPages = base
+	if len(back.runs) == 0 {
+		return nil, nil
+	}
+	if err := pr.threads[0].writeDiff(lend, data); err != nil {
+		return nil, fmt.Errorf("restore task %d: its first heir's pages before the forks: %w", pr.t.pid, err)
+	}
+	pr.ownPages = own
+	return back, nil
 }
 
 // restoreHeir restores what fork did not give heir pr: its own pages,

@@ -106,6 +106,9 @@ type proc struct {
 	heir      *heir
 	heirs     []*proc
 	heirPages []byte // the data of this process's pages, for its heirs
+	// ownPages: its own pages data while heirPages holds others' for the
+	// forks (lendHeirPages).
+	ownPages []byte
 }
 
 func (r *restorer) Load(ctx context.Context) error {

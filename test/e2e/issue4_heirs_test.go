@@ -109,6 +109,13 @@ func TestIssue4Heirs(t *testing.T) {
 	if got := strings.Count(log, "heir=true"); got != n {
 		t.Errorf("%d children restored as heirs of their parent, want %d; the log:\n%s", got, n, lastLines(log, 40))
 	}
+	// The children differ from the root in the pages it wrote after the
+	// forks (ro, mine): those of the first are lent to the root for the
+	// forks (lendHeirPages), and every task's memory is still its own
+	// (verifyRestored).
+	if !strings.Contains(log, "pages lent to the parent for the forks") {
+		t.Errorf("no pages of the first heir lent to the root for the forks; the log:\n%s", lastLines(log, 40))
+	}
 	// Every task has its dumped rseq registration again: a dump of the
 	// restored tree finds the same (TestHeirsRseq: and the kernel keeps
 	// updating it).

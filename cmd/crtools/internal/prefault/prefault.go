@@ -45,11 +45,10 @@ const maxBSS = 4 << 20
 // dump or restore touches 1.3-1.4 MiB of fresh heap after main starts
 // (the Rss of the heap at exit without populate is ~2.1 MiB, that of
 // --version 0.7-0.8), but its allocations move the page allocator's
-// front by 1-5 MiB (a tree50 dump allocates ~4 MB): on huge pages
-// (hugeHeap) 4 MiB costs one more 0.15-0.3 ms populate than 2, and
-// halves the faults a tree50 dump still took past the range populated
-// (12 runs each: median ~290 -> ~50; restore 5 -> 0). A larger job
-// faults on the rest as before.
+// front by 1-5 MiB (a tree50 dump allocates ~4 MB): 4 MiB on huge pages
+// (hugeHeap, which populates the first half) cut the faults a tree50
+// dump still took past the range populated (12 runs each: median ~290
+// -> ~50; restore 5 -> 0). A larger job faults on the rest as before.
 const heapWant = 4 << 20
 
 // initHeap is how much of the heap init populates: what the package
@@ -259,6 +258,12 @@ var hugeStart, hugeEnd uintptr
 // the page lists of every CPU first: 0.6-0.9 ms, and 8-14 ms when the
 // other CPU is busy.
 //
+// Populating a huge page costs 0.13-0.35 ms (median), but 3-40 ms in
+// about one case of ten when the host must back it first (free pages
+// are given back to it): what a job may not use is only advised, and
+// becomes a huge page at its first touch. (512 small pages then cost
+// 16-25 ms at the median, so huge pages still win.)
+//
 // The runtime maps its heap in 4 MiB chunks, and Go 1.26 starts the heap
 // at a random page of the first one (mheap.grow, randomizeHeapBase): when
 // less than half of want is left of the mapping past the front, or no
@@ -301,14 +306,18 @@ func hugeHeap(maps []byte, large, want uintptr) (start, end uintptr) {
 	}
 	if m := heapMapping(maps, large); m.contains(large) {
 		start, end = large, min(large+want, m.end)
+		hugeStart = max(start&^(hugePage-1), m.start)
+		hugeEnd = min((end+hugePage-1)&^(hugePage-1), m.end)
+		madvise(hugeStart, hugeEnd-hugeStart, madvHugepage)
+		// Only the first half is populated now: what any job uses. The
+		// rest becomes a huge page at its first touch, if a job gets
+		// there (one fault).
+		end = min(end, start+want/2)
 		// Not a huge page for one page: the object past the mapping's
 		// end puts the front a page past a boundary.
 		if tail := end & (hugePage - 1); tail <= goPage && end-tail > start {
 			end -= tail
 		}
-		hugeStart = max(start&^(hugePage-1), m.start)
-		hugeEnd = min((end+hugePage-1)&^(hugePage-1), m.end)
-		madvise(hugeStart, hugeEnd-hugeStart, madvHugepage)
 		madvise(start, end-start, madvPopulateWrite)
 	}
 	return start, end

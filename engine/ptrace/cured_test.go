@@ -30,13 +30,7 @@ func TestCuredBatchTracerDeath(t *testing.T) {
 				name += "/group-stopped"
 			}
 			t.Run(name, func(t *testing.T) {
-				w := startWorkload(t, "cured")
-				if stop {
-					if err := unix.Kill(w.pid, unix.SIGSTOP); err != nil {
-						t.Fatal(err)
-					}
-					waitState(t, w.pid, 'T')
-				}
+				w := startMaybeStopped(t, "cured", stop)
 				tr := NewTracer()
 				t.Cleanup(tr.Close)
 				if err := tr.Do(func() error { return curedUntil(t, w.pid, k) }); err != nil {

@@ -140,6 +140,20 @@ func (w *workload) quiet(t testing.TB, d time.Duration) {
 	}
 }
 
+// startMaybeStopped starts workload name, stopped by SIGSTOP (state T)
+// if stop: the tracer-death tests check a running and a stopped task.
+func startMaybeStopped(t testing.TB, name string, stop bool) *workload {
+	t.Helper()
+	w := startWorkload(t, name)
+	if stop {
+		if err := unix.Kill(w.pid, unix.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		waitState(t, w.pid, 'T')
+	}
+	return w
+}
+
 // waitState waits until /proc/PID/stat shows the given state letter.
 func waitState(t testing.TB, pid int, state byte) {
 	t.Helper()

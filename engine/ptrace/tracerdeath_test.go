@@ -23,13 +23,7 @@ func TestSettledTracerDeath(t *testing.T) {
 			name = "group-stopped"
 		}
 		t.Run(name, func(t *testing.T) {
-			w := startWorkload(t, "counter")
-			if stop {
-				if err := unix.Kill(w.pid, unix.SIGSTOP); err != nil {
-					t.Fatal(err)
-				}
-				waitState(t, w.pid, 'T')
-			}
+			w := startMaybeStopped(t, "counter", stop)
 			tr := NewTracer()
 			t.Cleanup(tr.Close)
 			err := tr.Do(func() error {

@@ -11,8 +11,11 @@ import "unsafe"
 // math), before internal/godebug, hash/crc32 and syscall, whose inits
 // fault on pages of the binary the populate would have mapped.
 
-// rawSyscall3 is in sys_linux_amd64.s.
-func rawSyscall3(trap, a1, a2, a3 uintptr) uintptr
+// rawSyscall6 is in sys_linux_amd64.s.
+func rawSyscall6(trap, a1, a2, a3, a4, a5, a6 uintptr) uintptr
+
+// rawSyscall3 is rawSyscall6 for the calls of three arguments or fewer.
+func rawSyscall3(trap, a1, a2, a3 uintptr) uintptr { return rawSyscall6(trap, a1, a2, a3, 0, 0, 0) }
 
 const (
 	sysRead    = 0

@@ -4,9 +4,6 @@ package prefault
 
 import "unsafe"
 
-// rawSyscall6 is in text_linux_amd64.s.
-func rawSyscall6(trap, a1, a2, a3, a4, a5, a6 uintptr) uintptr
-
 // scanArg is struct pm_scan_arg and scanRegion struct page_region
 // (linux/fs.h), as engine/pagemap has them: this package imports nothing
 // with an init (sys_amd64_unsafe.go).

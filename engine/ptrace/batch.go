@@ -549,7 +549,7 @@ func (b *Batch) point(n int) error {
 			return fmt.Errorf("run batch in task %d: cured code without a signal frame", in.Tid)
 		}
 		r.Rsp = uint64(b.frame) + 8
-		r.R15 = uint64(in.CureSig)
+		r.R14, r.R15 = uint64(in.Tid), uint64(in.CureSig)
 	}
 	if err := SetRegs(in.Tid, &r); err != nil {
 		return fmt.Errorf("run batch in task %d: %w", in.Tid, err)

@@ -8,10 +8,8 @@ import (
 // A cured batch (Injector.CureSig) ends not in an int3 but in
 //
 //	done:	mov  rbp, rax        ; the last result, for the tracer
-//		mov  eax, 186        ; gettid: the thread's id in its own PID
-//		syscall              ; namespace, not the tracer's
-//		mov  rdi, rax
-//		mov  eax, 200        ; tkill(it, r15 = CureSig)
+//		mov  eax, 200        ; tkill(r14 = the thread, r15 = CureSig)
+//		mov  rdi, r14
 //		mov  rsi, r15
 //		syscall
 //	end:	mov  eax, 15         ; rt_sigreturn, rsp = the thread's frame + 8
@@ -30,10 +28,8 @@ import (
 // registers of the injection.
 var curedTail = []byte{
 	0x48, 0x89, 0xc5, // mov rbp, rax
-	0xb8, 0xba, 0x00, 0x00, 0x00, // mov eax, 186 (gettid)
-	0x0f, 0x05, // syscall
-	0x48, 0x89, 0xc7, // mov rdi, rax
 	0xb8, 0xc8, 0x00, 0x00, 0x00, // mov eax, 200 (tkill)
+	0x4c, 0x89, 0xf7, // mov rdi, r14
 	0x4c, 0x89, 0xfe, // mov rsi, r15
 	0x0f, 0x05, // syscall
 	0xb8, 0x0f, 0x00, 0x00, 0x00, // end: mov eax, 15 (rt_sigreturn)
@@ -41,7 +37,7 @@ var curedTail = []byte{
 }
 
 // curedEndOff is the offset of end in curedTail: where the thread stops.
-const curedEndOff = 23
+const curedEndOff = 16
 
 // curedBatchCode is batchCode with curedTail in place of its int3 (the
 // jumps to done stay valid: done is where the int3 was).

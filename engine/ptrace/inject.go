@@ -59,14 +59,12 @@ type Injector struct {
 	// would deliver). From the PTRACE_EVENT_STOP the detached task goes
 	// on with its own code, or back into its group-stop (the kernel sets
 	// JOBCTL_STOP_PENDING again on detach while the group is stopped).
-	// Not covered by the settle: a tracer killed during the injections
-	// themselves. From Begin to End the task's registers are the
-	// injection's, which it would run on from, and a stop not yet waited
-	// for hands its SIGTRAP to the task on detach (measured: of SIGKILLs
-	// of crtools that landed in the injections of a dump's collect step,
-	// about half killed the task, with SIGTRAP or SIGSEGV). Cured batches
-	// (CureSig) cover their own runs; single calls (Syscall, Start) are
-	// still exposed.
+	// Not covered: a tracer killed during the injections themselves. From
+	// Begin to End the task's registers are the injection's, which it
+	// would run on from, and a stop not yet waited for hands its SIGTRAP
+	// to the task on detach (measured: of SIGKILLs of crtools that landed
+	// in the injections of a dump's collect step, about half killed the
+	// task, with SIGTRAP or SIGSEGV; none that landed after them).
 	SettleAtEnd bool
 	// CureSig, when not 0, makes batches self-curing (see curedTail): it
 	// is the signal that stops a thread at the end of each batch, one the

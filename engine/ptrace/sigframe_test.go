@@ -11,7 +11,7 @@ import (
 // restart of an interrupted syscall.
 func TestSigFrameLayout(t *testing.T) {
 	xs := make([]byte, 2432)
-	binary.LittleEndian.PutUint64(xs[464:], 0xe7)                                                          // XCR0, as NT_X86_XSTATE has it
+	binary.LittleEndian.PutUint64(xs[464:], 0xe7) // XCR0, as NT_X86_XSTATE has it
 	r := Regs{Rip: 0x1002, Rsp: 0x7000, Rax: uint64(0xfffffffffffffdfe), Orig_rax: 34, Cs: 0x33, Ss: 0x2b} // pause, -ERESTARTNOHAND
 	const at = 0x10040
 	f, err := SigFrame(at, r, 1<<11, xs)

@@ -376,7 +376,6 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 		j.leader = leader
 		// See injectQueries for why SettleAtEnd.
 		leader.SettleAtEnd = true
-		leader.CureSig = j.cureSig()
 		if err := j.begin(leader, 0); err != nil {
 			j.err = fmt.Errorf("begin injection into pid %d: %w", j.t.pid, err)
 			continue
@@ -395,9 +394,6 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 			most = max(most, len(qs))
 		}
 		first := ptrace.SlotSize{Calls: len(j.procQs), Scratch: len(j.procQs) * queryOut}
-		if leader.CureSig != 0 {
-			first.Frame = ptrace.SigFrameSize(len(j.regs[0].xstate))
-		}
 		rest := ptrace.SlotSize{Calls: most, Scratch: most * queryOut}
 		if err := leader.StartNewBatchSized(first, rest, len(j.t.threads)); err != nil {
 			j.fail(err)
@@ -415,9 +411,6 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 			return err
 		}
 		j.batch = b
-		if err := j.writeFrame(b, 0); err != nil {
-			return err
-		}
 		j.calls = queryCalls(b, j.procQs)
 		if err := b.Start(j.calls); err != nil {
 			return fmt.Errorf("inject getters into pid %d: %w", j.t.pid, err)
@@ -447,9 +440,6 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 				return err
 			}
 			j.thBatch[i] = b
-			if err := j.writeFrame(b, i+1); err != nil {
-				return err
-			}
 			j.thCalls[i] = queryCalls(b, j.threadQs[i+1])
 		}
 		// Every table in one write, every thread pointed at its batch,
@@ -559,58 +549,6 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 			j.res = nil
 		}
 	}
-}
-
-// cureSig picks the signal that ends each batch of the job's task
-// (ptrace.Injector.CureSig), so that a crtools killed during the
-// injections leaves every thread to put itself back: SIGURG, SIGWINCH or
-// SIGCHLD (default action: ignore), one that the task does not catch and
-// that no thread blocks. 0 (the batches end in an int3, which such a
-// death turns into a SIGTRAP that kills the task) when there is none,
-// when SIGTRAP is blocked in the leader (its mmap and munmap are
-// single-stepped, with the task's own mask), or when the registers and
-// FPU state of some thread were not read before.
-func (j *injectJob) cureSig() int {
-	if len(j.regs) < len(j.t.threads) || j.regs[0].sigmask&(1<<(unix.SIGTRAP-1)) != 0 {
-		return 0
-	}
-	for _, r := range j.regs {
-		if len(r.xstate) < 576 || len(r.xstate) != len(j.regs[0].xstate) {
-			return 0
-		}
-	}
-next:
-	for _, sig := range []unix.Signal{unix.SIGURG, unix.SIGWINCH, unix.SIGCHLD} {
-		bit := uint64(1) << (sig - 1)
-		if j.status.SigCgt&bit != 0 {
-			continue
-		}
-		for _, r := range j.regs {
-			if r.sigmask&bit != 0 {
-				continue next
-			}
-		}
-		return int(sig)
-	}
-	return 0
-}
-
-// writeFrame has batch b, of thread i of the job's task, write the
-// thread's signal frame with its next table (a cured batch), from the
-// registers, mask and FPU state read before the injections: those End
-// puts back.
-func (j *injectJob) writeFrame(b *ptrace.Batch, i int) error {
-	at := b.Frame()
-	if at == 0 {
-		return nil
-	}
-	r := &j.regs[i]
-	f, err := ptrace.SigFrame(at, r.regs, r.sigmask, r.xstate)
-	if err != nil {
-		return fmt.Errorf("prepare injection into thread %d: %w", j.t.threads[i].tid, err)
-	}
-	b.WriteWith(at, f)
-	return nil
 }
 
 // begin begins the injection into thread i of the job's task, from the

@@ -141,14 +141,6 @@ type Batch struct {
 	// Scratch is writable memory for out-arguments (StartNewBatchSized),
 	// else 0.
 	Scratch uintptr
-	// cured: the code is curedBatchCode (Injector.CureSig); every run
-	// needs frame, this slot's room for its thread's signal frame
-	// (SigFrame, written by the caller: WriteWith). framesAt, frameSize:
-	// StartNewBatchSized's frames, one per slot.
-	cured     bool
-	frame     uintptr
-	framesAt  uintptr
-	frameSize uintptr
 	// with, withAddr: bytes the next setup writes to withAddr together
 	// with the table (WriteWith).
 	with     []byte
@@ -188,10 +180,8 @@ func (in *Injector) NewBatch(maxCalls int) (*Batch, error) {
 }
 
 // SlotSize is the room of one slot of StartNewBatchSized: calls and
-// scratch bytes (Batch.Scratch, for the calls' out-arguments). Frame is
-// the room of each slot's signal frame (SigFrameSize) for an injector with
-// CureSig; the first SlotSize's counts for all.
-type SlotSize struct{ Calls, Scratch, Frame int }
+// scratch bytes (Batch.Scratch, for the calls' out-arguments).
+type SlotSize struct{ Calls, Scratch int }
 
 // entries is the number of table entries the slot takes.
 func (s SlotSize) entries() int { return s.Calls + (s.Scratch+batchEntrySize-1)/batchEntrySize }
@@ -221,16 +211,7 @@ func (in *Injector) StartNewBatchSized(first, rest SlotSize, slots int) error {
 	// calls.
 	entries := 1 + first.entries() + (slots-1)*rest.entries()
 	page := os.Getpagesize()
-	frames := 0
-	if in.CureSig != 0 {
-		if first.Frame <= 0 || first.Frame%64 != 0 {
-			return fmt.Errorf("prepare batch in task %d: signal frames of %d bytes", in.Tid, first.Frame)
-		}
-		// The frames follow the tables, 64-byte aligned.
-		entries = (entries + 1) &^ 1
-		frames = slots * first.Frame
-	}
-	size := page + (entries*batchEntrySize+frames+page-1)/page*page
+	size := page + (entries*batchEntrySize+page-1)/page*page
 	if err := in.Start(unix.SYS_MMAP, 0, uintptr(size), unix.PROT_READ|unix.PROT_EXEC,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0); err != nil {
 		return fmt.Errorf("prepare batch in task %d: %w", in.Tid, err)
@@ -238,11 +219,6 @@ func (in *Injector) StartNewBatchSized(first, rest SlotSize, slots int) error {
 	in.newBatch = &Batch{in: in, size: size, maxCalls: first.Calls, slots: slots,
 		slot0Size: uintptr(first.entries() * batchEntrySize), slotSize: uintptr(rest.entries() * batchEntrySize),
 		slotCalls: rest.Calls}
-	if in.CureSig != 0 {
-		in.newBatch.cured = true
-		in.newBatch.framesAt = uintptr(page + entries*batchEntrySize) // from addr, until FinishNewBatch
-		in.newBatch.frameSize = uintptr(first.Frame)
-	}
 	return nil
 }
 
@@ -262,18 +238,11 @@ func (in *Injector) FinishNewBatch() (*Batch, error) {
 	// The first entry of the table is slot 0's mprotect; the slots follow.
 	b.table = addr + page + batchEntrySize
 	b.Scratch = b.table + uintptr(b.maxCalls*batchEntrySize)
-	if b.cured {
-		b.framesAt += addr
-		b.frame = b.framesAt
-	}
 	// The code goes in with the first table, in one write (setup).
 	b.needCode = true
 	b.pre = []BatchCall{{Nr: unix.SYS_MPROTECT, Args: [6]uintptr{addr + page, uintptr(b.size) - page, unix.PROT_READ | unix.PROT_WRITE}}}
 	return b, nil
 }
-
-// Frame is the address of the batch's signal frame (a cured batch), else 0.
-func (b *Batch) Frame() uintptr { return b.frame }
 
 // Leave gives up the batch without unmapping its memory, for a caller
 // that unmaps it later (or whose task will not run again): it returns the
@@ -544,21 +513,11 @@ func (b *Batch) point(n int) error {
 	in := b.in
 	r := in.session.regs
 	PointAtBatch(&r, b.addr, b.table-uintptr(b.npre*batchEntrySize), n)
-	if b.cured {
-		if b.frame == 0 || in.CureSig == 0 {
-			return fmt.Errorf("run batch in task %d: cured code without a signal frame", in.Tid)
-		}
-		r.Rsp = uint64(b.frame) + 8
-		r.R14, r.R15 = uint64(in.Tid), uint64(in.CureSig)
-	}
 	if err := SetRegs(in.Tid, &r); err != nil {
 		return fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 	}
 	in.Events = in.Events[:0]
-	// An int3 ends in a SIGTRAP stop, and what ran before may have been
-	// single-stepped; a cured batch is resumed with PTRACE_CONT, which
-	// clears the step, and ends in CureSig's stop.
-	in.trapped = !b.cured
+	in.trapped = true // the batch ends in its int3's SIGTRAP stop
 	return nil
 }
 
@@ -629,24 +588,10 @@ func (b *Batch) setup(calls []BatchCall) error {
 		// until the batch's mprotect: one write through /proc/PID/mem,
 		// from a pooled buffer (a dump of a tree writes one per task).
 		bp := codeBufs.Get().(*[]byte)
-		n := int(tableAddr-b.addr) + len(table)
-		inImage := len(with) > 0 && withAddr >= tableAddr+uintptr(len(table)) && withAddr+uintptr(len(with)) <= b.addr+uintptr(b.size)
-		if inImage {
-			// A signal frame after the tables: in the same write.
-			n = int(withAddr-b.addr) + len(with)
-		}
-		code := slices.Grow((*bp)[:0], n)[:n]
+		code := slices.Grow((*bp)[:0], int(tableAddr-b.addr)+len(table))[:int(tableAddr-b.addr)+len(table)]
 		clear(code)
-		if b.cured {
-			copy(code, curedBatchCode)
-		} else {
-			copy(code, batchCode)
-		}
+		copy(code, batchCode)
 		copy(code[tableAddr-b.addr:], table)
-		if inImage {
-			copy(code[withAddr-b.addr:], with)
-			with = nil
-		}
 		_, err := WriteMem(in.Tid, b.addr, code)
 		*bp = code
 		codeBufs.Put(bp)
@@ -702,11 +647,6 @@ func (b *Batch) waitEnd(user []BatchCall, started bool) (batchEnd, error) {
 		e.calls = append(append([]BatchCall{}, b.pre...), user...)
 	}
 	end := uint64(b.addr) + uint64(len(batchCode))
-	want := int(unix.SIGTRAP)
-	if b.cured {
-		end = uint64(b.addr) + uint64(len(batchCode)-1+curedEndOff)
-		want = in.CureSig
-	}
 	var left uint64
 	for {
 		if !started {
@@ -725,7 +665,7 @@ func (b *Batch) waitEnd(user []BatchCall, started bool) (batchEnd, error) {
 			}
 			continue
 		}
-		if st.Sig != want {
+		if st.Sig != int(unix.SIGTRAP) {
 			if err := Fault(in.Tid, st.Sig); err != nil {
 				return e, fmt.Errorf("run batch in task %d: %w", in.Tid, err)
 			}
@@ -739,16 +679,7 @@ func (b *Batch) waitEnd(user []BatchCall, started bool) (batchEnd, error) {
 		if regs.Rip == end {
 			left = regs.R12
 			e.lastRet = regs.Rax // the result of the last call that ran
-			if b.cured {
-				e.lastRet = regs.Rbp
-			}
 			break
-		}
-		if b.cured {
-			// CureSig from someone else, before the end: the task's
-			// own, held back like any other.
-			in.Deferred = append(in.Deferred, st.Sig)
-			continue
 		}
 		si, err := GetSiginfo(in.Tid)
 		if err != nil {
@@ -958,18 +889,12 @@ func (b *Batch) Slot(i int, th *Injector) (*Batch, error) {
 		// StartNewBatchSized's memory is made ready by slot 0's first run.
 		return nil, fmt.Errorf("batch slot %d of task %d: slot 0 has not run yet", i, b.in.Tid)
 	}
-	var s *Batch
 	if i == 0 {
-		s = &Batch{in: th, addr: b.addr, table: b.table, maxCalls: b.maxCalls, Scratch: b.Scratch, borrowed: true}
-	} else {
-		table := b.table + b.slot0Size + uintptr(i-1)*b.slotSize
-		s = &Batch{in: th, addr: b.addr, table: table, maxCalls: b.slotCalls,
-			Scratch: table + uintptr(b.slotCalls*batchEntrySize), borrowed: true}
+		return &Batch{in: th, addr: b.addr, table: b.table, maxCalls: b.maxCalls, Scratch: b.Scratch, borrowed: true}, nil
 	}
-	if b.cured {
-		s.cured, s.frame = true, b.framesAt+uintptr(i)*b.frameSize
-	}
-	return s, nil
+	table := b.table + b.slot0Size + uintptr(i-1)*b.slotSize
+	return &Batch{in: th, addr: b.addr, table: table, maxCalls: b.slotCalls,
+		Scratch: table + uintptr(b.slotCalls*batchEntrySize), borrowed: true}, nil
 }
 
 // ForThread returns an injector for another thread tid of the same
@@ -978,5 +903,5 @@ func (b *Batch) Slot(i int, th *Injector) (*Batch, error) {
 // reading /proc again.
 func (in *Injector) ForThread(tid int) *Injector {
 	return &Injector{Tid: tid, SyscallAddr: in.SyscallAddr, Scratch: in.Scratch, ScratchSize: in.ScratchSize,
-		syscallStops: in.syscallStops, SettleAtEnd: in.SettleAtEnd, CureSig: in.CureSig}
+		syscallStops: in.syscallStops, SettleAtEnd: in.SettleAtEnd}
 }

@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	code := func() int {
 		defer os.RemoveAll(dir)
-		for _, name := range []string{"counter", "blocker", "leaderexit", "cured"} {
+		for _, name := range []string{"counter", "blocker", "leaderexit"} {
 			out, err := exec.Command("gcc", "-O1", "-Wall", "-o", filepath.Join(dir, name), filepath.Join("testdata", name+".c")).CombinedOutput()
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "build testdata/%s.c (gcc is needed for these tests): %v\n%s", name, err, out)

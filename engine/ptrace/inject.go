@@ -66,17 +66,6 @@ type Injector struct {
 	// in the injections of a dump's collect step, about half killed the
 	// task, with SIGTRAP or SIGSEGV; none that landed after them).
 	SettleAtEnd bool
-	// CureSig, when not 0, makes batches self-curing (see curedTail): it
-	// is the signal that stops a thread at the end of each batch, one the
-	// task neither catches nor blocks in any thread and whose default
-	// action is to ignore it; each batch needs its thread's signal frame
-	// (SigFrame at Batch.Frame). Begin then leaves the signal mask alone
-	// (a signal that arrives meanwhile stops the task all the same, and is
-	// held back in Deferred): a tracer that died would leave no mask of
-	// ours behind. The caller sees to it that SIGTRAP is not blocked in a
-	// task whose injector single-steps (Syscall, Start, StartNewBatchSized,
-	// StartClose): the kernel would unblock it and reset its handler.
-	CureSig int
 	// trapped: the task is in the SIGTRAP stop of an injection.
 	trapped bool
 	// started: Start set the task going, Finish has not waited yet.
@@ -100,8 +89,6 @@ type InjectEvent struct {
 type injectSession struct {
 	regs Regs
 	mask uint64
-	// maskSet: Begin changed the mask (injectMask); End puts it back.
-	maskSet bool
 	// rseqCs is the rseq_cs word of the thread's struct rseq at Begin, at
 	// rseqCsAddr, when non-zero (see saveRseqCs).
 	rseqCsAddr uintptr
@@ -330,11 +317,8 @@ func (in *Injector) BeginWith(regs Regs, mask uint64, rseq RseqConfig) error {
 	if err := saveRseqCs(in.Tid, rseq, s); err != nil {
 		return err
 	}
-	if in.CureSig == 0 {
-		if err := SetSigmask(in.Tid, injectMask); err != nil {
-			return err
-		}
-		s.maskSet = true
+	if err := SetSigmask(in.Tid, injectMask); err != nil {
+		return err
 	}
 	in.session = s
 	return nil
@@ -393,11 +377,8 @@ func BeginAllWith(ins []*Injector, regs []Regs, masks []uint64, rseqs []RseqConf
 		}
 	}
 	for i, in := range ins {
-		if in.CureSig == 0 {
-			if err := SetSigmask(in.Tid, injectMask); err != nil {
-				return i, err
-			}
-			ss[i].maskSet = true
+		if err := SetSigmask(in.Tid, injectMask); err != nil {
+			return i, err
 		}
 		in.session = ss[i]
 	}
@@ -446,9 +427,7 @@ func (in *Injector) StartEnd() error {
 			return fmt.Errorf("restore rseq_cs of task %d: %w", in.Tid, err)
 		}
 	}
-	if s.maskSet {
-		in.endMask = &s.mask
-	}
+	in.endMask = &s.mask
 	// Settle while every signal but SIGTRAP is still blocked.
 	if in.SettleAtEnd && in.trapped {
 		if err := Interrupt(in.Tid); err != nil {
@@ -465,15 +444,15 @@ func (in *Injector) StartEnd() error {
 
 // FinishEnd completes StartEnd (see there).
 func (in *Injector) FinishEnd() error {
+	if in.endMask == nil {
+		return nil
+	}
 	if in.settling {
 		in.settling = false
 		if err := in.settle(); err != nil {
 			in.endMask = nil
 			return err
 		}
-	}
-	if in.endMask == nil {
-		return nil // Begin left the mask alone (CureSig)
 	}
 	mask := *in.endMask
 	in.endMask = nil

@@ -10,12 +10,16 @@
  * (TIOCGSID, TIOCGPGRP), /proc says the same for S (tty_nr is the slave,
  * tpgid G), and a ^C typed on the master interrupts G (its SIGINT count in
  * a shared page goes up) and not S. When the root exits the master closes,
- * the terminal hangs up and S and G get SIGHUP, as on a real terminal.
+ * the terminal hangs up and S and G get SIGHUP, as on a real terminal;
+ * should a copy of the master outlive the root (then no hangup comes), S
+ * and G also die with their parents (PR_SET_PDEATHSIG), so that no run
+ * leaves them behind.
  */
 #define _GNU_SOURCE
 #include "../../workloads/crt.h"
 
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <termios.h>
@@ -69,6 +73,7 @@ int main(void)
 		int s, g;
 
 		close(40);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		signal(SIGINT, on_int_s);
 		if (setsid() < 0)
 			crt_die("setsid");
@@ -77,6 +82,7 @@ int main(void)
 			crt_die("open %s", name);
 		g = fork();
 		if (g == 0) { /* G: the foreground job */
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
 			signal(SIGINT, on_int_g);
 			setpgid(0, 0);
 			sh->g_ready = 1; /* its own handler is in place */

@@ -261,6 +261,9 @@ func TestInjectIntoBlockedSyscall(t *testing.T) {
 		w := startWorkload(t, "blocker", "pause")
 		waitState(t, w.pid, 'S')
 		injectGetpid(t, tr, w.pid)
+		// Let go, it restarts its pause from user space: stopped again
+		// before it is back in the syscall, it would not be in one.
+		waitState(t, w.pid, 'S')
 		injectGetpid(t, tr, w.pid)
 		w.quiet(t, 200*time.Millisecond)
 		if procState(w.pid) != 'S' {

@@ -270,23 +270,15 @@ func checkHeap(t *testing.T, start, end, start2, end2 uintptr) {
 const thpEnv = "PREFAULT_TEST_NO_THP"
 
 // thpAvailable reports whether the kernel gives this process 2 MiB
-// transparent huge pages where it asks for them (MADV_HUGEPAGE).
+// transparent huge pages where it asks for them (MADV_HUGEPAGE): what
+// hugeText and Heap decide by (thpAllowed).
 func thpAvailable(t *testing.T) bool {
 	t.Helper()
-	if os.Getenv(thpEnv) != "" {
-		return false
+	ok := thpAllowed()
+	if ok && os.Getenv(thpEnv) != "" {
+		t.Errorf("thpAllowed: true in a process whose parent turned THP off (PR_SET_THP_DISABLE)")
 	}
-	data, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
-	if err != nil {
-		t.Fatalf("THP setting: %v", err)
-	}
-	if strings.Contains(string(data), "[never]") {
-		return false
-	}
-	// Since Linux 6.8 each size has its own setting; "inherit" follows
-	// the one above.
-	data, err = os.ReadFile("/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/enabled")
-	return err != nil || !strings.Contains(string(data), "[never]")
+	return ok
 }
 
 // huge counts the pages of [start, end) that are part of a transparent
@@ -463,5 +455,27 @@ func TestDataSection(t *testing.T) {
 	}
 	if got := dataSection(); got != uintptr(s.Addr) {
 		t.Errorf("dataSection() = %#x, want %#x", got, s.Addr)
+	}
+}
+
+// TestTHPSetting checks thpSetting against the kernel's files, read here
+// with package os: the bracketed choice of each, "" for a missing file.
+func TestTHPSetting(t *testing.T) {
+	for _, path := range []string{
+		"/sys/kernel/mm/transparent_hugepage/enabled",
+		"/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/enabled",
+		"/sys/kernel/mm/transparent_hugepage/no-such-file",
+	} {
+		want := ""
+		if data, err := os.ReadFile(path); err == nil {
+			s := string(data)
+			if i, j := strings.IndexByte(s, '['), strings.IndexByte(s, ']'); i >= 0 && j > i {
+				want = s[i : j+1]
+			}
+		}
+		c := append([]byte(path), 0)
+		if got := thpSetting(&c[0]); got != want {
+			t.Errorf("thpSetting(%s) = %q, want %q", path, got, want)
+		}
 	}
 }

@@ -118,6 +118,10 @@ var (
 	thpPath     = [...]byte{'/', 's', 'y', 's', '/', 'k', 'e', 'r', 'n', 'e', 'l', '/', 'm', 'm', '/',
 		't', 'r', 'a', 'n', 's', 'p', 'a', 'r', 'e', 'n', 't', '_', 'h', 'u', 'g', 'e', 'p', 'a', 'g', 'e', '/',
 		'e', 'n', 'a', 'b', 'l', 'e', 'd', 0}
+	thp2MPath = [...]byte{'/', 's', 'y', 's', '/', 'k', 'e', 'r', 'n', 'e', 'l', '/', 'm', 'm', '/',
+		't', 'r', 'a', 'n', 's', 'p', 'a', 'r', 'e', 'n', 't', '_', 'h', 'u', 'g', 'e', 'p', 'a', 'g', 'e', '/',
+		'h', 'u', 'g', 'e', 'p', 'a', 'g', 'e', 's', '-', '2', '0', '4', '8', 'k', 'B', '/',
+		'e', 'n', 'a', 'b', 'l', 'e', 'd', 0}
 )
 
 // NoHugeTextEnv turns hugeText off when set to anything but "" or "0":
@@ -434,31 +438,56 @@ func kernelAtLeast(major, minor int) bool {
 // smallBuf holds what thpAllowed and hugeTextOff read.
 var smallBuf [4 << 10]byte
 
-// thpAllowed reports whether this process may have transparent huge
-// pages where it asks for them: the system-wide setting is not "never"
-// (nor is THP missing from the kernel) and the process has not turned
-// them off (PR_SET_THP_DISABLE, inherited across fork and exec).
+// thpAllowed reports whether this process may have 2 MiB transparent
+// huge pages where it asks for them (MADV_HUGEPAGE): the process has not
+// turned them off (PR_SET_THP_DISABLE, inherited across fork and exec),
+// and the kernel's setting for that size is not "never". Since Linux 6.8
+// each size has its own setting (hugepages-2048kB/enabled), which
+// "inherit" hands to the system-wide one; before, only the system-wide
+// one exists. The prefault tests ask this function too.
 func thpAllowed() bool {
 	const prGetTHPDisable = 42
 	if rawSyscall6(sysPrctl, prGetTHPDisable, 0, 0, 0, 0, 0) != 0 {
 		return false // disabled (1), or an error
 	}
-	fd := openPath(&thpPath[0])
-	if fd < 0 {
+	switch thpSetting(&thp2MPath[0]) {
+	case "[never]":
 		return false
+	case "[always]", "[madvise]":
+		return true
+	}
+	// "[inherit]", or no per-size file (before 6.8).
+	s := thpSetting(&thpPath[0])
+	return s == "[always]" || s == "[madvise]"
+}
+
+// thpSetting returns the bracketed choice of the THP setting file at
+// path ("always [madvise] never" gives "[madvise]"), or "" when it cannot
+// be read (no THP in the kernel, no such file). The string lives in
+// smallBuf until its next use.
+func thpSetting(path *byte) string {
+	fd := openPath(path)
+	if fd < 0 {
+		return ""
 	}
 	n := read(fd, smallBuf[:])
 	closeFd(fd)
 	if n <= 0 {
-		return false
+		return ""
 	}
-	s := bytesString(smallBuf[:n]) // "always [madvise] never"
-	for i := 0; i+7 <= len(s); i++ {
-		if s[i:i+7] == "[never]" {
-			return false
+	s := bytesString(smallBuf[:n])
+	for i := 0; i < len(s); i++ {
+		if s[i] != '[' {
+			continue
 		}
+		for j := i + 1; j < len(s); j++ {
+			if s[j] == ']' {
+				return s[i : j+1]
+			}
+		}
+		break
 	}
-	return true
+	return ""
 }
 
 // hugeTextOff reports whether NoHugeTextEnv is set in crtools'

@@ -81,8 +81,14 @@ func init() {
 	if binPath == "" {
 		return
 	}
+	// One open and one ELF header read serve hugeText and dataSection.
+	exe := openExe()
+	if exe >= 0 {
+		defer closeFd(exe)
+	}
+	eh := execHeader(exe)
 	// Before the populate below, which then finds those ranges mapped.
-	hugeText(maps, binPath)
+	hugeText(maps, binPath, exe, eh)
 	prevBin := false
 	forEachMapping(maps, func(m mapping) {
 		isBin := m.path == binPath
@@ -96,7 +102,7 @@ func init() {
 			// only .data is, whose pages crtools mostly writes; of the
 			// 34 pages before it, 4 are written in a job.
 			from := m.start
-			if data := dataSection(); data > m.start && data < m.end {
+			if data := dataSection(exe, eh); data > m.start && data < m.end {
 				from = data &^ (pageSize - 1)
 				madvise(m.start, from-m.start, madvPopulateRead)
 			}
@@ -118,21 +124,28 @@ func init() {
 // blocks of pages before the heap's front.
 var residentBuf [3 * pageCacheBlock / pageSize]byte
 
-// elfBuf holds the ELF header, section headers and section names of the
-// binary, read by dataSection (static, so as to allocate nothing).
+// ehdrBuf holds the binary's ELF header, read by execHeader.
+var ehdrBuf [64]byte
+
+// execHeader reads the ELF header of the executable fd into ehdrBuf and
+// returns it, or nil if fd is not a little-endian 64-bit ELF executable
+// (ET_EXEC: a PIE's addresses are relative) or cannot be read.
+func execHeader(fd int) []byte {
+	h := ehdrBuf[:]
+	if fd < 0 || readAt(fd, 0, h) != len(h) || string(h[:4]) != "\x7fELF" || h[4] != 2 || h[5] != 1 || le16(h[16:]) != 2 {
+		return nil
+	}
+	return h
+}
+
+// elfBuf holds the section headers and section names of the binary, read
+// by dataSection (static, so as to allocate nothing).
 var elfBuf [8 << 10]byte
 
-// dataSection returns the address of the binary's .data section, or 0 if
-// it is not a little-endian 64-bit ELF executable (a PIE's addresses are
-// relative) or has none.
-func dataSection() uintptr {
-	fd := openExe()
-	if fd < 0 {
-		return 0
-	}
-	defer closeFd(fd)
-	h := elfBuf[:64]
-	if readAt(fd, 0, h) != len(h) || string(h[:4]) != "\x7fELF" || h[4] != 2 || h[5] != 1 || le16(h[16:]) != 2 {
+// dataSection returns the address of the .data section of the executable
+// fd, whose ELF header is h (execHeader), or 0 if h is nil or it has none.
+func dataSection(fd int, h []byte) uintptr {
+	if h == nil {
 		return 0
 	}
 	shoff, shentsize, shnum, shstrndx := le64(h[0x28:]), le16(h[0x3a:]), le16(h[0x3c:]), le16(h[0x3e:])

@@ -453,7 +453,12 @@ func TestDataSection(t *testing.T) {
 	if f.Type != elf.ET_EXEC || s == nil {
 		t.Fatalf("test binary: type %v, .data %v: want an executable with a .data section", f.Type, s)
 	}
-	if got := dataSection(); got != uintptr(s.Addr) {
+	fd := openExe()
+	if fd < 0 {
+		t.Fatal("open /proc/self/exe")
+	}
+	defer closeFd(fd)
+	if got := dataSection(fd, execHeader(fd)); got != uintptr(s.Addr) {
 		t.Errorf("dataSection() = %#x, want %#x", got, s.Addr)
 	}
 }
@@ -473,8 +478,15 @@ func TestTHPSetting(t *testing.T) {
 				want = s[i : j+1]
 			}
 		}
-		c := append([]byte(path), 0)
-		if got := thpSetting(&c[0]); got != want {
+		fd := -1
+		if f, err := os.Open(path); err == nil {
+			// thpSetting closes it.
+			if fd, err = syscall.Dup(int(f.Fd())); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+		}
+		if got := thpSetting(fd); got != want {
 			t.Errorf("thpSetting(%s) = %q, want %q", path, got, want)
 		}
 	}

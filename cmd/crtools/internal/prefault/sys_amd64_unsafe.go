@@ -94,3 +94,29 @@ func madvise(addr, n uintptr, advice int) { rawSyscall3(sysMadvise, addr, n, uin
 func resident(addr uintptr, vec []byte) bool {
 	return int(rawSyscall3(sysMincore, addr, uintptr(len(vec))*pageSize, uintptr(unsafe.Pointer(unsafe.SliceData(vec))))) == 0
 }
+
+var (
+	thpPath = [...]byte{'/', 's', 'y', 's', '/', 'k', 'e', 'r', 'n', 'e', 'l', '/', 'm', 'm', '/',
+		't', 'r', 'a', 'n', 's', 'p', 'a', 'r', 'e', 'n', 't', '_', 'h', 'u', 'g', 'e', 'p', 'a', 'g', 'e', '/',
+		'e', 'n', 'a', 'b', 'l', 'e', 'd', 0}
+	thp2MPath = [...]byte{'/', 's', 'y', 's', '/', 'k', 'e', 'r', 'n', 'e', 'l', '/', 'm', 'm', '/',
+		't', 'r', 'a', 'n', 's', 'p', 'a', 'r', 'e', 'n', 't', '_', 'h', 'u', 'g', 'e', 'p', 'a', 'g', 'e', '/',
+		'h', 'u', 'g', 'e', 'p', 'a', 'g', 'e', 's', '-', '2', '0', '4', '8', 'k', 'B', '/',
+		'e', 'n', 'a', 'b', 'l', 'e', 'd', 0}
+)
+
+// openTHP opens the system-wide THP setting, or with perSize the 2 MiB
+// size's own (Linux 6.8+), or returns -1.
+func openTHP(perSize bool) int {
+	if perSize {
+		return openPath(&thp2MPath[0])
+	}
+	return openPath(&thpPath[0])
+}
+
+// thpDisabled reports whether this process turned THP off
+// (PR_GET_THP_DISABLE: 1), or cannot tell.
+func thpDisabled() bool {
+	const prGetTHPDisable = 42
+	return rawSyscall6(sysPrctl, prGetTHPDisable, 0, 0, 0, 0, 0) != 0
+}

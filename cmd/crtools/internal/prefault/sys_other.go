@@ -45,3 +45,20 @@ func closeFd(fd int) { syscall.Close(fd) }
 func madvise(addr, n uintptr, advice int) {
 	syscall.Syscall(syscall.SYS_MADVISE, addr, n, uintptr(advice))
 }
+
+// openTHP opens the system-wide THP setting, or with perSize the 2 MiB
+// size's own (Linux 6.8+), or returns -1.
+func openTHP(perSize bool) int {
+	if perSize {
+		return openPath("/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/enabled")
+	}
+	return openPath("/sys/kernel/mm/transparent_hugepage/enabled")
+}
+
+// thpDisabled reports whether this process turned THP off
+// (PR_GET_THP_DISABLE: 1), or cannot tell.
+func thpDisabled() bool {
+	const prGetTHPDisable = 42
+	r, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prGetTHPDisable, 0, 0)
+	return errno != 0 || r != 0
+}

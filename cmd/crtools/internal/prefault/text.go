@@ -115,13 +115,6 @@ const (
 var (
 	pagemapPath = [...]byte{'/', 'p', 'r', 'o', 'c', '/', 's', 'e', 'l', 'f', '/', 'p', 'a', 'g', 'e', 'm', 'a', 'p', 0}
 	environPath = [...]byte{'/', 'p', 'r', 'o', 'c', '/', 's', 'e', 'l', 'f', '/', 'e', 'n', 'v', 'i', 'r', 'o', 'n', 0}
-	thpPath     = [...]byte{'/', 's', 'y', 's', '/', 'k', 'e', 'r', 'n', 'e', 'l', '/', 'm', 'm', '/',
-		't', 'r', 'a', 'n', 's', 'p', 'a', 'r', 'e', 'n', 't', '_', 'h', 'u', 'g', 'e', 'p', 'a', 'g', 'e', '/',
-		'e', 'n', 'a', 'b', 'l', 'e', 'd', 0}
-	thp2MPath = [...]byte{'/', 's', 'y', 's', '/', 'k', 'e', 'r', 'n', 'e', 'l', '/', 'm', 'm', '/',
-		't', 'r', 'a', 'n', 's', 'p', 'a', 'r', 'e', 'n', 't', '_', 'h', 'u', 'g', 'e', 'p', 'a', 'g', 'e', '/',
-		'h', 'u', 'g', 'e', 'p', 'a', 'g', 'e', 's', '-', '2', '0', '4', '8', 'k', 'B', '/',
-		'e', 'n', 'a', 'b', 'l', 'e', 'd', 0}
 )
 
 // NoHugeTextEnv turns hugeText off when set to anything but "" or "0":
@@ -148,19 +141,14 @@ var hugeChunks [16]hugeChunk
 // filled from the file, then has the page cache read them again in huge
 // folios for the runs that follow (healCache). It returns how many ranges
 // were mapped from huge folios, moved, and read again in huge folios.
-func hugeText(maps []byte, binPath string) (mapped, moved, healed int) {
-	if !thpAllowed() || hugeTextOff() {
+func hugeText(maps []byte, binPath string, fd int, h []byte) (mapped, moved, healed int) {
+	if h == nil || !thpAllowed() || hugeTextOff() {
 		return 0, 0, 0
 	}
-	fd := openExe()
-	if fd < 0 {
-		return 0, 0, 0
-	}
-	defer closeFd(fd)
 	if !largeFolioFS(fd) {
 		return 0, 0, 0
 	}
-	chunks := textChunks(fd, maps, binPath)
+	chunks := textChunks(fd, h, maps, binPath)
 	pm := openPath(&pagemapPath[0])
 	if len(chunks) == 0 || pm < 0 {
 		return 0, 0, 0
@@ -329,18 +317,14 @@ func preadFull(fd int, addr, n uintptr, off uint64) uintptr {
 	return done
 }
 
-// phdrBuf holds the ELF header and program headers textChunks reads.
+// phdrBuf holds the program headers textChunks reads.
 var phdrBuf [4 << 10]byte
 
 // textChunks returns the 2 MiB-aligned ranges of the read-only loadable
-// segments of the executable fd (an ET_EXEC ELF file: a PIE's addresses
-// are relative), each checked against maps: mapped from binPath with the
-// segment's protection, as the kernel mapped them at exec.
-func textChunks(fd int, maps []byte, binPath string) []hugeChunk {
-	h := phdrBuf[:64]
-	if readAt(fd, 0, h) != len(h) || string(h[:4]) != "\x7fELF" || h[4] != 2 || h[5] != 1 || le16(h[16:]) != 2 {
-		return nil
-	}
+// segments of the executable fd, whose ELF header is h (execHeader), each
+// checked against maps: mapped from binPath with the segment's
+// protection, as the kernel mapped them at exec.
+func textChunks(fd int, h []byte, maps []byte, binPath string) []hugeChunk {
 	phoff, phentsize, phnum := le64(h[0x20:]), le16(h[0x36:]), le16(h[0x38:])
 	if phentsize != 56 || phnum*56 > len(phdrBuf) {
 		return nil
@@ -433,61 +417,6 @@ func kernelAtLeast(major, minor int) bool {
 		i++
 	}
 	return v[0] > major || v[0] == major && v[1] >= minor
-}
-
-// smallBuf holds what thpAllowed and hugeTextOff read.
-var smallBuf [4 << 10]byte
-
-// thpAllowed reports whether this process may have 2 MiB transparent
-// huge pages where it asks for them (MADV_HUGEPAGE): the process has not
-// turned them off (PR_SET_THP_DISABLE, inherited across fork and exec),
-// and the kernel's setting for that size is not "never". Since Linux 6.8
-// each size has its own setting (hugepages-2048kB/enabled), which
-// "inherit" hands to the system-wide one; before, only the system-wide
-// one exists. The prefault tests ask this function too.
-func thpAllowed() bool {
-	const prGetTHPDisable = 42
-	if rawSyscall6(sysPrctl, prGetTHPDisable, 0, 0, 0, 0, 0) != 0 {
-		return false // disabled (1), or an error
-	}
-	switch thpSetting(&thp2MPath[0]) {
-	case "[never]":
-		return false
-	case "[always]", "[madvise]":
-		return true
-	}
-	// "[inherit]", or no per-size file (before 6.8).
-	s := thpSetting(&thpPath[0])
-	return s == "[always]" || s == "[madvise]"
-}
-
-// thpSetting returns the bracketed choice of the THP setting file at
-// path ("always [madvise] never" gives "[madvise]"), or "" when it cannot
-// be read (no THP in the kernel, no such file). The string lives in
-// smallBuf until its next use.
-func thpSetting(path *byte) string {
-	fd := openPath(path)
-	if fd < 0 {
-		return ""
-	}
-	n := read(fd, smallBuf[:])
-	closeFd(fd)
-	if n <= 0 {
-		return ""
-	}
-	s := bytesString(smallBuf[:n])
-	for i := 0; i < len(s); i++ {
-		if s[i] != '[' {
-			continue
-		}
-		for j := i + 1; j < len(s); j++ {
-			if s[j] == ']' {
-				return s[i : j+1]
-			}
-		}
-		break
-	}
-	return ""
 }
 
 // hugeTextOff reports whether NoHugeTextEnv is set in crtools'

@@ -499,6 +499,7 @@ func (r *restorer) lendHeirPages(pr *proc) (*pageDiff, error) {
 		}
 	}
 	pr.heirPages = base
+	first.pagesRead = data
 	if len(back.runs) == 0 {
 		return nil, nil
 	}
@@ -530,10 +531,16 @@ func (r *restorer) restoreHeir(pr *proc, l *lane) (int64, error) {
 			return 0, fmt.Errorf("restore task %d: pages of its parent: %w", t.pid, err)
 		}
 	}
-	if l.heirBuf, err = readPages(r.img.dir, t.pagemap, l.heirBuf); err != nil {
-		return 0, fmt.Errorf("restore task %d: %w", t.pid, err)
+	// The first heir's pages were read for lendHeirPages.
+	buf := pr.pagesRead
+	pr.pagesRead = nil
+	if buf == nil {
+		if l.heirBuf, err = readPages(r.img.dir, t.pagemap, l.heirBuf); err != nil {
+			return 0, fmt.Errorf("restore task %d: %w", t.pid, err)
+		}
+		buf = l.heirBuf
 	}
-	d := diffPages(from.pagemap, h.from.heirPages, t.pagemap, l.heirBuf, h.kept)
+	d := diffPages(from.pagemap, h.from.heirPages, t.pagemap, buf, h.kept)
 	// The kernel writes the rseq area once it is registered (below), on
 	// the way back to user space: a copy-on-write fault in the heir,
 	// some 60 us here (a fresh mm under shadow paging), where the copy
@@ -556,7 +563,7 @@ func (r *restorer) restoreHeir(pr *proc, l *lane) (int64, error) {
 			return 0, err
 		}
 	}
-	if err := lead.writeDiff(d, l.heirBuf); err != nil {
+	if err := lead.writeDiff(d, buf); err != nil {
 		return 0, err
 	}
 	for _, dr := range d.drops {

@@ -106,6 +106,9 @@ type proc struct {
 	heir      *heir
 	heirs     []*proc
 	heirPages []byte // the data of this process's pages, for its heirs
+	// pagesRead: the data of this heir's pages, read by its parent's
+	// lendHeirPages already (the first heir), for restoreHeir.
+	pagesRead []byte
 	// ownPages: its own pages data while heirPages holds others' for the
 	// forks (lendHeirPages).
 	ownPages []byte

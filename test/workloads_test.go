@@ -57,6 +57,7 @@ func TestWorkloadsPlain(t *testing.T) {
 		{"forkstorm.c", nil},
 		{"leaderexit.c", []string{"self"}},
 		{"leaderexit.c", []string{"child"}},
+		{"seccomp.c", nil},
 	}
 	for _, c := range cases {
 		name := c.src

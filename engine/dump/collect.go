@@ -56,6 +56,8 @@ type dumpState struct {
 	// special dumps pipes, sockets, eventfd, epoll, ... (engine/files);
 	// its entries share the id space of files.
 	special *files.Dumper
+	// seccomp is seccomp.img (seccomp.go).
+	seccomp seccompImage
 }
 
 type taskState struct {
@@ -71,7 +73,9 @@ type taskState struct {
 	fs     *pb.FsEntry
 	fds    []*pb.FdinfoEntry
 	// statuses are the /proc status of each thread, threads[0] first
-	// (nil for a zombie): innerPids takes the namespace ids from them.
+	// (nil for a zombie): innerPids takes the namespace ids from them,
+	// readSeccomp the seccomp mode. They are read before any injection
+	// (collectState, collectRest).
 	statuses []*proc.Status
 	// nsLinks are the /proc/PID/ns links read for the ids, by name.
 	nsLinks map[string]string
@@ -278,6 +282,17 @@ func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 				return errStartFailed
 			}
 			close(regsRead)
+			// Seccomp before any injection: a filter crtools cannot
+			// restore is refused with the tree untouched, and the
+			// injections run with seccomp suspended (seccomp.go).
+			for _, c := range started {
+				if c.ts.t.zombie {
+					continue
+				}
+				if err := c.readSeccomp(); err != nil {
+					return err
+				}
+			}
 			var jobs []*injectJob
 			for _, c := range started {
 				if c.ts.t.zombie {
@@ -365,6 +380,7 @@ func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 		if err := c.cores(); err != nil {
 			return err
 		}
+		s.seccomp.setThreads(c.ts.cores, c.seccomp)
 	}
 	return nil
 }
@@ -449,6 +465,9 @@ type collecting struct {
 	regs               []threadRegs // per thread, threads[0] first
 	shared             [][]byte     // process-wide pending signals
 	job                *injectJob
+	// seccomp is every thread's seccomp state, threads[0] first; nil
+	// when none is under seccomp (readSeccomp, on the tracer).
+	seccomp []threadSeccomp
 
 	// What collectMid read for cores.
 	auxv     []uint64
@@ -518,9 +537,6 @@ func (d *Dumper) collectState(s *dumpState, t *task) (*collecting, error) {
 	}
 	c.status = status
 	ts.statuses = []*proc.Status{status}
-	if status.Seccomp == 2 {
-		return nil, fmt.Errorf("pid %d runs under seccomp filters; seccomp is not supported yet", pid)
-	}
 	return c, nil
 }
 
@@ -542,6 +558,15 @@ func (s *dumpState) collectRest(c *collecting) error {
 		if v.GetStatus()&vmaAreaVDSO != 0 {
 			c.vdsoStart, c.vdsoEnd = uintptr(v.GetStart()), uintptr(v.GetEnd())
 		}
+	}
+	// The other threads' status (creds, comm, seccomp): the tracer
+	// round reads the seccomp mode before it injects (readSeccomp).
+	for _, th := range c.ts.t.threads[1:] {
+		tstatus, err := proc.ReadTaskStatus(pid, th.tid)
+		if err != nil {
+			return fmt.Errorf("read status of thread %d: %w", th.tid, err)
+		}
+		c.ts.statuses = append(c.ts.statuses, tstatus)
 	}
 	return nil
 }
@@ -678,17 +703,13 @@ func (d *Dumper) collectMid(s *dumpState, c *collecting) error {
 		return err
 	}
 
-	// Threads: status (creds, comm, seccomp), scheduling, robust list.
+	// Threads: scheduling, robust list (their status is read:
+	// collectRest).
 	c.thSched = make([]threadSchedInfo, len(t.threads))
 	c.thRobust = make([][2]uint64, len(t.threads))
 	for i, th := range t.threads {
 		tst := st // the leader's stat is read already
 		if th.tid != pid {
-			tstatus, err := proc.ReadTaskStatus(pid, th.tid)
-			if err != nil {
-				return fmt.Errorf("read status of thread %d: %w", th.tid, err)
-			}
-			ts.statuses = append(ts.statuses, tstatus)
 			tst = nil
 		}
 		if c.thSched[i], err = threadSched(pid, th.tid, tst); err != nil {

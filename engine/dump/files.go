@@ -207,6 +207,8 @@ func (s *dumpState) collectFd(pid, fd int) (*pb.FdinfoEntry, error) {
 		kind = "a pipe; pipes are"
 	case strings.HasPrefix(target, "socket:"):
 		kind = "a socket; sockets are"
+	case target == "anon_inode:seccomp notify":
+		return nil, fmt.Errorf("fd %d of pid %d is a seccomp listener (the user-space end of a filter that returns SECCOMP_RET_USER_NOTIF), which a restore cannot reconnect to its filter; seccomp listeners are not supported", fd, pid)
 	case strings.HasPrefix(target, "anon_inode:"):
 		name := strings.Trim(strings.TrimPrefix(target, "anon_inode:"), "[]")
 		kind = "an " + name + " file; " + name + " files are"

@@ -192,6 +192,11 @@ func (s *dumpState) writeMeta(dir string) error {
 	if err := s.writeMemfds(dir); err != nil { // memfd.go
 		return err
 	}
+	if len(s.seccomp.entries) > 0 { // seccomp.go
+		if err := writeImage(dir, image.Seccomp, 0, &pb.SeccompEntry{SeccompFilters: s.seccomp.entries}); err != nil {
+			return fmt.Errorf("write seccomp filters: %w", err)
+		}
+	}
 	if err := specialfiles.WriteImages(dir, s.special.Set()); err != nil {
 		return fmt.Errorf("write images of pipes, sockets and other files: %w", err)
 	}

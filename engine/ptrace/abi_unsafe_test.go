@@ -12,6 +12,7 @@ func TestABISizes(t *testing.T) {
 	}{
 		{"ptrace_rseq_configuration", unsafe.Sizeof(RseqConfig{}), 24},
 		{"ptrace_peeksiginfo_args", unsafe.Sizeof(peekSiginfoArgs{}), 16},
+		{"seccomp_metadata", unsafe.Sizeof(seccompMetadata{}), 16},
 		{"user_regs_struct", unsafe.Sizeof(Regs{}), 27 * 8},
 		{"struct sigaction (kernel)", unsafe.Sizeof(kernelSigaction{}), 32},
 	} {

@@ -206,3 +206,21 @@ func SeccompFilters(tid int) ([][]byte, error) {
 		out = append(out, prog)
 	}
 }
+
+// seccompMetadata is struct seccomp_metadata of <linux/ptrace.h>.
+type seccompMetadata struct {
+	FilterOff uint64
+	Flags     uint64
+}
+
+// SeccompFilterFlags returns the flags of tid's seccomp filter i (in
+// SeccompFilters' order, 0 the oldest) that the kernel keeps with the
+// filter and reports (PTRACE_SECCOMP_GET_METADATA): SECCOMP_FILTER_FLAG_LOG
+// only, on the kernels of today.
+func SeccompFilterFlags(tid, i int) (uint64, error) {
+	md := seccompMetadata{FilterOff: uint64(i)}
+	if _, err := ptracePtr(unix.PTRACE_SECCOMP_GET_METADATA, tid, unsafe.Sizeof(md), unsafe.Pointer(&md)); err != nil {
+		return 0, err
+	}
+	return md.Flags, nil
+}

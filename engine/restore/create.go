@@ -34,6 +34,16 @@ const puppetOptions = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESYSGOOD
 const puppetOptionsNewPidNS = puppetOptions | unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
 	unix.PTRACE_O_TRACEVFORK
 
+// suspendSeccomp is PTRACE_O_SUSPEND_SECCOMP when a thread of the tree is
+// under seccomp (seccomp.go), else 0: the option needs CAP_SYS_ADMIN and a
+// crtools outside seccomp, which a tree without seccomp does not need.
+func (r *restorer) suspendSeccomp() int {
+	if r.img != nil && r.img.seccomp {
+		return unix.PTRACE_O_SUSPEND_SECCOMP
+	}
+	return 0
+}
+
 // PidInUseError says a PID the images need belongs to a live process.
 type PidInUseError struct {
 	Pid  int
@@ -187,7 +197,11 @@ func (r *restorer) startFirstPuppet() (*puppet, error) {
 	if r.newPidNS() {
 		opts = puppetOptionsNewPidNS
 	}
+	opts |= r.suspendSeccomp()
 	if err := ptrace.SetOptions(pid, opts); err != nil {
+		if opts&unix.PTRACE_O_SUSPEND_SECCOMP != 0 {
+			return nil, fmt.Errorf("trace first puppet %d with PTRACE_O_SUSPEND_SECCOMP, which restoring seccomp filters needs: %w (it needs CAP_SYS_ADMIN, and crtools must not run under seccomp itself)", pid, err)
+		}
 		return nil, err
 	}
 	regs, err := ptrace.GetRegs(pid)

@@ -604,6 +604,11 @@ func (r *restorer) restoreHeir(pr *proc, l *lane) (int64, error) {
 	if err := lead.runPending(); err != nil {
 		return 0, err
 	}
+	// Its parent's filters are installed after the fork (endProc): it
+	// installs its own.
+	if err := r.restoreSeccomp(pr); err != nil {
+		return 0, err
+	}
 	c := t.cores[lead.vpid].GetThreadCore().GetCreds()
 	if err := lead.restoreCreds(c, r.initial.creds); err != nil {
 		return 0, err

@@ -257,7 +257,7 @@ var parkHook func(p *puppet) error
 // Preconditions: on l's tracer thread.
 func (r *restorer) adopt(l *lane, pr *proc) error {
 	p := pr.threads[0]
-	if err := ptrace.Seize(p.pid, puppetOptions); err != nil {
+	if err := ptrace.Seize(p.pid, puppetOptions|r.suspendSeccomp()); err != nil {
 		return fmt.Errorf("take task %d over: %w", p.pid, err)
 	}
 	if err := ptrace.Interrupt(p.pid); err != nil {

@@ -133,6 +133,9 @@ func load(dir string) (*imageSet, error) {
 	if err := img.loadMemfds(rd); err != nil { // memfd.go
 		return nil, err
 	}
+	if img.seccomp, err = img.loadSeccomp(rd); err != nil { // seccomp.go
+		return nil, err
+	}
 	return img, nil
 }
 

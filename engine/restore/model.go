@@ -27,6 +27,9 @@ type imageSet struct {
 	fdOwnersMu sync.Mutex
 	special    *files.Restorer // pipes, sockets, ... (special.go)
 	memfds     *memfdSet       // memfd.img (memfd.go)
+	// seccomp tells whether a thread of the tree is under seccomp
+	// (seccomp.go): the puppets are traced with PTRACE_O_SUSPEND_SECCOMP.
+	seccomp bool
 }
 
 // taskImage is one process of the tree.
@@ -40,6 +43,9 @@ type taskImage struct {
 	pagemap *image.PageIndex
 	fds     []*pb.FdinfoEntry
 	fs      *pb.FsEntry
+	// seccomp is the seccomp state of the threads under seccomp, by
+	// tid; nil when none is (seccomp.go).
+	seccomp map[int]*threadSeccomp
 
 	parent   *taskImage
 	children []*taskImage

@@ -307,8 +307,11 @@ func (r *restorer) endProc(st *procState) (int64, error) {
 	if err := lead.checkFds(); err != nil {
 		return filled, err
 	}
-	// Credentials last: lowering them may take away what the steps
-	// above needed.
+	// Seccomp (seccomp.go), then credentials last: lowering them may
+	// take away what the steps above needed.
+	if err := r.restoreSeccomp(pr); err != nil {
+		return filled, err
+	}
 	changed := false
 	for _, th := range pr.threads {
 		c := t.cores[th.vpid].GetThreadCore().GetCreds()

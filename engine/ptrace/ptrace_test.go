@@ -455,6 +455,16 @@ func TestPendingSignalsAndSeccomp(t *testing.T) {
 				return
 			}())
 		}
+		// Their flags (PTRACE_SECCOMP_GET_METADATA): none was
+		// installed with SECCOMP_FILTER_FLAG_LOG; past the last, ENOENT.
+		for i := range filters {
+			if f, err := SeccompFilterFlags(w.pid, i); err != nil || f != 0 {
+				t.Errorf("flags of filter %d: %#x, %v", i, f, err)
+			}
+		}
+		if _, err := SeccompFilterFlags(w.pid, len(filters)); !errors.Is(err, unix.ENOENT) {
+			t.Errorf("flags of filter %d (none): %v, want ENOENT", len(filters), err)
+		}
 		return Detach(w.pid, 0)
 	})
 	if err != nil {

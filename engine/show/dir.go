@@ -32,6 +32,7 @@ func Dir(w io.Writer, dir string) error {
 	bw := bufio.NewWriter(w)
 	s.tree(bw)
 	s.memory(bw)
+	s.seccompModes(bw)
 	s.openFiles(bw)
 	return bw.Flush()
 }
@@ -53,6 +54,8 @@ type imageSet struct {
 	files  map[uint32]*pb.FileEntry
 	pipes  map[uint32][]byte              // pipe_id -> queued data
 	memfds map[uint64]*pb.MemfdInodeEntry // inode_id -> memfd (memfd.img)
+	// seccomp are the filters of seccomp.img (none without it).
+	seccomp []*pb.SeccompFilter
 }
 
 func loadSet(dir string) (*imageSet, error) {
@@ -140,6 +143,13 @@ func loadSet(dir string) (*imageSet, error) {
 			m := e.Msg.(*pb.MemfdInodeEntry)
 			s.memfds[m.GetInodeId()] = m
 		}
+	}
+	if image.Exists(dir, image.Seccomp, 0) {
+		se := &pb.SeccompEntry{}
+		if err := image.ReadOne(dir, image.Seccomp, 0, se); err != nil {
+			return nil, err
+		}
+		s.seccomp = se.GetSeccompFilters()
 	}
 	if image.Exists(dir, image.PipesData, 0) {
 		es, err := image.ReadFile(dir, image.PipesData, 0)
@@ -381,4 +391,71 @@ func sealsText(seals uint32) string {
 		out = append(out, fmt.Sprintf("%#x", seals))
 	}
 	return strings.Join(out, "|")
+}
+
+// seccompModes lists the threads under seccomp: strict, or their filters
+// from the oldest (seccomp.img's index, instructions and flags). Nothing
+// when no thread is.
+func (s *imageSet) seccompModes(w *bufio.Writer) {
+	var lines []string
+	for _, t := range s.tasks {
+		for _, tid := range t.ps.GetThreads() {
+			c := t.threads[tid]
+			if tid == t.ps.GetPid() {
+				c = t.core
+			}
+			tc := c.GetThreadCore()
+			switch tc.GetSeccompMode() {
+			case pb.SeccompMode_disabled:
+				continue
+			case pb.SeccompMode_strict:
+				lines = append(lines, fmt.Sprintf("  %-8d %-8d strict", t.ps.GetPid(), tid))
+				continue
+			}
+			lines = append(lines, fmt.Sprintf("  %-8d %-8d filter   %s", t.ps.GetPid(), tid, s.seccompChain(tc)))
+		}
+	}
+	if len(lines) == 0 && len(s.seccomp) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nSeccomp (%d filters in seccomp.img; a thread without a line has none, or its leader's with TSYNC)\n", len(s.seccomp))
+	fmt.Fprintf(w, "  %-8s %-8s %-8s %s\n", "PID", "TID", "MODE", "FILTERS, THE OLDEST FIRST: #INDEX INSTRUCTIONS [FLAGS]")
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+}
+
+// seccompChain describes the filters of a thread core in filter mode.
+func (s *imageSet) seccompChain(tc *pb.ThreadCoreEntry) string {
+	if tc.SeccompFilter == nil {
+		return "(no filter index)"
+	}
+	var parts []string
+	for i := tc.GetSeccompFilter(); ; {
+		if int(i) >= len(s.seccomp) {
+			return strings.Join(append(parts, fmt.Sprintf("#%d (not in seccomp.img)", i)), ", ")
+		}
+		if len(parts) == len(s.seccomp) {
+			return strings.Join(append(parts, "(loop)"), ", ")
+		}
+		f := s.seccomp[i]
+		p := fmt.Sprintf("#%d %d", i, len(f.GetFilter())/8)
+		var names []string
+		for _, fl := range []flagName{{1, "TSYNC"}, {2, "LOG"}, {4, "SPEC_ALLOW"}} {
+			if f.GetFlags()&uint32(fl.bit) != 0 {
+				names = append(names, fl.name)
+			}
+		}
+		if rest := f.GetFlags() &^ 7; rest != 0 {
+			names = append(names, fmt.Sprintf("%#x", rest))
+		}
+		if len(names) > 0 {
+			p += " [" + strings.Join(names, "|") + "]"
+		}
+		parts = append(parts, p)
+		if f.Prev == nil {
+			return strings.Join(parts, ", ")
+		}
+		i = f.GetPrev()
+	}
 }

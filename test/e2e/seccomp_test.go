@@ -95,8 +95,8 @@ func readSeccompTids(t *testing.T, dir string) map[string][2]int {
 		}
 		out[name] = [2]int{pid, tid}
 	}
-	if len(out) != 7 {
-		t.Fatalf("tids: %v, want 7 threads", out)
+	if len(out) != 8 {
+		t.Fatalf("tids: %v, want 8 threads", out)
 	}
 	return out
 }
@@ -184,7 +184,7 @@ func seccompFlags(t *testing.T, tid int) []uint64 {
 // checkSeccompImages checks seccomp.img and the thread cores: the root's
 // chain (TSYNC on each filter, LOG on the second) on its leader only, the
 // same entries for C2 (same chain), C1's and its worker's chains of 3 and
-// 4 filters of their own, strict mode for C3's thread, and 9 filters in
+// 4 filters of their own, strict mode for C3's thread, and 12 filters in
 // all. Then crtools show prints it, and protoc decodes it with CRIU's
 // schema.
 func checkSeccompImages(t *testing.T, dir string, tids map[string][2]int) {
@@ -236,20 +236,28 @@ func checkSeccompImages(t *testing.T, dir string, tids map[string][2]int) {
 	if got := fmt.Sprint(chain("C1W")); got != "[0 2 0 0]" {
 		t.Errorf("C1's worker's chain: flags %s, want [0 2 0 0]", got)
 	}
+	if got := fmt.Sprint(chain("C2a")); got != "[1 3 1]" {
+		t.Errorf("C2a's chain: flags %s, want [1 3 1] (single-threaded: TSYNC on all, as CRIU)", got)
+	}
 	if m := core("C3S").GetSeccompMode(); m != pb.SeccompMode_strict {
 		t.Errorf("C3's strict thread: seccomp mode %v", m)
 	}
 	if m := core("C3").GetSeccompMode(); m != pb.SeccompMode_disabled {
 		t.Errorf("C3's main thread: seccomp mode %v", m)
 	}
-	if len(filters) != 9 {
-		t.Errorf("seccomp.img has %d filters, want 9 (2 shared, 3, 4)", len(filters))
+	if len(filters) != 12 {
+		t.Errorf("seccomp.img has %d filters, want 12 (2 shared, 3, 4, 3)", len(filters))
 	}
 
 	path := filepath.Join(dir, "seccomp.img")
 	code, out := crtools(t, "show", "-f", path)
 	if code != 0 || !strings.Contains(out, "seccomp_filters") || !strings.Contains(out, "prev") {
 		t.Errorf("crtools show -f %s: exit %d:\n%s", path, code, out)
+	}
+	code, out = crtools(t, "show", "-D", dir)
+	if code != 0 || !strings.Contains(out, "Seccomp (12 filters in seccomp.img") ||
+		!strings.Contains(out, fmt.Sprintf("%-8d %-8d strict", tids["C3S"][0], tids["C3S"][1])) {
+		t.Errorf("crtools show -D %s: exit %d:\n%s", dir, code, out)
 	}
 	// protoc, with the schema's field numbers (CRIU's), decodes the
 	// entry: after the two magic words, a length and the message.
@@ -276,11 +284,11 @@ func checkSeccompImages(t *testing.T, dir string, tids map[string][2]int) {
 	if err != nil {
 		t.Fatalf("protoc --decode seccomp_entry: %v\n%s", err, dec)
 	}
-	if c := strings.Count(string(dec), "seccomp_filters {"); c != 9 {
-		t.Errorf("protoc decoded %d filters, want 9:\n%s", c, dec)
+	if c := strings.Count(string(dec), "seccomp_filters {"); c != 12 {
+		t.Errorf("protoc decoded %d filters, want 12:\n%s", c, dec)
 	}
-	if c := strings.Count(string(dec), "prev: "); c != 9-3 {
-		t.Errorf("protoc decoded %d prev fields, want 6 (every filter but the newest of each of 3 chains):\n%s", c, dec)
+	if c := strings.Count(string(dec), "prev: "); c != 12-4 {
+		t.Errorf("protoc decoded %d prev fields, want 8 (every filter but the newest of each of 4 chains):\n%s", c, dec)
 	}
 }
 
@@ -319,4 +327,19 @@ func TestSeccompUserNotifRefused(t *testing.T) {
 	if err := w.VerifyAndExit(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSeccompHeir: a child under seccomp that a restore forks late from
+// its restored parent (an heir, testdata/seccomp_heir.c) gets its own
+// filters, not those its parent installed after forking it: the heir is
+// forked before its parent's filters are installed, and installs its own.
+func TestSeccompHeir(t *testing.T) {
+	rp, w, dir := dumpedWorkload(t, buildTestdata(t, "seccomp_heir.c", "-I"+harness.WorkloadsDir(t)))
+	child := strings.TrimSpace(readLog(w, "child"))
+	restoreDetached(t, w, dir)
+	if log := readLog(w, "restore.log"); !strings.Contains(log, "heir=true") || !strings.Contains(log, "pid="+child) {
+		t.Errorf("child %s was not restored as an heir:\n%s", child, log)
+	}
+	verifyRestored(t, w)
+	waitWorkloadExit(t, rp, w)
 }

@@ -13,7 +13,10 @@
  *       a worker W1 that adds F4 (prctl fails with EDOM) for itself. A
  *       restore sets W1's no_new_privs with prctl after its filters: it
  *       works only if the restore suspends them for its own calls.
- *   C2  forked with F1, F2, nothing of its own.
+ *   C2  forked with F1, F2, nothing of its own; forks
+ *   C2a which adds F5 (uname fails with ENOLINK): single-threaded like
+ *       its parent, a restore makes it an heir (forked from C2 late),
+ *       which must not keep filters of C2 it did not have.
  *
  * Every thread counts and checks, from inside, that its filtered calls
  * fail with their errno and that the others work (shared memory holds the
@@ -34,7 +37,7 @@
 #include <sys/prctl.h>
 #include <sys/utsname.h>
 
-enum { W_P, W_C1, W_C1W, W_C2, W_C3, W_C3S, NW };
+enum { W_P, W_C1, W_C1W, W_C2, W_C2A, W_C3, W_C3S, NW };
 
 struct worker {
 	volatile uint64_t count;
@@ -226,9 +229,23 @@ static void run_c1(void)
 	}
 }
 
+static pid_t child(void (*run)(void));
+
+static void run_c2a(void)
+{
+	orphan_guard();
+	deny(SYS_uname, ENOLINK, 0);
+	start(&ws[W_C2A], 2, 3, 1);
+	for (;;) {
+		tick(&ws[W_C2A], EPERM, EACCES, ENOLINK, 0);
+		crt_sleep_ms(1);
+	}
+}
+
 static void run_c2(void)
 {
 	orphan_guard();
+	child(run_c2a);
 	start(&ws[W_C2], 2, 2, 1);
 	for (;;) {
 		tick(&ws[W_C2], EPERM, EACCES, 0, 0);
@@ -272,7 +289,7 @@ static int status_of(pid_t pid, pid_t tid, int *mode, int *filters, int *nnp)
 
 int main(void)
 {
-	static const char *names[NW] = { "P", "C1", "C1W", "C2", "C3", "C3S" };
+	static const char *names[NW] = { "P", "C1", "C1W", "C2", "C2a", "C3", "C3S" };
 	pthread_t th;
 	char buf[1024];
 	size_t n = 0;

@@ -343,3 +343,46 @@ func TestSeccompHeir(t *testing.T) {
 	verifyRestored(t, w)
 	waitWorkloadExit(t, rp, w)
 }
+
+// TestSeccompLanes: a tree of a root and 12 children under one filter
+// (lanes.c started under testdata/enosys.c, whose filter makes munmap fail
+// with ENOSYS; lanes.c never unmaps) is restored on two tracer threads,
+// half of the children parked and seized again by the second
+// (engine/restore/lanes.go). The restore unmaps its trampoline in every
+// process after the filter is installed: that works only with
+// PTRACE_O_SUSPEND_SECCOMP on every puppet, the second lane's too. Every
+// process has its one filter again; the images hold it once.
+func TestSeccompLanes(t *testing.T) {
+	harness.RequireRoot(t)
+	rp := harness.Subreaper()
+	w := harness.StartWorkload(t, buildTestdata(t, "enosys.c"), fmt.Sprint(unix.SYS_MUNMAP), harness.BuildC(t, "lanes.c"), "12")
+	w.MustReady(30 * time.Second)
+	w.MustVerify(10 * time.Second)
+	dir := dumpKill(t, w)
+	pids := pstreePids(t, dir)
+	for _, pid := range pids {
+		rp.Forget(pid)
+	}
+	if len(pids) != 13 {
+		t.Fatalf("%d processes in the images, want 13", len(pids))
+	}
+	var se pb.SeccompEntry
+	if err := image.ReadOne(dir, image.Seccomp, 0, &se); err != nil || len(se.GetSeccompFilters()) != 1 {
+		t.Errorf("seccomp.img: %d filters, %v; want the one all share", len(se.GetSeccompFilters()), err)
+	}
+	restoreDetached(t, w, dir)
+	if log := readLog(w, "restore.log"); runtime.NumCPU() >= 2 && !strings.Contains(log, "second tracer restores processes") {
+		t.Errorf("restore used one tracer on %d CPUs; its log:\n%s", runtime.NumCPU(), lastLines(log, 30))
+	}
+	threads := map[string][2]int{}
+	for _, pid := range pids {
+		threads[fmt.Sprint(pid)] = [2]int{pid, pid}
+	}
+	for name, got := range seccompStatuses(t, threads) {
+		if got != "Seccomp 2 filters 1 nnp 0" {
+			t.Errorf("restored process %s: %s, want its one filter", name, got)
+		}
+	}
+	verifyRestored(t, w)
+	waitWorkloadExit(t, rp, w)
+}

@@ -23,7 +23,8 @@
  * counts and findings of all of them). Verify (in P's main thread) checks
  * the findings, that every thread moved on, and every thread's
  * /proc/PID/task/TID/status: "Seccomp:", "Seccomp_filters:" and
- * "NoNewPrivs:" as set up. The tids are in the file "tids", one
+ * "NoNewPrivs:" as set up; the verify before exit, that one more filter
+ * installed with TSYNC in P works (P's threads share one chain). The tids are in the file "tids", one
  * "name pid tid" line a thread.
  */
 #include "crt.h"
@@ -81,6 +82,16 @@ static void deny(int nr, int err, unsigned int flags)
 
 	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog))
 		crt_die("seccomp filter for syscall %d", nr);
+}
+
+/* allow_tsync installs a filter that allows everything, with TSYNC: 0,
+ * or the tid of a thread that does not share the caller's chain. */
+static long allow_tsync(void)
+{
+	struct sock_filter f[] = { BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW) };
+	struct sock_fprog prog = { .len = 1, .filter = f };
+
+	return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
 }
 
 /* expect checks that the syscall's result r (errno e) is a success
@@ -347,6 +358,13 @@ int main(void)
 					  w->nnp);
 			}
 			CRT_CHECK_WORKERS_MOVED(ws, NW, before);
+			if (crt_usr2) {
+				/* Last: one more filter with TSYNC works only
+				 * while both threads have one chain. */
+				long r = allow_tsync();
+
+				CRT_CHECK(r == 0, "a filter with TSYNC: %ld (errno %d)", r, errno);
+			}
 			crt_report();
 		}
 		if (round % 64 == 0) {

@@ -48,6 +48,28 @@ var features = []Feature{
 	{Name: "ns-pid", NeededBy: "-n pid, and restoring into a new PID namespace", Required: false, Mainline: true, MinKernel: "2.6.24", probe: probeNS(unix.CLONE_NEWPID, "pid")},
 	{Name: "ns-net", NeededBy: "-n net, --veth-pair", Required: false, Mainline: true, MinKernel: "2.6.29", probe: probeNS(unix.CLONE_NEWNET, "net")},
 	{Name: "netfilter", NeededBy: "network locking around a dump (nftables, or iptables)", Required: false, Mainline: true, MinKernel: "3.13", probe: probeNetfilter},
+	{Name: "seccomp-suspend", NeededBy: "tasks under seccomp: their filters read (PTRACE_SECCOMP_GET_FILTER) and suspended for crtools' own calls (PTRACE_O_SUSPEND_SECCOMP; CAP_SYS_ADMIN, crtools not under seccomp)", Required: false, Mainline: true, MinKernel: "4.4", probe: probeSeccompSuspend},
+}
+
+// probeSeccompSuspend suspends seccomp in the traced child and puts its
+// options back, and asks for a filter of a task that has none (EINVAL;
+// EACCES says crtools may not read filters at all).
+func probeSeccompSuspend(e *env) (string, error) {
+	c, err := e.traced()
+	if err != nil {
+		return "", err
+	}
+	if err := ptraceSetOptions(c.pid, unix.PTRACE_O_EXITKILL|unix.PTRACE_O_SUSPEND_SECCOMP); err != nil {
+		return "", fmt.Errorf("PTRACE_O_SUSPEND_SECCOMP: %w", err)
+	}
+	if err := ptraceSetOptions(c.pid, unix.PTRACE_O_EXITKILL); err != nil {
+		return "", fmt.Errorf("PTRACE_SETOPTIONS: %w", err)
+	}
+	_, _, e0 := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(c.pid), 0, 0, 0, 0)
+	if e0 != unix.EINVAL && e0 != unix.ENOENT {
+		return "", fmt.Errorf("PTRACE_SECCOMP_GET_FILTER of a task without filters: %v, want EINVAL", e0)
+	}
+	return "", nil
 }
 
 func probeSeize(e *env) (string, error) {

@@ -18,6 +18,14 @@ func ptraceSeize(pid int, opts int) error {
 	return nil
 }
 
+func ptraceSetOptions(pid int, opts int) error {
+	_, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SETOPTIONS, uintptr(pid), 0, uintptr(opts), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
 func ptraceInterrupt(pid int) error {
 	_, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_INTERRUPT, uintptr(pid), 0, 0, 0, 0)
 	if e != 0 {

@@ -43,8 +43,9 @@
 // sigactions, itimers, POSIX timers, rlimits (prlimit from outside),
 // per-thread sigaltstack, rseq, robust list, clear_child_tid, comm,
 // pdeath signal (the threads of a process each in a slot of the
-// trampoline, all at the same time), pending signals, and credentials;
-// last, the trampoline
+// trampoline, all at the same time), pending signals, seccomp filters and
+// strict mode (seccomp.go: with seccomp suspended for crtools' own calls
+// until the detach), and credentials; last, the trampoline
 // goes with its own last syscall, single-stepped so that the task stops in
 // a SIGTRAP signal-delivery-stop like the other threads at their int3
 // (regs.go: done right after the task's last batch, while its memory is

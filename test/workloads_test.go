@@ -58,6 +58,7 @@ func TestWorkloadsPlain(t *testing.T) {
 		{"leaderexit.c", []string{"self"}},
 		{"leaderexit.c", []string{"child"}},
 		{"seccomp.c", nil},
+		{"sysvshm.c", nil},
 	}
 	for _, c := range cases {
 		name := c.src

@@ -58,6 +58,9 @@ type dumpState struct {
 	special *files.Dumper
 	// seccomp is seccomp.img (seccomp.go).
 	seccomp seccompImage
+	// sysv are the SysV shared memory attachments of every task
+	// (sysv.go), in the order collected.
+	sysv []sysvAttach
 }
 
 type taskState struct {
@@ -163,6 +166,13 @@ func (d *Dumper) collectTree(ctx context.Context, s *dumpState) error {
 		return err
 	}
 	s.ns = nsd
+	if !slices.Contains(d.opts.Namespaces, "ipc") {
+		// Every task is in crtools' IPC namespace (CollectWith):
+		// the segments they attach live on there (sysv.go).
+		if err := checkSysVOwn(s.sysv); err != nil {
+			return err
+		}
+	}
 	if slices.Contains(d.opts.Namespaces, "pid") {
 		if err := s.innerPids(); err != nil {
 			return err

@@ -81,6 +81,7 @@ func (s *dumpState) collectMemory(pid int) ([]*pb.VmaEntry, []scanVMA, error) {
 	}
 	var vmas []*pb.VmaEntry
 	var want []scanVMA // the mappings whose pages are scanned, in order
+	var sysv []sysvAttach
 	for i := range maps {
 		m := &maps[i]
 		v := &pb.VmaEntry{
@@ -151,8 +152,16 @@ func (s *dumpState) collectMemory(pid int) ([]*pb.VmaEntry, []scanVMA, error) {
 			status, flags = vmaAreaRegular|vmaAnonShared, flags|unix.MAP_ANONYMOUS
 			v.Shmid = proto.Uint64(obj.ino)
 			v.Pgoff = proto.Uint64(m.Offset)
-		case strings.HasPrefix(m.Path, "/SYSV"):
-			return nil, nil, fmt.Errorf("pid %d maps SysV shared memory at %#x (%s); SysV IPC is not supported yet", pid, m.Start, m.Path)
+		case m.Shared && isSysV(m):
+			// SysV shared memory (sysv.go): the segment holds the
+			// pages; shmid is its id, the mapping's inode.
+			key, _ := sysvKey(m.Path)
+			if sysv, err = addSysV(sysv, pid, m, key); err != nil {
+				return nil, nil, err
+			}
+			status = vmaAreaRegular | vmaAreaSysVIPC
+			v.Shmid = proto.Uint64(m.Inode)
+			v.Pgoff = proto.Uint64(m.Offset)
 		case !m.IsFile() || (!m.Shared && m.Path == "/dev/zero"):
 			// Private anonymous memory: heap, stack, [anon:NAME], and
 			// private mappings of /dev/zero, which are anonymous too.
@@ -194,6 +203,10 @@ func (s *dumpState) collectMemory(pid int) ([]*pb.VmaEntry, []scanVMA, error) {
 		newRun := len(want) == 0 || want[len(want)-1].index != i-1 || big || want[len(want)-1].big
 		want = append(want, scanVMA{start: m.Start, end: m.End, file: m.IsFile(), viaMem: !m.Read, index: i, newRun: newRun, big: big})
 	}
+	if err := checkSysVWhole(sysv); err != nil {
+		return nil, nil, err
+	}
+	s.addSysVAttachments(sysv)
 	return vmas, want, nil
 }
 

@@ -150,13 +150,32 @@ func (p *puppet) mapVMAs(img *imageSet, sh *shmState, vmas []*pb.VmaEntry, pm *i
 	}()
 	var plans []vmaPlan
 	var run anonRun
+	var sysv map[uint64]*sysvAttachment // SysV attachments, once there is one
 	for _, v := range vmas {
 		st := v.GetStatus()
 		if st&(vmaAreaVdso|vmaAreaVvar|vmaAreaVsyscall) != 0 {
 			continue
 		}
-		if st&vmaUnsupp != 0 || st&(vmaAreaSysvipc|vmaAreaSocket|vmaAreaAioring) != 0 {
+		if st&vmaUnsupp != 0 || st&(vmaAreaSocket|vmaAreaAioring) != 0 {
 			return nil, fmt.Errorf("restore VMA %#x-%#x of task %d: kind %#x not supported yet", v.GetStart(), v.GetEnd(), p.pid, st)
+		}
+		if st&vmaAreaSysvipc != 0 {
+			// SysV shared memory: shmat, not mmap (sysv.go).
+			if err := run.flush(p); err != nil {
+				return nil, err
+			}
+			if sysv == nil {
+				var err error
+				if sysv, err = sysvAttachments(vmas); err != nil {
+					return nil, fmt.Errorf("restore task %d: %w", p.pid, err)
+				}
+			}
+			plan, err := p.attachSysV(sysv, v)
+			if err != nil {
+				return nil, err
+			}
+			plans = append(plans, plan)
+			continue
 		}
 		prot := uint64(v.GetProt())
 		flags := uint64(v.GetFlags()) & (unix.MAP_SHARED | unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_GROWSDOWN | unix.MAP_NORESERVE)

@@ -59,6 +59,7 @@ func TestWorkloadsPlain(t *testing.T) {
 		{"leaderexit.c", []string{"child"}},
 		{"seccomp.c", nil},
 		{"sysvshm.c", nil},
+		{"sysvns.c", nil},
 	}
 	for _, c := range cases {
 		name := c.src

@@ -172,6 +172,8 @@ func (d *Dumper) collectTree(ctx context.Context, s *dumpState) error {
 		if err := checkSysVOwn(s.sysv); err != nil {
 			return err
 		}
+	} else if err := s.addSysVSegments(nsd.SysVShm(), s.tasks[0].t.pid); err != nil {
+		return err
 	}
 	if slices.Contains(d.opts.Namespaces, "pid") {
 		if err := s.innerPids(); err != nil {

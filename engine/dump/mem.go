@@ -57,6 +57,9 @@ type shmemObj struct {
 	// when no mapping was seen first.
 	inode    *pb.MemfdInodeEntry
 	openPath string
+	// file, if set, is the object open already (a SysV segment of a
+	// dumped IPC namespace, sysv.go), closed once its pages are written.
+	file *os.File
 }
 
 // madvFlags maps smaps VmFlags to MADV_* bits of VmaEntry.madv.

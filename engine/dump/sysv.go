@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/engine"
+	"github.com/crtools/crtools/engine/ns"
 	"github.com/crtools/crtools/engine/proc"
 )
 
@@ -133,4 +134,36 @@ func (s *dumpState) addSysVAttachments(atts []sysvAttach) {
 func isSysV(m *proc.Mapping) bool {
 	_, ok := sysvKey(m.Path)
 	return ok
+}
+
+// addSysVSegments takes the SysV segments of the dumped IPC namespace
+// (engine/ns) as shmem objects whose pages go, as CRIU's, into
+// pagemap-shmem-<shmid>.img (the segment's inode number is its id), and
+// checks the tasks' attachments against them.
+func (s *dumpState) addSysVSegments(segs []ns.SysVShm, root int) error {
+	if s.shmem == nil {
+		s.shmem = map[uint64]*shmemObj{}
+	}
+	for _, g := range segs {
+		id := uint64(g.ID)
+		if o := s.shmem[id]; o != nil {
+			// Shared anonymous memory whose inode number is the id of
+			// a segment: both would have pagemap-shmem-<id>.img.
+			return fmt.Errorf("SysV shared memory segment %d and shared memory mapped by pid %d have the same number, which names both pagemap-shmem-%d.img: %w",
+				id, o.pid, id, engine.ErrNotSupported)
+		}
+		obj := &shmemObj{ino: id, size: (g.Size + pageSize - 1) &^ (pageSize - 1), pid: root, file: g.File}
+		s.shmem[id] = obj
+		s.shmemOrder = append(s.shmemOrder, obj)
+	}
+	for _, a := range s.sysv {
+		ok := false
+		for _, g := range segs {
+			ok = ok || (uint64(g.ID) == a.shmid && g.Size == a.size)
+		}
+		if !ok {
+			return fmt.Errorf("pid %d attaches SysV shared memory segment %d (%d bytes) at %#x, which its ipc namespace does not hold", a.pid, a.shmid, a.size, a.start)
+		}
+	}
+	return nil
 }

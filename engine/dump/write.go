@@ -741,10 +741,13 @@ func readv(pid int, buf []byte, remote []unix.RemoteIovec, raw bool) error {
 // of a mapping of it, finding its pages with SEEK_DATA/SEEK_HOLE, so that
 // pages only other tasks touched and swapped-out pages are included.
 func (d *Dumper) writeShmemPages(dir string, obj *shmemObj, pagesID uint32, ps *pageserver.Client) (int64, error) {
-	path := obj.path() // a mapping or, for a memfd, maybe a descriptor (memfd.go)
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, fmt.Errorf("open shared memory %d of pid %d: %w", obj.ino, obj.pid, err)
+	f := obj.file // a SysV segment (sysv.go)
+	if f == nil {
+		path := obj.path() // a mapping or, for a memfd, maybe a descriptor (memfd.go)
+		var err error
+		if f, err = os.Open(path); err != nil {
+			return 0, fmt.Errorf("open shared memory %d of pid %d: %w", obj.ino, obj.pid, err)
+		}
 	}
 	defer f.Close()
 	pw, err := createPages(ps, dir, image.ShmemPagemap, obj.ino, pagesID)

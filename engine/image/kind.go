@@ -39,6 +39,13 @@ const (
 	PayloadGhost             // the file contents up to EOF (raw, or chunks)
 	PayloadTCPStream         // inq_len then outq_len bytes of queue data
 	PayloadRest              // undocumented trailing data: the rest of the file
+	// SysV IPC images (CRIU's ipc_ns.c): a segment's contents when
+	// not in_pagemaps (size rounded up to 4); a queue's qnum messages,
+	// each an ipc_msg entry then its text padded to 8; a semaphore
+	// set's nsems u16 values padded to 8.
+	PayloadIPCShm
+	PayloadIPCMsg
+	PayloadIPCSem
 )
 
 // Kind describes one kind of image file.
@@ -165,9 +172,9 @@ var (
 	TTYData      = &Kind{Name: "TTY_DATA", Magic: 0x59413026, Pattern: "tty-data.img", entry: mt[pb.TtyDataEntry]()}
 	UTSNS        = &Kind{Name: "UTSNS", Single: true, Magic: 0x54473203, Pattern: "utsns-%d.img", entry: mt[pb.UtsnsEntry]()}
 	IPCVar       = &Kind{Name: "IPCNS_VAR", Single: true, Magic: 0x53115007, Pattern: "ipcns-var-%d.img", entry: mt[pb.IpcVarEntry]()}
-	IPCShm       = &Kind{Name: "IPCNS_SHM", Magic: 0x46283044, Pattern: "ipcns-shm-%d.img", Payload: PayloadRest, entry: mt[pb.IpcShmEntry]()}
-	IPCMsg       = &Kind{Name: "IPCNS_MSG", Magic: 0x55453737, Pattern: "ipcns-msg-%d.img", Payload: PayloadRest, entry: mt[pb.IpcMsgEntry]()}
-	IPCSem       = &Kind{Name: "IPCNS_SEM", Magic: 0x59573019, Pattern: "ipcns-sem-%d.img", Payload: PayloadRest, entry: mt[pb.IpcSemEntry]()}
+	IPCShm       = &Kind{Name: "IPCNS_SHM", Magic: 0x46283044, Pattern: "ipcns-shm-%d.img", Payload: PayloadIPCShm, entry: mt[pb.IpcShmEntry]()}
+	IPCMsg       = &Kind{Name: "IPCNS_MSG", Magic: 0x55453737, Pattern: "ipcns-msg-%d.img", Payload: PayloadIPCMsg, entry: mt[pb.IpcMsgEntry]()}
+	IPCSem       = &Kind{Name: "IPCNS_SEM", Magic: 0x59573019, Pattern: "ipcns-sem-%d.img", Payload: PayloadIPCSem, entry: mt[pb.IpcSemEntry]()}
 	Netdev       = &Kind{Name: "NETDEV", Magic: 0x57373951, Pattern: "netdev-%d.img", entry: mt[pb.NetDeviceEntry]()}
 	Netns        = &Kind{Name: "NETNS", Single: true, Magic: 0x55933752, Pattern: "netns-%d.img", entry: mt[pb.NetnsEntry]()}
 	Mnts         = &Kind{Name: "MNTS", Magic: 0x55563928, Pattern: "mountpoints-%d.img", entry: mt[pb.MntEntry]()}

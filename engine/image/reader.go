@@ -369,7 +369,31 @@ type Entry struct {
 	// Chunks, for a chunked ghost file, describe where each part of
 	// Payload goes in the file (their lengths add up to len(Payload)).
 	Chunks []*pb.GhostChunkEntry
+	// Messages are a SysV message queue's messages, in queue order.
+	Messages []IPCMessage
 }
+
+// IPCMessage is one message of a SysV message queue image.
+type IPCMessage struct {
+	Msg  *pb.IpcMsg
+	Text []byte // Msg.Msize bytes
+}
+
+// SemValues decodes the payload of a SysV semaphore set entry: its
+// semaphores' values.
+func SemValues(e *pb.IpcSemEntry, payload []byte) ([]uint16, error) {
+	n := int(e.GetNsems())
+	if len(payload) < 2*n {
+		return nil, fmt.Errorf("semaphore set %d: %d bytes of values for %d semaphores", e.GetDesc().GetId(), len(payload), n)
+	}
+	v := make([]uint16, n)
+	for i := range v {
+		v[i] = binary.LittleEndian.Uint16(payload[2*i:])
+	}
+	return v, nil
+}
+
+func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
 
 // ReadEntry reads the next entry as the kind's message type together with
 // its payload. It returns io.EOF at the end.
@@ -400,6 +424,27 @@ func (r *Reader) ReadEntry() (*Entry, error) {
 		}
 	case PayloadRest:
 		e.Payload, err = r.ReadRest()
+	case PayloadIPCShm:
+		if m := msg.(*pb.IpcShmEntry); !m.GetInPagemaps() {
+			e.Payload, err = r.ReadExtra(roundUp(int64(m.GetSize()), 4))
+		}
+	case PayloadIPCSem:
+		e.Payload, err = r.ReadExtra(roundUp(2*int64(msg.(*pb.IpcSemEntry).GetNsems()), 8))
+	case PayloadIPCMsg:
+		q := msg.(*pb.IpcMsgEntry)
+		for i := uint32(0); i < q.GetQnum() && err == nil; i++ {
+			m := &pb.IpcMsg{}
+			if err = r.Next(m); err == io.EOF {
+				err = &TruncatedError{File: r.name, Offset: r.off, What: fmt.Sprintf("message %d of queue %d", i, q.GetDesc().GetId()), Want: 1}
+			}
+			if err != nil {
+				break
+			}
+			var b []byte
+			if b, err = r.ReadExtra(roundUp(int64(m.GetMsize()), 8)); err == nil {
+				e.Messages = append(e.Messages, IPCMessage{Msg: m, Text: b[:m.GetMsize()]})
+			}
+		}
 	}
 	if err != nil {
 		return nil, err

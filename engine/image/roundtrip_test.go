@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -90,10 +91,56 @@ func payloadFor(k *Kind, m proto.Message, i int) []byte {
 		m.(*pb.TcpStreamEntry).OutqLen = proto.Uint32(uint32(len(p) - 4))
 	case PayloadGhost:
 		m.(*pb.GhostFileEntry).Chunks = proto.Bool(false)
+	case PayloadIPCShm:
+		m.(*pb.IpcShmEntry).InPagemaps = proto.Bool(false)
+		m.(*pb.IpcShmEntry).Size = proto.Uint64(uint64(len(p)))
+		return append(p, make([]byte, (4-len(p)%4)%4)...)
+	case PayloadIPCSem:
+		m.(*pb.IpcSemEntry).Nsems = proto.Uint32(uint32(len(p) / 2))
+		return append(p[:len(p)/2*2], make([]byte, (8-len(p)/2*2%8)%8)...)
+	case PayloadIPCMsg:
+		m.(*pb.IpcMsgEntry).Qnum = proto.Uint32(0) // messages: TestIPCMsgRoundTrip
+		return nil
 	case PayloadNone:
 		return nil
 	}
 	return p
+}
+
+// TestIPCMsgRoundTrip: a SysV message queue image's messages (entries of
+// their own, each followed by its padded text) come back with the queue.
+func TestIPCMsgRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, "ipcns-msg-1.img", IPCMsg)
+	must(t, err)
+	texts := []string{"one", "", "a text of twelve"}
+	for q := 0; q < 2; q++ {
+		must(t, w.Write(&pb.IpcMsgEntry{Desc: &pb.IpcDescEntry{Key: proto.Uint32(1), Uid: proto.Uint32(0), Gid: proto.Uint32(0), Cuid: proto.Uint32(0),
+			Cgid: proto.Uint32(0), Mode: proto.Uint32(0o600), Id: proto.Uint32(uint32(q))}, Qbytes: proto.Uint32(100), Qnum: proto.Uint32(uint32(len(texts) * q))}))
+		for i := 0; i < q*len(texts); i++ {
+			must(t, w.Write(&pb.IpcMsg{Mtype: proto.Uint64(uint64(i + 1)), Msize: proto.Uint32(uint32(len(texts[i])))}))
+			must(t, w.WriteExtra(append([]byte(texts[i]), make([]byte, (8-len(texts[i])%8)%8)...)))
+		}
+	}
+	must(t, w.Close())
+	r, err := NewReader(bytes.NewReader(buf.Bytes()), "ipcns-msg-1.img", nil, int64(buf.Len()), Limits{})
+	must(t, err)
+	es, err := r.ReadAll()
+	must(t, err)
+	if len(es) != 2 || len(es[0].Messages) != 0 || len(es[1].Messages) != len(texts) {
+		t.Fatalf("read %d queues, want 2 with 0 and %d messages", len(es), len(texts))
+	}
+	for i, m := range es[1].Messages {
+		if m.Msg.GetMtype() != uint64(i+1) || string(m.Text) != texts[i] {
+			t.Errorf("message %d: type %d %q, want %d %q", i, m.Msg.GetMtype(), m.Text, i+1, texts[i])
+		}
+	}
+	// A queue cut short names the missing message.
+	r, err = NewReader(bytes.NewReader(buf.Bytes()[:buf.Len()-8]), "ipcns-msg-1.img", nil, int64(buf.Len()-8), Limits{})
+	must(t, err)
+	if _, err := r.ReadAll(); err == nil || !strings.Contains(err.Error(), "ipcns-msg-1.img") {
+		t.Errorf("truncated queue: %v", err)
+	}
 }
 
 // TestRoundTripEveryKind writes two fully populated entries (with their

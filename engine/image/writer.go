@@ -237,10 +237,16 @@ func (w *Writer) Write(msg proto.Message) error {
 	return nil
 }
 
-// Ghost files may carry chunk entries after their head entry.
+// Ghost files may carry chunk entries after their head entry, SysV
+// message queue images a queue's messages after its entry.
 func (w *Writer) isChunk(msg proto.Message) bool {
-	_, ok := msg.(*pb.GhostChunkEntry)
-	return w.kind == GhostFile && w.n > 0 && ok
+	switch msg.(type) {
+	case *pb.GhostChunkEntry:
+		return w.kind == GhostFile && w.n > 0
+	case *pb.IpcMsg:
+		return w.kind == IPCMsg && w.n > 0
+	}
+	return false
 }
 
 // WriteExtra appends payload bytes after the last entry (pipe data, queue

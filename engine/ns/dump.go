@@ -1,7 +1,6 @@
 package ns
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"strconv"
@@ -22,6 +21,7 @@ type Dump struct {
 	utsID uint32
 	ipc   *pb.IpcVarEntry
 	ipcID uint32
+	sysv  *sysvDump // SysV objects of the ipc namespace (sysv.go)
 	net   *netDump
 	mnt   *mntDump
 }
@@ -127,11 +127,12 @@ func CollectWith(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string, see
 	if req["ipc"] {
 		d.ipcID = idOf(ids[0], "ipc")
 		err := inNamespace(root, "ipc", func() error {
-			if err := noSysVObjects(); err != nil {
+			v, err := readIPCVars()
+			if err != nil {
 				return err
 			}
-			v, err := readIPCVars()
 			d.ipc = v
+			d.sysv, err = collectSysV()
 			return err
 		})
 		if err != nil {
@@ -172,6 +173,11 @@ func (d *Dump) Write(dir string) error {
 		if err := image.WriteFile(dir, image.IPCVar, uint64(d.ipcID), d.ipc); err != nil {
 			return fmt.Errorf("write ipc namespace: %w", err)
 		}
+		if d.sysv != nil {
+			if err := d.sysv.write(dir, d.ipcID); err != nil {
+				return fmt.Errorf("write ipc namespace: %w", err)
+			}
+		}
 	}
 	if d.mnt != nil {
 		if err := d.mnt.write(dir); err != nil {
@@ -181,30 +187,6 @@ func (d *Dump) Write(dir string) error {
 	if d.net != nil {
 		if err := d.net.write(dir); err != nil {
 			return err
-		}
-	}
-	return nil
-}
-
-// noSysVObjects refuses an IPC namespace holding SysV objects: their
-// contents are not saved yet. Preconditions: the calling thread is in the
-// namespace (/proc/sysvipc lists the opener's namespace).
-func noSysVObjects() error {
-	for _, kind := range []string{"shm", "msg", "sem"} {
-		f, err := os.Open("/proc/sysvipc/" + kind)
-		if err != nil {
-			return fmt.Errorf("list SysV %s objects: %w", kind, err)
-		}
-		sc := bufio.NewScanner(f)
-		n := 0
-		for sc.Scan() {
-			if strings.TrimSpace(sc.Text()) != "" {
-				n++
-			}
-		}
-		f.Close()
-		if n > 1 { // the first line is the header
-			return fmt.Errorf("the ipc namespace holds %d SysV %s object(s): saving SysV IPC objects: %w", n-1, kind, engine.ErrNotSupported)
 		}
 	}
 	return nil

@@ -33,14 +33,15 @@ type Root struct {
 	// Mnt is the mount namespace to build (mnt.go); nil: the root
 	// shares crtools'.
 	Mnt *MntRestore
+	// sysv are the SysV objects of the IPC namespace (sysv.go), read
+	// from dir.
+	sysv *sysvDump
+	dir  string
 }
 
 // unsupportedImages are images of namespaces restore cannot rebuild yet.
 var unsupportedImages = []struct{ glob, what string }{
 	{"netns-*.img", "network namespaces"},
-	{"ipcns-shm-*.img", "SysV shared memory"},
-	{"ipcns-msg-*.img", "SysV message queues"},
-	{"ipcns-sem-*.img", "SysV semaphores"},
 }
 
 // dirNames lists the names in dir (proc.ReadDirNames: plain system
@@ -139,6 +140,10 @@ func Load(dir string, rootPid int, ids []*pb.TaskKobjIdsEntry) (*Root, error) {
 			r.UTS = m
 		case *pb.IpcVarEntry:
 			r.IPC = m
+			if r.sysv, err = loadSysV(dir, id); err != nil {
+				return nil, fmt.Errorf("read SysV objects of the ipc namespace: %w", err)
+			}
+			r.dir = dir
 		}
 	}
 	return r, nil
@@ -196,6 +201,9 @@ func (r *Root) ApplyIPC(pid int) error {
 				errs = append(errs, fmt.Errorf("set sysctl %s to %s: %w", s.name, s.val, err))
 			}
 		}
-		return errors.Join(errs...)
+		if err := errors.Join(errs...); err != nil || r.sysv == nil {
+			return err
+		}
+		return r.sysv.restore(r.dir, v)
 	})
 }

@@ -1,6 +1,7 @@
 package ns
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -45,6 +46,13 @@ func inNamespace(pid int, name string, fn func() error) error {
 			return
 		}
 		ferr := fn()
+		if errors.As(ferr, new(errPoisoned)) {
+			// Deliberately no UnlockOSThread: fn could not put the
+			// thread's credentials back (sysv.go); it exits with this
+			// goroutine.
+			errc <- ferr
+			return
+		}
 		if err := unix.Setns(int(own.Fd()), typ); err != nil {
 			// Deliberately no UnlockOSThread: the thread is in a foreign
 			// namespace, so it must not run other goroutines; it exits

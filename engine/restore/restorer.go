@@ -150,12 +150,10 @@ func (r *restorer) Load(ctx context.Context) error {
 	if err := r.loadNamespaces(img); err != nil { // ns.go
 		return err
 	}
-	if r.ns == nil || r.ns.IPC == nil {
-		// The tree shared crtools' IPC namespace: the SysV segments
-		// it attached must still be there (sysv.go).
-		if err := r.checkSysVSegments(img); err != nil {
-			return err
-		}
+	// The SysV segments the tree attached must still be in crtools'
+	// IPC namespace, or be in the images with the tree's own (sysv.go).
+	if err := r.checkSysVSegments(img); err != nil {
+		return err
 	}
 	if img.special != nil {
 		img.special.OwnerByTask = r.newPidNS()

@@ -112,10 +112,11 @@ func (p *puppet) attachSysV(atts map[uint64]*sysvAttachment, v *pb.VmaEntry) (vm
 }
 
 // checkSysVSegments makes sure, before any task is created, that every
-// SysV segment the images attach exists in crtools' IPC namespace (the
-// tree shared it: the images hold no copy) with a size that fits the
-// attachment.
+// SysV segment the images attach exists with a size that fits the
+// attachment: in the images of the tree's IPC namespace, or else in
+// crtools' IPC namespace (the tree shared it: the images hold no copy).
 func (r *restorer) checkSysVSegments(img *imageSet) error {
+	own := r.ns != nil && r.ns.IPC != nil
 	for _, t := range img.tasks {
 		if t.mm == nil {
 			continue
@@ -125,6 +126,16 @@ func (r *restorer) checkSysVSegments(img *imageSet) error {
 			return fmt.Errorf("restore task %d: %w", t.pid, err)
 		}
 		for _, a := range atts {
+			if own {
+				size, ok := r.ns.SysVShmSize(a.shmid)
+				if !ok {
+					return fmt.Errorf("restore task %d: the images of its ipc namespace hold no SysV shared memory segment %d, which the task attached at %#x", t.pid, a.shmid, a.start)
+				}
+				if size = (size + pageSize - 1) &^ (pageSize - 1); size != a.end-a.start {
+					return fmt.Errorf("restore task %d: SysV shared memory segment %d of the images has %d bytes, the task attached %d at %#x", t.pid, a.shmid, size, a.end-a.start, a.start)
+				}
+				continue
+			}
 			var ds unix.SysvShmDesc
 			if _, err := unix.SysvShmCtl(int(a.shmid), unix.IPC_STAT, &ds); err != nil {
 				if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EIDRM) {

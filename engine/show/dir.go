@@ -34,6 +34,7 @@ func Dir(w io.Writer, dir string) error {
 	s.memory(bw)
 	s.seccompModes(bw)
 	s.openFiles(bw)
+	s.sysv(bw) // sysv.go
 	return bw.Flush()
 }
 
@@ -56,6 +57,8 @@ type imageSet struct {
 	memfds map[uint64]*pb.MemfdInodeEntry // inode_id -> memfd (memfd.img)
 	// seccomp are the filters of seccomp.img (none without it).
 	seccomp []*pb.SeccompFilter
+	// sysvSets are the SysV objects of dumped IPC namespaces (sysv.go).
+	sysvSets []*sysvSet
 }
 
 func loadSet(dir string) (*imageSet, error) {
@@ -150,6 +153,17 @@ func loadSet(dir string) (*imageSet, error) {
 			return nil, err
 		}
 		s.seccomp = se.GetSeccompFilters()
+	}
+	names, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read images directory: %w", err)
+	}
+	var list []string
+	for _, n := range names {
+		list = append(list, n.Name())
+	}
+	if s.sysvSets, err = loadSysV(dir, list); err != nil {
+		return nil, err
 	}
 	if image.Exists(dir, image.PipesData, 0) {
 		es, err := image.ReadFile(dir, image.PipesData, 0)

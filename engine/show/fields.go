@@ -54,6 +54,7 @@ var hexFields = sync.OnceValue(func() map[string]map[string]bool {
 		"posix_timer_entry":    set("sival_ptr"),
 		"creds_entry":          set("cap_inh", "cap_prm", "cap_eff", "cap_bnd", "cap_amb", "secbits"),
 		"fdinfo_entry":         set("flags"),
+		"ipc_desc_entry":       set("key"),
 	}
 })
 

@@ -103,7 +103,7 @@ func writeText(w *bufio.Writer, path string, k *image.Kind, entries []*image.Ent
 		for j, c := range e.Chunks {
 			fmt.Fprintf(w, "  chunk[%d]: off %d len %d\n", j, c.GetOff(), c.GetLen())
 		}
-		if e.Payload != nil {
+		if !ipcText(w, e) && e.Payload != nil {
 			textPayload(w, e.Payload, "  ")
 		}
 		if pages != nil && i > 0 {
@@ -354,7 +354,9 @@ func writeJSON(w *bufio.Writer, k *image.Kind, entries []*image.Entry) error {
 	list := make([]any, 0, len(entries))
 	for _, e := range entries {
 		o := jsonMessage(e.Msg.ProtoReflect())
-		if e.Payload != nil {
+		if ipcJSON(o, e) {
+			// messages or semaphore values (sysv.go)
+		} else if e.Payload != nil {
 			o.add("extra", base64.StdEncoding.EncodeToString(e.Payload))
 		}
 		if len(e.Chunks) > 0 {

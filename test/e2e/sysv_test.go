@@ -206,6 +206,22 @@ func TestDumpRestoreSysVNamespace(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "pagemap-shmem-65541.img")); err != nil {
 		t.Errorf("segment A's pagemap: %v", err)
 	}
+	// crtools show lists the objects with what they hold.
+	code, out = crtools(t, "show", "-D", dir)
+	if code != 0 {
+		t.Fatalf("crtools show -D: exit %d\n%s", code, out)
+	}
+	for _, want := range []string{
+		"shm 65541 key 0x5eed0001 mode 640 owner 0:0 creator 0:0: 8202 bytes, contents in pagemap-shmem-65541.img",
+		"key 0x5eed0002 mode 604 owner 4321:8765 creator 1234:5678: 4096 bytes",
+		"msg 98311 key 0x5eed0003 mode 600 owner 0:0 creator 0:0: 4 messages, 88 of 20000 bytes",
+		`    [0] type 3: 16 bytes "first, of type 3"`, `    [2] type 2: 0 bytes ""`,
+		"sem 3 key 0x5eed0004 mode 660 owner 0:0 creator 0:0: 4 semaphores, values [0 7 32767 1]",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("show -D lacks %q:\n%s", want, out)
+		}
+	}
 	restoreDetached(t, w, dir)
 	// (The new namespace may get the freed number of the old one.)
 	if after := nsOf(t, fmt.Sprint(w.Pid), "ipc"); after == nsOf(t, "self", "ipc") {

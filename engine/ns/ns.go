@@ -7,10 +7,11 @@
 //     (utsns-ID.img); restore clones the root task with CLONE_NEWUTS and
 //     sets both names by injected syscalls in it (engine/restore/ns.go).
 //
-//   - ipc: the IPC sysctls of the root's IPC namespace (ipcns-var-ID.img);
-//     restore clones the root with CLONE_NEWIPC and writes the sysctls from
-//     a crtools thread that joined the new namespace. SysV objects (shm,
-//     msg, sem) are refused at dump time.
+//   - ipc: the IPC sysctls of the root's IPC namespace (ipcns-var-ID.img)
+//     and its SysV objects (sysv.go: ipcns-{shm,msg,sem}-ID.img); restore
+//     clones the root with CLONE_NEWIPC and, from a crtools thread that
+//     joined the new namespace, writes the sysctls and recreates the
+//     objects with their ids, before any task attaches a segment.
 //
 //   - pid: the root is the init of its own pid namespace; images keep the
 //     pids seen inside (pid.go) and restore clones the root with

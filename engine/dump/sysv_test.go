@@ -1,0 +1,59 @@
+package dump
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/crtools/crtools/engine/proc"
+)
+
+func TestSysVKey(t *testing.T) {
+	for _, c := range []struct {
+		path string
+		key  uint32
+		ok   bool
+	}{
+		{"/SYSV00000000 (deleted)", 0, true},
+		{"/SYSV5eed0001 (deleted)", 0x5eed0001, true},
+		{"/SYSVffffffff (deleted)", 0xffffffff, true},
+		{"/SYSV00000000", 0, false},           // a file of that name
+		{"/SYSV0000000 (deleted)", 0, false},  // 7 digits
+		{"/SYSVxyz00000 (deleted)", 0, false}, // not hex
+		{"/SYSV+0000001 (deleted)", 0, false}, // a sign
+		{"/tmp/SYSV00000000 (deleted)", 0, false},
+		{"/SYSV00000000 (deleted) (deleted)", 0, false},
+		{"", 0, false},
+	} {
+		key, ok := sysvKey(c.path)
+		if key != c.key || ok != c.ok {
+			t.Errorf("sysvKey(%q) = %#x, %v; want %#x, %v", c.path, key, ok, c.key, c.ok)
+		}
+	}
+}
+
+// TestSysVWhole: an attachment must cover its whole segment (restore
+// attaches whole segments); split parts join into one attachment.
+func TestSysVWhole(t *testing.T) {
+	att := func(start, end, size uint64) []sysvAttach {
+		return []sysvAttach{{pid: 1, shmid: 7, start: start, end: end, size: size}}
+	}
+	if err := checkSysVWhole(att(0x10000, 0x14000, 3*4096+100)); err != nil {
+		t.Errorf("whole attachment refused: %v", err)
+	}
+	if err := checkSysVWhole(att(0x10000, 0x13000, 3*4096+100)); err == nil || !strings.Contains(err.Error(), "part of the attachment was unmapped") {
+		t.Errorf("short attachment: %v", err)
+	}
+	// The second VMA of an attachment extends it; one from a later
+	// offset with no start is refused.
+
+	m2 := &proc.Mapping{Start: 0x12000, End: 0x14000, Inode: 7, Offset: 0x2000, Shared: true}
+	atts := []sysvAttach{{pid: 1, shmid: 7, start: 0x10000, end: 0x12000, size: 0x4000}}
+	atts, err := addSysV(atts, 1, m2, 0)
+	if err != nil || len(atts) != 1 || atts[0].end != 0x14000 {
+		t.Errorf("second part: %v %+v", err, atts)
+	}
+	if _, err := addSysV(nil, 1, m2, 0); err == nil || !strings.Contains(err.Error(), "from offset 0x2000") {
+		t.Errorf("part without its start: %v", err)
+	}
+
+}

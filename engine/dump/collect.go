@@ -108,6 +108,7 @@ func (d *Dumper) Collect(ctx context.Context) error {
 	})
 	defer s.special.Close()
 	if err := d.collectTree(ctx, s); err != nil {
+		s.closeShmemFiles()
 		if rerr := s.special.Rollback(); rerr != nil {
 			d.log.Warn().Err(rerr).Msg("undo link-remap")
 		}

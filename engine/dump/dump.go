@@ -324,6 +324,9 @@ func (d *Dumper) Close() error {
 		d.tr.Close()
 		d.tr = nil
 	}
+	if d.state != nil {
+		d.state.closeShmemFiles()
+	}
 	return err
 }
 

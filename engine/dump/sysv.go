@@ -167,3 +167,14 @@ func (s *dumpState) addSysVSegments(segs []ns.SysVShm, root int) error {
 	}
 	return nil
 }
+
+// closeShmemFiles closes the files of shmem objects that came open (SysV
+// segments of a dumped IPC namespace); writeShmemPages closes each once
+// its pages are written, and a second close does nothing.
+func (s *dumpState) closeShmemFiles() {
+	for _, obj := range s.shmemOrder {
+		if obj.file != nil {
+			obj.file.Close()
+		}
+	}
+}

@@ -47,7 +47,7 @@ type Seen struct {
 // of the root. pids[0] is the root; ids[i] are the kobj ids of pids[i]
 // (their *_ns_id fields name the images). seen is what the caller read
 // already.
-func CollectWith(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string, seen Seen) (*Dump, error) {
+func CollectWith(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string, seen Seen) (_ *Dump, err error) {
 	link := seen.Link
 	if link == nil {
 		link = func(pid int, name string) (string, error) { return nsLink(strconv.Itoa(pid), name) }
@@ -109,6 +109,11 @@ func CollectWith(pids []int, ids []*pb.TaskKobjIdsEntry, requested []string, see
 		}
 	}
 	d := &Dump{}
+	defer func() {
+		if err != nil {
+			d.sysv.close() // the SysV segments' files (sysv.go)
+		}
+	}()
 	if req["uts"] {
 		d.utsID = idOf(ids[0], "uts")
 		err := inNamespace(root, "uts", func() error {

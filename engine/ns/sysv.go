@@ -215,6 +215,7 @@ func (d *sysvDump) close() {
 // the segment as addresses), read from File, which it then closes.
 type SysVShm struct {
 	ID   uint32
+	Key  uint32
 	Size uint64
 	File *os.File
 }
@@ -227,7 +228,7 @@ func (d *Dump) SysVShm() []SysVShm {
 	}
 	var out []SysVShm
 	for _, s := range d.sysv.shm {
-		out = append(out, SysVShm{ID: s.e.GetDesc().GetId(), Size: s.e.GetSize(), File: s.file})
+		out = append(out, SysVShm{ID: s.e.GetDesc().GetId(), Key: s.e.GetDesc().GetKey(), Size: s.e.GetSize(), File: s.file})
 	}
 	return out
 }

@@ -236,24 +236,35 @@ func TestDumpRestoreSysVNamespace(t *testing.T) {
 	waitWorkloadExit(t, rp, w)
 }
 
-// TestDumpSysVNamespaceRemovedRefused: an IPC namespace holding a segment
-// removed (IPC_RMID) while still attached is refused at dump with one
-// line naming it; the tree runs on untouched.
-func TestDumpSysVNamespaceRemovedRefused(t *testing.T) {
+// TestDumpSysVNamespaceRefusals: with -n ipc, an IPC namespace holding a
+// segment removed (IPC_RMID) while still attached, and a task holding a
+// segment of another IPC namespace (attached before its unshare), are
+// refused at dump with one line naming the segment; the tree runs on
+// untouched.
+func TestDumpSysVNamespaceRefusals(t *testing.T) {
 	harness.RequireRoot(t)
 	harness.Subreaper()
-	w := harness.StartWorkload(t, harness.BuildC(t, "sysvns.c"), "rmid")
-	w.MustReady(10 * time.Second)
-	w.MustVerify(10 * time.Second)
-	dir := filepath.Join(t.TempDir(), "images")
-	code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir, "-n", "ipc", "-v", "0")
-	oneLine(t, "dump of a namespace with a removed segment", code, out,
-		"SysV shared memory segment 65541, removed (IPC_RMID) while still attached", "not supported yet")
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Errorf("refused dump left %s behind (%v)", dir, err)
-	}
-	w.MustVerify(10 * time.Second)
-	if err := w.VerifyAndExit(10 * time.Second); err != nil {
-		t.Fatal(err)
+	for _, c := range []struct {
+		arg  string
+		want []string
+	}{
+		{"rmid", []string{"SysV shared memory segment 65541, removed (IPC_RMID) while still attached", "not supported yet"}},
+		{"outside", []string{"attaches SysV shared memory segment", "(key 0x0, 4096 bytes)", "which its ipc namespace does not hold", "not supported yet"}},
+	} {
+		t.Run(c.arg, func(t *testing.T) {
+			w := harness.StartWorkload(t, harness.BuildC(t, "sysvns.c"), c.arg)
+			w.MustReady(10 * time.Second)
+			w.MustVerify(10 * time.Second)
+			dir := filepath.Join(t.TempDir(), "images")
+			code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir, "-n", "ipc", "-v", "0")
+			oneLine(t, "dump -n ipc ("+c.arg+")", code, out, c.want...)
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				t.Errorf("refused dump left %s behind (%v)", dir, err)
+			}
+			w.MustVerify(10 * time.Second)
+			if err := w.VerifyAndExit(10 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

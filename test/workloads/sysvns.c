@@ -20,6 +20,9 @@
  * semop works; after SIGUSR2 it receives the messages for real, in order.
  *
  * "rmid" as argv[1]: segment A is removed (IPC_RMID) once attached (dump
+ * refuses it). "outside": the parent attaches, before its unshare, a
+ * segment of the IPC namespace it started in (removed at once, so that it
+ * goes with the workload), which the dumped namespace does not hold (dump
  * refuses it).
  */
 #include "crt.h"
@@ -106,6 +109,12 @@ int main(int argc, char **argv)
 	unsigned char *b;
 
 	crt_init();
+	if (argc > 1 && !strcmp(argv[1], "outside")) {
+		int id = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+
+		if (id < 0 || shmat(id, NULL, 0) == (void *)-1 || shmctl(id, IPC_RMID, NULL))
+			crt_die("segment outside");
+	}
 	if (unshare(CLONE_NEWIPC))
 		crt_die("unshare(CLONE_NEWIPC)");
 	set_sysctl("shm_next_id", SHM_ID);

@@ -40,8 +40,10 @@ import (
 // thread for the create alone (its effective ids; the thread becomes
 // root again after). The times (ctime, otime, ...), the last pids, and
 // the semaphores' SEM_UNDO adjustments of the tasks are not restored:
-// the kernel offers no way to read a task's adjustments, nor to set the
-// others.
+// the kernel offers no way to read a task's adjustments (kcmp with
+// KCMP_SYSVSEM only tells whether a task has an undo list, and every
+// task that cloned a thread with CLONE_SYSVSEM, as pthread_create does,
+// has one, empty or not), nor to set the others.
 //
 // Refused at dump: a segment removed (IPC_RMID) while still attached,
 // and segments on huge pages (SHM_HUGETLB).

@@ -159,12 +159,12 @@ func (s *dumpState) addSysVSegments(segs []ns.SysVShm, root int) error {
 	// The key too: a task that left an IPC namespace (unshare, setns)
 	// keeps what it attached there, and another segment of the same
 	// number may be in its new one. (A segment's file is named after
-	// its key at creation; a segment whose key changed since, removed
-	// with IPC_RMID, is refused by collectSysV.)
+	// its key at creation; a segment removed with IPC_RMID has the
+	// private key since, and its number is all there is to match.)
 	for _, a := range s.sysv {
 		ok := false
 		for _, g := range segs {
-			ok = ok || (uint64(g.ID) == a.shmid && g.Key == a.key && g.Size == a.size)
+			ok = ok || (uint64(g.ID) == a.shmid && (g.Key == a.key || g.Removed) && g.Size == a.size)
 		}
 		if !ok {
 			return fmt.Errorf("pid %d attaches SysV shared memory segment %d (key %#x, %d bytes) at %#x, which its ipc namespace does not hold (attached in another ipc namespace?): %w",

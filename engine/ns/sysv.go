@@ -45,8 +45,14 @@ import (
 // task that cloned a thread with CLONE_SYSVSEM, as pthread_create does,
 // has one, empty or not), nor to set the others.
 //
-// Refused at dump: a segment removed (IPC_RMID) while still attached,
-// and segments on huge pages (SHM_HUGETLB).
+// A segment removed (IPC_RMID) while still attached lives on, with the
+// private key and SHM_DEST in its mode, until its last detach: restore
+// creates it (private key, same id), lets the tasks attach it, and
+// removes it again once they have (RemoveSysV). Its attachments' names in
+// /proc/PID/maps then show the private key ("/SYSV00000000"), where they
+// showed the key it had when created: the images do not keep that key.
+//
+// Refused at dump: segments on huge pages (SHM_HUGETLB).
 
 // sysvDump is what a dump read of the SysV objects of a namespace.
 type sysvDump struct {
@@ -110,10 +116,6 @@ func collectSysV() (_ *sysvDump, err error) {
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read SysV shared memory segment #%d (SHM_STAT): %w", i, err)
-		}
-		if sds.Perm.Mode&shmDest != 0 {
-			return nil, fmt.Errorf("the ipc namespace holds SysV shared memory segment %d, removed (IPC_RMID) while still attached (%d times): "+
-				"saving a removed segment: %w", id, sds.Nattch, engine.ErrNotSupported)
 		}
 		f, err := shmFile(id, sds.Segsz)
 		if err != nil {
@@ -220,6 +222,9 @@ type SysVShm struct {
 	Key  uint32
 	Size uint64
 	File *os.File
+	// Removed: removed with IPC_RMID, and still attached (its key is
+	// the private one now).
+	Removed bool
 }
 
 // SysVShm returns the SysV segments of the dumped IPC namespace (none
@@ -230,7 +235,8 @@ func (d *Dump) SysVShm() []SysVShm {
 	}
 	var out []SysVShm
 	for _, s := range d.sysv.shm {
-		out = append(out, SysVShm{ID: s.e.GetDesc().GetId(), Key: s.e.GetDesc().GetKey(), Size: s.e.GetSize(), File: s.file})
+		out = append(out, SysVShm{ID: s.e.GetDesc().GetId(), Key: s.e.GetDesc().GetKey(), Size: s.e.GetSize(), File: s.file,
+			Removed: s.e.GetDesc().GetMode()&shmDest != 0})
 	}
 	return out
 }
@@ -566,4 +572,30 @@ func (d *sysvDump) restoreMsg(v *pb.IpcVarEntry) error {
 		return err
 	}
 	return setSysctl("msgmax", uint64(v.GetMsgCtlmax()))
+}
+
+// RemoveSysV removes (IPC_RMID) the restored segments that had been
+// removed while attached, now that the tasks have attached them again.
+// pid is the restored root, in the new IPC namespace.
+func (r *Root) RemoveSysV(pid int) error {
+	if r == nil || r.sysv == nil {
+		return nil
+	}
+	var ids []int
+	for _, s := range r.sysv.shm {
+		if s.e.GetDesc().GetMode()&shmDest != 0 {
+			ids = append(ids, int(s.e.GetDesc().GetId()))
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	return inNamespace(pid, "ipc", func() error {
+		for _, id := range ids {
+			if _, err := unix.SysvShmCtl(id, unix.IPC_RMID, nil); err != nil {
+				return fmt.Errorf("remove SysV shared memory segment %d again (IPC_RMID): %w", id, err)
+			}
+		}
+		return nil
+	})
 }

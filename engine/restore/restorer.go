@@ -467,6 +467,11 @@ func (r *restorer) RestoreState(ctx context.Context) error {
 	if err := r.img.closeSpecial(); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
+	// SysV segments that were removed while attached are removed again,
+	// now that the tasks have attached them (engine/ns/sysv.go).
+	if err := r.ns.RemoveSysV(r.rootPid); err != nil {
+		return fmt.Errorf("restore ipc namespace: %w", err)
+	}
 	return nil
 }
 

@@ -72,6 +72,9 @@ func (s *imageSet) sysv(w *bufio.Writer) {
 			if m.GetInPagemaps() {
 				where = "contents in " + image.ShmemPagemap.FileName(uint64(m.GetDesc().GetId()))
 			}
+			if m.GetDesc().GetMode()&0o1000 != 0 {
+				where = "removed (IPC_RMID) while attached, " + where
+			}
 			fmt.Fprintf(w, "  shm %s: %d bytes, %s\n", descText(m.GetDesc()), m.GetSize(), where)
 		}
 		for _, e := range set.msg {

@@ -19,8 +19,9 @@
  * types), that the parent and child still share segment A, and that a
  * semop works; after SIGUSR2 it receives the messages for real, in order.
  *
- * "rmid" as argv[1]: segment A is removed (IPC_RMID) once attached (dump
- * refuses it). "outside": the parent attaches, before its unshare, a
+ * "rmid" as argv[1]: segment A is removed (IPC_RMID) once attached: it
+ * lives on while attached, with the private key and SHM_DEST, and goes
+ * with its last detach (verify checks both). "outside": the parent attaches, before its unshare, a
  * segment of the IPC namespace it started in (removed at once, so that it
  * goes with the workload), which the dumped namespace does not hold (dump
  * refuses it).
@@ -192,6 +193,7 @@ int main(int argc, char **argv)
 				  "segment A: key %#x mode %o size %zu", ds.shm_perm.__key, ds.shm_perm.mode, (size_t)ds.shm_segsz);
 			CRT_CHECK(ds.shm_nattch == 2, "segment A attached %lu times, want 2", (unsigned long)ds.shm_nattch);
 			CRT_CHECK(rmid || shmget(KEY_A, 0, 0) == SHM_ID, "key A finds %d, want %d", shmget(KEY_A, 0, 0), SHM_ID);
+			CRT_CHECK(!!(ds.shm_perm.mode & SHM_DEST) == rmid, "segment A: mode %o, removed %d", ds.shm_perm.mode, rmid);
 			CRT_CHECK(shmget(KEY_B, 0, 0) == shm_b, "key B finds %d, want %d", shmget(KEY_B, 0, 0), shm_b);
 			CRT_CHECK(shmctl(shm_b, IPC_STAT, &ds) == 0, "IPC_STAT of segment B %d: %s", shm_b, strerror(errno));
 			CRT_CHECK(ds.shm_perm.uid == 4321 && ds.shm_perm.gid == 8765 && ds.shm_perm.cuid == 1234 && ds.shm_perm.cgid == 5678 &&
@@ -233,6 +235,11 @@ int main(int argc, char **argv)
 				}
 				kill(c, SIGKILL);
 				waitpid(c, NULL, 0);
+				if (rmid) { /* the last detach destroys it */
+					shmdt((void *)seg);
+					CRT_CHECK(shmctl(shm_a, IPC_STAT, &ds) < 0 && errno == EINVAL,
+						  "removed segment A outlived its last detach");
+				}
 			}
 			crt_report();
 		}

@@ -51,7 +51,6 @@ const (
 	ipcExcl   = 0o2000
 
 	// Bits of ipc_perm.mode besides the permissions.
-	shmDest    = 0o1000 // removed (IPC_RMID), lives while attached
-	shmLocked  = 0o2000 // SHM_LOCK
-	shmHugeTLB = 0o4000
+	shmDest   = 0o1000 // removed (IPC_RMID), lives while attached
+	shmLocked = 0o2000 // SHM_LOCK
 )

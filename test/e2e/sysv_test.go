@@ -75,8 +75,8 @@ func TestDumpRestoreSysVShm(t *testing.T) {
 	idFile := filepath.Join(t.TempDir(), "shmid")
 	w := harness.StartWorkload(t, harness.BuildC(t, "sysvshm.c"), idFile)
 	w.MustReady(10 * time.Second)
+	shmid := readShmid(t, idFile) // written before the ready: removed at the end whatever fails
 	w.MustVerify(10 * time.Second)
-	shmid := readShmid(t, idFile)
 	child := onlyChild(t, w.Pid)
 	before := map[int][]string{w.Pid: sysvMaps(t, w.Pid), child: sysvMaps(t, child)}
 	if len(before[w.Pid]) != 3 || len(before[child]) != 3 {
@@ -150,8 +150,8 @@ func TestDumpSysVShmRemovedRefused(t *testing.T) {
 	idFile := filepath.Join(t.TempDir(), "shmid")
 	w := harness.StartWorkload(t, harness.BuildC(t, "sysvshm.c"), idFile, "rmid")
 	w.MustReady(10 * time.Second)
+	shmid := readShmid(t, idFile) // written before the ready: removed at the end whatever fails
 	w.MustVerify(10 * time.Second)
-	shmid := readShmid(t, idFile)
 	dir := filepath.Join(t.TempDir(), "images")
 	code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir, "-v", "0")
 	oneLine(t, "dump of a removed segment", code, out,

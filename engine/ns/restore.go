@@ -163,12 +163,45 @@ func notNested(ids []*pb.TaskKobjIdsEntry, name string) error {
 }
 
 // ApplyIPC writes the dumped IPC sysctls into the IPC namespace of pid
-// (the restored root, already in its new namespace).
+// (the restored root, already in its new namespace) and recreates its
+// SysV objects. The dumped limits may be below what the objects took
+// when they were created (shmmax lowered after a create), and
+// shm_rmid_forced destroys a segment at its last detach (restore's own,
+// after filling it): the objects are created under limits raised to fit
+// them with shm_rmid_forced off (sysvDump.room), and the dumped values
+// are written after.
 func (r *Root) ApplyIPC(pid int) error {
 	if r == nil || r.IPC == nil {
 		return nil
 	}
-	v := r.IPC
+	write := func(instead map[string]string) error {
+		var errs []error
+		for _, s := range ipcSysctlSets(r.IPC) {
+			if x, ok := instead[s.name]; ok {
+				s.val = x
+			}
+			if err := os.WriteFile("/proc/sys/"+s.name, []byte(s.val), 0); err != nil {
+				errs = append(errs, fmt.Errorf("set sysctl %s to %s: %w", s.name, s.val, err))
+			}
+		}
+		return errors.Join(errs...)
+	}
+	return inNamespace(pid, "ipc", func() error {
+		if r.sysv.empty() {
+			return write(nil)
+		}
+		if err := write(r.sysv.room(r.IPC)); err != nil {
+			return err
+		}
+		if err := r.sysv.restore(r.dir, r.IPC); err != nil {
+			return err
+		}
+		return write(nil)
+	})
+}
+
+// ipcSysctlSets are the sysctls v gives, in the order to write them.
+func ipcSysctlSets(v *pb.IpcVarEntry) []struct{ name, val string } {
 	u := func(x uint64) string { return strconv.FormatUint(x, 10) }
 	var sem []string
 	for _, s := range v.GetSemCtls() {
@@ -194,16 +227,5 @@ func (r *Root) ApplyIPC(pid int) error {
 	if v.MqMsgsizeDefault != nil {
 		sets = append(sets, struct{ name, val string }{"fs/mqueue/msgsize_default", u(uint64(v.GetMqMsgsizeDefault()))})
 	}
-	return inNamespace(pid, "ipc", func() error {
-		var errs []error
-		for _, s := range sets {
-			if err := os.WriteFile("/proc/sys/"+s.name, []byte(s.val), 0); err != nil {
-				errs = append(errs, fmt.Errorf("set sysctl %s to %s: %w", s.name, s.val, err))
-			}
-		}
-		if err := errors.Join(errs...); err != nil || r.sysv == nil {
-			return err
-		}
-		return r.sysv.restore(r.dir, v)
-	})
+	return sets
 }

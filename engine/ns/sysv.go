@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -406,6 +407,40 @@ func createAt(kind string, desc *pb.IpcDescEntry, create func() (int, error)) er
 		return fmt.Errorf("created id %d, want %d", id, want)
 	}
 	return nil
+}
+
+// empty tells whether d holds no object (nil: no SysV images).
+func (d *sysvDump) empty() bool {
+	return d == nil || len(d.shm)+len(d.msg)+len(d.sem) == 0
+}
+
+// room are the sysctls to write instead of v's while d's objects are
+// created: shm_rmid_forced off, and the limits on SysV objects raised to
+// let them be: shmmax, shmall, shmmni, msgmni and kernel/sem's SEMMSL,
+// SEMMNS and SEMMNI (msgmax and msgmnb: restoreMsg).
+func (d *sysvDump) room(v *pb.IpcVarEntry) map[string]string {
+	u := func(x uint64) string { return strconv.FormatUint(x, 10) }
+	var maxSize, pages uint64
+	for _, s := range d.shm {
+		maxSize = max(maxSize, s.e.GetSize())
+		pages += (s.e.GetSize() + pageSize - 1) / pageSize
+	}
+	out := map[string]string{
+		"kernel/shm_rmid_forced": "0",
+		"kernel/shmmax":          u(max(v.GetShmCtlmax(), maxSize)),
+		"kernel/shmall":          u(max(v.GetShmCtlall(), pages)),
+		"kernel/shmmni":          u(max(uint64(v.GetShmCtlmni()), uint64(len(d.shm)))),
+		"kernel/msgmni":          u(max(uint64(v.GetMsgCtlmni()), uint64(len(d.msg)))),
+	}
+	if sem := v.GetSemCtls(); len(sem) == 4 { // SEMMSL, SEMMNS, SEMOPM, SEMMNI
+		var most, total uint64
+		for _, s := range d.sem {
+			most, total = max(most, uint64(s.e.GetNsems())), total+uint64(s.e.GetNsems())
+		}
+		out["kernel/sem"] = strings.Join([]string{u(max(uint64(sem[0]), most)), u(max(uint64(sem[1]), total)),
+			u(uint64(sem[2])), u(max(uint64(sem[3]), uint64(len(d.sem))))}, " ")
+	}
+	return out
 }
 
 // setPerm sets the owner and permissions of an object's perm as desc has

@@ -177,9 +177,11 @@ func TestDumpSysVShmRemovedRefused(t *testing.T) {
 // and values; the tasks attach segment A where they had it and carry on.
 // In "rmid", segment A was removed (IPC_RMID) while attached: it comes
 // back removed, attached by both tasks, and goes with its last detach.
+// In "forced", the namespace has shm_rmid_forced set and a shmmax below
+// segment A's size: both come back, and so does A.
 func TestDumpRestoreSysVNamespace(t *testing.T) {
 	harness.RequireRoot(t)
-	for _, arg := range []string{"plain", "rmid"} {
+	for _, arg := range []string{"plain", "rmid", "forced"} {
 		t.Run(arg, func(t *testing.T) { testSysVNamespace(t, arg) })
 	}
 }

@@ -24,7 +24,12 @@
  * with its last detach (verify checks both). "outside": the parent attaches, before its unshare, a
  * segment of the IPC namespace it started in (removed at once, so that it
  * goes with the workload), which the dumped namespace does not hold (dump
- * refuses it).
+ * refuses it). "forced": once everything is set up, the namespace's
+ * kernel/shm_rmid_forced is 1 (a segment goes with its last detach) and
+ * kernel/shmmax 4096, less than segment A's size: the restore must create
+ * the objects under limits that let it and set the dumped ones after.
+ * Segment B, unattached, is not checked there (verify's own attach and
+ * detach would destroy it, as would its creator's exit).
  */
 #include "crt.h"
 #include <sys/ipc.h>
@@ -106,6 +111,7 @@ int main(int argc, char **argv)
 {
 	pid_t c, parent = getpid();
 	int rmid = argc > 1 && !strcmp(argv[1], "rmid");
+	int forced = argc > 1 && !strcmp(argv[1], "forced");
 	struct msqid_ds mq;
 	unsigned char *b;
 
@@ -177,6 +183,10 @@ int main(int argc, char **argv)
 		child(parent);
 	if (!waitfor(seg->child > 0))
 		crt_die("child does not run");
+	if (forced) {
+		set_sysctl("shm_rmid_forced", 1);
+		set_sysctl("shmmax", 4096);
+	}
 	crt_ready();
 	for (;;) {
 		if (crt_pending()) {
@@ -194,17 +204,30 @@ int main(int argc, char **argv)
 			CRT_CHECK(ds.shm_nattch == 2, "segment A attached %lu times, want 2", (unsigned long)ds.shm_nattch);
 			CRT_CHECK(rmid || shmget(KEY_A, 0, 0) == SHM_ID, "key A finds %d, want %d", shmget(KEY_A, 0, 0), SHM_ID);
 			CRT_CHECK(!!(ds.shm_perm.mode & SHM_DEST) == rmid, "segment A: mode %o, removed %d", ds.shm_perm.mode, rmid);
-			CRT_CHECK(shmget(KEY_B, 0, 0) == shm_b, "key B finds %d, want %d", shmget(KEY_B, 0, 0), shm_b);
-			CRT_CHECK(shmctl(shm_b, IPC_STAT, &ds) == 0, "IPC_STAT of segment B %d: %s", shm_b, strerror(errno));
-			CRT_CHECK(ds.shm_perm.uid == 4321 && ds.shm_perm.gid == 8765 && ds.shm_perm.cuid == 1234 && ds.shm_perm.cgid == 5678 &&
-					  (ds.shm_perm.mode & 0777) == 0604 && ds.shm_segsz == 4096 && ds.shm_nattch == 0,
-				  "segment B: owner %u:%u creator %u:%u mode %o size %zu nattch %lu", ds.shm_perm.uid, ds.shm_perm.gid,
-				  ds.shm_perm.cuid, ds.shm_perm.cgid, ds.shm_perm.mode, (size_t)ds.shm_segsz, (unsigned long)ds.shm_nattch);
-			b = shmat(shm_b, NULL, SHM_RDONLY);
-			CRT_CHECK(b != (void *)-1, "shmat B: %s", strerror(errno));
-			if (b != (void *)-1) {
-				CRT_CHECK(!memcmp(b, b_pat, 4096), "segment B lost its contents");
-				shmdt(b);
+			if (forced) {
+				char v[32] = "";
+				FILE *f = fopen("/proc/sys/kernel/shm_rmid_forced", "r");
+
+				CRT_CHECK(f && fgets(v, sizeof(v), f) && atoi(v) == 1, "kernel/shm_rmid_forced is %s", v);
+				if (f)
+					fclose(f);
+				f = fopen("/proc/sys/kernel/shmmax", "r");
+				CRT_CHECK(f && fgets(v, sizeof(v), f) && atoi(v) == 4096, "kernel/shmmax is %s", v);
+				if (f)
+					fclose(f);
+			} else {
+				CRT_CHECK(shmget(KEY_B, 0, 0) == shm_b, "key B finds %d, want %d", shmget(KEY_B, 0, 0), shm_b);
+				CRT_CHECK(shmctl(shm_b, IPC_STAT, &ds) == 0, "IPC_STAT of segment B %d: %s", shm_b, strerror(errno));
+				CRT_CHECK(ds.shm_perm.uid == 4321 && ds.shm_perm.gid == 8765 && ds.shm_perm.cuid == 1234 && ds.shm_perm.cgid == 5678 &&
+						  (ds.shm_perm.mode & 0777) == 0604 && ds.shm_segsz == 4096 && ds.shm_nattch == 0,
+					  "segment B: owner %u:%u creator %u:%u mode %o size %zu nattch %lu", ds.shm_perm.uid, ds.shm_perm.gid,
+					  ds.shm_perm.cuid, ds.shm_perm.cgid, ds.shm_perm.mode, (size_t)ds.shm_segsz, (unsigned long)ds.shm_nattch);
+				b = shmat(shm_b, NULL, SHM_RDONLY);
+				CRT_CHECK(b != (void *)-1, "shmat B: %s", strerror(errno));
+				if (b != (void *)-1) {
+					CRT_CHECK(!memcmp(b, b_pat, 4096), "segment B lost its contents");
+					shmdt(b);
+				}
 			}
 			CRT_CHECK(msgctl(msq, IPC_STAT, &mq) == 0, "IPC_STAT of queue %d: %s", msq, strerror(errno));
 			CRT_CHECK(mq.msg_perm.__key == KEY_Q && (mq.msg_perm.mode & 0777) == 0600 && mq.msg_qnum == NMSG && mq.msg_qbytes == 20000,

@@ -105,6 +105,27 @@ func collectSysV() (_ *sysvDump, err error) {
 			d.close()
 		}
 	}()
+	// shmFile attaches each segment for a moment: with
+	// kernel/shm_rmid_forced at 1, its detach would destroy an
+	// unattached segment, which the tree must keep (-R, a failed dump).
+	// Off meanwhile: setting it back destroys only orphans (creator
+	// gone) that nothing attaches, and such a segment cannot exist while
+	// it is on.
+	forced, err := readUint("kernel/shm_rmid_forced")
+	if err != nil {
+		return nil, err
+	}
+	if forced != 0 {
+		const name = "/proc/sys/kernel/shm_rmid_forced"
+		if err := os.WriteFile(name, []byte("0"), 0); err != nil {
+			return nil, fmt.Errorf("set sysctl kernel/shm_rmid_forced to 0 while the segments are read: %w", err)
+		}
+		defer func() {
+			if werr := os.WriteFile(name, []byte(strconv.FormatUint(forced, 10)), 0); werr != nil && err == nil {
+				err = fmt.Errorf("set sysctl kernel/shm_rmid_forced back to %d: %w", forced, werr)
+			}
+		}()
+	}
 	var sds unix.SysvShmDesc
 	maxIdx, err := unix.SysvShmCtl(0, shmInfo, &sds)
 	if err != nil {

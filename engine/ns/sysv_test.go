@@ -1,0 +1,56 @@
+package ns
+
+import (
+	"os"
+	"runtime"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestCollectSysVRmidForced: reading the SysV objects of a namespace
+// whose kernel/shm_rmid_forced is 1 leaves an unattached segment there
+// (crtools' own attach and detach to open it must not be its last
+// detach), and shm_rmid_forced at 1.
+func TestCollectSysVRmidForced(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (a new IPC namespace)")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// No UnlockOSThread: the thread stays in the new namespace and
+		// exits with this goroutine.
+		runtime.LockOSThread()
+		errc <- func() error {
+			if err := unix.Unshare(unix.CLONE_NEWIPC); err != nil {
+				return err
+			}
+			if err := os.WriteFile("/proc/sys/kernel/shm_rmid_forced", []byte("1"), 0); err != nil {
+				return err
+			}
+			id, err := unix.SysvShmGet(unix.IPC_PRIVATE, 4096, unix.IPC_CREAT|0o600)
+			if err != nil {
+				return err
+			}
+			d, err := collectSysV()
+			if err != nil {
+				return err
+			}
+			defer d.close()
+			if len(d.shm) != 1 {
+				t.Errorf("collected %d segments, want 1", len(d.shm))
+			}
+			var ds unix.SysvShmDesc
+			if _, err := unix.SysvShmCtl(id, unix.IPC_STAT, &ds); err != nil {
+				t.Errorf("segment %d after the collect: %v", id, err)
+			}
+			if b, err := os.ReadFile("/proc/sys/kernel/shm_rmid_forced"); err != nil || string(b) != "1\n" {
+				t.Errorf("shm_rmid_forced after the collect: %q %v", b, err)
+			}
+			return nil
+		}()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}

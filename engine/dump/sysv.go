@@ -144,11 +144,16 @@ func (s *dumpState) addSysVSegments(segs []ns.SysVShm, root int) error {
 	if s.shmem == nil {
 		s.shmem = map[uint64]*shmemObj{}
 	}
-	for _, g := range segs {
+	for i, g := range segs {
 		id := uint64(g.ID)
 		if o := s.shmem[id]; o != nil {
 			// Shared anonymous memory whose inode number is the id of
-			// a segment: both would have pagemap-shmem-<id>.img.
+			// a segment: both would have pagemap-shmem-<id>.img. The
+			// files not taken are closed here (Collect's error path
+			// closes those of shmemOrder).
+			for _, h := range segs[i:] {
+				h.File.Close()
+			}
 			return fmt.Errorf("SysV shared memory segment %d and shared memory mapped by pid %d have the same number, which names both pagemap-shmem-%d.img: %w",
 				id, o.pid, id, engine.ErrNotSupported)
 		}

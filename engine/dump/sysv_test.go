@@ -1,9 +1,12 @@
 package dump
 
 import (
+	"errors"
+	"os"
 	"strings"
 	"testing"
 
+	"github.com/crtools/crtools/engine/ns"
 	"github.com/crtools/crtools/engine/proc"
 )
 
@@ -56,4 +59,29 @@ func TestSysVWhole(t *testing.T) {
 		t.Errorf("part without its start: %v", err)
 	}
 
+}
+
+// TestAddSysVSegmentsClosesOnConflict: when a segment's number is taken
+// by shared memory already collected, the files of the segments not taken
+// as shmem objects are closed (Collect's error path closes only those it
+// holds).
+func TestAddSysVSegmentsClosesOnConflict(t *testing.T) {
+	open := func() *os.File {
+		f, err := os.Open("/dev/null")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	segs := []ns.SysVShm{{ID: 7, Size: 4096, File: open()}, {ID: 8, Size: 4096, File: open()}}
+	s := &dumpState{shmem: map[uint64]*shmemObj{7: {ino: 7, pid: 1}}}
+	if err := s.addSysVSegments(segs, 1); err == nil {
+		t.Fatal("no error for segment 7, whose number shared memory has")
+	}
+	s.closeShmemFiles()
+	for _, g := range segs {
+		if err := g.File.Close(); !errors.Is(err, os.ErrClosed) {
+			t.Errorf("segment %d's file is open after the failed add (close: %v)", g.ID, err)
+		}
+	}
 }

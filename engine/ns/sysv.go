@@ -53,6 +53,12 @@ import (
 // /proc/PID/maps then show the private key ("/SYSV00000000"), where they
 // showed the key it had when created: the images do not keep that key.
 //
+// With kernel/shm_rmid_forced set, the kernel destroys a segment at its
+// last detach, and an unattached one with its creator: the dump reads the
+// segments with it off for a moment (collectSysV), the restore creates
+// them with it off and sets it after (ApplyIPC), and an unattached
+// segment, whose creator is then crtools, goes when crtools exits.
+//
 // Refused at dump: segments on huge pages (SHM_HUGETLB).
 
 // sysvDump is what a dump read of the SysV objects of a namespace.

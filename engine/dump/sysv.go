@@ -2,6 +2,7 @@ package dump
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
@@ -39,6 +40,7 @@ type sysvAttach struct {
 	key        uint32
 	start, end uint64
 	size       uint64 // the segment's size (st_size of its file)
+	vmas       int    // its VMAs (each counts in the segment's shm_nattch)
 }
 
 // sysvKey parses the key out of a SysV mapping's name, "/SYSV%08x
@@ -70,6 +72,7 @@ func addSysV(atts []sysvAttach, pid int, m *proc.Mapping, key uint32) ([]sysvAtt
 		a := &atts[n-1]
 		if a.pid == pid && a.shmid == m.Inode && a.end == m.Start && m.Offset == a.end-a.start {
 			a.end = m.End
+			a.vmas++
 			return atts, nil
 		}
 	}
@@ -82,7 +85,7 @@ func addSysV(atts []sysvAttach, pid int, m *proc.Mapping, key uint32) ([]sysvAtt
 	if err := unix.Stat(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End), &st); err != nil {
 		return nil, fmt.Errorf("stat SysV shared memory segment %d mapped by pid %d at %#x: %w", m.Inode, pid, m.Start, err)
 	}
-	return append(atts, sysvAttach{pid: pid, shmid: m.Inode, key: key, start: m.Start, end: m.End, size: uint64(st.Size)}), nil
+	return append(atts, sysvAttach{pid: pid, shmid: m.Inode, key: key, start: m.Start, end: m.End, size: uint64(st.Size), vmas: 1}), nil
 }
 
 // checkSysVWhole refuses an attachment that does not cover its whole
@@ -105,7 +108,23 @@ const shmDest = 0o1000
 // namespace against the segments there: each must exist with the key and
 // size seen, and must not be removed already (IPC_RMID): it would die
 // with the dumped tree, and nothing could attach it again.
+//
+// With kernel/shm_rmid_forced set, the kernel destroys a segment at its
+// last detach: one that only the tree attaches (its shm_nattch, which
+// counts VMAs, no more than the tree's VMAs of it) would go with a
+// killed tree too, and is refused the same way.
 func checkSysVOwn(atts []sysvAttach) error {
+	if len(atts) == 0 {
+		return nil
+	}
+	forced, err := os.ReadFile("/proc/sys/kernel/shm_rmid_forced")
+	if err != nil {
+		return fmt.Errorf("read sysctl kernel/shm_rmid_forced: %w", err)
+	}
+	treeVMAs := map[uint64]int{}
+	for _, a := range atts {
+		treeVMAs[a.shmid] += a.vmas
+	}
 	for _, a := range atts {
 		var ds unix.SysvShmDesc
 		if _, err := unix.SysvShmCtl(int(a.shmid), unix.IPC_STAT, &ds); err != nil {
@@ -114,6 +133,10 @@ func checkSysVOwn(atts []sysvAttach) error {
 		if ds.Perm.Mode&shmDest != 0 {
 			return fmt.Errorf("pid %d attaches SysV shared memory segment %d (key %#x) at %#x, which was removed (IPC_RMID) and lives only while attached: "+
 				"it would go with the dumped tree, and restore could not attach it again: %w", a.pid, a.shmid, a.key, a.start, engine.ErrNotSupported)
+		}
+		if strings.TrimSpace(string(forced)) != "0" && ds.Nattch <= uint64(treeVMAs[a.shmid]) {
+			return fmt.Errorf("pid %d attaches SysV shared memory segment %d (key %#x) at %#x, which only the dumped tree attaches, in an ipc namespace with kernel/shm_rmid_forced set: "+
+				"it would go with the dumped tree at its last detach, and restore could not attach it again: %w", a.pid, a.shmid, a.key, a.start, engine.ErrNotSupported)
 		}
 		if uint32(ds.Perm.Key) != a.key {
 			return fmt.Errorf("SysV shared memory segment %d attached by pid %d at %#x has key %#x, its mapping says %#x", a.shmid, a.pid, a.start, uint32(ds.Perm.Key), a.key)

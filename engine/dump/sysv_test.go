@@ -3,8 +3,12 @@ package dump
 import (
 	"errors"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/crtools/crtools/engine/ns"
 	"github.com/crtools/crtools/engine/proc"
@@ -83,5 +87,56 @@ func TestAddSysVSegmentsClosesOnConflict(t *testing.T) {
 		if err := g.File.Close(); !errors.Is(err, os.ErrClosed) {
 			t.Errorf("segment %d's file is open after the failed add (close: %v)", g.ID, err)
 		}
+	}
+}
+
+// TestCheckSysVOwnRmidForced: in an IPC namespace with
+// kernel/shm_rmid_forced set (a new one, on a thread of the test), a
+// segment that only the dumped tree attaches would go with the killed
+// tree: checkSysVOwn refuses it, and takes it once another attachment
+// keeps it.
+func TestCheckSysVOwnRmidForced(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (a new IPC namespace)")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// No UnlockOSThread: the thread stays in the new namespace and
+		// exits with this goroutine.
+		runtime.LockOSThread()
+		errc <- func() error {
+			if err := unix.Unshare(unix.CLONE_NEWIPC); err != nil {
+				return err
+			}
+			if err := os.WriteFile("/proc/sys/kernel/shm_rmid_forced", []byte("1"), 0); err != nil {
+				return err
+			}
+			id, err := unix.SysvShmGet(unix.IPC_PRIVATE, 4096, unix.IPC_CREAT|0o600)
+			if err != nil {
+				return err
+			}
+			mem, err := unix.SysvShmAttach(id, 0, 0) // the "tree's" one VMA
+			if err != nil {
+				return err
+			}
+			defer unix.SysvShmDetach(mem) // the last: it destroys the segment
+			start := uint64(uintptr(unsafe.Pointer(&mem[0])))
+			atts := []sysvAttach{{pid: os.Getpid(), shmid: uint64(id), start: start, end: start + 4096, size: 4096, vmas: 1}}
+			if err := checkSysVOwn(atts); err == nil || !strings.Contains(err.Error(), "shm_rmid_forced") {
+				t.Errorf("segment only the tree attaches, shm_rmid_forced 1: %v, want refused", err)
+			}
+			other, err := unix.SysvShmAttach(id, 0, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.SysvShmDetach(other)
+			if err := checkSysVOwn(atts); err != nil {
+				t.Errorf("segment attached outside the tree too: %v", err)
+			}
+			return nil
+		}()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }

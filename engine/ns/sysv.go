@@ -151,6 +151,22 @@ func collectSysV() (_ *sysvDump, err error) {
 		}
 		d.shm = append(d.shm, shmSeg{e: &pb.IpcShmEntry{Desc: ipcDesc(id, &sds.Perm), Size: proto.Uint64(sds.Segsz), InPagemaps: proto.Bool(true)}, file: f})
 	}
+	// msgrcv copies no more than kernel/msgmax bytes of a message, which
+	// may have been lowered after larger ones were sent: raised to a
+	// queue's bytes while its messages are read, set back after.
+	msgmax, err := readUint("kernel/msgmax")
+	if err != nil {
+		return nil, err
+	}
+	raised := msgmax
+	defer func() {
+		if raised == msgmax {
+			return
+		}
+		if werr := os.WriteFile("/proc/sys/kernel/msgmax", []byte(strconv.FormatUint(msgmax, 10)), 0); werr != nil && err == nil {
+			err = fmt.Errorf("set sysctl kernel/msgmax back to %d: %w", msgmax, werr)
+		}
+	}()
 	var mds msqidDS
 	if maxIdx, err = msgctl(0, msgInfo, &mds); err != nil {
 		return nil, fmt.Errorf("list SysV message queues (MSG_INFO): %w", err)
@@ -165,6 +181,12 @@ func collectSysV() (_ *sysvDump, err error) {
 		}
 		q := msgQueue{e: &pb.IpcMsgEntry{Desc: ipcDesc(id, &mds.Perm), Qbytes: proto.Uint32(uint32(mds.Qbytes)), Qnum: proto.Uint32(uint32(mds.Qnum))}}
 		// No message holds more than the queue's bytes.
+		if mds.Cbytes > raised {
+			if err := os.WriteFile("/proc/sys/kernel/msgmax", []byte(strconv.FormatUint(mds.Cbytes, 10)), 0); err != nil {
+				return nil, fmt.Errorf("raise sysctl kernel/msgmax to %d to read SysV message queue %d: %w", mds.Cbytes, id, err)
+			}
+			raised = mds.Cbytes
+		}
 		buf := make([]byte, 8+max(mds.Cbytes, 1))
 		for j := 0; j < int(mds.Qnum); j++ {
 			n, err := msgrcvCopy(id, buf, j)

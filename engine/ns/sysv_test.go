@@ -54,3 +54,54 @@ func TestCollectSysVRmidForced(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCollectSysVMsgmaxLowered: a message larger than the namespace's
+// kernel/msgmax (lowered after it was sent) is read whole, and msgmax is
+// left as it was.
+func TestCollectSysVMsgmaxLowered(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (a new IPC namespace)")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// No UnlockOSThread: the thread stays in the new namespace and
+		// exits with this goroutine.
+		runtime.LockOSThread()
+		errc <- func() error {
+			if err := unix.Unshare(unix.CLONE_NEWIPC); err != nil {
+				return err
+			}
+			id, err := msgget(0, ipcCreat|0o600)
+			if err != nil {
+				return err
+			}
+			buf := make([]byte, 8+5000)
+			buf[0] = 7 // mtype
+			for i := range buf[8:] {
+				buf[8+i] = byte(i)
+			}
+			if err := msgsnd(id, buf); err != nil {
+				return err
+			}
+			if err := os.WriteFile("/proc/sys/kernel/msgmax", []byte("100"), 0); err != nil {
+				return err
+			}
+			d, err := collectSysV()
+			if err != nil {
+				t.Errorf("collect: %v", err)
+				return nil
+			}
+			defer d.close()
+			if len(d.msg) != 1 || len(d.msg[0].msgs) != 1 || d.msg[0].msgs[0].mtype != 7 || string(d.msg[0].msgs[0].text) != string(buf[8:]) {
+				t.Errorf("collected queues %+v, want one message of type 7 and 5000 bytes", d.msg)
+			}
+			if b, err := os.ReadFile("/proc/sys/kernel/msgmax"); err != nil || string(b) != "100\n" {
+				t.Errorf("msgmax after the collect: %q %v", b, err)
+			}
+			return nil
+		}()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}

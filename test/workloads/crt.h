@@ -236,6 +236,15 @@ static inline void crt_sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
+/* CRT_WAITFOR waits up to 3 s for cond to hold, and is its last value. */
+#define CRT_WAITFOR(cond)                                                                            \
+	({                                                                                           \
+		int64_t crt_end_ = crt_now() + 3000000000LL;                                         \
+		while (!(cond) && crt_now() < crt_end_)                                              \
+			crt_sleep_ms(1);                                                             \
+		(cond);                                                                              \
+	})
+
 /*
  * Workers: an array ws of n structs, each with a counter .count its
  * thread increments, its .tid, and .bad/.why where it reports a problem.

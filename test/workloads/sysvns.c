@@ -94,14 +94,6 @@ static void child(pid_t parent)
 	}
 }
 
-#define waitfor(cond)                                                  \
-	({                                                             \
-		int64_t _end = crt_now() + 3000000000LL;               \
-		while (!(cond) && crt_now() < _end)                    \
-			crt_sleep_ms(1);                               \
-		(cond);                                                \
-	})
-
 static struct {
 	long mtype;
 	char mtext[256];
@@ -181,7 +173,7 @@ int main(int argc, char **argv)
 		crt_die("fork");
 	if (c == 0)
 		child(parent);
-	if (!waitfor(seg->child > 0))
+	if (!CRT_WAITFOR(seg->child > 0))
 		crt_die("child does not run");
 	if (forced) {
 		set_sysctl("shm_rmid_forced", 1);
@@ -247,8 +239,8 @@ int main(int argc, char **argv)
 			CRT_CHECK(r == 0 && !memcmp(vals, semvals, sizeof(vals)), "semaphores %u %u %u %u", vals[0], vals[1], vals[2], vals[3]);
 			CRT_CHECK(semop(sem, op, 2) == 0 && semctl(sem, 1, GETVAL) == 7, "semop: %s", strerror(errno));
 			mine = ++seg->parent;
-			CRT_CHECK(waitfor(seg->echo >= mine), "child echoes %" PRIu64 ", parent wrote %" PRIu64, seg->echo, mine);
-			CRT_CHECK(waitfor(seg->child != before), "child's counter stuck at %" PRIu64, before);
+			CRT_CHECK(CRT_WAITFOR(seg->echo >= mine), "child echoes %" PRIu64 ", parent wrote %" PRIu64, seg->echo, mine);
+			CRT_CHECK(CRT_WAITFOR(seg->child != before), "child's counter stuck at %" PRIu64, before);
 			if (crt_usr2) {
 				for (int i = 0; i < NMSG; i++) {
 					ssize_t n = msgrcv(msq, &mbuf, sizeof(mbuf.mtext), 0, IPC_NOWAIT);

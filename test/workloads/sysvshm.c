@@ -77,15 +77,6 @@ static void child(pid_t parent)
 	}
 }
 
-/* waitfor waits up to 3 s for cond. */
-#define waitfor(cond)                                                  \
-	({                                                             \
-		int64_t _end = crt_now() + 3000000000LL;               \
-		while (!(cond) && crt_now() < _end)                    \
-			crt_sleep_ms(1);                               \
-		(cond);                                                \
-	})
-
 int main(int argc, char **argv)
 {
 	pid_t c, parent = getpid();
@@ -126,7 +117,7 @@ int main(int argc, char **argv)
 		crt_die("fork");
 	if (c == 0)
 		child(parent);
-	if (!waitfor(seg->child > 0))
+	if (!CRT_WAITFOR(seg->child > 0))
 		crt_die("child does not run");
 	crt_ready();
 	for (;;) {
@@ -150,9 +141,9 @@ int main(int argc, char **argv)
 			for (int i = 0; i < 64; i++)
 				CRT_CHECK(ro->pattern[i] == (char)crt_pattern(crt_token, i), "pattern byte %d differs", i);
 			mine = ++seg->parent;
-			CRT_CHECK(waitfor(seg->echo >= mine), "child echoes %" PRIu64 ", parent wrote %" PRIu64, seg->echo, mine);
-			CRT_CHECK(waitfor(seg->child != before), "child's counter stuck at %" PRIu64, before);
-			CRT_CHECK(ro->child == seg->child || waitfor(ro->child != before), "read-only attachment misses the child's counter");
+			CRT_CHECK(CRT_WAITFOR(seg->echo >= mine), "child echoes %" PRIu64 ", parent wrote %" PRIu64, seg->echo, mine);
+			CRT_CHECK(CRT_WAITFOR(seg->child != before), "child's counter stuck at %" PRIu64, before);
+			CRT_CHECK(ro->child == seg->child || CRT_WAITFOR(ro->child != before), "read-only attachment misses the child's counter");
 			if (crt_usr2) {
 				kill(c, SIGKILL);
 				waitpid(c, NULL, 0);

@@ -34,6 +34,15 @@ const puppetOptions = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESYSGOOD
 const puppetOptionsNewPidNS = puppetOptions | unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
 	unix.PTRACE_O_TRACEVFORK
 
+// puppetOptions are the ptrace options of every puppet.
+func (r *restorer) puppetOptions() int {
+	opts := puppetOptions
+	if r.newPidNS() {
+		opts = puppetOptionsNewPidNS
+	}
+	return opts | r.suspendSeccomp()
+}
+
 // suspendSeccomp is PTRACE_O_SUSPEND_SECCOMP when a thread of the tree is
 // under seccomp (seccomp.go), else 0: the option needs CAP_SYS_ADMIN and a
 // crtools outside seccomp, which a tree without seccomp does not need.
@@ -193,11 +202,7 @@ func (r *restorer) startFirstPuppet() (*puppet, error) {
 	if st.Sig != int(unix.SIGTRAP) {
 		return nil, fmt.Errorf("first puppet %d stopped by signal %d, want SIGTRAP at exec", pid, st.Sig)
 	}
-	opts := puppetOptions
-	if r.newPidNS() {
-		opts = puppetOptionsNewPidNS
-	}
-	opts |= r.suspendSeccomp()
+	opts := r.puppetOptions()
 	if err := ptrace.SetOptions(pid, opts); err != nil {
 		if opts&unix.PTRACE_O_SUSPEND_SECCOMP != 0 {
 			return nil, fmt.Errorf("trace first puppet %d with PTRACE_O_SUSPEND_SECCOMP, which restoring seccomp filters needs: %w (it needs CAP_SYS_ADMIN, and crtools must not run under seccomp itself)", pid, err)

@@ -92,6 +92,11 @@ func (r *restorer) heirOK(t *taskImage, keys msgKeys) (ok bool, why string) {
 	if tc.GetTaskState() != taskAlive || ptc.GetTaskState() != taskAlive {
 		return false, "task state not alive"
 	}
+	if p.leaderExited() {
+		// The heir would be forked by the parent's leader thread, gone
+		// by then (exitLeader).
+		return false, "parent's main thread has exited"
+	}
 	if t.sid != p.sid || t.pgid != p.pgid || t.sid == t.pid || t.pgid == t.pid {
 		return false, "session or group differs from the parent's, or leads one"
 	}

@@ -161,6 +161,11 @@ func (r *restorer) laneOK(pr *proc, holders map[uint32][]*taskImage) bool {
 		t.core().GetTc().GetTaskState() != taskAlive || t.ids == nil || t.mm == nil || pr.threads[0].crtoolsFd >= 0 {
 		return false
 	}
+	if t.parent != nil && t.parent.leaderExited() {
+		// parkLane's parent-death SIGKILL would come with the parent's
+		// leader's exit (exitLeader), which may run first.
+		return false
+	}
 	for _, o := range r.img.tasks {
 		if o == t || o.ids == nil {
 			continue

@@ -136,7 +136,33 @@ func load(dir string) (*imageSet, error) {
 	if img.seccomp, err = img.loadSeccomp(rd); err != nil { // seccomp.go
 		return nil, err
 	}
+	if err := img.checkLeadersExited(); err != nil {
+		return nil, err
+	}
 	return img, nil
+}
+
+// checkLeadersExited refuses what restore cannot give a process whose main
+// thread had exited (taskImage.leaderExited): its children are created by
+// its leader thread, whose exit (exitLeader) sends each child its
+// parent-death signal, which the dumped children did not get.
+func (img *imageSet) checkLeadersExited() error {
+	for _, t := range img.tasks {
+		if !t.leaderExited() {
+			continue
+		}
+		for _, c := range t.children {
+			if c.dead() {
+				continue
+			}
+			for _, core := range c.cores {
+				if sig := core.GetThreadCore().GetPdeathSig(); sig != 0 {
+					return fmt.Errorf("task %d, whose main thread has exited, has a child %d with parent-death signal %d; restoring it is not supported (the restored main thread's exit would send the signal)", t.pid, c.pid, sig)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // loadShmem reads the pagemap of the shared memory object id (an anonymous
@@ -179,6 +205,15 @@ func (t *taskImage) load(r *imageReader) error {
 	}
 	if core.GetTc().GetTaskState() == taskDead {
 		return nil // a zombie: nothing but its exit code
+	}
+	if core.GetThreadInfo() == nil {
+		// Its main thread had exited (leaderExited).
+		if len(t.tids) < 2 {
+			return fmt.Errorf("read core of task %d: no registers, and no other thread", t.pid)
+		}
+		if st := core.GetTc().GetTaskState(); st != taskAlive {
+			return fmt.Errorf("read core of task %d: a process whose main thread has exited is restored only running, not in task state %d (stopped)", t.pid, st)
+		}
 	}
 	t.ids = core.GetIds()
 	// Optional images are read without a stat first (one syscall less
@@ -270,6 +305,9 @@ func readCore(r *imageReader, pid, tid int) (*pb.CoreEntry, error) {
 	}
 	if tid == pid && c.GetTc().GetTaskState() == taskDead {
 		return c, nil // a zombie has nothing but its exit code
+	}
+	if tid == pid && c.GetThreadInfo() == nil && c.GetMtype() == pb.CoreEntry_X86_64 && c.GetTc() != nil {
+		return c, nil // an exited leader (taskImage.leaderExited): load checks the rest
 	}
 	if c.GetMtype() != pb.CoreEntry_X86_64 || c.GetThreadInfo() == nil || c.GetThreadInfo().GetGpregs() == nil {
 		return nil, fmt.Errorf("read core of task %d: not an x86-64 task with registers", tid)

@@ -54,6 +54,15 @@ type taskImage struct {
 // dead tells whether the task is a zombie.
 func (t *taskImage) dead() bool { return t.core().GetTc().GetTaskState() == taskDead }
 
+// leaderExited tells whether t's main thread had exited (pthread_exit in
+// main) while its other threads ran on: the leader's core then holds the
+// process's state (task_core_entry, ids) but no registers (no
+// thread_info), for the leader had none. Restore creates the leader like
+// any, and once the other threads exist makes it exit again (exitLeader).
+func (t *taskImage) leaderExited() bool {
+	return !t.dead() && len(t.tids) > 1 && t.core().GetThreadInfo() == nil
+}
+
 // core returns the leader's core entry.
 func (t *taskImage) core() *pb.CoreEntry { return t.cores[t.pid] }
 

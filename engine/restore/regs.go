@@ -45,6 +45,14 @@ func (r *restorer) dropTrampoline(pr *proc) error {
 			}
 		}
 	}
+	if pr.t.leaderExited() {
+		// Every thread exists: the leader leaves again, and another
+		// thread unmaps the trampoline.
+		if err := lead.exitLeader(r.puppetOptions()); err != nil {
+			return err
+		}
+		lead = pr.threads[1]
+	}
 	if pr.sigtrapIgn != nil {
 		// An ignored SIGTRAP goes in last, with no trap after it
 		// (sigtrap.go).
@@ -66,7 +74,7 @@ func (r *restorer) finishProc(pr *proc) error {
 		return fmt.Errorf("finish task %d: its trampoline is still mapped", pr.t.pid)
 	}
 	initial := initialSched(r.initial)
-	for _, th := range pr.threads {
+	for _, th := range liveThreads(pr) {
 		core := pr.t.cores[th.vpid]
 		if err := th.setFinalState(core); err != nil {
 			return err
@@ -75,6 +83,62 @@ func (r *restorer) finishProc(pr *proc) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// liveThreads are the threads of pr that run on after the restore: all,
+// but for the leader of a process whose main thread had exited
+// (exitLeader let it go).
+func liveThreads(pr *proc) []*puppet {
+	if pr.t.leaderExited() && len(pr.threads) > 1 {
+		return pr.threads[1:]
+	}
+	return pr.threads
+}
+
+// exitLeader makes the leader of a process whose main thread had exited
+// (taskImage.leaderExited) exit again, as pthread_exit in main did: an
+// injected exit(0) (SYS_exit, the thread only; glibc's pthread_exit passes
+// 0 too, and a process whose last thread calls exit rather than exit_group
+// reports its leader's code). The leader then stays a zombie until the
+// last thread exits, and its parent is told then, as before the dump. It
+// runs after every other thread exists (the group would end with it
+// otherwise) and while the trampoline, whose syscall instruction it runs,
+// is mapped. PTRACE_O_TRACEEXIT stops it inside do_exit (its user code
+// done: the trampoline may go), and the detach from that stop lets it
+// finish untraced, so that neither crtools nor the puppets' EXITKILL have
+// any hold on it.
+// options are the puppets' ptrace options.
+// Preconditions: on the tracer thread; p is the leader, its state restored.
+func (p *puppet) exitLeader(options int) error {
+	if err := ptrace.SetOptions(p.pid, options|unix.PTRACE_O_TRACEEXIT); err != nil {
+		return fmt.Errorf("exit the main thread of task %d again: %w", p.pid, err)
+	}
+	if err := p.prepare(unix.SYS_EXIT, []uint64{0}); err != nil {
+		return fmt.Errorf("exit the main thread of task %d again: %w", p.pid, err)
+	}
+	if err := ptrace.Cont(p.pid, 0); err != nil {
+		return fmt.Errorf("exit the main thread of task %d again: %w", p.pid, err)
+	}
+	for {
+		st, err := ptrace.WaitStopped(p.pid)
+		if err != nil {
+			return fmt.Errorf("exit the main thread of task %d again: %w", p.pid, err)
+		}
+		if st.Event == unix.PTRACE_EVENT_EXIT {
+			break
+		}
+		// Any other stop (a signal: all are blocked but the fatal
+		// ones) is passed over; a fatal one ends the group anyway.
+		p.log.Debug().Stringer("stop", st).Msg("stop while exiting the main thread suppressed")
+		if err := ptrace.Cont(p.pid, 0); err != nil {
+			return fmt.Errorf("exit the main thread of task %d again: %w", p.pid, err)
+		}
+	}
+	if err := ptrace.Detach(p.pid, 0); err != nil {
+		return fmt.Errorf("let the main thread of task %d exit: %w", p.pid, err)
+	}
+	p.exited = true
 	return nil
 }
 

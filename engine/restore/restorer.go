@@ -409,7 +409,7 @@ func (r *restorer) unpin() error {
 		if pr.t.dead() {
 			continue
 		}
-		for _, th := range pr.threads {
+		for _, th := range liveThreads(pr) {
 			if err := unix.SchedSetaffinity(th.pid, r.origMask); err != nil {
 				return fmt.Errorf("restore the CPU affinity of task %d: %w", th.pid, err)
 			}
@@ -718,6 +718,9 @@ func (r *restorer) onLanes(f func(l *lane) error) error {
 // Preconditions: on the tracer thread of pr's puppets; finishProc ran.
 func detachProc(pr *proc) error {
 	for i, th := range pr.threads {
+		if th.exited {
+			continue // exitLeader let it go
+		}
 		// A task that was stopped (job control) is let go with its stop
 		// signal, which stops it again at once.
 		sig := 0

@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/test/harness"
+)
+
+// mainexitTids reads the tids mainexit.c wrote (waiter, sleeper, spinner).
+func mainexitTids(t *testing.T, w *harness.Workload) []int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(w.Dir, "tids"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tids []int
+	for _, f := range strings.Fields(string(b)) {
+		tid, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatalf("tids file %q: %v", b, err)
+		}
+		tids = append(tids, tid)
+	}
+	if len(tids) != 3 {
+		t.Fatalf("tids file %q: want 3 tids", b)
+	}
+	return tids
+}
+
+// taskStates maps each thread of pid in /proc/PID/task to its state letter.
+func taskStates(t *testing.T, pid int) map[int]byte {
+	t.Helper()
+	es, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatalf("threads of pid %d: %v", pid, err)
+	}
+	m := map[int]byte{}
+	for _, e := range es {
+		tid, _ := strconv.Atoi(e.Name())
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) {
+			t.Fatalf("stat of thread %d: %q", tid, b)
+		}
+		m[tid] = b[i+2]
+	}
+	return m
+}
+
+// checkLeaderExited checks that pid's threads are its zombie leader and
+// tids, running, as in a process whose main thread called pthread_exit.
+func checkLeaderExited(t *testing.T, pid int, tids []int) {
+	t.Helper()
+	st := taskStates(t, pid)
+	if st[pid] != 'Z' {
+		t.Errorf("leader %d in state %q, want Z (threads %v)", pid, st[pid], st)
+	}
+	var got []int
+	for tid, s := range st {
+		if tid == pid {
+			continue
+		}
+		if s == 'Z' || s == 'X' {
+			t.Errorf("thread %d of pid %d in state %c", tid, pid, s)
+		}
+		got = append(got, tid)
+	}
+	slices.Sort(got)
+	want := slices.Sorted(slices.Values(tids))
+	if !slices.Equal(got, want) {
+		t.Errorf("threads of pid %d besides the leader: %v, want %v", pid, got, want)
+	}
+}
+
+// exitedLeaderImages copies the images in dir with the core of pid's
+// leader made that of a main thread that has exited: the process's state
+// stays, the leader's registers and its own thread state go.
+func exitedLeaderImages(t *testing.T, dir string, pid int) string {
+	t.Helper()
+	return imagesWithCore(t, dir, pid, func(core *pb.CoreEntry) {
+		core.ThreadInfo = nil
+		tc := core.ThreadCore
+		tc.FutexRla, tc.FutexRlaLen = new(uint64), new(uint32)
+		tc.SignalsP, tc.RseqEntry = nil, nil
+	})
+}
+
+// TestRestoreLeaderExitedImages: images of a four-thread process whose
+// leader's core has no registers (what dump writes for a process whose
+// main thread has exited; made here from a dump of one whose main thread
+// only sleeps) restore as such a process: the same pid and tids, the
+// leader a zombie in /proc/PID/task, the three other threads (one in a
+// condvar wait, one sleeping, one spinning) counting on, and the exit
+// status the test (its parent, a subreaper) reaps the one of the thread
+// that ends the process: exit_group(3).
+func TestRestoreLeaderExitedImages(t *testing.T) {
+	bin := harness.BuildC(t, "mainexit.c")
+	harness.RequireRoot(t)
+	rp := harness.Subreaper()
+	w := harness.StartWorkload(t, bin, "park", "group")
+	w.MustReady(10 * time.Second)
+	w.MustVerify(10 * time.Second)
+	tids := mainexitTids(t, w)
+	dir := dumpKill(t, w)
+	rp.Forget(w.Pid)
+	restoreDetached(t, w, exitedLeaderImages(t, dir, w.Pid))
+	checkLeaderExited(t, w.Pid, tids)
+	if err := w.Verify(10 * time.Second); err != nil {
+		t.Fatalf("after restore: %v\n%s", err, readLog(w, "restore.log"))
+	}
+	time.Sleep(20 * time.Millisecond)
+	w.MustVerify(10 * time.Second)
+	checkLeaderExited(t, w.Pid, tids)
+	if err := w.VerifyAndExit(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := rp.WaitPid(w.Pid, 10*time.Second)
+	if err != nil {
+		t.Fatalf("wait for restored workload %d: %v", w.Pid, err)
+	}
+	if !ws.Exited() || ws.ExitStatus() != 3 {
+		t.Fatalf("restored workload exited with %v, want exit status 3\n%s", ws, w.Output())
+	}
+}

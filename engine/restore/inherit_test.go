@@ -83,7 +83,7 @@ func TestDiffPagesAlso(t *testing.T) {
 // (1), nothing shared, one memory image for both.
 func heirPair(tids ...int) (*restorer, *taskImage) {
 	alive := func() *pb.CoreEntry {
-		return &pb.CoreEntry{Tc: &pb.TaskCoreEntry{TaskState: proto.Uint32(taskAlive)}, ThreadCore: &pb.ThreadCoreEntry{}}
+		return &pb.CoreEntry{Tc: &pb.TaskCoreEntry{TaskState: proto.Uint32(taskAlive)}, ThreadCore: &pb.ThreadCoreEntry{}, ThreadInfo: &pb.ThreadInfoX86{}}
 	}
 	ids := func(n uint32) *pb.TaskKobjIdsEntry {
 		return &pb.TaskKobjIdsEntry{VmId: proto.Uint32(n), FilesId: proto.Uint32(n), FsId: proto.Uint32(n), SighandId: proto.Uint32(n)}
@@ -124,6 +124,23 @@ func TestHeirOKParentThreadRseq(t *testing.T) {
 	}
 }
 
+// TestHeirOKParentLeaderExited: the child of a process whose main thread
+// had exited is no heir: heirs are forked by their parent's leader, which
+// exits again (exitLeader) once every thread exists.
+func TestHeirOKParentLeaderExited(t *testing.T) {
+	r, c := heirPair(10, 11)
+	if ok, _ := r.heirOK(c, msgKeys{}); !ok {
+		t.Fatal("child of a two-thread parent is no heir")
+	}
+	c.parent.cores[10].ThreadInfo = nil // an exited leader's core
+	if !c.parent.leaderExited() {
+		t.Fatal("a leader core without registers is not an exited leader")
+	}
+	if ok, why := r.heirOK(c, msgKeys{}); ok || why != "parent's main thread has exited" {
+		t.Errorf("child of a parent whose main thread exited: heir %v, reason %q", ok, why)
+	}
+}
+
 // TestPlanHeirsOrder: heirs are forked after every other child of their
 // parent, so only children none of whose later siblings is restored the
 // full way are heirs: a parent's list of children keeps the dumped order,
@@ -136,7 +153,7 @@ func TestPlanHeirsOrder(t *testing.T) {
 		o := &taskImage{pid: tids[0], ppid: 10, pgid: 1, sid: 1, tids: tids, cores: map[int]*pb.CoreEntry{}, mm: p.mm, pagemap: &image.PageIndex{}, parent: p,
 			ids: &pb.TaskKobjIdsEntry{VmId: proto.Uint32(uint32(3 + i)), FilesId: proto.Uint32(uint32(3 + i)), FsId: proto.Uint32(uint32(3 + i)), SighandId: proto.Uint32(uint32(3 + i))}}
 		for _, tid := range tids {
-			o.cores[tid] = &pb.CoreEntry{Tc: &pb.TaskCoreEntry{TaskState: proto.Uint32(taskAlive)}, ThreadCore: &pb.ThreadCoreEntry{}}
+			o.cores[tid] = &pb.CoreEntry{Tc: &pb.TaskCoreEntry{TaskState: proto.Uint32(taskAlive)}, ThreadCore: &pb.ThreadCoreEntry{}, ThreadInfo: &pb.ThreadInfoX86{}}
 		}
 		p.children = append(p.children, o)
 		r.img.tasks = append(r.img.tasks, o)

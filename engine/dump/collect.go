@@ -207,7 +207,7 @@ func (s *dumpState) taskKobjIDs(pid int) (*pb.TaskKobjIdsEntry, error) {
 		if o.ids == nil || o.ids.GetVmId() != ids.GetVmId() {
 			continue
 		}
-		r, err := files.Kcmp(pid, o.t.pid, files.KcmpSighand, 0, 0)
+		r, err := files.Kcmp(pid, o.t.kpid(), files.KcmpSighand, 0, 0)
 		if err != nil {
 			return nil, fmt.Errorf("compare signal handlers of pid %d with pid %d: %w", pid, o.t.pid, err)
 		}
@@ -230,7 +230,7 @@ func (s *dumpState) kobjID() uint32 {
 // nsID numbers namespaces by their inode, as CRIU's ns ids.
 // The link read is kept in ts.nsLinks (for ns.CollectWith).
 func (s *dumpState) nsID(ts *taskState, ns string) (uint32, error) {
-	pid := ts.t.pid
+	pid := ts.t.kpid()
 	link, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
 	if err != nil {
 		return 0, fmt.Errorf("read %s namespace of pid %d: %w", ns, pid, err)
@@ -393,7 +393,11 @@ func (d *Dumper) collectTasks(ctx context.Context, s *dumpState) error {
 		if err := c.cores(); err != nil {
 			return err
 		}
-		s.seccomp.setThreads(c.ts.cores, c.seccomp)
+		cores := c.ts.cores
+		if c.ts.t.leaderExited {
+			cores = cores[1:] // c.seccomp is the live threads'
+		}
+		s.seccomp.setThreads(cores, c.seccomp)
 	}
 	return nil
 }
@@ -440,9 +444,9 @@ func startSmaps(tasks []*task) map[int]chan smapsRead {
 	pids := make([]int, len(tasks))
 	chans := make([]chan smapsRead, len(tasks))
 	for i, t := range tasks {
-		pids[i] = t.pid
+		pids[i] = t.kpid()
 		chans[i] = make(chan smapsRead, 1) // never blocks the reader
-		out[t.pid] = chans[i]
+		out[pids[i]] = chans[i]
 	}
 	// The goroutine sees only pids and chans, never the map.
 	go func() {
@@ -468,6 +472,9 @@ func (s *dumpState) readSmaps(pid int) ([]proc.Mapping, error) {
 
 // collecting is a task between the rounds of collectTasks.
 type collecting struct {
+	// leaderName is the comm of a leaderExited task's zombie leader: the
+	// process's name (the stat and status read are a live thread's).
+	leaderName         string
 	ts                 *taskState
 	st                 *proc.Stat
 	status             *proc.Status
@@ -513,6 +520,14 @@ func (d *Dumper) collectState(s *dumpState, t *task) (*collecting, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read state of pid %d: %w", pid, err)
 	}
+	if t.leaderExited {
+		// The zombie leader's own stat has no memory layout: the
+		// process's is read through a live thread.
+		c.leaderName = st.Comm
+		if st, err = proc.ReadStat(t.kpid()); err != nil {
+			return nil, fmt.Errorf("read state of pid %d through thread %d: %w", pid, t.kpid(), err)
+		}
+	}
 	c.st = st
 	s.stats[pid] = st
 	t.pgid, t.sid = st.Pgrp, st.Session
@@ -520,8 +535,8 @@ func (d *Dumper) collectState(s *dumpState, t *task) (*collecting, error) {
 	// cannot stop, and its namespaces and files are going away) is
 	// dumped as the zombie it is about to become; its exit code is set
 	// already.
-	if (st.State == 'Z' || st.IsExiting()) && t.parent != nil {
-		if err := refuseLeaderExited(pid, st.Comm); err != nil {
+	if (st.State == 'Z' || st.IsExiting()) && t.parent != nil && !t.leaderExited {
+		if err := refuseLeaderExiting(pid, st.Comm); err != nil {
 			return nil, err
 		}
 		t.zombie, t.exitCode = true, st.ExitCode
@@ -532,6 +547,9 @@ func (d *Dumper) collectState(s *dumpState, t *task) (*collecting, error) {
 	}
 	ts.pstree = &pb.PstreeEntry{Pid: proto.Uint32(uint32(pid)), Ppid: proto.Uint32(ppid),
 		Pgid: proto.Uint32(uint32(st.Pgrp)), Sid: proto.Uint32(uint32(st.Session))}
+	if t.leaderExited {
+		ts.pstree.Threads = append(ts.pstree.Threads, uint32(pid)) // its core: cores
+	}
 	for _, th := range t.threads {
 		ts.pstree.Threads = append(ts.pstree.Threads, uint32(th.tid))
 	}
@@ -544,7 +562,7 @@ func (d *Dumper) collectState(s *dumpState, t *task) (*collecting, error) {
 		}}
 		return c, nil
 	}
-	status, err := proc.ReadStatus(pid)
+	status, err := proc.ReadStatus(t.kpid())
 	if err != nil {
 		return nil, fmt.Errorf("read status of pid %d: %w", pid, err)
 	}
@@ -557,7 +575,7 @@ func (d *Dumper) collectState(s *dumpState, t *task) (*collecting, error) {
 // injection: its POSIX timers and memory map (the injections map and unmap
 // memory; the map also tells where the vDSO is).
 func (s *dumpState) collectRest(c *collecting) error {
-	pid := c.ts.t.pid
+	pid := c.ts.t.kpid()
 	var err error
 	if c.timers, err = proc.ReadTimers(pid); err != nil {
 		return fmt.Errorf("read POSIX timers of pid %d: %w", pid, err)
@@ -617,7 +635,7 @@ func (c *collecting) readRegs() error {
 		return nil // nothing in the process-wide queue
 	}
 	var err error
-	if c.shared, err = ptrace.PeekSiginfo(t.pid, true); err != nil {
+	if c.shared, err = ptrace.PeekSiginfo(t.kpid(), true); err != nil {
 		return fmt.Errorf("read pending signals of pid %d: %w", t.pid, err)
 	}
 	return nil
@@ -670,7 +688,7 @@ func threadCores(cs []*collecting) error {
 // collectRest) and the tracer round went through.
 func (d *Dumper) collectMid(s *dumpState, c *collecting) error {
 	ts, t, st, status := c.ts, c.ts.t, c.st, c.status
-	pid := t.pid
+	pid := t.kpid() // what the kernel shows of the process
 	var err error
 	// The pages to save, while the tracer injects (collectMemory says
 	// why that is safe).
@@ -759,6 +777,14 @@ func (c *collecting) cores() error {
 		ThpDisabled: proto.Bool(inj.thpDisabled),
 	}
 	tc := taskCore(t, st, status, inj, regs[0].sigmask, c.shared, &c.outside)
+	if t.leaderExited {
+		// The leader's core: the process's state, no registers (restore
+		// reads it as an exited leader), no thread state of its own.
+		tc.Comm = proto.String(c.leaderName)
+		ts.cores = append(ts.cores, &pb.CoreEntry{Mtype: pb.CoreEntry_X86_64.Enum(), Tc: tc,
+			ThreadCore: &pb.ThreadCoreEntry{FutexRla: proto.Uint64(0), FutexRlaLen: proto.Uint32(0),
+				Comm: proto.String(c.leaderName)}})
+	}
 	for i, th := range t.threads {
 		core := c.thCores[i]
 		it := inj.perThread[th.tid]
@@ -766,7 +792,7 @@ func (c *collecting) cores() error {
 		thc := core.ThreadCore
 		thc.Sas, thc.PdeathSig = it.sas, proto.Uint32(it.pdeathSig)
 		*thc.Creds.Secbits = inj.securebits // creds' own word
-		if i == 0 {
+		if i == 0 && !t.leaderExited {
 			core.Tc = tc
 		}
 		ts.cores = append(ts.cores, core)
@@ -947,6 +973,11 @@ func taskCore(t *task, st *proc.Stat, status *proc.Status, inj *injected, blocke
 func (s *dumpState) innerPids() error {
 	inner := map[*task]ns.InnerIDs{}
 	for _, ts := range s.tasks {
+		if ts.t.leaderExited {
+			// Its exited leader's pid inside the namespace is not
+			// read (its status is a live thread's).
+			return fmt.Errorf("pid %d: its main thread has exited while other threads run; such a process is not supported in a tree with a pid namespace of its own", ts.t.pid)
+		}
 		var in ns.InnerIDs
 		var err error
 		if len(ts.statuses) > 0 {
@@ -1050,6 +1081,9 @@ func (ts *taskState) imgTid(i int) int {
 	}
 	if i == 0 {
 		return ts.t.pid
+	}
+	if ts.t.leaderExited {
+		return ts.t.threads[i-1].tid // cores[0] is the exited leader's
 	}
 	return ts.t.threads[i].tid
 }

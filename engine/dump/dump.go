@@ -89,9 +89,14 @@ type task struct {
 	pid, ppid, pgid, sid int
 	parent               *task
 	children             []*task
-	threads              []*thread // threads[0] is the leader
+	threads              []*thread // threads[0] is the leader (unless leaderExited)
 	zombie               bool
-	exitCode             int
+	// leaderExited: the main thread has exited (pthread_exit in main)
+	// while the others run on. The leader, a zombie, is not seized and
+	// not in threads (threads[0] is the first live thread); what the
+	// kernel shows of the process it shows through a live thread (kpid).
+	leaderExited bool
+	exitCode     int
 	// groupStopped: the task was stopped (SIGSTOP, ...) before we came;
 	// it must stay stopped.
 	groupStopped bool
@@ -100,6 +105,16 @@ type task struct {
 	// (injectAll with keepBatch), with the `syscall` instruction that
 	// unmaps it (unmapBatches); addr 0 if none.
 	batch leftBatch
+}
+
+// kpid is the tid through which /proc and syscalls see t as a process:
+// its pid, or with leaderExited its first live thread's tid (the zombie
+// leader has no memory, files, fs or namespaces left to show).
+func (t *task) kpid() int {
+	if t.leaderExited && len(t.threads) > 0 {
+		return t.threads[0].tid
+	}
+	return t.pid
 }
 
 type leftBatch struct {
@@ -168,10 +183,7 @@ func checkRoot(pid int) error {
 		// given back by a new namespace.
 		return fmt.Errorf("pid 1 (%s) is the init process of crtools' PID namespace; it cannot be dumped from inside that namespace", st.Comm)
 	}
-	if st.State == 'Z' {
-		if err := refuseLeaderExited(pid, st.Comm); err != nil {
-			return err
-		}
+	if st.State == 'Z' && !isLeaderExited(pid, st.State) {
 		return fmt.Errorf("pid %d (%s) is a zombie; there is nothing to dump", pid, st.Comm)
 	}
 	status, err := proc.ReadStatus(pid)
@@ -263,7 +275,7 @@ func (d *Dumper) unmapBatches() error {
 			continue
 		}
 		t.batch = leftBatch{}
-		in := &ptrace.Injector{Tid: t.pid, SyscallAddr: b.syscall, SettleAtEnd: true}
+		in := &ptrace.Injector{Tid: t.kpid(), SyscallAddr: b.syscall, SettleAtEnd: true}
 		_, err := in.Syscall(unix.SYS_MUNMAP, b.addr, uintptr(b.size))
 		t.threads[0].deferred = append(t.threads[0].deferred, in.Deferred...)
 		if err != nil && !errors.Is(err, unix.ESRCH) {

@@ -138,6 +138,9 @@ func (d *Dumper) seizeThreads(t *task, pending *[]pendingStop) (bool, error) {
 	for _, th := range t.threads {
 		known[th.tid] = true
 	}
+	if t.leaderExited {
+		known[t.pid] = true // a zombie: never seized
+	}
 	changed := false
 	for _, tid := range tids {
 		if known[tid] {
@@ -180,11 +183,17 @@ func (d *Dumper) seizeOne(t *task, tid int, pending *[]pendingStop) error {
 		if st.IsKernelThread() {
 			return fmt.Errorf("pid %d (%s) is a kernel thread; kernel threads cannot be dumped", t.pid, st.Comm)
 		}
-		if st.State == 'Z' || st.IsExiting() {
-			// Also a leader still on its way out (PF_EXITING) while
-			// other threads run on: once seized, it would never stop,
-			// and the wait for its stop would last as long as they do.
-			if err := refuseLeaderExited(t.pid, st.Comm); err != nil {
+		if isLeaderExited(t.pid, st.State) {
+			// pthread_exit in main: the other threads are the
+			// process (leader.go).
+			t.leaderExited = true
+			return nil
+		}
+		if st.State != 'Z' && st.IsExiting() {
+			// A leader still on its way out (PF_EXITING) while other
+			// threads run on: once seized, it would never stop, and
+			// the wait for its stop would last as long as they do.
+			if err := refuseLeaderExiting(t.pid, st.Comm); err != nil {
 				return err
 			}
 		}
@@ -259,7 +268,7 @@ func (d *Dumper) finishStop(t *task, th *thread) error {
 			if err != nil || !(st.Exited() || st.IsExiting()) {
 				return nil // the wait says what became of it
 			}
-			return refuseLeaderExited(t.pid, st.Comm)
+			return refuseLeaderExiting(t.pid, st.Comm)
 		})
 	} else {
 		stop, err = ptrace.WaitInterrupted(th.tid)

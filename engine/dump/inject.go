@@ -364,7 +364,7 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 			j.err = fmt.Errorf("inject getters into pid %d: no stopped thread of it to inject into", j.t.pid)
 			continue
 		}
-		leader, err := ptrace.NewInjectorAt(j.t.pid, j.vdsoStart, j.vdsoEnd, j.status.SigIgn)
+		leader, err := ptrace.NewInjectorAt(j.t.kpid(), j.vdsoStart, j.vdsoEnd, j.status.SigIgn)
 		if err != nil {
 			j.err = err
 			continue
@@ -425,7 +425,7 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 		if err := j.batch.Finish(); err != nil {
 			return fmt.Errorf("inject getters into pid %d: %w", j.t.pid, err)
 		}
-		if err := queryResults(j.t.pid, j.batch, j.procQs, j.calls); err != nil {
+		if err := queryResults(j.t.kpid(), j.batch, j.procQs, j.calls); err != nil {
 			return err
 		}
 		n := len(j.t.threads) - 1
@@ -483,7 +483,7 @@ func injectAll(jobs []*injectJob, keepBatch bool) {
 		lo := j.thBatch[0].Scratch
 		hi := j.thBatch[len(j.thBatch)-1].Scratch + uintptr(len(j.threadQs[len(j.threadQs)-1])*queryOut)
 		mem := make([]byte, hi-lo)
-		if _, err := ptrace.ReadMem(j.t.pid, lo, mem); err != nil {
+		if _, err := ptrace.ReadMem(j.t.kpid(), lo, mem); err != nil {
 			return fmt.Errorf("read injected results from pid %d: %w", j.t.pid, err)
 		}
 		for i, th := range j.t.threads[1:] {

@@ -305,9 +305,9 @@ func (d *Dumper) writeTaskPages(ctx context.Context, dir string, ts *taskState, 
 		}
 		f := lw.PagesFile()
 		out = &pagesOut{f: f, fd: int(f.Fd()), base: lw.Written(), raw: inMemory(f)}
-		total, werr = d.copyToFile(ctx, ts.t.pid, pid, plans, nReaders, out, lw)
+		total, werr = d.copyToFile(ctx, ts.t.kpid(), pid, plans, nReaders, out, lw)
 	} else {
-		total, werr = d.sendPages(ctx, ts.t.pid, pid, plans, nReaders, pw)
+		total, werr = d.sendPages(ctx, ts.t.kpid(), pid, plans, nReaders, pw)
 	}
 	if werr == nil && out != nil {
 		// The readers wrote with pwrite: leave the file offset where the

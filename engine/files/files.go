@@ -324,6 +324,12 @@ func (d *Dumper) getfd(pid, fd int) (*os.File, error) {
 	if !ok {
 		var err error
 		pfd, err = unix.PidfdOpen(pid, 0)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINVAL) {
+			// pid is a thread, not a process (ENOENT): the live
+			// thread a process whose main thread has exited is read
+			// through (engine/dump: task.kpid). Linux 6.9+.
+			pfd, err = unix.PidfdOpen(pid, unix.PIDFD_THREAD)
+		}
 		if err != nil {
 			return nil, kernel.IfMissing("pidfd_open", fmt.Errorf("open pidfd of pid %d: %w", pid, os.NewSyscallError("pidfd_open", err)))
 		}

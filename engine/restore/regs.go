@@ -98,10 +98,10 @@ func liveThreads(pr *proc) []*puppet {
 
 // exitLeader makes the leader of a process whose main thread had exited
 // (taskImage.leaderExited) exit again, as pthread_exit in main did: an
-// injected exit(0) (SYS_exit, the thread only; glibc's pthread_exit passes
-// 0 too, and a process whose last thread calls exit rather than exit_group
-// reports its leader's code). The leader then stays a zombie until the
-// last thread exits, and its parent is told then, as before the dump. It
+// injected exit(0) (SYS_exit, the thread only, as glibc's pthread_exit).
+// The leader then stays a zombie until the last thread exits, and its
+// parent is told then, with the last thread's exit_group or exit code, as
+// before the dump. It
 // runs after every other thread exists (the group would end with it
 // otherwise) and while the trampoline, whose syscall instruction it runs,
 // is mapped. PTRACE_O_TRACEEXIT stops it inside do_exit (its user code

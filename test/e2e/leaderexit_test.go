@@ -14,22 +14,22 @@ import (
 	"github.com/crtools/crtools/test/harness"
 )
 
-// TestDumpLeaderExitedRefused: a process whose main thread called
-// pthread_exit while other threads run (its leader a zombie) cannot be
-// restored, so dump refuses it, naming its pid and the reason, with exit
-// code 1, and leaves the tree running untraced: the threads go on counting.
-// Before the refusal, dump took such a process for a plain zombie and lost
-// its live threads ("self": refused as "a zombie"; "child": dumped, and
-// the dump's kill ended the threads).
-func TestDumpLeaderExitedRefused(t *testing.T) {
-	harness.RequireRoot(t)
-	harness.Subreaper()
+// TestDumpRestoreLeaderExited: a process whose main thread called
+// pthread_exit while other threads run (its leader a zombie) is dumped and
+// restored as such: "self", the tree's root; "child", a child of the root.
+// The workload checks after the restore that the leader is still a zombie
+// and that the counting thread counts on; the test that the pid and the
+// threads' tids and states are the same and, for "child", that it is
+// still the root's child.
+func TestDumpRestoreLeaderExited(t *testing.T) {
 	bin := harness.BuildC(t, "leaderexit.c")
 	for _, mode := range []string{"self", "child"} {
 		t.Run(mode, func(t *testing.T) {
+			harness.RequireRoot(t)
+			rp := harness.Subreaper()
 			w := harness.StartWorkload(t, bin, mode)
-			// The harness's Kill cannot tell that a process with a
-			// zombie leader is the workload (its environ is gone).
+			// The harness's Kill cannot always tell that a process
+			// with a zombie leader is the workload.
 			t.Cleanup(func() { _ = unix.Kill(w.Pid, unix.SIGKILL) })
 			w.MustReady(10 * time.Second)
 			w.MustVerify(10 * time.Second)
@@ -44,36 +44,47 @@ func TestDumpLeaderExitedRefused(t *testing.T) {
 				}
 				t.Cleanup(func() { _ = unix.Kill(target, unix.SIGKILL) })
 			}
-			dir := filepath.Join(t.TempDir(), "images")
-			code, out := crtools(t, "dump", "-t", fmt.Sprint(w.Pid), "-D", dir)
-			if code != 1 {
-				t.Fatalf("dump of a tree with a leader-exited process: exit %d, want 1\n%s", code, out)
+			before := taskStates(t, target)
+			if before[target] != 'Z' || len(before) < 2 {
+				t.Fatalf("pid %d before the dump: threads %v, want a zombie leader and live threads", target, before)
 			}
-			for _, want := range []string{fmt.Sprintf("pid %d", target), "main thread has exited"} {
-				if !strings.Contains(out, want) {
-					t.Errorf("dump refusal %q lacks %q", out, want)
+			dir := dumpKill(t, w)
+			rp.Forget(w.Pid)
+			restoreDetached(t, w, dir)
+			after := taskStates(t, target)
+			for tid, s := range before {
+				if after[tid] != s && !(s == 'S' && after[tid] == 'R') && !(s == 'R' && after[tid] == 'S') {
+					t.Errorf("thread %d of pid %d in state %q after the restore, was %q (threads %v)", tid, target, after[tid], s, after)
 				}
 			}
-			if _, err := os.Stat(dir); err == nil {
-				t.Errorf("refused dump left %s behind", dir)
+			if len(after) != len(before) {
+				t.Errorf("threads of pid %d after the restore: %v, before %v", target, after, before)
 			}
-			for _, pid := range []int{w.Pid, target} {
-				tids, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-				if err != nil {
-					t.Fatalf("threads of pid %d after the refused dump: %v", pid, err)
-				}
-				for _, e := range tids {
-					tid, _ := strconv.Atoi(e.Name())
-					if tr := tracerOf(tid); tr > 0 {
-						t.Errorf("thread %d of pid %d still traced by %d after a refused dump", tid, pid, tr)
-					}
+			if mode == "child" {
+				if ppid := parentPid(t, target); ppid != w.Pid {
+					t.Errorf("parent of the restored child %d: %d, want %d", target, ppid, w.Pid)
 				}
 			}
-			// The counting thread went on (the workload checks it).
-			w.MustVerify(10 * time.Second)
-			if err := w.VerifyAndExit(10 * time.Second); err != nil {
-				t.Fatal(err)
+			verifyRestored(t, w)
+			ws, err := rp.WaitPid(w.Pid, 10*time.Second)
+			if err != nil {
+				t.Fatalf("wait for restored workload %d: %v", w.Pid, err)
+			}
+			if !ws.Exited() || ws.ExitStatus() != 0 {
+				t.Fatalf("restored workload exited with %v, want 0\n%s", ws, w.Output())
 			}
 		})
 	}
+}
+
+// parentPid is the parent pid in /proc/PID/stat.
+func parentPid(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
 }

@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/test/harness"
 )
@@ -131,5 +134,94 @@ func TestRestoreLeaderExitedImages(t *testing.T) {
 	}
 	if !ws.Exited() || ws.ExitStatus() != 3 {
 		t.Fatalf("restored workload exited with %v, want exit status 3\n%s", ws, w.Output())
+	}
+}
+
+// TestDumpRestoreMainExit: mainexit.c's main thread calls pthread_exit
+// after starting three threads that count (one in a condvar wait, one
+// sleeping, one spinning). Dump writes its leader's core without
+// registers; restore gives back the same pid and tids, the leader a zombie
+// again, the threads counting on, and the status its parent (the test, a
+// subreaper) reaps once the threads end: "group", the last thread's
+// exit_group(3); "thread", each thread's own exit, the last one's 5 (on
+// this kernel the process's status is the last thread's exit code, not
+// its leader's 0 from pthread_exit: TestMainExitStatusUndumped).
+func TestDumpRestoreMainExit(t *testing.T) {
+	bin := harness.BuildC(t, "mainexit.c")
+	for _, tc := range []struct {
+		end  string
+		want int
+	}{{"group", 3}, {"thread", 5}} {
+		t.Run(tc.end, func(t *testing.T) {
+			harness.RequireRoot(t)
+			rp := harness.Subreaper()
+			w := harness.StartWorkload(t, bin, "exit", tc.end)
+			w.MustReady(10 * time.Second)
+			w.MustVerify(10 * time.Second)
+			tids := mainexitTids(t, w)
+			checkLeaderExited(t, w.Pid, tids)
+			dir := dumpKill(t, w)
+			rp.Forget(w.Pid)
+			var core pb.CoreEntry
+			if err := image.ReadOne(dir, image.Core, uint64(w.Pid), &core); err != nil {
+				t.Fatal(err)
+			}
+			if core.ThreadInfo != nil || core.Tc == nil || core.Tc.GetTaskState() != 1 {
+				t.Errorf("core of the exited leader %d: thread_info %v, task state %d; want no registers, alive", w.Pid, core.ThreadInfo != nil, core.Tc.GetTaskState())
+			}
+			restoreDetached(t, w, dir)
+			checkLeaderExited(t, w.Pid, tids)
+			w.MustVerify(10 * time.Second)
+			time.Sleep(20 * time.Millisecond)
+			w.MustVerify(10 * time.Second)
+			if err := w.VerifyAndExit(10 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			ws, err := rp.WaitPid(w.Pid, 10*time.Second)
+			if err != nil {
+				t.Fatalf("wait for restored workload %d: %v", w.Pid, err)
+			}
+			if !ws.Exited() || ws.ExitStatus() != tc.want {
+				t.Fatalf("restored workload exited with %v, want exit status %d\n%s", ws, tc.want, w.Output())
+			}
+		})
+	}
+}
+
+// TestMainExitStatusUndumped is TestDumpRestoreMainExit's end without a
+// dump: the statuses it expects are the kernel's, not crtools' (with
+// threads ending by exit alone, the last one's code: 5).
+func TestMainExitStatusUndumped(t *testing.T) {
+	bin := harness.BuildC(t, "mainexit.c")
+	for _, tc := range []struct {
+		end  string
+		want int
+	}{{"group", 3}, {"thread", 5}} {
+		t.Run(tc.end, func(t *testing.T) {
+			harness.RequireRoot(t)
+			w := harness.StartWorkload(t, bin, "exit", tc.end)
+			w.MustReady(10 * time.Second)
+			w.MustVerify(10 * time.Second)
+			checkLeaderExited(t, w.Pid, mainexitTids(t, w))
+			if err := w.VerifyAndExit(10 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-w.Exited():
+			case <-time.After(10 * time.Second):
+				t.Fatal("workload did not exit")
+			}
+			code := 0
+			if err := w.ExitErr(); err != nil {
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) {
+					t.Fatal(err)
+				}
+				code = ee.ExitCode()
+			}
+			if code != tc.want {
+				t.Fatalf("workload exited with %d (%v), want %d", code, w.ExitErr(), tc.want)
+			}
+		})
 	}
 }

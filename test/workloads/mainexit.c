@@ -20,8 +20,8 @@
  *   group  (default) after SIGUSR2 the waiter and the spinner return, and
  *          the sleeper ends the process with exit_group(3) (PASS) or 1;
  *   thread after SIGUSR2 every thread ends with SYS_exit (the sleeper
- *          last, with 5): the process's status is then its leader's
- *          exit code, 0 after pthread_exit in main.
+ *          last, with 5): the process's status is then the last
+ *          thread's code, 5 (Linux 6.18), not its leader's 0.
  */
 #include "crt.h"
 

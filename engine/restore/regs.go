@@ -31,6 +31,18 @@ const (
 // when Resume detaches them, which restartSyscall relies on.
 // Preconditions: on the tracer thread; the task's state is restored.
 func (r *restorer) dropTrampoline(pr *proc) error {
+	if pr.t.leaderExited() {
+		// Its leader exits first (exitLeader), which waits for
+		// finishProc: until every task's state is restored, its
+		// children may still take files from it through its leader.
+		return nil
+	}
+	return r.unmapTrampolineOf(pr)
+}
+
+// unmapTrampolineOf is dropTrampoline's work (and finishProc's, for a
+// process whose main thread had exited).
+func (r *restorer) unmapTrampolineOf(pr *proc) error {
 	lead := pr.threads[0]
 	// Other threads first: each must be done with the trampoline before
 	// the leader unmaps it.
@@ -70,6 +82,11 @@ func (r *restorer) dropTrampoline(pr *proc) error {
 // mask (dropTrampoline ran).
 // Preconditions: on the tracer thread; endProc succeeded.
 func (r *restorer) finishProc(pr *proc) error {
+	if pr.t.leaderExited() && !pr.noTrampoline {
+		if err := r.unmapTrampolineOf(pr); err != nil {
+			return err
+		}
+	}
 	if !pr.noTrampoline {
 		return fmt.Errorf("finish task %d: its trampoline is still mapped", pr.t.pid)
 	}
@@ -101,7 +118,8 @@ func liveThreads(pr *proc) []*puppet {
 // injected exit(0) (SYS_exit, the thread only, as glibc's pthread_exit).
 // The leader then stays a zombie until the last thread exits, and its
 // parent is told then, with the last thread's exit_group or exit code, as
-// before the dump. It
+// before the dump. finishProc runs it, once every task's state is restored
+// (a child takes inherited files from its parent through the leader). It
 // runs after every other thread exists (the group would end with it
 // otherwise) and while the trampoline, whose syscall instruction it runs,
 // is mapped. PTRACE_O_TRACEEXIT stops it inside do_exit (its user code

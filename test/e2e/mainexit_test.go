@@ -151,11 +151,18 @@ func TestDumpRestoreMainExit(t *testing.T) {
 	for _, tc := range []struct {
 		end  string
 		want int
-	}{{"group", 3}, {"thread", 5}} {
-		t.Run(tc.end, func(t *testing.T) {
+		kid  bool
+	}{{"group", 3, false}, {"thread", 5, false}, {"group", 3, true}} {
+		name := tc.end
+		args := []string{"exit", tc.end}
+		if tc.kid {
+			name += "-kid"
+			args = append(args, "kid")
+		}
+		t.Run(name, func(t *testing.T) {
 			harness.RequireRoot(t)
 			rp := harness.Subreaper()
-			w := harness.StartWorkload(t, bin, "exit", tc.end)
+			w := harness.StartWorkload(t, bin, args...)
 			w.MustReady(10 * time.Second)
 			w.MustVerify(10 * time.Second)
 			tids := mainexitTids(t, w)
@@ -171,6 +178,16 @@ func TestDumpRestoreMainExit(t *testing.T) {
 			}
 			restoreDetached(t, w, dir)
 			checkLeaderExited(t, w.Pid, tids)
+			if tc.kid {
+				// The child would be a heir (a single-threaded leaf),
+				// forked by its parent's leader: not when that has
+				// exited (it exits again before the heir is forked).
+				// Its parent thread's exit must not end it either
+				// (mainexit.c checks that it is still the child).
+				if log := readLog(w, "restore.log"); !strings.Contains(log, "parent's main thread has exited") {
+					t.Errorf("the child was not refused as a heir; the log:\n%s", lastLines(log, 30))
+				}
+			}
 			w.MustVerify(10 * time.Second)
 			time.Sleep(20 * time.Millisecond)
 			w.MustVerify(10 * time.Second)

@@ -1,5 +1,5 @@
 /*
- * mainexit [exit|park] [group|thread]: a process whose main thread leaves
+ * mainexit [exit|park] [group|thread] [kid]: a process whose main thread leaves
  * while three threads count on:
  *
  *   waiter   blocked in pthread_cond_wait, counts its wake-ups;
@@ -12,6 +12,11 @@
  *   park  main blocks every signal and sleeps for ever in pause(): a
  *         process whose leader crtools can still dump, for a test that
  *         edits the images into those of an exited leader.
+ *
+ * With "kid", main first forks a child that sleeps until its parent is
+ * gone (its pid in the file "kid"): the child of a process whose main
+ * thread, its parent thread, exited. Verify checks that it is still there,
+ * the process's child; the end kills it.
  *
  * The threads' tids go to the file "tids" (waiter, sleeper, spinner).
  * Verify checks that each thread still has its tid (gettid), that every
@@ -115,6 +120,7 @@ static int moved(uint64_t last[3])
 }
 
 static const char *end_mode = "group";
+static pid_t kid;
 static pthread_t waiter_th, spinner_th;
 
 static void *sleeper(void *arg)
@@ -138,12 +144,30 @@ static void *sleeper(void *arg)
 
 			moved(last);
 			check_tid(1);
+			if (kid) {
+				char path[64], st[512], *p;
+				int fd, n = 0, ppid = 0;
+
+				snprintf(path, sizeof(path), "/proc/%d/stat", (int)kid);
+				fd = open(path, O_RDONLY | O_CLOEXEC);
+				if (fd >= 0) {
+					n = read(fd, st, sizeof(st) - 1);
+					close(fd);
+				}
+				st[n > 0 ? n : 0] = 0;
+				p = strrchr(st, ')');
+				if (p)
+					sscanf(p + 1, " %*c %d", &ppid);
+				CRT_CHECK(ppid == getpid(), "child %d has parent %d, want %d", (int)kid, ppid, (int)getpid());
+			}
 			CRT_CHECK(!bad, "thread %d has another tid than at its start", bad - 1);
 			crt_usr2 = 0; /* the end is ours (end_mode) */
 			if (exit_after) {
 				int failed = crt_failed;
 
 				crt_report();
+				if (kid)
+					kill(kid, SIGKILL);
 				stop = 1;
 				wake_waiter();
 				pthread_join(waiter_th, NULL);
@@ -175,6 +199,22 @@ int main(int argc, char **argv)
 	if (strcmp(end_mode, "group") && strcmp(end_mode, "thread"))
 		crt_die("unknown end %s", end_mode);
 	crt_init();
+	if (argc > 3 && strcmp(argv[3], "kid") == 0) {
+		pid_t parent = getpid();
+		char buf[32];
+
+		kid = fork();
+		if (kid < 0)
+			crt_die("fork");
+		if (kid == 0) {
+			while (getppid() == parent)
+				crt_sleep_ms(5);
+			_exit(0);
+		}
+		snprintf(buf, sizeof(buf), "%d\n", (int)kid);
+		if (crt_write_atomic("kid", buf))
+			crt_die("write kid");
+	}
 	block_verify_signals();
 	if (pthread_create(&waiter_th, NULL, waiter, NULL) || pthread_create(&spinner_th, NULL, spinner, NULL))
 		crt_die("pthread_create");

@@ -660,12 +660,13 @@ func (r *restorer) waitStopped() {
 			continue
 		}
 		for {
-			// threads[0].pid: the pid in crtools' namespace (the
-			// image pid differs when restoring into a new pid namespace).
-			st, err := procfs.ReadStat(pr.threads[0].pid)
+			// The pid in crtools' namespace (the image pid differs
+			// when restoring into a new pid namespace), of a live
+			// thread (liveThreads: the leader may have exited).
+			st, err := procfs.ReadStat(liveThreads(pr)[0].pid)
 			if err != nil || st.State == 'T' || time.Now().After(deadline) {
 				if err == nil && st.State != 'T' {
-					r.log.Debug().Int("pid", pr.threads[0].pid).Str("state", string(st.State)).Msg("restored stopped task not stopped yet")
+					r.log.Debug().Int("pid", liveThreads(pr)[0].pid).Str("state", string(st.State)).Msg("restored stopped task not stopped yet")
 				}
 				break
 			}

@@ -211,9 +211,6 @@ func (t *taskImage) load(r *imageReader) error {
 		if len(t.tids) < 2 {
 			return fmt.Errorf("read core of task %d: no registers, and no other thread", t.pid)
 		}
-		if st := core.GetTc().GetTaskState(); st != taskAlive {
-			return fmt.Errorf("read core of task %d: a process whose main thread has exited is restored only running, not in task state %d (stopped)", t.pid, st)
-		}
 	}
 	t.ids = core.GetIds()
 	// Optional images are read without a stat first (one syscall less

@@ -38,12 +38,9 @@ type puppet struct {
 	// it does not see (ns.go).
 	crtoolsFd int64
 	tgid      int // the process it belongs to
-	// exited: the leader of a process whose main thread had exited, let
-	// go by exitLeader.
-	exited bool
-	tr     *trampoline
-	regs   ptrace.Regs // template registers (segment selectors, flags) for injections
-	log    zerolog.Logger
+	tr        *trampoline
+	regs      ptrace.Regs // template registers (segment selectors, flags) for injections
+	log       zerolog.Logger
 
 	// scratch mirrors the part of the scratch area filled since the last
 	// call; it is copied into the puppet with one write before the call.

@@ -156,7 +156,6 @@ func (p *puppet) exitLeader(options int) error {
 	if err := ptrace.Detach(p.pid, 0); err != nil {
 		return fmt.Errorf("let the main thread of task %d exit: %w", p.pid, err)
 	}
-	p.exited = true
 	return nil
 }
 

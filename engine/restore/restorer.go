@@ -717,10 +717,7 @@ func (r *restorer) onLanes(f func(l *lane) error) error {
 // detachProc lets every thread of pr go.
 // Preconditions: on the tracer thread of pr's puppets; finishProc ran.
 func detachProc(pr *proc) error {
-	for i, th := range pr.threads {
-		if th.exited {
-			continue // exitLeader let it go
-		}
+	for i, th := range liveThreads(pr) {
 		// A task that was stopped (job control) is let go with its stop
 		// signal, which stops it again at once.
 		sig := 0

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/crtools/crtools/engine/image"
 	"github.com/crtools/crtools/engine/image/pb"
 	"github.com/crtools/crtools/test/harness"
@@ -240,5 +242,59 @@ func TestMainExitStatusUndumped(t *testing.T) {
 				t.Fatalf("workload exited with %d (%v), want %d", code, w.ExitErr(), tc.want)
 			}
 		})
+	}
+}
+
+// TestDumpRestoreMainExitStopped: mainexit.c stopped by SIGSTOP after its
+// main thread exited comes back stopped (every live thread in 'T', the
+// leader a zombie), and runs on after SIGCONT.
+func TestDumpRestoreMainExitStopped(t *testing.T) {
+	bin := harness.BuildC(t, "mainexit.c")
+	harness.RequireRoot(t)
+	rp := harness.Subreaper()
+	w := harness.StartWorkload(t, bin, "exit", "group")
+	w.MustReady(10 * time.Second)
+	w.MustVerify(10 * time.Second)
+	tids := mainexitTids(t, w)
+	waitStates := func(want byte) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			st := taskStates(t, w.Pid)
+			ok := st[w.Pid] == 'Z'
+			for _, tid := range tids {
+				ok = ok && st[tid] == want
+			}
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("threads of pid %d: %v, want the leader in Z and the others in %c", w.Pid, st, want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if err := unix.Kill(w.Pid, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waitStates('T')
+	dir := dumpKill(t, w)
+	rp.Forget(w.Pid)
+	restoreDetached(t, w, dir)
+	waitStates('T')
+	if err := unix.Kill(w.Pid, unix.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	checkLeaderExited(t, w.Pid, tids)
+	w.MustVerify(10 * time.Second)
+	if err := w.VerifyAndExit(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := rp.WaitPid(w.Pid, 10*time.Second)
+	if err != nil {
+		t.Fatalf("wait for restored workload %d: %v", w.Pid, err)
+	}
+	if !ws.Exited() || ws.ExitStatus() != 3 {
+		t.Fatalf("restored workload exited with %v, want exit status 3\n%s", ws, w.Output())
 	}
 }

@@ -472,9 +472,12 @@ func (s *dumpState) readSmaps(pid int) ([]proc.Mapping, error) {
 
 // collecting is a task between the rounds of collectTasks.
 type collecting struct {
-	// leaderName is the comm of a leaderExited task's zombie leader: the
-	// process's name (the stat and status read are a live thread's).
+	// leaderName and leaderStatus are a leaderExited task's zombie
+	// leader's comm (the process's name) and status (its own
+	// credentials, which kill's permission check uses): c.st and
+	// c.status are a live thread's.
 	leaderName         string
+	leaderStatus       *proc.Status
 	ts                 *taskState
 	st                 *proc.Stat
 	status             *proc.Status
@@ -524,6 +527,9 @@ func (d *Dumper) collectState(s *dumpState, t *task) (*collecting, error) {
 		// The zombie leader's own stat has no memory layout: the
 		// process's is read through a live thread.
 		c.leaderName = st.Comm
+		if c.leaderStatus, err = proc.ReadStatus(pid); err != nil {
+			return nil, fmt.Errorf("read status of the exited main thread of pid %d: %w", pid, err)
+		}
 		if st, err = proc.ReadStat(t.kpid()); err != nil {
 			return nil, fmt.Errorf("read state of pid %d through thread %d: %w", pid, t.kpid(), err)
 		}
@@ -783,7 +789,7 @@ func (c *collecting) cores() error {
 		tc.Comm = proto.String(c.leaderName)
 		ts.cores = append(ts.cores, &pb.CoreEntry{Mtype: pb.CoreEntry_X86_64.Enum(), Tc: tc,
 			ThreadCore: &pb.ThreadCoreEntry{FutexRla: proto.Uint64(0), FutexRlaLen: proto.Uint32(0),
-				Comm: proto.String(c.leaderName)}})
+				Comm: proto.String(c.leaderName), Creds: creds(c.leaderStatus, inj.securebits)}})
 	}
 	for i, th := range t.threads {
 		core := c.thCores[i]

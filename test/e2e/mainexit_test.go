@@ -169,6 +169,7 @@ func TestDumpRestoreMainExit(t *testing.T) {
 			w.MustVerify(10 * time.Second)
 			tids := mainexitTids(t, w)
 			checkLeaderExited(t, w.Pid, tids)
+			comm, uids := procComm(t, w.Pid), statusLine(t, w.Pid, "Uid:")
 			dir := dumpKill(t, w)
 			rp.Forget(w.Pid)
 			var core pb.CoreEntry
@@ -178,8 +179,14 @@ func TestDumpRestoreMainExit(t *testing.T) {
 			if core.ThreadInfo != nil || core.Tc == nil || core.Tc.GetTaskState() != 1 {
 				t.Errorf("core of the exited leader %d: thread_info %v, task state %d; want no registers, alive", w.Pid, core.ThreadInfo != nil, core.Tc.GetTaskState())
 			}
+			if core.Tc.GetComm() != comm || core.GetThreadCore().GetCreds() == nil {
+				t.Errorf("core of the exited leader %d: comm %q (want %q), creds %v", w.Pid, core.Tc.GetComm(), comm, core.GetThreadCore().GetCreds())
+			}
 			restoreDetached(t, w, dir)
 			checkLeaderExited(t, w.Pid, tids)
+			if c, u := procComm(t, w.Pid), statusLine(t, w.Pid, "Uid:"); c != comm || u != uids {
+				t.Errorf("restored leader %d: comm %q, %s; before the dump %q, %s", w.Pid, c, u, comm, uids)
+			}
 			if tc.kid {
 				// The child would be a heir (a single-threaded leaf),
 				// forked by its parent's leader: not when that has
@@ -297,4 +304,30 @@ func TestDumpRestoreMainExitStopped(t *testing.T) {
 	if !ws.Exited() || ws.ExitStatus() != 3 {
 		t.Fatalf("restored workload exited with %v, want exit status 3\n%s", ws, w.Output())
 	}
+}
+
+// procComm is /proc/PID/comm without its newline.
+func procComm(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSuffix(string(b), "\n")
+}
+
+// statusLine is the line of /proc/PID/status that starts with key.
+func statusLine(t *testing.T, pid int, key string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, key) {
+			return l
+		}
+	}
+	t.Fatalf("/proc/%d/status has no %s line", pid, key)
+	return ""
 }

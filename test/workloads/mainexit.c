@@ -18,6 +18,7 @@
  * thread, its parent thread, exited. Verify checks that it is still there,
  * the process's child; the end kills it.
  *
+ * The threads are named after their part (the process keeps main's name).
  * The threads' tids go to the file "tids" (waiter, sleeper, spinner).
  * Verify checks that each thread still has its tid (gettid), that every
  * counter moved, and with the second argument what the end is like:
@@ -63,6 +64,7 @@ static void *waiter(void *arg)
 	(void)arg;
 	block_verify_signals();
 	tids[0] = (pid_t)syscall(SYS_gettid);
+	pthread_setname_np(pthread_self(), "waiter");
 	pthread_mutex_lock(&mu);
 	while (!stop) {
 		while (gen == seen && !stop)
@@ -80,6 +82,7 @@ static void *spinner(void *arg)
 	(void)arg;
 	block_verify_signals();
 	tids[2] = (pid_t)syscall(SYS_gettid);
+	pthread_setname_np(pthread_self(), "spinner");
 	while (!stop) {
 		spins++;
 		if ((spins & 0xfffff) == 0) {
@@ -130,6 +133,7 @@ static void *sleeper(void *arg)
 
 	(void)arg;
 	tids[1] = (pid_t)syscall(SYS_gettid);
+	pthread_setname_np(pthread_self(), "sleeper");
 	while (!tids[0] || !tids[2] || !waits || !spins) {
 		wake_waiter();
 		crt_sleep_ms(1);

@@ -206,3 +206,27 @@ func TestSigtrapIgnOf(t *testing.T) {
 		t.Errorf("4 entries: %+v, want none", got)
 	}
 }
+
+// TestCheckLeadersExitedPdeath: load refuses a process whose main thread
+// had exited with a child that has a parent-death signal (the restored
+// leader, the child's creator, exits again and would send it); without
+// the signal, or with a leader that did not exit, it is fine.
+func TestCheckLeadersExitedPdeath(t *testing.T) {
+	r, c := heirPair(10, 11)
+	if err := r.img.checkLeadersExited(); err != nil {
+		t.Fatalf("a parent whose leader runs: %v", err)
+	}
+	c.cores[20].ThreadCore.PdeathSig = proto.Uint32(uint32(9))
+	if err := r.img.checkLeadersExited(); err != nil {
+		t.Fatalf("a parent whose leader runs, a child with a parent-death signal: %v", err)
+	}
+	c.parent.cores[10].ThreadInfo = nil
+	err := r.img.checkLeadersExited()
+	if err == nil || !strings.Contains(err.Error(), "parent-death signal 9") || !strings.Contains(err.Error(), "child 20") {
+		t.Fatalf("a parent whose main thread exited, a child with a parent-death signal: %v", err)
+	}
+	c.cores[20].ThreadCore.PdeathSig = nil
+	if err := r.img.checkLeadersExited(); err != nil {
+		t.Fatalf("a parent whose main thread exited, a child without a parent-death signal: %v", err)
+	}
+}

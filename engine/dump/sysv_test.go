@@ -2,6 +2,7 @@ package dump
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"runtime"
 	"strings"
@@ -99,44 +100,68 @@ func TestCheckSysVOwnRmidForced(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root (a new IPC namespace)")
 	}
-	errc := make(chan error, 1)
-	go func() {
-		// No UnlockOSThread: the thread stays in the new namespace and
-		// exits with this goroutine.
-		runtime.LockOSThread()
-		errc <- func() error {
-			if err := unix.Unshare(unix.CLONE_NEWIPC); err != nil {
-				return err
-			}
-			if err := os.WriteFile("/proc/sys/kernel/shm_rmid_forced", []byte("1"), 0); err != nil {
-				return err
-			}
-			id, err := unix.SysvShmGet(unix.IPC_PRIVATE, 4096, unix.IPC_CREAT|0o600)
-			if err != nil {
-				return err
-			}
-			mem, err := unix.SysvShmAttach(id, 0, 0) // the "tree's" one VMA
-			if err != nil {
-				return err
-			}
-			defer unix.SysvShmDetach(mem) // the last: it destroys the segment
-			start := uint64(uintptr(unsafe.Pointer(&mem[0])))
-			atts := []sysvAttach{{pid: os.Getpid(), shmid: uint64(id), start: start, end: start + 4096, size: 4096, vmas: 1}}
-			if err := checkSysVOwn(atts); err == nil || !strings.Contains(err.Error(), "shm_rmid_forced") {
-				t.Errorf("segment only the tree attaches, shm_rmid_forced 1: %v, want refused", err)
-			}
-			other, err := unix.SysvShmAttach(id, 0, 0)
-			if err != nil {
-				return err
-			}
-			defer unix.SysvShmDetach(other)
-			if err := checkSysVOwn(atts); err != nil {
-				t.Errorf("segment attached outside the tree too: %v", err)
-			}
-			return nil
-		}()
-	}()
-	if err := <-errc; err != nil {
+	if err := inFreshIPCNS(func() error {
+		if err := os.WriteFile("/proc/sys/kernel/shm_rmid_forced", []byte("1"), 0); err != nil {
+			return err
+		}
+		id, err := unix.SysvShmGet(unix.IPC_PRIVATE, 4096, unix.IPC_CREAT|0o600)
+		if err != nil {
+			return err
+		}
+		mem, err := unix.SysvShmAttach(id, 0, 0) // the "tree's" one VMA
+		if err != nil {
+			return err
+		}
+		defer unix.SysvShmDetach(mem) // the last: it destroys the segment
+		start := uint64(uintptr(unsafe.Pointer(&mem[0])))
+		atts := []sysvAttach{{pid: os.Getpid(), shmid: uint64(id), start: start, end: start + 4096, size: 4096, vmas: 1}}
+		if err := checkSysVOwn(atts); err == nil || !strings.Contains(err.Error(), "shm_rmid_forced") {
+			t.Errorf("segment only the tree attaches, shm_rmid_forced 1: %v, want refused", err)
+		}
+		other, err := unix.SysvShmAttach(id, 0, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.SysvShmDetach(other)
+		if err := checkSysVOwn(atts); err != nil {
+			t.Errorf("segment attached outside the tree too: %v", err)
+		}
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// inFreshIPCNS runs fn on a thread of its own in a new IPC namespace and
+// puts the thread back into the test's namespace after: the thread may be
+// the main one, whose namespace /proc/self/ns/ipc shows, which later
+// tests compare tasks with (a thread left in the new namespace made the
+// dump tests after this one fail 1 run in 9).
+func inFreshIPCNS(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		own, err := os.Open("/proc/thread-self/ns/ipc")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer own.Close()
+		if err := unix.Unshare(unix.CLONE_NEWIPC); err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(int(own.Fd()), unix.CLONE_NEWIPC); err != nil {
+			// No UnlockOSThread: the thread exits with this goroutine
+			// (or, the main thread, stays out of the runtime's use).
+			errc <- fmt.Errorf("back to the test's IPC namespace: %w", err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
 }

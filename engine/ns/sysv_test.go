@@ -1,12 +1,12 @@
 package ns
 
 import (
-	"fmt"
 	"os"
-	"runtime"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/crtools/crtools/test/testenv"
 )
 
 // TestCollectSysVRmidForced: reading the SysV objects of a namespace
@@ -17,7 +17,7 @@ func TestCollectSysVRmidForced(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root (a new IPC namespace)")
 	}
-	if err := inFreshIPCNS(func() error {
+	if err := testenv.InFreshIPCNS(func() error {
 		if err := os.WriteFile("/proc/sys/kernel/shm_rmid_forced", []byte("1"), 0); err != nil {
 			return err
 		}
@@ -53,7 +53,7 @@ func TestCollectSysVMsgmaxLowered(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root (a new IPC namespace)")
 	}
-	if err := inFreshIPCNS(func() error {
+	if err := testenv.InFreshIPCNS(func() error {
 		id, err := msgget(0, ipcCreat|0o600)
 		if err != nil {
 			return err
@@ -85,38 +85,4 @@ func TestCollectSysVMsgmaxLowered(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// inFreshIPCNS runs fn on a thread of its own in a new IPC namespace and
-// puts the thread back into the test's namespace after: the thread may be
-// the main one, whose namespace /proc/self/ns/ipc shows, which later
-// tests compare tasks with (a thread left in the new namespace made the
-// dump tests after this one fail 1 run in 9).
-func inFreshIPCNS(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		own, err := os.Open("/proc/thread-self/ns/ipc")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer own.Close()
-		if err := unix.Unshare(unix.CLONE_NEWIPC); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(own.Fd()), unix.CLONE_NEWIPC); err != nil {
-			// No UnlockOSThread: the thread exits with this goroutine
-			// (or, the main thread, stays out of the runtime's use).
-			errc <- fmt.Errorf("back to the test's IPC namespace: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }

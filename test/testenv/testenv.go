@@ -10,7 +10,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // InCI reports whether the tests run in CI (the CI environment variable is
@@ -47,4 +50,38 @@ func RequireCommand(t testing.TB, name string) string {
 		SkipOrFail(t, fmt.Sprintf("%s is not installed (.ci/run installs it)", name))
 	}
 	return p
+}
+
+// InFreshIPCNS runs fn on a thread of its own in a new IPC namespace and
+// puts the thread back into the test's namespace after: the thread may be
+// the main one, whose namespace /proc/self/ns/ipc shows, which later
+// tests compare tasks with (a thread left in the new namespace made the
+// engine/dump tests after such a test fail 5 runs in 15).
+func InFreshIPCNS(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		own, err := os.Open("/proc/thread-self/ns/ipc")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer own.Close()
+		if err := unix.Unshare(unix.CLONE_NEWIPC); err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(int(own.Fd()), unix.CLONE_NEWIPC); err != nil {
+			// No UnlockOSThread: the thread exits with this goroutine
+			// (or, the main thread, stays out of the runtime's use).
+			errc <- fmt.Errorf("back to the test's IPC namespace: %w", err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
 }

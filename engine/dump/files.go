@@ -52,8 +52,9 @@ type mappedKey struct {
 }
 
 type mappedPath struct {
-	path string
-	st   *unix.Stat_t
+	path    string
+	st      *unix.Stat_t
+	deleted bool // its last name is gone (a ghost)
 }
 
 func (ft *fileTable) add(e *pb.FileEntry) uint32 {
@@ -93,25 +94,66 @@ func (ft *fileTable) regByPath(path string, flags uint32, st *unix.Stat_t) uint3
 	return id
 }
 
-// linkedPath resolves a /proc magic link (exe, cwd, root, fd/N,
-// map_files/...) and checks that the file still has a name: a deleted
-// file would need its contents in the images (ghost files, a later issue).
+// linkedPath resolves a /proc magic link (cwd, root) and checks that the
+// file still has a name.
 func linkedPath(link, what string) (string, *unix.Stat_t, error) {
-	path, err := os.Readlink(link)
-	if err != nil {
-		return "", nil, fmt.Errorf("read link of %s: %w", what, err)
+	path, st, deleted, err := linkedFile(link, what)
+	if err == nil && deleted {
+		err = fmt.Errorf("%s is a deleted file (%s); deleted files are not supported here", what, path)
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(link, &st); err != nil {
-		return "", nil, fmt.Errorf("stat %s (%s): %w", what, path, err)
+	return path, st, err
+}
+
+// linkedFile resolves a /proc magic link (exe, cwd, root, map_files/...).
+// deleted reports a regular file whose last name is gone (its link reads
+// "NAME (deleted)"; path is NAME then): its contents go into the images
+// as a ghost (mappedFile, exeFileID).
+func linkedFile(link, what string) (path string, st *unix.Stat_t, deleted bool, err error) {
+	path, err = os.Readlink(link)
+	if err != nil {
+		return "", nil, false, fmt.Errorf("read link of %s: %w", what, err)
+	}
+	st = new(unix.Stat_t)
+	if err := unix.Stat(link, st); err != nil {
+		return "", nil, false, fmt.Errorf("stat %s (%s): %w", what, path, err)
 	}
 	if st.Nlink == 0 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return "", nil, fmt.Errorf("%s is a deleted file (%s); deleted files are not supported yet", what, path)
+		if st.Mode&unix.S_IFMT != unix.S_IFREG || !strings.HasSuffix(path, " (deleted)") {
+			return "", nil, false, fmt.Errorf("%s is a deleted file (%s) that is not a regular file; such files are not supported", what, path)
+		}
+		path, deleted = strings.TrimSuffix(path, " (deleted)"), true
 	}
 	if !strings.HasPrefix(path, "/") {
-		return "", nil, fmt.Errorf("%s is %s, not a file with a path", what, path)
+		return "", nil, false, fmt.Errorf("%s is %s, not a file with a path", what, path)
 	}
-	return path, &st, nil
+	return path, st, deleted, nil
+}
+
+// ghostReg returns the id of a REG entry for the deleted file behind link
+// (path: its old name) opened with flags, creating it, with the file's
+// ghost (engine/files, shared by inode with fds and other mappings), on
+// first use.
+func (s *dumpState) ghostReg(link, path string, flags uint32, st *unix.Stat_t) (uint32, error) {
+	key := fmt.Sprintf("%o:deleted:%d:%d:%s", flags, st.Dev, st.Ino, path)
+	if s.files.pathIDs == nil {
+		s.files.pathIDs = map[string]uint32{}
+	}
+	if id, ok := s.files.pathIDs[key]; ok {
+		return id, nil
+	}
+	reg := &pb.RegFileEntry{Flags: proto.Uint32(flags), Pos: proto.Uint64(0), Fown: zeroFown(), Name: proto.String(path),
+		Mode: proto.Uint32(st.Mode), Size: proto.Uint64(uint64(st.Size))}
+	id := s.files.add(&pb.FileEntry{Type: pb.FdTypes_REG.Enum(), Reg: reg})
+	s.files.pathIDs[key] = id
+	f, err := os.Open(link)
+	if err != nil {
+		return 0, fmt.Errorf("open deleted file %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := s.special.GhostMapped(id, f, st, path); err != nil {
+		return 0, err
+	}
+	return id, nil
 }
 
 // mappedFile returns the file id and open flags for a file mapping.
@@ -123,11 +165,12 @@ func (s *dumpState) mappedFile(pid int, m *proc.Mapping) (uint32, uint32, error)
 	c, ok := s.files.mapped[key]
 	if !ok {
 		what := fmt.Sprintf("mapping %#x-%#x of pid %d", m.Start, m.End, pid)
-		path, st, err := linkedPath(proc.MapFilesName(pid, m.Start, m.End), what)
+		link := proc.MapFilesName(pid, m.Start, m.End)
+		path, st, deleted, err := linkedFile(link, what)
 		if err != nil {
 			return 0, 0, err
 		}
-		c = mappedPath{path, st}
+		c = mappedPath{path, st, deleted}
 		if s.files.mapped == nil {
 			s.files.mapped = map[mappedKey]mappedPath{}
 		}
@@ -145,6 +188,13 @@ func (s *dumpState) mappedFile(pid int, m *proc.Mapping) (uint32, uint32, error)
 	flags := uint32(unix.O_RDONLY)
 	if m.Shared && m.Write {
 		flags = unix.O_RDWR
+	}
+	if c.deleted {
+		id, err := s.ghostReg(proc.MapFilesName(pid, m.Start, m.End), path, flags, st)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", what(), err)
+		}
+		return id, flags, nil
 	}
 	return s.files.regByPath(path, flags, st), flags, nil
 }
@@ -303,12 +353,20 @@ func (s *dumpState) collectFS(pid int, umask uint32) (*pb.FsEntry, error) {
 
 // exeFileID returns the file id of the executable of pid.
 func (s *dumpState) exeFileID(pid int) (uint32, error) {
-	path, st, err := linkedPath(fmt.Sprintf("/proc/%d/exe", pid), fmt.Sprintf("executable of pid %d", pid))
+	link := fmt.Sprintf("/proc/%d/exe", pid)
+	path, st, deleted, err := linkedFile(link, fmt.Sprintf("executable of pid %d", pid))
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) {
 			return 0, fmt.Errorf("pid %d has no executable (a kernel thread?)", pid)
 		}
 		return 0, err
+	}
+	if deleted {
+		id, err := s.ghostReg(link, path, unix.O_RDONLY, st)
+		if err != nil {
+			return 0, fmt.Errorf("executable of pid %d: %w", pid, err)
+		}
+		return id, nil
 	}
 	return s.files.regByPath(path, unix.O_RDONLY, st), nil
 }

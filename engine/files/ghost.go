@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -45,11 +46,28 @@ func (d *Dumper) dumpGhost(c *Collected, e *pb.FileEntry, f *os.File, st *unix.S
 		Id: u32p(c.ID), Flags: u32p(flags), Pos: u64p(uint64(info.Pos)), Fown: fown, Name: strp(name),
 		MntId: i32p(int32(info.MntID)), Size: u64p(uint64(st.Size)), Mode: u32p(st.Mode),
 	}
+	return d.remapDeleted(c.ID, f, st, name, fown)
+}
+
+// GhostMapped records the contents of a deleted file that the tree maps
+// or runs (f: opened through its map_files or exe link) for the
+// regular-file entry id: the ghost of its inode, shared with every
+// descriptor and mapping of the same file (one copy in the images, one
+// file again at restore, so MAP_SHARED writes and fds meet), or with
+// --link-remap a hidden name. Over the ghost limit it refuses as for fds.
+func (d *Dumper) GhostMapped(id uint32, f *os.File, st *unix.Stat_t, name string) error {
+	fown := &pb.FownEntry{Uid: u32p(0), Euid: u32p(0), Signum: u32p(0), PidType: u32p(0), Pid: u32p(0)}
+	return d.remapDeleted(id, f, st, name, fown)
+}
+
+// remapDeleted saves the deleted file f (named name) for entry id: a
+// link-remap name or a ghost.
+func (d *Dumper) remapDeleted(id uint32, f *os.File, st *unix.Stat_t, name string, fown *pb.FownEntry) error {
 	key := ghostKey{st.Dev, st.Ino}
 	if d.opts.LinkRemap {
 		if r, ok := d.remapped[key]; ok {
-			d.set.LinkRemaps[c.ID] = r.name
-			d.set.linkRemapIDs[c.ID] = r.id
+			d.set.LinkRemaps[id] = r.name
+			d.set.linkRemapIDs[id] = r.id
 			return nil
 		}
 		hidden := filepath.Join(filepath.Dir(name), fmt.Sprintf(".crtools-link-remap.%d", st.Ino))
@@ -65,8 +83,8 @@ func (d *Dumper) dumpGhost(c *Collected, e *pb.FileEntry, f *os.File, st *unix.S
 				Id: u32p(rid), Flags: u32p(0), Pos: u64p(0), Fown: fown, Name: strp(hidden),
 			}})
 			d.remapped[key] = remapName{hidden, rid}
-			d.set.LinkRemaps[c.ID] = hidden
-			d.set.linkRemapIDs[c.ID] = rid
+			d.set.LinkRemaps[id] = hidden
+			d.set.linkRemapIDs[id] = rid
 			return nil
 		case errors.Is(err, unix.ENOENT) && st.Nlink == 0:
 			d.log.Debug().Str("file", name).Msg("deleted file cannot be linked back (no link left); saving its contents")
@@ -75,7 +93,7 @@ func (d *Dumper) dumpGhost(c *Collected, e *pb.FileEntry, f *os.File, st *unix.S
 		}
 	}
 	if g, ok := d.ghosts[key]; ok {
-		d.set.Ghosts[c.ID] = g
+		d.set.Ghosts[id] = g
 		return nil
 	}
 	if st.Size > d.opts.GhostLimit {
@@ -102,73 +120,131 @@ func (d *Dumper) dumpGhost(c *Collected, e *pb.FileEntry, f *os.File, st *unix.S
 		Data: data,
 	}
 	d.ghosts[key] = g
-	d.set.Ghosts[c.ID] = g
+	d.set.Ghosts[id] = g
 	return nil
 }
 
-// openGhost recreates a ghost file (once per inode): a new file with the
-// saved contents next to where the original lived, opened for every file id
-// that shares it, then unlinked.
-func (r *Restorer) openGhost(e *pb.FileEntry, g *Ghost) (*os.File, error) {
-	reg := e.GetReg()
+// MakeGhosts recreates every deleted file of the images (once per inode)
+// before the tasks are made: at its own path when nothing has that name
+// now (so the restored fds, maps and exe links name it as before), else
+// under a hidden name next to it, or in the temporary directory when its
+// directory is gone. The names stay while the tasks open and map them
+// (MappedPath, Open) and are removed by Close, so that the files are
+// deleted again. On an error it removes what it made.
+func (r *Restorer) MakeGhosts() error {
+	ids := make([]uint32, 0, len(r.set.Ghosts))
+	for id := range r.set.Ghosts {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		g := r.set.Ghosts[id]
+		reg := r.byID[id].GetReg()
+		if reg == nil {
+			continue
+		}
+		key := ghostKey{uint64(g.Entry.GetDev()), g.Entry.GetIno()}
+		if _, ok := r.ghostPaths[key]; ok {
+			continue
+		}
+		path, err := makeGhost(reg.GetName(), g)
+		if err != nil {
+			r.removeGhosts()
+			return err
+		}
+		r.ghostPaths[key] = path
+	}
+	return nil
+}
+
+func (r *Restorer) removeGhosts() error {
+	var errs []error
+	for k, path := range r.ghostPaths {
+		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, fmt.Errorf("remove recreated deleted file: %w", err))
+		}
+		delete(r.ghostPaths, k)
+	}
+	return errors.Join(errs...)
+}
+
+// makeGhost writes g's contents, mode, owner and times into a new file
+// for the deleted file name and returns its path.
+func makeGhost(name string, g *Ghost) (string, error) {
 	ge := g.Entry
-	key := ghostKey{uint64(ge.GetDev()), ge.GetIno()}
-	if _, ok := r.ghostDone[key]; !ok {
-		dir := filepath.Dir(reg.GetName())
+	tmp, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		dir := filepath.Dir(name)
 		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 			dir = os.TempDir()
 		}
-		tmp, err := os.CreateTemp(dir, "."+filepath.Base(reg.GetName())+".crtools-ghost-*")
+		tmp, err = os.CreateTemp(dir, "."+filepath.Base(name)+".crtools-ghost-*")
 		if err != nil {
-			return nil, fmt.Errorf("recreate deleted file %s: %w", reg.GetName(), err)
+			return "", fmt.Errorf("recreate deleted file %s: %w", name, err)
 		}
-		path := tmp.Name()
-		defer os.Remove(path)
-		_, err = tmp.Write(g.Data)
-		if err == nil {
-			err = tmp.Chmod(os.FileMode(ge.GetMode() & 0o777))
-		}
-		if err == nil {
-			err = unix.Fchmod(int(tmp.Fd()), ge.GetMode()&0o7777)
-		}
-		if err == nil {
-			err = tmp.Chown(int(ge.GetUid()), int(ge.GetGid()))
-		}
-		if err == nil && ge.GetMtim() != nil {
-			ts := []unix.Timespec{
-				{Sec: int64(ge.GetAtim().GetTvSec()), Nsec: int64(ge.GetAtim().GetTvUsec()) * 1000},
-				{Sec: int64(ge.GetMtim().GetTvSec()), Nsec: int64(ge.GetMtim().GetTvUsec()) * 1000},
-			}
-			err = unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, 0)
-		}
-		tmp.Close()
-		if err != nil {
-			return nil, fmt.Errorf("recreate deleted file %s: %w", reg.GetName(), err)
-		}
-		// Open it for every file id that had this inode, before the name
-		// goes away.
-		opened := map[uint32]*os.File{}
-		for id, og := range r.set.Ghosts {
-			if og.Entry.GetDev() != ge.GetDev() || og.Entry.GetIno() != ge.GetIno() {
-				continue
-			}
-			oe := r.byID[id].GetReg()
-			if oe == nil {
-				continue
-			}
-			f, err := openRegAt(path, oe)
-			if err != nil {
-				return nil, err
-			}
-			opened[id] = f
-		}
-		r.ghostDone[key] = opened
 	}
-	f, ok := r.ghostDone[key][e.GetId()]
+	path := tmp.Name()
+	_, err = tmp.Write(g.Data)
+	if err == nil {
+		err = unix.Fchmod(int(tmp.Fd()), ge.GetMode()&0o7777)
+	}
+	if err == nil {
+		err = tmp.Chown(int(ge.GetUid()), int(ge.GetGid()))
+	}
+	if err == nil && ge.GetMode()&0o6000 != 0 {
+		// chown clears set-user/group-ID bits: set them again.
+		err = unix.Fchmod(int(tmp.Fd()), ge.GetMode()&0o7777)
+	}
+	if err == nil && ge.GetMtim() != nil {
+		ts := []unix.Timespec{
+			{Sec: int64(ge.GetAtim().GetTvSec()), Nsec: int64(ge.GetAtim().GetTvUsec()) * 1000},
+			{Sec: int64(ge.GetMtim().GetTvSec()), Nsec: int64(ge.GetMtim().GetTvUsec()) * 1000},
+		}
+		err = unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, 0)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("recreate deleted file %s: %w", name, err)
+	}
+	return path, nil
+}
+
+// MappedPath returns the name under which the deleted file of regular-file
+// entry id (a mapping's or an executable's) can be opened during the
+// restore: its recreated ghost (MakeGhosts) or its link-remap name. ok is
+// false when the file was not deleted.
+func (r *Restorer) MappedPath(id uint32) (path string, ok bool, err error) {
+	if hidden, ok := r.set.LinkRemaps[id]; ok {
+		r.remapMu.Lock()
+		r.remapNames[hidden] = true
+		r.remapMu.Unlock()
+		return hidden, true, nil
+	}
+	g, ok := r.set.Ghosts[id]
+	if !ok {
+		return "", false, nil
+	}
+	path, ok = r.ghostPaths[ghostKey{uint64(g.Entry.GetDev()), g.Entry.GetIno()}]
+	if !ok {
+		return "", false, fmt.Errorf("deleted file of file id %d was not recreated (a bug in crtools)", id)
+	}
+	return path, true, nil
+}
+
+// openGhost opens the recreated deleted file (MakeGhosts) for entry e.
+func (r *Restorer) openGhost(e *pb.FileEntry, g *Ghost) (*os.File, error) {
+	reg := e.GetReg()
+	path, ok, err := r.MappedPath(e.GetId())
+	if err != nil {
+		return nil, err
+	}
 	if !ok {
 		return nil, fmt.Errorf("deleted file %s: file id %d: %w", reg.GetName(), e.GetId(), errNoEntry)
 	}
-	return f, nil
+	return openRegAt(path, reg)
 }
 
 // openRegAt opens path with the entry's flags and offset.
@@ -193,6 +269,8 @@ func (r *Restorer) openLinkRemap(e *pb.FileEntry, hidden string) (*os.File, erro
 	if err != nil {
 		return nil, err
 	}
+	r.remapMu.Lock()
 	r.remapNames[hidden] = true
+	r.remapMu.Unlock()
 	return f, nil
 }

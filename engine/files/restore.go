@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -47,7 +48,10 @@ type Restorer struct {
 	fifoKeep  map[uint32]*os.File
 	usk       map[uint32]*os.File // unix sockets by inode
 	uskBusy   map[uint32]bool
-	ghostDone map[ghostKey]map[uint32]*os.File
+	// ghostPaths: the recreated deleted files by inode (MakeGhosts),
+	// removed by Close.
+	ghostPaths map[ghostKey]string
+	remapMu    sync.Mutex // remapNames (lanes restore at the same time)
 	// link-remap names opened; removed by Close
 	remapNames map[string]bool
 	keep       []*os.File
@@ -61,7 +65,7 @@ func NewRestorer(set *Set, log zerolog.Logger) *Restorer {
 		set: set, log: log,
 		byID: map[uint32]*pb.FileEntry{}, unixByIno: map[uint32]*pb.UnixSkEntry{},
 		opened: map[uint32]*os.File{}, pipes: map[uint32]*pipeObj{}, ptys: map[uint32]*ptyPair{}, fifoKeep: map[uint32]*os.File{},
-		usk: map[uint32]*os.File{}, uskBusy: map[uint32]bool{}, ghostDone: map[ghostKey]map[uint32]*os.File{},
+		usk: map[uint32]*os.File{}, uskBusy: map[uint32]bool{}, ghostPaths: map[ghostKey]string{},
 		remapNames: map[string]bool{},
 	}
 	for _, e := range set.Files {
@@ -262,10 +266,8 @@ func (r *Restorer) Close() error {
 	for _, f := range r.keep {
 		closeF(f)
 	}
-	for _, m := range r.ghostDone {
-		for _, f := range m {
-			closeF(f)
-		}
+	if err := r.removeGhosts(); err != nil {
+		errs = append(errs, err)
 	}
 	for n := range r.remapNames {
 		if err := os.Remove(n); err != nil && !os.IsNotExist(err) {

@@ -158,6 +158,13 @@ func (r *restorer) Load(ctx context.Context) error {
 	if img.special != nil {
 		img.special.OwnerByTask = r.newPidNS()
 	}
+	if img.special != nil {
+		// Deleted files the tree had open, mapped or ran come back as
+		// files for the tasks to open, removed again by closeSpecial.
+		if err := img.special.MakeGhosts(); err != nil {
+			return err
+		}
+	}
 	r.img = img
 	if r.opts.ShellJob && img.special != nil {
 		img.special.ShellTTY = shellTTY() // special.go

@@ -122,6 +122,13 @@ func linkedFile(link, what string) (path string, st *unix.Stat_t, deleted bool, 
 			return "", nil, false, fmt.Errorf("%s is a deleted file (%s) that is not a regular file; such files are not supported", what, path)
 		}
 		path, deleted = strings.TrimSuffix(path, " (deleted)"), true
+	} else if name, ok := strings.CutSuffix(path, " (deleted)"); ok && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		// Its name was removed but another hard link is left: the
+		// name is not the file now (as for fds, engine/files).
+		var now unix.Stat_t
+		if unix.Stat(path, &now) != nil || now.Dev != st.Dev || now.Ino != st.Ino {
+			path, deleted = name, true
+		}
 	}
 	if !strings.HasPrefix(path, "/") {
 		return "", nil, false, fmt.Errorf("%s is %s, not a file with a path", what, path)

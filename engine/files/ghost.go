@@ -124,48 +124,59 @@ func (d *Dumper) remapDeleted(id uint32, f *os.File, st *unix.Stat_t, name strin
 	return nil
 }
 
-// MakeGhosts recreates every deleted file of the images (once per inode)
-// before the tasks are made: at its own path when nothing has that name
-// now (so the restored fds, maps and exe links name it as before), else
-// under a hidden name next to it, or in the temporary directory when its
-// directory is gone. The names stay while the tasks open and map them
-// (MappedPath, Open) and are removed by Close, so that the files are
-// deleted again. On an error it removes what it made.
+// MakeGhosts recreates every deleted file of the images (once per inode),
+// opens it for every file id that had it (descriptors, mappings, the
+// executable: one file for all of them, so MAP_SHARED writes and fds
+// meet), and removes its name again. The name is its own when nothing has
+// it now (so the restored fds, maps and exe links name it as before),
+// else a hidden name next to it, or in the temporary directory when its
+// directory is gone. Open hands out the files (the puppets take them,
+// whatever their mount namespace); Close closes them. Restore calls it
+// before it makes the tasks; Open does if it was not.
 func (r *Restorer) MakeGhosts() error {
+	r.ghostMu.Lock()
+	defer r.ghostMu.Unlock()
+	if r.ghostFiles != nil {
+		return nil
+	}
+	r.ghostFiles = map[uint32]*os.File{}
 	ids := make([]uint32, 0, len(r.set.Ghosts))
 	for id := range r.set.Ghosts {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
+	done := map[ghostKey]bool{}
 	for _, id := range ids {
 		g := r.set.Ghosts[id]
-		reg := r.byID[id].GetReg()
-		if reg == nil {
-			continue
-		}
 		key := ghostKey{uint64(g.Entry.GetDev()), g.Entry.GetIno()}
-		if _, ok := r.ghostPaths[key]; ok {
+		reg := r.byID[id].GetReg()
+		if done[key] || reg == nil {
 			continue
 		}
+		done[key] = true
 		path, err := makeGhost(reg.GetName(), g)
 		if err != nil {
-			r.removeGhosts()
 			return err
 		}
-		r.ghostPaths[key] = path
+		for _, oid := range ids {
+			og := r.set.Ghosts[oid]
+			oe := r.byID[oid].GetReg()
+			if og.Entry.GetDev() != g.Entry.GetDev() || og.Entry.GetIno() != g.Entry.GetIno() || oe == nil {
+				continue
+			}
+			f, err := openRegAt(path, oe)
+			if err != nil {
+				os.Remove(path)
+				return err
+			}
+			r.ghostFiles[oid] = f
+			r.keep = append(r.keep, f)
+		}
+		if err := os.Remove(path); err != nil {
+			return fmt.Errorf("remove recreated deleted file %s: %w", path, err)
+		}
 	}
 	return nil
-}
-
-func (r *Restorer) removeGhosts() error {
-	var errs []error
-	for k, path := range r.ghostPaths {
-		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
-			errs = append(errs, fmt.Errorf("remove recreated deleted file: %w", err))
-		}
-		delete(r.ghostPaths, k)
-	}
-	return errors.Join(errs...)
 }
 
 // makeGhost writes g's contents, mode, owner and times into a new file
@@ -212,39 +223,18 @@ func makeGhost(name string, g *Ghost) (string, error) {
 	return path, nil
 }
 
-// MappedPath returns the name under which the deleted file of regular-file
-// entry id (a mapping's or an executable's) can be opened during the
-// restore: its recreated ghost (MakeGhosts) or its link-remap name. ok is
-// false when the file was not deleted.
-func (r *Restorer) MappedPath(id uint32) (path string, ok bool, err error) {
-	if hidden, ok := r.set.LinkRemaps[id]; ok {
-		r.remapMu.Lock()
-		r.remapNames[hidden] = true
-		r.remapMu.Unlock()
-		return hidden, true, nil
-	}
-	g, ok := r.set.Ghosts[id]
-	if !ok {
-		return "", false, nil
-	}
-	path, ok = r.ghostPaths[ghostKey{uint64(g.Entry.GetDev()), g.Entry.GetIno()}]
-	if !ok {
-		return "", false, fmt.Errorf("deleted file of file id %d was not recreated (a bug in crtools)", id)
-	}
-	return path, true, nil
-}
-
-// openGhost opens the recreated deleted file (MakeGhosts) for entry e.
-func (r *Restorer) openGhost(e *pb.FileEntry, g *Ghost) (*os.File, error) {
-	reg := e.GetReg()
-	path, ok, err := r.MappedPath(e.GetId())
-	if err != nil {
+// openGhost returns the recreated deleted file (MakeGhosts) of entry e.
+func (r *Restorer) openGhost(e *pb.FileEntry, _ *Ghost) (*os.File, error) {
+	if err := r.MakeGhosts(); err != nil {
 		return nil, err
 	}
+	r.ghostMu.Lock()
+	f, ok := r.ghostFiles[e.GetId()]
+	r.ghostMu.Unlock()
 	if !ok {
-		return nil, fmt.Errorf("deleted file %s: file id %d: %w", reg.GetName(), e.GetId(), errNoEntry)
+		return nil, fmt.Errorf("deleted file %s: file id %d: %w", e.GetReg().GetName(), e.GetId(), errNoEntry)
 	}
-	return openRegAt(path, reg)
+	return f, nil
 }
 
 // openRegAt opens path with the entry's flags and offset.
@@ -264,13 +254,18 @@ func openRegAt(path string, reg *pb.RegFileEntry) (*os.File, error) {
 	return f, nil
 }
 
+// openLinkRemap opens the file a --link-remap dump linked to hidden. When
+// its old name is free the file is opened through that name, linked for
+// the moment, so that the task's fd, maps and exe link name it as before
+// (deleted); else through hidden. Close removes hidden.
 func (r *Restorer) openLinkRemap(e *pb.FileEntry, hidden string) (*os.File, error) {
-	f, err := openRegAt(hidden, e.GetReg())
-	if err != nil {
-		return nil, err
-	}
 	r.remapMu.Lock()
+	defer r.remapMu.Unlock()
 	r.remapNames[hidden] = true
-	r.remapMu.Unlock()
-	return f, nil
+	path := hidden
+	if name := e.GetReg().GetName(); os.Link(hidden, name) == nil {
+		path = name
+		defer os.Remove(name)
+	}
+	return openRegAt(path, e.GetReg())
 }

@@ -48,9 +48,9 @@ type Restorer struct {
 	fifoKeep  map[uint32]*os.File
 	usk       map[uint32]*os.File // unix sockets by inode
 	uskBusy   map[uint32]bool
-	// ghostPaths: the recreated deleted files by inode (MakeGhosts),
-	// removed by Close.
-	ghostPaths map[ghostKey]string
+	// ghostFiles: the recreated deleted files by file id (MakeGhosts).
+	ghostFiles map[uint32]*os.File
+	ghostMu    sync.Mutex // ghostFiles
 	remapMu    sync.Mutex // remapNames (lanes restore at the same time)
 	// link-remap names opened; removed by Close
 	remapNames map[string]bool
@@ -65,7 +65,7 @@ func NewRestorer(set *Set, log zerolog.Logger) *Restorer {
 		set: set, log: log,
 		byID: map[uint32]*pb.FileEntry{}, unixByIno: map[uint32]*pb.UnixSkEntry{},
 		opened: map[uint32]*os.File{}, pipes: map[uint32]*pipeObj{}, ptys: map[uint32]*ptyPair{}, fifoKeep: map[uint32]*os.File{},
-		usk: map[uint32]*os.File{}, uskBusy: map[uint32]bool{}, ghostPaths: map[ghostKey]string{},
+		usk: map[uint32]*os.File{}, uskBusy: map[uint32]bool{},
 		remapNames: map[string]bool{},
 	}
 	for _, e := range set.Files {
@@ -265,9 +265,6 @@ func (r *Restorer) Close() error {
 	}
 	for _, f := range r.keep {
 		closeF(f)
-	}
-	if err := r.removeGhosts(); err != nil {
-		errs = append(errs, err)
 	}
 	for n := range r.remapNames {
 		if err := os.Remove(n); err != nil && !os.IsNotExist(err) {

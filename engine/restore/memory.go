@@ -377,13 +377,21 @@ func (p *puppet) openMapFile(img *imageSet, v *pb.VmaEntry, fds map[uint64]uint6
 	} else if v.GetStatus()&vmaFileShared != 0 && v.GetProt()&unix.PROT_WRITE != 0 {
 		mode = unix.O_RDWR
 	}
-	name, err := img.regPath(uint32(id))
-	if err != nil {
-		return 0, fmt.Errorf("restore VMA %#x-%#x of task %d: %w", v.GetStart(), v.GetEnd(), p.pid, err)
+	if img.special != nil && img.special.Handles(uint32(id)) {
+		// A file deleted before the dump: crtools recreated it
+		// (engine/files MakeGhosts) and opened it with the entry's
+		// access mode; the puppet takes that file, whatever mount
+		// namespace it is in, the same file as the tasks' fds on it.
+		fd, err := p.takeSpecial(img, uint32(id))
+		if err != nil {
+			return 0, fmt.Errorf("restore VMA %#x-%#x of task %d: %w", v.GetStart(), v.GetEnd(), p.pid, err)
+		}
+		fds[id] = fd
+		return fd, nil
 	}
-	fd, err := p.openat(name, mode|unix.O_CLOEXEC)
+	fd, err := p.openat(fe.GetReg().GetName(), mode|unix.O_CLOEXEC)
 	if err != nil {
-		return 0, fmt.Errorf("open %q for VMA %#x-%#x: %w", name, v.GetStart(), v.GetEnd(), err)
+		return 0, fmt.Errorf("open %q for VMA %#x-%#x: %w", fe.GetReg().GetName(), v.GetStart(), v.GetEnd(), err)
 	}
 	fds[id] = fd
 	return fd, nil
@@ -891,20 +899,4 @@ func (t *trampoline) fillBuffer(n int) []byte {
 		_ = unix.Madvise(t.fillBuf, unix.MADV_POPULATE_WRITE)
 	}
 	return t.fillBuf[:n]
-}
-
-// regPath returns the name to open the regular file of entry id by: its
-// own, or for a file deleted before the dump the name of its recreated
-// ghost or link-remap (engine/files MakeGhosts), removed again once every
-// task has mapped it and set its exe link (closeSpecial).
-func (img *imageSet) regPath(id uint32) (string, error) {
-	name := img.files[id].GetReg().GetName()
-	if img.special == nil {
-		return name, nil
-	}
-	path, ok, err := img.special.MappedPath(id)
-	if err != nil || !ok {
-		return name, err
-	}
-	return path, nil
 }

@@ -159,8 +159,8 @@ func (r *restorer) Load(ctx context.Context) error {
 		img.special.OwnerByTask = r.newPidNS()
 	}
 	if img.special != nil {
-		// Deleted files the tree had open, mapped or ran come back as
-		// files for the tasks to open, removed again by closeSpecial.
+		// Deleted files the tree had open, mapped or ran are made
+		// again, opened for the tasks to take, and deleted again.
 		if err := img.special.MakeGhosts(); err != nil {
 			return err
 		}

@@ -397,11 +397,13 @@ func (p *puppet) setMMMap(img *imageSet, mm *pb.MmEntry, keepExe bool) error {
 	if fe := img.files[mm.GetExeFileId()]; fe != nil && fe.GetReg() != nil && !keepExe {
 		fd := p.exeFd
 		if p.keepExe != uint64(mm.GetExeFileId()) || fd == noFd {
-			name, err := img.regPath(mm.GetExeFileId())
-			if err != nil {
-				return fmt.Errorf("executable of task %d: %w", p.pid, err)
+			var err error
+			if img.special != nil && img.special.Handles(mm.GetExeFileId()) {
+				// Deleted before the dump (see openMapFile).
+				fd, err = p.takeSpecial(img, mm.GetExeFileId())
+			} else {
+				fd, err = p.openat(fe.GetReg().GetName(), unix.O_RDONLY|unix.O_CLOEXEC)
 			}
-			fd, err = p.openat(name, unix.O_RDONLY|unix.O_CLOEXEC)
 			if err != nil {
 				return fmt.Errorf("open executable %q of task %d: %w", fe.GetReg().GetName(), p.pid, err)
 			}

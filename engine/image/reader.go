@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/crtools/crtools/engine/image/pb"
+	"github.com/crtools/crtools/engine/proc"
 )
 
 // Default limits. CRIU's biggest entries (a core with full xstate, an mm
@@ -68,11 +70,22 @@ func Open(dir string, kind *Kind, id uint64) (*Reader, error) {
 
 // OpenPath opens the file at path as an image of kind (nil: find the kind
 // from the header, and from the name for raw files).
+//
+// The file is opened with O_NONBLOCK, so that a FIFO in an images
+// directory (or given to show -f) with no writer does not block crtools
+// for ever in open, and O_NONBLOCK is cleared again before the reads: a
+// FIFO without a writer then reads as empty, a pipe (show -f /dev/stdin)
+// as a stream of unknown size.
 func OpenPath(path string, kind *Kind) (*Reader, error) {
-	f, err := openFile(path, unix.O_RDONLY, 0)
+	fd, err := proc.OpenNoPoll(path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open image: %w", err)
 	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, 0); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("open image: %w", &os.PathError{Op: "fcntl", Path: path, Err: err})
+	}
+	f := os.NewFile(uintptr(fd), path)
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
@@ -82,12 +95,16 @@ func OpenPath(path string, kind *Kind) (*Reader, error) {
 		f.Close()
 		return nil, fmt.Errorf("open image %s: is a directory", path)
 	}
+	size := st.Size()
+	if !st.Mode().IsRegular() {
+		size = -1 // a pipe or a device: its size says nothing of its data
+	}
 	if kind == nil {
 		if k, _, ok := KindByFilename(path); ok && k.Header == HeaderNone {
 			kind = k
 		}
 	}
-	r, err := newReader(f, f, path, kind, st.Size(), Limits{})
+	r, err := newReader(f, f, path, kind, size, Limits{})
 	if err != nil {
 		f.Close()
 		return nil, err

@@ -80,9 +80,11 @@ type imageReader struct {
 // reader reads the file itself (the caller closes it then).
 func (r *imageReader) open(kind *image.Kind, id uint64) (rd *image.Reader, data []byte, err error) {
 	name := kind.FileName(id)
-	fd, err := unix.Openat(r.d.fd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	// O_NONBLOCK: a FIFO in place of an image must not block the open
+	// for ever (it is refused below); reads of a regular file ignore it.
+	fd, err := unix.Openat(r.d.fd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	for err == unix.EINTR {
-		fd, err = unix.Openat(r.d.fd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err = unix.Openat(r.d.fd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	}
 	path := filepath.Join(r.d.dir, name)
 	if err != nil {
@@ -96,7 +98,10 @@ func (r *imageReader) open(kind *image.Kind, id uint64) (rd *image.Reader, data 
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return nil, nil, fmt.Errorf("open image %s: is a directory", path)
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size > maxWhole {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, nil, fmt.Errorf("open image %s: not a regular file", path)
+	}
+	if st.Size > maxWhole {
 		rd, err := image.Open(r.d.dir, kind, id)
 		return rd, nil, err
 	}

@@ -33,6 +33,24 @@ func TestRestoreErrors(t *testing.T) {
 			t.Errorf("restore -t other: exit %d, output:\n%s", code, out)
 		}
 	})
+	t.Run("fifo image", func(t *testing.T) {
+		// A FIFO in place of an image blocked the restore in open for
+		// ever (SIGTERM did not stop it either); now it is refused.
+		for _, name := range []string{"pstree.img", fmt.Sprintf("core-%d.img", w.Pid)} {
+			bad := t.TempDir() + "/images"
+			if err := exec.Command("cp", "-a", dir, bad).Run(); err != nil {
+				t.Fatal(err)
+			}
+			if err := exec.Command("sh", "-c", "rm "+bad+"/"+name+" && mkfifo "+bad+"/"+name).Run(); err != nil {
+				t.Fatal(err)
+			}
+			code, out := crtools(t, "restore", "-D", bad, "-d", "-v0")
+			if code != 1 || !strings.Contains(out, name+": not a regular file") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+				t.Errorf("restore with a FIFO for %s: exit %d, output:\n%s", name, code, out)
+			}
+		}
+		w.MustVerify(10 * time.Second) // untouched
+	})
 	t.Run("missing dir", func(t *testing.T) {
 		code, out := crtools(t, "restore", "-D", dir+"-nope", "-d")
 		if code != 1 || !strings.Contains(out, "-nope") {

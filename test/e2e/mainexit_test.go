@@ -127,16 +127,7 @@ func TestRestoreLeaderExitedImages(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	w.MustVerify(10 * time.Second)
 	checkLeaderExited(t, w.Pid, tids)
-	if err := w.VerifyAndExit(10 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	ws, err := rp.WaitPid(w.Pid, 10*time.Second)
-	if err != nil {
-		t.Fatalf("wait for restored workload %d: %v", w.Pid, err)
-	}
-	if !ws.Exited() || ws.ExitStatus() != 3 {
-		t.Fatalf("restored workload exited with %v, want exit status 3\n%s", ws, w.Output())
-	}
+	exitAndReap(t, rp, w, 3)
 }
 
 // TestDumpRestoreMainExit: mainexit.c's main thread calls pthread_exit
@@ -200,16 +191,7 @@ func TestDumpRestoreMainExit(t *testing.T) {
 			w.MustVerify(10 * time.Second)
 			time.Sleep(20 * time.Millisecond)
 			w.MustVerify(10 * time.Second)
-			if err := w.VerifyAndExit(10 * time.Second); err != nil {
-				t.Fatal(err)
-			}
-			ws, err := rp.WaitPid(w.Pid, 10*time.Second)
-			if err != nil {
-				t.Fatalf("wait for restored workload %d: %v", w.Pid, err)
-			}
-			if !ws.Exited() || ws.ExitStatus() != tc.want {
-				t.Fatalf("restored workload exited with %v, want exit status %d\n%s", ws, tc.want, w.Output())
-			}
+			exitAndReap(t, rp, w, tc.want)
 		})
 	}
 }
@@ -294,6 +276,13 @@ func TestDumpRestoreMainExitStopped(t *testing.T) {
 	}
 	checkLeaderExited(t, w.Pid, tids)
 	w.MustVerify(10 * time.Second)
+	exitAndReap(t, rp, w, 3)
+}
+
+// exitAndReap has the restored workload w verify and exit, reaps it as
+// rp and checks its exit status is want.
+func exitAndReap(t *testing.T, rp *harness.Reaper, w *harness.Workload, want int) {
+	t.Helper()
 	if err := w.VerifyAndExit(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -301,8 +290,8 @@ func TestDumpRestoreMainExitStopped(t *testing.T) {
 	if err != nil {
 		t.Fatalf("wait for restored workload %d: %v", w.Pid, err)
 	}
-	if !ws.Exited() || ws.ExitStatus() != 3 {
-		t.Fatalf("restored workload exited with %v, want exit status 3\n%s", ws, w.Output())
+	if !ws.Exited() || ws.ExitStatus() != want {
+		t.Fatalf("restored workload exited with %v, want exit status %d\n%s", ws, want, w.Output())
 	}
 }
 

@@ -65,9 +65,17 @@ func taskStates(t *testing.T, pid int) map[int]byte {
 
 // checkLeaderExited checks that pid's threads are its zombie leader and
 // tids, running, as in a process whose main thread called pthread_exit.
+// It waits (up to 10 s) for the leader to become a zombie: mainexit.c's
+// sleeper says ready as soon as the threads run, and main may not have
+// got through pthread_exit by then on a loaded machine (a dump then
+// refuses it as exiting, and the check saw state 'R' or 'S').
 func checkLeaderExited(t *testing.T, pid int, tids []int) {
 	t.Helper()
 	st := taskStates(t, pid)
+	for deadline := time.Now().Add(10 * time.Second); st[pid] != 'Z' && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+		st = taskStates(t, pid)
+	}
 	if st[pid] != 'Z' {
 		t.Errorf("leader %d in state %q, want Z (threads %v)", pid, st[pid], st)
 	}

@@ -124,6 +124,17 @@ func TestLinkRemap(t *testing.T) {
 	if string(b[:n]) != "tmpfile data" {
 		t.Errorf("restored %q", b[:n])
 	}
+	// A failed restore keeps the hidden name (the file's only copy)
+	// for another try.
+	failed := NewRestorer(roundTrip(t, d.Set()), d.log)
+	if _, err := failed.Open(c.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	failed.KeepLinkRemaps()
+	failed.Close()
+	if b, err := os.ReadFile(hidden); err != nil || string(b) != "tmpfile data" {
+		t.Errorf("hidden name after a failed restore: %q %v", b, err)
+	}
 	rs.Close()
 	if _, err := os.Stat(hidden); !os.IsNotExist(err) {
 		t.Errorf("hidden name still there after restore: %v", err)

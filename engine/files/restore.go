@@ -249,8 +249,18 @@ func (r *Restorer) HasLocks(pid, fd int) bool {
 	return false
 }
 
+// KeepLinkRemaps makes Close leave the link-remap names the restore
+// opened: after a failed restore they hold the only copy of those deleted
+// files, which the images need for another try.
+func (r *Restorer) KeepLinkRemaps() {
+	r.remapMu.Lock()
+	r.remapNames = map[string]bool{}
+	r.remapMu.Unlock()
+}
+
 // Close closes every file the restorer created and removes the link-remap
-// names. Call it after the puppets have taken their copies (or on failure).
+// names (unless KeepLinkRemaps). Call it after the puppets have taken
+// their copies (or on failure, after KeepLinkRemaps).
 func (r *Restorer) Close() error {
 	var errs []error
 	seen := map[*os.File]bool{}

@@ -471,7 +471,7 @@ func (r *restorer) RestoreState(ctx context.Context) error {
 	}
 	// Every task holds its own copies of the special files now; crtools
 	// lets go of its own (a pipe whose writer was gone reads EOF again).
-	if err := r.img.closeSpecial(); err != nil {
+	if err := r.img.closeSpecial(true); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	// SysV segments that were removed while attached are removed again,
@@ -817,7 +817,7 @@ func (r *restorer) Wait() (int, error) {
 }
 
 func (r *restorer) Close() error {
-	_ = r.img.closeSpecial()
+	_ = r.img.closeSpecial(false) // after closeSpecial(true) or a failure
 	if r.tr != nil {
 		// A restored task that is still a puppet must not survive us.
 		if !r.resumed && !r.killed {

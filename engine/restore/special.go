@@ -197,8 +197,10 @@ func specialLast(fe *pb.FileEntry) bool { return fe != nil && files.NeedsTargets
 
 // closeSpecial drops crtools' references once every task holds its own
 // (so a pipe whose writer was gone reads EOF again).
-// memfds are sealed then (memfd.go).
-func (img *imageSet) closeSpecial() error {
+// memfds are sealed then (memfd.go). The --link-remap names of the images
+// are removed when restored (every task holds its files), else kept: after
+// a failed restore they are the only copy of those deleted files.
+func (img *imageSet) closeSpecial(restored bool) error {
 	if img == nil {
 		return nil
 	}
@@ -206,6 +208,9 @@ func (img *imageSet) closeSpecial() error {
 	img.closeMemfds()
 	if img.special == nil {
 		return err
+	}
+	if !restored {
+		img.special.KeepLinkRemaps()
 	}
 	return errors.Join(err, img.special.Close())
 }

@@ -48,12 +48,6 @@ import (
 // images in the same way. Threads whose chains differ get each their own
 // chain (a part they shared becomes a copy in each).
 const (
-	seccompModeStrict = 1
-	seccompModeFilter = 2
-
-	seccompFilterFlagTsync = 1 // SECCOMP_FILTER_FLAG_TSYNC
-	seccompFilterFlagLog   = 2 // SECCOMP_FILTER_FLAG_LOG
-
 	seccompRetActionFull = 0xffff0000 // SECCOMP_RET_ACTION_FULL
 	seccompRetUserNotif  = 0x7fc00000 // SECCOMP_RET_USER_NOTIF
 
@@ -102,8 +96,8 @@ func (c *collecting) readSeccomp() error {
 		mode := c.ts.statuses[i].Seccomp
 		c.seccomp[i].mode = mode
 		switch mode {
-		case 0, seccompModeStrict:
-		case seccompModeFilter:
+		case 0, unix.SECCOMP_MODE_STRICT:
+		case unix.SECCOMP_MODE_FILTER:
 			fs, err := readFilters(t.pid, th.tid)
 			if err != nil {
 				return err
@@ -192,7 +186,7 @@ func (si *seccompImage) setThreads(cores []*pb.CoreEntry, th []threadSeccomp) {
 	if sharedChain(th) {
 		chain := make([]seccompFilter, len(th[0].filters))
 		for i, f := range th[0].filters {
-			chain[i] = seccompFilter{prog: f.prog, flags: f.flags | seccompFilterFlagTsync}
+			chain[i] = seccompFilter{prog: f.prog, flags: f.flags | unix.SECCOMP_FILTER_FLAG_TSYNC}
 		}
 		for i, c := range cores {
 			tc := c.GetThreadCore()
@@ -207,7 +201,7 @@ func (si *seccompImage) setThreads(cores []*pb.CoreEntry, th []threadSeccomp) {
 	for i, c := range cores {
 		tc := c.GetThreadCore()
 		tc.SeccompMode, tc.SeccompFilter = pb.SeccompMode(th[i].mode).Enum(), nil
-		if th[i].mode == seccompModeFilter {
+		if th[i].mode == unix.SECCOMP_MODE_FILTER {
 			tc.SeccompFilter = proto.Uint32(si.add(th[i].filters))
 		}
 	}
@@ -217,7 +211,7 @@ func (si *seccompImage) setThreads(cores []*pb.CoreEntry, th []threadSeccomp) {
 // chain (programs and flags).
 func sharedChain(th []threadSeccomp) bool {
 	for _, t := range th {
-		if t.mode != seccompModeFilter || !slices.EqualFunc(t.filters, th[0].filters, func(a, b seccompFilter) bool {
+		if t.mode != unix.SECCOMP_MODE_FILTER || !slices.EqualFunc(t.filters, th[0].filters, func(a, b seccompFilter) bool {
 			return a.flags == b.flags && string(a.prog) == string(b.prog)
 		}) {
 			return false

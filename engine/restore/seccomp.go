@@ -32,18 +32,11 @@ import (
 // option when Resume detaches the threads: from their first instruction
 // of their own, the filters are in force.
 
-// SECCOMP_SET_MODE_FILTER and the filter flags crtools installs with.
 const (
-	seccompSetModeFilter   = 1
-	seccompModeStrict      = 1
-	seccompModeFilter      = 2
-	seccompFilterFlagTsync = 1
 	// The flags a restore passes on: TSYNC, LOG, SPEC_ALLOW. The others
 	// (NEW_LISTENER, TSYNC_ESRCH, WAIT_KILLABLE_RECV) are about a
 	// listener, which crtools' dump refuses.
-	seccompFlagsKnown = 1 | 2 | 4
-	// bpfMaxInsns is BPF_MAXINSNS: the longest program the kernel takes.
-	bpfMaxInsns = 4096
+	seccompFlagsKnown = unix.SECCOMP_FILTER_FLAG_TSYNC | unix.SECCOMP_FILTER_FLAG_LOG | unix.SECCOMP_FILTER_FLAG_SPEC_ALLOW
 )
 
 // seccompProg is one filter to install.
@@ -63,7 +56,7 @@ type threadSeccomp struct {
 // of its process).
 func (s *threadSeccomp) tsync() bool {
 	for _, f := range s.filters {
-		if f.flags&seccompFilterFlagTsync != 0 {
+		if f.flags&unix.SECCOMP_FILTER_FLAG_TSYNC != 0 {
 			return true
 		}
 	}
@@ -115,9 +108,9 @@ func threadSeccompOf(tc *pb.ThreadCoreEntry, filters []*pb.SeccompFilter) (*thre
 	switch tc.GetSeccompMode() {
 	case pb.SeccompMode_disabled:
 		return nil, nil
-	case seccompModeStrict:
+	case unix.SECCOMP_MODE_STRICT:
 		return &threadSeccomp{strict: true}, nil
-	case seccompModeFilter:
+	case unix.SECCOMP_MODE_FILTER:
 	default:
 		return nil, fmt.Errorf("seccomp mode %d is unknown", tc.GetSeccompMode())
 	}
@@ -135,8 +128,8 @@ func threadSeccompOf(tc *pb.ThreadCoreEntry, filters []*pb.SeccompFilter) (*thre
 		}
 		f := filters[i]
 		n := len(f.GetFilter())
-		if n == 0 || n%8 != 0 || n/8 > bpfMaxInsns {
-			return nil, fmt.Errorf("seccomp filter %d is %d bytes, not 1 to %d BPF instructions", i, n, bpfMaxInsns)
+		if n == 0 || n%8 != 0 || n/8 > unix.BPF_MAXINSNS {
+			return nil, fmt.Errorf("seccomp filter %d is %d bytes, not 1 to %d BPF instructions", i, n, unix.BPF_MAXINSNS)
 		}
 		if f.GetFlags()&^seccompFlagsKnown != 0 {
 			return nil, fmt.Errorf("seccomp filter %d has flags %#x; crtools installs filters with TSYNC, LOG and SPEC_ALLOW only", i, f.GetFlags())
@@ -180,7 +173,7 @@ func (r *restorer) restoreSeccomp(pr *proc) error {
 // installSeccomp gives the thread p the seccomp state s.
 func (p *puppet) installSeccomp(s *threadSeccomp) error {
 	if s.strict {
-		_, err := p.callf("enter seccomp strict mode", unix.SYS_PRCTL, unix.PR_SET_SECCOMP, seccompModeStrict)
+		_, err := p.callf("enter seccomp strict mode", unix.SYS_PRCTL, unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_STRICT)
 		return err
 	}
 	for i, f := range s.filters {
@@ -197,7 +190,7 @@ func (p *puppet) installSeccomp(s *threadSeccomp) error {
 			return err
 		}
 		what := fmt.Sprintf("install seccomp filter %d of %d (flags %#x)", i+1, len(s.filters), f.flags)
-		ret, err := p.callf(what, unix.SYS_SECCOMP, seccompSetModeFilter, uint64(f.flags), a)
+		ret, err := p.callf(what, unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, uint64(f.flags), a)
 		if err != nil {
 			return err
 		}
